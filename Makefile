@@ -1,0 +1,40 @@
+# Every command sets up .venv when it is missing or pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format schemas bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## run the platform on its embedded default, with the scenarios seeded
+	$(BIN)/ketnoi demo $(DEMO_ARGS)
+
+test: $(STAMP)  ## the whole suite (PostgreSQL: see tests/support/postgres.py)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff, mypy and the import contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schemas: $(STAMP)  ## regenerate the committed JSON Schemas from contracts/
+	$(BIN)/python -m contracts.schemagen
+
+bench: $(STAMP)  ## benchmarks against the raw limits of this machine (PostgreSQL needed)
+	$(BIN)/python -m bench.intake_throughput
+
+clean:
+	rm -rf $(VENV) .ketnoi .ketnoi-demo .pytest_cache .mypy_cache .ruff_cache

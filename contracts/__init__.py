@@ -1,0 +1,26 @@
+"""The shared vocabulary of Ketnoi: enums, the event envelope and every event that crosses a
+service boundary. Imports only pydantic and the standard library, so any service (or any
+agency's own code) can decode any Ketnoi log knowing only this package.
+"""
+
+from contracts import intake as intake  # registers the intake events
+from contracts.envelope import (
+    Actor,
+    AgencyRef,
+    CommandRecorded,
+    Event,
+    UnknownEventTypeError,
+    event_types,
+    resolve,
+)
+
+__all__ = [
+    "Actor",
+    "AgencyRef",
+    "CommandRecorded",
+    "Event",
+    "UnknownEventTypeError",
+    "event_types",
+    "intake",
+    "resolve",
+]

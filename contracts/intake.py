@@ -1,0 +1,197 @@
+"""Events of the intake log: the life of a case from reception to closure and reopening.
+
+The originator of every event here is a case. Fields that hold personal data sit only in
+events that also carry ``person_id``, so per-person keys can later cover exactly them.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from uuid import UUID
+
+from pydantic import Field
+
+from contracts.envelope import AgencyRef, Event, Model
+from contracts.vocabulary import (
+    ArrivalRoute,
+    CaseStage,
+    ClosureReason,
+    ContactMode,
+    IdentityDocumentStatus,
+    ReopeningReason,
+    RiskLevel,
+    RiskSubject,
+    Sex,
+    UrgentNeed,
+)
+
+PROVINCE_PATTERN = r"^[a-z][a-z0-9-]*$"
+COUNTRY_PATTERN = r"^[A-Z]{2}$"  # ISO 3166-1 alpha-2
+LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # ISO 639
+
+
+class Place(Model):
+    """Where the reception happened. ``province`` scopes who may see the case."""
+
+    province: str = Field(min_length=2, max_length=60, pattern=PROVINCE_PATTERN)
+    district: str | None = Field(default=None, max_length=80)
+    location: str | None = Field(default=None, max_length=200)
+
+
+class PartyPresent(Model):
+    """An agency present at a reception or handover, and in what capacity."""
+
+    agency: AgencyRef
+    capacity: str = Field(min_length=1, max_length=120)
+
+
+class ReceptionRecorded(Event):
+    """A person was received (tiếp nhận); the case begins here."""
+
+    event_type = "org.ketnoi.intake.reception_recorded"
+
+    person_id: UUID
+    route: ArrivalRoute
+    received_at: datetime
+    place: Place
+    receiving_agency: AgencyRef
+    handed_over_by: AgencyRef | None = None
+    returned_from_country: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
+    present: tuple[PartyPresent, ...] = ()
+
+
+class PersonDetails(Model):
+    """Who the person is, as far as they choose to tell."""
+
+    full_name: str = Field(min_length=1, max_length=200)
+    sex: Sex
+    date_of_birth: date | None = None
+    estimated_age: int | None = Field(default=None, ge=0, le=120)
+    nationality: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
+    languages: tuple[str, ...] = Field(default=(), max_length=10)
+    identity_document_status: IdentityDocumentStatus = IdentityDocumentStatus.UNKNOWN
+
+
+class PersonRegistered(Event):
+    """The person's details were recorded; ``minor`` is judged at the reception date."""
+
+    event_type = "org.ketnoi.intake.person_registered"
+
+    person_id: UUID
+    details: PersonDetails
+    minor: bool
+
+
+class PersonDetailsCorrected(Event):
+    """The person's details were corrected; the whole set replaces the previous one."""
+
+    event_type = "org.ketnoi.intake.person_details_corrected"
+
+    person_id: UUID
+    details: PersonDetails
+    minor: bool
+
+
+class RapidNeedsAssessed(Event):
+    """The rapid needs assessment made on the spot."""
+
+    event_type = "org.ketnoi.intake.rapid_needs_assessed"
+
+    person_id: UUID
+    needs: tuple[UrgentNeed, ...]
+    notes: str | None = Field(default=None, max_length=2000)
+
+
+class RiskAssessed(Event):
+    """A risk assessment, with a plan to manage the risk."""
+
+    event_type = "org.ketnoi.intake.risk_assessed"
+
+    person_id: UUID
+    level: RiskLevel
+    at_risk: tuple[RiskSubject, ...]
+    management_plan: str = Field(min_length=1, max_length=4000)
+
+
+class ContactPreferenceRecorded(Event):
+    """How the person wants to be contacted, and how not; every agency must respect it."""
+
+    event_type = "org.ketnoi.intake.contact_preference_recorded"
+
+    person_id: UUID
+    preferred: tuple[ContactMode, ...]
+    refused: tuple[ContactMode, ...] = ()
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class CaseManagerAssigned(Event):
+    """A social worker now owns the case."""
+
+    event_type = "org.ketnoi.intake.case_manager_assigned"
+
+    case_manager_id: str = Field(min_length=1, max_length=120)
+    agency: AgencyRef
+
+
+class StageChanged(Event):
+    """The case moved to another stage."""
+
+    event_type = "org.ketnoi.intake.stage_changed"
+
+    from_stage: CaseStage
+    to_stage: CaseStage
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class CaseClosed(Event):
+    """The case was closed, with the reason and the person's own feedback."""
+
+    event_type = "org.ketnoi.intake.case_closed"
+
+    person_id: UUID
+    from_stage: CaseStage
+    reason: ClosureReason
+    feedback: str | None = Field(default=None, max_length=4000)
+    satisfaction: int | None = Field(default=None, ge=1, le=5)
+
+
+class CaseReopened(Event):
+    """A closed case was reopened as a new episode of the same continuous record."""
+
+    event_type = "org.ketnoi.intake.case_reopened"
+
+    episode: int = Field(ge=2)
+    reason: ReopeningReason
+    to_stage: CaseStage
+    note: str | None = Field(default=None, max_length=1000)
+
+
+INTAKE_EVENTS: tuple[type[Event], ...] = (
+    ReceptionRecorded,
+    PersonRegistered,
+    PersonDetailsCorrected,
+    RapidNeedsAssessed,
+    RiskAssessed,
+    ContactPreferenceRecorded,
+    CaseManagerAssigned,
+    StageChanged,
+    CaseClosed,
+    CaseReopened,
+)
+
+__all__ = [
+    "INTAKE_EVENTS",
+    "CaseClosed",
+    "CaseManagerAssigned",
+    "CaseReopened",
+    "ContactPreferenceRecorded",
+    "PartyPresent",
+    "PersonDetails",
+    "PersonDetailsCorrected",
+    "PersonRegistered",
+    "Place",
+    "RapidNeedsAssessed",
+    "ReceptionRecorded",
+    "RiskAssessed",
+    "StageChanged",
+]

@@ -1,0 +1,178 @@
+"""The shared vocabulary of Ketnoi: the words every service and agency agrees on.
+
+Values are stable, lower-case identifiers: they are stored in events and sent to agencies,
+so renaming one is a contract change. Vietnamese terms for the UI live beside the enums.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AgencyKind(StrEnum):
+    """Kinds of agency that take part in a referral (DOMAIN.md, "Who uses the platform")."""
+
+    POLICE = "police"  # Công an
+    BORDER_GUARD = "border_guard"  # Bộ đội Biên phòng
+    SOCIAL_WORK_CENTRE = "social_work_centre"  # Trung tâm Công tác xã hội
+    LEGAL_AID_CENTRE = "legal_aid_centre"  # Trung tâm Trợ giúp pháp lý nhà nước
+    HOSPITAL = "hospital"  # Bệnh viện, Y tế
+    WOMENS_UNION = "womens_union"  # Hội Liên hiệp Phụ nữ
+    VOCATIONAL_TRAINING_CENTRE = "vocational_training_centre"  # Trung tâm Giáo dục nghề nghiệp
+    SCHOOL = "school"
+    EMPLOYER = "employer"
+    NGO = "ngo"
+    HOTLINE_111 = "hotline_111"  # Tổng đài 111
+    CHILD_PROTECTION_AUTHORITY = "child_protection_authority"
+    LOCAL_AUTHORITY = "local_authority"  # local officers present at a handover
+    FOREIGN_AUTHORITY = "foreign_authority"  # at a border handover
+
+
+class ServiceType(StrEnum):
+    """Services a person may be referred to (DOMAIN.md, stages 1-5)."""
+
+    SAFE_ACCOMMODATION = "safe_accommodation"
+    HEALTH_CHECK = "health_check"
+    MEDICAL_CARE = "medical_care"
+    PSYCHOLOGICAL_FIRST_AID = "psychological_first_aid"
+    MENTAL_HEALTH_CARE = "mental_health_care"
+    LEGAL_AID = "legal_aid"
+    INTERPRETATION = "interpretation"
+    IDENTITY_DOCUMENTS = "identity_documents"
+    LONG_TERM_HOUSING = "long_term_housing"
+    EDUCATION = "education"
+    VOCATIONAL_TRAINING = "vocational_training"
+    JOB_PLACEMENT = "job_placement"
+    LIFE_SKILLS = "life_skills"
+    PEER_SUPPORT = "peer_support"
+    FAMILY_REUNIFICATION = "family_reunification"
+    FOLLOW_UP = "follow_up"
+
+
+class DataCategory(StrEnum):
+    """Categories of personal data that consent is given for, one by one."""
+
+    IDENTITY = "identity"
+    CONTACT = "contact"
+    HEALTH = "health"
+    PSYCHOSOCIAL = "psychosocial"
+    LEGAL_CASE = "legal_case"
+    LOCATION = "location"
+    FAMILY = "family"
+    NEEDS = "needs"
+    RISK = "risk"
+
+
+class Purpose(StrEnum):
+    """Purposes for which data may be shared."""
+
+    SERVICE_PROVISION = "service_provision"
+    CASE_COORDINATION = "case_coordination"
+    CRIMINAL_PROCEEDINGS = "criminal_proceedings"
+    STATISTICS = "statistics"
+    RESEARCH = "research"
+
+
+class Role(StrEnum):
+    """Roles carried in access tokens; every decision is made from these on the server."""
+
+    INTAKE_OFFICER = "intake_officer"  # cán bộ tiếp nhận
+    CASE_MANAGER = "case_manager"  # cán bộ quản lý ca
+    COORDINATOR = "coordinator"  # điều phối viên cấp tỉnh
+    AGENCY_STAFF = "agency_staff"  # cán bộ cơ quan tiếp nhận
+    AUDITOR = "auditor"  # kiểm toán viên
+    ADMIN = "admin"
+
+
+class CaseStage(StrEnum):
+    """Stages of a case (DOMAIN.md, "The life of a case")."""
+
+    RECEPTION = "reception"  # tiếp nhận
+    CRISIS = "crisis"  # ổn định ban đầu
+    TRANSITIONAL = "transitional"
+    EXTERNAL_SUPPORT = "external_support"
+    CLOSED = "closed"
+
+
+class ArrivalRoute(StrEnum):
+    """How the person came to be received."""
+
+    RESCUED = "rescued"
+    RETURNED_FROM_ABROAD = "returned_from_abroad"
+    BORDER_HANDOVER = "border_handover"
+    HOTLINE = "hotline"
+    SELF_REFERRAL = "self_referral"
+
+
+class Sex(StrEnum):
+    FEMALE = "female"
+    MALE = "male"
+    OTHER = "other"
+    NOT_STATED = "not_stated"
+
+
+class IdentityDocumentStatus(StrEnum):
+    HAS_DOCUMENTS = "has_documents"
+    DOCUMENTS_HELD_BY_OTHERS = "documents_held_by_others"
+    LOST_OR_DESTROYED = "lost_or_destroyed"
+    NEVER_HAD = "never_had"
+    UNKNOWN = "unknown"
+
+
+class UrgentNeed(StrEnum):
+    """Needs found by the rapid needs assessment at reception."""
+
+    SAFETY = "safety"
+    SHELTER_TONIGHT = "shelter_tonight"
+    MEDICAL_CHECK = "medical_check"
+    PSYCHOLOGICAL_FIRST_AID = "psychological_first_aid"
+    FOOD = "food"
+    CLOTHING = "clothing"
+    PHONE = "phone"
+    INTERPRETATION = "interpretation"
+    IDENTITY_DOCUMENTS = "identity_documents"
+    LEGAL_ADVICE_CRIMINAL = "legal_advice_criminal"
+    LEGAL_ADVICE_IMMIGRATION = "legal_advice_immigration"
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class RiskSubject(StrEnum):
+    """Who is at risk (seed 002: risk to the person, the family, others)."""
+
+    PERSON = "person"
+    FAMILY = "family"
+    OTHERS = "others"
+
+
+class ContactMode(StrEnum):
+    """Ways to follow up with the person; some refuse home visits (stigma in the village)."""
+
+    PHONE = "phone"
+    MESSAGING = "messaging"
+    MEETING_NEARBY_TOWN = "meeting_nearby_town"
+    OFFICE_VISIT = "office_visit"
+    HOME_VISIT = "home_visit"
+    THROUGH_TRUSTED_PERSON = "through_trusted_person"
+
+
+class ClosureReason(StrEnum):
+    SAFE_INDEPENDENCE = "safe_independence"
+    GOALS_MET = "goals_met"
+    PERSON_DECLINED_FURTHER_SUPPORT = "person_declined_further_support"
+    TRANSFERRED_ELSEWHERE = "transferred_elsewhere"
+    LOST_CONTACT = "lost_contact"
+    DECEASED = "deceased"
+    OTHER = "other"
+
+
+class ReopeningReason(StrEnum):
+    NEW_CRISIS = "new_crisis"
+    SHORT_TERM_SUPPORT = "short_term_support"
+    REFERRAL_ELSEWHERE = "referral_elsewhere"
+    RE_TRAFFICKED = "re_trafficked"

@@ -1,0 +1,156 @@
+"""``ketnoi``: the command line, and the composition root of the platform."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from contracts.vocabulary import AgencyKind, Role
+from services.runtime.auth import TokenService
+from services.runtime.logging import configure_logging
+from services.runtime.settings import SERVICES, Settings, SettingsError
+
+app = typer.Typer(
+    name="ketnoi",
+    help="Ketnoi: interagency referral for people who experienced human trafficking.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except (SettingsError, ValueError) as exc:
+        console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Where the embedded SQLite logs live.")] = Path(
+        ".ketnoi-demo"
+    ),
+) -> None:
+    """Run every service in one process on SQLite, with the scenarios of DOMAIN.md seeded."""
+    from services.cli.demo import seed
+    from services.cli.wiring import http_app, start
+
+    settings = _settings(data_dir=data_dir, database_url=None, environment="development")
+    configure_logging(settings.effective_log_format, settings.log_level)
+    platform = start(settings)
+    assert platform.intake is not None
+    with console.status("Seeding the Dong Thap and Lao Cai scenarios..."):
+        seeded = seed(platform.intake, settings.data_dir)
+    tokens = TokenService(settings)
+    url = f"http://{host}:{port}"
+    console.print(f"[bold green]Ketnoi demo[/bold green] at {url}  (API docs: {url}/docs)")
+    for case in seeded:
+        console.print(f"  {case.label}: {url}/intake/cases/{case.case_id}")
+    for province in sorted({c.province for c in seeded}):
+        token = tokens.issue(
+            user_id=f"{province}-coordinator",
+            agency_id=f"{province}-dolisa",
+            province=province,
+            roles=[Role.COORDINATOR],
+        )
+        console.print(f"\nCoordinator token for {province}:")
+        print(token, flush=True)
+    console.print("\nUse it as 'Authorization: Bearer <token>'. Stop with Ctrl+C.")
+    try:
+        uvicorn.run(
+            http_app(platform, tokens, title="Ketnoi (demo)"),
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+        )
+    finally:
+        platform.close()
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run one service as its own process, configured from KETNOI_* variables."""
+    from services.cli.wiring import http_app, start
+
+    if service not in SERVICES:
+        console.print(
+            f"[red]Unknown service {service!r}.[/red] Choose one of: {', '.join(SERVICES)}."
+        )
+        raise typer.Exit(2)
+    if service != "intake":
+        console.print(f"[red]The {service} service has no HTTP API in this version yet.[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    platform = start(settings, (service,))
+    try:
+        uvicorn.run(
+            http_app(platform, TokenService(settings), title=f"Ketnoi {service}"),
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+        )
+    finally:
+        platform.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Create each service's schema and tables (PostgreSQL) or files (SQLite). Idempotent."""
+    from services.cli.wiring import migrate as run_migrate
+
+    settings = _settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    where = "PostgreSQL" if settings.postgres else f"SQLite under {settings.data_dir}"
+    done = run_migrate(settings)
+    typer.echo(f"Migrated {', '.join(done)} on {where}.")
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="User id (no personal data).")],
+    agency: Annotated[str, typer.Option(help="Agency id, e.g. dong-thap-police.")],
+    province: Annotated[str, typer.Option(help="Province slug, or * for national scope.")],
+    role: Annotated[list[Role], typer.Option(help="Role; repeat for several.")],
+    agency_kind: Annotated[AgencyKind | None, typer.Option(help="Kind of the agency.")] = None,
+    ttl_minutes: Annotated[int, typer.Option(help="Lifetime in minutes.")] = 12 * 60,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory holding the key.")] = None,
+) -> None:
+    """Issue an access token signed with the embedded default's local key."""
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = _settings(**overrides)
+    try:
+        issued = TokenService(settings).issue(
+            user_id=user,
+            agency_id=agency,
+            province=province,
+            roles=role,
+            agency_kind=agency_kind,
+            ttl=timedelta(minutes=ttl_minutes),
+        )
+    except (SettingsError, ValueError) as exc:
+        console.print(f"[red]Cannot issue a token:[/red] {exc}")
+        raise typer.Exit(2) from None
+    sys.stdout.write(issued + "\n")
+
+
+def main() -> None:
+    app()

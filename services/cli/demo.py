@@ -1,0 +1,239 @@
+"""The demo scenarios of DOMAIN.md, seeded through the services' own commands.
+
+Every command carries an Idempotency-Key, so seeding the same data directory again returns
+the first results and appends nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from contracts.envelope import Actor, AgencyRef
+from contracts.intake import PartyPresent, PersonDetails, Place
+from contracts.vocabulary import (
+    AgencyKind,
+    ArrivalRoute,
+    CaseStage,
+    ContactMode,
+    IdentityDocumentStatus,
+    RiskLevel,
+    RiskSubject,
+    Role,
+    Sex,
+    UrgentNeed,
+)
+from services.intake.application import IntakeService
+from services.runtime.aggregate import CommandContext
+
+
+def agency(agency_id: str, kind: AgencyKind) -> AgencyRef:
+    return AgencyRef(agency_id=agency_id, kind=kind)
+
+
+DT_POLICE = agency("dong-thap-police", AgencyKind.POLICE)
+DT_BORDER_GUARD = agency("dong-thap-border-guard", AgencyKind.BORDER_GUARD)
+DT_SWC = agency("dong-thap-social-work-centre", AgencyKind.SOCIAL_WORK_CENTRE)
+LC_FOREIGN = agency("cn-border-authority", AgencyKind.FOREIGN_AUTHORITY)
+LC_BORDER_GUARD = agency("lao-cai-border-guard", AgencyKind.BORDER_GUARD)
+LC_POLICE = agency("lao-cai-police", AgencyKind.POLICE)
+LC_LOCAL = agency("lao-cai-commune-office", AgencyKind.LOCAL_AUTHORITY)
+LC_SWC = agency("lao-cai-social-work-centre", AgencyKind.SOCIAL_WORK_CENTRE)
+
+
+@dataclass(frozen=True)
+class SeededCase:
+    label: str
+    province: str
+    case_id: UUID
+
+
+def _anchor(data_dir: Path) -> datetime:
+    """The seeding time, kept so a second run sends exactly the same commands."""
+    path = data_dir / "demo-seed.json"
+    if path.exists():
+        return datetime.fromisoformat(json.loads(path.read_text())["anchor"])
+    anchor = datetime.now(UTC).replace(second=0, microsecond=0)
+    path.write_text(json.dumps({"anchor": anchor.isoformat()}))
+    return anchor
+
+
+class _Seeder:
+    def __init__(self, intake: IntakeService, anchor: datetime) -> None:
+        self.intake = intake
+        self.anchor = anchor
+
+    def ctx(self, key: str, actor: Actor, minutes_after: int) -> CommandContext:
+        return CommandContext(
+            actor=actor,
+            at=self.anchor + timedelta(minutes=minutes_after),
+            idempotency_key=f"demo-seed:{key}",
+        )
+
+    def case(self, key: str, spec: dict[str, Any]) -> UUID:
+        officer: Actor = spec["officer"]
+        manager: Actor = spec["manager"]
+        received_at = self.anchor - timedelta(hours=spec["hours_ago"])
+        result = self.intake.record_reception(
+            self.ctx(f"{key}:reception", officer, 0),
+            route=spec["route"],
+            received_at=received_at,
+            place=spec["place"],
+            receiving_agency=spec["receiving"],
+            handed_over_by=spec.get("handed_over_by"),
+            returned_from_country=spec.get("returned_from"),
+            present=spec["present"],
+        )
+        case_id = UUID(result["case_id"])
+        self.intake.register_person(self.ctx(f"{key}:person", officer, 1), case_id, spec["person"])
+        self.intake.assess_needs(
+            self.ctx(f"{key}:needs", officer, 2), case_id, spec["needs"], spec.get("needs_notes")
+        )
+        level, at_risk, plan = spec["risk"]
+        self.intake.assess_risk(self.ctx(f"{key}:risk", officer, 3), case_id, level, at_risk, plan)
+        preferred, refused, note = spec["contact"]
+        self.intake.record_contact_preference(
+            self.ctx(f"{key}:contact", officer, 4), case_id, preferred, refused, note
+        )
+        self.intake.assign_case_manager(
+            self.ctx(f"{key}:manager", manager, 5), case_id, manager.user_id, spec["manager_agency"]
+        )
+        self.intake.change_stage(
+            self.ctx(f"{key}:crisis", manager, 6),
+            case_id,
+            CaseStage.CRISIS,
+            "Shelter, health check and counselling the same night.",
+        )
+        return case_id
+
+
+def seed(intake: IntakeService, data_dir: Path) -> list[SeededCase]:
+    """Seed the Dong Thap and Lao Cai receptions; a second run changes nothing."""
+    seeder = _Seeder(intake, _anchor(data_dir))
+    dt_officer = Actor(
+        user_id="dt-police-officer-1", agency_id=DT_POLICE.agency_id, role=Role.INTAKE_OFFICER
+    )
+    dt_manager = Actor(
+        user_id="dt-swc-caseworker-1", agency_id=DT_SWC.agency_id, role=Role.CASE_MANAGER
+    )
+    dong_thap = Place(
+        province="dong-thap", district="Hồng Ngự", location="Provincial police station"
+    )
+    dt_present = (
+        PartyPresent(agency=DT_BORDER_GUARD, capacity="border guard officer"),
+        PartyPresent(agency=DT_SWC, capacity="social worker"),
+    )
+    dt_needs = (
+        UrgentNeed.SHELTER_TONIGHT,
+        UrgentNeed.MEDICAL_CHECK,
+        UrgentNeed.PSYCHOLOGICAL_FIRST_AID,
+        UrgentNeed.FOOD,
+        UrgentNeed.CLOTHING,
+        UrgentNeed.PHONE,
+    )
+    dt_risk = (
+        RiskLevel.MEDIUM,
+        (RiskSubject.PERSON,),
+        "Shelter at the social work centre tonight; no contact with the recruiter's network.",
+    )
+    dt_contact = (
+        (ContactMode.PHONE, ContactMode.MEETING_NEARBY_TOWN),
+        (ContactMode.HOME_VISIT,),
+        "No home visits: they mark her in the village.",
+    )
+    women = [
+        ("dong-thap-1", "Lê Thị Mai", date(2002, 3, 14)),
+        ("dong-thap-2", "Phạm Thị Lan", date(2006, 9, 2)),
+    ]
+    seeded = []
+    for key, name, born in women:
+        case_id = seeder.case(
+            key,
+            {
+                "officer": dt_officer,
+                "manager": dt_manager,
+                "manager_agency": DT_SWC,
+                "route": ArrivalRoute.RESCUED,
+                "returned_from": "KH",
+                "hours_ago": 3,
+                "place": dong_thap,
+                "receiving": DT_POLICE,
+                "present": dt_present,
+                "person": PersonDetails(
+                    full_name=name,
+                    sex=Sex.FEMALE,
+                    date_of_birth=born,
+                    nationality="VN",
+                    languages=("vi",),
+                    identity_document_status=IdentityDocumentStatus.DOCUMENTS_HELD_BY_OTHERS,
+                ),
+                "needs": dt_needs,
+                "risk": dt_risk,
+                "contact": dt_contact,
+            },
+        )
+        seeded.append(
+            SeededCase(f"Dong Thap night reception ({key[-1]} of 2)", "dong-thap", case_id)
+        )
+
+    lc_officer = Actor(
+        user_id="lc-border-guard-1", agency_id=LC_BORDER_GUARD.agency_id, role=Role.INTAKE_OFFICER
+    )
+    lc_manager = Actor(
+        user_id="lc-swc-caseworker-1", agency_id=LC_SWC.agency_id, role=Role.CASE_MANAGER
+    )
+    case_id = seeder.case(
+        "lao-cai-1",
+        {
+            "officer": lc_officer,
+            "manager": lc_manager,
+            "manager_agency": LC_SWC,
+            "route": ArrivalRoute.BORDER_HANDOVER,
+            "handed_over_by": LC_FOREIGN,
+            "returned_from": "CN",
+            "hours_ago": 5,
+            "place": Place(
+                province="lao-cai", district="Lào Cai", location="International border gate"
+            ),
+            "receiving": LC_BORDER_GUARD,
+            "present": (
+                PartyPresent(agency=LC_POLICE, capacity="police officer"),
+                PartyPresent(agency=LC_LOCAL, capacity="local officer"),
+                PartyPresent(agency=LC_SWC, capacity="psychological officer"),
+            ),
+            "person": PersonDetails(
+                full_name="N.T.M.",
+                sex=Sex.MALE,
+                estimated_age=16,
+                nationality="VN",
+                languages=("vi",),
+                identity_document_status=IdentityDocumentStatus.LOST_OR_DESTROYED,
+            ),
+            "needs": (
+                UrgentNeed.SAFETY,
+                UrgentNeed.PSYCHOLOGICAL_FIRST_AID,
+                UrgentNeed.SHELTER_TONIGHT,
+                UrgentNeed.IDENTITY_DOCUMENTS,
+            ),
+            "needs_notes": (
+                "Rescued from a marriage brokerage ring; a psychologist within 24 hours."
+            ),
+            "risk": (
+                RiskLevel.HIGH,
+                (RiskSubject.PERSON, RiskSubject.FAMILY),
+                "Child-protection plan with the guardian; "
+                "the ring's contacts in the home commune are known.",
+            ),
+            "contact": (
+                (ContactMode.THROUGH_TRUSTED_PERSON, ContactMode.PHONE),
+                (),
+                "Through his guardian.",
+            ),
+        },
+    )
+    seeded.append(SeededCase("Lao Cai border handover (N.T.M., 16)", "lao-cai", case_id))
+    return seeded

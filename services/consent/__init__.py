@@ -1,0 +1,1 @@
+"""The consent service: grants, refusals, withdrawals, guardians, decisions, receipts."""

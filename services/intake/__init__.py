@@ -1,0 +1,1 @@
+"""The intake service: reception, the person, assessments, case stages, closure, reopening."""

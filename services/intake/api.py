@@ -1,0 +1,405 @@
+"""HTTP routes of the intake service: thin, JSON in, a command out, domain errors mapped once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.envelope import AgencyRef
+from contracts.intake import PartyPresent, PersonDetails, Place
+from contracts.vocabulary import (
+    ArrivalRoute,
+    CaseStage,
+    ClosureReason,
+    ContactMode,
+    ReopeningReason,
+    RiskLevel,
+    RiskSubject,
+    Role,
+    UrgentNeed,
+)
+from services.intake.application import IntakeService
+from services.intake.domain import Case, CaseNotFoundError, Episode
+from services.runtime.auth import CurrentPrincipal, Principal
+from services.runtime.errors import PermissionDeniedError
+from services.runtime.http import IdempotencyKey, command_context
+
+RECORDERS = (Role.INTAKE_OFFICER, Role.CASE_MANAGER)
+READERS = (Role.INTAKE_OFFICER, Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR)
+OWNERS = (Role.CASE_MANAGER,)
+ASSIGNERS = (Role.COORDINATOR, Role.CASE_MANAGER)
+
+
+def intake_service(request: Request) -> IntakeService:
+    service: IntakeService = request.app.state.intake
+    return service
+
+
+Intake = Annotated[IntakeService, Depends(intake_service)]
+router = APIRouter(prefix="/intake", tags=["intake"])
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReceptionCreate(Body):
+    route: ArrivalRoute
+    received_at: datetime
+    place: Place
+    receiving_agency: AgencyRef
+    handed_over_by: AgencyRef | None = None
+    returned_from_country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    present: tuple[PartyPresent, ...] = Field(default=(), max_length=30)
+
+
+class NeedsAssessmentCreate(Body):
+    needs: tuple[UrgentNeed, ...] = Field(min_length=1)
+    notes: str | None = Field(default=None, max_length=2000)
+
+
+class RiskAssessmentCreate(Body):
+    level: RiskLevel
+    at_risk: tuple[RiskSubject, ...] = Field(min_length=1)
+    management_plan: str = Field(min_length=1, max_length=4000)
+
+
+class ContactPreferenceUpdate(Body):
+    preferred: tuple[ContactMode, ...] = Field(min_length=1)
+    refused: tuple[ContactMode, ...] = ()
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class CaseManagerUpdate(Body):
+    case_manager_id: str = Field(min_length=1, max_length=120)
+    agency: AgencyRef
+
+
+class StageChange(Body):
+    to_stage: CaseStage
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ClosureCreate(Body):
+    reason: ClosureReason
+    feedback: str | None = Field(default=None, max_length=4000)
+    satisfaction: int | None = Field(default=None, ge=1, le=5)
+
+
+class ReopeningCreate(Body):
+    reason: ReopeningReason
+    to_stage: CaseStage = CaseStage.CRISIS
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class CommandResult(BaseModel):
+    case_id: UUID
+    version: int
+    stage: CaseStage
+    person_id: UUID | None = None
+
+
+class EpisodePublic(BaseModel):
+    number: int
+    opened_at: datetime
+    closed_at: datetime | None
+    closure_reason: ClosureReason | None
+    reopening_reason: ReopeningReason | None
+
+
+class CasePublic(BaseModel):
+    case_id: UUID
+    version: int
+    person_id: UUID
+    province: str
+    stage: CaseStage
+    route: ArrivalRoute
+    received_at: datetime
+    place: Place
+    receiving_agency: AgencyRef
+    handed_over_by: AgencyRef | None
+    present: tuple[PartyPresent, ...]
+    person: PersonDetails | None
+    minor: bool | None
+    urgent_needs: tuple[UrgentNeed, ...] | None
+    risk_level: RiskLevel | None
+    risk_management_plan: str | None
+    contact_preferred: tuple[ContactMode, ...] | None
+    contact_refused: tuple[ContactMode, ...] | None
+    case_manager_id: str | None
+    case_manager_agency: AgencyRef | None
+    episodes: list[EpisodePublic]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, case: Case) -> CasePublic:
+        reception = case.reception
+        assert reception is not None
+        assert case.created_on
+        assert case.modified_on
+        return cls(
+            case_id=case.id,
+            version=case.version,
+            person_id=case.person_id,
+            province=case.province,
+            stage=case.stage,
+            route=reception.route,
+            received_at=reception.received_at,
+            place=reception.place,
+            receiving_agency=reception.receiving_agency,
+            handed_over_by=reception.handed_over_by,
+            present=reception.present,
+            person=case.person,
+            minor=case.minor,
+            urgent_needs=case.needs.needs if case.needs else None,
+            risk_level=case.risk.level if case.risk else None,
+            risk_management_plan=case.risk.management_plan if case.risk else None,
+            contact_preferred=case.contact.preferred if case.contact else None,
+            contact_refused=case.contact.refused if case.contact else None,
+            case_manager_id=case.case_manager.case_manager_id if case.case_manager else None,
+            case_manager_agency=case.case_manager.agency if case.case_manager else None,
+            episodes=[_episode(e) for e in case.episodes],
+            created_at=case.created_on,
+            updated_at=case.modified_on,
+        )
+
+
+def _episode(episode: Episode) -> EpisodePublic:
+    return EpisodePublic(
+        number=episode.number,
+        opened_at=episode.opened_at,
+        closed_at=episode.closed_at,
+        closure_reason=episode.closure_reason,
+        reopening_reason=episode.reopening_reason,
+    )
+
+
+def in_province_of(principal: Principal) -> Callable[[Case], None]:
+    """A check that hides cases outside the user's province (as if they did not exist)."""
+
+    def check(case: Case) -> None:
+        if not principal.covers_province(case.province):
+            raise CaseNotFoundError(case.id)
+
+    return check
+
+
+
+
+@router.post(
+    "/cases",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CommandResult,
+    summary="Record a reception",
+)
+def record_reception(
+    body: ReceptionCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    """A person was received (tiếp nhận): opens their case in the province of the reception."""
+    ctx = command_context(request, principal, RECORDERS, idempotency_key)
+    if not principal.covers_province(body.place.province):
+        raise PermissionDeniedError("You can record receptions only in your own province.")
+    return intake.record_reception(
+        ctx,
+        route=body.route,
+        received_at=body.received_at,
+        place=body.place,
+        receiving_agency=body.receiving_agency,
+        handed_over_by=body.handed_over_by,
+        returned_from_country=body.returned_from_country,
+        present=body.present,
+    )
+
+
+@router.get("/cases/{case_id}", response_model=CasePublic, summary="Read a case")
+def read_case(case_id: UUID, intake: Intake, principal: CurrentPrincipal) -> CasePublic:
+    principal.require(*READERS)
+    case = intake.get_case(case_id)
+    in_province_of(principal)(case)
+    return CasePublic.of(case)
+
+
+@router.post(
+    "/cases/{case_id}/person",
+    status_code=201,
+    response_model=CommandResult,
+    summary="Register the person",
+)
+def register_person(
+    case_id: UUID,
+    body: PersonDetails,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, RECORDERS, idempotency_key)
+    return intake.register_person(ctx, case_id, body, scope=in_province_of(principal))
+
+
+@router.put(
+    "/cases/{case_id}/person", response_model=CommandResult, summary="Correct the person's details"
+)
+def correct_person_details(
+    case_id: UUID,
+    body: PersonDetails,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, RECORDERS, idempotency_key)
+    return intake.correct_person_details(ctx, case_id, body, scope=in_province_of(principal))
+
+
+@router.post(
+    "/cases/{case_id}/needs-assessments",
+    status_code=201,
+    response_model=CommandResult,
+    summary="Record a rapid needs assessment",
+)
+def assess_needs(
+    case_id: UUID,
+    body: NeedsAssessmentCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, RECORDERS, idempotency_key)
+    return intake.assess_needs(
+        ctx, case_id, body.needs, body.notes, scope=in_province_of(principal)
+    )
+
+
+@router.post(
+    "/cases/{case_id}/risk-assessments",
+    status_code=201,
+    response_model=CommandResult,
+    summary="Record a risk assessment",
+)
+def assess_risk(
+    case_id: UUID,
+    body: RiskAssessmentCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, RECORDERS, idempotency_key)
+    return intake.assess_risk(
+        ctx,
+        case_id,
+        body.level,
+        body.at_risk,
+        body.management_plan,
+        scope=in_province_of(principal),
+    )
+
+
+@router.put(
+    "/cases/{case_id}/contact-preference",
+    response_model=CommandResult,
+    summary="Record how the person wants to be contacted",
+)
+def record_contact_preference(
+    case_id: UUID,
+    body: ContactPreferenceUpdate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, RECORDERS, idempotency_key)
+    return intake.record_contact_preference(
+        ctx, case_id, body.preferred, body.refused, body.note, scope=in_province_of(principal)
+    )
+
+
+@router.put(
+    "/cases/{case_id}/case-manager", response_model=CommandResult, summary="Assign the case manager"
+)
+def assign_case_manager(
+    case_id: UUID,
+    body: CaseManagerUpdate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, ASSIGNERS, idempotency_key)
+    return intake.assign_case_manager(
+        ctx, case_id, body.case_manager_id, body.agency, scope=in_province_of(principal)
+    )
+
+
+@router.post(
+    "/cases/{case_id}/stage", response_model=CommandResult, summary="Move the case to another stage"
+)
+def change_stage(
+    case_id: UUID,
+    body: StageChange,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, OWNERS, idempotency_key)
+    return intake.change_stage(
+        ctx, case_id, body.to_stage, body.reason, scope=in_province_of(principal)
+    )
+
+
+@router.post(
+    "/cases/{case_id}/closure",
+    status_code=201,
+    response_model=CommandResult,
+    summary="Close the case",
+)
+def close_case(
+    case_id: UUID,
+    body: ClosureCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, OWNERS, idempotency_key)
+    return intake.close_case(
+        ctx,
+        case_id,
+        body.reason,
+        body.feedback,
+        body.satisfaction,
+        scope=in_province_of(principal),
+    )
+
+
+@router.post(
+    "/cases/{case_id}/reopening",
+    status_code=201,
+    response_model=CommandResult,
+    summary="Reopen a closed case as a new episode",
+)
+def reopen_case(
+    case_id: UUID,
+    body: ReopeningCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    ctx = command_context(request, principal, OWNERS, idempotency_key)
+    return intake.reopen_case(
+        ctx, case_id, body.reason, body.to_stage, body.note, scope=in_province_of(principal)
+    )

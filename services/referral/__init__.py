@@ -1,0 +1,1 @@
+"""The referral service: referrals, multi-party handovers, deadlines, disclosures, agency feed."""

@@ -1,0 +1,183 @@
+"""JWT bearer tokens: who the user is, their agency, province and roles.
+
+Production verifies tokens with the identity provider's public key. The embedded default
+keeps an Ed25519 key pair under its data directory and signs tokens with ``ketnoi token``;
+the server verifies both the same way, with a public key only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.envelope import Actor
+from contracts.vocabulary import AgencyKind, Role
+from services.runtime.errors import AuthenticationError, PermissionDeniedError
+from services.runtime.settings import Environment, Settings, SettingsError
+
+NATIONAL = "*"  # the province of users who work across provinces
+
+
+class Principal(BaseModel):
+    """The authenticated user, as the token says and the server checked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str = Field(min_length=1, max_length=120)
+    agency_id: str = Field(min_length=1, max_length=120)
+    agency_kind: AgencyKind | None = None
+    province: str = Field(min_length=1, max_length=60)
+    roles: frozenset[Role] = Field(min_length=1)
+
+    def acting_as(self, *allowed: Role) -> Actor:
+        """The actor for a command that one of ``allowed`` may perform.
+
+        Raises PermissionDeniedError naming the roles that may.
+        """
+        for role in allowed:
+            if role in self.roles:
+                return Actor(user_id=self.user_id, agency_id=self.agency_id, role=role)
+        names = ", ".join(r.value for r in allowed)
+        raise PermissionDeniedError(f"This needs one of the roles: {names}.")
+
+    def require(self, *allowed: Role) -> Role:
+        return self.acting_as(*allowed).role
+
+    def covers_province(self, province: str) -> bool:
+        return self.province in (NATIONAL, province)
+
+
+class TokenService:
+    """Issues (development only) and verifies access tokens."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._signing_key: Any | None = None
+        if (
+            settings.environment is Environment.DEVELOPMENT
+            and settings.auth_public_key_file is None
+        ):
+            self._signing_key = _load_or_create_signing_key(settings.signing_key_path())
+            self._public_key: Any = self._signing_key.public_key()
+        else:
+            path = settings.public_key_path()
+            try:
+                self._public_key = serialization.load_pem_public_key(path.read_bytes())
+            except FileNotFoundError:
+                msg = f"no public key at {path}; set KETNOI_AUTH_PUBLIC_KEY_FILE"
+                raise SettingsError(msg) from None
+
+    def issue(
+        self,
+        *,
+        user_id: str,
+        agency_id: str,
+        province: str,
+        roles: Iterable[Role],
+        agency_kind: AgencyKind | None = None,
+        ttl: timedelta | None = None,
+    ) -> str:
+        """Sign a token with the local key (embedded default only)."""
+        if self._signing_key is None:
+            msg = "this installation verifies tokens from an identity provider and signs none"
+            raise SettingsError(msg)
+        principal = Principal(
+            user_id=user_id,
+            agency_id=agency_id,
+            agency_kind=agency_kind,
+            province=province,
+            roles=frozenset(roles),
+        )
+        now = datetime.now(UTC)
+        lifetime = ttl or timedelta(minutes=self.settings.token_ttl_minutes)
+        claims = {
+            "iss": self.settings.auth_issuer,
+            "aud": self.settings.auth_audience,
+            "sub": principal.user_id,
+            "iat": now,
+            "exp": now + lifetime,
+            "agency": principal.agency_id,
+            "agency_kind": principal.agency_kind.value if principal.agency_kind else None,
+            "province": principal.province,
+            "roles": sorted(r.value for r in principal.roles),
+        }
+        return jwt.encode(claims, self._signing_key, algorithm="EdDSA")
+
+    def verify(self, token: str) -> Principal:
+        """The principal a token names; raises AuthenticationError saying why it is refused."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[self.settings.auth_algorithm],
+                audience=self.settings.auth_audience,
+                issuer=self.settings.auth_issuer,
+                options={"require": ["exp", "sub", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("The access token has expired; sign in again.") from None
+        except jwt.InvalidTokenError:
+            raise AuthenticationError("The access token is not valid for Ketnoi.") from None
+        try:
+            return Principal(
+                user_id=claims["sub"],
+                agency_id=claims.get("agency", ""),
+                agency_kind=claims.get("agency_kind"),
+                province=claims.get("province", ""),
+                roles=frozenset(claims.get("roles") or ()),
+            )
+        except ValidationError:
+            raise AuthenticationError(
+                "The access token lacks the agency, province or roles Ketnoi needs."
+            ) from None
+
+
+def _load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            msg = f"{path} is not an Ed25519 private key"
+            raise SettingsError(msg)
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Created readable by the owner only; O_EXCL so two processes never overwrite each other.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _load_or_create_signing_key(path)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return key
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """FastAPI dependency: the principal of the request's bearer token, or 401."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AuthenticationError("Send an access token as 'Authorization: Bearer <token>'.")
+    tokens: TokenService = request.app.state.tokens
+    return tokens.verify(credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

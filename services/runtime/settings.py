@@ -1,0 +1,120 @@
+"""Typed settings, read once from the environment (prefix ``KETNOI_``).
+
+Without ``KETNOI_DATABASE_URL`` Ketnoi runs on its embedded default: one SQLite file per
+service under ``KETNOI_DATA_DIR``. With it, every service keeps its log in its own schema of
+that PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES: tuple[str, ...] = ("intake", "consent", "referral", "projections")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class SettingsError(ValueError):
+    """The configuration cannot work; the message names the variable to set."""
+
+
+class PostgresTarget:
+    """The parts of a ``postgresql://`` URL that the event store needs."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in {"postgresql", "postgres"}:
+            msg = f"KETNOI_DATABASE_URL must start with postgresql:// (got {parts.scheme}://)"
+            raise SettingsError(msg)
+        self.url = url
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 5432
+        self.user = unquote(parts.username or "postgres")
+        self.password = unquote(parts.password or "")
+        self.dbname = parts.path.lstrip("/") or "postgres"
+
+    def conninfo(self) -> str:
+        return f"host={self.host} port={self.port} user={self.user} dbname={self.dbname}" + (
+            f" password={self.password}" if self.password else ""
+        )
+
+
+class Settings(BaseSettings):
+    """Everything the runtime reads from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="KETNOI_", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path(".ketnoi")
+    database_url: str | None = None
+    # Prefix for the service schemas, so several installations (or test runs) share a database.
+    schema_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
+    pg_pool_size: int = Field(default=5, ge=1)
+    pg_max_overflow: int = Field(default=10, ge=0)
+
+    log_format: Literal["console", "json"] | None = None
+    log_level: str = "info"
+
+    auth_issuer: str = "ketnoi"
+    auth_audience: str = "ketnoi"
+    auth_algorithm: Literal["EdDSA", "RS256", "ES256"] = "EdDSA"
+    # Production: the identity provider's public key (PEM). Development: generated beside
+    # the signing key under the data directory when not given.
+    auth_public_key_file: Path | None = None
+    auth_signing_key_file: Path | None = None
+    token_ttl_minutes: int = Field(default=12 * 60, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if not self.database_url:
+                msg = (
+                    "KETNOI_DATABASE_URL is required in production "
+                    "(the embedded default is for trying Ketnoi out)"
+                )
+                raise SettingsError(msg)
+            if self.auth_public_key_file is None:
+                msg = (
+                    "KETNOI_AUTH_PUBLIC_KEY_FILE is required in production "
+                    "(the identity provider's public key)"
+                )
+                raise SettingsError(msg)
+            if self.auth_signing_key_file is not None:
+                msg = (
+                    "KETNOI_AUTH_SIGNING_KEY_FILE is for development only; "
+                    "production verifies tokens from an identity provider"
+                )
+                raise SettingsError(msg)
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def postgres(self) -> PostgresTarget | None:
+        return PostgresTarget(self.database_url) if self.database_url else None
+
+    @property
+    def effective_log_format(self) -> Literal["console", "json"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if self.environment is Environment.DEVELOPMENT else "json"
+
+    def schema_for(self, service: str) -> str:
+        return f"{self.schema_prefix}{service}"
+
+    def signing_key_path(self) -> Path:
+        return self.auth_signing_key_file or self.data_dir / "auth-signing-key.pem"
+
+    def public_key_path(self) -> Path:
+        return self.auth_public_key_file or self.data_dir / "auth-public-key.pem"

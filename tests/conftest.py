@@ -1,0 +1,54 @@
+"""Fixtures shared by every test: settings for each backend, a real PostgreSQL, tokens."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from services.runtime.settings import SERVICES, Settings
+from tests.support.postgres import postgres_server, wait_until_ready
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def missing_service(reason: str) -> None:
+    """Skip a test that needs a service, or fail the run when CI requires every service."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"REQUIRE_SERVICES=1 and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with postgres_server() as (url, how):
+        if url is None:
+            missing_service(how)
+        assert url is not None
+        wait_until_ready(url)
+        yield url
+
+
+@pytest.fixture
+def pg_settings(pg_url: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on PostgreSQL with schemas of this test's own, dropped afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    settings = Settings(database_url=pg_url, schema_prefix=prefix, data_dir=tmp_path / "data")
+    yield settings
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for service in SERVICES:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(settings.schema_for(service))
+                )
+            )
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=None, data_dir=tmp_path / "data")

@@ -1,0 +1,306 @@
+"""The intake API over HTTP on PostgreSQL: the happy path, bad input, auth, idempotency."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from fastapi.testclient import TestClient
+
+from contracts.vocabulary import Role
+from services.cli.wiring import http_app, migrate, start
+from services.intake.application import IntakeService
+from services.runtime.auth import TokenService
+from services.runtime.settings import Settings
+
+pytestmark = pytest.mark.postgres
+
+RECEIVED_AT = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
+RECEPTION: dict[str, Any] = {
+    "route": "rescued",
+    "received_at": RECEIVED_AT,
+    "place": {"province": "dong-thap", "district": "Hồng Ngự"},
+    "receiving_agency": {"agency_id": "dong-thap-police", "kind": "police"},
+    "returned_from_country": "KH",
+    "present": [
+        {
+            "agency": {"agency_id": "dong-thap-border-guard", "kind": "border_guard"},
+            "capacity": "border guard officer",
+        },
+    ],
+}
+PERSON = {
+    "full_name": "Lê Thị Mai",
+    "sex": "female",
+    "date_of_birth": "2002-03-14",
+    "nationality": "VN",
+    "languages": ["vi"],
+}
+
+
+class Api:
+    def __init__(self, client: TestClient, tokens: TokenService, intake: IntakeService) -> None:
+        self.client = client
+        self.tokens = tokens
+        self.intake = intake
+
+    def auth(
+        self, *roles: Role, province: str = "dong-thap", user: str = "user-1"
+    ) -> dict[str, str]:
+        token = self.tokens.issue(
+            user_id=user,
+            agency_id="dong-thap-police",
+            province=province,
+            roles=roles or [Role.INTAKE_OFFICER],
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    def receive(self, **changes: Any) -> str:
+        response = self.client.post(
+            "/intake/cases", json={**RECEPTION, **changes}, headers=self.auth(Role.INTAKE_OFFICER)
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["case_id"])
+
+    def events(self) -> int:
+        return self.intake.recorder.max_notification_id() or 0
+
+
+@pytest.fixture
+def api(pg_settings: Settings) -> Iterator[Api]:
+    migrate(pg_settings)
+    platform = start(pg_settings, ("intake",))
+    tokens = TokenService(pg_settings)
+    assert platform.intake is not None
+    with TestClient(http_app(platform, tokens)) as client:
+        yield Api(client, tokens, platform.intake)
+    platform.close()
+
+
+def test_a_reception_through_to_reopening(api: Api) -> None:
+    officer, manager = api.auth(Role.INTAKE_OFFICER), api.auth(Role.CASE_MANAGER, user="cw-1")
+    case_id = api.receive()
+    c = api.client
+    assert (
+        c.post(f"/intake/cases/{case_id}/person", json=PERSON, headers=officer).status_code == 201
+    )
+    r = c.post(
+        f"/intake/cases/{case_id}/needs-assessments",
+        json={"needs": ["shelter_tonight", "medical_check"]},
+        headers=officer,
+    )
+    assert r.status_code == 201
+    r = c.post(
+        f"/intake/cases/{case_id}/risk-assessments",
+        json={"level": "medium", "at_risk": ["person"], "management_plan": "Shelter."},
+        headers=officer,
+    )
+    assert r.status_code == 201
+    r = c.put(
+        f"/intake/cases/{case_id}/contact-preference",
+        json={"preferred": ["phone"], "refused": ["home_visit"]},
+        headers=officer,
+    )
+    assert r.status_code == 200
+    r = c.put(
+        f"/intake/cases/{case_id}/case-manager",
+        json={
+            "case_manager_id": "cw-1",
+            "agency": {"agency_id": "dong-thap-swc", "kind": "social_work_centre"},
+        },
+        headers=manager,
+    )
+    assert r.status_code == 200
+    assert (
+        c.post(
+            f"/intake/cases/{case_id}/stage", json={"to_stage": "crisis"}, headers=manager
+        ).json()["stage"]
+        == "crisis"
+    )
+    r = c.post(
+        f"/intake/cases/{case_id}/closure",
+        json={"reason": "safe_independence", "feedback": "Cảm ơn", "satisfaction": 5},
+        headers=manager,
+    )
+    assert r.status_code == 201
+    assert r.json()["stage"] == "closed"
+    r = c.post(
+        f"/intake/cases/{case_id}/reopening",
+        json={"reason": "new_crisis", "to_stage": "crisis"},
+        headers=manager,
+    )
+    assert r.status_code == 201
+
+    case = c.get(f"/intake/cases/{case_id}", headers=api.auth(Role.COORDINATOR)).json()
+    assert case["version"] == 9
+    assert case["stage"] == "crisis"
+    assert case["person"]["full_name"] == "Lê Thị Mai"
+    assert case["minor"] is False
+    assert case["contact_refused"] == ["home_visit"]
+    assert case["case_manager_id"] == "cw-1"
+    assert [e["number"] for e in case["episodes"]] == [1, 2]
+    assert case["episodes"][0]["closure_reason"] == "safe_independence"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**RECEPTION, "route": "teleported"}, "route"),
+        ({**RECEPTION, "place": {"province": "Dong Thap!"}}, "place.province"),
+        (
+            {**RECEPTION, "receiving_agency": {"agency_id": "x", "kind": "army"}},
+            "receiving_agency.kind",
+        ),
+        ({k: v for k, v in RECEPTION.items() if k != "received_at"}, "received_at"),
+        ({**RECEPTION, "received_at": "2999-01-01T00:00:00+00:00"}, "received_at"),
+        ({**RECEPTION, "route": "border_handover"}, "handed_over_by"),
+        ({**RECEPTION, "surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_reception_input_is_422_naming_the_field_and_writes_nothing(
+    api: Api, body: dict[str, Any], field: str
+) -> None:
+    before = api.events()
+    r = api.client.post("/intake/cases", json=body, headers=api.auth(Role.INTAKE_OFFICER))
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert field in [e["field"] for e in problem["errors"]]
+    assert "Dong Thap!" not in r.text  # the input is never echoed back
+    assert api.events() == before
+
+
+def test_person_without_age_is_422(api: Api) -> None:
+    case_id = api.receive()
+    body = {k: v for k, v in PERSON.items() if k != "date_of_birth"}
+    r = api.client.post(f"/intake/cases/{case_id}/person", json=body, headers=api.auth())
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "details.date_of_birth"
+
+
+def test_unknown_case_is_404(api: Api) -> None:
+    r = api.client.get(f"/intake/cases/{uuid4()}", headers=api.auth(Role.COORDINATOR))
+    assert r.status_code == 404
+    assert r.json()["type"] == "urn:ketnoi:problem:not-found"
+    r = api.client.post(
+        f"/intake/cases/{uuid4()}/stage",
+        json={"to_stage": "crisis"},
+        headers=api.auth(Role.CASE_MANAGER),
+    )
+    assert r.status_code == 404
+
+
+def test_malformed_case_id_is_422(api: Api) -> None:
+    r = api.client.get("/intake/cases/not-a-uuid", headers=api.auth(Role.COORDINATOR))
+    assert r.status_code == 422
+
+
+def test_forbidden_transition_is_409_saying_what_is_allowed(api: Api) -> None:
+    case_id = api.receive()
+    before = api.events()
+    r = api.client.post(
+        f"/intake/cases/{case_id}/stage",
+        json={"to_stage": "external_support"},
+        headers=api.auth(Role.CASE_MANAGER),
+    )
+    assert r.status_code == 409
+    problem = r.json()
+    assert set(problem["allowed"]) == {"crisis", "transitional", "close"}
+    assert "can move to: crisis, transitional" in problem["detail"]
+    assert api.events() == before
+
+
+def test_missing_or_bad_token_is_401(api: Api) -> None:
+    r = api.client.post("/intake/cases", json=RECEPTION)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = api.client.post("/intake/cases", json=RECEPTION, headers={"Authorization": "Bearer abc"})
+    assert r.status_code == 401
+
+
+def test_token_signed_by_another_key_is_401(api: Api, tmp_path: Any) -> None:
+    stranger = TokenService(Settings(data_dir=tmp_path / "elsewhere"))
+    token = stranger.issue(
+        user_id="u", agency_id="a", province="dong-thap", roles=[Role.INTAKE_OFFICER]
+    )
+    r = api.client.post(
+        "/intake/cases", json=RECEPTION, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 401
+
+
+def test_expired_token_is_401(api: Api) -> None:
+    token = api.tokens.issue(
+        user_id="u",
+        agency_id="a",
+        province="dong-thap",
+        roles=[Role.INTAKE_OFFICER],
+        ttl=timedelta(seconds=-1),
+    )
+    r = api.client.post(
+        "/intake/cases", json=RECEPTION, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 401
+    assert "expired" in r.json()["detail"]
+
+
+def test_wrong_role_is_403_and_writes_nothing(api: Api) -> None:
+    before = api.events()
+    r = api.client.post("/intake/cases", json=RECEPTION, headers=api.auth(Role.AGENCY_STAFF))
+    assert r.status_code == 403
+    assert "intake_officer" in r.json()["detail"]
+    case_id = api.receive()
+    r = api.client.post(
+        f"/intake/cases/{case_id}/stage",
+        json={"to_stage": "crisis"},
+        headers=api.auth(Role.INTAKE_OFFICER),
+    )
+    assert r.status_code == 403
+    r = api.client.get(f"/intake/cases/{case_id}", headers=api.auth(Role.AGENCY_STAFF))
+    assert r.status_code == 403
+    assert api.events() == before + 1
+
+
+def test_other_provinces_cannot_see_or_change_a_case(api: Api) -> None:
+    case_id = api.receive()
+    elsewhere = api.auth(Role.COORDINATOR, Role.CASE_MANAGER, province="lao-cai")
+    assert api.client.get(f"/intake/cases/{case_id}", headers=elsewhere).status_code == 404
+    r = api.client.post(
+        f"/intake/cases/{case_id}/stage", json={"to_stage": "crisis"}, headers=elsewhere
+    )
+    assert r.status_code == 404
+    r = api.client.post(
+        "/intake/cases", json=RECEPTION, headers=api.auth(Role.INTAKE_OFFICER, province="lao-cai")
+    )
+    assert r.status_code == 403
+    national = api.auth(Role.COORDINATOR, province="*")
+    assert api.client.get(f"/intake/cases/{case_id}", headers=national).status_code == 200
+
+
+def test_idempotency_key_returns_the_first_result(api: Api) -> None:
+    headers = {**api.auth(Role.INTAKE_OFFICER), "Idempotency-Key": "f3b0c442-98fc-1c14"}
+    first = api.client.post("/intake/cases", json=RECEPTION, headers=headers)
+    before = api.events()
+    second = api.client.post("/intake/cases", json=RECEPTION, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
+    assert api.events() == before
+    changed = api.client.post(
+        "/intake/cases", json={**RECEPTION, "route": "hotline"}, headers=headers
+    )
+    assert changed.status_code == 422
+    assert changed.json()["type"] == "urn:ketnoi:problem:idempotency-key-reused"
+    bad = api.client.post(
+        "/intake/cases", json=RECEPTION, headers={**headers, "Idempotency-Key": "no spaces allowed"}
+    )
+    assert bad.status_code == 422
+
+
+def test_openapi_documents_the_intake_routes(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    assert "/intake/cases" in paths
+    assert "/intake/cases/{case_id}/reopening" in paths
+    assert api.client.get("/docs").status_code == 200

@@ -1,0 +1,113 @@
+"""The commands a person runs: `ketnoi demo`, and `ketnoi migrate` + `serve intake` on
+PostgreSQL, as real processes over real HTTP."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.runtime.settings import Settings
+from tests.support.processes import free_port, ketnoi_server, run_ketnoi
+
+
+def _tokens(log: Path) -> list[str]:
+    return re.findall(r"^(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", log.read_text(), flags=re.MULTILINE)
+
+
+def _case_urls(log: Path) -> list[str]:
+    return re.findall(r"(/intake/cases/[0-9a-f-]{36})", log.read_text())
+
+
+def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    log = tmp_path / "demo.log"
+    env = {"KETNOI_DATABASE_URL": ""}  # the demo is always the embedded default
+    with ketnoi_server("demo", "--data-dir", str(data_dir), port=free_port(), env=env, log=log) as (
+        _proc,
+        base,
+    ):
+        docs = httpx.get(f"{base}/openapi.json").json()["paths"]
+        assert "/intake/cases" in docs
+        assert "/intake/cases/{case_id}" in docs
+        assert httpx.get(f"{base}/docs").status_code == 200
+        urls, tokens = _case_urls(log), _tokens(log)
+        assert len(urls) == 3
+        assert len(tokens) == 2
+        seen = {}
+        for token in tokens:
+            for url in urls:
+                r = httpx.get(base + url, headers={"Authorization": f"Bearer {token}"})
+                if r.status_code == 200:
+                    seen[url] = r.json()
+        assert len(seen) == 3  # each case visible to its own province's coordinator
+        lao_cai = [c for c in seen.values() if c["province"] == "lao-cai"]
+        assert len(lao_cai) == 1
+        assert lao_cai[0]["minor"] is True
+        assert lao_cai[0]["route"] == "border_handover"
+        assert lao_cai[0]["handed_over_by"]["kind"] == "foreign_authority"
+        dong_thap = [c for c in seen.values() if c["province"] == "dong-thap"]
+        assert {c["stage"] for c in dong_thap} == {"crisis"}
+        assert all(c["contact_refused"] == ["home_visit"] for c in dong_thap)
+
+    def count_events() -> int:
+        with sqlite3.connect(data_dir / "intake.sqlite") as db:
+            return int(db.execute("SELECT count(*) FROM stored_events").fetchone()[0])
+
+    first_count = count_events()
+    assert first_count == 3 * 7 * 2  # 7 commands a case, each with its idempotency record
+    log2 = tmp_path / "demo2.log"
+    with ketnoi_server("demo", "--data-dir", str(data_dir), port=free_port(), env=env, log=log2):
+        assert sorted(_case_urls(log2)) == sorted(_case_urls(log))
+    assert count_events() == first_count
+
+
+@pytest.mark.postgres
+def test_migrate_then_serve_intake_on_postgres(pg_settings: Settings, tmp_path: Path) -> None:
+    assert pg_settings.database_url is not None
+    env = {
+        "KETNOI_DATABASE_URL": pg_settings.database_url,
+        "KETNOI_SCHEMA_PREFIX": pg_settings.schema_prefix,
+        "KETNOI_DATA_DIR": str(tmp_path / "keys"),
+        "KETNOI_LOG_FORMAT": "json",
+    }
+    assert "Migrated intake" in run_ketnoi("migrate", env=env)
+    token = run_ketnoi(
+        "token",
+        "--user",
+        "officer-9",
+        "--agency",
+        "lao-cai-border-guard",
+        "--province",
+        "lao-cai",
+        "--role",
+        "intake_officer",
+        env=env,
+    ).strip()
+    log = tmp_path / "serve.log"
+    with ketnoi_server("serve", "intake", port=free_port(), env=env, log=log) as (_p, base):
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {
+            "route": "border_handover",
+            "received_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+            "place": {"province": "lao-cai"},
+            "receiving_agency": {"agency_id": "lao-cai-border-guard", "kind": "border_guard"},
+            "handed_over_by": {"agency_id": "cn-border-authority", "kind": "foreign_authority"},
+        }
+        created = httpx.post(f"{base}/intake/cases", json=body, headers=headers)
+        assert created.status_code == 201, created.text
+        case_id = created.json()["case_id"]
+        person = {"full_name": "Secret Name", "sex": "male", "estimated_age": 16}
+        r = httpx.post(f"{base}/intake/cases/{case_id}/person", json=person, headers=headers)
+        assert r.status_code == 201
+        case = httpx.get(f"{base}/intake/cases/{case_id}", headers=headers)
+        assert case.status_code == 200
+        assert case.json()["minor"] is True
+        assert httpx.get(f"{base}/intake/cases/{case_id}").status_code == 401
+    logged = log.read_text()
+    assert case_id in logged  # ids are logged...
+    assert "Secret Name" not in logged  # ...personal data never is

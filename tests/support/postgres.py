@@ -1,0 +1,140 @@
+"""Find a real PostgreSQL server for the tests, as DESIGN.md orders it.
+
+1. ``KETNOI_TEST_DATABASE_URL`` (CI sets it to a database created for the run);
+2. a testcontainers container, where a Docker daemon answers;
+3. a throwaway server started from this machine's ``initdb`` and ``pg_ctl``;
+4. otherwise none: tests that need it skip, or fail under ``REQUIRE_SERVICES=1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+
+ENV_URL = "KETNOI_TEST_DATABASE_URL"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _container() -> Iterator[str]:
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", driver=None) as pg:
+        yield pg.get_connection_url()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _find_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (base / name).exists():
+            return str(base / name)
+    return None
+
+
+@contextlib.contextmanager
+def _local_server() -> Iterator[str]:
+    initdb, pg_ctl = _find_binary("initdb"), _find_binary("pg_ctl")
+    if not initdb or not pg_ctl:
+        msg = "no initdb/pg_ctl on this machine"
+        raise RuntimeError(msg)
+    workdir = Path(tempfile.mkdtemp(prefix="ketnoi-pg-"))
+    datadir, port = workdir / "data", _free_port()
+    # PostgreSQL refuses to run as root; run it as the postgres user when we are root.
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(workdir, "postgres")
+    try:
+        subprocess.run(
+            [*as_user, initdb, "-D", str(datadir), "-U", "postgres", "-A", "trust", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *as_user,
+                pg_ctl,
+                "-D",
+                str(datadir),
+                "-l",
+                str(workdir / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run(
+                [*as_user, pg_ctl, "-D", str(datadir), "-m", "immediate", "stop"],
+                check=False,
+                capture_output=True,
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[tuple[str | None, str]]:
+    """Yield (url or None, how it was found)."""
+    url = os.environ.get(ENV_URL)
+    if url:
+        yield url, f"${ENV_URL}"
+        return
+    if _docker_answers():
+        with _container() as container_url:
+            yield container_url, "testcontainers"
+        return
+    try:
+        server = _local_server()
+        local_url = server.__enter__()
+    except Exception as exc:
+        yield None, f"no PostgreSQL: set {ENV_URL}, start Docker, or install initdb/pg_ctl ({exc})"
+        return
+    try:
+        yield local_url, "throwaway local server (initdb/pg_ctl)"
+    finally:
+        server.__exit__(None, None, None)
+
+
+def wait_until_ready(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
