@@ -111,7 +111,9 @@ class RawLog:
     Mirrors ``eventsourcing.postgres.PostgresApplicationRecorder.insert_events`` (9.5): an
     autocommit connection, then in one pipelined transaction ``SET LOCAL lock_timeout``,
     ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY <channel>``, the INSERT ... RETURNING
-    notification_id, a sync, fetching the id, and COMMIT.
+    notification_id, a sync, fetching the id, and COMMIT. The one liberty: the row goes in
+    with VALUES rather than ``unnest`` of a composite array, which for one row is the same
+    work on the table and its two indexes.
     """
 
     def __init__(self, conninfo: str) -> None:

@@ -190,8 +190,6 @@ def in_province_of(principal: Principal) -> Callable[[Case], None]:
     return check
 
 
-
-
 @router.post(
     "/cases",
     status_code=status.HTTP_201_CREATED,
