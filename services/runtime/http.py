@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import structlog
-from fastapi import APIRouter, FastAPI, Header, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.vocabulary import Role
 from services.runtime.aggregate import CommandContext
@@ -75,30 +76,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
-    @app.middleware("http")
-    async def correlate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        correlation_id = _correlation_id(request.headers.get("x-correlation-id"))
-        structlog.contextvars.bind_contextvars(correlation_id=str(correlation_id))
-        request.state.correlation_id = correlation_id
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("correlation_id")
-        # The route template, never the concrete path: paths carry only ids, but keep logs lean.
-        route = request.scope.get("route")
-        log.info(
-            "request",
-            method=request.method,
-            route=getattr(route, "path", "?"),
-            status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-            correlation_id=str(correlation_id),
-        )
-        response.headers["X-Correlation-ID"] = str(correlation_id)
-        return response
+    app.add_middleware(RequestContextMiddleware)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -107,6 +85,52 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+class RequestContextMiddleware:
+    """Binds a correlation id to the request's logs and logs one line per request.
+
+    Plain ASGI rather than BaseHTTPMiddleware, which costs a task and two streams a request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        raw = headers.get(b"x-correlation-id")
+        correlation_id = _correlation_id(raw.decode("latin-1") if raw else None)
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-correlation-id", str(correlation_id).encode()),
+                ]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(correlation_id=str(correlation_id)):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                # The route template, never the concrete path.
+                route = scope.get("route")
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    route=getattr(route, "path", "?"),
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 1),
+                )
 
 
 def _correlation_id(header: str | None) -> UUID:

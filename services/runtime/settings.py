@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Prefix for the service schemas, so several installations (or test runs) share a database.
     schema_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
-    pg_pool_size: int = Field(default=5, ge=1)
+    pg_pool_size: int = Field(default=10, ge=1)
     pg_max_overflow: int = Field(default=10, ge=0)
 
     log_format: Literal["console", "json"] | None = None

@@ -304,3 +304,13 @@ def test_openapi_documents_the_intake_routes(api: Api) -> None:
     assert "/intake/cases" in paths
     assert "/intake/cases/{case_id}/reopening" in paths
     assert api.client.get("/docs").status_code == 200
+
+
+def test_every_response_carries_a_correlation_id(api: Api) -> None:
+    given = "6f1c1f3a-8d0e-4c55-9f6e-0b7a0f3f9e21"
+    r = api.client.get(
+        f"/intake/cases/{uuid4()}", headers={**api.auth(), "X-Correlation-ID": given}
+    )
+    assert r.headers["x-correlation-id"] == given
+    r = api.client.get(f"/intake/cases/{uuid4()}", headers=api.auth())
+    assert len(r.headers["x-correlation-id"]) == 36
