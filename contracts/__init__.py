@@ -3,6 +3,7 @@ service boundary. Imports only pydantic and the standard library, so any service
 agency's own code) can decode any Ketnoi log knowing only this package.
 """
 
+from contracts import consent as consent  # registers the consent events
 from contracts import intake as intake  # registers the intake events
 from contracts.envelope import (
     Actor,
@@ -20,6 +21,7 @@ __all__ = [
     "CommandRecorded",
     "Event",
     "UnknownEventTypeError",
+    "consent",
     "event_types",
     "intake",
     "resolve",

@@ -48,9 +48,8 @@ def demo(
     settings = _settings(data_dir=data_dir, database_url=None, environment="development")
     configure_logging(settings.effective_log_format, settings.log_level)
     platform = start(settings)
-    assert platform.intake is not None
     with console.status("Seeding the Dong Thap and Lao Cai scenarios..."):
-        seeded = seed(platform.intake, settings.data_dir)
+        seeded = seed(platform, settings.data_dir)
     tokens = TokenService(settings)
     url = f"http://{host}:{port}"
     console.print(f"[bold green]Ketnoi demo[/bold green] at {url}  (API docs: {url}/docs)")
@@ -85,15 +84,15 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Run one service as its own process, configured from KETNOI_* variables."""
-    from services.cli.wiring import http_app, start
+    from services.cli.wiring import APPLICATIONS, http_app, start
 
     if service not in SERVICES:
         console.print(
             f"[red]Unknown service {service!r}.[/red] Choose one of: {', '.join(SERVICES)}."
         )
         raise typer.Exit(2)
-    if service != "intake":
-        console.print(f"[red]The {service} service has no HTTP API in this version yet.[/red]")
+    if service not in APPLICATIONS:
+        console.print(f"[red]The {service} service is not part of this version yet.[/red]")
         raise typer.Exit(2)
     settings = _settings()
     configure_logging(settings.effective_log_format, settings.log_level)

@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from contracts.consent import (
+    Collection,
+    CollectionMethod,
+    ConsentGiver,
+    GiverKind,
+    Recipient,
+)
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import PartyPresent, PersonDetails, Place
 from contracts.vocabulary import (
@@ -20,13 +27,17 @@ from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
     ContactMode,
+    DataCategory,
     IdentityDocumentStatus,
+    Purpose,
     RiskLevel,
     RiskSubject,
     Role,
     Sex,
     UrgentNeed,
 )
+from services.cli.wiring import Platform
+from services.consent.application import ConsentService
 from services.intake.application import IntakeService
 from services.runtime.aggregate import CommandContext
 
@@ -50,6 +61,7 @@ class SeededCase:
     label: str
     province: str
     case_id: UUID
+    key: str
 
 
 def _anchor(data_dir: Path) -> datetime:
@@ -111,9 +123,17 @@ class _Seeder:
         return case_id
 
 
-def seed(intake: IntakeService, data_dir: Path) -> list[SeededCase]:
-    """Seed the Dong Thap and Lao Cai receptions; a second run changes nothing."""
-    seeder = _Seeder(intake, _anchor(data_dir))
+def seed(platform: Platform, data_dir: Path) -> list[SeededCase]:
+    """Seed the Dong Thap and Lao Cai scenarios; a second run changes nothing."""
+    anchor = _anchor(data_dir)
+    seeded = seed_receptions(platform.intake, anchor)
+    platform.catch_up()  # the consent service learns of the new cases from the intake log
+    seed_consents(platform.consent, anchor, seeded)
+    return seeded
+
+
+def seed_receptions(intake: IntakeService, anchor: datetime) -> list[SeededCase]:
+    seeder = _Seeder(intake, anchor)
     dt_officer = Actor(
         user_id="dt-police-officer-1", agency_id=DT_POLICE.agency_id, role=Role.INTAKE_OFFICER
     )
@@ -149,7 +169,7 @@ def seed(intake: IntakeService, data_dir: Path) -> list[SeededCase]:
         ("dong-thap-1", "Lê Thị Mai", date(2002, 3, 14)),
         ("dong-thap-2", "Phạm Thị Lan", date(2006, 9, 2)),
     ]
-    seeded = []
+    seeded: list[SeededCase] = []
     for key, name, born in women:
         case_id = seeder.case(
             key,
@@ -177,7 +197,7 @@ def seed(intake: IntakeService, data_dir: Path) -> list[SeededCase]:
             },
         )
         seeded.append(
-            SeededCase(f"Dong Thap night reception ({key[-1]} of 2)", "dong-thap", case_id)
+            SeededCase(f"Dong Thap night reception ({key[-1]} of 2)", "dong-thap", case_id, key)
         )
 
     lc_officer = Actor(
@@ -235,5 +255,101 @@ def seed(intake: IntakeService, data_dir: Path) -> list[SeededCase]:
             ),
         },
     )
-    seeded.append(SeededCase("Lao Cai border handover (N.T.M., 16)", "lao-cai", case_id))
+    seeded.append(
+        SeededCase("Lao Cai border handover (N.T.M., 16)", "lao-cai", case_id, "lao-cai-1")
+    )
     return seeded
+
+
+def _written(form: str) -> Collection:
+    return Collection(
+        method=CollectionMethod.WRITTEN_FORM,
+        form_reference=form,
+        language="vi",
+        withdrawal_explained=True,
+    )
+
+
+def seed_consents(consent: ConsentService, anchor: datetime, cases: list[SeededCase]) -> None:
+    """Dong Thap: both women share identity and health data with the social work centre and
+    the hospital; one refuses the police anything beyond the criminal case. Lao Cai: his
+    guardian consents, with his own views recorded."""
+    until = anchor + timedelta(days=365)
+    dt_manager = Actor(
+        user_id="dt-swc-caseworker-1", agency_id=DT_SWC.agency_id, role=Role.CASE_MANAGER
+    )
+    lc_manager = Actor(
+        user_id="lc-swc-caseworker-1", agency_id=LC_SWC.agency_id, role=Role.CASE_MANAGER
+    )
+    care = (Purpose.SERVICE_PROVISION, Purpose.CASE_COORDINATION)
+    for case in cases:
+
+        def ctx(step: str, actor: Actor, minutes: int, case: SeededCase = case) -> CommandContext:
+            return CommandContext(
+                actor=actor,
+                at=anchor + timedelta(minutes=minutes),
+                idempotency_key=f"demo-seed:{case.key}:consent:{step}",
+            )
+
+        received = anchor - timedelta(hours=5 if case.province == "lao-cai" else 3)
+        if case.province == "dong-thap":
+            consent.grant(
+                ctx("care", dt_manager, 10),
+                case.case_id,
+                categories=(DataCategory.IDENTITY, DataCategory.HEALTH),
+                recipients=(
+                    Recipient(agency_id=DT_SWC.agency_id),
+                    Recipient(kind=AgencyKind.HOSPITAL),
+                ),
+                purposes=care,
+                valid_from=received,
+                valid_until=until,
+                collection=_written(f"DT-CF-{case.key}"),
+                given_by=ConsentGiver(kind=GiverKind.PERSON),
+            )
+            if case.key == "dong-thap-2":
+                consent.refuse(
+                    ctx("police-refusal", dt_manager, 11),
+                    case.case_id,
+                    recipients=(Recipient(kind=AgencyKind.POLICE),),
+                    except_purposes=(Purpose.CRIMINAL_PROCEEDINGS,),
+                    statement="Nothing to the police beyond what the criminal case requires.",
+                )
+                consent.grant(
+                    ctx("criminal-case", dt_manager, 12),
+                    case.case_id,
+                    categories=(DataCategory.IDENTITY, DataCategory.LEGAL_CASE),
+                    recipients=(Recipient(agency_id=DT_POLICE.agency_id),),
+                    purposes=(Purpose.CRIMINAL_PROCEEDINGS,),
+                    valid_from=received,
+                    valid_until=until,
+                    collection=_written(f"DT-CF-{case.key}-criminal"),
+                    given_by=ConsentGiver(kind=GiverKind.PERSON),
+                )
+        else:
+            consent.grant(
+                ctx("guardian", lc_manager, 10),
+                case.case_id,
+                categories=(DataCategory.IDENTITY, DataCategory.HEALTH, DataCategory.PSYCHOSOCIAL),
+                recipients=(
+                    Recipient(agency_id=LC_SWC.agency_id),
+                    Recipient(kind=AgencyKind.HOSPITAL),
+                    Recipient(kind=AgencyKind.SCHOOL),
+                ),
+                purposes=care,
+                valid_from=received,
+                valid_until=until,
+                collection=_written("LC-CF-lao-cai-1"),
+                given_by=ConsentGiver(kind=GiverKind.GUARDIAN, relationship="mother"),
+                child_views=(
+                    "He agrees to see the psychologist and wants to go back to school; "
+                    "he does not want the commune told what happened."
+                ),
+            )
+            consent.refuse(
+                ctx("commune-refusal", lc_manager, 11),
+                case.case_id,
+                recipients=(Recipient(kind=AgencyKind.LOCAL_AUTHORITY),),
+                categories=(DataCategory.HEALTH, DataCategory.PSYCHOSOCIAL),
+                statement="The child's own view: the commune is not to be told.",
+            )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
+from services.consent.api import router as consent_router
+from services.consent.application import ConsentService
 from services.intake.api import router as intake_router
 from services.intake.application import IntakeService
+from services.runtime.application import ServiceApplication
 from services.runtime.auth import TokenService
+from services.runtime.follower import Follower, FollowingApplication, open_upstream, prompt_on_save
 from services.runtime.http import create_app
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.settings import SERVICES, Settings
@@ -19,45 +23,89 @@ DESCRIPTION = (
     "in an append-only log."
 )
 
+# The services with a log so far, in the order their logs feed each other.
+APPLICATIONS: dict[str, type[ServiceApplication]] = {
+    "intake": IntakeService,
+    "consent": ConsentService,
+}
+ROUTERS: dict[str, APIRouter] = {"intake": intake_router, "consent": consent_router}
+
 
 @dataclass
 class Platform:
-    """The running services of one process."""
+    """The running services of one process, and the followers that feed them."""
 
     settings: Settings
-    intake: IntakeService | None = None
-    closers: list[object] = field(default_factory=list)
+    apps: dict[str, ServiceApplication] = field(default_factory=dict)
+    followers: dict[str, Follower] = field(default_factory=dict)
+
+    @property
+    def intake(self) -> IntakeService:
+        app = self.apps["intake"]
+        assert isinstance(app, IntakeService)
+        return app
+
+    @property
+    def consent(self) -> ConsentService:
+        app = self.apps["consent"]
+        assert isinstance(app, ConsentService)
+        return app
+
+    def catch_up(self) -> int:
+        """Let every follower process what is pending (in upstream order); returns how many."""
+        total = 0
+        for follower in self.followers.values():
+            total += follower.catch_up()
+        return total
 
     def close(self) -> None:
-        if self.intake is not None:
-            self.intake.close()
+        for follower in self.followers.values():
+            follower.stop()
+        for app in self.apps.values():
+            app.close()
 
 
 def migrate(settings: Settings) -> list[str]:
     """Create every service's schema and tables; safe to run again."""
     create_schemas(settings)
-    done = []
-    # Only the services with a log so far; the others add theirs when they arrive.
-    for service, app_cls in (("intake", IntakeService),):
-        app = app_cls(env=application_env(settings, service, create_tables=True))
-        app.close()
-        done.append(service)
-    return done
+    for service, app_cls in APPLICATIONS.items():
+        app_cls(env=application_env(settings, service, create_tables=True)).close()
+    return list(APPLICATIONS)
 
 
-def start(settings: Settings, services: tuple[str, ...] = SERVICES) -> Platform:
+def start(
+    settings: Settings,
+    services: tuple[str, ...] = SERVICES,
+    *,
+    run_followers: bool = True,
+    poll_interval: float = 1.0,
+) -> Platform:
+    """Start the named services; followers run in background threads unless told not to."""
     platform = Platform(settings=settings)
-    if "intake" in services:
-        platform.intake = IntakeService(env=application_env(settings, "intake"))
+    for service, app_cls in APPLICATIONS.items():
+        if service in services:
+            platform.apps[service] = app_cls(env=application_env(settings, service))
+    for service, app in platform.apps.items():
+        if not isinstance(app, FollowingApplication):
+            continue
+        upstreams = [
+            open_upstream(settings, name, types, app=platform.apps.get(name))
+            for name, types in app.follows.items()
+        ]
+        follower = Follower(app, upstreams, settings=settings, poll_interval=poll_interval)
+        platform.followers[service] = follower
+        for name in app.follows:
+            if name in platform.apps:
+                prompt_on_save(platform.apps[name], [follower])
+    if run_followers:
+        for follower in platform.followers.values():
+            follower.start()
     return platform
 
 
 def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") -> FastAPI:
-    routers = []
-    state: dict[str, object] = {"settings": platform.settings}
-    if platform.intake is not None:
-        routers.append(intake_router)
-        state["intake"] = platform.intake
+    state: dict[str, object] = {"settings": platform.settings, **platform.apps}
+    routers = [ROUTERS[name] for name in platform.apps if name in ROUTERS]
     return create_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )

@@ -31,6 +31,7 @@ class CommandContext:
     at: datetime = field(default_factory=utcnow)
     correlation_id: UUID | None = None
     idempotency_key: str | None = None
+    caused_by: UUID | None = None
 
 
 def applies(event_type: type[Event]) -> Callable[[Applier], Applier]:
@@ -72,6 +73,7 @@ class Aggregate:
             timestamp=ctx.at,
             actor=ctx.actor,
             correlation_id=ctx.correlation_id,
+            caused_by=ctx.caused_by,
             **fields,
         )
         self.apply(event)

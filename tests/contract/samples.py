@@ -12,6 +12,22 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from uuid import UUID
 
+from contracts.consent import (
+    CaseStageNoted,
+    Collection,
+    CollectionMethod,
+    ConsentGiver,
+    ConsentGranted,
+    ConsentRecordOpened,
+    ConsentRefused,
+    ConsentRenewed,
+    ConsentWithdrawn,
+    GiverKind,
+    Recipient,
+    RecipientGroup,
+    RefusalLifted,
+    SubjectAgeNoted,
+)
 from contracts.envelope import Actor, AgencyRef, CommandRecorded, Event
 from contracts.intake import (
     CaseClosed,
@@ -34,7 +50,9 @@ from contracts.vocabulary import (
     CaseStage,
     ClosureReason,
     ContactMode,
+    DataCategory,
     IdentityDocumentStatus,
+    Purpose,
     ReopeningReason,
     RiskLevel,
     RiskSubject,
@@ -132,6 +150,83 @@ def samples() -> list[Event]:
             request_digest="ab",
             result={"case_id": str(CASE)},
             **common,
+        ),
+        *consent_samples(),
+    ]
+
+
+RECORD = UUID("2dab4e5f-7f9c-4a3d-9e4f-5b6c7d8e9fa0")
+GRANT = UUID("3ebc5f60-8a0d-4b4e-8f50-6c7d8e9fa0b1")
+REFUSAL = UUID("4fcd6071-9b1e-4c5f-9061-7d8e9fa0b1c2")
+WRITTEN = Collection(
+    method=CollectionMethod.WRITTEN_FORM,
+    form_reference="F-1",
+    language="vi",
+    withdrawal_explained=True,
+)
+
+
+def consent_samples() -> list[Event]:
+    common = {"originator_id": RECORD, "timestamp": AT, "actor": ACTOR}
+    return [
+        ConsentRecordOpened(
+            originator_version=1,
+            case_id=CASE,
+            person_id=PERSON,
+            province="dong-thap",
+            received_at=AT,
+            **common,
+        ),
+        SubjectAgeNoted(
+            originator_version=2,
+            person_id=PERSON,
+            minor=True,
+            adult_on=date(2028, 3, 14),
+            age_is_estimated=False,
+            **common,
+        ),
+        CaseStageNoted(originator_version=3, stage=CaseStage.CRISIS, **common),
+        ConsentGranted(
+            originator_version=4,
+            grant_id=GRANT,
+            person_id=PERSON,
+            categories=(DataCategory.IDENTITY, DataCategory.HEALTH),
+            recipients=(Recipient(agency_id="dong-thap-swc"), Recipient(kind=AgencyKind.HOSPITAL)),
+            purposes=(Purpose.SERVICE_PROVISION,),
+            valid_from=AT,
+            valid_until=AT.replace(year=2027),
+            collection=WRITTEN,
+            given_by=ConsentGiver(kind=GiverKind.GUARDIAN, relationship="mother"),
+            child_views="agrees",
+            **common,
+        ),
+        ConsentRefused(
+            originator_version=5,
+            refusal_id=REFUSAL,
+            person_id=PERSON,
+            recipients=(Recipient(group=RecipientGroup.LAW_ENFORCEMENT),),
+            except_purposes=(Purpose.CRIMINAL_PROCEEDINGS,),
+            statement="s",
+            **common,
+        ),
+        ConsentRenewed(
+            originator_version=6,
+            grant_id=GRANT,
+            person_id=PERSON,
+            valid_until=AT.replace(year=2028),
+            collection=WRITTEN,
+            **common,
+        ),
+        ConsentWithdrawn(
+            originator_version=7,
+            grant_id=GRANT,
+            person_id=PERSON,
+            heard_by=POLICE,
+            reason="r",
+            **common,
+        ),
+        RefusalLifted(
+            originator_version=8, refusal_id=REFUSAL, person_id=PERSON, collection=WRITTEN, **common
         ),
     ]
 

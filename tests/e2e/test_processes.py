@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,12 +55,41 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         assert {c["stage"] for c in dong_thap} == {"crisis"}
         assert all(c["contact_refused"] == ["home_visit"] for c in dong_thap)
 
+        consents = {}
+        for token in tokens:
+            for case in seen.values():
+                r = httpx.get(
+                    f"{base}/consent/cases/{case['case_id']}",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                if r.status_code == 200:
+                    consents[case["case_id"]] = r.json()
+        assert len(consents) == 3
+        lc = consents[lao_cai[0]["case_id"]]
+        assert lc["subject"]["minor"] is True
+        assert [g["given_by"]["kind"] for g in lc["grants"]] == ["guardian"]
+        dt = [consents[c["case_id"]] for c in dong_thap]
+        for record in dt:
+            care = record["grants"][0]
+            assert set(care["categories"]) == {"identity", "health"}
+            assert {"kind": "hospital"} in [
+                {k: v for k, v in r.items() if v} for r in care["recipients"]
+            ]
+        police_refusals = [
+            r for record in dt for r in record["refusals"] if r["recipients"][0]["kind"] == "police"
+        ]
+        assert len(police_refusals) == 1  # one of the two women refuses the police
+        assert police_refusals[0]["except_purposes"] == ["criminal_proceedings"]
+
     def count_events() -> int:
-        with sqlite3.connect(data_dir / "intake.sqlite") as db:
-            return int(db.execute("SELECT count(*) FROM stored_events").fetchone()[0])
+        total = 0
+        for service in ("intake", "consent"):
+            with sqlite3.connect(data_dir / f"{service}.sqlite") as db:
+                total += int(db.execute("SELECT count(*) FROM stored_events").fetchone()[0])
+        return total
 
     first_count = count_events()
-    assert first_count == 3 * 7 * 2  # 7 commands a case, each with its idempotency record
+    assert first_count > 3 * 7 * 2  # 7 intake commands a case with their idempotency records
     log2 = tmp_path / "demo2.log"
     with ketnoi_server("demo", "--data-dir", str(data_dir), port=free_port(), env=env, log=log2):
         assert sorted(_case_urls(log2)) == sorted(_case_urls(log))
@@ -67,7 +97,9 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
 
 
 @pytest.mark.postgres
-def test_migrate_then_serve_intake_on_postgres(pg_settings: Settings, tmp_path: Path) -> None:
+def test_migrate_then_serve_intake_and_consent_on_postgres(
+    pg_settings: Settings, tmp_path: Path
+) -> None:
     assert pg_settings.database_url is not None
     env = {
         "KETNOI_DATABASE_URL": pg_settings.database_url,
@@ -75,7 +107,7 @@ def test_migrate_then_serve_intake_on_postgres(pg_settings: Settings, tmp_path: 
         "KETNOI_DATA_DIR": str(tmp_path / "keys"),
         "KETNOI_LOG_FORMAT": "json",
     }
-    assert "Migrated intake" in run_ketnoi("migrate", env=env)
+    assert "Migrated intake, consent" in run_ketnoi("migrate", env=env)
     token = run_ketnoi(
         "token",
         "--user",
@@ -108,6 +140,22 @@ def test_migrate_then_serve_intake_on_postgres(pg_settings: Settings, tmp_path: 
         assert case.status_code == 200
         assert case.json()["minor"] is True
         assert httpx.get(f"{base}/intake/cases/{case_id}").status_code == 401
-    logged = log.read_text()
+
+        # The consent service, its own process, learns of the case from the intake log.
+        consent_log = tmp_path / "consent.log"
+        with ketnoi_server("serve", "consent", port=free_port(), env=env, log=consent_log) as (
+            _c,
+            consent_base,
+        ):
+            deadline = time.monotonic() + 20
+            while True:
+                r = httpx.get(f"{consent_base}/consent/cases/{case_id}", headers=headers)
+                if r.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert r.status_code == 200, r.text
+            assert r.json()["subject"]["minor"] is True
+            assert r.json()["province"] == "lao-cai"
+    logged = log.read_text() + consent_log.read_text()
     assert case_id in logged  # ids are logged...
     assert "Secret Name" not in logged  # ...personal data never is

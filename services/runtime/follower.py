@@ -1,0 +1,271 @@
+"""Following upstream logs with exactly-once processing.
+
+A service that reacts to other services' events is a ``FollowingApplication``: its log lives
+in a process recorder, so the events a reaction produces and the tracking position of the
+upstream event it reacted to are written in one transaction. Processing the same upstream
+event twice is impossible (the tracking row refuses it), and a crash between two events
+loses nothing (the position is only as far as what was committed).
+
+A ``Follower`` merges several upstream logs into one processing loop: it reads the next
+batch of each, merges them by event time (each log keeps its own order), and processes them
+one by one. It wakes on PostgreSQL NOTIFY, or on an in-process prompt in the embedded
+default, and polls periodically as a safety net, so a lost notification never stalls it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psycopg
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    Mapper,
+    Notification,
+    ProcessRecorder,
+    Tracking,
+)
+from eventsourcing.utils import Environment
+from psycopg import sql
+
+from contracts.envelope import Event
+from services.runtime.application import ServiceApplication
+from services.runtime.logging import get_logger
+from services.runtime.persistence import application_env, decode_stored, new_mapper
+from services.runtime.settings import Settings
+
+log = get_logger("ketnoi.follower")
+
+
+class Processing(ProcessingEvent[Any]):
+    """What reacting to one upstream event produced, with that event's position."""
+
+    def __init__(self, upstream: str, notification_id: int) -> None:
+        super().__init__(Tracking(application_name=upstream, notification_id=notification_id))
+
+
+class FollowingApplication(ServiceApplication):
+    """A service application that reacts to events of upstream logs."""
+
+    follows: ClassVar[dict[str, tuple[type[Event], ...]]] = {}
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        recorder = self.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder
+
+    def policy(self, upstream: str, event: Event, processing: Processing) -> None:
+        """React to one upstream event by collecting new events into ``processing``."""
+        raise NotImplementedError
+
+    def position(self, upstream: str) -> int:
+        return self.process_recorder.max_tracking_id(upstream) or 0
+
+    def process(self, upstream: str, notification_id: int, event: Event) -> bool:
+        """Apply the policy and record its events with the tracking position, atomically.
+
+        Returns False when the event had already been processed (by this or another process).
+        """
+        processing = Processing(upstream, notification_id)
+        self.policy(upstream, event, processing)
+        try:
+            recordings = self._record(processing)
+        except IntegrityError:
+            if self.process_recorder.has_tracking_id(upstream, notification_id):
+                return False
+            raise
+        self._notify(recordings)
+        return True
+
+
+@dataclass
+class Upstream:
+    """A log to follow: the name its positions are tracked under, and how to read it."""
+
+    name: str
+    recorder: ApplicationRecorder
+    mapper: Mapper[Any]
+    topics: tuple[str, ...]
+    channel: str | None = None
+
+
+def topics_of(event_types: Iterable[type[Event]]) -> tuple[str, ...]:
+    """Every stored topic of these types, older versions included (they are upcast)."""
+    return tuple(
+        f"{cls.event_type}.v{version}"
+        for cls in event_types
+        for version in range(1, cls.event_version + 1)
+    )
+
+
+def open_upstream(
+    settings: Settings,
+    service: str,
+    event_types: Sequence[type[Event]],
+    app: ServiceApplication | None = None,
+) -> Upstream:
+    """A reader of another service's log: its in-process app when there is one, else a
+    recorder of our own on its tables (never created here)."""
+    if app is not None:
+        recorder = app.recorder
+    else:
+        env = Environment(service, application_env(settings, service, create_tables=False))
+        recorder = InfrastructureFactory.construct(env).application_recorder()
+    channel = getattr(recorder, "channel_name", None)
+    return Upstream(
+        name=service,
+        recorder=recorder,
+        mapper=new_mapper(),
+        topics=topics_of(event_types),
+        channel=channel if settings.postgres else None,
+    )
+
+
+class Follower:
+    """One processing loop over several upstream logs."""
+
+    def __init__(
+        self,
+        app: FollowingApplication,
+        upstreams: Sequence[Upstream],
+        *,
+        settings: Settings,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.upstreams = list(upstreams)
+        self.settings = settings
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.prompt = threading.Event()
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # -- processing ----------------------------------------------------------------------
+
+    def _batches(self) -> list[list[tuple[Upstream, Notification]]]:
+        batches = []
+        for upstream in self.upstreams:
+            start = self.app.position(upstream.name) + 1
+            notifications = upstream.recorder.select_notifications(
+                start=start, limit=self.batch_size, topics=upstream.topics
+            )
+            batches.append([(upstream, n) for n in notifications])
+        return batches
+
+    def run_once(self) -> int:
+        """Process what is pending now (a batch of each upstream); returns how many."""
+        decoded: list[list[tuple[Any, int, int, Upstream, Event]]] = []
+        for order, batch in enumerate(self._batches()):
+            rows = []
+            for upstream, notification in batch:
+                event = decode_stored(upstream.mapper, notification)
+                rows.append((event.timestamp, order, notification.id, upstream, event))
+            decoded.append(rows)
+        processed = 0
+        # Each batch is already in its log's order; merge the logs by event time.
+        for _at, _order, notification_id, upstream, event in heapq.merge(*decoded):
+            if self.app.process(upstream.name, notification_id, event):
+                processed += 1
+        return processed
+
+    def catch_up(self) -> int:
+        """Process until nothing is pending; returns how many events were processed."""
+        total = 0
+        while True:
+            done = self.run_once()
+            total += done
+            if done == 0:
+                return total
+
+    # -- running -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"follower-{self.app.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.prompt.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def prompt_soon(self) -> None:
+        """Wake the loop (in-process upstreams call this after they save)."""
+        self.prompt.set()
+
+    def _run(self) -> None:
+        listener: psycopg.Connection[Any] | None = None
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if listener is None:
+                        listener = self._listen()
+                    self.catch_up()
+                    self.error = None
+                except Exception as exc:
+                    # Stall loudly rather than skip: an event we cannot process is never lost.
+                    self.error = exc
+                    log.exception("follower_failed", service=self.app.name)
+                try:
+                    self._wait(listener)
+                except psycopg.Error:
+                    # The listening connection broke; polling continues and we listen again.
+                    log.warning("follower_listener_lost", service=self.app.name)
+                    _close(listener)
+                    listener = None
+                    self.stopping.wait(self.poll_interval)
+        finally:
+            _close(listener)
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        target = self.settings.postgres
+        channels = [u.channel for u in self.upstreams if u.channel]
+        if target is None or not channels:
+            return None
+        conn = psycopg.connect(target.conninfo(), autocommit=True)
+        for channel in channels:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        return conn
+
+    def _wait(self, listener: psycopg.Connection[Any] | None) -> None:
+        if listener is None:
+            self.prompt.wait(self.poll_interval)
+            self.prompt.clear()
+            return
+        # A NOTIFY wakes us at once; otherwise the poll interval runs out (the safety net).
+        for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
+            pass
+        self.prompt.clear()
+
+
+def _close(conn: psycopg.Connection[Any] | None) -> None:
+    if conn is not None:
+        conn.close()
+
+
+def prompt_on_save(upstream: ServiceApplication, followers: Iterable[Follower]) -> None:
+    """In one process (the embedded default), wake followers when an upstream saves."""
+    waiting = list(followers)
+    previous: Callable[[Any], None] = upstream._notify
+
+    def notify(recordings: Any) -> None:
+        previous(recordings)
+        for follower in waiting:
+            follower.prompt_soon()
+
+    upstream._notify = notify  # type: ignore[method-assign]
