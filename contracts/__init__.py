@@ -5,6 +5,7 @@ agency's own code) can decode any Ketnoi log knowing only this package.
 
 from contracts import consent as consent  # registers the consent events
 from contracts import intake as intake  # registers the intake events
+from contracts import referral as referral  # registers the referral events
 from contracts.envelope import (
     Actor,
     AgencyRef,
@@ -24,5 +25,6 @@ __all__ = [
     "consent",
     "event_types",
     "intake",
+    "referral",
     "resolve",
 ]

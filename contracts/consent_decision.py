@@ -11,15 +11,16 @@ Rules:
 - a refusal in force overrides every grant it covers; when several cover a category, the most
   specific one is named;
 - a grant counts while its period (as last renewed) holds and until it is withdrawn;
-- a grant given by a guardian or authority stops counting once the person is 18: from then on
-  their own consent is needed.
+- a grant given by a guardian or authority stops counting once the person is 18 (or is found
+  to be an adult): from then on their own consent is needed. Birthdays are judged on the
+  calendar of Vietnam (UTC+7), whatever time zone the instant is given in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from uuid import UUID
 
@@ -34,6 +35,14 @@ from contracts.consent import (
 )
 from contracts.envelope import AgencyRef, Event, Model
 from contracts.vocabulary import DataCategory, Purpose
+
+# Vietnam keeps one offset all year; the law counts ages on its calendar.
+JURISDICTION_TZ = timezone(timedelta(hours=7), "ICT")
+
+
+def local_date(at: datetime) -> date:
+    """The calendar day of an instant in the jurisdiction (Vietnam)."""
+    return at.astimezone(JURISDICTION_TZ).date()
 
 
 class Verdict(StrEnum):
@@ -87,6 +96,7 @@ class ConsentState:
 
     grants: dict[UUID, GrantState] = field(default_factory=dict)
     refusals: dict[UUID, RefusalState] = field(default_factory=dict)
+    minor: bool | None = None
     adult_on: date | None = None
 
     def grants_in_force(self, at: datetime) -> list[GrantState]:
@@ -96,7 +106,10 @@ class ConsentState:
         return [r.refusal for r in self.refusals.values() if r.lifted_at is None]
 
     def own_consent_needed(self, at: datetime) -> bool:
-        return self.adult_on is not None and at.date() >= self.adult_on
+        """True once the person is an adult: found to be one, or 18 by now."""
+        if self.minor is False:
+            return True
+        return self.adult_on is not None and local_date(at) >= self.adult_on
 
 
 def state_at(events: Iterable[Event], at: datetime) -> ConsentState:
@@ -117,6 +130,7 @@ def state_at(events: Iterable[Event], at: datetime) -> ConsentState:
         elif isinstance(event, RefusalLifted) and event.refusal_id in state.refusals:
             state.refusals[event.refusal_id].lifted_at = event.timestamp
         elif isinstance(event, SubjectAgeNoted):
+            state.minor = event.minor
             state.adult_on = event.adult_on if event.minor else None
     return state
 

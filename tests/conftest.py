@@ -34,21 +34,39 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
+def drop_schemas(url: str, prefix: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for service in SERVICES:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(f"{prefix}{service}")
+                )
+            )
+
+
 @pytest.fixture
 def pg_settings(pg_url: str, tmp_path: Path) -> Iterator[Settings]:
     """Settings on PostgreSQL with schemas of this test's own, dropped afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}_"
     settings = Settings(database_url=pg_url, schema_prefix=prefix, data_dir=tmp_path / "data")
     yield settings
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        for service in SERVICES:
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    sql.Identifier(settings.schema_for(service))
-                )
-            )
+    drop_schemas(pg_url, prefix)
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
     return Settings(database_url=None, data_dir=tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A Kafka-protocol broker's bootstrap address (see tests/support/kafka.py)."""
+    # Imported here so that kafka-python loads only for the tests that need a broker.
+    from tests.support.kafka import kafka_server, wait_until_ready
+
+    with kafka_server() as (bootstrap, how):
+        if bootstrap is None:
+            missing_service(how)
+        assert bootstrap is not None
+        wait_until_ready(bootstrap)
+        yield bootstrap

@@ -22,6 +22,7 @@ from contracts.consent import (
 )
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import PartyPresent, PersonDetails, Place
+from contracts.referral import HandoverKind, HandoverParty, PartyRole, Urgency
 from contracts.vocabulary import (
     AgencyKind,
     ArrivalRoute,
@@ -33,12 +34,14 @@ from contracts.vocabulary import (
     RiskLevel,
     RiskSubject,
     Role,
+    ServiceType,
     Sex,
     UrgentNeed,
 )
 from services.cli.wiring import Platform
 from services.consent.application import ConsentService
 from services.intake.application import IntakeService
+from services.referral.application import ReferralService
 from services.runtime.aggregate import CommandContext
 
 
@@ -69,7 +72,8 @@ def _anchor(data_dir: Path) -> datetime:
     path = data_dir / "demo-seed.json"
     if path.exists():
         return datetime.fromisoformat(json.loads(path.read_text())["anchor"])
-    anchor = datetime.now(UTC).replace(second=0, microsecond=0)
+    # Half an hour ago: every seeded step has happened by the time the demo serves.
+    anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
     path.write_text(json.dumps({"anchor": anchor.isoformat()}))
     return anchor
 
@@ -129,6 +133,8 @@ def seed(platform: Platform, data_dir: Path) -> list[SeededCase]:
     seeded = seed_receptions(platform.intake, anchor)
     platform.catch_up()  # the consent service learns of the new cases from the intake log
     seed_consents(platform.consent, anchor, seeded)
+    platform.catch_up()  # the referral service copies the cases and their consents
+    seed_referrals(platform.referral, anchor, seeded)
     return seeded
 
 
@@ -352,4 +358,171 @@ def seed_consents(consent: ConsentService, anchor: datetime, cases: list[SeededC
                 recipients=(Recipient(kind=AgencyKind.LOCAL_AUTHORITY),),
                 categories=(DataCategory.HEALTH, DataCategory.PSYCHOSOCIAL),
                 statement="The child's own view: the commune is not to be told.",
+            )
+
+
+DT_HOSPITAL = agency("dong-thap-general-hospital", AgencyKind.HOSPITAL)
+LC_HOSPITAL = agency("lao-cai-general-hospital", AgencyKind.HOSPITAL)
+LC_SCHOOL = agency("lao-cai-bat-xat-secondary-school", AgencyKind.SCHOOL)
+
+
+def _staff(of: AgencyRef, role: Role = Role.AGENCY_STAFF) -> Actor:
+    return Actor(user_id=f"{of.agency_id}-staff-1", agency_id=of.agency_id, role=role)
+
+
+def _party(of: AgencyRef, role: PartyRole, capacity: str) -> HandoverParty:
+    return HandoverParty(agency=of, role=role, capacity=capacity)
+
+
+def seed_referrals(referral: ReferralService, anchor: datetime, cases: list[SeededCase]) -> None:
+    """The handovers and referrals of the scenarios, each left in its real state."""
+    steps = iter(range(20, 400))
+
+    def ctx(case: SeededCase, step: str, actor: Actor) -> CommandContext:
+        return CommandContext(
+            actor=actor,
+            at=anchor + timedelta(minutes=next(steps)),
+            idempotency_key=f"demo-seed:{case.key}:referral:{step}",
+        )
+
+    def handover(
+        case: SeededCase,
+        key: str,
+        parties: tuple[HandoverParty, ...],
+        starter: Actor,
+        confirming: tuple[AgencyRef, ...],
+    ) -> None:
+        started = referral.start_handover(
+            ctx(case, f"{key}:start", starter),
+            case.case_id,
+            kind=HandoverKind.RECEPTION,
+            parties=parties,
+        )
+        for party in confirming:
+            referral.confirm_handover(
+                ctx(case, f"{key}:confirm:{party.agency_id}", _staff(party)),
+                UUID(started["handover_id"]),
+                party.agency_id,
+            )
+
+    def refer(
+        case: SeededCase,
+        key: str,
+        sender: Actor,
+        from_agency: AgencyRef,
+        to: AgencyRef,
+        service: ServiceType,
+        purpose: Purpose,
+        categories: tuple[DataCategory, ...],
+        answers: tuple[tuple[str, str | None], ...],
+    ) -> None:
+        created = referral.create_referral(
+            ctx(case, f"{key}:create", sender),
+            case.case_id,
+            from_agency=from_agency,
+            to_agency=to,
+            service_type=service,
+            urgency=Urgency.URGENT,
+            purpose=purpose,
+            categories=categories,
+        )
+        for action, text in answers:
+            referral.answer(
+                ctx(case, f"{key}:{action}", _staff(to)),
+                UUID(created["referral_id"]),
+                action,
+                text,
+            )
+
+    dt_manager = _staff(DT_SWC, Role.CASE_MANAGER)
+    lc_manager = _staff(LC_SWC, Role.CASE_MANAGER)
+    for case in cases:
+        if case.province == "dong-thap":
+            handover(
+                case,
+                "night-handover",
+                (
+                    _party(DT_POLICE, PartyRole.FROM, "police officer"),
+                    _party(DT_SWC, PartyRole.TO, "social worker"),
+                    _party(DT_BORDER_GUARD, PartyRole.WITNESS, "border guard officer"),
+                ),
+                _staff(DT_POLICE, Role.INTAKE_OFFICER),
+                (DT_POLICE, DT_BORDER_GUARD, DT_SWC),
+            )
+            done = case.key == "dong-thap-1"
+            refer(
+                case,
+                "health-check",
+                dt_manager,
+                DT_SWC,
+                DT_HOSPITAL,
+                ServiceType.HEALTH_CHECK,
+                Purpose.SERVICE_PROVISION,
+                (DataCategory.IDENTITY, DataCategory.HEALTH),
+                (("acknowledge", None), ("accept", None), ("start", None))
+                + (
+                    (("complete", "Health check done the same night; no urgent treatment."),)
+                    if done
+                    else ()
+                ),
+            )
+            if case.key == "dong-thap-2":
+                # Only what the criminal case requires goes to the police.
+                refer(
+                    case,
+                    "criminal-case",
+                    dt_manager,
+                    DT_SWC,
+                    DT_POLICE,
+                    ServiceType.LEGAL_AID,
+                    Purpose.CRIMINAL_PROCEEDINGS,
+                    (DataCategory.IDENTITY, DataCategory.LEGAL_CASE),
+                    (("acknowledge", None),),
+                )
+        else:
+            handover(
+                case,
+                "border-handover",
+                (
+                    _party(LC_FOREIGN, PartyRole.FROM, "foreign liaison officer"),
+                    _party(LC_BORDER_GUARD, PartyRole.TO, "border guard officer"),
+                    _party(LC_POLICE, PartyRole.WITNESS, "police officer"),
+                ),
+                _staff(LC_BORDER_GUARD, Role.INTAKE_OFFICER),
+                (LC_FOREIGN, LC_BORDER_GUARD, LC_POLICE),
+            )
+            # The onward handover to the social work centre waits for the local officer.
+            handover(
+                case,
+                "onward-handover",
+                (
+                    _party(LC_BORDER_GUARD, PartyRole.FROM, "border guard officer"),
+                    _party(LC_SWC, PartyRole.TO, "psychological officer"),
+                    _party(LC_POLICE, PartyRole.WITNESS, "police officer"),
+                    _party(LC_LOCAL, PartyRole.WITNESS, "local officer"),
+                ),
+                _staff(LC_BORDER_GUARD, Role.INTAKE_OFFICER),
+                (LC_BORDER_GUARD, LC_SWC, LC_POLICE),
+            )
+            refer(
+                case,
+                "psychologist",
+                lc_manager,
+                LC_SWC,
+                LC_HOSPITAL,
+                ServiceType.PSYCHOLOGICAL_FIRST_AID,
+                Purpose.SERVICE_PROVISION,
+                (DataCategory.IDENTITY, DataCategory.HEALTH, DataCategory.PSYCHOSOCIAL),
+                (("acknowledge", None), ("accept", None)),
+            )
+            refer(
+                case,
+                "back-to-school",
+                lc_manager,
+                LC_SWC,
+                LC_SCHOOL,
+                ServiceType.EDUCATION,
+                Purpose.SERVICE_PROVISION,
+                (DataCategory.IDENTITY,),
+                (),
             )

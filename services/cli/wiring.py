@@ -10,10 +10,13 @@ from services.consent.api import router as consent_router
 from services.consent.application import ConsentService
 from services.intake.api import router as intake_router
 from services.intake.application import IntakeService
+from services.referral.api import router as referral_router
+from services.referral.application import ReferralService
 from services.runtime.application import ServiceApplication
 from services.runtime.auth import TokenService
 from services.runtime.follower import Follower, FollowingApplication, open_upstream, prompt_on_save
 from services.runtime.http import create_app
+from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.settings import SERVICES, Settings
 
@@ -27,8 +30,13 @@ DESCRIPTION = (
 APPLICATIONS: dict[str, type[ServiceApplication]] = {
     "intake": IntakeService,
     "consent": ConsentService,
+    "referral": ReferralService,
 }
-ROUTERS: dict[str, APIRouter] = {"intake": intake_router, "consent": consent_router}
+ROUTERS: dict[str, APIRouter] = {
+    "intake": intake_router,
+    "consent": consent_router,
+    "referral": referral_router,
+}
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Platform:
     settings: Settings
     apps: dict[str, ServiceApplication] = field(default_factory=dict)
     followers: dict[str, Follower] = field(default_factory=dict)
+    periodic: list[Periodic] = field(default_factory=list)
 
     @property
     def intake(self) -> IntakeService:
@@ -51,14 +60,24 @@ class Platform:
         assert isinstance(app, ConsentService)
         return app
 
+    @property
+    def referral(self) -> ReferralService:
+        app = self.apps["referral"]
+        assert isinstance(app, ReferralService)
+        return app
+
     def catch_up(self) -> int:
         """Let every follower process what is pending (in upstream order); returns how many."""
         total = 0
-        for follower in self.followers.values():
-            total += follower.catch_up()
-        return total
+        while True:
+            done = sum(follower.catch_up() for follower in self.followers.values())
+            total += done
+            if done == 0:
+                return total
 
     def close(self) -> None:
+        for task in self.periodic:
+            task.stop()
         for follower in self.followers.values():
             follower.stop()
         for app in self.apps.values():
@@ -100,6 +119,15 @@ def start(
     if run_followers:
         for follower in platform.followers.values():
             follower.start()
+        if "referral" in platform.apps:
+            referral = platform.referral
+            watch = Periodic(
+                "deadline-watch",
+                referral.check_deadlines,
+                referral.referral_settings.deadline_check_seconds,
+            )
+            platform.periodic.append(watch)
+            watch.start()
     return platform
 
 

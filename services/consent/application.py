@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from contracts.consent import Collection, ConsentGiver, Recipient, consent_record_id
-from contracts.consent_decision import ConsentDecision
+from contracts.consent_decision import ConsentDecision, local_date
 from contracts.envelope import AgencyRef, Event
 from contracts.intake import (
     CaseClosed,
@@ -52,9 +52,10 @@ class ConsentService(FollowingApplication):
     # -- following intake ------------------------------------------------------------------
 
     def policy(self, upstream: str, event: Event, processing: Processing) -> None:
+        # The upstream event's own time: replaying the log gives the same record.
         ctx = CommandContext(
             actor=event.actor,
-            at=utcnow(),
+            at=event.timestamp,
             caused_by=event.event_id,
             correlation_id=event.correlation_id,
         )
@@ -77,7 +78,7 @@ class ConsentService(FollowingApplication):
             else:
                 assert details.estimated_age is not None
                 assert record.received_at is not None
-                received = record.received_at.date()
+                received = local_date(record.received_at)
                 turns_18 = estimated_adult_on(details.estimated_age, received)
                 record.note_age(ctx, minor=event.minor, adult_on=turns_18, estimated=True)
         elif isinstance(event, StageChanged):

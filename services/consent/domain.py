@@ -20,7 +20,13 @@ from contracts.consent import (
     SubjectAgeNoted,
     consent_record_id,
 )
-from contracts.consent_decision import ConsentDecision, ConsentState, decide, state_at
+from contracts.consent_decision import (
+    ConsentDecision,
+    ConsentState,
+    decide,
+    local_date,
+    state_at,
+)
 from contracts.envelope import AgencyRef, Event
 from contracts.vocabulary import CaseStage, DataCategory, Purpose
 from services.runtime.aggregate import Aggregate, CommandContext, applies
@@ -159,7 +165,7 @@ class ConsentRecord(Aggregate):
             return None
         if not self.minor:
             return False
-        return self.adult_on is None or at.date() < self.adult_on
+        return self.adult_on is None or local_date(at) < self.adult_on
 
     def grant(
         self,

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+from contracts.consent_decision import local_date
 from contracts.envelope import AgencyRef
 from contracts.intake import (
     CaseClosed,
@@ -191,7 +192,7 @@ class Case(Aggregate):
                 "Give date_of_birth or estimated_age: minors follow child-protection rules.",
             )
         assert self.reception is not None
-        received = self.reception.received_at.date()
+        received = local_date(self.reception.received_at)
         if details.date_of_birth is not None and details.date_of_birth > received:
             raise InvalidRequestError(
                 "details.date_of_birth", "date_of_birth is after the reception date."

@@ -43,6 +43,10 @@ from services.runtime.settings import Settings
 log = get_logger("ketnoi.follower")
 
 
+class UpstreamAheadError(Exception):
+    """An event depends on one another upstream has not delivered yet: its log waits."""
+
+
 class Processing(ProcessingEvent[Any]):
     """What reacting to one upstream event produced, with that event's position."""
 
@@ -166,19 +170,35 @@ class Follower:
         return batches
 
     def run_once(self) -> int:
-        """Process what is pending now (a batch of each upstream); returns how many."""
+        """Process what is pending now (up to a batch of each upstream); returns how many."""
         decoded: list[list[tuple[Any, int, int, Upstream, Event]]] = []
+        horizon = None
         for order, batch in enumerate(self._batches()):
             rows = []
             for upstream, notification in batch:
                 event = decode_stored(upstream.mapper, notification)
                 rows.append((event.timestamp, order, notification.id, upstream, event))
             decoded.append(rows)
+            if len(batch) == self.batch_size:
+                # This log may hold more; nothing later than its last event fetched is safe
+                # to process before we have read further.
+                last = rows[-1][0]
+                horizon = last if horizon is None else min(horizon, last)
         processed = 0
-        # Each batch is already in its log's order; merge the logs by event time.
-        for _at, _order, notification_id, upstream, event in heapq.merge(*decoded):
-            if self.app.process(upstream.name, notification_id, event):
-                processed += 1
+        waiting: set[str] = set()
+        # heapq.merge keeps each log's own order and interleaves the logs by event time (ties:
+        # upstream order). Time is only a hint across logs: when an event needs something
+        # another log has not delivered yet, its log waits for the next round.
+        for at, _order, notification_id, upstream, event in heapq.merge(*decoded):
+            if horizon is not None and at > horizon:
+                break
+            if upstream.name in waiting:
+                continue
+            try:
+                if self.app.process(upstream.name, notification_id, event):
+                    processed += 1
+            except UpstreamAheadError:
+                waiting.add(upstream.name)
         return processed
 
     def catch_up(self) -> int:

@@ -28,6 +28,7 @@ from contracts.consent import (
     RefusalLifted,
     SubjectAgeNoted,
 )
+from contracts.consent_decision import Verdict
 from contracts.envelope import Actor, AgencyRef, CommandRecorded, Event
 from contracts.intake import (
     CaseClosed,
@@ -44,6 +45,41 @@ from contracts.intake import (
     RiskAssessed,
     StageChanged,
 )
+from contracts.referral import (
+    CaseFactsNoted,
+    CaseFileOpened,
+    ConsentNoted,
+    DeadlineKind,
+    DeadlineMissed,
+    DisclosureBasis,
+    DisclosureRecorded,
+    HandoverCancelled,
+    HandoverCompleted,
+    HandoverConfirmed,
+    HandoverKind,
+    HandoverParty,
+    HandoverStarted,
+    OverrideApproved,
+    OverrideRequested,
+    PartyRole,
+    ReferralAccepted,
+    ReferralAcknowledged,
+    ReferralBlocked,
+    ReferralCancelled,
+    ReferralCompleted,
+    ReferralCreated,
+    ReferralDispatched,
+    ReferralFailed,
+    ReferralLinked,
+    ReferralPutOnHold,
+    ReferralRejected,
+    ReferralResumed,
+    ReferralStarted,
+    ReferralStatus,
+    ReleasedField,
+    Urgency,
+    WithheldCategory,
+)
 from contracts.vocabulary import (
     AgencyKind,
     ArrivalRoute,
@@ -57,6 +93,7 @@ from contracts.vocabulary import (
     RiskLevel,
     RiskSubject,
     Role,
+    ServiceType,
     Sex,
     UrgentNeed,
 )
@@ -152,6 +189,7 @@ def samples() -> list[Event]:
             **common,
         ),
         *consent_samples(),
+        *referral_samples(),
     ]
 
 
@@ -239,6 +277,107 @@ def stored_form(event: Event) -> dict[str, object]:
         "originator_version": stored.originator_version,
         "state": json.loads(stored.state),
     }
+
+
+REFERRAL = UUID("5ade7182-ac2f-4d60-a172-8e9fa0b1c2d3")
+HANDOVER = UUID("6bef8293-bd30-4e71-b283-9fa0b1c2d3e4")
+HOSPITAL = AgencyRef(agency_id="dong-thap-hospital", kind=AgencyKind.HOSPITAL)
+WITHHELD = (
+    WithheldCategory(category=DataCategory.HEALTH, verdict=Verdict.WITHDRAWN, reason="withdrawn"),
+)
+
+
+def referral_samples() -> list[Event]:
+    file = {"originator_id": RECORD, "timestamp": AT, "actor": ACTOR}
+    ref = {"originator_id": REFERRAL, "timestamp": AT, "actor": ACTOR}
+    hand = {"originator_id": HANDOVER, "timestamp": AT, "actor": ACTOR}
+    party = HandoverParty(agency=POLICE, role=PartyRole.FROM, capacity="officer")
+    return [
+        CaseFileOpened(
+            originator_version=1, case_id=CASE, person_id=PERSON, province="dong-thap", **file
+        ),
+        CaseFactsNoted(
+            originator_version=2,
+            person_id=PERSON,
+            category=DataCategory.IDENTITY,
+            facts={"full_name": "Sample Person"},
+            **file,
+        ),
+        ConsentNoted(
+            originator_version=3,
+            person_id=PERSON,
+            upstream_topic="org.ketnoi.consent.refusal_lifted.v1",
+            upstream_state={"x": 1},
+            **file,
+        ),
+        ReferralLinked(originator_version=4, referral_id=REFERRAL, **file),
+        ReferralCreated(
+            originator_version=1,
+            case_id=CASE,
+            person_id=PERSON,
+            province="dong-thap",
+            from_agency=POLICE,
+            to_agency=HOSPITAL,
+            service_type=ServiceType.HEALTH_CHECK,
+            urgency=Urgency.URGENT,
+            purpose=Purpose.SERVICE_PROVISION,
+            categories=(DataCategory.IDENTITY,),
+            note="n",
+            **ref,
+        ),
+        ReferralBlocked(originator_version=2, withheld=WITHHELD, **ref),
+        DisclosureRecorded(
+            originator_version=3,
+            disclosure_id=GRANT,
+            person_id=PERSON,
+            recipient=HOSPITAL,
+            purpose=Purpose.SERVICE_PROVISION,
+            basis=DisclosureBasis.CONSENT,
+            released=(
+                ReleasedField(category=DataCategory.IDENTITY, field="full_name", grant_id=GRANT),
+            ),
+            data={"identity": {"full_name": "Sample Person"}},
+            **ref,
+        ),
+        ReferralDispatched(originator_version=4, acknowledge_by=AT, first_service_by=AT, **ref),
+        ReferralAcknowledged(originator_version=5, **ref),
+        ReferralAccepted(originator_version=6, note="ok", **ref),
+        ReferralStarted(originator_version=7, **ref),
+        ReferralPutOnHold(
+            originator_version=8, withheld=WITHHELD, resume_to=ReferralStatus.IN_PROGRESS, **ref
+        ),
+        ReferralResumed(originator_version=9, to_status=ReferralStatus.IN_PROGRESS, **ref),
+        ReferralCompleted(originator_version=10, outcome="done", **ref),
+        ReferralRejected(originator_version=11, reason="r", **ref),
+        ReferralCancelled(originator_version=12, reason="r", **ref),
+        ReferralFailed(originator_version=13, reason="r", **ref),
+        DeadlineMissed(
+            originator_version=14,
+            deadline=DeadlineKind.ACKNOWLEDGE,
+            due_at=AT,
+            status=ReferralStatus.REQUESTED,
+            **ref,
+        ),
+        OverrideRequested(
+            originator_version=15, override_id=GRANT, reason="unconscious, needs surgery", **ref
+        ),
+        OverrideApproved(originator_version=16, override_id=GRANT, **ref),
+        HandoverStarted(
+            originator_version=1,
+            case_id=CASE,
+            province="dong-thap",
+            kind=HandoverKind.RECEPTION,
+            parties=(party,),
+            **hand,
+        ),
+        HandoverConfirmed(
+            originator_version=2, agency_id="dong-thap-police", waited_seconds=60.0, **hand
+        ),
+        HandoverCompleted(
+            originator_version=3, seconds_by_party={"dong-thap-police": 60.0}, **hand
+        ),
+        HandoverCancelled(originator_version=4, reason="r", **hand),
+    ]
 
 
 if __name__ == "__main__":

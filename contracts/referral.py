@@ -1,0 +1,335 @@
+"""Events of the referral log: referrals between agencies, handovers, and disclosures.
+
+Three kinds of originator live here:
+- a **case file**, the referral service's own copy of what intake and consent recorded about a
+  case (id from ``case_file_id``), from which it decides and discloses;
+- a **referral** (random id), a closed-loop request for a service, with FHIR Task status names;
+- a **handover** (random id), moving responsibility for a person between agencies.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid5
+
+from pydantic import Field
+
+from contracts.consent import consent_record_id
+from contracts.consent_decision import Verdict
+from contracts.envelope import KETNOI_NAMESPACE, AgencyRef, Event, Model
+from contracts.vocabulary import DataCategory, Purpose, ServiceType
+
+
+def case_file_id_of_record(consent_record: UUID) -> UUID:
+    """The case file of the case whose consent record is ``consent_record``."""
+    return uuid5(KETNOI_NAMESPACE, f"referral-case-file/{consent_record}")
+
+
+def case_file_id(case_id: UUID) -> UUID:
+    """The id of the referral service's case file of a case (reachable from the case id and
+    from its consent record's id alike)."""
+    return case_file_id_of_record(consent_record_id(case_id))
+
+
+class ReferralStatus(StrEnum):
+    """FHIR Task status names."""
+
+    DRAFT = "draft"  # created, waiting (see blocked_by) before it can be sent
+    REQUESTED = "requested"  # sent to the recipient
+    RECEIVED = "received"  # acknowledged by the recipient
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    IN_PROGRESS = "in-progress"
+    ON_HOLD = "on-hold"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        ReferralStatus.REJECTED,
+        ReferralStatus.COMPLETED,
+        ReferralStatus.CANCELLED,
+        ReferralStatus.FAILED,
+    }
+)
+
+
+class Urgency(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    EMERGENCY = "emergency"
+
+
+class DeadlineKind(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    FIRST_SERVICE = "first_service"
+
+
+class DisclosureBasis(StrEnum):
+    CONSENT = "consent"
+    VITAL_INTEREST = "vital_interest"
+
+
+class WithheldCategory(Model):
+    category: DataCategory
+    verdict: Verdict
+    reason: str
+
+
+class ReleasedField(Model):
+    """One field released, and the grant that allowed it (none under a vital-interest override)."""
+
+    category: DataCategory
+    field: str
+    grant_id: UUID | None
+
+
+# -- the case file: what the referral service knows of a case ---------------------------------
+
+
+class CaseFileOpened(Event):
+    event_type = "org.ketnoi.referral.case_file_opened"
+
+    case_id: UUID
+    person_id: UUID
+    province: str
+
+
+class CaseFactsNoted(Event):
+    """Facts of one data category as intake recorded them (replacing earlier ones)."""
+
+    event_type = "org.ketnoi.referral.case_facts_noted"
+
+    person_id: UUID
+    category: DataCategory
+    facts: dict[str, Any]
+
+
+class ConsentNoted(Event):
+    """A copy of one consent event, so the referral service decides on its own view."""
+
+    event_type = "org.ketnoi.referral.consent_noted"
+
+    person_id: UUID
+    upstream_topic: str
+    upstream_state: dict[str, Any]
+
+
+class ReferralLinked(Event):
+    event_type = "org.ketnoi.referral.referral_linked"
+
+    referral_id: UUID
+
+
+# -- referrals --------------------------------------------------------------------------------
+
+
+class ReferralCreated(Event):
+    event_type = "org.ketnoi.referral.created"
+
+    case_id: UUID
+    person_id: UUID
+    province: str
+    from_agency: AgencyRef
+    to_agency: AgencyRef
+    service_type: ServiceType
+    urgency: Urgency
+    purpose: Purpose
+    categories: tuple[DataCategory, ...]
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ReferralBlocked(Event):
+    """The referral waits: the consent it needs is missing (blocked: consent)."""
+
+    event_type = "org.ketnoi.referral.blocked"
+
+    withheld: tuple[WithheldCategory, ...]
+
+
+class DisclosureRecorded(Event):
+    """Exactly what was released to the recipient, field by field, and on what basis."""
+
+    event_type = "org.ketnoi.referral.disclosure_recorded"
+
+    disclosure_id: UUID
+    person_id: UUID
+    recipient: AgencyRef
+    purpose: Purpose
+    basis: DisclosureBasis
+    released: tuple[ReleasedField, ...]
+    data: dict[str, dict[str, Any]]
+    override_id: UUID | None = None
+    flagged_for_review: bool = False
+
+
+class ReferralDispatched(Event):
+    """Sent to the recipient, with the deadlines that apply from now."""
+
+    event_type = "org.ketnoi.referral.dispatched"
+
+    acknowledge_by: datetime
+    first_service_by: datetime
+
+
+class ReferralAcknowledged(Event):
+    event_type = "org.ketnoi.referral.acknowledged"
+
+
+class ReferralAccepted(Event):
+    event_type = "org.ketnoi.referral.accepted"
+
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ReferralRejected(Event):
+    event_type = "org.ketnoi.referral.rejected"
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReferralStarted(Event):
+    event_type = "org.ketnoi.referral.started"
+
+
+class ReferralCompleted(Event):
+    event_type = "org.ketnoi.referral.completed"
+
+    outcome: str = Field(min_length=1, max_length=2000)
+
+
+class ReferralCancelled(Event):
+    event_type = "org.ketnoi.referral.cancelled"
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReferralFailed(Event):
+    event_type = "org.ketnoi.referral.failed"
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReferralPutOnHold(Event):
+    """Consent it depends on is gone; the recipient is told, and sees no data meanwhile."""
+
+    event_type = "org.ketnoi.referral.put_on_hold"
+
+    withheld: tuple[WithheldCategory, ...]
+    resume_to: ReferralStatus
+
+
+class ReferralResumed(Event):
+    event_type = "org.ketnoi.referral.resumed"
+
+    to_status: ReferralStatus
+
+
+class DeadlineMissed(Event):
+    """An escalation: a deadline passed without the step it asked for (appended once)."""
+
+    event_type = "org.ketnoi.referral.deadline_missed"
+
+    deadline: DeadlineKind
+    due_at: datetime
+    status: ReferralStatus
+
+
+class OverrideRequested(Event):
+    """An emergency override (vital interest) was asked for; it needs a second approver."""
+
+    event_type = "org.ketnoi.referral.override_requested"
+
+    override_id: UUID
+    reason: str = Field(min_length=10, max_length=2000)
+
+
+class OverrideApproved(Event):
+    """A second person, in another role, approved the override; it is flagged for review."""
+
+    event_type = "org.ketnoi.referral.override_approved"
+
+    override_id: UUID
+
+
+# -- handovers --------------------------------------------------------------------------------
+
+
+class HandoverKind(StrEnum):
+    RECEPTION = "reception"  # e.g. foreign authority -> border guard -> social work centre
+    CASE_TRANSFER = "case_transfer"  # to another case manager or agency
+
+
+class PartyRole(StrEnum):
+    FROM = "from"
+    TO = "to"
+    WITNESS = "witness"
+
+
+class HandoverParty(Model):
+    agency: AgencyRef
+    role: PartyRole
+    capacity: str = Field(min_length=1, max_length=120)
+
+
+class HandoverStarted(Event):
+    event_type = "org.ketnoi.referral.handover_started"
+
+    case_id: UUID
+    province: str
+    kind: HandoverKind
+    parties: tuple[HandoverParty, ...]
+    to_case_manager_id: str | None = None
+
+
+class HandoverConfirmed(Event):
+    """One party confirmed; ``waited_seconds`` since the handover started."""
+
+    event_type = "org.ketnoi.referral.handover_confirmed"
+
+    agency_id: str
+    waited_seconds: float
+
+
+class HandoverCompleted(Event):
+    """Every party confirmed: responsibility has moved."""
+
+    event_type = "org.ketnoi.referral.handover_completed"
+
+    seconds_by_party: dict[str, float]
+
+
+class HandoverCancelled(Event):
+    event_type = "org.ketnoi.referral.handover_cancelled"
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+REFERRAL_EVENTS: tuple[type[Event], ...] = (
+    ReferralCreated,
+    ReferralBlocked,
+    DisclosureRecorded,
+    ReferralDispatched,
+    ReferralAcknowledged,
+    ReferralAccepted,
+    ReferralRejected,
+    ReferralStarted,
+    ReferralCompleted,
+    ReferralCancelled,
+    ReferralFailed,
+    ReferralPutOnHold,
+    ReferralResumed,
+    DeadlineMissed,
+    OverrideRequested,
+    OverrideApproved,
+)
+HANDOVER_EVENTS: tuple[type[Event], ...] = (
+    HandoverStarted,
+    HandoverConfirmed,
+    HandoverCompleted,
+    HandoverCancelled,
+)

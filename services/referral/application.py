@@ -1,0 +1,411 @@
+"""The referral service: follows intake and consent, and is where agencies meet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from contracts.consent import (
+    ConsentGranted,
+    ConsentRefused,
+    ConsentRenewed,
+    ConsentWithdrawn,
+    RefusalLifted,
+    SubjectAgeNoted,
+)
+from contracts.envelope import Actor, AgencyRef, Event
+from contracts.intake import (
+    ContactPreferenceRecorded,
+    PersonDetailsCorrected,
+    PersonRegistered,
+    RapidNeedsAssessed,
+    ReceptionRecorded,
+    RiskAssessed,
+)
+from contracts.referral import (
+    HandoverKind,
+    HandoverParty,
+    Urgency,
+    case_file_id,
+    case_file_id_of_record,
+)
+from contracts.vocabulary import DataCategory, Purpose, Role, ServiceType
+from services.referral.domain import (
+    CaseFile,
+    CaseFileNotFoundError,
+    Handover,
+    HandoverNotFoundError,
+    Referral,
+    ReferralNotFoundError,
+)
+from services.referral.index import ReferralIndex
+from services.referral.settings import Deadlines, ReferralSettings
+from services.runtime.aggregate import CommandContext, utcnow
+from services.runtime.application import Result
+from services.runtime.follower import FollowingApplication, Processing, UpstreamAheadError
+from services.runtime.logging import get_logger
+
+log = get_logger("ketnoi.referral")
+_SYSTEM = Actor(user_id="ketnoi-deadline-watch", agency_id="ketnoi", role=Role.ADMIN)
+
+INTAKE_FACTS: tuple[type[Event], ...] = (
+    ReceptionRecorded,
+    PersonRegistered,
+    PersonDetailsCorrected,
+    RapidNeedsAssessed,
+    RiskAssessed,
+    ContactPreferenceRecorded,
+)
+CONSENT_FACTS: tuple[type[Event], ...] = (
+    SubjectAgeNoted,
+    ConsentGranted,
+    ConsentRefused,
+    ConsentWithdrawn,
+    ConsentRenewed,
+    RefusalLifted,
+)
+
+
+def facts_of(event: Event) -> list[tuple[DataCategory, dict[str, Any]]]:
+    """The data categories an intake event holds, field by field, as agencies would see them."""
+    if isinstance(event, ReceptionRecorded):
+        return [
+            (DataCategory.LOCATION, event.place.model_dump(mode="json", exclude_none=True)),
+            (
+                DataCategory.LEGAL_CASE,
+                {
+                    "arrival_route": event.route.value,
+                    "returned_from_country": event.returned_from_country,
+                    "handed_over_by": event.handed_over_by.agency_id
+                    if event.handed_over_by
+                    else None,
+                },
+            ),
+        ]
+    if isinstance(event, PersonRegistered | PersonDetailsCorrected):
+        return [
+            (
+                DataCategory.IDENTITY,
+                {
+                    **event.details.model_dump(mode="json"),
+                    "minor": event.minor,
+                },
+            )
+        ]
+    if isinstance(event, RapidNeedsAssessed):
+        return [
+            (
+                DataCategory.NEEDS,
+                {
+                    "urgent_needs": [n.value for n in event.needs],
+                    "notes": event.notes,
+                },
+            )
+        ]
+    if isinstance(event, RiskAssessed):
+        return [
+            (
+                DataCategory.RISK,
+                {
+                    "level": event.level.value,
+                    "at_risk": [s.value for s in event.at_risk],
+                    "management_plan": event.management_plan,
+                },
+            )
+        ]
+    if isinstance(event, ContactPreferenceRecorded):
+        return [
+            (
+                DataCategory.CONTACT,
+                {
+                    "preferred": [m.value for m in event.preferred],
+                    "refused": [m.value for m in event.refused],
+                    "note": event.note,
+                },
+            )
+        ]
+    return []
+
+
+class ReferralService(FollowingApplication):
+    """Referrals, handovers and disclosures; follows the intake and consent logs."""
+
+    name = "referral"
+    follows: ClassVar[dict[str, tuple[type[Event], ...]]] = {
+        "intake": INTAKE_FACTS,
+        "consent": CONSENT_FACTS,
+    }
+
+    def __init__(
+        self, env: Mapping[str, str] | None = None, settings: ReferralSettings | None = None
+    ) -> None:
+        super().__init__(env=env)
+        self.referral_settings = settings or ReferralSettings()
+        self.index = ReferralIndex(self.recorder)
+
+    # -- following intake and consent --------------------------------------------------------
+
+    def policy(self, upstream: str, event: Event, processing: Processing) -> None:
+        # The upstream event's own time: replaying the logs gives the same decisions.
+        ctx = CommandContext(
+            actor=event.actor,
+            at=event.timestamp,
+            caused_by=event.event_id,
+            correlation_id=event.correlation_id,
+        )
+        if isinstance(event, ReceptionRecorded):
+            case_file = CaseFile.open(
+                ctx, event.originator_id, event.person_id, event.place.province
+            )
+        elif upstream == "intake":
+            case_file = self._case_file(event.originator_id)
+        else:
+            try:
+                case_file = self.load(CaseFile, case_file_id_of_record(event.originator_id))
+            except AggregateNotFoundError:
+                raise UpstreamAheadError("consent arrived before its case's reception") from None
+        for category, facts in facts_of(event):
+            case_file.note_facts(ctx, category, facts)
+        if upstream == "consent":
+            case_file.note_consent(ctx, event)
+            for referral_id in case_file.referral_ids:
+                referral = self.load(Referral, referral_id)
+                referral.reconsider(ctx, case_file, self._deadlines(referral))
+                processing.collect_events(referral)
+        processing.collect_events(case_file)
+
+    def _deadlines(self, referral: Referral) -> Deadlines:
+        return self.referral_settings.deadlines_for(referral.spec.service_type)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _case_file(self, case_id: UUID) -> CaseFile:
+        try:
+            return self.load(CaseFile, case_file_id(case_id))
+        except AggregateNotFoundError:
+            raise CaseFileNotFoundError(case_id) from None
+
+    def get_case_file(self, case_id: UUID) -> CaseFile:
+        return self._case_file(case_id)
+
+    def get_referral(self, referral_id: UUID) -> Referral:
+        try:
+            return self.load(Referral, referral_id)
+        except AggregateNotFoundError:
+            raise ReferralNotFoundError(referral_id) from None
+
+    def get_handover(self, handover_id: UUID) -> Handover:
+        try:
+            return self.load(Handover, handover_id)
+        except AggregateNotFoundError:
+            raise HandoverNotFoundError(handover_id) from None
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def create_referral(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        *,
+        from_agency: AgencyRef,
+        to_agency: AgencyRef,
+        service_type: ServiceType,
+        urgency: Urgency,
+        purpose: Purpose,
+        categories: tuple[DataCategory, ...],
+        note: str | None = None,
+        scope: Callable[[CaseFile], None] | None = None,
+    ) -> Result:
+        """Create a referral and send it if consent allows; returns its id and status."""
+        request = {
+            "case_id": str(case_id),
+            "from_agency": from_agency.model_dump(mode="json"),
+            "to_agency": to_agency.model_dump(mode="json"),
+            "service_type": service_type.value,
+            "urgency": urgency.value,
+            "purpose": purpose.value,
+            "categories": [c.value for c in categories],
+            "note": note,
+        }
+
+        def run() -> tuple[list[Any], Result]:
+            case_file = self._case_file(case_id)
+            if scope is not None:
+                scope(case_file)
+            referral = Referral.create(
+                ctx,
+                case_file,
+                from_agency=from_agency,
+                to_agency=to_agency,
+                service_type=service_type,
+                urgency=urgency,
+                purpose=purpose,
+                categories=categories,
+                note=note,
+                deadlines=self.referral_settings.deadlines_for(service_type),
+            )
+            return [referral, case_file], _summary(referral)
+
+        return self.execute(ctx, "create_referral", request, run)
+
+    def on_referral(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        command: str,
+        request: dict[str, Any],
+        change: Callable[[Referral], Any],
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        def run() -> tuple[list[Any], Result]:
+            referral = self.get_referral(referral_id)
+            if scope is not None:
+                scope(referral)
+            extra = change(referral) or {}
+            return [referral], {**_summary(referral), **extra}
+
+        return self.execute(ctx, command, {"referral_id": str(referral_id), **request}, run)
+
+    def answer(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        action: str,
+        text: str | None = None,
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        return self.on_referral(
+            ctx,
+            referral_id,
+            action,
+            {"text": text},
+            lambda referral: referral.answer(ctx, action, text),
+            scope,
+        )
+
+    def request_override(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        reason: str,
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        return self.on_referral(
+            ctx,
+            referral_id,
+            "request_override",
+            {"reason": reason},
+            lambda referral: {"override_id": str(referral.request_override(ctx, reason))},
+            scope,
+        )
+
+    def approve_override(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        override_id: UUID,
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        def approve(referral: Referral) -> None:
+            case_file = self._case_file(referral.spec.case_id)
+            referral.approve_override(ctx, override_id, case_file, self._deadlines(referral))
+
+        return self.on_referral(
+            ctx,
+            referral_id,
+            "approve_override",
+            {"override_id": str(override_id)},
+            approve,
+            scope,
+        )
+
+    def start_handover(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        *,
+        kind: HandoverKind,
+        parties: tuple[HandoverParty, ...],
+        to_case_manager_id: str | None = None,
+        scope: Callable[[CaseFile], None] | None = None,
+    ) -> Result:
+        request = {
+            "case_id": str(case_id),
+            "kind": kind.value,
+            "parties": [p.model_dump(mode="json") for p in parties],
+            "to_case_manager_id": to_case_manager_id,
+        }
+
+        def run() -> tuple[list[Any], Result]:
+            case_file = self._case_file(case_id)
+            if scope is not None:
+                scope(case_file)
+            handover = Handover.start(
+                ctx, case_file, kind=kind, parties=parties, to_case_manager_id=to_case_manager_id
+            )
+            return [handover], _handover_summary(handover)
+
+        return self.execute(ctx, "start_handover", request, run)
+
+    def confirm_handover(
+        self,
+        ctx: CommandContext,
+        handover_id: UUID,
+        agency_id: str,
+        scope: Callable[[Handover], None] | None = None,
+    ) -> Result:
+        def run() -> tuple[list[Any], Result]:
+            handover = self.get_handover(handover_id)
+            if scope is not None:
+                scope(handover)
+            handover.confirm_by(ctx, agency_id)
+            return [handover], _handover_summary(handover)
+
+        request = {"handover_id": str(handover_id), "agency_id": agency_id}
+        return self.execute(ctx, "confirm_handover", request, run)
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def check_deadlines(self, now: datetime | None = None) -> int:
+        """Append one escalation per missed deadline. Safe with several processes running:
+        a concurrent escalation of the same referral loses the race and is not repeated."""
+        now = now or utcnow()
+        escalated = 0
+        for referral_id in self.index.with_deadlines_due(now):
+            referral = self.load(Referral, referral_id)
+            ctx = CommandContext(actor=_SYSTEM, at=now)
+            kinds = referral.escalate(ctx, now)
+            if not kinds:
+                continue
+            try:
+                self.save(referral)
+            except IntegrityError:
+                continue  # another process changed it first; the next check sees its state
+            escalated += len(kinds)
+            log.warning(
+                "deadline_missed", referral_id=str(referral_id), deadlines=[k.value for k in kinds]
+            )
+        return escalated
+
+
+def _summary(referral: Referral) -> Result:
+    return {
+        "referral_id": str(referral.id),
+        "version": referral.version,
+        "status": referral.status.value,
+        "blocked_by": [w.category.value for w in referral.withheld],
+    }
+
+
+def _handover_summary(handover: Handover) -> Result:
+    return {
+        "handover_id": str(handover.id),
+        "version": handover.version,
+        "status": handover.status,
+        "waiting_for": handover.waiting_for,
+    }

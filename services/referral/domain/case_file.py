@@ -1,0 +1,110 @@
+"""The referral service's case file: its own copy of what intake and consent recorded.
+
+Disclosures are made from here, and consent decisions run on the copied consent events, so
+the referral service decides on its own view, in the same transaction as its reactions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from contracts.consent_decision import ConsentDecision, decide
+from contracts.envelope import AgencyRef, Event, resolve
+from contracts.referral import (
+    CaseFactsNoted,
+    CaseFileOpened,
+    ConsentNoted,
+    ReferralLinked,
+    case_file_id,
+)
+from contracts.vocabulary import DataCategory, Purpose
+from services.runtime.aggregate import Aggregate, CommandContext, applies
+from services.runtime.errors import NotFoundError
+
+
+class CaseFileNotFoundError(NotFoundError):
+    def __init__(self, case_id: UUID) -> None:
+        super().__init__(
+            f"No case {case_id} in your province. A case received a moment ago appears "
+            "here within seconds; otherwise check the case id.",
+            case_id=str(case_id),
+        )
+
+
+class CaseFile(Aggregate):
+    def __init__(self, aggregate_id: UUID) -> None:
+        super().__init__(aggregate_id)
+        self.case_id = aggregate_id
+        self.person_id = aggregate_id
+        self.province = ""
+        self.facts: dict[DataCategory, dict[str, Any]] = {}
+        self.consent_events: list[Event] = []
+        self.referral_ids: list[UUID] = []
+
+    @classmethod
+    def open(cls, ctx: CommandContext, case_id: UUID, person_id: UUID, province: str) -> CaseFile:
+        case_file = cls(case_file_id(case_id))
+        case_file.trigger(
+            ctx, CaseFileOpened, case_id=case_id, person_id=person_id, province=province
+        )
+        return case_file
+
+    @applies(CaseFileOpened)
+    def _opened(self, event: CaseFileOpened) -> None:
+        self.case_id = event.case_id
+        self.person_id = event.person_id
+        self.province = event.province
+
+    def note_facts(
+        self, ctx: CommandContext, category: DataCategory, facts: dict[str, Any]
+    ) -> None:
+        if self.facts.get(category) != facts:
+            self.trigger(
+                ctx, CaseFactsNoted, person_id=self.person_id, category=category, facts=facts
+            )
+
+    @applies(CaseFactsNoted)
+    def _facts_noted(self, event: CaseFactsNoted) -> None:
+        self.facts[event.category] = event.facts
+
+    def note_consent(self, ctx: CommandContext, event: Event) -> None:
+        state = event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+        self.trigger(
+            ctx,
+            ConsentNoted,
+            person_id=self.person_id,
+            upstream_topic=type(event).topic(),
+            upstream_state=state,
+        )
+
+    @applies(ConsentNoted)
+    def _consent_noted(self, event: ConsentNoted) -> None:
+        cls, state = resolve(event.upstream_topic, dict(event.upstream_state))
+        # The copy keeps the upstream event's time; its position is its place in this file.
+        state["originator_id"] = self.id
+        state["originator_version"] = len(self.consent_events) + 1
+        self.consent_events.append(cls.model_validate(state))
+
+    def link(self, ctx: CommandContext, referral_id: UUID) -> None:
+        self.trigger(ctx, ReferralLinked, referral_id=referral_id)
+
+    @applies(ReferralLinked)
+    def _linked(self, event: ReferralLinked) -> None:
+        self.referral_ids.append(event.referral_id)
+
+    def decide(
+        self,
+        recipient: AgencyRef,
+        purpose: Purpose,
+        categories: tuple[DataCategory, ...],
+        at: datetime,
+    ) -> ConsentDecision:
+        return decide(
+            self.consent_events,
+            recipient=recipient,
+            purpose=purpose,
+            categories=categories,
+            at=at,
+        )

@@ -1,0 +1,419 @@
+"""The Referral: a closed loop from request to outcome, bound to the consent in force."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from contracts.consent_decision import ConsentDecision
+from contracts.envelope import AgencyRef
+from contracts.referral import (
+    TERMINAL_STATUSES,
+    DeadlineKind,
+    DeadlineMissed,
+    DisclosureBasis,
+    DisclosureRecorded,
+    OverrideApproved,
+    OverrideRequested,
+    ReferralAccepted,
+    ReferralAcknowledged,
+    ReferralBlocked,
+    ReferralCancelled,
+    ReferralCompleted,
+    ReferralCreated,
+    ReferralDispatched,
+    ReferralFailed,
+    ReferralPutOnHold,
+    ReferralRejected,
+    ReferralResumed,
+    ReferralStarted,
+    ReferralStatus,
+    ReleasedField,
+    Urgency,
+    WithheldCategory,
+)
+from contracts.vocabulary import DataCategory, Purpose, ServiceType
+from services.referral.domain.case_file import CaseFile
+from services.referral.settings import Deadlines
+from services.runtime.aggregate import Aggregate, CommandContext, applies
+from services.runtime.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RuleViolationError,
+)
+
+S = ReferralStatus
+ACTIVE = (S.REQUESTED, S.RECEIVED, S.ACCEPTED, S.IN_PROGRESS)
+
+# What each answer or command may follow; the 409 names the steps allowed instead.
+TRANSITIONS: dict[str, tuple[tuple[ReferralStatus, ...], ReferralStatus]] = {
+    "acknowledge": ((S.REQUESTED,), S.RECEIVED),
+    "accept": ((S.RECEIVED,), S.ACCEPTED),
+    "reject": ((S.REQUESTED, S.RECEIVED), S.REJECTED),
+    "start": ((S.ACCEPTED,), S.IN_PROGRESS),
+    "complete": ((S.IN_PROGRESS,), S.COMPLETED),
+    "fail": ((S.ACCEPTED, S.IN_PROGRESS), S.FAILED),
+    "cancel": (
+        (S.DRAFT, S.REQUESTED, S.RECEIVED, S.ACCEPTED, S.IN_PROGRESS, S.ON_HOLD),
+        S.CANCELLED,
+    ),
+}
+RECIPIENT_ANSWERS = ("acknowledge", "accept", "reject", "start", "complete", "fail")
+
+
+def next_steps(status: ReferralStatus) -> list[str]:
+    return [action for action, (sources, _) in TRANSITIONS.items() if status in sources]
+
+
+class ReferralNotFoundError(NotFoundError):
+    def __init__(self, referral_id: UUID) -> None:
+        super().__init__(f"No referral {referral_id} visible to you.", referral_id=str(referral_id))
+
+
+class ReferralRuleError(RuleViolationError):
+    """A step the referral's state machine does not allow now."""
+
+
+class Referral(Aggregate):
+    def __init__(self, aggregate_id: UUID) -> None:
+        super().__init__(aggregate_id)
+        self.status = S.DRAFT
+        self.created: ReferralCreated | None = None
+        self.withheld: tuple[WithheldCategory, ...] = ()
+        self.disclosure: DisclosureRecorded | None = None
+        self.disclosures: list[DisclosureRecorded] = []
+        self.acknowledge_by: datetime | None = None
+        self.first_service_by: datetime | None = None
+        self.dispatched_at: datetime | None = None
+        self.acknowledged_at: datetime | None = None
+        self.started_at: datetime | None = None
+        self.resume_to: ReferralStatus | None = None
+        self.escalated: set[DeadlineKind] = set()
+        self.overrides: dict[UUID, OverrideRequested] = {}
+        self.override_in_force: UUID | None = None
+        self.closing_reason: str | None = None
+        self.history: list[tuple[datetime, str, ReferralStatus]] = []
+
+    # -- creation and dispatch -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        ctx: CommandContext,
+        case_file: CaseFile,
+        *,
+        from_agency: AgencyRef,
+        to_agency: AgencyRef,
+        service_type: ServiceType,
+        urgency: Urgency,
+        purpose: Purpose,
+        categories: tuple[DataCategory, ...],
+        note: str | None,
+        deadlines: Deadlines,
+    ) -> Referral:
+        """A new referral, sent at once if the consent in force allows, else blocked."""
+        if to_agency == from_agency:
+            raise RuleViolationError("An agency does not refer a person to itself.")
+        referral = cls(uuid4())
+        referral.trigger(
+            ctx,
+            ReferralCreated,
+            case_id=case_file.case_id,
+            person_id=case_file.person_id,
+            province=case_file.province,
+            from_agency=from_agency,
+            to_agency=to_agency,
+            service_type=service_type,
+            urgency=urgency,
+            purpose=purpose,
+            categories=tuple(dict.fromkeys(categories)),
+            note=note,
+        )
+        case_file.link(ctx, referral.id)
+        referral.reconsider(ctx, case_file, deadlines)
+        return referral
+
+    @applies(ReferralCreated)
+    def _created(self, event: ReferralCreated) -> None:
+        self.created = event
+        self._moved(event.timestamp, "created", S.DRAFT)
+
+    @property
+    def spec(self) -> ReferralCreated:
+        assert self.created is not None
+        return self.created
+
+    def decision(self, case_file: CaseFile, at: datetime) -> ConsentDecision:
+        spec = self.spec
+        return case_file.decide(spec.to_agency, spec.purpose, spec.categories, at)
+
+    def reconsider(self, ctx: CommandContext, case_file: CaseFile, deadlines: Deadlines) -> None:
+        """Follow the consent in force now: send, block, hold or resume as it allows."""
+        if self.status in TERMINAL_STATUSES or self.override_in_force is not None:
+            return
+        decision = self.decision(case_file, ctx.at)
+        withheld = tuple(
+            WithheldCategory(category=c.category, verdict=c.verdict, reason=c.reason)
+            for c in decision.withheld
+        )
+        if self.status is S.DRAFT:
+            if withheld:
+                if withheld != self.withheld:
+                    self.trigger(ctx, ReferralBlocked, withheld=withheld)
+                return
+            self._disclose(ctx, case_file, decision, DisclosureBasis.CONSENT)
+            self._dispatch(ctx, deadlines)
+        elif self.status in ACTIVE:
+            if withheld:
+                self.trigger(ctx, ReferralPutOnHold, withheld=withheld, resume_to=self.status)
+            elif self._grants_changed(decision):
+                self._disclose(ctx, case_file, decision, DisclosureBasis.CONSENT)
+        elif self.status is S.ON_HOLD and not withheld:
+            self._disclose(ctx, case_file, decision, DisclosureBasis.CONSENT)
+            assert self.resume_to is not None
+            self.trigger(ctx, ReferralResumed, to_status=self.resume_to)
+
+    def _grants_changed(self, decision: ConsentDecision) -> bool:
+        if self.disclosure is None or self.disclosure.basis is not DisclosureBasis.CONSENT:
+            return False
+        released = {f.category: f.grant_id for f in self.disclosure.released}
+        return any(
+            c.category in released and released[c.category] != c.grant_id
+            for c in decision.categories
+        )
+
+    def _disclose(
+        self,
+        ctx: CommandContext,
+        case_file: CaseFile,
+        decision: ConsentDecision | None,
+        basis: DisclosureBasis,
+        override_id: UUID | None = None,
+    ) -> None:
+        grants: dict[DataCategory, UUID | None] = (
+            {c.category: c.grant_id for c in decision.categories if c.grant_id}
+            if decision is not None
+            else dict.fromkeys(self.spec.categories)
+        )
+        data: dict[str, dict[str, Any]] = {}
+        released: list[ReleasedField] = []
+        for category in self.spec.categories:
+            facts = case_file.facts.get(category)
+            if category not in grants or not facts:
+                continue
+            data[category.value] = dict(facts)
+            released.extend(
+                ReleasedField(category=category, field=name, grant_id=grants[category])
+                for name in facts
+            )
+        self.trigger(
+            ctx,
+            DisclosureRecorded,
+            disclosure_id=uuid4(),
+            person_id=self.spec.person_id,
+            recipient=self.spec.to_agency,
+            purpose=self.spec.purpose,
+            basis=basis,
+            released=tuple(released),
+            data=data,
+            override_id=override_id,
+            flagged_for_review=basis is DisclosureBasis.VITAL_INTEREST,
+        )
+
+    def _dispatch(self, ctx: CommandContext, deadlines: Deadlines) -> None:
+        self.trigger(
+            ctx,
+            ReferralDispatched,
+            acknowledge_by=ctx.at + deadlines.acknowledge,
+            first_service_by=ctx.at + deadlines.first_service,
+        )
+
+    @applies(ReferralBlocked)
+    def _blocked(self, event: ReferralBlocked) -> None:
+        self.withheld = event.withheld
+
+    @applies(DisclosureRecorded)
+    def _disclosed(self, event: DisclosureRecorded) -> None:
+        self.disclosure = event
+        self.disclosures.append(event)
+
+    @applies(ReferralDispatched)
+    def _dispatched(self, event: ReferralDispatched) -> None:
+        self.withheld = ()
+        self.acknowledge_by = event.acknowledge_by
+        self.first_service_by = event.first_service_by
+        self.dispatched_at = event.timestamp
+        self._moved(event.timestamp, "dispatched", S.REQUESTED)
+
+    @applies(ReferralPutOnHold)
+    def _held(self, event: ReferralPutOnHold) -> None:
+        self.withheld = event.withheld
+        self.resume_to = event.resume_to
+        self._moved(event.timestamp, "put on hold", S.ON_HOLD)
+
+    @applies(ReferralResumed)
+    def _resumed(self, event: ReferralResumed) -> None:
+        self.withheld = ()
+        self.resume_to = None
+        self._moved(event.timestamp, "resumed", event.to_status)
+
+    # -- answers and commands --------------------------------------------------------------
+
+    def check_step(self, action: str) -> None:
+        sources, _ = TRANSITIONS[action]
+        if self.status not in sources:
+            allowed = next_steps(self.status)
+            steps = ", ".join(allowed) or "none (the referral is closed)"
+            raise ReferralRuleError(
+                f"A referral that is {self.status.value} cannot be {action}ed now. "
+                f"Allowed next steps: {steps}.",
+                allowed=allowed,
+                current_status=self.status.value,
+            )
+
+    def answer(self, ctx: CommandContext, action: str, text: str | None = None) -> None:
+        """A step of the closed loop (the recipient's answers, or the sender's cancel)."""
+        self.check_step(action)
+        if action == "acknowledge":
+            self.trigger(ctx, ReferralAcknowledged)
+        elif action == "accept":
+            self.trigger(ctx, ReferralAccepted, note=text)
+        elif action == "reject":
+            self.trigger(ctx, ReferralRejected, reason=_required(text, "reason"))
+        elif action == "start":
+            self.trigger(ctx, ReferralStarted)
+        elif action == "complete":
+            self.trigger(ctx, ReferralCompleted, outcome=_required(text, "outcome"))
+        elif action == "fail":
+            self.trigger(ctx, ReferralFailed, reason=_required(text, "reason"))
+        elif action == "cancel":
+            self.trigger(ctx, ReferralCancelled, reason=_required(text, "reason"))
+
+    @applies(ReferralAcknowledged)
+    def _acknowledged(self, event: ReferralAcknowledged) -> None:
+        self.acknowledged_at = event.timestamp
+        self._moved(event.timestamp, "acknowledged", S.RECEIVED)
+
+    @applies(ReferralAccepted)
+    def _accepted(self, event: ReferralAccepted) -> None:
+        self._moved(event.timestamp, "accepted", S.ACCEPTED)
+
+    @applies(ReferralRejected)
+    def _rejected(self, event: ReferralRejected) -> None:
+        self.closing_reason = event.reason
+        self._moved(event.timestamp, "rejected", S.REJECTED)
+
+    @applies(ReferralStarted)
+    def _started(self, event: ReferralStarted) -> None:
+        self.started_at = event.timestamp
+        self._moved(event.timestamp, "started", S.IN_PROGRESS)
+
+    @applies(ReferralCompleted)
+    def _completed(self, event: ReferralCompleted) -> None:
+        self.closing_reason = event.outcome
+        self._moved(event.timestamp, "completed", S.COMPLETED)
+
+    @applies(ReferralCancelled)
+    def _cancelled(self, event: ReferralCancelled) -> None:
+        self.closing_reason = event.reason
+        self._moved(event.timestamp, "cancelled", S.CANCELLED)
+
+    @applies(ReferralFailed)
+    def _failed(self, event: ReferralFailed) -> None:
+        self.closing_reason = event.reason
+        self._moved(event.timestamp, "failed", S.FAILED)
+
+    def _moved(self, at: datetime, what: str, status: ReferralStatus) -> None:
+        self.status = status
+        self.history.append((at, what, status))
+
+    # -- deadlines -------------------------------------------------------------------------
+
+    def missed_deadlines(self, now: datetime) -> list[tuple[DeadlineKind, datetime]]:
+        missed = []
+        if (
+            self.acknowledge_by is not None
+            and DeadlineKind.ACKNOWLEDGE not in self.escalated
+            and self.acknowledged_at is None
+            and self.status is S.REQUESTED
+            and now > self.acknowledge_by
+        ):
+            missed.append((DeadlineKind.ACKNOWLEDGE, self.acknowledge_by))
+        if (
+            self.first_service_by is not None
+            and DeadlineKind.FIRST_SERVICE not in self.escalated
+            and self.started_at is None
+            and self.status in (S.REQUESTED, S.RECEIVED, S.ACCEPTED)
+            and now > self.first_service_by
+        ):
+            missed.append((DeadlineKind.FIRST_SERVICE, self.first_service_by))
+        return missed
+
+    def escalate(self, ctx: CommandContext, now: datetime) -> list[DeadlineKind]:
+        """Append one DeadlineMissed per deadline passed and not yet escalated."""
+        kinds = []
+        for kind, due in self.missed_deadlines(now):
+            self.trigger(ctx, DeadlineMissed, deadline=kind, due_at=due, status=self.status)
+            kinds.append(kind)
+        return kinds
+
+    @applies(DeadlineMissed)
+    def _deadline_missed(self, event: DeadlineMissed) -> None:
+        self.escalated.add(event.deadline)
+
+    # -- emergency override ----------------------------------------------------------------
+
+    def request_override(self, ctx: CommandContext, reason: str) -> UUID:
+        if self.status not in (S.DRAFT, S.ON_HOLD):
+            raise ReferralRuleError(
+                "An emergency override is for a referral waiting on consent "
+                f"(draft or on-hold); this one is {self.status.value}.",
+                allowed=next_steps(self.status),
+            )
+        override_id = uuid4()
+        self.trigger(ctx, OverrideRequested, override_id=override_id, reason=reason)
+        return override_id
+
+    @applies(OverrideRequested)
+    def _override_requested(self, event: OverrideRequested) -> None:
+        self.overrides[event.override_id] = event
+
+    def approve_override(
+        self, ctx: CommandContext, override_id: UUID, case_file: CaseFile, deadlines: Deadlines
+    ) -> None:
+        """A second approver, in another role, releases the data for the person's vital
+        interest; the disclosure is flagged for review."""
+        request = self.overrides.get(override_id)
+        if request is None:
+            raise NotFoundError(f"No override request {override_id} on this referral.")
+        if self.override_in_force is not None:
+            raise ReferralRuleError("An override is already in force on this referral.")
+        if self.status not in (S.DRAFT, S.ON_HOLD):
+            raise ReferralRuleError(
+                f"The referral is {self.status.value}: it no longer waits on consent.",
+                allowed=next_steps(self.status),
+            )
+        if ctx.actor.user_id == request.actor.user_id or ctx.actor.role is request.actor.role:
+            raise PermissionDeniedError(
+                "An override needs a second approver: another person, in another role, than "
+                f"the one who asked ({request.actor.role.value})."
+            )
+        self.trigger(ctx, OverrideApproved, override_id=override_id)
+        self._disclose(ctx, case_file, None, DisclosureBasis.VITAL_INTEREST, override_id)
+        if self.status is S.DRAFT:
+            self._dispatch(ctx, deadlines)
+        else:
+            assert self.resume_to is not None
+            self.trigger(ctx, ReferralResumed, to_status=self.resume_to)
+
+    @applies(OverrideApproved)
+    def _override_approved(self, event: OverrideApproved) -> None:
+        self.override_in_force = event.override_id
+
+
+def _required(text: str | None, name: str) -> str:
+    if not text or not text.strip():
+        raise InvalidRequestError(name, f"Give the {name}.")
+    return text

@@ -1,0 +1,242 @@
+"""The referral service's follower on PostgreSQL: replay from zero, and SIGKILL at random."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from contracts.consent import (
+    Collection,
+    CollectionMethod,
+    ConsentGiver,
+    GiverKind,
+    Recipient,
+    consent_record_id,
+)
+from contracts.envelope import Actor, AgencyRef
+from contracts.intake import PersonDetails, Place
+from contracts.referral import CaseFactsNoted, ConsentNoted, case_file_id
+from contracts.vocabulary import (
+    AgencyKind,
+    ArrivalRoute,
+    DataCategory,
+    Purpose,
+    Role,
+    Sex,
+    UrgentNeed,
+)
+from services.cli.wiring import Platform, migrate, start
+from services.referral.application import ReferralService
+from services.referral.domain import CaseFile
+from services.runtime.aggregate import CommandContext
+from services.runtime.follower import Follower, open_upstream
+from services.runtime.persistence import application_env
+from services.runtime.settings import Settings
+
+pytestmark = pytest.mark.postgres
+
+OFFICER = Actor(user_id="officer-1", agency_id="dt-police", role=Role.INTAKE_OFFICER)
+MANAGER = Actor(user_id="cw-1", agency_id="dt-swc", role=Role.CASE_MANAGER)
+POLICE = AgencyRef(agency_id="dt-police", kind=AgencyKind.POLICE)
+WRITTEN = Collection(
+    method=CollectionMethod.WRITTEN_FORM,
+    form_reference="F",
+    language="vi",
+    withdrawal_explained=True,
+)
+
+
+def add_case(platform: Platform, n: int) -> UUID:
+    """A reception, the person, a needs assessment and a grant: six upstream events."""
+    ctx = CommandContext(actor=OFFICER)
+    case_id = UUID(
+        str(
+            platform.intake.record_reception(
+                ctx,
+                route=ArrivalRoute.RESCUED,
+                received_at=datetime.now(UTC) - timedelta(hours=1),
+                place=Place(province="dong-thap"),
+                receiving_agency=POLICE,
+            )["case_id"]
+        )
+    )
+    platform.intake.register_person(
+        ctx,
+        case_id,
+        PersonDetails(full_name=f"Person {n}", sex=Sex.FEMALE, estimated_age=20 + n % 30),
+    )
+    platform.intake.assess_needs(ctx, case_id, (UrgentNeed.SHELTER_TONIGHT,))
+    return case_id
+
+
+def grant(platform: Platform, case_id: UUID) -> None:
+    platform.consent.grant(
+        CommandContext(actor=MANAGER),
+        case_id,
+        categories=(DataCategory.IDENTITY,),
+        recipients=(Recipient(kind=AgencyKind.HOSPITAL),),
+        purposes=(Purpose.SERVICE_PROVISION,),
+        valid_from=datetime.now(UTC) - timedelta(days=1),
+        valid_until=datetime.now(UTC) + timedelta(days=30),
+        collection=WRITTEN,
+        given_by=ConsentGiver(kind=GiverKind.PERSON),
+    )
+
+
+def case_file_state(referral: ReferralService, case_id: UUID) -> tuple[object, ...]:
+    file = referral.load(CaseFile, case_file_id(case_id))
+    return (
+        file.province,
+        file.person_id,
+        sorted((c.value, sorted(f.items(), key=str)) for c, f in file.facts.items()),
+        [(type(e).__name__, e.timestamp) for e in file.consent_events],
+    )
+
+
+def test_replaying_the_follower_from_zero_gives_the_same_state(
+    pg_settings: Settings, tmp_path: Path
+) -> None:
+    migrate(pg_settings)
+    platform = start(pg_settings, run_followers=False)
+    try:
+        cases = [add_case(platform, n) for n in range(6)]
+        platform.catch_up()
+        for case_id in cases[::2]:
+            grant(platform, case_id)
+        platform.catch_up()
+        live = {c: case_file_state(platform.referral, c) for c in cases}
+
+        # A fresh referral log, in schemas of its own, following the same upstream logs.
+        fresh = pg_settings.model_copy(update={"schema_prefix": pg_settings.schema_prefix + "r_"})
+        migrate(fresh)
+        replica = ReferralService(env=application_env(fresh, "referral"))
+        upstreams = [
+            open_upstream(pg_settings, name, types) for name, types in replica.follows.items()
+        ]
+        follower = Follower(replica, upstreams, settings=pg_settings)
+        assert follower.catch_up() > 0
+        assert follower.catch_up() == 0
+        try:
+            replayed = {c: case_file_state(replica, c) for c in cases}
+        finally:
+            replica.close()
+            for upstream in upstreams:
+                upstream.recorder.datastore.close()  # type: ignore[attr-defined]
+        assert replayed == live
+        assert sum(len(s[3]) for s in live.values()) == 3 + 6  # grants, and ages noted
+    finally:
+        platform.close()
+        from tests.conftest import drop_schemas
+
+        drop_schemas(pg_settings.postgres.url, pg_settings.schema_prefix + "r_")  # type: ignore[union-attr]
+
+
+def serve_referral(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KETNOI_DATABASE_URL": settings.database_url or "",
+        "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
+        "KETNOI_DATA_DIR": str(settings.data_dir),
+        "KETNOI_LOG_FORMAT": "json",
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from services.cli import main; main()",
+            "serve",
+            "referral",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_a_follower_killed_at_random_loses_nothing_and_applies_nothing_twice(
+    pg_settings: Settings, tmp_path: Path
+) -> None:
+    from tests.support.processes import free_port
+
+    migrate(pg_settings)
+    writer = start(pg_settings, ("intake", "consent"), poll_interval=0.2)
+    cases: list[UUID] = []
+    granted: list[UUID] = []
+    stop = threading.Event()
+
+    def write_events() -> None:
+        n = 0
+        while not stop.is_set() and n < 60:
+            case_id = add_case(writer, n)
+            cases.append(case_id)
+            if n % 2 == 0:
+                writer.followers["consent"].catch_up()
+                grant(writer, case_id)
+                granted.append(case_id)
+            n += 1
+            time.sleep(0.25)  # a steady flow across several kill cycles
+
+    rng = random.Random(20261122)
+    log = tmp_path / "referral.log"
+    thread = threading.Thread(target=write_events)
+    thread.start()
+    kills = 0
+    positions: list[int] = []
+    observer = ReferralService(env=application_env(pg_settings, "referral"))
+    try:
+        while thread.is_alive() or kills < 8:
+            proc = serve_referral(pg_settings, free_port(), log)
+            time.sleep(rng.uniform(1.0, 2.5))  # the process starts, follows, and is cut off
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            positions.append(observer.position("intake") + observer.position("consent"))
+        thread.join()
+        observer.close()
+        # The killed processes did the work between kills (not only the last clean run).
+        assert len(set(positions)) >= 4, positions
+        writer.followers["consent"].catch_up()
+        # A last, clean run catches up with everything.
+        referral = ReferralService(env=application_env(pg_settings, "referral"))
+        upstreams = [
+            open_upstream(pg_settings, name, types, app=writer.apps.get(name))
+            for name, types in referral.follows.items()
+        ]
+        Follower(referral, upstreams, settings=pg_settings).catch_up()
+        try:
+            for case_id in cases:
+                file = referral.load(CaseFile, case_file_id(case_id))
+                kinds = Counter(type(e).__name__ for e in referral.history(file.id))
+                assert kinds["CaseFileOpened"] == 1
+                assert kinds["CaseFactsNoted"] == 4  # location, legal case, identity, needs
+                expected_consent = 2 if case_id in granted else 1  # age noted (+ the grant)
+                assert kinds["ConsentNoted"] == expected_consent, (case_id, kinds)
+                assert isinstance(referral.history(file.id)[-1], CaseFactsNoted | ConsentNoted)
+                assert file.person_id is not None
+            # Every upstream event was tracked: nothing is pending.
+            consent_records = {consent_record_id(c) for c in cases}
+            assert len(consent_records) == len(cases)
+        finally:
+            referral.close()
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+    assert kills >= 8
+    assert len(cases) == 60
+    # The process really was working when it was killed: it logged progress in between.
+    assert log.read_text().count('"follower_failed"') == 0
