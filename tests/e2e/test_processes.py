@@ -81,6 +81,20 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         assert len(police_refusals) == 1  # one of the two women refuses the police
         assert police_refusals[0]["except_purposes"] == ["criminal_proceedings"]
 
+        statuses: dict[str, list[str]] = {}
+        handovers: dict[str, list[str]] = {}
+        for token in tokens:
+            headers = {"Authorization": f"Bearer {token}"}
+            for r in httpx.get(f"{base}/referral/referrals", headers=headers).json():
+                statuses.setdefault(r["to_agency"]["kind"], []).append(r["status"])
+            for h in httpx.get(f"{base}/referral/handovers", headers=headers).json():
+                handovers.setdefault(h["status"], []).append(",".join(h["waiting_for"]))
+        assert sorted(statuses["hospital"]) == ["accepted", "completed", "in-progress"]
+        assert statuses["police"] == ["received"]  # the criminal case only
+        assert statuses["school"] == ["requested"]
+        assert len(handovers["completed"]) == 3
+        assert handovers["open"] == ["lao-cai-commune-office"]  # the local officer is awaited
+
     def count_events() -> int:
         total = 0
         for service in ("intake", "consent"):

@@ -240,3 +240,69 @@ def test_a_follower_killed_at_random_loses_nothing_and_applies_nothing_twice(
     assert len(cases) == 60
     # The process really was working when it was killed: it logged progress in between.
     assert log.read_text().count('"follower_failed"') == 0
+
+
+def test_a_missed_deadline_escalates_exactly_once_across_processes(pg_settings: Settings) -> None:
+    from contracts.referral import DeadlineMissed, Urgency
+    from contracts.vocabulary import ServiceType
+
+    migrate(pg_settings)
+    platform = start(pg_settings, run_followers=False)
+    try:
+        cases = [add_case(platform, n) for n in range(5)]
+        platform.catch_up()
+        for case_id in cases:
+            grant(platform, case_id)
+        platform.catch_up()
+        swc = AgencyRef(agency_id="dt-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE)
+        hospital = AgencyRef(agency_id="dt-hospital", kind=AgencyKind.HOSPITAL)
+        referral_ids = [
+            UUID(
+                str(
+                    platform.referral.create_referral(
+                        CommandContext(actor=MANAGER),
+                        case_id,
+                        from_agency=swc,
+                        to_agency=hospital,
+                        service_type=ServiceType.PSYCHOLOGICAL_FIRST_AID,
+                        urgency=Urgency.URGENT,
+                        purpose=Purpose.SERVICE_PROVISION,
+                        categories=(DataCategory.IDENTITY,),
+                    )["referral_id"]
+                )
+            )
+            for case_id in cases
+        ]
+        # Three "processes" of the referral service check the same deadlines at once, a
+        # few hours later: acknowledgement (2 h) is missed, first service (24 h) is not yet.
+        services = [ReferralService(env=application_env(pg_settings, "referral")) for _ in range(3)]
+        later = datetime.now(UTC) + timedelta(hours=3)
+        barrier = threading.Barrier(len(services))
+
+        def check(service: ReferralService) -> None:
+            barrier.wait()
+            for _ in range(3):
+                service.check_deadlines(later)
+
+        threads = [threading.Thread(target=check, args=(s,)) for s in services]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for referral_id in referral_ids:
+            missed = [
+                e for e in platform.referral.history(referral_id) if isinstance(e, DeadlineMissed)
+            ]
+            assert [e.deadline.value for e in missed] == ["acknowledge"]
+        # A day later the first-service deadline is missed too, once.
+        services[0].check_deadlines(later + timedelta(days=1))
+        services[1].check_deadlines(later + timedelta(days=1))
+        for referral_id in referral_ids:
+            missed = [
+                e for e in platform.referral.history(referral_id) if isinstance(e, DeadlineMissed)
+            ]
+            assert [e.deadline.value for e in missed] == ["acknowledge", "first_service"]
+        for service in services:
+            service.close()
+    finally:
+        platform.close()
