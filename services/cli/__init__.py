@@ -40,9 +40,13 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Where the embedded SQLite logs live.")] = Path(
         ".ketnoi-demo"
     ),
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Also run a Kafka broker (Tansu) and the agency feed.")
+    ] = False,
 ) -> None:
     """Run every service in one process on SQLite, with the scenarios of DOMAIN.md seeded."""
     from services.cli.demo import seed
+    from services.cli.feed import start_demo_feed
     from services.cli.wiring import http_app, start
 
     settings = _settings(data_dir=data_dir, database_url=None, environment="development")
@@ -65,6 +69,7 @@ def demo(
         console.print(f"\nCoordinator token for {province}:")
         print(token, flush=True)
     console.print("\nUse it as 'Authorization: Bearer <token>'. Stop with Ctrl+C.")
+    stop_feed = start_demo_feed(platform, settings) if kafka else None
     try:
         uvicorn.run(
             http_app(platform, tokens, title="Ketnoi (demo)"),
@@ -74,6 +79,8 @@ def demo(
             log_level="warning",
         )
     finally:
+        if stop_feed is not None:
+            stop_feed()
         platform.close()
 
 
@@ -149,6 +156,11 @@ def token(
         console.print(f"[red]Cannot issue a token:[/red] {exc}")
         raise typer.Exit(2) from None
     sys.stdout.write(issued + "\n")
+
+
+# Commands defined in their own modules register themselves on ``app``.
+from services.cli import audit as audit  # noqa: E402
+from services.cli import feed as feed  # noqa: E402
 
 
 def main() -> None:

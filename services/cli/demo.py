@@ -72,8 +72,8 @@ def _anchor(data_dir: Path) -> datetime:
     path = data_dir / "demo-seed.json"
     if path.exists():
         return datetime.fromisoformat(json.loads(path.read_text())["anchor"])
-    # Half an hour ago: every seeded step has happened by the time the demo serves.
-    anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+    # Two hours ago: every seeded step (about an hour of them) has happened by now.
+    anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     path.write_text(json.dumps({"anchor": anchor.isoformat()}))
     return anchor
 
@@ -376,7 +376,7 @@ def _party(of: AgencyRef, role: PartyRole, capacity: str) -> HandoverParty:
 
 def seed_referrals(referral: ReferralService, anchor: datetime, cases: list[SeededCase]) -> None:
     """The handovers and referrals of the scenarios, each left in its real state."""
-    steps = iter(range(20, 400))
+    steps = iter(range(20, 100))
 
     def ctx(case: SeededCase, step: str, actor: Actor) -> CommandContext:
         return CommandContext(

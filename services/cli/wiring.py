@@ -10,11 +10,22 @@ from services.consent.api import router as consent_router
 from services.consent.application import ConsentService
 from services.intake.api import router as intake_router
 from services.intake.application import IntakeService
+from services.projections.api import router as projections_router
+from services.projections.application import ProjectionService
+from services.projections.store import Tables, ViewStore
+from services.projections.views import VIEWS
 from services.referral.api import router as referral_router
 from services.referral.application import ReferralService
+from services.referral.feed import migrate_feed
 from services.runtime.application import ServiceApplication
 from services.runtime.auth import TokenService
-from services.runtime.follower import Follower, FollowingApplication, open_upstream, prompt_on_save
+from services.runtime.follower import (
+    Follower,
+    FollowingApplication,
+    WakeLoop,
+    open_upstream,
+    prompt_on_save,
+)
 from services.runtime.http import create_app
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
@@ -36,6 +47,7 @@ ROUTERS: dict[str, APIRouter] = {
     "intake": intake_router,
     "consent": consent_router,
     "referral": referral_router,
+    "projections": projections_router,
 }
 
 
@@ -45,7 +57,8 @@ class Platform:
 
     settings: Settings
     apps: dict[str, ServiceApplication] = field(default_factory=dict)
-    followers: dict[str, Follower] = field(default_factory=dict)
+    followers: dict[str, WakeLoop] = field(default_factory=dict)
+    projections: ProjectionService | None = None
     periodic: list[Periodic] = field(default_factory=list)
 
     @property
@@ -82,6 +95,8 @@ class Platform:
             follower.stop()
         for app in self.apps.values():
             app.close()
+        if self.projections is not None:
+            self.projections.close()
 
 
 def migrate(settings: Settings) -> list[str]:
@@ -89,7 +104,12 @@ def migrate(settings: Settings) -> list[str]:
     create_schemas(settings)
     for service, app_cls in APPLICATIONS.items():
         app_cls(env=application_env(settings, service, create_tables=True)).close()
-    return list(APPLICATIONS)
+    store = ViewStore(settings)
+    for view in VIEWS:
+        store.create(Tables.of(view))
+    store.close()
+    migrate_feed(settings)
+    return [*APPLICATIONS, "projections", "feed"]
 
 
 def start(
@@ -116,9 +136,11 @@ def start(
         for name in app.follows:
             if name in platform.apps:
                 prompt_on_save(platform.apps[name], [follower])
+    if "projections" in services:
+        _start_projections(platform, poll_interval)
     if run_followers:
-        for follower in platform.followers.values():
-            follower.start()
+        for loop in platform.followers.values():
+            loop.start()
         if "referral" in platform.apps:
             referral = platform.referral
             watch = Periodic(
@@ -131,9 +153,34 @@ def start(
     return platform
 
 
+def _start_projections(platform: Platform, poll_interval: float) -> None:
+    settings = platform.settings
+    wanted: dict[str, set[type]] = {}
+    for view in VIEWS.values():
+        for name, types in view.handles.items():
+            wanted.setdefault(name, set()).update(types)
+    upstreams = [
+        open_upstream(
+            settings, name, sorted(types, key=lambda t: t.__name__), app=platform.apps.get(name)
+        )
+        for name, types in wanted.items()
+    ]
+    projections = ProjectionService(settings, upstreams, poll_interval=poll_interval)
+    if settings.embedded:
+        projections.projector.create_tables()
+    platform.projections = projections
+    platform.followers["projections"] = projections.projector
+    for name in wanted:
+        if name in platform.apps:
+            prompt_on_save(platform.apps[name], [projections.projector])
+
+
 def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") -> FastAPI:
     state: dict[str, object] = {"settings": platform.settings, **platform.apps}
     routers = [ROUTERS[name] for name in platform.apps if name in ROUTERS]
+    if platform.projections is not None:
+        state["projections"] = platform.projections
+        routers.append(ROUTERS["projections"])
     return create_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )

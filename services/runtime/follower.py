@@ -135,7 +135,84 @@ def open_upstream(
     )
 
 
-class Follower:
+class WakeLoop:
+    """A background loop that catches up whenever woken: by PostgreSQL NOTIFY on the given
+    channels, by an in-process prompt, or by its poll interval running out (the safety net:
+    a lost notification never stalls it)."""
+
+    name = "loop"
+
+    def __init__(self, settings: Settings, channels: Sequence[str], poll_interval: float) -> None:
+        self.settings = settings
+        self.channels = [c for c in channels if c]
+        self.poll_interval = poll_interval
+        self.prompt = threading.Event()
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def catch_up(self) -> int:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.prompt.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def prompt_soon(self) -> None:
+        """Wake the loop (in-process upstreams call this after they save)."""
+        self.prompt.set()
+
+    def _run(self) -> None:
+        listener: psycopg.Connection[Any] | None = None
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if listener is None:
+                        listener = self._listen()
+                    self.catch_up()
+                    self.error = None
+                except Exception as exc:
+                    # Stall loudly rather than skip: an event we cannot process is never lost.
+                    self.error = exc
+                    log.exception("loop_failed", loop=self.name)
+                try:
+                    self._wait(listener)
+                except psycopg.Error:
+                    # The listening connection broke; polling continues and we listen again.
+                    log.warning("loop_listener_lost", loop=self.name)
+                    _close(listener)
+                    listener = None
+                    self.stopping.wait(self.poll_interval)
+        finally:
+            _close(listener)
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        target = self.settings.postgres
+        if target is None or not self.channels:
+            return None
+        conn = psycopg.connect(target.conninfo(), autocommit=True)
+        for channel in self.channels:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        return conn
+
+    def _wait(self, listener: psycopg.Connection[Any] | None) -> None:
+        if listener is None:
+            self.prompt.wait(self.poll_interval)
+            self.prompt.clear()
+            return
+        # A NOTIFY wakes us at once; otherwise the poll interval runs out (the safety net).
+        for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
+            pass
+        self.prompt.clear()
+
+
+class Follower(WakeLoop):
     """One processing loop over several upstream logs."""
 
     def __init__(
@@ -147,15 +224,11 @@ class Follower:
         batch_size: int = 200,
         poll_interval: float = 1.0,
     ) -> None:
+        super().__init__(settings, [u.channel or "" for u in upstreams], poll_interval)
         self.app = app
+        self.name = f"follower-{app.name}"
         self.upstreams = list(upstreams)
-        self.settings = settings
         self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self.prompt = threading.Event()
-        self.stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
 
     # -- processing ----------------------------------------------------------------------
 
@@ -210,75 +283,13 @@ class Follower:
             if done == 0:
                 return total
 
-    # -- running -------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"follower-{self.app.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stopping.set()
-        self.prompt.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def prompt_soon(self) -> None:
-        """Wake the loop (in-process upstreams call this after they save)."""
-        self.prompt.set()
-
-    def _run(self) -> None:
-        listener: psycopg.Connection[Any] | None = None
-        try:
-            while not self.stopping.is_set():
-                try:
-                    if listener is None:
-                        listener = self._listen()
-                    self.catch_up()
-                    self.error = None
-                except Exception as exc:
-                    # Stall loudly rather than skip: an event we cannot process is never lost.
-                    self.error = exc
-                    log.exception("follower_failed", service=self.app.name)
-                try:
-                    self._wait(listener)
-                except psycopg.Error:
-                    # The listening connection broke; polling continues and we listen again.
-                    log.warning("follower_listener_lost", service=self.app.name)
-                    _close(listener)
-                    listener = None
-                    self.stopping.wait(self.poll_interval)
-        finally:
-            _close(listener)
-
-    def _listen(self) -> psycopg.Connection[Any] | None:
-        target = self.settings.postgres
-        channels = [u.channel for u in self.upstreams if u.channel]
-        if target is None or not channels:
-            return None
-        conn = psycopg.connect(target.conninfo(), autocommit=True)
-        for channel in channels:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        return conn
-
-    def _wait(self, listener: psycopg.Connection[Any] | None) -> None:
-        if listener is None:
-            self.prompt.wait(self.poll_interval)
-            self.prompt.clear()
-            return
-        # A NOTIFY wakes us at once; otherwise the poll interval runs out (the safety net).
-        for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
-            pass
-        self.prompt.clear()
-
 
 def _close(conn: psycopg.Connection[Any] | None) -> None:
     if conn is not None:
         conn.close()
 
 
-def prompt_on_save(upstream: ServiceApplication, followers: Iterable[Follower]) -> None:
+def prompt_on_save(upstream: ServiceApplication, followers: Iterable[WakeLoop]) -> None:
     """In one process (the embedded default), wake followers when an upstream saves."""
     waiting = list(followers)
     previous: Callable[[Any], None] = upstream._notify

@@ -111,8 +111,9 @@ class ConsentContract:
         assert isinstance(record.history[0], ConsentRecordOpened)
         assert record.history[0].caused_by is not None  # points at the intake event
         assert record.minor is True
-        # Estimated 16 at the reception on 2026-03-01: an adult from 2028-03-01.
-        assert record.adult_on == date(2028, 3, 1)
+        # Estimated 16 at the reception, 2026-03-02 in Vietnam (21:00 UTC the day before):
+        # an adult from 2028-03-02.
+        assert record.adult_on == date(2028, 3, 2)
         assert record.age_is_estimated is True
 
     def test_stage_changes_reach_the_consent_record(self, platform: Platform) -> None:
@@ -202,7 +203,7 @@ class ConsentContract:
         assert record.version == 3  # opened, age noted, granted: nothing half-written
         # On his 18th birthday the guardian's grant stops counting.
         assert record.adult_on is not None
-        birthday = datetime(2028, 3, 1, 12, tzinfo=UTC)
+        birthday = datetime(2028, 3, 2, 12, tzinfo=UTC)
         before, after = (
             platform.consent.decide(
                 case_id,

@@ -30,7 +30,7 @@ from services.intake.domain import STAGE_TRANSITIONS, Case, CaseRuleError, age_o
 from services.runtime.aggregate import CommandContext
 from services.runtime.errors import InvalidRequestError
 
-NOW = datetime(2026, 3, 1, 21, 30, tzinfo=UTC)
+NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)  # 17:30 in Vietnam, the same day
 POLICE = AgencyRef(agency_id="dong-thap-police", kind=AgencyKind.POLICE)
 SWC = AgencyRef(agency_id="dong-thap-social-work-centre", kind=AgencyKind.SOCIAL_WORK_CENTRE)
 OFFICER = Actor(user_id="officer-1", agency_id="dong-thap-police", role=Role.INTAKE_OFFICER)

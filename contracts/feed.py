@@ -1,0 +1,148 @@
+"""The agency feed's messages: what an agency reads on its Kafka topic.
+
+Every message is a CloudEvent in Kafka's binary mode: the attributes travel as ``ce_*``
+headers (:class:`CloudEventHeaders`), the key is the referral's (or handover's) id, and the
+value is the JSON of a :class:`ReferralUpdate` or a :class:`HandoverUpdate`. ``ce_id`` is the
+event's stable id (``Event.event_id``), the same however often the event is re-published, so
+subscribers de-duplicate by it.
+
+An update holds only what the agency may see: ids, statuses, the service asked for,
+deadlines and reasons; personal data only in ``disclosure.data``, and only for the recipient
+of a referral, exactly as the disclosure recorded it. Free-text notes and the reasons given
+for an emergency override stay out (they tend to describe the person); read them through
+the referral API. Nothing personal ever goes into keys or headers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from contracts.envelope import Actor, AgencyRef, Model
+from contracts.referral import (
+    DeadlineKind,
+    DisclosureBasis,
+    HandoverKind,
+    HandoverParty,
+    ReferralStatus,
+    ReleasedField,
+    Urgency,
+    WithheldCategory,
+)
+from contracts.vocabulary import DataCategory, Purpose, ServiceType
+
+SPEC_VERSION = "1.0"
+SOURCE = "/ketnoi/referral"
+CONTENT_TYPE = "application/json"
+
+
+class Audience(StrEnum):
+    """Why a message is on this agency's topic."""
+
+    SENDER = "sender"  # the agency that referred the person
+    RECIPIENT = "recipient"  # the agency the referral was sent to
+    PARTY = "party"  # a party to a handover (from, to or witness)
+
+
+class HandoverStatus(StrEnum):
+    OPEN = "open"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class CloudEventHeaders(Model):
+    """The Kafka headers of every feed message (CloudEvents 1.0, Kafka binary mode).
+
+    Header values are UTF-8 bytes on the wire; none holds personal data.
+    """
+
+    ce_specversion: Literal["1.0"]
+    ce_id: UUID = Field(description="the event's stable id: de-duplicate by it")
+    ce_source: Literal["/ketnoi/referral"]
+    ce_type: str = Field(
+        pattern=r"^org\.ketnoi\.referral\.[a-z_]+\.v[1-9][0-9]*$",
+        description="the event's type and version, e.g. org.ketnoi.referral.dispatched.v1",
+    )
+    ce_time: datetime = Field(description="when the event happened (RFC 3339)")
+    ce_subject: UUID = Field(description="the referral's or handover's id; also the key")
+    content_type: Literal["application/json"] = Field(alias="content-type")
+
+
+class Disclosure(Model):
+    """A disclosure to the recipient: what was released, on what basis, and (to the
+    recipient only) the released data itself."""
+
+    disclosure_id: UUID
+    basis: DisclosureBasis
+    purpose: Purpose
+    released: tuple[ReleasedField, ...]
+    flagged_for_review: bool = False
+    override_id: UUID | None = None
+    disclosed_at: datetime
+    person_id: UUID | None = Field(default=None, description="recipient only")
+    data: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="the released fields by data category; recipient only",
+    )
+
+
+class ReferralUpdate(Model):
+    """The data of a referral message: the referral as it stands after the event."""
+
+    referral_id: UUID
+    version: int = Field(ge=1, description="the event's position in the referral's history")
+    audience: Literal[Audience.SENDER, Audience.RECIPIENT]
+    actor: Actor
+    case_id: UUID
+    province: str
+    status: ReferralStatus
+    from_agency: AgencyRef
+    to_agency: AgencyRef
+    service_type: ServiceType
+    urgency: Urgency
+    purpose: Purpose
+    categories: tuple[DataCategory, ...]
+    acknowledge_by: datetime | None = None
+    first_service_by: datetime | None = None
+    reason: str | None = Field(
+        default=None, description="why it was rejected, cancelled or failed; or its outcome"
+    )
+    withheld: tuple[WithheldCategory, ...] = Field(
+        default=(), description="the categories consent does not allow now (blocked, on hold)"
+    )
+    deadline: DeadlineKind | None = None
+    due_at: datetime | None = None
+    override_id: UUID | None = None
+    disclosure: Disclosure | None = Field(
+        default=None,
+        description=(
+            "on disclosure_recorded, and on dispatched to the recipient: the disclosure "
+            "in force; data only for the recipient"
+        ),
+    )
+
+
+class HandoverUpdate(Model):
+    """The data of a handover message: the handover as it stands after the event."""
+
+    handover_id: UUID
+    version: int = Field(ge=1)
+    audience: Literal[Audience.PARTY]
+    actor: Actor
+    case_id: UUID
+    province: str
+    kind: HandoverKind
+    status: HandoverStatus
+    parties: tuple[HandoverParty, ...]
+    waiting_for: tuple[str, ...] = Field(description="agency ids yet to confirm")
+    to_case_manager_id: str | None = None
+    confirmed_by: str | None = Field(default=None, description="on handover_confirmed")
+    waited_seconds: float | None = None
+    seconds_by_party: dict[str, float] | None = Field(
+        default=None, description="on handover_completed"
+    )
+    reason: str | None = Field(default=None, description="on handover_cancelled")

@@ -1,0 +1,308 @@
+"""``ketnoi feed`` (the relay) and ``ketnoi subscribe`` (the reference subscriber).
+
+The subscriber is meant to be copied by agencies: one consumer group per agency, offsets
+committed only after the messages are handled, and de-duplication by ``ce_id``, since the
+relay delivers at least once. Handling here is printing one JSON line per event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from services.cli import _settings, app, console
+from services.runtime.logging import configure_logging, get_logger
+from services.runtime.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from services.cli.wiring import Platform
+    from services.runtime.kafka import KafkaSettings
+
+log = get_logger("ketnoi.subscriber")
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class SeenIds:
+    """The ``ce_id`` of the last ``capacity`` events handled, optionally kept in a file.
+
+    The file is appended to as events are handled and compacted when it is opened, so a
+    restarted subscriber still recognises what it handled before.
+    """
+
+    def __init__(self, capacity: int = 100_000, path: Path | None = None) -> None:
+        self.capacity = capacity
+        self.path = path
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._pending: list[str] = []
+        if path is not None and path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line:
+                    self._remember(line)
+            path.write_text("".join(f"{i}\n" for i in self._ids), encoding="utf-8")
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, event_id: str) -> None:
+        self._remember(event_id)
+        if self.path is not None:
+            self._pending.append(event_id)
+
+    def save(self) -> None:
+        """Write the ids added since the last save (call it before committing offsets)."""
+        if self.path is None or not self._pending:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write("".join(f"{i}\n" for i in self._pending))
+        self._pending.clear()
+
+    def _remember(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+
+def feed_event(record: Any) -> dict[str, Any] | None:
+    """The CloudEvent of one Kafka record as a dict; None for a record without ``ce_id``."""
+    headers = {name: value.decode("utf-8") for name, value in record.headers or ()}
+    event_id = headers.get("ce_id")
+    if event_id is None:
+        return None
+    return {
+        "type": headers.get("ce_type"),
+        "id": event_id,
+        "subject": headers.get("ce_subject"),
+        "time": headers.get("ce_time"),
+        "data": json.loads(record.value) if record.value else None,
+    }
+
+
+def handle(records: Iterable[Any], seen: SeenIds, emit: Emit) -> int:
+    """Emit each new event once; returns how many were new."""
+    new = 0
+    for record in records:
+        event = feed_event(record)
+        if event is None:
+            log.warning("feed_record_without_ce_id", partition=record.partition)
+            continue
+        if event["id"] in seen:
+            continue  # re-published by the relay (at least once): handled already
+        emit(event)
+        seen.add(event["id"])
+        new += 1
+    return new
+
+
+def consume(
+    consumer: Any,
+    seen: SeenIds,
+    emit: Emit,
+    *,
+    max_messages: int | None = None,
+    idle_timeout: float | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> int:
+    """Poll, handle, remember, then commit; until stopped, idle too long or enough handled."""
+    handled = 0
+    last_seen = time.monotonic()
+    while not stopping():
+        batch = consumer.poll(timeout_ms=500)
+        records = [r for partition in batch.values() for r in partition]
+        if records:
+            last_seen = time.monotonic()
+            handled += handle(records, seen, emit)
+            seen.save()
+            consumer.commit()  # only now: a crash before this re-delivers, never loses
+        if max_messages is not None and handled >= max_messages:
+            break
+        if idle_timeout is not None and time.monotonic() - last_seen > idle_timeout:
+            break
+    return handled
+
+
+def _kafka_settings(bootstrap: str | None) -> KafkaSettings:
+    from services.runtime.kafka import KafkaSettings
+
+    try:
+        kafka = KafkaSettings()
+        if bootstrap:
+            kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        kafka.bootstrap_list()
+    except (SettingsError, ValueError) as exc:
+        console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return kafka
+
+
+@contextlib.contextmanager
+def _stop_on_signals(on_stop: Callable[[], None] = lambda: None) -> Iterator[Callable[[], bool]]:
+    """SIGTERM and SIGINT ask for a clean stop; yields whether one was asked for."""
+    stopped = False
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopped
+        stopped = True
+        on_stop()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: stopped
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@app.command()
+def subscribe(
+    agency: Annotated[str, typer.Option(help="Your agency's id, e.g. dong-thap-police.")],
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS).")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="Consumer group (default: ketnoi-feed-<agency>).")
+    ] = None,
+    dedup_file: Annotated[
+        Path | None, typer.Option(help="Keep handled event ids here across restarts.")
+    ] = None,
+    remember: Annotated[int, typer.Option(help="How many event ids to remember.")] = 100_000,
+    max_messages: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without a message.")
+    ] = None,
+) -> None:
+    """Print your agency's referral events, one JSON line each, each event once.
+
+    Session and fetch settings come from KETNOI_KAFKA_* variables (e.g.
+    KETNOI_KAFKA_SESSION_TIMEOUT_MS=2000 KETNOI_KAFKA_HEARTBEAT_INTERVAL_MS=500 for a quick
+    first message on Tansu).
+    """
+    from services.runtime.kafka import InvalidTopicNameError, consumer, topic_for_agency
+
+    configure_logging(_settings().effective_log_format)
+    kafka = _kafka_settings(bootstrap)
+    try:
+        topic = topic_for_agency(kafka, agency)
+    except InvalidTopicNameError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    group_id = group or f"ketnoi-feed-{agency}"
+    seen = SeenIds(remember, dedup_file)
+
+    def emit(event: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    reader = consumer(kafka, group_id, [topic])
+    log.info("subscribed", topic=topic, group=group_id, remembered=len(seen))
+    try:
+        with _stop_on_signals() as stopping:
+            handled = consume(
+                reader,
+                seen,
+                emit,
+                max_messages=max_messages,
+                idle_timeout=idle_timeout,
+                stopping=stopping,
+            )
+    finally:
+        reader.close()
+    log.info("unsubscribed", topic=topic, handled=handled)
+
+
+@app.command()
+def feed() -> None:
+    """Relay the referral log to the agencies' Kafka topics, at least once, until stopped.
+
+    Needs KETNOI_DATABASE_URL (after `ketnoi migrate`) and KAFKA_BOOTSTRAP_SERVERS; the
+    relay's own settings are KETNOI_FEED_* variables.
+    """
+    from services.referral.feed import (
+        FeedRelay,
+        FeedSettings,
+        open_feed_upstream,
+        tracking_recorder,
+    )
+
+    settings = _settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    kafka = _kafka_settings(None)
+    upstream = open_feed_upstream(settings)
+    try:
+        tracking = tracking_recorder(settings, create_tables=settings.embedded)
+        relay = FeedRelay(upstream, tracking, kafka, settings=settings, feed=FeedSettings())
+        start = relay.position()
+    except Exception as exc:
+        console.print(
+            f"[red]Cannot read the feed's position:[/red] {exc}\nRun `ketnoi migrate` first."
+        )
+        raise typer.Exit(2) from None
+    log.info("feed_started", position=start, brokers=kafka.bootstrap_list())
+    try:
+        with _stop_on_signals(relay.stop_soon):
+            relay.run()
+    finally:
+        relay.close()
+        _close_upstream(upstream)
+    log.info("feed_stopped", position=relay.position(), published=relay.published)
+
+
+def _close_upstream(upstream: Any) -> None:
+    datastore = getattr(upstream.recorder, "datastore", None)
+    if datastore is not None:
+        datastore.close()
+
+
+def start_demo_feed(platform: Platform, settings: Settings) -> Callable[[], None]:
+    """Start a Tansu broker and the relay in this process; returns how to stop both.
+
+    The broker keeps everything in memory, so the relay's position does too: every start
+    re-publishes the whole log to the fresh broker.
+    """
+    from services.referral.feed import FeedRelay, in_memory_tracking, open_feed_upstream
+    from services.referral.feed import prompt_on_save as prompt_relay
+    from services.runtime.kafka import KafkaSettings
+    from services.runtime.tansu import BrokerUnavailableError, TansuBroker
+
+    try:
+        broker = TansuBroker(log_path=settings.data_dir / "tansu.log")
+        broker.start()
+    except (BrokerUnavailableError, RuntimeError) as exc:
+        console.print(f"[red]Cannot start the demo's Kafka broker:[/red] {exc}")
+        raise typer.Exit(2) from None
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    relay = FeedRelay(
+        open_feed_upstream(settings, app=platform.referral),
+        in_memory_tracking(),
+        kafka,
+        settings=settings,
+    )
+    prompt_relay(platform.referral, relay)
+    relay.start()
+    console.print(f"\n[bold]Agency feed[/bold] on Kafka at {broker.bootstrap} (Tansu, in memory)")
+    console.print(
+        "Subscribe as an agency, e.g. the hospital:\n"
+        f"  KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap} KETNOI_KAFKA_SESSION_TIMEOUT_MS=2000 "
+        "KETNOI_KAFKA_HEARTBEAT_INTERVAL_MS=500 \\\n"
+        "    ketnoi subscribe --agency dong-thap-general-hospital"
+    )
+
+    def stop() -> None:
+        relay.close()
+        broker.close()
+
+    return stop

@@ -1,0 +1,145 @@
+"""HTTP routes of the projections service; every answer comes from a read model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
+
+from contracts.vocabulary import Role
+from services.projections.application import CaseTimelineNotFoundError, ProjectionService
+from services.projections.statistics import to_csv
+from services.runtime.auth import CurrentPrincipal, Principal
+from services.runtime.errors import InvalidRequestError, PermissionDeniedError
+
+OVERSIGHT = (Role.COORDINATOR, Role.AUDITOR)
+CASEWORK = (Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR, Role.INTAKE_OFFICER)
+POLICY = (Role.COORDINATOR, Role.AUDITOR, Role.ADMIN)
+
+
+def projection_service(request: Request) -> ProjectionService:
+    service: ProjectionService = request.app.state.projections
+    return service
+
+
+Projections = Annotated[ProjectionService, Depends(projection_service)]
+router = APIRouter(prefix="/projections", tags=["projections"])
+
+
+class StatisticsCell(BaseModel):
+    table: str
+    province: str
+    period: str
+    dimension: str
+    value: str
+    count: int | None
+
+
+def _province(principal: Principal, asked: str | None) -> str:
+    """The province a request is about: the user's own, or any for national users."""
+    if asked is None:
+        if principal.province == "*":
+            raise InvalidRequestError("province", "Name the province (?province=...).")
+        return principal.province
+    if not principal.covers_province(asked):
+        raise PermissionDeniedError("You can see your own province only.")
+    return asked
+
+
+@router.get("/board", summary="The coordinator's board of open cases and handovers")
+def board(
+    projections: Projections, principal: CurrentPrincipal, province: str | None = None
+) -> list[dict[str, Any]]:
+    principal.require(*OVERSIGHT)
+    return projections.board(_province(principal, province))
+
+
+@router.get("/cases/{case_id}/timeline", summary="One ordered story of a case")
+def timeline(
+    case_id: UUID, projections: Projections, principal: CurrentPrincipal
+) -> list[dict[str, Any]]:
+    principal.require(*CASEWORK)
+    province, entries = projections.timeline(case_id)
+    if province is None or not principal.covers_province(province):
+        raise CaseTimelineNotFoundError(case_id)
+    return entries
+
+
+@router.get(
+    "/agencies/{agency_id}/queue",
+    summary="Referrals waiting for an agency's acknowledgement, acceptance or outcome",
+)
+def agency_queue(
+    agency_id: str, projections: Projections, principal: CurrentPrincipal
+) -> list[dict[str, Any]]:
+    own = Role.AGENCY_STAFF in principal.roles and principal.agency_id == agency_id
+    if not own:
+        raise PermissionDeniedError("Agency staff see their own agency's queue.")
+    return projections.queue(agency_id)
+
+
+@router.get("/queues", summary="Every referral queue of a province")
+def province_queues(
+    projections: Projections, principal: CurrentPrincipal, province: str | None = None
+) -> list[dict[str, Any]]:
+    principal.require(*OVERSIGHT)
+    return projections.province_queue(_province(principal, province))
+
+
+@router.get(
+    "/statistics",
+    response_model=list[StatisticsCell],
+    summary="Anonymised statistics (cells under 11 suppressed, counts rounded down)",
+)
+def statistics(
+    projections: Projections, principal: CurrentPrincipal, province: str | None = None
+) -> Any:
+    principal.require(*POLICY)
+    if province is not None and not principal.covers_province(province):
+        raise PermissionDeniedError("You can see your own province only.")
+    if province is None and principal.province != "*":
+        province = principal.province
+    return projections.statistics(province)
+
+
+@router.get(
+    "/statistics.csv", response_class=PlainTextResponse, summary="The same statistics as CSV"
+)
+def statistics_csv(
+    projections: Projections, principal: CurrentPrincipal, province: str | None = None
+) -> PlainTextResponse:
+    cells = statistics(projections, principal, province)
+    return PlainTextResponse(to_csv(cells), media_type="text/csv")
+
+
+@router.post("/rebuild", summary="Rebuild read models from zero (auditors)")
+def rebuild(
+    projections: Projections,
+    principal: CurrentPrincipal,
+    view: Annotated[list[str] | None, Query()] = None,
+) -> dict[str, int]:
+    principal.require(Role.AUDITOR)
+    try:
+        return projections.rebuild(view)
+    except ValueError as exc:
+        raise InvalidRequestError("view", str(exc)) from None
+
+
+@router.get(
+    "/replay/cases/{case_id}",
+    summary="A case across all services as of an instant, and who could see what",
+)
+def replay(
+    case_id: UUID, as_of: datetime, projections: Projections, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    principal.require(Role.AUDITOR)
+    if as_of.tzinfo is None:
+        raise InvalidRequestError("as_of", "Give as_of with its time zone.")
+    result = projections.replay(case_id, as_of)
+    if not principal.covers_province(result["intake"].get("province", "")):
+        raise CaseTimelineNotFoundError(case_id)
+    return result

@@ -1,0 +1,147 @@
+"""The projections service: read models of every log, and the questions they answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from services.projections.replay import replay_case
+from services.projections.runner import Projector
+from services.projections.statistics import STEP, THRESHOLD, Cell, publish
+from services.projections.store import Tables, ViewStore
+from services.projections.views import STEP_SERVICES, case_key
+from services.runtime.errors import NotFoundError
+from services.runtime.follower import Upstream
+from services.runtime.settings import Settings
+
+
+class CaseTimelineNotFoundError(NotFoundError):
+    def __init__(self, case_id: UUID) -> None:
+        super().__init__(f"No case {case_id} in your province.", case_id=str(case_id))
+
+
+class ProjectionService:
+    """Read models kept by a projector; every answer is read from them."""
+
+    def __init__(
+        self, settings: Settings, upstreams: list[Upstream], poll_interval: float = 1.0
+    ) -> None:
+        self.settings = settings
+        self.store = ViewStore(settings)
+        self.upstreams = {u.name: u for u in upstreams}
+        self.projector = Projector(
+            self.store, upstreams, settings=settings, poll_interval=poll_interval
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- the coordinator's board ------------------------------------------------------------
+
+    def board(self, province: str) -> list[dict[str, Any]]:
+        """Open cases of a province: handovers waiting on a party, how long each step took,
+        and the deadlines breached."""
+        rows = self.store.query(Tables.of("cases"), province=province, key_prefix="case:")
+        board = []
+        for _key, _province, _agency, case in rows:
+            if case.get("closed"):
+                continue
+            steps = {}
+            for service in STEP_SERVICES:
+                started = [
+                    ref["started_at"]
+                    for ref in case["referrals"].values()
+                    if ref["service_type"] == service and ref.get("started_at")
+                ]
+                steps[service] = (
+                    _minutes(case.get("received_at"), min(started)) if started else None
+                )
+            board.append(
+                {
+                    "case_id": case["case_id"],
+                    "received_at": case.get("received_at"),
+                    "stage": case.get("stage"),
+                    "minor": case.get("minor"),
+                    "open_handovers": [
+                        {
+                            "handover_id": hid,
+                            "waiting_for": h["waiting_for"],
+                            "started_at": h["started_at"],
+                        }
+                        for hid, h in case["handovers"].items()
+                        if h["status"] == "open"
+                    ],
+                    "minutes_from_reception": steps,
+                    "open_referrals": [
+                        {
+                            "referral_id": rid,
+                            "service_type": ref["service_type"],
+                            "to_agency": ref["to_agency"],
+                            "status": ref["status"],
+                        }
+                        for rid, ref in case["referrals"].items()
+                        if ref["status"] not in ("completed", "rejected", "cancelled", "failed")
+                    ],
+                    "deadlines_breached": [
+                        {"referral_id": rid, "service_type": ref["service_type"], **missed}
+                        for rid, ref in case["referrals"].items()
+                        for missed in ref["escalations"]
+                    ],
+                }
+            )
+        return sorted(board, key=lambda row: row["received_at"] or "")
+
+    def case_overview(self, case_id: UUID) -> dict[str, Any] | None:
+        found = self.store.load(Tables.of("cases"), [case_key(case_id)])
+        return found[case_key(case_id)][3] if found else None
+
+    # -- timelines, queues, statistics ---------------------------------------------------
+
+    def timeline(self, case_id: UUID) -> tuple[str | None, list[dict[str, Any]]]:
+        found = self.store.load(Tables.of("timeline"), [case_key(case_id)])
+        if not found:
+            raise CaseTimelineNotFoundError(case_id)
+        _key, province, _agency, doc = found[case_key(case_id)]
+        return province, list(doc["entries"])
+
+    def queue(self, agency_id: str) -> list[dict[str, Any]]:
+        rows = self.store.query(Tables.of("queue"), agency=agency_id)
+        return [
+            doc
+            for *_, doc in rows
+            if doc["status"] not in ("completed", "rejected", "cancelled", "failed")
+        ]
+
+    def province_queue(self, province: str) -> list[dict[str, Any]]:
+        rows = self.store.query(Tables.of("queue"), province=province)
+        return [doc for *_, doc in rows]
+
+    def statistics(
+        self, province: str | None = None, threshold: int = THRESHOLD, step: int = STEP
+    ) -> list[Cell]:
+        rows = self.store.query(Tables.of("cases"), province=province, key_prefix="case:")
+        return publish((doc for *_, doc in rows), threshold, step)
+
+    # -- audit ---------------------------------------------------------------------------
+
+    def replay(self, case_id: UUID, at: datetime) -> dict[str, Any]:
+        overview = self.case_overview(case_id) or {"referrals": {}, "handovers": {}}
+        return replay_case(
+            self.upstreams,
+            case_id,
+            at,
+            list(overview["referrals"]),
+            list(overview["handovers"]),
+        )
+
+    def rebuild(self, views: list[str] | None = None, progress: Any = None) -> dict[str, int]:
+        return self.projector.rebuild(views, progress)
+
+
+def _minutes(start: str | None, end: str) -> float | None:
+    if start is None:
+        return None
+    return round(
+        (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() / 60, 1
+    )

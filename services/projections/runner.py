@@ -1,0 +1,184 @@
+"""Keeping the read models up to date, and rebuilding them from zero.
+
+Live, each view reads what is new in each upstream log (only the event types it handles),
+applies it to the documents it touches, and writes those documents with its new tracking
+positions in one transaction. A rebuild reads every log once from the start, applies each
+event to every view being rebuilt in memory, bulk-writes shadow tables, catches them up, and
+swaps them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import Notification
+
+from contracts.envelope import Event
+from services.projections.store import Row, Tables, ViewStore
+from services.projections.views import VIEWS, Docs, View
+from services.runtime.follower import Upstream, WakeLoop, topics_of
+from services.runtime.logging import get_logger
+from services.runtime.persistence import decode_stored
+from services.runtime.settings import Settings
+
+log = get_logger("ketnoi.projections")
+UPSTREAMS = ("intake", "consent", "referral")
+Progress = Callable[[int], None]
+
+
+def _rows(docs: Docs, keys: Iterable[str]) -> list[Row]:
+    return [(key, *docs.rows[key][:2], docs.rows[key][2]) for key in keys]
+
+
+class Projector(WakeLoop):
+    """Keeps every view up to date with the upstream logs."""
+
+    name = "projector"
+
+    def __init__(
+        self,
+        store: ViewStore,
+        upstreams: Sequence[Upstream],
+        *,
+        settings: Settings,
+        views: dict[str, View] | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__(settings, [u.channel or "" for u in upstreams], poll_interval)
+        self.store = store
+        self.upstreams = {u.name: u for u in upstreams}
+        self.views = views or VIEWS
+        self.batch_size = batch_size
+
+    def create_tables(self) -> None:
+        for name in self.views:
+            self.store.create(Tables.of(name))
+
+    # -- live -----------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        total = 0
+        for name in self.views:
+            while True:
+                done = self.run_view(name, Tables.of(name))
+                total += done
+                if done == 0:
+                    break
+        return total
+
+    def run_view(self, name: str, tables: Tables) -> int:
+        """Apply one batch of new events to one view; returns how many were applied."""
+        view = self.views[name]
+        with self.store.view_lock(name):
+            positions = self.store.positions(tables)
+            streams = []
+            for order, (upstream_name, types) in enumerate(view.handles.items()):
+                upstream = self.upstreams[upstream_name]
+                batch = upstream.recorder.select_notifications(
+                    start=positions.get(upstream_name, 0) + 1,
+                    limit=self.batch_size,
+                    topics=topics_of(types),
+                )
+                streams.append([(n.id, order, upstream_name, n) for n in batch])
+            if not any(streams):
+                return 0
+            docs = Docs(self._loader(tables))
+            new_positions: dict[str, int] = {}
+            applied = 0
+            # Each log in its own order; views do not depend on how logs interleave.
+            for stream in streams:
+                for notification_id, _order, upstream_name, notification in stream:
+                    event = decode_stored(self.upstreams[upstream_name].mapper, notification)
+                    view.apply(docs, upstream_name, event)
+                    new_positions[upstream_name] = notification_id
+                    applied += 1
+            with self.store.transaction() as cur:
+                self.store.write(cur, tables, _rows(docs, docs.dirty), new_positions)
+            return applied
+
+    def _loader(self, tables: Tables) -> Callable[[str], tuple[Any, Any, Any] | None]:
+        def load(key: str) -> tuple[Any, Any, Any] | None:
+            found = self.store.load(tables, [key]).get(key)
+            return None if found is None else (found[1], found[2], found[3])
+
+        return load
+
+    # -- rebuild --------------------------------------------------------------------------
+
+    def total_events(self, names: Sequence[str]) -> int:
+        return sum(
+            upstream.recorder.max_notification_id() or 0
+            for upstream_name, upstream in self.upstreams.items()
+            if any(upstream_name in self.views[n].handles for n in names)
+        )
+
+    def rebuild(
+        self,
+        names: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        chunk: int = 5000,
+    ) -> dict[str, int]:
+        """Rebuild views from zero into shadow tables and swap them in; returns the number
+        of documents of each rebuilt view."""
+        names = list(names or self.views)
+        unknown = [n for n in names if n not in self.views]
+        if unknown:
+            msg = f"unknown view {unknown[0]!r}; choose from {', '.join(self.views)}"
+            raise ValueError(msg)
+        shadows = {n: Tables.of(n, "_rebuild") for n in names}
+        for tables in shadows.values():
+            self.store.create(tables, replace=True)
+        docs = {n: Docs(lambda _key: None) for n in names}  # fresh: nothing to load
+        positions: dict[str, dict[str, int]] = {n: {} for n in names}
+        for upstream_name, upstream in self.upstreams.items():
+            interested = [n for n in names if upstream_name in self.views[n].handles]
+            if not interested:
+                continue
+            routes: dict[str, list[str]] = {}
+            for n in interested:
+                for topic in topics_of(self.views[n].handles[upstream_name]):
+                    routes.setdefault(topic, []).append(n)
+            start = 1
+            while True:
+                batch = upstream.recorder.select_notifications(
+                    start=start, limit=chunk, topics=tuple(routes)
+                )
+                if not batch:
+                    break
+                for notification in batch:
+                    event = decode_stored(upstream.mapper, notification)
+                    for n in routes[notification.topic]:
+                        self.views[n].apply(docs[n], upstream_name, event)
+                        positions[n][upstream_name] = notification.id
+                start = batch[-1].id + 1
+                if progress is not None:
+                    progress(len(batch))
+        sizes = {}
+        for n in names:
+            with self.store.transaction() as cur:
+                self.store.write(cur, shadows[n], _rows(docs[n], docs[n].rows), positions[n])
+            with self.store.view_lock(n):
+                # Catch the shadow up with what arrived meanwhile, then swap it in.
+                while self.run_view(n, shadows[n]):
+                    pass
+                self.store.swap(n, shadows[n])
+            sizes[n] = len(docs[n].rows)
+            log.info("view_rebuilt", view=n, documents=sizes[n])
+        return sizes
+
+
+def read_all(upstream: Upstream, chunk: int = 5000) -> Iterable[Notification]:
+    start = 1
+    while True:
+        batch = upstream.recorder.select_notifications(start=start, limit=chunk)
+        if not batch:
+            return
+        yield from batch
+        start = batch[-1].id + 1
+
+
+def decode_all(upstream: Upstream) -> Iterable[Event]:
+    for notification in read_all(upstream):
+        yield decode_stored(upstream.mapper, notification)

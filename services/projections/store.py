@@ -1,0 +1,267 @@
+"""Read-model storage: one table of JSON documents per view, and the view's tracking positions,
+written together in one transaction; on PostgreSQL (the projections schema) or SQLite.
+
+A view's documents are keyed; ``province`` and ``agency`` are columns so queries can filter
+without reading every document. Rebuilding fills shadow tables and swaps them in by renaming,
+inside one transaction, so readers are never interrupted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from services.runtime.settings import Settings
+
+Row = tuple[str, str | None, str | None, dict[str, Any]]  # key, province, agency, document
+
+
+class Cursor(Protocol):
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Any: ...
+    def executemany(self, query: str, params: Iterable[Sequence[Any]]) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The table names of one view (live, or a shadow being rebuilt)."""
+
+    docs: str
+    tracking: str
+
+    @classmethod
+    def of(cls, view: str, suffix: str = "") -> Tables:
+        return cls(docs=f"view_{view}{suffix}", tracking=f"view_{view}_tracking{suffix}")
+
+
+class ViewStore:
+    """Documents and tracking positions of every view, on one database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        target = settings.postgres
+        self._lock = threading.RLock()
+        if target is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.backend = "sqlite"
+            self._sqlite_path: Path = settings.data_dir / "projections.sqlite"
+            self._local = threading.local()
+        else:
+            self.backend = "postgres"
+            self.schema = settings.schema_for("projections")
+            self._conninfo = target.conninfo()
+            self._local = threading.local()
+
+    # -- connections --------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.backend == "sqlite":
+                conn = sqlite3.connect(
+                    self._sqlite_path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+            else:
+                conn = psycopg.connect(self._conninfo, autocommit=True)
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        conn = self._connection()
+        if self.backend == "sqlite":
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteCursor(cur)
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+        else:
+            with conn.transaction(), conn.cursor() as cur:
+                yield _PgCursor(cur)
+
+    # -- schema -------------------------------------------------------------------------
+
+    def create(self, tables: Tables, *, replace: bool = False) -> None:
+        with self.transaction() as cur:
+            if self.backend == "postgres":
+                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            if replace:
+                cur.execute(f"DROP TABLE IF EXISTS {tables.docs}")
+                cur.execute(f"DROP TABLE IF EXISTS {tables.tracking}")
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {tables.docs} (key text PRIMARY KEY, "
+                "province text, agency text, doc text NOT NULL)"
+            )
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {tables.tracking} "
+                "(upstream text PRIMARY KEY, position bigint NOT NULL)"
+            )
+
+    def swap(self, view: str, shadow: Tables) -> None:
+        """Put a rebuilt view in place of the live one, atomically."""
+        live, old = Tables.of(view), Tables.of(view, "_old")
+        with self.transaction() as cur:
+            for table in (old.docs, old.tracking):
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+            cur.execute(f"ALTER TABLE {live.docs} RENAME TO {old.docs}")
+            cur.execute(f"ALTER TABLE {live.tracking} RENAME TO {old.tracking}")
+            cur.execute(f"ALTER TABLE {shadow.docs} RENAME TO {live.docs}")
+            cur.execute(f"ALTER TABLE {shadow.tracking} RENAME TO {live.tracking}")
+            for table in (old.docs, old.tracking):
+                cur.execute(f"DROP TABLE {table}")
+
+    @contextmanager
+    def view_lock(self, view: str) -> Iterator[None]:
+        """Only one writer per view at a time, across processes (and threads)."""
+        with self._lock:
+            if self.backend == "sqlite":
+                yield
+                return
+            conn = self._connection()
+            key = _lock_key(self.schema, view)
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    # -- reading and writing ----------------------------------------------------------
+
+    def positions(self, tables: Tables) -> dict[str, int]:
+        with self.transaction() as cur:
+            cur.execute(f"SELECT upstream, position FROM {tables.tracking}")
+            return {str(u): int(p) for u, p in cur.fetchall()}
+
+    def load(self, tables: Tables, keys: Sequence[str]) -> dict[str, Row]:
+        found: dict[str, Row] = {}
+        with self.transaction() as cur:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join(["%s"] * len(chunk))
+                cur.execute(
+                    f"SELECT key, province, agency, doc FROM {tables.docs} WHERE key IN ({marks})",
+                    chunk,
+                )
+                for key, province, agency, doc in cur.fetchall():
+                    found[key] = (key, province, agency, _doc(doc))
+        return found
+
+    def query(
+        self,
+        tables: Tables,
+        *,
+        province: str | None = None,
+        agency: str | None = None,
+        key_prefix: str | None = None,
+    ) -> list[Row]:
+        where, params = [], []
+        if province is not None:
+            where.append("province = %s")
+            params.append(province)
+        if agency is not None:
+            where.append("agency = %s")
+            params.append(agency)
+        if key_prefix is not None:
+            where.append("key LIKE %s")
+            params.append(key_prefix.replace("%", "") + "%")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self.transaction() as cur:
+            cur.execute(
+                f"SELECT key, province, agency, doc FROM {tables.docs}{clause} ORDER BY key",
+                params,
+            )
+            return [(k, p, a, _doc(d)) for k, p, a, d in cur.fetchall()]
+
+    def write(
+        self,
+        cur: Cursor,
+        tables: Tables,
+        rows: Iterable[Row],
+        positions: dict[str, int],
+    ) -> None:
+        """Upsert documents and set tracking positions, inside the caller's transaction."""
+        payload = [
+            (key, province, agency, orjson.dumps(doc).decode())
+            for key, province, agency, doc in rows
+        ]
+        if payload:
+            cur.executemany(
+                f"INSERT INTO {tables.docs} (key, province, agency, doc) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+                "province = excluded.province, agency = excluded.agency, doc = excluded.doc",
+                payload,
+            )
+        if positions:
+            cur.executemany(
+                f"INSERT INTO {tables.tracking} (upstream, position) VALUES (%s, %s) "
+                "ON CONFLICT (upstream) DO UPDATE SET position = excluded.position",
+                list(positions.items()),
+            )
+
+    def count(self, tables: Tables) -> int:
+        with self.transaction() as cur:
+            cur.execute(f"SELECT count(*) FROM {tables.docs}")
+            return int(cur.fetchall()[0][0])
+
+
+def _doc(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    loaded: dict[str, Any] = orjson.loads(value)
+    return loaded
+
+
+def _lock_key(schema: str, view: str) -> int:
+    # A stable 63-bit key per (schema, view) for pg_advisory_lock.
+    import hashlib
+
+    digest = hashlib.sha256(f"{schema}/{view}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class _SqliteCursor:
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self.cur = cur
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
+        return self.cur.execute(query.replace("%s", "?"), tuple(params))
+
+    def executemany(self, query: str, params: Iterable[Sequence[Any]]) -> Any:
+        return self.cur.executemany(query.replace("%s", "?"), [tuple(p) for p in params])
+
+    def fetchall(self) -> list[Any]:
+        return self.cur.fetchall()
+
+
+class _PgCursor:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
+        return self.cur.execute(query, tuple(params))
+
+    def executemany(self, query: str, params: Iterable[Sequence[Any]]) -> Any:
+        return self.cur.executemany(query, [tuple(p) for p in params])
+
+    def fetchall(self) -> list[Any]:
+        return self.cur.fetchall()

@@ -1,0 +1,309 @@
+"""The agency feed relay: the referral log, re-published on Kafka, one topic per agency.
+
+It reads the referral log from its tracked position, turns each event into the messages of
+the agencies it concerns (``feed_messages``), sends a batch, flushes it (``acks=all``) and
+only then records the position of the batch's last event. A relay killed mid-batch starts
+again from that position and publishes part of a batch twice: delivery is at least once,
+and subscribers de-duplicate by ``ce_id``. Kafka is never the system of record: a relay with
+an empty tracking table re-publishes the whole log.
+
+The position lives in a schema of its own (``feed``, created by ``ketnoi migrate``), or its
+own SQLite file in the embedded default. The relay wakes on PostgreSQL NOTIFY, or on an
+in-process prompt, and polls as a safety net.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.utils import Environment
+from kafka import KafkaProducer  # type: ignore[import-untyped]
+from psycopg import sql
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.referral.feed_messages import FEED_EVENTS, FeedMessage, FeedView
+from services.runtime.application import ServiceApplication
+from services.runtime.follower import Upstream, open_upstream
+from services.runtime.kafka import KafkaSettings, ensure_topics, producer, topic_for_agency
+from services.runtime.logging import get_logger
+from services.runtime.persistence import application_env, decode_stored
+from services.runtime.settings import Settings
+
+log = get_logger("ketnoi.feed")
+
+FEED = "feed"  # the name of the relay's schema, SQLite file and tracking table
+UPSTREAM = "referral"
+
+
+class FeedSettings(BaseSettings):
+    """How the relay reads and retries (prefix ``KETNOI_FEED_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="KETNOI_FEED_", extra="ignore")
+
+    batch_size: int = Field(default=500, ge=1)
+    poll_interval: float = Field(default=1.0, gt=0)
+    # How long a batch may take to be acknowledged before the relay gives it up and retries.
+    flush_timeout: float = Field(default=30.0, gt=0)
+    retry_backoff: float = Field(default=0.2, gt=0)
+    retry_backoff_max: float = Field(default=5.0, gt=0)
+    cache_size: int = Field(default=10_000, ge=1)
+
+
+def tracking_env(settings: Settings, *, create_tables: bool | None = None) -> dict[str, str]:
+    """The eventsourcing environment of the relay's tracking table: schema ``feed`` on
+    PostgreSQL, ``feed.sqlite`` in the embedded default."""
+    env = application_env(settings, UPSTREAM, create_tables=create_tables)
+    if settings.postgres is None:
+        env["SQLITE_DBNAME"] = str(settings.data_dir / f"{FEED}.sqlite")
+    else:
+        env["POSTGRES_SCHEMA"] = settings.schema_for(FEED)
+        # One reader and one writer of positions: a small pool.
+        env["POSTGRES_POOL_SIZE"] = "1"
+        env["POSTGRES_MAX_OVERFLOW"] = "1"
+    return env
+
+
+def tracking_recorder(settings: Settings, *, create_tables: bool | None = None) -> TrackingRecorder:
+    env = Environment(FEED, tracking_env(settings, create_tables=create_tables))
+    return InfrastructureFactory.construct(env).tracking_recorder()
+
+
+def migrate_feed(settings: Settings) -> None:
+    """Create the relay's schema and tracking table; safe to run again."""
+    target = settings.postgres
+    if target is not None:
+        with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(settings.schema_for(FEED))
+                )
+            )
+    _close(tracking_recorder(settings, create_tables=True))
+
+
+def in_memory_tracking() -> TrackingRecorder:
+    """A position that lives as long as the process: for a broker that forgets as much."""
+    env = Environment(FEED, {"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    return InfrastructureFactory.construct(env).tracking_recorder()
+
+
+def open_feed_upstream(settings: Settings, app: ServiceApplication | None = None) -> Upstream:
+    """The referral log, as the relay reads it (a small pool of its own without ``app``)."""
+    small = settings.model_copy(update={"pg_pool_size": 2, "pg_max_overflow": 2})
+    return open_upstream(small, UPSTREAM, FEED_EVENTS, app=app)
+
+
+ProducerFactory = Callable[[KafkaSettings], KafkaProducer]
+
+
+class FeedRelay:
+    """Publishes the referral log's events to the agencies they concern, at least once."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        tracking: TrackingRecorder,
+        kafka: KafkaSettings,
+        *,
+        settings: Settings,
+        feed: FeedSettings | None = None,
+        producer_factory: ProducerFactory = producer,
+    ) -> None:
+        self.upstream = upstream
+        self.tracking = tracking
+        self.kafka = kafka
+        self.settings = settings
+        self.feed = feed or FeedSettings()
+        self.producer_factory = producer_factory
+        self.view = FeedView(upstream.recorder, upstream.mapper, self.feed.cache_size)
+        self.prompt = threading.Event()
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.published = 0  # messages acknowledged by the broker, duplicates included
+        self._producer: KafkaProducer | None = None
+        self._topics: set[str] = set()
+        self._position: int | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def position(self) -> int:
+        """The last notification id whose messages the broker acknowledged."""
+        if self._position is None:
+            self._position = self.tracking.max_tracking_id(self.upstream.name) or 0
+        return self._position
+
+    def run_once(self) -> int:
+        """Publish the next batch of the log; returns how many events it held.
+
+        Raises whatever the broker or the database raised; nothing is tracked then, and the
+        next call starts again from the last tracked position.
+        """
+        start = self.position() + 1
+        notifications = self.upstream.recorder.select_notifications(
+            start=start, limit=self.feed.batch_size, topics=self.upstream.topics
+        )
+        if not notifications:
+            return 0
+        messages: list[FeedMessage] = []
+        for notification in notifications:
+            messages += self.view.messages_for(decode_stored(self.upstream.mapper, notification))
+        self._publish(messages)
+        last = notifications[-1].id
+        self.tracking.insert_tracking(Tracking(self.upstream.name, last))
+        self._position = last
+        log.debug("feed_published", events=len(notifications), messages=len(messages), to=last)
+        return len(notifications)
+
+    def catch_up(self) -> int:
+        """Publish until nothing is pending; returns how many events were published."""
+        total = 0
+        while not self.stopping.is_set():
+            done = self.run_once()
+            total += done
+            if done == 0:
+                break
+        return total
+
+    def _publish(self, messages: Sequence[FeedMessage]) -> None:
+        if not messages:
+            return
+        topics = [topic_for_agency(self.kafka, m.agency_id) for m in messages]
+        new = set(topics) - self._topics
+        if new:
+            ensure_topics(self.kafka, sorted(new))
+            self._topics |= new
+        if self._producer is None:
+            self._producer = self.producer_factory(self.kafka)
+        send = self._producer.send
+        futures = [
+            send(topic, key=m.key, value=m.value, headers=m.headers)
+            for topic, m in zip(topics, messages, strict=True)
+        ]
+        self._producer.flush(timeout=self.feed.flush_timeout)
+        for future in futures:
+            future.get(timeout=0)  # raises the error of a message the broker refused
+        self.published += len(futures)
+
+    def _reset(self) -> None:
+        """After a failure: forget the producer (an idempotent one may be broken for good
+        on Tansu, see services.runtime.kafka), the topics and the position."""
+        stale, self._producer = self._producer, None
+        if stale is not None:
+            try:
+                stale.close(timeout=0)
+            except Exception:
+                log.warning("feed_producer_close_failed", exc_info=True)
+        self._topics.clear()
+        self._position = None
+
+    # -- running -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="feed-relay", daemon=True)
+        self._thread.start()
+
+    def stop_soon(self) -> None:
+        """Ask the loop to stop after the batch in hand (safe from a signal handler)."""
+        self.stopping.set()
+        self.prompt.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_soon()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def prompt_soon(self) -> None:
+        """Wake the loop (an in-process referral service calls this after it saves)."""
+        self.prompt.set()
+
+    def run(self) -> None:
+        """Publish, then wait for a NOTIFY, a prompt or the poll interval; until stopped."""
+        listener: psycopg.Connection[Any] | None = None
+        backoff = self.feed.retry_backoff
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if listener is None:
+                        listener = self._listen()
+                    self.catch_up()
+                except Exception as exc:
+                    # Stall loudly rather than skip: nothing is tracked past this batch.
+                    self.error = exc
+                    log.warning(
+                        "feed_batch_failed",
+                        position=self._position,
+                        error=type(exc).__name__,
+                        detail=str(exc)[:300],
+                        retry_in=backoff,
+                    )
+                    self._reset()
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, self.feed.retry_backoff_max)
+                    continue
+                if self.error is not None:
+                    log.info("feed_recovered", position=self._position)
+                self.error = None
+                backoff = self.feed.retry_backoff
+                try:
+                    self._wait(listener)
+                except psycopg.Error:
+                    log.warning("feed_listener_lost")
+                    _close_connection(listener)
+                    listener = None
+                    self.stopping.wait(self.feed.poll_interval)
+        finally:
+            _close_connection(listener)
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        target = self.settings.postgres
+        if target is None or not self.upstream.channel:
+            return None
+        conn = psycopg.connect(target.conninfo(), autocommit=True)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.upstream.channel)))
+        return conn
+
+    def _wait(self, listener: psycopg.Connection[Any] | None) -> None:
+        if listener is None:
+            self.prompt.wait(self.feed.poll_interval)
+            self.prompt.clear()
+            return
+        # A NOTIFY wakes us at once; otherwise the poll interval runs out (the safety net).
+        for _ in listener.notifies(timeout=self.feed.poll_interval, stop_after=1):
+            pass
+        self.prompt.clear()
+
+    def close(self) -> None:
+        """Stop, close the producer (delivering what it holds) and the relay's connections."""
+        self.stop()
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+        _close(self.tracking)
+
+
+def prompt_on_save(app: ServiceApplication, relay: FeedRelay) -> None:
+    """In one process (the embedded default), wake the relay when the referral log saves."""
+    previous: Callable[[Any], None] = app._notify
+
+    def notify(recordings: Any) -> None:
+        previous(recordings)
+        relay.prompt_soon()
+
+    app._notify = notify  # type: ignore[method-assign]
+
+
+def _close(recorder: object) -> None:
+    datastore = getattr(recorder, "datastore", None)
+    if datastore is not None:
+        datastore.close()
+
+
+def _close_connection(conn: psycopg.Connection[Any] | None) -> None:
+    if conn is not None:
+        conn.close()
