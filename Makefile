@@ -30,11 +30,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-schemas: $(STAMP)  ## regenerate the committed JSON Schemas from contracts/
+schemas: $(STAMP)  ## regenerate the committed JSON Schemas and AsyncAPI document from contracts/
 	$(BIN)/python -m contracts.schemagen
+	$(BIN)/python -m contracts.asyncapi
 
 bench: $(STAMP)  ## benchmarks against the raw limits of this machine (PostgreSQL needed)
 	$(BIN)/python -m bench.intake_throughput
+	$(BIN)/python -m bench.rebuild_rate
+	$(BIN)/python -m bench.feed_latency
 
 clean:
 	rm -rf $(VENV) .ketnoi .ketnoi-demo .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from contracts.envelope import Actor, AgencyRef, Model
 from contracts.referral import (
@@ -57,8 +57,11 @@ class HandoverStatus(StrEnum):
 class CloudEventHeaders(Model):
     """The Kafka headers of every feed message (CloudEvents 1.0, Kafka binary mode).
 
-    Header values are UTF-8 bytes on the wire; none holds personal data.
+    Header values are UTF-8 bytes on the wire; none holds personal data. Other headers
+    (tracing, say) may travel beside them.
     """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     ce_specversion: Literal["1.0"]
     ce_id: UUID = Field(description="the event's stable id: de-duplicate by it")

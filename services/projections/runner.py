@@ -9,7 +9,8 @@ swaps them in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.persistence import Notification
@@ -27,8 +28,13 @@ UPSTREAMS = ("intake", "consent", "referral")
 Progress = Callable[[int], None]
 
 
-def _rows(docs: Docs, keys: Iterable[str]) -> list[Row]:
-    return [(key, *docs.rows[key][:2], docs.rows[key][2]) for key in keys]
+def _rows(view: View, docs: Docs, keys: Iterable[str]) -> list[Row]:
+    rows = []
+    for key in keys:
+        province, agency, doc = docs.rows[key]
+        view.finalize(doc)
+        rows.append((key, province, agency, doc))
+    return rows
 
 
 class Projector(WakeLoop):
@@ -95,7 +101,7 @@ class Projector(WakeLoop):
                     new_positions[upstream_name] = notification_id
                     applied += 1
             with self.store.transaction() as cur:
-                self.store.write(cur, tables, _rows(docs, docs.dirty), new_positions)
+                self.store.write(cur, tables, _rows(view, docs, docs.dirty), new_positions)
             return applied
 
     def _loader(self, tables: Tables) -> Callable[[str], tuple[Any, Any, Any] | None]:
@@ -140,25 +146,18 @@ class Projector(WakeLoop):
             for n in interested:
                 for topic in topics_of(self.views[n].handles[upstream_name]):
                     routes.setdefault(topic, []).append(n)
-            start = 1
-            while True:
-                batch = upstream.recorder.select_notifications(
-                    start=start, limit=chunk, topics=tuple(routes)
-                )
-                if not batch:
-                    break
+            for batch in _prefetched(upstream, tuple(routes), chunk):
                 for notification in batch:
                     event = decode_stored(upstream.mapper, notification)
                     for n in routes[notification.topic]:
                         self.views[n].apply(docs[n], upstream_name, event)
                         positions[n][upstream_name] = notification.id
-                start = batch[-1].id + 1
                 if progress is not None:
                     progress(len(batch))
         sizes = {}
         for n in names:
-            with self.store.transaction() as cur:
-                self.store.write(cur, shadows[n], _rows(docs[n], docs[n].rows), positions[n])
+            rows = _rows(self.views[n], docs[n], docs[n].rows)
+            self.store.bulk_load(shadows[n], rows, positions[n])
             with self.store.view_lock(n):
                 # Catch the shadow up with what arrived meanwhile, then swap it in.
                 while self.run_view(n, shadows[n]):
@@ -167,6 +166,24 @@ class Projector(WakeLoop):
             sizes[n] = len(docs[n].rows)
             log.info("view_rebuilt", view=n, documents=sizes[n])
         return sizes
+
+
+def _prefetched(
+    upstream: Upstream, topics: tuple[str, ...], chunk: int
+) -> Iterator[Sequence[Notification]]:
+    """Chunks of a log, the next one fetched by a thread while this one is processed."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+
+        def fetch(start: int) -> Sequence[Notification]:
+            return upstream.recorder.select_notifications(start=start, limit=chunk, topics=topics)
+
+        pending = pool.submit(fetch, 1)
+        while True:
+            batch = pending.result()
+            if not batch:
+                return
+            pending = pool.submit(fetch, batch[-1].id + 1)
+            yield batch
 
 
 def read_all(upstream: Upstream, chunk: int = 5000) -> Iterable[Notification]:

@@ -218,6 +218,22 @@ class ViewStore:
                 list(positions.items()),
             )
 
+    def bulk_load(self, tables: Tables, rows: Sequence[Row], positions: dict[str, int]) -> None:
+        """Fill empty (shadow) tables fast: COPY on PostgreSQL."""
+        if self.backend == "sqlite":
+            with self.transaction() as cur:
+                self.write(cur, tables, rows, positions)
+            return
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(f"COPY {tables.docs} (key, province, agency, doc) FROM STDIN") as copy:
+                for key, province, agency, doc in rows:
+                    copy.write_row((key, province, agency, orjson.dumps(doc).decode()))
+            _PgCursor(cur).executemany(
+                f"INSERT INTO {tables.tracking} (upstream, position) VALUES (%s, %s)",
+                list(positions.items()),
+            )
+
     def count(self, tables: Tables) -> int:
         with self.transaction() as cur:
             cur.execute(f"SELECT count(*) FROM {tables.docs}")

@@ -7,6 +7,7 @@ them, so a view gives the same documents whatever order the logs are merged in.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -57,6 +58,9 @@ class View:
 
     def apply(self, docs: Docs, upstream: str, event: Event) -> None:
         raise NotImplementedError
+
+    def finalize(self, doc: Doc) -> None:
+        """Called on each document before it is written."""
 
 
 def _case_of(docs: Docs, link: str) -> str | None:
@@ -332,54 +336,66 @@ class TimelineView(View):
     name = "timeline"
     handles = {
         "intake": i.INTAKE_EVENTS,
-        "consent": tuple(t for t in c.CONSENT_EVENTS),
+        # Not the facts the consent service copies from intake: the story tells them once.
+        "consent": tuple(
+            t for t in c.CONSENT_EVENTS if t not in (c.SubjectAgeNoted, c.CaseStageNoted)
+        ),
         "referral": (*r.REFERRAL_EVENTS, *r.HANDOVER_EVENTS),
     }
 
     def apply(self, docs: Docs, upstream: str, event: Event) -> None:
-        case_id = self._case_id(docs, upstream, event)
-        if case_id is None or isinstance(event, DERIVED):
+        # Every event passes here on a rebuild: keep this path lean (no sorting, no lookups
+        # of attributes an event may not have).
+        oid = str(event.originator_id)
+        case_id = self._case_id(docs, upstream, event, oid)
+        if case_id is None or isinstance(event, c.ConsentRecordOpened):
             return
-        key = f"case:{case_id}"
-        doc = docs.get(key) or {"case_id": case_id, "entries": []}
-        province = _province(event)
+        key = "case:" + case_id
+        doc = docs.get(key)
+        fields = event.__dict__
+        if doc is None:
+            doc = {"case_id": case_id, "entries": []}
+        actor = event.actor
         entry = {
-            "at": _at(event),
+            "at": event.timestamp.isoformat(),
             "service": upstream,
             "type": event.event_type,
             "what": describe(event),
-            "actor": event.actor.model_dump(mode="json"),
-            "event_id": str(event.event_id),
-            "seq": f"{event.originator_id}:{event.originator_version:09d}",
+            "actor": {
+                "user_id": actor.user_id,
+                "agency_id": actor.agency_id,
+                "role": actor.role.value,
+            },
+            "seq": f"{oid}:{event.originator_version:09d}",
         }
-        grant = getattr(event, "grant_id", None)
+        grant = fields.get("grant_id")
         if grant:
             entry["grant_id"] = str(grant)
         if isinstance(event, r.DisclosureRecorded):
             entry["grants"] = sorted({str(f.grant_id) for f in event.released if f.grant_id})
         doc["entries"].append(entry)
-        doc["entries"].sort(key=lambda x: (x["at"], x["service"], x["seq"]))
+        province = fields.get("province")
+        if province is None and isinstance(event, i.ReceptionRecorded):
+            province = event.place.province
         known = docs.rows.get(key)
         docs.put(key, doc, province=province or (known[0] if known else None))
 
-    def _case_id(self, docs: Docs, upstream: str, e: Event) -> str | None:
+    def finalize(self, doc: Doc) -> None:
+        if "entries" in doc:
+            doc["entries"].sort(key=_entry_order)
+
+    def _case_id(self, docs: Docs, upstream: str, e: Event, oid: str) -> str | None:
         if upstream == "intake":
-            return str(e.originator_id)
-        if isinstance(e, c.ConsentRecordOpened):
-            docs.put(f"rec:{e.originator_id}", {"case_id": str(e.case_id)})
-            return str(e.case_id)
-        if isinstance(e, r.ReferralCreated | r.HandoverStarted):
-            docs.put(f"ref:{e.originator_id}", {"case_id": str(e.case_id)})
-            return str(e.case_id)
-        for prefix in ("rec", "ref"):
-            found = _case_of(docs, f"{prefix}:{e.originator_id}")
-            if found:
-                return found
-        return None
+            return oid
+        if isinstance(e, c.ConsentRecordOpened | r.ReferralCreated | r.HandoverStarted):
+            case_id = str(e.case_id)
+            docs.put(("rec:" if upstream == "consent" else "ref:") + oid, {"case_id": case_id})
+            return case_id
+        return _case_of(docs, ("rec:" if upstream == "consent" else "ref:") + oid)
 
 
-# Facts the consent service copied from intake: the timeline tells them once, from intake.
-DERIVED = (c.ConsentRecordOpened, c.SubjectAgeNoted, c.CaseStageNoted)
+def _entry_order(entry: Doc) -> tuple[str, str, str]:
+    return entry["at"], entry["service"], entry["seq"]
 
 
 def _province(e: Event) -> str | None:
@@ -436,7 +452,13 @@ def describe(e: Event) -> str:
         )
     if isinstance(e, r.HandoverConfirmed):
         return f"Handover confirmed by {e.agency_id} after {e.waited_seconds / 60:.0f} min"
-    words = "".join(f" {ch.lower()}" if ch.isupper() else ch for ch in name).strip()
+    return _sentence(name)
+
+
+@functools.cache
+def _sentence(class_name: str) -> str:
+    """``ReferralAcknowledged`` -> ``Referral acknowledged``."""
+    words = "".join(f" {ch.lower()}" if ch.isupper() else ch for ch in class_name).strip()
     return words[:1].upper() + words[1:]
 
 

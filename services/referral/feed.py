@@ -19,7 +19,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    IntegrityError,
+    Tracking,
+    TrackingRecorder,
+)
 from eventsourcing.utils import Environment
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 from psycopg import sql
@@ -155,10 +160,19 @@ class FeedRelay:
             messages += self.view.messages_for(decode_stored(self.upstream.mapper, notification))
         self._publish(messages)
         last = notifications[-1].id
-        self.tracking.insert_tracking(Tracking(self.upstream.name, last))
+        self._track(last)
         self._position = last
         log.debug("feed_published", events=len(notifications), messages=len(messages), to=last)
         return len(notifications)
+
+    def _track(self, position: int) -> None:
+        try:
+            self.tracking.insert_tracking(Tracking(self.upstream.name, position))
+        except IntegrityError:
+            # The table keeps the furthest position: another relay (a deployment overlap)
+            # or an earlier run got further. Re-publishing what it published is harmless.
+            if not self.tracking.has_tracking_id(self.upstream.name, position):
+                raise
 
     def catch_up(self) -> int:
         """Publish until nothing is pending; returns how many events were published."""

