@@ -124,7 +124,6 @@ class Projector(WakeLoop):
         self,
         names: Sequence[str] | None = None,
         progress: Progress | None = None,
-        chunk: int = 5000,
     ) -> dict[str, int]:
         """Rebuild views from zero into shadow tables and swap them in; returns the number
         of documents of each rebuilt view."""
@@ -136,46 +135,67 @@ class Projector(WakeLoop):
         shadows = {n: Tables.of(n, "_rebuild") for n in names}
         for tables in shadows.values():
             self.store.create(tables, replace=True)
-        docs = {n: Docs(lambda _key: None) for n in names}  # fresh: nothing to load
-        positions: dict[str, dict[str, int]] = {n: {} for n in names}
-        for upstream_name, upstream in self.upstreams.items():
-            interested = [n for n in names if upstream_name in self.views[n].handles]
-            if not interested:
-                continue
-            routes: dict[str, list[str]] = {}
-            for n in interested:
-                for topic in topics_of(self.views[n].handles[upstream_name]):
-                    routes.setdefault(topic, []).append(n)
-            for batch in _prefetched(upstream, tuple(routes), chunk):
-                for notification in batch:
-                    event = decode_stored(upstream.mapper, notification)
-                    for n in routes[notification.topic]:
-                        self.views[n].apply(docs[n], upstream_name, event)
-                        positions[n][upstream_name] = notification.id
-                if progress is not None:
-                    progress(len(batch))
+        # Everything up to these positions goes into the shadow tables; the rest is caught up.
+        stops = {
+            name: upstream.recorder.max_notification_id() or 0
+            for name, upstream in self.upstreams.items()
+        }
+        docs = apply_all(self.views, names, self.upstreams, stops, progress)
         sizes = {}
         for n in names:
-            rows = _rows(self.views[n], docs[n], docs[n].rows)
-            self.store.bulk_load(shadows[n], rows, positions[n])
+            self.store.bulk_load(shadows[n], _rows(self.views[n], docs[n], docs[n].rows))
+            sizes[n] = len(docs[n].rows)
+            handled = {u: stops[u] for u in self.views[n].handles if stops.get(u)}
+            with self.store.transaction() as cur:
+                self.store.write(cur, shadows[n], [], handled)
             with self.store.view_lock(n):
                 # Catch the shadow up with what arrived meanwhile, then swap it in.
                 while self.run_view(n, shadows[n]):
                     pass
                 self.store.swap(n, shadows[n])
-            sizes[n] = len(docs[n].rows)
             log.info("view_rebuilt", view=n, documents=sizes[n])
         return sizes
 
 
+def apply_all(
+    views: dict[str, View],
+    names: Sequence[str],
+    upstreams: dict[str, Upstream],
+    stops: dict[str, int],
+    progress: Progress | None = None,
+    chunk: int = 5000,
+) -> dict[str, Docs]:
+    """Apply every event up to ``stops`` to fresh documents of each view, log by log (the
+    views do not depend on how the logs interleave)."""
+    docs = {n: Docs(lambda _key: None) for n in names}  # fresh: nothing to load
+    for upstream_name, upstream in upstreams.items():
+        interested = [n for n in names if upstream_name in views[n].handles]
+        if not interested or not stops.get(upstream_name):
+            continue
+        routes: dict[str, list[str]] = {}
+        for n in interested:
+            for topic in topics_of(views[n].handles[upstream_name]):
+                routes.setdefault(topic, []).append(n)
+        for batch in _prefetched(upstream, tuple(routes), chunk, stops[upstream_name]):
+            for notification in batch:
+                event = decode_stored(upstream.mapper, notification)
+                for n in routes[notification.topic]:
+                    views[n].apply(docs[n], upstream_name, event)
+            if progress is not None:
+                progress(len(batch))
+    return docs
+
+
 def _prefetched(
-    upstream: Upstream, topics: tuple[str, ...], chunk: int
+    upstream: Upstream, topics: tuple[str, ...], chunk: int, stop: int
 ) -> Iterator[Sequence[Notification]]:
-    """Chunks of a log, the next one fetched by a thread while this one is processed."""
+    """Chunks of a log up to ``stop``, the next fetched by a thread while this one is used."""
     with ThreadPoolExecutor(max_workers=1) as pool:
 
         def fetch(start: int) -> Sequence[Notification]:
-            return upstream.recorder.select_notifications(start=start, limit=chunk, topics=topics)
+            return upstream.recorder.select_notifications(
+                start=start, limit=chunk, stop=stop, topics=topics
+            )
 
         pending = pool.submit(fetch, 1)
         while True:

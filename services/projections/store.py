@@ -218,21 +218,20 @@ class ViewStore:
                 list(positions.items()),
             )
 
-    def bulk_load(self, tables: Tables, rows: Sequence[Row], positions: dict[str, int]) -> None:
+    def bulk_load(self, tables: Tables, rows: Sequence[Row]) -> None:
         """Fill empty (shadow) tables fast: COPY on PostgreSQL."""
         if self.backend == "sqlite":
             with self.transaction() as cur:
-                self.write(cur, tables, rows, positions)
+                self.write(cur, tables, rows, {})
             return
         conn = self._connection()
-        with conn.transaction(), conn.cursor() as cur:
-            with cur.copy(f"COPY {tables.docs} (key, province, agency, doc) FROM STDIN") as copy:
-                for key, province, agency, doc in rows:
-                    copy.write_row((key, province, agency, orjson.dumps(doc).decode()))
-            _PgCursor(cur).executemany(
-                f"INSERT INTO {tables.tracking} (upstream, position) VALUES (%s, %s)",
-                list(positions.items()),
-            )
+        with (
+            conn.transaction(),
+            conn.cursor() as cur,
+            cur.copy(f"COPY {tables.docs} (key, province, agency, doc) FROM STDIN") as copy,
+        ):
+            for key, province, agency, doc in rows:
+                copy.write_row((key, province, agency, orjson.dumps(doc).decode()))
 
     def count(self, tables: Tables) -> int:
         with self.transaction() as cur:
