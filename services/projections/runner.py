@@ -17,7 +17,7 @@ from eventsourcing.persistence import Notification
 
 from contracts.envelope import Event
 from services.projections.store import Row, Tables, ViewStore
-from services.projections.views import VIEWS, Docs, View
+from services.projections.views import VIEWS, Docs, View, fact_of
 from services.runtime.follower import Upstream, WakeLoop, topics_of
 from services.runtime.logging import get_logger
 from services.runtime.persistence import decode_stored
@@ -96,8 +96,8 @@ class Projector(WakeLoop):
             # Each log in its own order; views do not depend on how logs interleave.
             for stream in streams:
                 for notification_id, _order, upstream_name, notification in stream:
-                    event = decode_stored(self.upstreams[upstream_name].mapper, notification)
-                    view.apply(docs, upstream_name, event)
+                    fact = fact_of(self.upstreams[upstream_name].mapper, notification)
+                    view.apply(docs, upstream_name, fact)
                     new_positions[upstream_name] = notification_id
                     applied += 1
             with self.store.transaction() as cur:
@@ -134,7 +134,7 @@ class Projector(WakeLoop):
             raise ValueError(msg)
         shadows = {n: Tables.of(n, "_rebuild") for n in names}
         for tables in shadows.values():
-            self.store.create(tables, replace=True)
+            self.store.create(tables, replace=True, shadow=True)
         # Everything up to these positions goes into the shadow tables; the rest is caught up.
         stops = {
             name: upstream.recorder.max_notification_id() or 0
@@ -178,9 +178,9 @@ def apply_all(
                 routes.setdefault(topic, []).append(n)
         for batch in _prefetched(upstream, tuple(routes), chunk, stops[upstream_name]):
             for notification in batch:
-                event = decode_stored(upstream.mapper, notification)
+                fact = fact_of(upstream.mapper, notification)
                 for n in routes[notification.topic]:
-                    views[n].apply(docs[n], upstream_name, event)
+                    views[n].apply(docs[n], upstream_name, fact)
             if progress is not None:
                 progress(len(batch))
     return docs

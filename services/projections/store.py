@@ -101,15 +101,18 @@ class ViewStore:
 
     # -- schema -------------------------------------------------------------------------
 
-    def create(self, tables: Tables, *, replace: bool = False) -> None:
+    def create(self, tables: Tables, *, replace: bool = False, shadow: bool = False) -> None:
+        """Create a view's tables. A shadow gets its key index after the bulk load, which
+        builds it in one pass instead of row by row."""
         with self.transaction() as cur:
             if self.backend == "postgres":
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             if replace:
                 cur.execute(f"DROP TABLE IF EXISTS {tables.docs}")
                 cur.execute(f"DROP TABLE IF EXISTS {tables.tracking}")
+            key = "key text" if shadow and self.backend == "postgres" else "key text PRIMARY KEY"
             cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {tables.docs} (key text PRIMARY KEY, "
+                f"CREATE TABLE IF NOT EXISTS {tables.docs} ({key}, "
                 "province text, agency text, doc text NOT NULL)"
             )
             cur.execute(
@@ -232,6 +235,8 @@ class ViewStore:
         ):
             for key, province, agency, doc in rows:
                 copy.write_row((key, province, agency, orjson.dumps(doc).decode()))
+        with conn.transaction():
+            conn.execute(f"ALTER TABLE {tables.docs} ADD PRIMARY KEY (key)")
 
     def count(self, tables: Tables) -> int:
         with self.transaction() as cur:

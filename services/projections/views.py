@@ -1,4 +1,8 @@
-"""The read models, as functions from events to documents.
+"""The read models, as functions from stored facts to documents.
+
+Views read events as they were stored (validated when they were written, upcast to the
+current version by ``contracts``), as plain JSON: they need the recorded facts, not the
+objects, and this keeps a rebuild of every view close to the cost of reading the logs.
 
 Each view keeps its own documents (``case:<id>``, ``ref:<id>``...) and the few links it needs
 (``rec:<consent record id>`` -> case), always learnt from the same log as the events that use
@@ -8,25 +12,62 @@ them, so a view gives the same documents whatever order the logs are merged in.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
+
+from eventsourcing.persistence import Mapper, Notification
 
 from contracts import consent as c
 from contracts import intake as i
 from contracts import referral as r
-from contracts.envelope import Event
+from contracts.envelope import Event, resolve
 from contracts.vocabulary import Purpose
 
 Doc = dict[str, Any]
+Loader = Callable[[str], tuple[Any, Any, Any] | None]
 
 STEP_SERVICES = ("health_check", "psychological_first_aid", "safe_accommodation")
 TERMINAL = {s.value for s in r.TERMINAL_STATUSES}
 
 
+@dataclass(slots=True)
+class Fact:
+    """One stored event, as the views read it."""
+
+    type: str  # e.g. org.ketnoi.intake.reception_recorded
+    originator_id: str
+    version: int
+    at: str  # ISO 8601, as stored
+    data: dict[str, Any]
+
+
+def fact_of(mapper: Mapper[Any], notification: Notification) -> Fact:
+    state = notification.state
+    if mapper.cipher:
+        state = mapper.cipher.decrypt(state)
+    if mapper.compressor:
+        state = mapper.compressor.decompress(state)
+    cls, data = resolve(notification.topic, mapper.transcoder.decode(state))
+    return Fact(
+        cls.event_type,
+        str(notification.originator_id),
+        notification.originator_version,
+        data["timestamp"],
+        data,
+    )
+
+
+def _name(event_type: type[Event]) -> str:
+    return event_type.event_type
+
+
 class Docs:
     """The documents of one view that a batch of events touches."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Loader) -> None:
         self._loader = loader
         self.rows: dict[str, tuple[str | None, str | None, Doc]] = {}
         self.dirty: set[str] = set()
@@ -56,7 +97,7 @@ class View:
     name: ClassVar[str]
     handles: ClassVar[dict[str, tuple[type[Event], ...]]]
 
-    def apply(self, docs: Docs, upstream: str, event: Event) -> None:
+    def apply(self, docs: Docs, upstream: str, fact: Fact) -> None:
         raise NotImplementedError
 
     def finalize(self, doc: Doc) -> None:
@@ -68,11 +109,38 @@ def _case_of(docs: Docs, link: str) -> str | None:
     return found["case_id"] if found else None
 
 
-def _at(event: Event) -> str:
-    return event.timestamp.isoformat()
-
-
 # -- the case overview: the coordinator's board, and the statistics ---------------------------
+
+RECEPTION = _name(i.ReceptionRecorded)
+PERSON = {_name(i.PersonRegistered), _name(i.PersonDetailsCorrected)}
+STAGE = _name(i.StageChanged)
+CLOSED = _name(i.CaseClosed)
+REOPENED = _name(i.CaseReopened)
+RECORD_OPENED = _name(c.ConsentRecordOpened)
+GRANTED = _name(c.ConsentGranted)
+WITHDRAWN = _name(c.ConsentWithdrawn)
+CREATED = _name(r.ReferralCreated)
+DISPATCHED = _name(r.ReferralDispatched)
+ACKNOWLEDGED = _name(r.ReferralAcknowledged)
+STARTED = _name(r.ReferralStarted)
+RESUMED = _name(r.ReferralResumed)
+MISSED = _name(r.DeadlineMissed)
+HANDOVER_STARTED = _name(r.HandoverStarted)
+HANDOVER_CONFIRMED = _name(r.HandoverConfirmed)
+HANDOVER_COMPLETED = _name(r.HandoverCompleted)
+HANDOVER_CANCELLED = _name(r.HandoverCancelled)
+DISCLOSED = _name(r.DisclosureRecorded)
+STATUS: dict[str, str] = {
+    DISPATCHED: "requested",
+    ACKNOWLEDGED: "received",
+    _name(r.ReferralAccepted): "accepted",
+    _name(r.ReferralRejected): "rejected",
+    STARTED: "in-progress",
+    _name(r.ReferralCompleted): "completed",
+    _name(r.ReferralCancelled): "cancelled",
+    _name(r.ReferralFailed): "failed",
+    _name(r.ReferralPutOnHold): "on-hold",
+}
 
 
 class CasesView(View):
@@ -111,7 +179,7 @@ class CasesView(View):
 
     @staticmethod
     def case(docs: Docs, case_id: str, province: str | None = None) -> Doc:
-        key = f"case:{case_id}"
+        key = "case:" + case_id
         doc = docs.get(key)
         if doc is None:
             doc = {
@@ -133,62 +201,63 @@ class CasesView(View):
         docs.put(key, doc, province=doc.get("province"))
         return doc
 
-    def apply(self, docs: Docs, upstream: str, event: Event) -> None:
+    def apply(self, docs: Docs, upstream: str, fact: Fact) -> None:
         if upstream == "intake":
-            self._intake(docs, event)
+            self._intake(docs, fact)
         elif upstream == "consent":
-            self._consent(docs, event)
+            self._consent(docs, fact)
         else:
-            self._referral(docs, event)
+            self._referral(docs, fact)
 
-    def _intake(self, docs: Docs, e: Event) -> None:
-        case_id = str(e.originator_id)
-        if isinstance(e, i.ReceptionRecorded):
-            doc = self.case(docs, case_id, e.place.province)
+    def _intake(self, docs: Docs, f: Fact) -> None:
+        d = f.data
+        if f.type == RECEPTION:
+            doc = self.case(docs, f.originator_id, d["place"]["province"])
             doc.update(
-                received_at=e.received_at.isoformat(),
-                route=e.route.value,
-                receiving_agency=e.receiving_agency.agency_id,
+                received_at=d["received_at"],
+                route=d["route"],
+                receiving_agency=d["receiving_agency"]["agency_id"],
             )
             doc["stage"] = doc["stage"] or "reception"
             return
-        doc = self.case(docs, case_id)
-        if isinstance(e, i.PersonRegistered | i.PersonDetailsCorrected):
-            doc["minor"] = e.minor
-        elif isinstance(e, i.StageChanged):
-            doc["stage"] = e.to_stage.value
-        elif isinstance(e, i.CaseClosed):
-            doc.update(stage="closed", closed=True, closed_at=_at(e), closure_reason=e.reason.value)
-        elif isinstance(e, i.CaseReopened):
-            doc.update(stage=e.to_stage.value, closed=False)
+        doc = self.case(docs, f.originator_id)
+        if f.type in PERSON:
+            doc["minor"] = d["minor"]
+        elif f.type == STAGE:
+            doc["stage"] = d["to_stage"]
+        elif f.type == CLOSED:
+            doc.update(stage="closed", closed=True, closed_at=f.at, closure_reason=d["reason"])
+        elif f.type == REOPENED:
+            doc.update(stage=d["to_stage"], closed=False)
             doc["reopenings"] += 1
 
-    def _consent(self, docs: Docs, e: Event) -> None:
-        if isinstance(e, c.ConsentRecordOpened):
-            docs.put(f"rec:{e.originator_id}", {"case_id": str(e.case_id)})
-            self.case(docs, str(e.case_id), e.province)
+    def _consent(self, docs: Docs, f: Fact) -> None:
+        d = f.data
+        if f.type == RECORD_OPENED:
+            docs.put("rec:" + f.originator_id, {"case_id": d["case_id"]})
+            self.case(docs, d["case_id"], d["province"])
             return
-        case_id = _case_of(docs, f"rec:{e.originator_id}")
+        case_id = _case_of(docs, "rec:" + f.originator_id)
         if case_id is None:
             return
         doc = self.case(docs, case_id)
-        if isinstance(e, c.ConsentGranted) and Purpose.STATISTICS in e.purposes:
-            doc["statistics_grants"].append(str(e.grant_id))
-        elif isinstance(e, c.ConsentWithdrawn):
-            doc["withdrawn_grants"].append(str(e.grant_id))
+        if f.type == GRANTED and Purpose.STATISTICS.value in d["purposes"]:
+            doc["statistics_grants"].append(d["grant_id"])
+        elif f.type == WITHDRAWN:
+            doc["withdrawn_grants"].append(d["grant_id"])
 
-    def _referral(self, docs: Docs, e: Event) -> None:
-        rid = str(e.originator_id)
-        if isinstance(e, r.ReferralCreated):
-            docs.put(f"ref:{rid}", {"case_id": str(e.case_id)})
-            doc = self.case(docs, str(e.case_id), e.province)
+    def _referral(self, docs: Docs, f: Fact) -> None:
+        rid, d = f.originator_id, f.data
+        if f.type == CREATED:
+            docs.put("ref:" + rid, {"case_id": d["case_id"]})
+            doc = self.case(docs, d["case_id"], d["province"])
             doc["referrals"][rid] = {
-                "service_type": e.service_type.value,
-                "to_agency": e.to_agency.agency_id,
-                "from_agency": e.from_agency.agency_id,
-                "urgency": e.urgency.value,
+                "service_type": d["service_type"],
+                "to_agency": d["to_agency"]["agency_id"],
+                "from_agency": d["from_agency"]["agency_id"],
+                "urgency": d["urgency"],
                 "status": "draft",
-                "created_at": _at(e),
+                "created_at": f.at,
                 "dispatched_at": None,
                 "acknowledged_at": None,
                 "started_at": None,
@@ -196,66 +265,51 @@ class CasesView(View):
                 "escalations": [],
             }
             return
-        if isinstance(e, r.HandoverStarted):
-            docs.put(f"hand:{rid}", {"case_id": str(e.case_id)})
-            doc = self.case(docs, str(e.case_id), e.province)
-            parties = [p.agency.agency_id for p in e.parties]
+        if f.type == HANDOVER_STARTED:
+            docs.put("hand:" + rid, {"case_id": d["case_id"]})
+            doc = self.case(docs, d["case_id"], d["province"])
+            parties = [p["agency"]["agency_id"] for p in d["parties"]]
             doc["handovers"][rid] = {
-                "kind": e.kind.value,
+                "kind": d["kind"],
                 "parties": parties,
                 "waiting_for": parties,
-                "started_at": _at(e),
+                "started_at": f.at,
                 "completed_at": None,
                 "seconds_by_party": {},
                 "status": "open",
             }
             return
-        if isinstance(e, r.HandoverConfirmed | r.HandoverCompleted | r.HandoverCancelled):
-            case_id = _case_of(docs, f"hand:{rid}")
+        if f.type in (HANDOVER_CONFIRMED, HANDOVER_COMPLETED, HANDOVER_CANCELLED):
+            case_id = _case_of(docs, "hand:" + rid)
             assert case_id is not None
             handover = self.case(docs, case_id)["handovers"][rid]
-            if isinstance(e, r.HandoverConfirmed):
-                handover["waiting_for"] = [a for a in handover["waiting_for"] if a != e.agency_id]
-                handover["seconds_by_party"][e.agency_id] = e.waited_seconds
-            elif isinstance(e, r.HandoverCompleted):
-                handover.update(status="completed", completed_at=_at(e))
+            if f.type == HANDOVER_CONFIRMED:
+                handover["waiting_for"] = [
+                    a for a in handover["waiting_for"] if a != d["agency_id"]
+                ]
+                handover["seconds_by_party"][d["agency_id"]] = d["waited_seconds"]
+            elif f.type == HANDOVER_COMPLETED:
+                handover.update(status="completed", completed_at=f.at)
             else:
                 handover["status"] = "cancelled"
             return
-        case_id = _case_of(docs, f"ref:{rid}")
+        case_id = _case_of(docs, "ref:" + rid)
         assert case_id is not None
         ref = self.case(docs, case_id)["referrals"][rid]
-        if isinstance(e, r.DeadlineMissed):
-            ref["escalations"].append(
-                {"deadline": e.deadline.value, "due_at": e.due_at.isoformat()}
-            )
+        if f.type == MISSED:
+            ref["escalations"].append({"deadline": d["deadline"], "due_at": d["due_at"]})
             return
-        status = _STATUS.get(type(e))
-        if isinstance(e, r.ReferralResumed):
-            status = e.to_status.value
-        if isinstance(e, r.ReferralDispatched):
-            ref["dispatched_at"] = _at(e)
-        elif isinstance(e, r.ReferralAcknowledged):
-            ref["acknowledged_at"] = _at(e)
-        elif isinstance(e, r.ReferralStarted):
-            ref["started_at"] = _at(e)
+        status = d["to_status"] if f.type == RESUMED else STATUS.get(f.type)
+        if f.type == DISPATCHED:
+            ref["dispatched_at"] = f.at
+        elif f.type == ACKNOWLEDGED:
+            ref["acknowledged_at"] = f.at
+        elif f.type == STARTED:
+            ref["started_at"] = f.at
         if status in TERMINAL:
-            ref["ended_at"] = _at(e)
+            ref["ended_at"] = f.at
         if status:
             ref["status"] = status
-
-
-_STATUS: dict[type[Event], str] = {
-    r.ReferralDispatched: "requested",
-    r.ReferralAcknowledged: "received",
-    r.ReferralAccepted: "accepted",
-    r.ReferralRejected: "rejected",
-    r.ReferralStarted: "in-progress",
-    r.ReferralCompleted: "completed",
-    r.ReferralCancelled: "cancelled",
-    r.ReferralFailed: "failed",
-    r.ReferralPutOnHold: "on-hold",
-}
 
 
 def statistics_consent(doc: Doc) -> bool:
@@ -265,52 +319,55 @@ def statistics_consent(doc: Doc) -> bool:
 
 # -- the agency queue ---------------------------------------------------------------------
 
+STATUS_EVENTS: tuple[type[Event], ...] = (
+    r.ReferralDispatched,
+    r.ReferralAcknowledged,
+    r.ReferralAccepted,
+    r.ReferralRejected,
+    r.ReferralStarted,
+    r.ReferralCompleted,
+    r.ReferralCancelled,
+    r.ReferralFailed,
+    r.ReferralPutOnHold,
+)
+
 
 class QueueView(View):
     """One document per referral sent to an agency: what the agency owes, and by when."""
 
     name = "queue"
-    handles = {
-        "referral": (r.ReferralCreated, *tuple(_STATUS), r.ReferralResumed, r.DeadlineMissed)
-    }
+    handles = {"referral": (r.ReferralCreated, *STATUS_EVENTS, r.ReferralResumed, r.DeadlineMissed)}
 
-    def apply(self, docs: Docs, upstream: str, event: Event) -> None:
-        key = f"ref:{event.originator_id}"
-        if isinstance(event, r.ReferralCreated):
+    def apply(self, docs: Docs, upstream: str, fact: Fact) -> None:
+        key, d = "ref:" + fact.originator_id, fact.data
+        if fact.type == CREATED:
             docs.put(
                 key,
                 {
-                    "referral_id": str(event.originator_id),
-                    "case_id": str(event.case_id),
-                    "to_agency": event.to_agency.agency_id,
-                    "from_agency": event.from_agency.agency_id,
-                    "service_type": event.service_type.value,
-                    "urgency": event.urgency.value,
+                    "referral_id": fact.originator_id,
+                    "case_id": d["case_id"],
+                    "to_agency": d["to_agency"]["agency_id"],
+                    "from_agency": d["from_agency"]["agency_id"],
+                    "service_type": d["service_type"],
+                    "urgency": d["urgency"],
                     "status": "draft",
                     "acknowledge_by": None,
                     "first_service_by": None,
                     "escalated": [],
-                    "updated_at": _at(event),
+                    "updated_at": fact.at,
                 },
-                province=event.province,
+                province=d["province"],
             )
             return
         doc = docs.get(key)
         assert doc is not None
-        if isinstance(event, r.ReferralDispatched):
-            doc.update(
-                acknowledge_by=event.acknowledge_by.isoformat(),
-                first_service_by=event.first_service_by.isoformat(),
-            )
-        if isinstance(event, r.DeadlineMissed):
-            doc["escalated"].append(event.deadline.value)
+        if fact.type == DISPATCHED:
+            doc.update(acknowledge_by=d["acknowledge_by"], first_service_by=d["first_service_by"])
+        if fact.type == MISSED:
+            doc["escalated"].append(d["deadline"])
         else:
-            doc["status"] = (
-                event.to_status.value
-                if isinstance(event, r.ReferralResumed)
-                else _STATUS[type(event)]
-            )
-        doc["updated_at"] = _at(event)
+            doc["status"] = d["to_status"] if fact.type == RESUMED else STATUS[fact.type]
+        doc["updated_at"] = fact.at
         doc["waiting_for"] = _waiting_for(doc["status"])
         # Until it is sent, a referral is nobody's queue.
         agency = doc["to_agency"] if doc["status"] != "draft" else None
@@ -343,40 +400,33 @@ class TimelineView(View):
         "referral": (*r.REFERRAL_EVENTS, *r.HANDOVER_EVENTS),
     }
 
-    def apply(self, docs: Docs, upstream: str, event: Event) -> None:
-        # Every event passes here on a rebuild: keep this path lean (no sorting, no lookups
-        # of attributes an event may not have).
-        oid = str(event.originator_id)
-        case_id = self._case_id(docs, upstream, event, oid)
-        if case_id is None or isinstance(event, c.ConsentRecordOpened):
+    def apply(self, docs: Docs, upstream: str, fact: Fact) -> None:
+        # Every event passes here on a rebuild: keep this path lean.
+        case_id = self._case_id(docs, upstream, fact)
+        if case_id is None or fact.type == RECORD_OPENED:
             return
         key = "case:" + case_id
         doc = docs.get(key)
-        fields = event.__dict__
         if doc is None:
             doc = {"case_id": case_id, "entries": []}
-        actor = event.actor
+        d = fact.data
         entry = {
-            "at": event.timestamp.isoformat(),
+            "at": fact.at,
             "service": upstream,
-            "type": event.event_type,
-            "what": describe(event),
-            "actor": {
-                "user_id": actor.user_id,
-                "agency_id": actor.agency_id,
-                "role": actor.role.value,
-            },
-            "seq": f"{oid}:{event.originator_version:09d}",
+            "type": fact.type,
+            "what": describe(fact),
+            "actor": d["actor"],
+            "seq": f"{fact.originator_id}:{fact.version:09d}",
         }
-        grant = fields.get("grant_id")
+        grant = d.get("grant_id")
         if grant:
-            entry["grant_id"] = str(grant)
-        if isinstance(event, r.DisclosureRecorded):
-            entry["grants"] = sorted({str(f.grant_id) for f in event.released if f.grant_id})
+            entry["grant_id"] = grant
+        if fact.type == DISCLOSED:
+            entry["grants"] = sorted({f["grant_id"] for f in d["released"] if f["grant_id"]})
         doc["entries"].append(entry)
-        province = fields.get("province")
-        if province is None and isinstance(event, i.ReceptionRecorded):
-            province = event.place.province
+        province = d.get("province")
+        if province is None and fact.type == RECEPTION:
+            province = d["place"]["province"]
         known = docs.rows.get(key)
         docs.put(key, doc, province=province or (known[0] if known else None))
 
@@ -384,81 +434,93 @@ class TimelineView(View):
         if "entries" in doc:
             doc["entries"].sort(key=_entry_order)
 
-    def _case_id(self, docs: Docs, upstream: str, e: Event, oid: str) -> str | None:
+    def _case_id(self, docs: Docs, upstream: str, f: Fact) -> str | None:
         if upstream == "intake":
-            return oid
-        if isinstance(e, c.ConsentRecordOpened | r.ReferralCreated | r.HandoverStarted):
-            case_id = str(e.case_id)
-            docs.put(("rec:" if upstream == "consent" else "ref:") + oid, {"case_id": case_id})
+            return f.originator_id
+        link = ("rec:" if upstream == "consent" else "ref:") + f.originator_id
+        if f.type in (RECORD_OPENED, CREATED, HANDOVER_STARTED):
+            case_id: str = f.data["case_id"]
+            docs.put(link, {"case_id": case_id})
             return case_id
-        return _case_of(docs, ("rec:" if upstream == "consent" else "ref:") + oid)
+        return _case_of(docs, link)
 
 
-def _entry_order(entry: Doc) -> tuple[str, str, str]:
-    return entry["at"], entry["service"], entry["seq"]
+def _entry_order(entry: Doc) -> tuple[datetime, str, str]:
+    return datetime.fromisoformat(entry["at"]), entry["service"], entry["seq"]
 
 
-def _province(e: Event) -> str | None:
-    if isinstance(e, i.ReceptionRecorded):
-        return e.place.province
-    return getattr(e, "province", None)
+def _values(items: list[Any], field: str | None = None) -> str:
+    return ", ".join(str(x[field] if field else x) for x in items)
 
 
-def describe(e: Event) -> str:
+NEEDS_ = _name(i.RapidNeedsAssessed)
+RISK_ = _name(i.RiskAssessed)
+CONTACT_ = _name(i.ContactPreferenceRecorded)
+MANAGER_ = _name(i.CaseManagerAssigned)
+REFUSED_ = _name(c.ConsentRefused)
+BLOCKED_ = _name(r.ReferralBlocked)
+HELD_ = _name(r.ReferralPutOnHold)
+
+
+def describe(f: Fact) -> str:
     """A newcomer's sentence for an event, without personal data."""
-    name = type(e).__name__
-    if isinstance(e, i.ReceptionRecorded):
-        return f"Received ({e.route.value}) by {e.receiving_agency.agency_id} in {e.place.province}"
-    if isinstance(e, i.StageChanged):
-        return f"Stage {e.from_stage.value} -> {e.to_stage.value}"
-    if isinstance(e, i.CaseClosed):
-        return f"Case closed: {e.reason.value}"
-    if isinstance(e, i.CaseReopened):
-        return f"Reopened as episode {e.episode}: {e.reason.value}"
-    if isinstance(e, i.RapidNeedsAssessed):
-        return "Urgent needs: " + ", ".join(n.value for n in e.needs)
-    if isinstance(e, i.RiskAssessed):
-        return f"Risk assessed: {e.level.value}"
-    if isinstance(e, i.ContactPreferenceRecorded):
-        refused = ", ".join(m.value for m in e.refused) or "none"
-        return "Contact: " + ", ".join(m.value for m in e.preferred) + f"; refused: {refused}"
-    if isinstance(e, i.CaseManagerAssigned):
-        return f"Case manager {e.case_manager_id} ({e.agency.agency_id})"
-    if isinstance(e, c.ConsentGranted):
+    d, t = f.data, f.type
+    if t == RECEPTION:
         return (
-            f"Consent granted by {e.given_by.kind.value}: "
-            + ", ".join(x.value for x in e.categories)
-            + " for "
-            + ", ".join(p.value for p in e.purposes)
+            f"Received ({d['route']}) by {d['receiving_agency']['agency_id']} "
+            f"in {d['place']['province']}"
         )
-    if isinstance(e, c.ConsentRefused):
+    if t == STAGE:
+        return f"Stage {d['from_stage']} -> {d['to_stage']}"
+    if t == CLOSED:
+        return f"Case closed: {d['reason']}"
+    if t == REOPENED:
+        return f"Reopened as episode {d['episode']}: {d['reason']}"
+    if t == NEEDS_:
+        return "Urgent needs: " + _values(d["needs"])
+    if t == RISK_:
+        return f"Risk assessed: {d['level']}"
+    if t == CONTACT_:
+        return f"Contact: {_values(d['preferred'])}; refused: {_values(d['refused']) or 'none'}"
+    if t == MANAGER_:
+        return f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})"
+    if t == GRANTED:
+        return (
+            f"Consent granted by {d['given_by']['kind']}: {_values(d['categories'])} "
+            f"for {_values(d['purposes'])}"
+        )
+    if t == REFUSED_:
         return "Refusal recorded"
-    if isinstance(e, c.ConsentWithdrawn):
-        return f"Consent withdrawn (heard by {e.heard_by.agency_id})"
-    if isinstance(e, r.ReferralCreated):
-        return f"Referral to {e.to_agency.agency_id} for {e.service_type.value}"
-    if isinstance(e, r.DisclosureRecorded):
-        fields = len(e.released)
-        return f"Disclosed {fields} fields to {e.recipient.agency_id} ({e.basis.value})"
-    if isinstance(e, r.ReferralBlocked):
-        return "Waiting: consent for " + ", ".join(w.category.value for w in e.withheld)
-    if isinstance(e, r.ReferralPutOnHold):
-        return "On hold: consent for " + ", ".join(w.category.value for w in e.withheld)
-    if isinstance(e, r.DeadlineMissed):
-        return f"Deadline missed: {e.deadline.value}"
-    if isinstance(e, r.HandoverStarted):
-        return "Handover: " + " / ".join(
-            f"{p.agency.agency_id} ({p.role.value})" for p in e.parties
+    if t == WITHDRAWN:
+        return f"Consent withdrawn (heard by {d['heard_by']['agency_id']})"
+    if t == CREATED:
+        return f"Referral to {d['to_agency']['agency_id']} for {d['service_type']}"
+    if t == DISCLOSED:
+        return (
+            f"Disclosed {len(d['released'])} fields to {d['recipient']['agency_id']} ({d['basis']})"
         )
-    if isinstance(e, r.HandoverConfirmed):
-        return f"Handover confirmed by {e.agency_id} after {e.waited_seconds / 60:.0f} min"
-    return _sentence(name)
+    if t == BLOCKED_:
+        return "Waiting: consent for " + _values(d["withheld"], "category")
+    if t == HELD_:
+        return "On hold: consent for " + _values(d["withheld"], "category")
+    if t == MISSED:
+        return f"Deadline missed: {d['deadline']}"
+    if t == HANDOVER_STARTED:
+        return "Handover: " + " / ".join(
+            f"{p['agency']['agency_id']} ({p['role']})" for p in d["parties"]
+        )
+    if t == HANDOVER_CONFIRMED:
+        return f"Handover confirmed by {d['agency_id']} after {d['waited_seconds'] / 60:.0f} min"
+    return _sentence(t)
 
 
 @functools.cache
-def _sentence(class_name: str) -> str:
-    """``ReferralAcknowledged`` -> ``Referral acknowledged``."""
-    words = "".join(f" {ch.lower()}" if ch.isupper() else ch for ch in class_name).strip()
+def _sentence(event_type: str) -> str:
+    """``org.ketnoi.referral.acknowledged`` -> ``Referral acknowledged``."""
+    service, _, what = event_type.removeprefix("org.ketnoi.").partition(".")
+    words = what.replace("_", " ")
+    if service == "referral" and not words.startswith("handover"):
+        words = "referral " + words
     return words[:1].upper() + words[1:]
 
 
