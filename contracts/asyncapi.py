@@ -169,9 +169,7 @@ def document() -> dict[str, Any]:
                 ),
                 "parameters": {
                     "agencyId": {
-                        "description": (
-                            "The agency's id: a lower-case slug, never personal data."
-                        ),
+                        "description": ("The agency's id: a lower-case slug, never personal data."),
                         "examples": ["dong-thap-police", "dong-thap-general-hospital"],
                     }
                 },

@@ -22,6 +22,7 @@ import psycopg
 from eventsourcing.persistence import (
     InfrastructureFactory,
     IntegrityError,
+    PersistenceError,
     Tracking,
     TrackingRecorder,
 )
@@ -34,7 +35,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.referral.feed_messages import FEED_EVENTS, FeedMessage, FeedView
 from services.runtime.application import ServiceApplication
 from services.runtime.follower import Upstream, open_upstream
-from services.runtime.kafka import KafkaSettings, ensure_topics, producer, topic_for_agency
+from services.runtime.kafka import (
+    KafkaError,
+    KafkaSettings,
+    ensure_topics,
+    producer,
+    topic_for_agency,
+)
 from services.runtime.logging import get_logger
 from services.runtime.persistence import application_env, decode_stored
 from services.runtime.settings import Settings
@@ -53,7 +60,10 @@ class FeedSettings(BaseSettings):
     batch_size: int = Field(default=500, ge=1)
     poll_interval: float = Field(default=1.0, gt=0)
     # How long a batch may take to be acknowledged before the relay gives it up and retries.
-    flush_timeout: float = Field(default=30.0, gt=0)
+    flush_timeout: float = Field(default=10.0, gt=0)
+    # The relay's producer (it flushes each batch itself; see FeedRelay._send).
+    linger_ms: int = Field(default=1_000, ge=0)
+    batch_bytes: int = Field(default=131_072, ge=1)
     retry_backoff: float = Field(default=0.2, gt=0)
     retry_backoff_max: float = Field(default=5.0, gt=0)
     cache_size: int = Field(default=10_000, ge=1)
@@ -146,33 +156,29 @@ class FeedRelay:
     def run_once(self) -> int:
         """Publish the next batch of the log; returns how many events it held.
 
+        Sends the batch, flushes it (acks=all) and only then tracks its last position.
         Raises whatever the broker or the database raised; nothing is tracked then, and the
         next call starts again from the last tracked position.
         """
-        start = self.position() + 1
         notifications = self.upstream.recorder.select_notifications(
-            start=start, limit=self.feed.batch_size, topics=self.upstream.topics
+            start=self.position() + 1, limit=self.feed.batch_size, topics=self.upstream.topics
         )
         if not notifications:
             return 0
         messages: list[FeedMessage] = []
         for notification in notifications:
             messages += self.view.messages_for(decode_stored(self.upstream.mapper, notification))
-        self._publish(messages)
+        futures = self._send(messages)
+        if self._producer is not None:
+            self._producer.flush(timeout=self.feed.flush_timeout)
+        for future in futures:
+            future.get(timeout=0)  # raises the error of a message the broker refused
+        self.published += len(futures)
         last = notifications[-1].id
         self._track(last)
         self._position = last
-        log.debug("feed_published", events=len(notifications), messages=len(messages), to=last)
+        log.debug("feed_published", events=len(notifications), messages=len(futures), to=last)
         return len(notifications)
-
-    def _track(self, position: int) -> None:
-        try:
-            self.tracking.insert_tracking(Tracking(self.upstream.name, position))
-        except IntegrityError:
-            # The table keeps the furthest position: another relay (a deployment overlap)
-            # or an earlier run got further. Re-publishing what it published is harmless.
-            if not self.tracking.has_tracking_id(self.upstream.name, position):
-                raise
 
     def catch_up(self) -> int:
         """Publish until nothing is pending; returns how many events were published."""
@@ -184,25 +190,37 @@ class FeedRelay:
                 break
         return total
 
-    def _publish(self, messages: Sequence[FeedMessage]) -> None:
+    def _send(self, messages: Sequence[FeedMessage]) -> list[Any]:
         if not messages:
-            return
+            return []
         topics = [topic_for_agency(self.kafka, m.agency_id) for m in messages]
         new = set(topics) - self._topics
         if new:
             ensure_topics(self.kafka, sorted(new))
             self._topics |= new
         if self._producer is None:
-            self._producer = self.producer_factory(self.kafka)
+            # The relay flushes every batch itself, so a long linger costs no latency: it
+            # only stops the producer sending half-empty batches while a batch is handed
+            # over (each new batch wakes its sender thread, which then contends for the GIL).
+            tuned = {"linger_ms": self.feed.linger_ms, "batch_size": self.feed.batch_bytes}
+            self._producer = self.producer_factory(self.kafka.model_copy(update=tuned))
+        for topic in sorted(new):
+            # Learn a new topic's partitions and leaders before sending to it.
+            self._producer.partitions_for(topic)
         send = self._producer.send
-        futures = [
+        return [
             send(topic, key=m.key, value=m.value, headers=m.headers)
             for topic, m in zip(topics, messages, strict=True)
         ]
-        self._producer.flush(timeout=self.feed.flush_timeout)
-        for future in futures:
-            future.get(timeout=0)  # raises the error of a message the broker refused
-        self.published += len(futures)
+
+    def _track(self, position: int) -> None:
+        try:
+            self.tracking.insert_tracking(Tracking(self.upstream.name, position))
+        except IntegrityError:
+            # The table keeps the furthest position: another relay (a deployment overlap)
+            # or an earlier run got further. Re-publishing what it published is harmless.
+            if not self.tracking.has_tracking_id(self.upstream.name, position):
+                raise
 
     def _reset(self) -> None:
         """After a failure: forget the producer (an idempotent one may be broken for good
@@ -253,7 +271,7 @@ class FeedRelay:
                         "feed_batch_failed",
                         position=self._position,
                         error=type(exc).__name__,
-                        detail=str(exc)[:300],
+                        detail=_describe(exc),
                         retry_in=backoff,
                     )
                     self._reset()
@@ -310,6 +328,14 @@ def prompt_on_save(app: ServiceApplication, relay: FeedRelay) -> None:
         relay.prompt_soon()
 
     app._notify = notify  # type: ignore[method-assign]
+
+
+def _describe(exc: BaseException) -> str | None:
+    # Broker and database errors name topics and tables; others (a validation error, say)
+    # may quote the data, so only their type is logged.
+    if isinstance(exc, KafkaError | psycopg.Error | PersistenceError | OSError):
+        return str(exc)[:300]
+    return None
 
 
 def _close(recorder: object) -> None:

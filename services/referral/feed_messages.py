@@ -71,11 +71,11 @@ class FeedMessage:
     value: bytes
 
 
-def cloud_event_headers(event: Event) -> Headers:
+def cloud_event_headers(event: Event, event_id: UUID) -> Headers:
     """The ``ce_*`` headers of an event's messages: ids, type and time, nothing personal."""
     return [
         ("ce_specversion", SPEC_VERSION.encode()),
-        ("ce_id", str(event.event_id).encode()),
+        ("ce_id", str(event_id).encode()),
         ("ce_source", SOURCE.encode()),
         ("ce_type", type(event).topic().encode()),
         ("ce_time", event.timestamp.isoformat().encode()),
@@ -113,7 +113,10 @@ class FeedView:
     def _state_after(self, event: Event, kind: type[Referral] | type[Handover]) -> Aggregate:
         key = event.originator_id
         state = self._cache.pop(key, None)
-        if state is not None and state.version == event.originator_version - 1:
+        if event.originator_version == 1:
+            state = kind(key)  # its first event: nothing to read
+            state.apply(event)
+        elif state is not None and state.version == event.originator_version - 1:
             state.apply(event)
         else:
             self.rebuilt += 1
@@ -133,12 +136,13 @@ def _referral_messages(referral: Referral, event: Event) -> list[FeedMessage]:
     audiences: list[tuple[str, ReferralAudience]] = [(spec.from_agency.agency_id, Audience.SENDER)]
     if referral.dispatched_at is not None:
         audiences.append((spec.to_agency.agency_id, Audience.RECIPIENT))
-    headers = cloud_event_headers(event)
+    event_id = event.event_id
+    headers = cloud_event_headers(event, event_id)
     key = str(referral.id).encode()
     return [
         FeedMessage(
             agency_id=agency_id,
-            event_id=event.event_id,
+            event_id=event_id,
             key=key,
             headers=headers,
             value=referral_update(referral, event, audience).model_dump_json().encode(),
@@ -207,12 +211,11 @@ def _disclosure(event: DisclosureRecorded, *, with_data: bool) -> Disclosure:
 
 def _handover_messages(handover: Handover, event: Event) -> list[FeedMessage]:
     value = handover_update(handover, event).model_dump_json().encode()
-    headers = cloud_event_headers(event)
+    event_id = event.event_id
+    headers = cloud_event_headers(event, event_id)
     key = str(handover.id).encode()
     return [
-        FeedMessage(
-            agency_id=agency_id, event_id=event.event_id, key=key, headers=headers, value=value
-        )
+        FeedMessage(agency_id=agency_id, event_id=event_id, key=key, headers=headers, value=value)
         for agency_id in handover.party_ids
     ]
 
