@@ -111,9 +111,11 @@ class ViewStore:
                 cur.execute(f"DROP TABLE IF EXISTS {tables.docs}")
                 cur.execute(f"DROP TABLE IF EXISTS {tables.tracking}")
             key = "key text" if shadow and self.backend == "postgres" else "key text PRIMARY KEY"
+            # Large documents are compressed out of line; lz4 costs a fraction of pglz.
+            doc = "doc text COMPRESSION lz4" if self.backend == "postgres" else "doc text"
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {tables.docs} ({key}, "
-                "province text, agency text, doc text NOT NULL)"
+                f"province text, agency text, {doc} NOT NULL)"
             )
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {tables.tracking} "

@@ -221,33 +221,22 @@ def test_a_rebuilt_view_equals_the_live_one_row_for_row(platform: Platform) -> N
         elif roll < 0.35:
             case_id = rng.choice(cases)
             platform.catch_up()
-            try:
-                gid = platform.consent.grant(
-                    at(minutes),
-                    case_id,
-                    categories=(DataCategory.IDENTITY,),
-                    recipients=(Recipient(kind=AgencyKind.HOSPITAL),),
-                    purposes=(Purpose.SERVICE_PROVISION, Purpose.STATISTICS),
-                    valid_from=T0,
-                    valid_until=T0 + timedelta(days=30),
-                    collection=WRITTEN,
-                    given_by=ConsentGiver(kind=GiverKind.GUARDIAN, relationship="aunt"),
-                    child_views="agrees",
-                )["grant_id"]
-                grants.append((case_id, UUID(gid)))
-            except Exception:  # adults give their own consent: that is fine too
-                gid = platform.consent.grant(
-                    at(minutes),
-                    case_id,
-                    categories=(DataCategory.IDENTITY,),
-                    recipients=(Recipient(kind=AgencyKind.HOSPITAL),),
-                    purposes=(Purpose.SERVICE_PROVISION, Purpose.STATISTICS),
-                    valid_from=T0,
-                    valid_until=T0 + timedelta(days=30),
-                    collection=WRITTEN,
-                    given_by=ConsentGiver(kind=GiverKind.PERSON),
-                )["grant_id"]
-                grants.append((case_id, UUID(gid)))
+            # A minor's consent comes from a guardian, with the child's views; an adult's own.
+            minor = platform.consent.get_record(case_id).is_minor_at(at(minutes).at)
+            giver = ConsentGiver(kind=GiverKind.GUARDIAN if minor else GiverKind.PERSON)
+            gid = platform.consent.grant(
+                at(minutes),
+                case_id,
+                categories=(DataCategory.IDENTITY,),
+                recipients=(Recipient(kind=AgencyKind.HOSPITAL),),
+                purposes=(Purpose.SERVICE_PROVISION, Purpose.STATISTICS),
+                valid_from=T0,
+                valid_until=T0 + timedelta(days=30),
+                collection=WRITTEN,
+                given_by=giver,
+                child_views="agrees" if minor else None,
+            )["grant_id"]
+            grants.append((case_id, UUID(gid)))
         elif roll < 0.4 and grants:
             case_id, gid = grants.pop(rng.randrange(len(grants)))
             platform.consent.withdraw(at(minutes), case_id, gid, heard_by=HOSPITAL)
