@@ -56,6 +56,18 @@ def ctx(actor: Actor = MANAGER, at: datetime | None = None) -> CommandContext:
     return CommandContext(actor=actor, at=at or datetime.now(UTC))
 
 
+def received(platform: Platform) -> UUID:
+    """A reception in Dong Thap, without waiting for any follower."""
+    result = platform.intake.record_reception(
+        ctx(OFFICER),
+        route=ArrivalRoute.RESCUED,
+        received_at=RECEIVED_AT,
+        place=Place(province="dong-thap"),
+        receiving_agency=POLICE,
+    )
+    return UUID(str(result["case_id"]))
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -73,14 +85,7 @@ class ConsentContract:
         platform.close()
 
     def receive(self, platform: Platform, *, age: int | None = 30) -> UUID:
-        result = platform.intake.record_reception(
-            ctx(OFFICER),
-            route=ArrivalRoute.RESCUED,
-            received_at=RECEIVED_AT,
-            place=Place(province="dong-thap"),
-            receiving_agency=POLICE,
-        )
-        case_id = UUID(str(result["case_id"]))
+        case_id = received(platform)
         if age is not None:
             platform.intake.register_person(
                 ctx(OFFICER),
@@ -257,21 +262,11 @@ class TestConsentOnSQLite(ConsentContract):
         # A poll far longer than the test: only the in-process prompt can wake the follower.
         platform = start(settings, ("intake", "consent"), poll_interval=60)
         try:
-            case_id = self.receive_without_catch_up(platform)
+            case_id = received(platform)
             wait_for(lambda: platform.consent.recorder.max_tracking_id("intake") is not None)
             assert platform.consent.get_record(case_id).province == "dong-thap"
         finally:
             platform.close()
-
-    def receive_without_catch_up(self, platform: Platform) -> UUID:
-        result = platform.intake.record_reception(
-            ctx(OFFICER),
-            route=ArrivalRoute.RESCUED,
-            received_at=RECEIVED_AT,
-            place=Place(province="dong-thap"),
-            receiving_agency=POLICE,
-        )
-        return UUID(str(result["case_id"]))
 
 
 @pytest.mark.postgres
@@ -288,14 +283,7 @@ class TestConsentOnPostgres(ConsentContract):
         consent = start(settings, ("consent",), poll_interval=60)
         try:
             time.sleep(0.5)  # let the follower LISTEN
-            result = intake.intake.record_reception(
-                ctx(OFFICER),
-                route=ArrivalRoute.RESCUED,
-                received_at=RECEIVED_AT,
-                place=Place(province="dong-thap"),
-                receiving_agency=POLICE,
-            )
-            case_id = UUID(str(result["case_id"]))
+            case_id = received(intake)
             wait_for(lambda: consent.consent.recorder.max_tracking_id("intake") is not None)
             assert consent.consent.get_record(case_id).province == "dong-thap"
         finally:
@@ -312,14 +300,7 @@ class TestConsentOnPostgres(ConsentContract):
         intake = start(settings, ("intake",))
         consent = start(settings, ("consent",), poll_interval=0.3)
         try:
-            result = intake.intake.record_reception(
-                ctx(OFFICER),
-                route=ArrivalRoute.RESCUED,
-                received_at=RECEIVED_AT,
-                place=Place(province="dong-thap"),
-                receiving_agency=POLICE,
-            )
-            case_id = UUID(str(result["case_id"]))
+            case_id = received(intake)
             wait_for(lambda: consent.consent.recorder.max_tracking_id("intake") is not None)
             assert consent.consent.get_record(case_id).province == "dong-thap"
         finally:
