@@ -196,9 +196,12 @@ class CasesView(View):
                 "referrals": {},
                 "handovers": {},
             }
-        if province and not doc.get("province"):
+            docs.put(key, doc, province=province)
+        elif province and not doc.get("province"):
             doc["province"] = province
-        docs.put(key, doc, province=doc.get("province"))
+            docs.touch(key, province=province)
+        else:
+            docs.dirty.add(key)  # the common case, on every event: no new row tuple
         return doc
 
     def apply(self, docs: Docs, upstream: str, fact: Fact) -> None:
