@@ -47,6 +47,10 @@ class UpstreamAheadError(Exception):
     """An event depends on one another upstream has not delivered yet: its log waits."""
 
 
+class ConcurrentProcessingError(UpstreamAheadError):
+    """Another processor of the same service got there first; this log waits a round."""
+
+
 class Processing(ProcessingEvent[Any]):
     """What reacting to one upstream event produced, with that event's position."""
 
@@ -87,7 +91,9 @@ class FollowingApplication(ServiceApplication):
         except IntegrityError:
             if self.process_recorder.has_tracking_id(upstream, notification_id):
                 return False
-            raise
+            # Another process of this service changed the same aggregate first: nothing was
+            # written, and this event is processed again, on fresh state, next round.
+            raise ConcurrentProcessingError(upstream, notification_id) from None
         self._notify(recordings)
         return True
 
@@ -229,6 +235,8 @@ class Follower(WakeLoop):
         self.name = f"follower-{app.name}"
         self.upstreams = list(upstreams)
         self.batch_size = batch_size
+        # The loop's thread and an explicit catch_up() in the same process take turns.
+        self._processing = threading.Lock()
 
     # -- processing ----------------------------------------------------------------------
 
@@ -244,6 +252,10 @@ class Follower(WakeLoop):
 
     def run_once(self) -> int:
         """Process what is pending now (up to a batch of each upstream); returns how many."""
+        with self._processing:
+            return self._run_once()
+
+    def _run_once(self) -> int:
         decoded: list[list[tuple[Any, int, int, Upstream, Event]]] = []
         horizon = None
         for order, batch in enumerate(self._batches()):
