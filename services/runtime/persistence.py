@@ -7,13 +7,15 @@ a downstream service decodes an upstream log knowing only ``contracts``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 from uuid import UUID
 
 import orjson
 import psycopg
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.persistence import Mapper, Notification, StoredEvent, Transcoder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessRecorder
 from psycopg import sql
 
 from contracts.envelope import Event, resolve
@@ -68,6 +70,58 @@ def decode_stored(mapper: Mapper[UUID], stored_event: StoredEvent) -> Event:
     return cls.model_validate(state)
 
 
+class WindowedApplicationRecorder(PostgresApplicationRecorder):
+    """Reads of a log filtered by topic, in bounded windows of positions.
+
+    ``SELECT ... WHERE notification_id >= start AND topic = ANY(...) ORDER BY notification_id
+    LIMIT n`` is fast when PostgreSQL knows how the topics are spread. Until the table is
+    analysed (a new database, a bulk import, the minute before autovacuum runs) the planner
+    may instead sort every row from ``start`` to the end of the log for each batch: measured
+    at 42 ms a batch of 500 on a 57,000-event log instead of 0.5 ms, and a catch-up that grows
+    with the square of the backlog. Reading windows of ``window`` positions at a time bounds
+    every query whatever the plan, and returns the same notifications.
+    """
+
+    window: ClassVar[int] = 5000
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        if not topics or start is None:
+            return cast(
+                Sequence[Notification],
+                super().select_notifications(
+                    start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+                ),
+            )
+        if not inclusive_of_start:
+            start += 1
+        found: list[Notification] = []
+        last: int | None = None
+        while True:
+            end = start + max(limit, self.window) - 1
+            if stop is not None:
+                end = min(end, stop)
+            found += super().select_notifications(start, limit - len(found), end, topics)
+            if len(found) >= limit or (stop is not None and end >= stop):
+                return found
+            if last is None:
+                last = self.max_notification_id() or 0
+            if end >= last:
+                return found
+            start = end + 1
+
+
+class WindowedProcessRecorder(WindowedApplicationRecorder, PostgresProcessRecorder):
+    """A follower's recorder (events and tracking) with the same windowed reads."""
+
+
 def new_mapper() -> PydanticMapper:
     return PydanticMapper(transcoder=OrjsonTranscoder())
 
@@ -105,6 +159,8 @@ def application_env(
         "POSTGRES_MAX_OVERFLOW": str(settings.pg_max_overflow),
         # Kept off: the database functions break notification ordering.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
+        "APPLICATION_RECORDER_TOPIC": f"{__name__}:WindowedApplicationRecorder",
+        "PROCESS_RECORDER_TOPIC": f"{__name__}:WindowedProcessRecorder",
         "CREATE_TABLE": "yes" if create_tables else "no",
     }
 
