@@ -89,6 +89,7 @@ def event_id_of(originator_id: UUID, originator_version: int) -> UUID:
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 _CURRENT: dict[str, type[Event]] = {}
+_CURRENT_TOPICS: dict[str, type[Event]] = {}  # "<name>.v<current version>" -> class
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
 
@@ -106,6 +107,7 @@ def register(cls: type[Event]) -> None:
         msg = f"event type {name!r} is defined twice: {existing!r} and {cls!r}"
         raise ValueError(msg)
     _CURRENT[name] = cls
+    _CURRENT_TOPICS[cls.topic()] = cls
 
 
 def upcaster(name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -129,6 +131,9 @@ def resolve(topic: str, state: dict[str, Any]) -> tuple[type[Event], dict[str, A
     Raises UnknownEventTypeError when the name is unknown, when the stored version is newer
     than this code, or when an upcaster in the chain is missing.
     """
+    current = _CURRENT_TOPICS.get(topic)
+    if current is not None:  # stored in its current version: nothing to upcast
+        return current, state
     match = _TOPIC_PATTERN.match(topic)
     if match is None:
         msg = f"not a Ketnoi event topic: {topic!r}"

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import Mapper, Notification
 
 from contracts import consent as c
@@ -25,6 +26,7 @@ from contracts import intake as i
 from contracts import referral as r
 from contracts.envelope import Event, resolve
 from contracts.vocabulary import Purpose
+from services.runtime.persistence import OrjsonTranscoder
 
 Doc = dict[str, Any]
 Loader = Callable[[str], tuple[Any, Any, Any] | None]
@@ -44,20 +46,29 @@ class Fact:
     data: dict[str, Any]
 
 
-def fact_of(mapper: Mapper[Any], notification: Notification) -> Fact:
-    state = notification.state
-    if mapper.cipher:
-        state = mapper.cipher.decrypt(state)
-    if mapper.compressor:
-        state = mapper.compressor.decompress(state)
-    cls, data = resolve(notification.topic, mapper.transcoder.decode(state))
-    return Fact(
-        cls.event_type,
-        str(notification.originator_id),
-        notification.originator_version,
-        data["timestamp"],
-        data,
-    )
+def fact_reader(mapper: Mapper[Any]) -> Callable[[Notification], Fact]:
+    """How to read one log's stored events as facts, decided once rather than per event."""
+    cipher, compressor = mapper.cipher, mapper.compressor
+    decode: Callable[[bytes], Any] = mapper.transcoder.decode
+    if isinstance(mapper.transcoder, OrjsonTranscoder):
+        decode = orjson.loads  # the same, without a method call per event
+
+    def read(notification: Notification) -> Fact:
+        state = notification.state
+        if cipher:
+            state = cipher.decrypt(state)
+        if compressor:
+            state = compressor.decompress(state)
+        cls, data = resolve(notification.topic, decode(state))
+        return Fact(
+            cls.event_type,
+            str(notification.originator_id),
+            notification.originator_version,
+            data["timestamp"],
+            data,
+        )
+
+    return read
 
 
 def _name(event_type: type[Event]) -> str:
@@ -129,6 +140,8 @@ HANDOVER_STARTED = _name(r.HandoverStarted)
 HANDOVER_CONFIRMED = _name(r.HandoverConfirmed)
 HANDOVER_COMPLETED = _name(r.HandoverCompleted)
 HANDOVER_CANCELLED = _name(r.HandoverCancelled)
+# The events that tie a consent record, referral or handover to its case.
+_LINKING = {RECORD_OPENED, CREATED, HANDOVER_STARTED}
 DISCLOSED = _name(r.DisclosureRecorded)
 STATUS: dict[str, str] = {
     DISPATCHED: "requested",
@@ -405,18 +418,26 @@ class TimelineView(View):
 
     def apply(self, docs: Docs, upstream: str, fact: Fact) -> None:
         # Every event passes here on a rebuild: keep this path lean.
-        case_id = self._case_id(docs, upstream, fact)
-        if case_id is None or fact.type == RECORD_OPENED:
-            return
+        t, d = fact.type, fact.data
+        if upstream == "intake":
+            case_id = fact.originator_id
+        else:
+            link = ("rec:" if upstream == "consent" else "ref:") + fact.originator_id
+            if t in _LINKING:
+                case_id = d["case_id"]
+                docs.put(link, {"case_id": case_id})
+                if t == RECORD_OPENED:
+                    return
+            else:
+                found = docs.get(link)
+                if found is None:
+                    return
+                case_id = found["case_id"]
         key = "case:" + case_id
-        doc = docs.get(key)
-        if doc is None:
-            doc = {"case_id": case_id, "entries": []}
-        d = fact.data
         entry = {
             "at": fact.at,
             "service": upstream,
-            "type": fact.type,
+            "type": t,
             "what": describe(fact),
             "actor": d["actor"],
             "seq": f"{fact.originator_id}:{fact.version:09d}",
@@ -424,28 +445,24 @@ class TimelineView(View):
         grant = d.get("grant_id")
         if grant:
             entry["grant_id"] = grant
-        if fact.type == DISCLOSED:
+        if t == DISCLOSED:
             entry["grants"] = sorted({f["grant_id"] for f in d["released"] if f["grant_id"]})
-        doc["entries"].append(entry)
         province = d.get("province")
-        if province is None and fact.type == RECEPTION:
+        if province is None and t == RECEPTION:
             province = d["place"]["province"]
-        known = docs.rows.get(key)
-        docs.put(key, doc, province=province or (known[0] if known else None))
+        doc = docs.get(key)
+        if doc is None:
+            docs.put(key, {"case_id": case_id, "entries": [entry]}, province=province)
+            return
+        doc["entries"].append(entry)
+        if province and province != docs.rows[key][0]:
+            docs.touch(key, province=province)
+        else:
+            docs.dirty.add(key)
 
     def finalize(self, doc: Doc) -> None:
         if "entries" in doc:
             doc["entries"].sort(key=_entry_order)
-
-    def _case_id(self, docs: Docs, upstream: str, f: Fact) -> str | None:
-        if upstream == "intake":
-            return f.originator_id
-        link = ("rec:" if upstream == "consent" else "ref:") + f.originator_id
-        if f.type in (RECORD_OPENED, CREATED, HANDOVER_STARTED):
-            case_id: str = f.data["case_id"]
-            docs.put(link, {"case_id": case_id})
-            return case_id
-        return _case_of(docs, link)
 
 
 def _entry_order(entry: Doc) -> tuple[datetime, str, str]:
@@ -467,54 +484,48 @@ HELD_ = _name(r.ReferralPutOnHold)
 
 def describe(f: Fact) -> str:
     """A newcomer's sentence for an event, without personal data."""
-    d, t = f.data, f.type
-    if t == RECEPTION:
-        return (
-            f"Received ({d['route']}) by {d['receiving_agency']['agency_id']} "
-            f"in {d['place']['province']}"
-        )
-    if t == STAGE:
-        return f"Stage {d['from_stage']} -> {d['to_stage']}"
-    if t == CLOSED:
-        return f"Case closed: {d['reason']}"
-    if t == REOPENED:
-        return f"Reopened as episode {d['episode']}: {d['reason']}"
-    if t == NEEDS_:
-        return "Urgent needs: " + _values(d["needs"])
-    if t == RISK_:
-        return f"Risk assessed: {d['level']}"
-    if t == CONTACT_:
-        return f"Contact: {_values(d['preferred'])}; refused: {_values(d['refused']) or 'none'}"
-    if t == MANAGER_:
-        return f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})"
-    if t == GRANTED:
-        return (
-            f"Consent granted by {d['given_by']['kind']}: {_values(d['categories'])} "
-            f"for {_values(d['purposes'])}"
-        )
-    if t == REFUSED_:
-        return "Refusal recorded"
-    if t == WITHDRAWN:
-        return f"Consent withdrawn (heard by {d['heard_by']['agency_id']})"
-    if t == CREATED:
-        return f"Referral to {d['to_agency']['agency_id']} for {d['service_type']}"
-    if t == DISCLOSED:
-        return (
-            f"Disclosed {len(d['released'])} fields to {d['recipient']['agency_id']} ({d['basis']})"
-        )
-    if t == BLOCKED_:
-        return "Waiting: consent for " + _values(d["withheld"], "category")
-    if t == HELD_:
-        return "On hold: consent for " + _values(d["withheld"], "category")
-    if t == MISSED:
-        return f"Deadline missed: {d['deadline']}"
-    if t == HANDOVER_STARTED:
-        return "Handover: " + " / ".join(
-            f"{p['agency']['agency_id']} ({p['role']})" for p in d["parties"]
-        )
-    if t == HANDOVER_CONFIRMED:
-        return f"Handover confirmed by {d['agency_id']} after {d['waited_seconds'] / 60:.0f} min"
-    return _sentence(t)
+    sentence = _DESCRIBE.get(f.type)
+    return _sentence(f.type) if sentence is None else sentence(f.data)
+
+
+def _handover_parties(d: Doc) -> str:
+    return "Handover: " + " / ".join(
+        f"{p['agency']['agency_id']} ({p['role']})" for p in d["parties"]
+    )
+
+
+_DESCRIBE: dict[str, Callable[[Doc], str]] = {
+    RECEPTION: lambda d: (
+        f"Received ({d['route']}) by {d['receiving_agency']['agency_id']} "
+        f"in {d['place']['province']}"
+    ),
+    STAGE: lambda d: f"Stage {d['from_stage']} -> {d['to_stage']}",
+    CLOSED: lambda d: f"Case closed: {d['reason']}",
+    REOPENED: lambda d: f"Reopened as episode {d['episode']}: {d['reason']}",
+    NEEDS_: lambda d: "Urgent needs: " + _values(d["needs"]),
+    RISK_: lambda d: f"Risk assessed: {d['level']}",
+    CONTACT_: lambda d: (
+        f"Contact: {_values(d['preferred'])}; refused: {_values(d['refused']) or 'none'}"
+    ),
+    MANAGER_: lambda d: f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})",
+    GRANTED: lambda d: (
+        f"Consent granted by {d['given_by']['kind']}: {_values(d['categories'])} "
+        f"for {_values(d['purposes'])}"
+    ),
+    REFUSED_: lambda _d: "Refusal recorded",
+    WITHDRAWN: lambda d: f"Consent withdrawn (heard by {d['heard_by']['agency_id']})",
+    CREATED: lambda d: f"Referral to {d['to_agency']['agency_id']} for {d['service_type']}",
+    DISCLOSED: lambda d: (
+        f"Disclosed {len(d['released'])} fields to {d['recipient']['agency_id']} ({d['basis']})"
+    ),
+    BLOCKED_: lambda d: "Waiting: consent for " + _values(d["withheld"], "category"),
+    HELD_: lambda d: "On hold: consent for " + _values(d["withheld"], "category"),
+    MISSED: lambda d: f"Deadline missed: {d['deadline']}",
+    HANDOVER_STARTED: _handover_parties,
+    HANDOVER_CONFIRMED: lambda d: (
+        f"Handover confirmed by {d['agency_id']} after {d['waited_seconds'] / 60:.0f} min"
+    ),
+}
 
 
 @functools.cache
