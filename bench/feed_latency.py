@@ -16,8 +16,12 @@ Two figures of the feed, each the median over rounds, beside the raw limits that
   command that wrote the event returns, that is after its commit;
 * relay throughput: a backlog written straight into the referral log is published by the
   relay (in this process, from a tracked position just before it) until it is acknowledged
-  and tracked; events and messages per second, beside the raw producer's messages per
-  second for values of the same size.
+  and tracked. Its messages per second (messages the broker acknowledged, one per agency
+  an event concerns) are set beside the raw producer's messages per second for values of
+  the same size; events per second are reported too, without a ratio. Like the raw
+  producer, whose clock starts after a first message has been acknowledged, the relay
+  first publishes a few referrals (connecting its producer, creating the agencies' topics)
+  before the clock starts.
 
 It asserts nothing about speed.
 """
@@ -29,6 +33,7 @@ import contextlib
 import os
 import platform as host
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -331,7 +336,6 @@ def throughput_round(
 ) -> tuple[float, float, int, int]:
     """(events/s, messages/s, events, mean message bytes) of one relay catching up."""
     before = platform.referral.recorder.max_notification_id() or 0
-    events = write_backlog(platform, cases, referrals)
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}.")
     tracking = in_memory_tracking()
     tracking.insert_tracking(Tracking("referral", before))
@@ -346,6 +350,12 @@ def throughput_round(
 
     relay._send = measured  # type: ignore[method-assign]
     try:
+        # The warm-up, as the raw producer's first message: a referral from every sender to
+        # every recipient connects the producer and creates all the agencies' topics.
+        write_backlog(platform, cases, len(SENDERS) * len(RECIPIENTS))
+        relay.catch_up()
+        warm_up = relay.published
+        events = write_backlog(platform, cases, referrals)
         started = time.perf_counter()
         done = relay.catch_up()
         elapsed = time.perf_counter() - started
@@ -353,7 +363,8 @@ def throughput_round(
         relay.close()
         upstream.recorder.datastore.close()  # type: ignore[attr-defined]
     assert done == events, (done, events)
-    return events / elapsed, relay.published / elapsed, events, int(statistics.mean(sizes))
+    messages = relay.published - warm_up  # acknowledged by the broker, as the raw ones
+    return events / elapsed, messages / elapsed, events, int(statistics.mean(sizes))
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -435,6 +446,7 @@ def measure(args: argparse.Namespace, url: str, bootstrap: str) -> tuple[FeedFig
             )
     finally:
         platform.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     figures = FeedFigures(
         latency_p50_ms=statistics.median(p50s),
         latency_p99_ms=statistics.median(p99s),
@@ -482,15 +494,12 @@ def report(feed: FeedFigures, raw: RawFigures, args: argparse.Namespace) -> None
         f"{ratio:.2f}",
         ">= 0.5: " + ("met" if ratio >= 0.5 else "MISSED"),
     )
-    table.add_row(
-        "events/s",
-        f"{feed.relay_events_per_s:,.0f}",
-        f"{best:,.0f}",
-        f"{feed.relay_events_per_s / best:.2f}",
-        "",
-    )
+    table.add_row("events/s", f"{feed.relay_events_per_s:,.0f}", "", "", "")
     console.print(table)
     console.print(
+        "messages/s: the relay's messages acknowledged by the broker (one per agency an event "
+        "concerns) beside the raw producer's, both counted from after a warm-up; the ratio is "
+        "messages/s over messages/s. "
         f"raw producer: {raw.producer_msgs_per_s:,.0f} messages/s with the project's settings, "
         f"{raw.tuned_producer_msgs_per_s:,.0f} with the relay's (the better one is the limit); "
         f"steady load {args.rate:g} commands/s for {args.seconds:g} s a round; backlog "

@@ -225,7 +225,18 @@ def subscribe(
 
 
 @app.command()
-def feed() -> None:
+def feed(
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset",
+            help=(
+                "Forget how far the feed got and re-publish the whole referral log from its "
+                "start (subscribers skip what they handled by ce_id). Stop other relays first."
+            ),
+        ),
+    ] = False,
+) -> None:
     """Relay the referral log to the agencies' Kafka topics, at least once, until stopped.
 
     Needs KETNOI_DATABASE_URL (after `ketnoi migrate`) and KAFKA_BOOTSTRAP_SERVERS; the
@@ -245,10 +256,13 @@ def feed() -> None:
     try:
         tracking = tracking_recorder(settings, create_tables=settings.embedded)
         relay = FeedRelay(upstream, tracking, kafka, settings=settings, feed=FeedSettings())
+        if reset:
+            relay.start_over()
         start = relay.position()
     except Exception as exc:
         console.print(
-            f"[red]Cannot read the feed's position:[/red] {exc}\nRun `ketnoi migrate` first."
+            f"[red]Cannot read (or reset) the feed's position:[/red] {exc}\n"
+            "Run `ketnoi migrate` first."
         )
         raise typer.Exit(2) from None
     log.info("feed_started", position=start, brokers=kafka.bootstrap_list())

@@ -2,10 +2,11 @@
 
 It reads the referral log from its tracked position, turns each event into the messages of
 the agencies it concerns (``feed_messages``), sends a batch, flushes it (``acks=all``) and
-only then records the position of the batch's last event. A relay killed mid-batch starts
-again from that position and publishes part of a batch twice: delivery is at least once,
-and subscribers de-duplicate by ``ce_id``. Kafka is never the system of record: a relay with
-an empty tracking table re-publishes the whole log.
+only then records the position of the batch's last event; the next batch is read and built
+while the broker acknowledges, but sent only after. A relay killed mid-batch starts again
+from that position and publishes part of a batch twice: delivery is at least once, and
+subscribers de-duplicate by ``ce_id``. Kafka is never the system of record: a relay with an
+empty tracking table (``ketnoi feed --reset``) re-publishes the whole log.
 
 The position lives in a schema of its own (``feed``, created by ``ketnoi migrate``), or its
 own SQLite file in the embedded default. The relay wakes on PostgreSQL NOTIFY, or on an
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -26,8 +29,12 @@ from eventsourcing.persistence import (
     Tracking,
     TrackingRecorder,
 )
+from eventsourcing.popo import POPOTrackingRecorder
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 from psycopg import sql
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +108,34 @@ def migrate_feed(settings: Settings) -> None:
     _close(tracking_recorder(settings, create_tables=True))
 
 
+def forget_position(tracking: TrackingRecorder, upstream: str = UPSTREAM) -> int | None:
+    """Forget how far the relay got, so that it re-publishes the log from its start.
+
+    Returns the position it forgot (None if there was none). Stop every relay first: one
+    still running keeps its own position and tracks it again. Raises TypeError for a
+    tracking recorder of another kind.
+    """
+    forgotten = tracking.max_tracking_id(upstream)
+    if isinstance(tracking, PostgresTrackingRecorder):
+        with tracking.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                sql.SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
+                    sql.Identifier(tracking.datastore.schema),
+                    sql.Identifier(tracking.tracking_table_name),
+                ),
+                (upstream,),
+            )
+    elif isinstance(tracking, SQLiteTrackingRecorder):
+        with tracking.datastore.transaction(commit=True) as cursor:
+            cursor.execute("DELETE FROM tracking WHERE application_name = ?", (upstream,))
+    elif isinstance(tracking, POPOTrackingRecorder):
+        tracking._max_tracking_ids.pop(upstream, None)
+    else:
+        msg = f"cannot forget a position kept by {type(tracking).__name__}"
+        raise TypeError(msg)
+    return forgotten
+
+
 def in_memory_tracking() -> TrackingRecorder:
     """A position that lives as long as the process: for a broker that forgets as much."""
     env = Environment(FEED, {"PERSISTENCE_MODULE": "eventsourcing.popo"})
@@ -114,6 +149,15 @@ def open_feed_upstream(settings: Settings, app: ServiceApplication | None = None
 
 
 ProducerFactory = Callable[[KafkaSettings], KafkaProducer]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A stretch of the referral log, and the messages it makes."""
+
+    last: int  # the notification id of its last event: the position to track
+    events: int
+    messages: list[FeedMessage]
 
 
 class FeedRelay:
@@ -142,8 +186,19 @@ class FeedRelay:
         self.published = 0  # messages acknowledged by the broker, duplicates included
         self._producer: KafkaProducer | None = None
         self._topics: set[str] = set()
+        self._topic_names: dict[str, str] = {}  # agency id -> its topic
         self._position: int | None = None
         self._thread: threading.Thread | None = None
+        # Waits for the broker's acknowledgements while the next batch is read.
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed-flush")
+
+    def start_over(self) -> int | None:
+        """Forget the tracked position: the relay publishes the whole log again, from its
+        start (subscribers de-duplicate by ``ce_id``). Returns the position forgotten."""
+        forgotten = forget_position(self.tracking, self.upstream.name)
+        self._position = None
+        log.info("feed_reset", forgotten=forgotten)
+        return forgotten
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -160,40 +215,66 @@ class FeedRelay:
         Raises whatever the broker or the database raised; nothing is tracked then, and the
         next call starts again from the last tracked position.
         """
-        notifications = self.upstream.recorder.select_notifications(
-            start=self.position() + 1, limit=self.feed.batch_size, topics=self.upstream.topics
-        )
-        if not notifications:
+        batch = self._read(self.position())
+        if batch is None:
             return 0
-        messages: list[FeedMessage] = []
-        for notification in notifications:
-            messages += self.view.messages_for(decode_stored(self.upstream.mapper, notification))
-        futures = self._send(messages)
-        if self._producer is not None:
-            self._producer.flush(timeout=self.feed.flush_timeout)
-        for future in futures:
-            future.get(timeout=0)  # raises the error of a message the broker refused
-        self.published += len(futures)
-        last = notifications[-1].id
-        self._track(last)
-        self._position = last
-        log.debug("feed_published", events=len(notifications), messages=len(futures), to=last)
-        return len(notifications)
+        futures = self._send(batch.messages)
+        self._flush()
+        self._acknowledged(batch, futures)
+        return batch.events
 
     def catch_up(self) -> int:
-        """Publish until nothing is pending; returns how many events were published."""
+        """Publish until nothing is pending; returns how many events were published.
+
+        As ``run_once`` batch after batch, except that the next batch is read and built
+        while the broker acknowledges the one before. It is sent only once that one is
+        acknowledged and tracked, so a failed batch is never overtaken by a later one.
+        """
         total = 0
-        while not self.stopping.is_set():
-            done = self.run_once()
-            total += done
-            if done == 0:
-                break
+        batch = self._read(self.position())
+        while batch is not None and not self.stopping.is_set():
+            futures = self._send(batch.messages)
+            flushed = self._flusher.submit(self._flush)
+            try:
+                upcoming = self._read(batch.last) if not self.stopping.is_set() else None
+            finally:
+                flushed.result()
+            self._acknowledged(batch, futures)
+            total += batch.events
+            batch = upcoming
         return total
+
+    def _read(self, after: int) -> Batch | None:
+        """The events after position ``after`` (up to a batch) and their messages."""
+        notifications = self.upstream.recorder.select_notifications(
+            start=after + 1, limit=self.feed.batch_size, topics=self.upstream.topics
+        )
+        if not notifications:
+            return None
+        mapper, messages_for = self.upstream.mapper, self.view.messages_for
+        messages: list[FeedMessage] = []
+        for notification in notifications:
+            messages += messages_for(decode_stored(mapper, notification))
+        return Batch(last=notifications[-1].id, events=len(notifications), messages=messages)
+
+    def _flush(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout=self.feed.flush_timeout)
+
+    def _acknowledged(self, batch: Batch, futures: list[Any]) -> None:
+        """After the flush: check every message was acknowledged, then track the batch."""
+        refused = next((f for f in futures if not f.succeeded()), None)
+        if refused is not None:
+            refused.get(timeout=0)  # raises the broker's error, or a timeout if it never came
+        self.published += len(futures)
+        self._track(batch.last)
+        self._position = batch.last
+        log.debug("feed_published", events=batch.events, messages=len(futures), to=batch.last)
 
     def _send(self, messages: Sequence[FeedMessage]) -> list[Any]:
         if not messages:
             return []
-        topics = [topic_for_agency(self.kafka, m.agency_id) for m in messages]
+        topics = [self._topic_for(m.agency_id) for m in messages]
         new = set(topics) - self._topics
         if new:
             ensure_topics(self.kafka, sorted(new))
@@ -204,14 +285,29 @@ class FeedRelay:
             # over (each new batch wakes its sender thread, which then contends for the GIL).
             tuned = {"linger_ms": self.feed.linger_ms, "batch_size": self.feed.batch_bytes}
             self._producer = self.producer_factory(self.kafka.model_copy(update=tuned))
-        for topic in sorted(new):
-            # Learn a new topic's partitions and leaders before sending to it.
-            self._producer.partitions_for(topic)
+        # Learns a new topic's partitions and leaders before sending to it.
+        partitions = {t: sorted(self._producer.partitions_for(t)) for t in set(topics)}
+        # The partition the producer's default partitioner would choose (murmur2 of the
+        # key), hashed once per referral in the batch rather than once per message.
+        hashes: dict[bytes, int] = {}
         send = self._producer.send
-        return [
-            send(topic, key=m.key, value=m.value, headers=m.headers)
-            for topic, m in zip(topics, messages, strict=True)
-        ]
+        futures = []
+        for topic, m in zip(topics, messages, strict=True):
+            hashed = hashes.get(m.key)
+            if hashed is None:
+                hashed = hashes[m.key] = murmur2(m.key) & 0x7FFFFFFF
+            choices = partitions[topic]
+            partition = choices[hashed % len(choices)]
+            futures.append(
+                send(topic, key=m.key, value=m.value, headers=m.headers, partition=partition)
+            )
+        return futures
+
+    def _topic_for(self, agency_id: str) -> str:
+        topic = self._topic_names.get(agency_id)
+        if topic is None:
+            topic = self._topic_names[agency_id] = topic_for_agency(self.kafka, agency_id)
+        return topic
 
     def _track(self, position: int) -> None:
         try:
@@ -313,6 +409,7 @@ class FeedRelay:
     def close(self) -> None:
         """Stop, close the producer (delivering what it holds) and the relay's connections."""
         self.stop()
+        self._flusher.shutdown()
         if self._producer is not None:
             self._producer.close(timeout=5)
             self._producer = None

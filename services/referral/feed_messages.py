@@ -10,28 +10,26 @@ Rules (DESIGN.md, "The agency feed"):
 
 The state an event is judged in is the referral (or handover) rebuilt from the log up to that
 event, so re-publishing any stretch of the log gives the same messages.
+
+Messages are written straight from the event and that state, as plain values serialised with
+orjson, byte for byte as the contract models of ``contracts.feed`` would write them: their
+fields in declaration order, nested models as their fields, UTC times with ``Z``. Building the
+models for every message took about a third of the relay's time; the tests hold every kind of
+message to them instead (``tests/unit/test_feed_subscriber.py``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, NamedTuple
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import ApplicationRecorder, Mapper
+from pydantic import BaseModel
 
 from contracts.envelope import Event
-from contracts.feed import (
-    CONTENT_TYPE,
-    SOURCE,
-    SPEC_VERSION,
-    Audience,
-    Disclosure,
-    HandoverStatus,
-    HandoverUpdate,
-    ReferralUpdate,
-)
+from contracts.feed import CONTENT_TYPE, SOURCE, SPEC_VERSION, Audience, HandoverStatus
 from contracts.referral import (
     HANDOVER_EVENTS,
     REFERRAL_EVENTS,
@@ -55,32 +53,38 @@ from services.runtime.persistence import decode_stored
 FEED_EVENTS: tuple[type[Event], ...] = (*REFERRAL_EVENTS, *HANDOVER_EVENTS)
 _REFERRAL_TYPES = frozenset(REFERRAL_EVENTS)
 _HANDOVER_TYPES = frozenset(HANDOVER_EVENTS)
+# The headers every message shares, and the ce_type header of each event type, made once.
+_SPEC_VERSION = ("ce_specversion", SPEC_VERSION.encode())
+_SOURCE = ("ce_source", SOURCE.encode())
+_CONTENT_TYPE = ("content-type", CONTENT_TYPE.encode())
+_CE_TYPES = {event_type: ("ce_type", event_type.topic().encode()) for event_type in FEED_EVENTS}
 
 Headers = list[tuple[str, bytes]]
-ReferralAudience = Literal[Audience.SENDER, Audience.RECIPIENT]
 
 
-@dataclass(frozen=True)
-class FeedMessage:
+class FeedMessage(NamedTuple):
     """One message for one agency: key, CloudEvents headers and JSON value, all bytes."""
 
     agency_id: str
-    event_id: UUID
     key: bytes
     headers: Headers
     value: bytes
 
 
-def cloud_event_headers(event: Event, event_id: UUID) -> Headers:
-    """The ``ce_*`` headers of an event's messages: ids, type and time, nothing personal."""
+def cloud_event_headers(event: Event, subject: bytes) -> Headers:
+    """The ``ce_*`` headers of an event's messages: ids, type and time, nothing personal.
+
+    ``subject`` is the referral's or handover's id, as the key carries it. One list serves
+    every message of the event.
+    """
     return [
-        ("ce_specversion", SPEC_VERSION.encode()),
-        ("ce_id", str(event_id).encode()),
-        ("ce_source", SOURCE.encode()),
-        ("ce_type", type(event).topic().encode()),
+        _SPEC_VERSION,
+        ("ce_id", str(event.event_id).encode()),
+        _SOURCE,
+        _CE_TYPES[type(event)],
         ("ce_time", event.timestamp.isoformat().encode()),
-        ("ce_subject", str(event.originator_id).encode()),
-        ("content-type", CONTENT_TYPE.encode()),
+        ("ce_subject", subject),
+        _CONTENT_TYPE,
     ]
 
 
@@ -131,112 +135,143 @@ class FeedView:
         return state
 
 
+# -- the values, as the contract models write them ------------------------------------------
+
+
+def _fields(value: object) -> dict[str, Any]:
+    """orjson's fallback for the contract models nested in an update (Actor, AgencyRef,
+    WithheldCategory, ...): their fields, in declaration order, as pydantic writes them
+    (a model that writes itself otherwise, with an alias say, fails the tests)."""
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    msg = f"cannot write {type(value).__name__} in a feed message"
+    raise TypeError(msg)
+
+
+def to_json(values: dict[str, Any]) -> bytes:
+    """The JSON of an update's values, as its contract model's ``model_dump_json`` writes it."""
+    return orjson.dumps(values, default=_fields, option=orjson.OPT_UTC_Z)
+
+
 def _referral_messages(referral: Referral, event: Event) -> list[FeedMessage]:
     spec = referral.spec
-    audiences: list[tuple[str, ReferralAudience]] = [(spec.from_agency.agency_id, Audience.SENDER)]
-    if referral.dispatched_at is not None:
-        audiences.append((spec.to_agency.agency_id, Audience.RECIPIENT))
-    event_id = event.event_id
-    headers = cloud_event_headers(event, event_id)
     key = str(referral.id).encode()
-    return [
-        FeedMessage(
-            agency_id=agency_id,
-            event_id=event_id,
-            key=key,
-            headers=headers,
-            value=referral_update(referral, event, audience).model_dump_json().encode(),
-        )
-        for agency_id, audience in audiences
-    ]
+    headers = cloud_event_headers(event, key)
+    update = referral_update(referral, event)
+    disclosed = _disclosed(referral, event)
+    # The sender reads what was disclosed, never the data; the recipient the data too.
+    update["audience"] = Audience.SENDER
+    update["disclosure"] = disclosure(disclosed, with_data=False)
+    to_sender = to_json(update)
+    messages = [FeedMessage(spec.from_agency.agency_id, key, headers, to_sender)]
+    if referral.dispatched_at is not None:
+        if disclosed is None:
+            # The same update but for its audience, which comes before any free text.
+            to_recipient = to_sender.replace(_TO_SENDER, _TO_RECIPIENT, 1)
+        else:
+            update["audience"] = Audience.RECIPIENT
+            update["disclosure"] = disclosure(disclosed, with_data=True)
+            to_recipient = to_json(update)
+        messages.append(FeedMessage(spec.to_agency.agency_id, key, headers, to_recipient))
+    return messages
 
 
-def referral_update(referral: Referral, event: Event, audience: ReferralAudience) -> ReferralUpdate:
-    """What ``audience`` may read of ``referral`` after ``event``."""
+_TO_SENDER = b',"audience":"sender",'
+_TO_RECIPIENT = b',"audience":"recipient",'
+_CLOSING = (ReferralRejected, ReferralCancelled, ReferralFailed)
+_OVERRIDE = (OverrideRequested, OverrideApproved)
+
+
+def referral_update(referral: Referral, event: Event) -> dict[str, Any]:
+    """The values of a ``ReferralUpdate`` of ``referral`` after ``event``, in the model's
+    order; ``audience`` and ``disclosure`` are left for each audience to fill in."""
     spec = referral.spec
     reason: str | None = None
-    if isinstance(event, ReferralRejected | ReferralCancelled | ReferralFailed):
+    if isinstance(event, _CLOSING):
         reason = event.reason
     elif isinstance(event, ReferralCompleted):
         reason = event.outcome
-    disclosed: DisclosureRecorded | None = None
+    missed = event if isinstance(event, DeadlineMissed) else None
+    return {
+        "referral_id": referral.id,
+        "version": event.originator_version,
+        "audience": None,
+        "actor": event.actor,
+        "case_id": spec.case_id,
+        "province": spec.province,
+        "status": referral.status,
+        "from_agency": spec.from_agency,
+        "to_agency": spec.to_agency,
+        "service_type": spec.service_type,
+        "urgency": spec.urgency,
+        "purpose": spec.purpose,
+        "categories": spec.categories,
+        "acknowledge_by": referral.acknowledge_by,
+        "first_service_by": referral.first_service_by,
+        "reason": reason,
+        "withheld": referral.withheld,
+        "deadline": missed.deadline if missed is not None else None,
+        "due_at": missed.due_at if missed is not None else None,
+        "override_id": event.override_id if isinstance(event, _OVERRIDE) else None,
+        "disclosure": None,
+    }
+
+
+def _disclosed(referral: Referral, event: Event) -> DisclosureRecorded | None:
+    """The disclosure a referral message carries: the one just recorded, or on the
+    dispatch the one it was sent with."""
     if isinstance(event, DisclosureRecorded):
-        disclosed = event
-    elif isinstance(event, ReferralDispatched):
-        disclosed = referral.disclosure
-    return ReferralUpdate(
-        referral_id=referral.id,
-        version=event.originator_version,
-        audience=audience,
-        actor=event.actor,
-        case_id=spec.case_id,
-        province=spec.province,
-        status=referral.status,
-        from_agency=spec.from_agency,
-        to_agency=spec.to_agency,
-        service_type=spec.service_type,
-        urgency=spec.urgency,
-        purpose=spec.purpose,
-        categories=spec.categories,
-        acknowledge_by=referral.acknowledge_by,
-        first_service_by=referral.first_service_by,
-        reason=reason,
-        withheld=referral.withheld,
-        deadline=event.deadline if isinstance(event, DeadlineMissed) else None,
-        due_at=event.due_at if isinstance(event, DeadlineMissed) else None,
-        override_id=(
-            event.override_id if isinstance(event, OverrideRequested | OverrideApproved) else None
-        ),
-        disclosure=(
-            _disclosure(disclosed, with_data=audience is Audience.RECIPIENT)
-            if disclosed is not None
-            else None
-        ),
-    )
+        return event
+    if isinstance(event, ReferralDispatched):
+        return referral.disclosure
+    return None
 
 
-def _disclosure(event: DisclosureRecorded, *, with_data: bool) -> Disclosure:
-    return Disclosure(
-        disclosure_id=event.disclosure_id,
-        basis=event.basis,
-        purpose=event.purpose,
-        released=event.released,
-        flagged_for_review=event.flagged_for_review,
-        override_id=event.override_id,
-        disclosed_at=event.timestamp,
-        person_id=event.person_id if with_data else None,
-        data=event.data if with_data else None,
-    )
+def disclosure(event: DisclosureRecorded | None, *, with_data: bool) -> dict[str, Any] | None:
+    """The values of a ``Disclosure``; the person and the data only ``with_data``."""
+    if event is None:
+        return None
+    return {
+        "disclosure_id": event.disclosure_id,
+        "basis": event.basis,
+        "purpose": event.purpose,
+        "released": event.released,
+        "flagged_for_review": event.flagged_for_review,
+        "override_id": event.override_id,
+        "disclosed_at": event.timestamp,
+        "person_id": event.person_id if with_data else None,
+        "data": event.data if with_data else None,
+    }
 
 
 def _handover_messages(handover: Handover, event: Event) -> list[FeedMessage]:
-    value = handover_update(handover, event).model_dump_json().encode()
-    event_id = event.event_id
-    headers = cloud_event_headers(event, event_id)
     key = str(handover.id).encode()
-    return [
-        FeedMessage(agency_id=agency_id, event_id=event_id, key=key, headers=headers, value=value)
-        for agency_id in handover.party_ids
-    ]
+    headers = cloud_event_headers(event, key)
+    value = to_json(handover_update(handover, event))
+    return [FeedMessage(agency_id, key, headers, value) for agency_id in handover.party_ids]
 
 
-def handover_update(handover: Handover, event: Event) -> HandoverUpdate:
-    """What every party reads of ``handover`` after ``event``: nothing personal in it."""
+def handover_update(handover: Handover, event: Event) -> dict[str, Any]:
+    """The values of the ``HandoverUpdate`` every party reads of ``handover`` after
+    ``event``, in the model's order: nothing personal in it."""
     spec = handover.spec
-    return HandoverUpdate(
-        handover_id=handover.id,
-        version=event.originator_version,
-        audience=Audience.PARTY,
-        actor=event.actor,
-        case_id=spec.case_id,
-        province=spec.province,
-        kind=spec.kind,
-        status=HandoverStatus(handover.status),
-        parties=spec.parties,
-        waiting_for=tuple(handover.waiting_for),
-        to_case_manager_id=spec.to_case_manager_id,
-        confirmed_by=event.agency_id if isinstance(event, HandoverConfirmed) else None,
-        waited_seconds=event.waited_seconds if isinstance(event, HandoverConfirmed) else None,
-        seconds_by_party=(event.seconds_by_party if isinstance(event, HandoverCompleted) else None),
-        reason=event.reason if isinstance(event, HandoverCancelled) else None,
-    )
+    confirmed = event if isinstance(event, HandoverConfirmed) else None
+    return {
+        "handover_id": handover.id,
+        "version": event.originator_version,
+        "audience": Audience.PARTY,
+        "actor": event.actor,
+        "case_id": spec.case_id,
+        "province": spec.province,
+        "kind": spec.kind,
+        "status": HandoverStatus(handover.status),
+        "parties": spec.parties,
+        "waiting_for": handover.waiting_for,
+        "to_case_manager_id": spec.to_case_manager_id,
+        "confirmed_by": confirmed.agency_id if confirmed is not None else None,
+        "waited_seconds": confirmed.waited_seconds if confirmed is not None else None,
+        "seconds_by_party": (
+            event.seconds_by_party if isinstance(event, HandoverCompleted) else None
+        ),
+        "reason": event.reason if isinstance(event, HandoverCancelled) else None,
+    }

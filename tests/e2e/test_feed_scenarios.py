@@ -16,6 +16,7 @@ import pytest
 
 from contracts.consent import Recipient
 from contracts.envelope import Actor, event_id_of
+from contracts.feed import CloudEventHeaders, HandoverUpdate, ReferralUpdate
 from contracts.referral import Urgency
 from contracts.vocabulary import DataCategory, Purpose, Role, ServiceType
 from services.cli.demo import (
@@ -83,6 +84,10 @@ def check_envelope(record: Received) -> None:
     subject = UUID(record.headers["ce_subject"])
     assert record.ce_id == str(event_id_of(subject, record.data["version"]))
     datetime.fromisoformat(record.headers["ce_time"])
+    CloudEventHeaders.model_validate(record.headers)
+    # The value is exactly its contract model's JSON: nothing missing, nothing extra.
+    model = HandoverUpdate if ".handover_" in record.ce_type else ReferralUpdate
+    assert model.model_validate(record.data).model_dump(mode="json") == record.data
     # Nothing personal in keys or headers, ever.
     for name in NAMES:
         assert name not in record.key.decode()

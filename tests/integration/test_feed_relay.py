@@ -3,6 +3,7 @@ the broker gone from under it, it still delivers every event, at least once."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import Tracking, TrackingRecorder
 
 from contracts.consent import Collection, CollectionMethod, ConsentGiver, GiverKind, Recipient
 from contracts.envelope import Actor, AgencyRef, event_id_of
@@ -33,7 +36,14 @@ from contracts.vocabulary import (
 )
 from services.cli.feed import SeenIds, handle
 from services.cli.wiring import Platform, migrate, start
-from services.referral.feed import FeedRelay, open_feed_upstream, tracking_recorder
+from services.referral.feed import (
+    FeedRelay,
+    forget_position,
+    in_memory_tracking,
+    migrate_feed,
+    open_feed_upstream,
+    tracking_recorder,
+)
 from services.referral.feed_messages import FEED_EVENTS
 from services.runtime.aggregate import CommandContext
 from services.runtime.follower import topics_of
@@ -171,7 +181,10 @@ def last_feed_position(settings: Settings) -> int:
 class RelayProcess:
     """``ketnoi feed`` as a real process, started and stopped by pid."""
 
-    def __init__(self, settings: Settings, kafka: KafkaSettings, log: Path, **feed: str) -> None:
+    def __init__(
+        self, settings: Settings, kafka: KafkaSettings, log: Path, *args: str, **feed: str
+    ) -> None:
+        self.args = args
         self.env = {
             **os.environ,
             "KETNOI_DATABASE_URL": settings.database_url or "",
@@ -187,7 +200,7 @@ class RelayProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from services.cli import main; main()", "feed"],
+                [sys.executable, "-c", "from services.cli import main; main()", "feed", *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -258,8 +271,6 @@ class _AsRecord:
 
     @property
     def value(self) -> bytes:
-        import json
-
         return json.dumps(self.received.data).encode()
 
     @property
@@ -441,3 +452,75 @@ def test_a_broker_outage_loses_nothing_and_tracks_nothing_unacknowledged(
     log = (tmp_path / "feed.log").read_text()
     assert '"feed_batch_failed"' in log
     assert '"feed_recovered"' in log
+
+
+@pytest.mark.parametrize("where", ["postgres", "sqlite", "memory"])
+def test_forgetting_the_position_starts_the_feed_again_from_the_beginning(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    tracking: TrackingRecorder
+    if where == "memory":
+        tracking = in_memory_tracking()
+    else:
+        fixture = {"postgres": "pg_settings", "sqlite": "sqlite_settings"}[where]
+        settings: Settings = request.getfixturevalue(fixture)
+        migrate_feed(settings)
+        tracking = tracking_recorder(settings)
+    try:
+        tracking.insert_tracking(Tracking("referral", 42))
+        tracking.insert_tracking(Tracking("other", 7))
+        assert forget_position(tracking) == 42
+        assert tracking.max_tracking_id("referral") is None
+        assert tracking.max_tracking_id("other") == 7  # only the feed's own position
+        tracking.insert_tracking(Tracking("referral", 1))  # tracked again from the start
+        assert tracking.max_tracking_id("referral") == 1
+        assert forget_position(tracking) == 1
+        assert forget_position(tracking) is None
+    finally:
+        datastore = getattr(tracking, "datastore", None)
+        if datastore is not None:
+            datastore.close()
+
+
+def test_feed_reset_republishes_the_whole_log(
+    writer: Writer, pg_settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    writer.write(4)
+    expected = writer.expected()
+    once = sum(len(ids) for ids in expected.values())
+    upstream = open_feed_upstream(pg_settings)
+    relay = FeedRelay(upstream, tracking_recorder(pg_settings), kafka, settings=pg_settings)
+    try:
+        assert relay.catch_up() == 4 * EVENTS_PER_REFERRAL
+    finally:
+        relay.close()
+        upstream.recorder.datastore.close()  # type: ignore[attr-defined]
+    last = last_feed_position(pg_settings)
+    tracking = tracking_recorder(pg_settings)
+    assert tracking.max_tracking_id("referral") == last
+    agencies = [a.agency_id for a in (*SENDERS, *RECIPIENTS)]
+    reader = FeedReader(kafka, agencies)
+    log = tmp_path / "feed.log"
+    process = RelayProcess(pg_settings, kafka, log, "--reset")
+    try:
+        reader.read_until(once, timeout=20)
+        assert len(reader.records) == once
+        process.start()
+        reader.read_until(2 * once, timeout=60)
+        wait_until(lambda: tracking.max_tracking_id("referral") == last, 30, "the tracking")
+        assert process.terminate() == 0
+        reader.read_until(2 * once + 1, timeout=1)  # and nothing more
+    finally:
+        if process.proc is not None and process.proc.poll() is None:
+            process.kill()
+        reader.close()
+        tracking.datastore.close()  # type: ignore[attr-defined]
+    logged = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = {entry["event"]: entry for entry in logged}
+    assert events["feed_reset"]["forgotten"] == last
+    assert events["feed_started"]["position"] == 0  # it started again from the beginning
+    # Every message twice; once after de-duplication, in order.
+    delivered = Counter((r.topic.rsplit(".", 1)[-1], r.ce_id) for r in reader.records)
+    assert set(delivered.values()) == {2}
+    assert deduplicated(reader.records) == expected
