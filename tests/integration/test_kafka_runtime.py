@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -86,6 +86,21 @@ def poll_values(source: KafkaConsumer, count: int, timeout: float = 20.0) -> lis
 def send_all(target: Any, topic: str, key: bytes, values: list[bytes]) -> None:
     for value in values:
         target.send(topic, key=key, value=value).get(timeout=20)
+
+
+def await_partition_count(
+    writer: KafkaProducer, settings: KafkaSettings, topic: str, timeout: float = 20.0
+) -> None:
+    """Wait until ``writer`` knows as many partitions of ``topic`` as the broker has."""
+    fresh = producer(settings)
+    try:
+        wanted = fresh.partitions_for(topic)
+    finally:
+        fresh.close()
+    deadline = time.monotonic() + timeout
+    while (known := writer.partitions_for(topic)) != wanted:
+        assert time.monotonic() < deadline, f"the producer still sees {known}, not {wanted}"
+        time.sleep(0.1)
 
 
 def test_topic_for_agency_is_the_prefix_and_a_slug() -> None:
@@ -219,9 +234,15 @@ def test_producer_and_consumer_survive_a_broker_restart(tansu: TansuBroker) -> N
         reader.commit()
 
         # Memory storage starts empty: the topic, the messages and the committed offsets
-        # are gone, so the topic is created again and its offsets start from zero.
+        # are gone, so the topic is created again and its offsets start from zero. Tansu
+        # creates it itself as soon as a reconnecting client names it, with its own default
+        # partition count, whatever allow_auto_create_topics says.
         tansu.restart()
         ensure_topics(settings, [topic])
+        # Until the producer has seen the new topic, it would still hash the key over the old
+        # partition count, and a message could land on a partition the consumer reads from a
+        # position past its new end. A real broker keeps its topics: this is memory storage.
+        await_partition_count(writer, settings, topic)
 
         send_all(writer, topic, b"referral-1", [b"after-1", b"after-2"])
         got = poll_values(reader, 2, timeout=30)
