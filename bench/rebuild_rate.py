@@ -264,6 +264,7 @@ def main() -> None:
             conn.execute("ANALYZE")
         rates: dict[str, list[float]] = {"raw": [], "raw_paused": [], "json": [], "rebuild": []}
         sizes: dict[str, int] = {}
+        paired: list[float] = []
         for round_ in range(1, args.rounds + 1):
             for key, options in (
                 ("raw", {}),
@@ -274,10 +275,14 @@ def main() -> None:
                 rates[key].append(count / seconds)
             sizes, seconds_rebuild = rebuild(platform)
             rates["rebuild"].append(total / seconds_rebuild)
+            # Paired: this round's rebuild against this round's faster raw, measured moments
+            # apart, so a machine that slows down for a while slows both.
+            paired.append(rates["rebuild"][-1] / max(rates["raw"][-1], rates["raw_paused"][-1]))
             say(
                 f"Round {round_}/{args.rounds}: raw {rates['raw'][-1]:,.0f} events/s, "
                 f"raw with the collector paused {rates['raw_paused'][-1]:,.0f} events/s, "
-                f"rebuild {rates['rebuild'][-1]:,.0f} events/s ({seconds_rebuild:.1f} s)"
+                f"rebuild {rates['rebuild'][-1]:,.0f} events/s ({seconds_rebuild:.1f} s), "
+                f"{paired[-1]:.2f} x raw"
             )
         median = {key: statistics.median(values) for key, values in rates.items()}
         # The stricter of the two raw rates is the limit the rebuild is measured against.
@@ -303,6 +308,10 @@ def main() -> None:
         print(
             f"  rebuild, all views    {built:>10,.0f} events/s = {built / raw:.2f} x raw "
             f"(the faster raw; goal: at least 0.70); {built / median['json']:.2f} x raw JSON"
+        )
+        print(
+            f"  rebuild / raw of each round: {', '.join(f'{x:.2f}' for x in paired)}; "
+            f"median {statistics.median(paired):.2f}"
         )
     finally:
         if platform is not None:

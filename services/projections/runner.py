@@ -31,6 +31,19 @@ UPSTREAMS = ("intake", "consent", "referral")
 Progress = Callable[[int], None]
 
 
+def _drained(view: View, docs: Docs) -> Iterator[Row]:
+    """Every document of ``docs``, finalized, each let go of as soon as it is handed out.
+
+    Freeing hundreds of thousands of small dicts takes a while; done row by row it overlaps
+    with PostgreSQL taking in the rows already sent, instead of following the bulk load.
+    """
+    rows = docs.rows
+    while rows:
+        key, (province, agency, doc) = rows.popitem()
+        view.finalize(doc)
+        yield key, province, agency, doc
+
+
 def _rows(view: View, docs: Docs, keys: Iterable[str]) -> list[Row]:
     rows = []
     for key in keys:
@@ -148,9 +161,8 @@ class Projector(WakeLoop):
         with without_cycle_collection():
             docs = apply_all(self.views, names, self.upstreams, stops, progress)
             for n in names:
-                self.store.bulk_load(shadows[n], _rows(self.views[n], docs[n], docs[n].rows))
                 sizes[n] = len(docs[n].rows)
-            del docs
+                self.store.bulk_load(shadows[n], _drained(self.views[n], docs.pop(n)))
         for n in names:
             handled = {u: stops[u] for u in self.views[n].handles if stops.get(u)}
             with self.store.transaction() as cur:

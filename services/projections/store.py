@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.adapt import Dumper
 
 from services.runtime.settings import Settings
 
@@ -223,20 +224,20 @@ class ViewStore:
                 list(positions.items()),
             )
 
-    def bulk_load(self, tables: Tables, rows: Sequence[Row]) -> None:
+    def bulk_load(self, tables: Tables, rows: Iterable[Row]) -> None:
         """Fill empty (shadow) tables fast: COPY on PostgreSQL."""
         if self.backend == "sqlite":
             with self.transaction() as cur:
                 self.write(cur, tables, rows, {})
             return
         conn = self._connection()
-        with (
-            conn.transaction(),
-            conn.cursor() as cur,
-            cur.copy(f"COPY {tables.docs} (key, province, agency, doc) FROM STDIN") as copy,
-        ):
-            for key, province, agency, doc in rows:
-                copy.write_row((key, province, agency, orjson.dumps(doc).decode()))
+        with conn.transaction(), conn.cursor() as cur:
+            # orjson's bytes are UTF-8 text already: COPY them as they are, rather than
+            # decoding each document to str for psycopg to encode it back.
+            cur.adapters.register_dumper(bytes, _Utf8TextDumper)
+            with cur.copy(f"COPY {tables.docs} (key, province, agency, doc) FROM STDIN") as copy:
+                for key, province, agency, doc in rows:
+                    copy.write_row((key, province, agency, orjson.dumps(doc)))
         with conn.transaction():
             conn.execute(f"ALTER TABLE {tables.docs} ADD PRIMARY KEY (key)")
 
@@ -244,6 +245,15 @@ class ViewStore:
         with self.transaction() as cur:
             cur.execute(f"SELECT count(*) FROM {tables.docs}")
             return int(cur.fetchall()[0][0])
+
+
+class _Utf8TextDumper(Dumper):
+    """Bytes that are UTF-8 text, sent as ``text`` (COPY still escapes them)."""
+
+    oid = psycopg.adapters.types["text"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
 
 
 def _doc(value: Any) -> dict[str, Any]:

@@ -1,0 +1,68 @@
+"""How the views read stored events: the recorded facts, under the right aggregate id."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from eventsourcing.persistence import Notification
+
+from contracts.envelope import Actor, AgencyRef
+from contracts.intake import Place
+from contracts.vocabulary import AgencyKind, ArrivalRoute, CaseStage, Role
+from services.intake.domain import Case
+from services.projections import views
+from services.runtime.aggregate import CommandContext
+from services.runtime.persistence import new_mapper
+
+NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
+POLICE = AgencyRef(agency_id="dong-thap-police", kind=AgencyKind.POLICE)
+OFFICER = Actor(user_id="officer-1", agency_id="dong-thap-police", role=Role.INTAKE_OFFICER)
+
+
+def case_history(n: int) -> list[object]:
+    """A reception and a stage change of case ``n``."""
+    at = NOW + timedelta(minutes=n)
+    case = Case.record_reception(
+        CommandContext(actor=OFFICER, at=at),
+        route=ArrivalRoute.RESCUED,
+        received_at=at,
+        place=Place(province="dong-thap"),
+        receiving_agency=POLICE,
+    )
+    case.change_stage(CommandContext(actor=OFFICER, at=at), CaseStage.CRISIS, None)
+    return list(case.collect_events())
+
+
+def test_facts_keep_their_aggregate_ids_when_the_id_cache_fills(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cache of two ids, for five cases whose events interleave: the cache is cleared and
+    # refilled several times, and every fact must still name its own case.
+    monkeypatch.setattr(views, "ID_CACHE_SIZE", 2)
+    mapper = new_mapper()
+    histories = [case_history(n) for n in range(5)]
+    interleaved = [e for pair in itertools.zip_longest(*histories) for e in pair if e]
+    read = views.fact_reader(mapper)
+    for position, event in enumerate(interleaved + interleaved[::-1], start=1):
+        stored = mapper.to_stored_event(event)  # type: ignore[arg-type]
+        notification = Notification(
+            id=position,
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=stored.topic,
+            state=stored.state,
+        )
+        fact = read(notification)
+        assert fact.originator_id == str(event.originator_id)  # type: ignore[attr-defined]
+        assert fact.version == event.originator_version  # type: ignore[attr-defined]
+        assert fact.type == type(event).event_type
+    # The cache is the reader's own dict of ids; a long-running follower must not grow it.
+    caches = [
+        cell.cell_contents
+        for cell in read.__closure__ or ()
+        if isinstance(cell.cell_contents, dict)
+    ]
+    assert caches, "the reader keeps no id cache"
+    assert all(len(cache) <= 2 for cache in caches)
