@@ -77,7 +77,8 @@ from contracts.vocabulary import (
 )
 from services.cli.wiring import Platform, migrate, start
 from services.referral.domain import Referral
-from services.referral.feed import FeedRelay, FeedSettings, in_memory_tracking, open_feed_upstream
+from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
+from services.referral.feed_tracking import in_memory_tracking
 from services.runtime.aggregate import CommandContext
 from services.runtime.kafka import KafkaSettings, ensure_topics, topic_for_agency
 from services.runtime.logging import configure_logging

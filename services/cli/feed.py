@@ -242,12 +242,8 @@ def feed(
     Needs KETNOI_DATABASE_URL (after `ketnoi migrate`) and KAFKA_BOOTSTRAP_SERVERS; the
     relay's own settings are KETNOI_FEED_* variables.
     """
-    from services.referral.feed import (
-        FeedRelay,
-        FeedSettings,
-        open_feed_upstream,
-        tracking_recorder,
-    )
+    from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
+    from services.referral.feed_tracking import tracking_recorder
 
     settings = _settings()
     configure_logging(settings.effective_log_format, settings.log_level)
@@ -287,8 +283,9 @@ def start_demo_feed(platform: Platform, settings: Settings) -> Callable[[], None
     The broker keeps everything in memory, so the relay's position does too: every start
     re-publishes the whole log to the fresh broker.
     """
-    from services.referral.feed import FeedRelay, in_memory_tracking, open_feed_upstream
+    from services.referral.feed import FeedRelay, open_feed_upstream
     from services.referral.feed import prompt_on_save as prompt_relay
+    from services.referral.feed_tracking import in_memory_tracking
     from services.runtime.kafka import KafkaSettings
     from services.runtime.tansu import BrokerUnavailableError, TansuBroker
 

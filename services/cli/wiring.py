@@ -16,7 +16,7 @@ from services.projections.store import Tables, ViewStore
 from services.projections.views import VIEWS
 from services.referral.api import router as referral_router
 from services.referral.application import ReferralService
-from services.referral.feed import migrate_feed
+from services.referral.feed_tracking import migrate_feed
 from services.runtime.application import ServiceApplication
 from services.runtime.auth import TokenService
 from services.runtime.follower import (

@@ -8,8 +8,7 @@ from that position and publishes part of a batch twice: delivery is at least onc
 subscribers de-duplicate by ``ce_id``. Kafka is never the system of record: a relay with an
 empty tracking table (``ketnoi feed --reset``) re-publishes the whole log.
 
-The position lives in a schema of its own (``feed``, created by ``ketnoi migrate``), or its
-own SQLite file in the embedded default. The relay wakes on PostgreSQL NOTIFY, or on an
+Where the position is kept: ``feed_tracking``. The relay wakes on PostgreSQL NOTIFY, or on an
 in-process prompt, and polls as a safety net.
 """
 
@@ -23,16 +22,11 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import (
-    InfrastructureFactory,
     IntegrityError,
     PersistenceError,
     Tracking,
     TrackingRecorder,
 )
-from eventsourcing.popo import POPOTrackingRecorder
-from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteTrackingRecorder
-from eventsourcing.utils import Environment
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 from psycopg import sql
@@ -40,6 +34,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.referral.feed_messages import FEED_EVENTS, FeedMessage, FeedView
+from services.referral.feed_tracking import UPSTREAM, close_recorder, forget_position
 from services.runtime.application import ServiceApplication
 from services.runtime.follower import Upstream, open_upstream
 from services.runtime.kafka import (
@@ -50,13 +45,10 @@ from services.runtime.kafka import (
     topic_for_agency,
 )
 from services.runtime.logging import get_logger
-from services.runtime.persistence import application_env, decode_stored
+from services.runtime.persistence import decode_stored
 from services.runtime.settings import Settings
 
 log = get_logger("ketnoi.feed")
-
-FEED = "feed"  # the name of the relay's schema, SQLite file and tracking table
-UPSTREAM = "referral"
 
 
 class FeedSettings(BaseSettings):
@@ -74,72 +66,6 @@ class FeedSettings(BaseSettings):
     retry_backoff: float = Field(default=0.2, gt=0)
     retry_backoff_max: float = Field(default=5.0, gt=0)
     cache_size: int = Field(default=10_000, ge=1)
-
-
-def tracking_env(settings: Settings, *, create_tables: bool | None = None) -> dict[str, str]:
-    """The eventsourcing environment of the relay's tracking table: schema ``feed`` on
-    PostgreSQL, ``feed.sqlite`` in the embedded default."""
-    env = application_env(settings, UPSTREAM, create_tables=create_tables)
-    if settings.postgres is None:
-        env["SQLITE_DBNAME"] = str(settings.data_dir / f"{FEED}.sqlite")
-    else:
-        env["POSTGRES_SCHEMA"] = settings.schema_for(FEED)
-        # One reader and one writer of positions: a small pool.
-        env["POSTGRES_POOL_SIZE"] = "1"
-        env["POSTGRES_MAX_OVERFLOW"] = "1"
-    return env
-
-
-def tracking_recorder(settings: Settings, *, create_tables: bool | None = None) -> TrackingRecorder:
-    env = Environment(FEED, tracking_env(settings, create_tables=create_tables))
-    return InfrastructureFactory.construct(env).tracking_recorder()
-
-
-def migrate_feed(settings: Settings) -> None:
-    """Create the relay's schema and tracking table; safe to run again."""
-    target = settings.postgres
-    if target is not None:
-        with psycopg.connect(target.conninfo(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(settings.schema_for(FEED))
-                )
-            )
-    _close(tracking_recorder(settings, create_tables=True))
-
-
-def forget_position(tracking: TrackingRecorder, upstream: str = UPSTREAM) -> int | None:
-    """Forget how far the relay got, so that it re-publishes the log from its start.
-
-    Returns the position it forgot (None if there was none). Stop every relay first: one
-    still running keeps its own position and tracks it again. Raises TypeError for a
-    tracking recorder of another kind.
-    """
-    forgotten = tracking.max_tracking_id(upstream)
-    if isinstance(tracking, PostgresTrackingRecorder):
-        with tracking.datastore.transaction(commit=True) as cursor:
-            cursor.execute(
-                sql.SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
-                    sql.Identifier(tracking.datastore.schema),
-                    sql.Identifier(tracking.tracking_table_name),
-                ),
-                (upstream,),
-            )
-    elif isinstance(tracking, SQLiteTrackingRecorder):
-        with tracking.datastore.transaction(commit=True) as cursor:
-            cursor.execute("DELETE FROM tracking WHERE application_name = ?", (upstream,))
-    elif isinstance(tracking, POPOTrackingRecorder):
-        tracking._max_tracking_ids.pop(upstream, None)
-    else:
-        msg = f"cannot forget a position kept by {type(tracking).__name__}"
-        raise TypeError(msg)
-    return forgotten
-
-
-def in_memory_tracking() -> TrackingRecorder:
-    """A position that lives as long as the process: for a broker that forgets as much."""
-    env = Environment(FEED, {"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    return InfrastructureFactory.construct(env).tracking_recorder()
 
 
 def open_feed_upstream(settings: Settings, app: ServiceApplication | None = None) -> Upstream:
@@ -413,7 +339,7 @@ class FeedRelay:
         if self._producer is not None:
             self._producer.close(timeout=5)
             self._producer = None
-        _close(self.tracking)
+        close_recorder(self.tracking)
 
 
 def prompt_on_save(app: ServiceApplication, relay: FeedRelay) -> None:
@@ -433,12 +359,6 @@ def _describe(exc: BaseException) -> str | None:
     if isinstance(exc, KafkaError | psycopg.Error | PersistenceError | OSError):
         return str(exc)[:300]
     return None
-
-
-def _close(recorder: object) -> None:
-    datastore = getattr(recorder, "datastore", None)
-    if datastore is not None:
-        datastore.close()
 
 
 def _close_connection(conn: psycopg.Connection[Any] | None) -> None:

@@ -36,15 +36,14 @@ from contracts.vocabulary import (
 )
 from services.cli.feed import SeenIds, handle
 from services.cli.wiring import Platform, migrate, start
-from services.referral.feed import (
-    FeedRelay,
+from services.referral.feed import FeedRelay, open_feed_upstream
+from services.referral.feed_messages import FEED_EVENTS
+from services.referral.feed_tracking import (
     forget_position,
     in_memory_tracking,
     migrate_feed,
-    open_feed_upstream,
     tracking_recorder,
 )
-from services.referral.feed_messages import FEED_EVENTS
 from services.runtime.aggregate import CommandContext
 from services.runtime.follower import topics_of
 from services.runtime.kafka import KafkaSettings

@@ -14,13 +14,8 @@ import psycopg
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
-from services.referral.feed import (
-    FEED,
-    FeedRelay,
-    FeedSettings,
-    open_feed_upstream,
-    tracking_recorder,
-)
+from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
+from services.referral.feed_tracking import FEED, tracking_recorder
 from services.runtime.kafka import KafkaSettings, ensure_topics, topic_for_agency
 from services.runtime.settings import Settings
 

@@ -1,0 +1,442 @@
+"""The agency feed's messages without a broker, held to the contract models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contracts.consent_decision import Verdict
+from contracts.envelope import Actor, AgencyRef, Event
+from contracts.feed import (
+    Audience,
+    CloudEventHeaders,
+    Disclosure,
+    HandoverStatus,
+    HandoverUpdate,
+    ReferralUpdate,
+)
+from contracts.referral import (
+    DeadlineKind,
+    DeadlineMissed,
+    DisclosureBasis,
+    DisclosureRecorded,
+    HandoverCancelled,
+    HandoverCompleted,
+    HandoverConfirmed,
+    HandoverKind,
+    HandoverParty,
+    HandoverStarted,
+    OverrideApproved,
+    OverrideRequested,
+    PartyRole,
+    ReferralAccepted,
+    ReferralAcknowledged,
+    ReferralBlocked,
+    ReferralCancelled,
+    ReferralCompleted,
+    ReferralCreated,
+    ReferralDispatched,
+    ReferralFailed,
+    ReferralPutOnHold,
+    ReferralRejected,
+    ReferralResumed,
+    ReferralStarted,
+    ReferralStatus,
+    ReleasedField,
+    Urgency,
+    WithheldCategory,
+)
+from contracts.vocabulary import AgencyKind, DataCategory, Purpose, Role, ServiceType
+from services.referral.domain import Handover, Referral
+from services.referral.feed_messages import FeedMessage, FeedView
+from services.runtime.persistence import decode_stored, new_mapper
+
+# -- the relay's messages, held to the contract models -------------------------------------
+#
+# The relay writes its messages from plain values, without building the contract models.
+# Here every message of random referral and handover histories is compared, byte for byte,
+# with the JSON of the contract model built the plain way, field by field, from the same
+# state: the model fills in any field the relay left out, and writes every value its own way.
+
+
+def expected_referral_update(
+    referral: Referral, event: Event, audience: Audience
+) -> ReferralUpdate:
+    """What ``audience`` may read of ``referral`` after ``event``, as the contract model."""
+    spec = referral.spec
+    reason: str | None = None
+    if isinstance(event, ReferralRejected | ReferralCancelled | ReferralFailed):
+        reason = event.reason
+    elif isinstance(event, ReferralCompleted):
+        reason = event.outcome
+    disclosed: DisclosureRecorded | None = None
+    if isinstance(event, DisclosureRecorded):
+        disclosed = event
+    elif isinstance(event, ReferralDispatched):
+        disclosed = referral.disclosure
+    return ReferralUpdate(
+        referral_id=referral.id,
+        version=event.originator_version,
+        audience=audience,  # type: ignore[arg-type]
+        actor=event.actor,
+        case_id=spec.case_id,
+        province=spec.province,
+        status=referral.status,
+        from_agency=spec.from_agency,
+        to_agency=spec.to_agency,
+        service_type=spec.service_type,
+        urgency=spec.urgency,
+        purpose=spec.purpose,
+        categories=spec.categories,
+        acknowledge_by=referral.acknowledge_by,
+        first_service_by=referral.first_service_by,
+        reason=reason,
+        withheld=referral.withheld,
+        deadline=event.deadline if isinstance(event, DeadlineMissed) else None,
+        due_at=event.due_at if isinstance(event, DeadlineMissed) else None,
+        override_id=(
+            event.override_id if isinstance(event, OverrideRequested | OverrideApproved) else None
+        ),
+        disclosure=(
+            expected_disclosure(disclosed, with_data=audience is Audience.RECIPIENT)
+            if disclosed is not None
+            else None
+        ),
+    )
+
+
+def expected_disclosure(event: DisclosureRecorded, *, with_data: bool) -> Disclosure:
+    return Disclosure(
+        disclosure_id=event.disclosure_id,
+        basis=event.basis,
+        purpose=event.purpose,
+        released=event.released,
+        flagged_for_review=event.flagged_for_review,
+        override_id=event.override_id,
+        disclosed_at=event.timestamp,
+        person_id=event.person_id if with_data else None,
+        data=event.data if with_data else None,
+    )
+
+
+def expected_handover_update(handover: Handover, event: Event) -> HandoverUpdate:
+    """What every party reads of ``handover`` after ``event``, as the contract model."""
+    spec = handover.spec
+    return HandoverUpdate(
+        handover_id=handover.id,
+        version=event.originator_version,
+        audience=Audience.PARTY,
+        actor=event.actor,
+        case_id=spec.case_id,
+        province=spec.province,
+        kind=spec.kind,
+        status=HandoverStatus(handover.status),
+        parties=spec.parties,
+        waiting_for=tuple(handover.waiting_for),
+        to_case_manager_id=spec.to_case_manager_id,
+        confirmed_by=event.agency_id if isinstance(event, HandoverConfirmed) else None,
+        waited_seconds=event.waited_seconds if isinstance(event, HandoverConfirmed) else None,
+        seconds_by_party=(event.seconds_by_party if isinstance(event, HandoverCompleted) else None),
+        reason=event.reason if isinstance(event, HandoverCancelled) else None,
+    )
+
+
+class NoLog:
+    """The view's recorder: every history here is fed in order, so it is never read."""
+
+    def select_events(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the view read the log")
+
+
+def check_headers(message: FeedMessage, event: Event) -> None:
+    headers = {name: value.decode() for name, value in message.headers}
+    parsed = CloudEventHeaders.model_validate(headers)
+    assert list(headers) == [
+        "ce_specversion",
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_time",
+        "ce_subject",
+        "content-type",
+    ]
+    assert parsed.ce_id == event.event_id
+    assert parsed.ce_subject == event.originator_id
+    assert message.key == str(event.originator_id).encode()
+    assert headers["ce_type"] == type(event).topic()
+    assert headers["ce_time"] == event.timestamp.isoformat()
+
+
+def check_history(events: list[Event], kind: type[Referral] | type[Handover]) -> None:
+    """Feed ``events`` to a FeedView as the relay reads them from the log, and hold each
+    message to the contract model of the state after its event."""
+    mapper = new_mapper()
+    view = FeedView(NoLog(), mapper, cache_size=10)  # type: ignore[arg-type]
+    state = kind(events[0].originator_id)
+    for written in events:
+        event = decode_stored(mapper, mapper.to_stored_event(written))  # as stored and read
+        messages = view.messages_for(event)
+        state.apply(event)
+        if isinstance(state, Referral):
+            spec = state.spec
+            audiences = [(spec.from_agency.agency_id, Audience.SENDER)]
+            if state.dispatched_at is not None:  # the recipient hears from the dispatch on
+                audiences.append((spec.to_agency.agency_id, Audience.RECIPIENT))
+            expected = [
+                (agency, expected_referral_update(state, event, audience))
+                for agency, audience in audiences
+            ]
+        else:
+            update = expected_handover_update(state, event)
+            expected = [(party, update) for party in state.party_ids]
+        assert [m.agency_id for m in messages] == [agency for agency, _ in expected]
+        for message, (_, model) in zip(messages, expected, strict=True):
+            assert message.value == model.model_dump_json().encode()
+            assert type(model).model_validate_json(message.value) == model
+            check_headers(message, event)
+
+
+# Free text anywhere (escapes, other scripts), times in other zones and to the microsecond,
+# numbers of every kind in the disclosed data.
+texts = st.text(min_size=1, max_size=20)
+slugs = st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,15}", fullmatch=True)
+zones = st.sampled_from([UTC, timezone(timedelta(hours=7)), timezone(timedelta(hours=-3.5))])
+times = st.datetimes(datetime(1990, 1, 1), datetime(2200, 1, 1), timezones=zones)
+actors = st.builds(Actor, user_id=texts, agency_id=slugs, role=st.sampled_from(Role))
+withheld = st.lists(
+    st.builds(
+        WithheldCategory,
+        category=st.sampled_from(DataCategory),
+        verdict=st.sampled_from(Verdict),
+        reason=st.text(max_size=20),
+    ),
+    max_size=3,
+).map(tuple)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+
+
+@dataclass
+class History:
+    """Events of one referral or handover, numbered as the log numbers them."""
+
+    originator_id: UUID
+    events: list[Event] = field(default_factory=list)
+
+    def add(self, draw: Any, event_type: type[Event], **fields: Any) -> None:
+        self.events.append(
+            event_type(
+                originator_id=self.originator_id,
+                originator_version=len(self.events) + 1,
+                timestamp=draw(times),
+                actor=draw(actors),
+                **fields,
+            )
+        )
+
+
+def disclosure_fields(draw: Any, recipient: AgencyRef) -> dict[str, Any]:
+    basis = draw(st.sampled_from(DisclosureBasis))
+    return {
+        "disclosure_id": draw(st.uuids()),
+        "person_id": draw(st.uuids()),
+        "recipient": recipient,
+        "purpose": draw(st.sampled_from(Purpose)),
+        "basis": basis,
+        "released": tuple(
+            ReleasedField(category=c, field=name, grant_id=draw(st.none() | st.uuids()))
+            for c, name in draw(
+                st.lists(st.tuples(st.sampled_from(DataCategory), texts), max_size=3)
+            )
+        ),
+        "data": draw(st.dictionaries(texts, st.dictionaries(texts, json_values), max_size=3)),
+        "override_id": draw(st.none() | st.uuids()),
+        "flagged_for_review": basis is DisclosureBasis.VITAL_INTEREST,
+    }
+
+
+@st.composite
+def referral_histories(draw: Any) -> list[Event]:
+    """A referral's creation, then any of its later events in any order: the views apply
+    each as it comes, and every state they pass through must read the same."""
+    sender, recipient = (
+        AgencyRef(agency_id=agency_id, kind=draw(st.sampled_from(AgencyKind)))
+        for agency_id in draw(st.lists(slugs, min_size=2, max_size=2, unique=True))
+    )
+    history = History(draw(st.uuids()))
+    history.add(
+        draw,
+        ReferralCreated,
+        case_id=draw(st.uuids()),
+        person_id=draw(st.uuids()),
+        province=draw(st.text(max_size=20)),
+        from_agency=sender,
+        to_agency=recipient,
+        service_type=draw(st.sampled_from(ServiceType)),
+        urgency=draw(st.sampled_from(Urgency)),
+        purpose=draw(st.sampled_from(Purpose)),
+        categories=tuple(draw(st.lists(st.sampled_from(DataCategory), max_size=3))),
+        note=draw(st.none() | texts),
+    )
+    later: dict[type[Event], Any] = {
+        ReferralBlocked: lambda: {"withheld": draw(withheld)},
+        DisclosureRecorded: lambda: disclosure_fields(draw, recipient),
+        ReferralDispatched: lambda: {
+            "acknowledge_by": draw(times),
+            "first_service_by": draw(times),
+        },
+        ReferralAcknowledged: dict,
+        ReferralAccepted: lambda: {"note": draw(st.none() | texts)},
+        ReferralRejected: lambda: {"reason": draw(texts)},
+        ReferralStarted: dict,
+        ReferralCompleted: lambda: {"outcome": draw(texts)},
+        ReferralCancelled: lambda: {"reason": draw(texts)},
+        ReferralFailed: lambda: {"reason": draw(texts)},
+        ReferralPutOnHold: lambda: {
+            "withheld": draw(withheld),
+            "resume_to": draw(st.sampled_from(ReferralStatus)),
+        },
+        ReferralResumed: lambda: {"to_status": draw(st.sampled_from(ReferralStatus))},
+        DeadlineMissed: lambda: {
+            "deadline": draw(st.sampled_from(DeadlineKind)),
+            "due_at": draw(times),
+            "status": draw(st.sampled_from(ReferralStatus)),
+        },
+        OverrideRequested: lambda: {
+            "override_id": draw(st.uuids()),
+            "reason": draw(st.text(min_size=10, max_size=30)),
+        },
+        OverrideApproved: lambda: {"override_id": draw(st.uuids())},
+    }
+    for event_type in draw(st.lists(st.sampled_from(list(later)), max_size=12)):
+        history.add(draw, event_type, **later[event_type]())
+    return history.events
+
+
+@st.composite
+def handover_histories(draw: Any) -> list[Event]:
+    ids = draw(st.lists(slugs, min_size=2, max_size=4, unique=True))
+    parties = tuple(
+        HandoverParty(
+            agency=AgencyRef(agency_id=agency_id, kind=draw(st.sampled_from(AgencyKind))),
+            role=draw(st.sampled_from(PartyRole)),
+            capacity=draw(texts),
+        )
+        for agency_id in ids
+    )
+    history = History(draw(st.uuids()))
+    history.add(
+        draw,
+        HandoverStarted,
+        case_id=draw(st.uuids()),
+        province=draw(st.text(max_size=20)),
+        kind=draw(st.sampled_from(HandoverKind)),
+        parties=parties,
+        to_case_manager_id=draw(st.none() | texts),
+    )
+    seconds = st.floats(min_value=0, max_value=1e9, allow_nan=False)
+    for step in draw(st.lists(st.sampled_from(["confirm", "complete", "cancel"]), max_size=6)):
+        if step == "confirm":
+            agency_id = draw(st.sampled_from(ids) | slugs)
+            history.add(draw, HandoverConfirmed, agency_id=agency_id, waited_seconds=draw(seconds))
+        elif step == "complete":
+            by_party = draw(st.dictionaries(st.sampled_from(ids), seconds))
+            history.add(draw, HandoverCompleted, seconds_by_party=by_party)
+        else:
+            history.add(draw, HandoverCancelled, reason=draw(texts))
+    return history.events
+
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(referral_histories())
+def test_referral_messages_are_the_contract_models_json(events: list[Event]) -> None:
+    check_history(events, Referral)
+
+
+@PROPERTY
+@given(handover_histories())
+def test_handover_messages_are_the_contract_models_json(events: list[Event]) -> None:
+    check_history(events, Handover)
+
+
+def test_only_the_recipient_reads_the_disclosed_data() -> None:
+    """The rule itself, on one plain history: created, disclosed, dispatched, answered."""
+    now = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
+    swc = AgencyRef(agency_id="dt-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE)
+    hospital = AgencyRef(agency_id="dt-hospital", kind=AgencyKind.HOSPITAL)
+    actor = Actor(user_id="cw-1", agency_id="dt-swc", role=Role.CASE_MANAGER)
+    referral_id = UUID("00000000-0000-4000-8000-000000000001")
+    envelope = {"originator_id": referral_id, "timestamp": now, "actor": actor}
+    events: list[Event] = [
+        ReferralCreated(
+            originator_version=1,
+            case_id=UUID("00000000-0000-4000-8000-000000000002"),
+            person_id=UUID("00000000-0000-4000-8000-000000000003"),
+            province="dong-thap",
+            from_agency=swc,
+            to_agency=hospital,
+            service_type=ServiceType.MEDICAL_CARE,
+            urgency=Urgency.URGENT,
+            purpose=Purpose.SERVICE_PROVISION,
+            categories=(DataCategory.IDENTITY,),
+            note="No home visits.",
+            **envelope,
+        ),
+        DisclosureRecorded(
+            originator_version=2,
+            disclosure_id=UUID("00000000-0000-4000-8000-000000000004"),
+            person_id=UUID("00000000-0000-4000-8000-000000000003"),
+            recipient=hospital,
+            purpose=Purpose.SERVICE_PROVISION,
+            basis=DisclosureBasis.CONSENT,
+            released=(
+                ReleasedField(category=DataCategory.IDENTITY, field="full_name", grant_id=None),
+            ),
+            data={"identity": {"full_name": "Lê Thị Mai"}},
+            **envelope,
+        ),
+        ReferralDispatched(
+            originator_version=3,
+            acknowledge_by=now + timedelta(hours=4),
+            first_service_by=now + timedelta(days=1),
+            **envelope,
+        ),
+        ReferralAcknowledged(originator_version=4, **envelope),
+    ]
+    check_history(events, Referral)
+    view = FeedView(NoLog(), new_mapper(), cache_size=10)  # type: ignore[arg-type]
+    read = [[(m.agency_id, json.loads(m.value)) for m in view.messages_for(e)] for e in events]
+    assert [[agency for agency, _ in messages] for messages in read] == [
+        ["dt-swc"],
+        ["dt-swc"],  # the recipient never hears of a referral not yet dispatched
+        ["dt-swc", "dt-hospital"],
+        ["dt-swc", "dt-hospital"],
+    ]
+    (_, disclosed), (_, dispatched_to_swc), (_, dispatched_to_hospital) = (
+        read[1][0],
+        read[2][0],
+        read[2][1],
+    )
+    assert disclosed["disclosure"]["data"] is None
+    assert disclosed["disclosure"]["person_id"] is None
+    assert dispatched_to_swc["disclosure"]["data"] is None
+    assert dispatched_to_hospital["audience"] == "recipient"
+    assert dispatched_to_hospital["disclosure"]["data"] == {"identity": {"full_name": "Lê Thị Mai"}}
+    assert all(update["disclosure"] is None for _, update in read[3])
+    assert all("No home visits" not in json.dumps(update) for m in read for _, update in m)
