@@ -18,12 +18,10 @@ from typing import Any
 
 from eventsourcing.persistence import Notification
 
-from contracts.envelope import Event
 from services.projections.store import Row, Tables, ViewStore
 from services.projections.views import VIEWS, Docs, Fact, View, fact_reader
 from services.runtime.follower import Upstream, WakeLoop, topics_of
 from services.runtime.logging import get_logger
-from services.runtime.persistence import decode_stored
 from services.runtime.settings import Settings
 
 log = get_logger("ketnoi.projections")
@@ -248,18 +246,3 @@ def _prefetched(
                 return
             pending = pool.submit(fetch, batch[-1].id + 1)
             yield batch
-
-
-def read_all(upstream: Upstream, chunk: int = 5000) -> Iterable[Notification]:
-    start = 1
-    while True:
-        batch = upstream.recorder.select_notifications(start=start, limit=chunk)
-        if not batch:
-            return
-        yield from batch
-        start = batch[-1].id + 1
-
-
-def decode_all(upstream: Upstream) -> Iterable[Event]:
-    for notification in read_all(upstream):
-        yield decode_stored(upstream.mapper, notification)
