@@ -305,7 +305,7 @@ def relay_process(settings: Settings, kafka: KafkaSettings, log: Path) -> Iterat
     }
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from services.cli import main; main()", "feed"],
+            [sys.executable, "-c", "from services.launch import main; main()", "feed"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

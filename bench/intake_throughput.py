@@ -263,7 +263,7 @@ def running_server(settings: Settings, log_path: Path) -> Iterator[str]:
     """``ketnoi serve intake`` on a free loopback port; yields its base URL, stops it by pid."""
     port = free_port()
     command = [
-        sys.executable, "-c", "from services.cli import main; main()",
+        sys.executable, "-c", "from services.launch import main; main()",
         "serve", "intake", "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     with log_path.open("w") as log:

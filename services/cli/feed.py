@@ -149,19 +149,37 @@ def _kafka_settings(bootstrap: str | None) -> KafkaSettings:
     return kafka
 
 
+class StopRequest:
+    """Whether SIGTERM or SIGINT asked for a clean stop, and what to tell when one does.
+
+    ``when_stopped`` may be set after the handlers are installed (once the thing to stop
+    exists); a stop that came before is passed on at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._on_stop: Callable[[], None] = lambda: None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def when_stopped(self, on_stop: Callable[[], None]) -> None:
+        self._on_stop = on_stop
+        if self.requested:
+            on_stop()
+
+    def _signalled(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+        self._on_stop()
+
+
 @contextlib.contextmanager
-def _stop_on_signals(on_stop: Callable[[], None] = lambda: None) -> Iterator[Callable[[], bool]]:
-    """SIGTERM and SIGINT ask for a clean stop; yields whether one was asked for."""
-    stopped = False
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopped
-        stopped = True
-        on_stop()
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+def _stop_on_signals() -> Iterator[StopRequest]:
+    """SIGTERM and SIGINT ask for a clean stop for as long as the block runs."""
+    request = StopRequest()
+    previous = {s: signal.signal(s, request._signalled) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield lambda: stopped
+        yield request
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -245,29 +263,32 @@ def feed(
     from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
     from services.referral.feed_tracking import tracking_recorder
 
-    settings = _settings()
-    configure_logging(settings.effective_log_format, settings.log_level)
-    kafka = _kafka_settings(None)
-    upstream = open_feed_upstream(settings)
-    try:
-        tracking = tracking_recorder(settings, create_tables=settings.embedded)
-        relay = FeedRelay(upstream, tracking, kafka, settings=settings, feed=FeedSettings())
-        if reset:
-            relay.start_over()
-        start = relay.position()
-    except Exception as exc:
-        console.print(
-            f"[red]Cannot read (or reset) the feed's position:[/red] {exc}\n"
-            "Run `ketnoi migrate` first."
-        )
-        raise typer.Exit(2) from None
-    log.info("feed_started", position=start, brokers=kafka.bootstrap_list())
-    try:
-        with _stop_on_signals(relay.stop_soon):
+    # Handled from the first moment: an orchestrator may stop a relay that is still starting.
+    with _stop_on_signals() as stopping:
+        settings = _settings()
+        configure_logging(settings.effective_log_format, settings.log_level)
+        kafka = _kafka_settings(None)
+        upstream = open_feed_upstream(settings)
+        try:
+            tracking = tracking_recorder(settings, create_tables=settings.embedded)
+            relay = FeedRelay(upstream, tracking, kafka, settings=settings, feed=FeedSettings())
+            if reset:
+                relay.start_over()
+            start = relay.position()
+        except Exception as exc:
+            _close_upstream(upstream)
+            console.print(
+                f"[red]Cannot read (or reset) the feed's position:[/red] {exc}\n"
+                "Run `ketnoi migrate` first."
+            )
+            raise typer.Exit(2) from None
+        log.info("feed_started", position=start, brokers=kafka.bootstrap_list())
+        try:
+            stopping.when_stopped(relay.stop_soon)
             relay.run()
-    finally:
-        relay.close()
-        _close_upstream(upstream)
+        finally:
+            relay.close()
+            _close_upstream(upstream)
     log.info("feed_stopped", position=relay.position(), published=relay.published)
 
 

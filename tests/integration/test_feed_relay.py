@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -57,6 +56,7 @@ from tests.support.feed import (
     feed_kafka_settings,
     kafka_env,
 )
+from tests.support.processes import KETNOI
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 
@@ -199,7 +199,7 @@ class RelayProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from services.cli import main; main()", "feed", *self.args],
+                [*KETNOI, "feed", *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -304,8 +304,11 @@ def test_a_relay_killed_at_random_delivers_every_event_once_after_deduplication(
             relay.kill()
             positions.append(tracking.max_tracking_id("referral") or 0)
         thread.join()
-        # A last, clean run publishes the rest and stops when asked.
+        # A last, clean run publishes the rest and stops when asked. The kills may have
+        # published everything already: wait for this run to start before judging it.
+        runs = started_runs(log)
         relay.start()
+        wait_until(lambda: started_runs(log) > runs, 30, "the last run to start")
         last = last_feed_position(pg_settings)
         wait_until(lambda: tracking.max_tracking_id("referral") == last, 60, "the last run")
         assert relay.terminate() == 0
@@ -523,3 +526,24 @@ def test_feed_reset_republishes_the_whole_log(
     delivered = Counter((r.topic.rsplit(".", 1)[-1], r.ce_id) for r in reader.records)
     assert set(delivered.values()) == {2}
     assert deduplicated(reader.records) == expected
+
+
+def test_a_relay_stopped_while_it_starts_stops_cleanly(
+    writer: Writer, pg_settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SIGTERM at any moment of the start (imports, connecting, the first catch-up) is a
+    clean stop, as an orchestrator stopping a relay at start-up expects."""
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    writer.write(1)
+    relay = RelayProcess(pg_settings, kafka, tmp_path / "feed.log")
+    rng = random.Random(20261201)
+    codes = []
+    try:
+        for _ in range(8):
+            relay.start()
+            time.sleep(rng.uniform(0.0, 1.5))
+            codes.append(relay.terminate())
+    finally:
+        if relay.proc is not None and relay.proc.poll() is None:
+            relay.kill()
+    assert codes == [0] * 8

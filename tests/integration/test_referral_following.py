@@ -154,7 +154,7 @@ def serve_referral(settings: Settings, port: int, log: Path) -> subprocess.Popen
         [
             sys.executable,
             "-c",
-            "from services.cli import main; main()",
+            "from services.launch import main; main()",
             "serve",
             "referral",
             "--port",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-KETNOI = [sys.executable, "-c", "from services.cli import main; main()"]
+KETNOI = [sys.executable, "-c", "from services.launch import main; main()"]
 
 
 def free_port() -> int:

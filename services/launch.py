@@ -1,0 +1,22 @@
+"""The ``ketnoi`` command's entry point: a stop asked for while it starts ends it cleanly.
+
+Importing the command line takes a moment; an orchestrator (or a test) may stop a process in
+that moment. SIGTERM then ends it at once with status 0, as a stop asked for later would,
+until a command installs its own handling (the relay's clean stop, uvicorn's shutdown).
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+
+def _stop_while_starting(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_while_starting)
+    from services.cli import main as run
+
+    run()
