@@ -133,6 +133,17 @@ class ConsentRecordOpened(Event):
     person_id: UUID
     province: str
     received_at: datetime
+    # The agency that received the person holds the case (absent in records opened before
+    # the access policy knew holders).
+    receiving_agency_id: str | None = Field(default=None, max_length=120)
+
+
+class CaseManagerNoted(Event):
+    """The case manager's agency holds the case from now on (from intake)."""
+
+    event_type = "org.ketnoi.consent.case_manager_noted"
+
+    agency_id: str = Field(min_length=1, max_length=120)
 
 
 class SubjectAgeNoted(Event):

@@ -97,6 +97,17 @@ class CaseFileOpened(Event):
     case_id: UUID
     person_id: UUID
     province: str
+    # The agency that received the person holds the case (absent in files opened before the
+    # access policy knew holders).
+    receiving_agency_id: str | None = Field(default=None, max_length=120)
+
+
+class CaseFileManagerNoted(Event):
+    """The case manager's agency holds the case from now on (from intake)."""
+
+    event_type = "org.ketnoi.referral.case_manager_noted"
+
+    agency_id: str = Field(min_length=1, max_length=120)
 
 
 class CaseFactsNoted(Event):

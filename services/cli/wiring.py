@@ -176,7 +176,11 @@ def _start_projections(platform: Platform, poll_interval: float) -> None:
 
 
 def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") -> FastAPI:
-    state: dict[str, object] = {"settings": platform.settings, **platform.apps}
+    state: dict[str, object] = {
+        "settings": platform.settings,
+        "followers": platform.followers,
+        **platform.apps,
+    }
     routers = [ROUTERS[name] for name in platform.apps if name in ROUTERS]
     if platform.projections is not None:
         state["projections"] = platform.projections

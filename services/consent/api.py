@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.access_policy import Action, sight
 from contracts.consent import (
     Collection,
     ConsentGiver,
@@ -23,15 +24,17 @@ from contracts.vocabulary import CaseStage, DataCategory, Purpose, Role
 from services.consent.application import ConsentService
 from services.consent.domain import ConsentRecord, ConsentRecordNotFoundError
 from services.consent.receipt import receipt, receipt_html, status_of
+from services.runtime.access import check, record_read, roles_for
 from services.runtime.aggregate import utcnow
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import PermissionDeniedError
 from services.runtime.http import IdempotencyKey, command_context
 
-RECORDERS = (Role.CASE_MANAGER, Role.INTAKE_OFFICER)
-READERS = (Role.CASE_MANAGER, Role.INTAKE_OFFICER, Role.COORDINATOR, Role.AUDITOR)
+RECORDERS = roles_for(Action.RECORD_CONSENT)
+WITHDRAWERS = roles_for(Action.WITHDRAW_CONSENT)
+# Fields of consent events in the person's own words.
+FREE_TEXT = frozenset({"child_views", "statement", "reason"})
 # Any agency that hears a withdrawal may record it.
-ANYONE = tuple(Role)
 
 
 def consent_service(request: Request) -> ConsentService:
@@ -190,32 +193,32 @@ def _refusal(refusal: ConsentRefused, in_force: bool) -> RefusalPublic:
     )
 
 
-def in_province_of(principal: Principal) -> Callable[[ConsentRecord], None]:
-    def check(record: ConsentRecord) -> None:
-        if not principal.covers_province(record.province):
-            raise ConsentRecordNotFoundError(record.case_id)
+def allowed(principal: Principal, action: Action) -> Callable[[ConsentRecord], None]:
+    """The access policy's check for ``action`` on a case's consent record."""
 
-    return check
+    def check_record(record: ConsentRecord) -> None:
+        check(principal, record.ties, action, lambda: ConsentRecordNotFoundError(record.case_id))
+
+    return check_record
 
 
 def recorder_scope(principal: Principal, role: Role) -> Callable[[ConsentRecord], None]:
-    """Province, and for intake officers the reception stage only."""
-    in_province = in_province_of(principal)
+    """The agencies holding the case; intake officers at the reception stage only."""
+    holder = allowed(principal, Action.RECORD_CONSENT)
 
-    def check(record: ConsentRecord) -> None:
-        in_province(record)
+    def check_record(record: ConsentRecord) -> None:
+        holder(record)
         if role is Role.INTAKE_OFFICER and record.stage is not CaseStage.RECEPTION:
             raise PermissionDeniedError(
                 "Intake officers record consent at reception; the case manager records it now."
             )
 
-    return check
+    return check_record
 
 
 def _read(consent: ConsentService, principal: Principal, case_id: UUID) -> ConsentRecord:
-    principal.require(*READERS)
     record = consent.get_record(case_id)
-    in_province_of(principal)(record)
+    allowed(principal, Action.SEE_PROGRESS)(record)
     return record
 
 
@@ -233,8 +236,23 @@ def read_record(case_id: UUID, consent: Consent, principal: CurrentPrincipal) ->
     response_model=list[HistoryEntry],
     summary="Every consent event of a case, oldest first",
 )
-def read_history(case_id: UUID, consent: Consent, principal: CurrentPrincipal) -> Any:
+def read_history(
+    case_id: UUID, consent: Consent, principal: CurrentPrincipal, request: Request
+) -> Any:
+    """The person's own words (a child's views, a refusal's statement, a withdrawal's
+    reason) are shown to the agencies holding the case only, and each such read recorded."""
     record = _read(consent, principal, case_id)
+    seen = sight(principal.asker, record.ties, (DataCategory.PSYCHOSOCIAL,))
+    words = FREE_TEXT if seen.categories else frozenset()
+    if any(getattr(e, name, None) for e in record.history for name in FREE_TEXT):
+        record_read(
+            request,
+            principal,
+            seen,
+            case_id=case_id,
+            what="consent.history",
+            person_id=record.person_id,
+        )
     return [
         HistoryEntry(
             type=e.event_type,
@@ -243,7 +261,8 @@ def read_history(case_id: UUID, consent: Consent, principal: CurrentPrincipal) -
             actor=e.actor.model_dump(mode="json"),
             data=e.model_dump(
                 mode="json",
-                exclude={"originator_id", "originator_version", "timestamp", "actor"},
+                exclude={"originator_id", "originator_version", "timestamp", "actor"}
+                | (FREE_TEXT - words),
             ),
         )
         for e in record.history
@@ -323,7 +342,7 @@ def withdraw(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Any agency that hears the person withdraw may record it, in any province."""
-    ctx = command_context(request, principal, ANYONE, idempotency_key)
+    ctx = command_context(request, principal, WITHDRAWERS, idempotency_key)
     heard_by = (
         AgencyRef(agency_id=principal.agency_id, kind=principal.agency_kind)
         if (principal.agency_kind)
@@ -393,14 +412,13 @@ def lift_refusal(
 def decide(
     case_id: UUID, body: DecisionRequest, consent: Consent, principal: CurrentPrincipal
 ) -> Any:
-    principal.require(*READERS)
     return consent.decide(
         case_id,
         recipient=body.recipient,
         purpose=body.purpose,
         categories=body.categories,
         at=body.at,
-        scope=in_province_of(principal),
+        scope=allowed(principal, Action.SEE_PROGRESS),
     )
 
 

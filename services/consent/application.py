@@ -14,6 +14,7 @@ from contracts.consent_decision import ConsentDecision, local_date
 from contracts.envelope import AgencyRef, Event
 from contracts.intake import (
     CaseClosed,
+    CaseManagerAssigned,
     CaseReopened,
     PersonDetailsCorrected,
     PersonRegistered,
@@ -41,6 +42,7 @@ class ConsentService(FollowingApplication):
     follows: ClassVar[dict[str, tuple[type[Event], ...]]] = {
         "intake": (
             ReceptionRecorded,
+            CaseManagerAssigned,
             PersonRegistered,
             PersonDetailsCorrected,
             StageChanged,
@@ -66,6 +68,7 @@ class ConsentService(FollowingApplication):
                 person_id=event.person_id,
                 province=event.place.province,
                 received_at=event.received_at,
+                receiving_agency_id=event.receiving_agency.agency_id,
             )
             processing.collect_events(record)
             return
@@ -81,6 +84,8 @@ class ConsentService(FollowingApplication):
                 received = local_date(record.received_at)
                 turns_18 = estimated_adult_on(details.estimated_age, received)
                 record.note_age(ctx, minor=event.minor, adult_on=turns_18, estimated=True)
+        elif isinstance(event, CaseManagerAssigned):
+            record.note_case_manager(ctx, event.agency.agency_id)
         elif isinstance(event, StageChanged):
             record.note_stage(ctx, event.to_stage)
         elif isinstance(event, CaseClosed):

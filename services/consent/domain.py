@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from uuid import UUID, uuid4
 
+from contracts.access_policy import CaseTies
 from contracts.consent import (
+    CaseManagerNoted,
     CaseStageNoted,
     Collection,
     ConsentGiver,
@@ -89,6 +91,7 @@ class ConsentRecord(Aggregate):
         self.minor: bool | None = None
         self.adult_on: date | None = None
         self.age_is_estimated = False
+        self.holders: set[str] = set()
         self.history: list[Event] = []
         self.grants: dict[UUID, ConsentGranted] = {}
         self.withdrawn: dict[UUID, ConsentWithdrawn] = {}
@@ -111,6 +114,7 @@ class ConsentRecord(Aggregate):
         person_id: UUID,
         province: str,
         received_at: datetime,
+        receiving_agency_id: str,
     ) -> ConsentRecord:
         record = cls(consent_record_id(case_id))
         record.trigger(
@@ -120,6 +124,7 @@ class ConsentRecord(Aggregate):
             person_id=person_id,
             province=province,
             received_at=received_at,
+            receiving_agency_id=receiving_agency_id,
         )
         return record
 
@@ -129,6 +134,21 @@ class ConsentRecord(Aggregate):
         self.person_id = event.person_id
         self.province = event.province
         self.received_at = event.received_at
+        if event.receiving_agency_id:
+            self.holders.add(event.receiving_agency_id)
+
+    def note_case_manager(self, ctx: CommandContext, agency_id: str) -> None:
+        if agency_id not in self.holders:
+            self.trigger(ctx, CaseManagerNoted, agency_id=agency_id)
+
+    @applies(CaseManagerNoted)
+    def _case_manager_noted(self, event: CaseManagerNoted) -> None:
+        self.holders.add(event.agency_id)
+
+    @property
+    def ties(self) -> CaseTies:
+        """The agencies that hold the case, as this log knows them."""
+        return CaseTies(province=self.province, holders=frozenset(self.holders))
 
     def note_age(
         self, ctx: CommandContext, *, minor: bool, adult_on: date | None, estimated: bool

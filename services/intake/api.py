@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.access_policy import Action, Sight, sight
 from contracts.envelope import AgencyRef
 from contracts.intake import PartyPresent, PersonDetails, Place
 from contracts.vocabulary import (
@@ -17,22 +18,22 @@ from contracts.vocabulary import (
     CaseStage,
     ClosureReason,
     ContactMode,
+    DataCategory,
     ReopeningReason,
     RiskLevel,
     RiskSubject,
-    Role,
     UrgentNeed,
 )
 from services.intake.application import IntakeService
 from services.intake.domain import Case, CaseNotFoundError, Episode
+from services.runtime.access import check, record_read, roles_for
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import PermissionDeniedError
 from services.runtime.http import IdempotencyKey, command_context
 
-RECORDERS = (Role.INTAKE_OFFICER, Role.CASE_MANAGER)
-READERS = (Role.INTAKE_OFFICER, Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR)
-OWNERS = (Role.CASE_MANAGER,)
-ASSIGNERS = (Role.COORDINATOR, Role.CASE_MANAGER)
+RECORDERS = roles_for(Action.RECORD_FACTS)
+OWNERS = roles_for(Action.MANAGE_CASE)
+ASSIGNERS = roles_for(Action.ASSIGN_CASE_MANAGER)
 
 
 def intake_service(request: Request) -> IntakeService:
@@ -120,7 +121,7 @@ class CasePublic(BaseModel):
     stage: CaseStage
     route: ArrivalRoute
     received_at: datetime
-    place: Place
+    place: Place | None
     receiving_agency: AgencyRef
     handed_over_by: AgencyRef | None
     present: tuple[PartyPresent, ...]
@@ -136,13 +137,26 @@ class CasePublic(BaseModel):
     episodes: list[EpisodePublic]
     created_at: datetime
     updated_at: datetime
+    shown: list[DataCategory] = Field(
+        description="the categories of the person's data this response shows you; the "
+        "others are left out (null): you see a case's progress, not the person's details, "
+        "unless your agency holds the case"
+    )
 
     @classmethod
-    def of(cls, case: Case) -> CasePublic:
+    def of(cls, case: Case, seen: Sight) -> CasePublic:
+        """The case as ``seen`` allows: fields of categories not shown are null."""
         reception = case.reception
         assert reception is not None
         assert case.created_on
         assert case.modified_on
+        shows = seen.categories.__contains__
+        identity, needs, risk, contact = (
+            shows(DataCategory.IDENTITY),
+            shows(DataCategory.NEEDS),
+            shows(DataCategory.RISK),
+            shows(DataCategory.CONTACT),
+        )
         return cls(
             case_id=case.id,
             version=case.version,
@@ -151,22 +165,23 @@ class CasePublic(BaseModel):
             stage=case.stage,
             route=reception.route,
             received_at=reception.received_at,
-            place=reception.place,
+            place=reception.place if shows(DataCategory.LOCATION) else None,
             receiving_agency=reception.receiving_agency,
             handed_over_by=reception.handed_over_by,
             present=reception.present,
-            person=case.person,
-            minor=case.minor,
-            urgent_needs=case.needs.needs if case.needs else None,
-            risk_level=case.risk.level if case.risk else None,
-            risk_management_plan=case.risk.management_plan if case.risk else None,
-            contact_preferred=case.contact.preferred if case.contact else None,
-            contact_refused=case.contact.refused if case.contact else None,
+            person=case.person if identity else None,
+            minor=case.minor if identity else None,
+            urgent_needs=case.needs.needs if case.needs and needs else None,
+            risk_level=case.risk.level if case.risk and risk else None,
+            risk_management_plan=case.risk.management_plan if case.risk and risk else None,
+            contact_preferred=case.contact.preferred if case.contact and contact else None,
+            contact_refused=case.contact.refused if case.contact and contact else None,
             case_manager_id=case.case_manager.case_manager_id if case.case_manager else None,
             case_manager_agency=case.case_manager.agency if case.case_manager else None,
             episodes=[_episode(e) for e in case.episodes],
             created_at=case.created_on,
             updated_at=case.modified_on,
+            shown=sorted(seen.categories),
         )
 
 
@@ -180,14 +195,18 @@ def _episode(episode: Episode) -> EpisodePublic:
     )
 
 
-def in_province_of(principal: Principal) -> Callable[[Case], None]:
-    """A check that hides cases outside the user's province (as if they did not exist)."""
+def allowed(principal: Principal, action: Action) -> Callable[[Case], None]:
+    """The access policy's check for ``action`` on a case: a case this principal has no tie
+    to does not exist for them (404); one they may see but not change answers 403."""
 
-    def check(case: Case) -> None:
-        if not principal.covers_province(case.province):
-            raise CaseNotFoundError(case.id)
+    def check_case(case: Case) -> None:
+        check(principal, case.ties, action, lambda: CaseNotFoundError(case.id))
 
-    return check
+    return check_case
+
+
+class BreakGlass(Body):
+    reason: str = Field(min_length=10, max_length=1000)
 
 
 @router.post(
@@ -204,7 +223,7 @@ def record_reception(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, object]:
     """A person was received (tiếp nhận): opens their case in the province of the reception."""
-    ctx = command_context(request, principal, RECORDERS, idempotency_key)
+    ctx = command_context(request, principal, roles_for(Action.RECORD_RECEPTION), idempotency_key)
     if not principal.covers_province(body.place.province):
         raise PermissionDeniedError("You can record receptions only in your own province.")
     return intake.record_reception(
@@ -220,11 +239,48 @@ def record_reception(
 
 
 @router.get("/cases/{case_id}", response_model=CasePublic, summary="Read a case")
-def read_case(case_id: UUID, intake: Intake, principal: CurrentPrincipal) -> CasePublic:
-    principal.require(*READERS)
+def read_case(
+    case_id: UUID, intake: Intake, principal: CurrentPrincipal, request: Request
+) -> CasePublic:
+    """The agencies holding the case read it whole; coordinators and auditors see its
+    progress only. Every read of the person's data is recorded."""
     case = intake.get_case(case_id)
-    in_province_of(principal)(case)
-    return CasePublic.of(case)
+    allowed(principal, Action.SEE_PROGRESS)(case)
+    seen = sight(principal.asker, case.ties)
+    record_read(
+        request, principal, seen, case_id=case.id, what="intake.case", person_id=case.person_id
+    )
+    return CasePublic.of(case, seen)
+
+
+@router.post(
+    "/cases/{case_id}/break-glass",
+    response_model=CasePublic,
+    summary="Emergency read of a case's details, with a reason (recorded, reviewed)",
+)
+def break_glass(
+    case_id: UUID,
+    body: BreakGlass,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+) -> CasePublic:
+    """For an emergency when the agency holding the case cannot be reached: the whole record,
+    to intake officers, case managers and coordinators tied to the case. The read and its
+    reason are recorded and flagged for review."""
+    case = intake.get_case(case_id)
+    allowed(principal, Action.BREAK_GLASS)(case)
+    seen = sight(principal.asker, case.ties, break_glass_reason=body.reason)
+    record_read(
+        request,
+        principal,
+        seen,
+        case_id=case.id,
+        what="intake.case.break_glass",
+        person_id=case.person_id,
+        reason=body.reason,
+    )
+    return CasePublic.of(case, seen)
 
 
 @router.post(
@@ -242,7 +298,7 @@ def register_person(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, object]:
     ctx = command_context(request, principal, RECORDERS, idempotency_key)
-    return intake.register_person(ctx, case_id, body, scope=in_province_of(principal))
+    return intake.register_person(ctx, case_id, body, scope=allowed(principal, Action.RECORD_FACTS))
 
 
 @router.put(
@@ -257,7 +313,8 @@ def correct_person_details(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, object]:
     ctx = command_context(request, principal, RECORDERS, idempotency_key)
-    return intake.correct_person_details(ctx, case_id, body, scope=in_province_of(principal))
+    scope = allowed(principal, Action.RECORD_FACTS)
+    return intake.correct_person_details(ctx, case_id, body, scope=scope)
 
 
 @router.post(
@@ -276,7 +333,7 @@ def assess_needs(
 ) -> dict[str, object]:
     ctx = command_context(request, principal, RECORDERS, idempotency_key)
     return intake.assess_needs(
-        ctx, case_id, body.needs, body.notes, scope=in_province_of(principal)
+        ctx, case_id, body.needs, body.notes, scope=allowed(principal, Action.RECORD_FACTS)
     )
 
 
@@ -301,7 +358,7 @@ def assess_risk(
         body.level,
         body.at_risk,
         body.management_plan,
-        scope=in_province_of(principal),
+        scope=allowed(principal, Action.RECORD_FACTS),
     )
 
 
@@ -319,8 +376,9 @@ def record_contact_preference(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, object]:
     ctx = command_context(request, principal, RECORDERS, idempotency_key)
+    scope = allowed(principal, Action.RECORD_FACTS)
     return intake.record_contact_preference(
-        ctx, case_id, body.preferred, body.refused, body.note, scope=in_province_of(principal)
+        ctx, case_id, body.preferred, body.refused, body.note, scope=scope
     )
 
 
@@ -336,9 +394,8 @@ def assign_case_manager(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, object]:
     ctx = command_context(request, principal, ASSIGNERS, idempotency_key)
-    return intake.assign_case_manager(
-        ctx, case_id, body.case_manager_id, body.agency, scope=in_province_of(principal)
-    )
+    scope = allowed(principal, Action.ASSIGN_CASE_MANAGER)
+    return intake.assign_case_manager(ctx, case_id, body.case_manager_id, body.agency, scope=scope)
 
 
 @router.post(
@@ -354,7 +411,7 @@ def change_stage(
 ) -> dict[str, object]:
     ctx = command_context(request, principal, OWNERS, idempotency_key)
     return intake.change_stage(
-        ctx, case_id, body.to_stage, body.reason, scope=in_province_of(principal)
+        ctx, case_id, body.to_stage, body.reason, scope=allowed(principal, Action.MANAGE_CASE)
     )
 
 
@@ -379,7 +436,7 @@ def close_case(
         body.reason,
         body.feedback,
         body.satisfaction,
-        scope=in_province_of(principal),
+        scope=allowed(principal, Action.MANAGE_CASE),
     )
 
 
@@ -398,6 +455,5 @@ def reopen_case(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, object]:
     ctx = command_context(request, principal, OWNERS, idempotency_key)
-    return intake.reopen_case(
-        ctx, case_id, body.reason, body.to_stage, body.note, scope=in_province_of(principal)
-    )
+    scope = allowed(principal, Action.MANAGE_CASE)
+    return intake.reopen_case(ctx, case_id, body.reason, body.to_stage, body.note, scope=scope)

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+from contracts.access_policy import CaseTies
 from contracts.consent_decision import local_date
 from contracts.envelope import AgencyRef
 from contracts.intake import (
@@ -55,7 +56,7 @@ REOPENING_STAGES = (CaseStage.CRISIS, CaseStage.TRANSITIONAL, CaseStage.EXTERNAL
 
 class CaseNotFoundError(NotFoundError):
     def __init__(self, case_id: UUID) -> None:
-        super().__init__(f"No case {case_id} in your province.", case_id=str(case_id))
+        super().__init__(f"No case {case_id} that you may see.", case_id=str(case_id))
 
 
 class CaseRuleError(RuleViolationError):
@@ -100,6 +101,16 @@ class Case(Aggregate):
         self.stage = CaseStage.RECEPTION
         self.episodes: list[Episode] = []
         self.closure: CaseClosed | None = None
+
+    @property
+    def ties(self) -> CaseTies:
+        """The agencies that hold this case: the receiving agency, the case manager's."""
+        holders = set()
+        if self.reception is not None:
+            holders.add(self.reception.receiving_agency.agency_id)
+        if self.case_manager is not None:
+            holders.add(self.case_manager.agency.agency_id)
+        return CaseTies(province=self.province, holders=frozenset(holders))
 
     # -- creation --------------------------------------------------------------------------
 

@@ -10,14 +10,17 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from contracts.vocabulary import Role
+from contracts.access_policy import Action, CaseTies, Sight, sight
+from contracts.audit import ReadBasis
+from contracts.vocabulary import DataCategory, Role
 from services.projections.application import CaseTimelineNotFoundError, ProjectionService
 from services.projections.statistics import to_csv
+from services.projections.views import DETAILED, describe_type
+from services.runtime.access import check, record_read
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import InvalidRequestError, PermissionDeniedError
 
 OVERSIGHT = (Role.COORDINATOR, Role.AUDITOR)
-CASEWORK = (Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR, Role.INTAKE_OFFICER)
 POLICY = (Role.COORDINATOR, Role.AUDITOR, Role.ADMIN)
 
 
@@ -60,13 +63,23 @@ def board(
 
 @router.get("/cases/{case_id}/timeline", summary="One ordered story of a case")
 def timeline(
-    case_id: UUID, projections: Projections, principal: CurrentPrincipal
+    case_id: UUID, projections: Projections, principal: CurrentPrincipal, request: Request
 ) -> list[dict[str, Any]]:
-    principal.require(*CASEWORK)
-    province, entries = projections.timeline(case_id)
-    if province is None or not principal.covers_province(province):
-        raise CaseTimelineNotFoundError(case_id)
-    return entries
+    """For the agencies holding the case, its coordinator and auditors. What the person's
+    needs, risks and contact preferences were is told to the holders only (and recorded)."""
+    ties, entries = projections.timeline(case_id)
+    check(principal, ties, Action.SEE_PROGRESS, lambda: CaseTimelineNotFoundError(case_id))
+    seen = sight(principal.asker, ties, DETAILED.values())
+    told = [e for e in entries if DETAILED.get(e["type"]) in seen.categories]
+    if told:
+        shown = Sight(frozenset(DETAILED[e["type"]] for e in told), seen.basis, seen.role)
+        record_read(request, principal, shown, case_id=case_id, what="projections.timeline")
+    return [
+        e
+        if e["type"] not in DETAILED or DETAILED[e["type"]] in seen.categories
+        else {**e, "what": describe_type(e["type"])}
+        for e in entries
+    ]
 
 
 @router.get(
@@ -134,12 +147,21 @@ def rebuild(
     summary="A case across all services as of an instant, and who could see what",
 )
 def replay(
-    case_id: UUID, as_of: datetime, projections: Projections, principal: CurrentPrincipal
+    case_id: UUID,
+    as_of: datetime,
+    projections: Projections,
+    principal: CurrentPrincipal,
+    request: Request,
 ) -> dict[str, Any]:
+    """For auditors of the case's province. It tells whether the person was a minor (of
+    their identity), so each replay is recorded as a read on the auditor's basis."""
     principal.require(Role.AUDITOR)
     if as_of.tzinfo is None:
         raise InvalidRequestError("as_of", "Give as_of with its time zone.")
     result = projections.replay(case_id, as_of)
-    if not principal.covers_province(result["intake"].get("province", "")):
-        raise CaseTimelineNotFoundError(case_id)
+    ties = CaseTies(province=result["intake"].get("province", ""))
+    role = check(principal, ties, Action.AUDIT, lambda: CaseTimelineNotFoundError(case_id))
+    if result["intake"].get("minor") is not None:
+        seen = Sight(frozenset({DataCategory.IDENTITY}), ReadBasis.AUDIT, role)
+        record_read(request, principal, seen, case_id=case_id, what="projections.replay")
     return result

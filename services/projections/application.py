@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from contracts.access_policy import CaseTies
 from services.projections.replay import replay_case
 from services.projections.runner import Projector
 from services.projections.statistics import STEP, THRESHOLD, Cell, publish
@@ -98,12 +99,14 @@ class ProjectionService:
 
     # -- timelines, queues, statistics ---------------------------------------------------
 
-    def timeline(self, case_id: UUID) -> tuple[str | None, list[dict[str, Any]]]:
+    def timeline(self, case_id: UUID) -> tuple[CaseTies, list[dict[str, Any]]]:
+        """A case's story, and the ties the access policy judges it by."""
         found = self.store.load(Tables.of("timeline"), [case_key(case_id)])
         if not found:
             raise CaseTimelineNotFoundError(case_id)
         _key, province, _agency, doc = found[case_key(case_id)]
-        return province, list(doc["entries"])
+        ties = CaseTies(province=province or "", holders=frozenset(doc.get("holders", ())))
+        return ties, list(doc["entries"])
 
     def queue(self, agency_id: str) -> list[dict[str, Any]]:
         rows = self.store.query(Tables.of("queue"), agency=agency_id)

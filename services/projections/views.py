@@ -25,7 +25,7 @@ from contracts import consent as c
 from contracts import intake as i
 from contracts import referral as r
 from contracts.envelope import Event, resolve
-from contracts.vocabulary import Purpose
+from contracts.vocabulary import DataCategory, Purpose
 from services.runtime.persistence import OrjsonTranscoder
 
 Doc = dict[str, Any]
@@ -465,9 +465,16 @@ class TimelineView(View):
             province = d["place"]["province"]
         doc = docs.get(key)
         if doc is None:
-            docs.put(key, {"case_id": case_id, "entries": [entry]}, province=province)
-            return
-        doc["entries"].append(entry)
+            doc = {"case_id": case_id, "entries": [entry]}
+            docs.put(key, doc, province=province)
+            province = None
+        else:
+            doc["entries"].append(entry)
+        # The agencies holding the case: the access policy's tie for reading its details.
+        if t == RECEPTION:
+            _hold(doc, d["receiving_agency"]["agency_id"])
+        elif t == MANAGER_:
+            _hold(doc, d["agency"]["agency_id"])
         if province and province != docs.rows[key][0]:
             docs.touch(key, province=province)
         else:
@@ -476,6 +483,12 @@ class TimelineView(View):
     def finalize(self, doc: Doc) -> None:
         if "entries" in doc:
             doc["entries"].sort(key=_entry_order)
+
+
+def _hold(doc: Doc, agency_id: str) -> None:
+    holders = doc.setdefault("holders", [])
+    if agency_id not in holders:
+        holders.append(agency_id)
 
 
 def _entry_order(entry: Doc) -> tuple[datetime, str, str]:
@@ -493,6 +506,19 @@ MANAGER_ = _name(i.CaseManagerAssigned)
 REFUSED_ = _name(c.ConsentRefused)
 BLOCKED_ = _name(r.ReferralBlocked)
 HELD_ = _name(r.ReferralPutOnHold)
+
+
+# Sentences that tell the person's details: told to the agencies holding the case only.
+DETAILED: dict[str, DataCategory] = {
+    NEEDS_: DataCategory.NEEDS,
+    RISK_: DataCategory.RISK,
+    CONTACT_: DataCategory.CONTACT,
+}
+
+
+def describe_type(event_type: str) -> str:
+    """A sentence for an event's type alone, telling none of its details."""
+    return _sentence(event_type)
 
 
 def describe(f: Fact) -> str:

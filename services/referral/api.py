@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.access_policy import NOTHING, Action, CaseTies, Sight, permits, sight
 from contracts.envelope import AgencyRef
 from contracts.referral import (
     DeadlineKind,
@@ -33,15 +34,11 @@ from services.referral.domain import (
     ReferralNotFoundError,
     next_steps,
 )
+from services.runtime.access import check, record_read, roles_for
+from services.runtime.aggregate import utcnow
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import PermissionDeniedError
 from services.runtime.http import IdempotencyKey, command_context
-
-SENDERS = (Role.CASE_MANAGER,)
-OVERSEERS = (Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR)
-OVERRIDERS = (Role.CASE_MANAGER, Role.COORDINATOR)
-HANDOVER_STARTERS = (Role.CASE_MANAGER, Role.INTAKE_OFFICER, Role.COORDINATOR)
-ANYONE = tuple(Role)
 
 
 def referral_service(request: Request) -> ReferralService:
@@ -152,13 +149,18 @@ class HandoverPublic(BaseModel):
     to_case_manager_id: str | None
 
 
-def referral_public(referral: Referral, *, as_recipient: bool) -> ReferralPublic:
+def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> ReferralPublic:
+    """The referral as the reader may see it: the released data of the categories ``seen``
+    allows now (the consent in force at this instant), the note to those in the loop."""
     spec = referral.spec
     disclosure = referral.disclosure
-    show_data = as_recipient and referral.status not in (
-        ReferralStatus.DRAFT,
-        ReferralStatus.ON_HOLD,
-    )
+    data = None
+    if disclosure is not None and seen.categories:
+        data = {
+            name: facts
+            for name, facts in disclosure.data.items()
+            if DataCategory(name) in seen.categories
+        } or None
     return ReferralPublic(
         referral_id=referral.id,
         case_id=spec.case_id,
@@ -172,7 +174,7 @@ def referral_public(referral: Referral, *, as_recipient: bool) -> ReferralPublic
         urgency=spec.urgency,
         purpose=spec.purpose,
         categories=spec.categories,
-        note=spec.note if (not as_recipient or referral.dispatched_at) else None,
+        note=spec.note if shows_note else None,
         acknowledge_by=referral.acknowledge_by,
         first_service_by=referral.first_service_by,
         escalated=sorted(referral.escalated),
@@ -182,7 +184,7 @@ def referral_public(referral: Referral, *, as_recipient: bool) -> ReferralPublic
             released=disclosure.released,
             flagged_for_review=disclosure.flagged_for_review,
             at=disclosure.timestamp,
-            data=disclosure.data if show_data else None,
+            data=data,
         )
         if disclosure
         else None,
@@ -206,7 +208,7 @@ def handover_public(handover: Handover) -> HandoverPublic:
     )
 
 
-# -- who sees what ----------------------------------------------------------------------------
+# -- who sees what: the access policy, with the ties this log knows ---------------------------
 
 
 def own_agency(principal: Principal) -> AgencyRef:
@@ -215,62 +217,106 @@ def own_agency(principal: Principal) -> AgencyRef:
     return AgencyRef(agency_id=principal.agency_id, kind=principal.agency_kind)
 
 
-def case_in_province(principal: Principal) -> Callable[[CaseFile], None]:
-    def check(case_file: CaseFile) -> None:
-        if not principal.covers_province(case_file.province):
-            raise CaseFileNotFoundError(case_file.case_id)
-
-    return check
-
-
-def is_recipient(principal: Principal, referral: Referral) -> bool:
-    """The recipient agency knows of a referral only once it has been sent to it."""
-    return (
-        principal.agency_id == referral.spec.to_agency.agency_id
-        and referral.dispatched_at is not None
+def referral_ties(referral: Referral, case_file: CaseFile | None) -> CaseTies:
+    """The recipient is tied to a referral only once it has been sent to it."""
+    spec = referral.spec
+    return CaseTies(
+        province=spec.province,
+        holders=frozenset(case_file.holders) if case_file else frozenset(),
+        recipients=frozenset({spec.to_agency.agency_id})
+        if referral.dispatched_at is not None
+        else frozenset(),
+        senders=frozenset({spec.from_agency.agency_id}),
     )
 
 
-def may_oversee(principal: Principal, referral: Referral) -> bool:
-    return bool(principal.roles & set(OVERSEERS)) and principal.covers_province(
-        referral.spec.province
+def handover_ties(handover: Handover, case_file: CaseFile | None) -> CaseTies:
+    return CaseTies(
+        province=handover.spec.province,
+        holders=frozenset(case_file.holders) if case_file else frozenset(),
+        handover_parties=frozenset(handover.party_ids),
     )
 
 
-def visible_to(principal: Principal) -> Callable[[Referral], None]:
-    """Agency staff see referrals addressed to their agency; others, their province's."""
+def case_allows(principal: Principal, action: Action) -> Callable[[CaseFile], None]:
+    def check_case(case_file: CaseFile) -> None:
+        check(principal, case_file.ties, action, lambda: CaseFileNotFoundError(case_file.case_id))
 
-    def check(referral: Referral) -> None:
-        staff = Role.AGENCY_STAFF in principal.roles and is_recipient(principal, referral)
-        if not (staff or may_oversee(principal, referral)):
-            raise ReferralNotFoundError(referral.id)
-
-    return check
+    return check_case
 
 
-def addressed_to(principal: Principal) -> Callable[[Referral], None]:
-    def check(referral: Referral) -> None:
-        if not is_recipient(principal, referral):
-            raise ReferralNotFoundError(referral.id)
+def referral_allows(principal: Principal, action: Action) -> Callable[[Referral], None]:
+    def check_referral(referral: Referral) -> None:
+        check(
+            principal,
+            referral_ties(referral, None),
+            action,
+            lambda: ReferralNotFoundError(referral.id),
+        )
 
-    return check
-
-
-def in_province(principal: Principal) -> Callable[[Referral], None]:
-    def check(referral: Referral) -> None:
-        if not principal.covers_province(referral.spec.province):
-            raise ReferralNotFoundError(referral.id)
-
-    return check
+    return check_referral
 
 
-def handover_visible_to(principal: Principal) -> Callable[[Handover], None]:
-    def check(handover: Handover) -> None:
-        party = principal.agency_id in handover.party_ids
-        if not (party or principal.covers_province(handover.spec.province)):
-            raise HandoverNotFoundError(handover.id)
+def handover_allows(principal: Principal, action: Action) -> Callable[[Handover], None]:
+    def check_handover(handover: Handover) -> None:
+        check(
+            principal,
+            handover_ties(handover, None),
+            action,
+            lambda: HandoverNotFoundError(handover.id),
+        )
 
-    return check
+    return check_handover
+
+
+def read_as(
+    referrals: ReferralService,
+    principal: Principal,
+    request: Request,
+    referral: Referral,
+    case_file: CaseFile | None,
+) -> ReferralPublic:
+    """One referral as ``principal`` may see it now, its reading of personal data recorded.
+
+    The recipient sees the released data only as far as the consent in force at this instant
+    allows: the service first reads the consent log up to its head, so a withdrawal committed
+    before this request is in force for it, whatever the referral's status.
+    """
+    ties = referral_ties(referral, case_file)
+    check(principal, ties, Action.SEE_PROGRESS, lambda: ReferralNotFoundError(referral.id))
+    asker = principal.asker
+    seen = NOTHING
+    reading = permits(asker, ties, Action.READ_PERSONAL).allowed
+    recipient = asker.agency_id in ties.recipients
+    if reading and recipient and referral.disclosure is not None:
+        settings = request.app.state.settings
+        request.app.state.followers["referral"].reach_head("consent", settings.consent_read_timeout)
+        referral = referrals.get_referral(referral.id)
+        case_file = referrals.get_case_file(referral.spec.case_id)
+        now = utcnow()
+        # Only the recipient's own tie counts here: what it holds of the case otherwise is
+        # read through the services that hold it.
+        as_recipient = CaseTies(province=ties.province, recipients=ties.recipients)
+        seen = sight(
+            asker,
+            as_recipient,
+            referral.spec.categories,
+            consent=referral.decision(case_file, now),
+            override_id=referral.override_in_force,
+        )
+        record_read(
+            request,
+            principal,
+            seen,
+            case_id=referral.spec.case_id,
+            what="referral.referral",
+            person_id=referral.spec.person_id,
+        )
+    shows_note = bool(
+        asker.agency_id in ties.holders | ties.senders
+        or (recipient and referral.dispatched_at is not None)
+    )
+    return referral_public(referral, seen, shows_note=shows_note)
 
 
 # -- referrals --------------------------------------------------------------------------------
@@ -292,7 +338,7 @@ def create_referral(
 ) -> Any:
     """Sent at once when the consent in force allows the categories it needs; otherwise it
     waits as a draft, blocked by consent, with the reason for each category."""
-    ctx = command_context(request, principal, SENDERS, idempotency_key)
+    ctx = command_context(request, principal, roles_for(Action.SEND_REFERRAL), idempotency_key)
     return referrals.create_referral(
         ctx,
         case_id,
@@ -303,7 +349,7 @@ def create_referral(
         purpose=body.purpose,
         categories=body.categories,
         note=body.note,
-        scope=case_in_province(principal),
+        scope=case_allows(principal, Action.SEND_REFERRAL),
     )
 
 
@@ -315,33 +361,47 @@ def create_referral(
 def list_referrals(
     referrals: Referrals,
     principal: CurrentPrincipal,
+    request: Request,
     case_id: UUID | None = None,
     status: ReferralStatus | None = None,
 ) -> Any:
-    principal.require(Role.AGENCY_STAFF, *OVERSEERS)
-    if Role.AGENCY_STAFF in principal.roles and not principal.roles & set(OVERSEERS):
-        entries = [
-            e
-            for e in referrals.index.referrals_where(
-                to_agency_id=principal.agency_id, case_id=case_id, status=status
-            )
-            if e.dispatched
-        ]
-    else:
-        entries = [
-            e
-            for e in referrals.index.referrals_where(case_id=case_id, status=status)
-            if principal.covers_province(e.province)
-        ]
-    loaded = [referrals.get_referral(e.referral_id) for e in entries]
-    return [referral_public(r, as_recipient=is_recipient(principal, r)) for r in loaded]
+    """Agency staff see the referrals sent to their agency (and those it sent); case
+    managers, their cases' referrals; coordinators and auditors, their province's, without
+    the person's data."""
+    entries = referrals.index.referrals_where(case_id=case_id, status=status)
+    case_files: dict[UUID, CaseFile] = {}
+    shown = []
+    for entry in entries:
+        if not _may_list(principal, entry):
+            continue
+        referral = referrals.get_referral(entry.referral_id)
+        case_file = case_files.get(referral.spec.case_id)
+        if case_file is None:
+            case_file = referrals.get_case_file(referral.spec.case_id)
+            case_files[referral.spec.case_id] = case_file
+        try:
+            shown.append(read_as(referrals, principal, request, referral, case_file))
+        except ReferralNotFoundError:
+            continue
+    return shown
+
+
+def _may_list(principal: Principal, entry: Any) -> bool:
+    # A cheap first cut on the index before loading; the policy decides on the loaded state.
+    return bool(
+        principal.covers_province(entry.province)
+        or principal.agency_id in (entry.to_agency_id, entry.from_agency_id)
+        or principal.roles & {Role.CASE_MANAGER, Role.AGENCY_STAFF}
+    )
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralPublic, summary="Read a referral")
-def read_referral(referral_id: UUID, referrals: Referrals, principal: CurrentPrincipal) -> Any:
+def read_referral(
+    referral_id: UUID, referrals: Referrals, principal: CurrentPrincipal, request: Request
+) -> Any:
     referral = referrals.get_referral(referral_id)
-    visible_to(principal)(referral)
-    return referral_public(referral, as_recipient=is_recipient(principal, referral))
+    case_file = referrals.get_case_file(referral.spec.case_id)
+    return read_as(referrals, principal, request, referral, case_file)
 
 
 def _answer_route(action: str) -> None:
@@ -353,9 +413,12 @@ def _answer_route(action: str) -> None:
         request: Request,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        ctx = command_context(request, principal, (Role.AGENCY_STAFF,), idempotency_key)
+        ctx = command_context(
+            request, principal, roles_for(Action.ANSWER_REFERRAL), idempotency_key
+        )
         text = body.reason or body.outcome or body.note
-        return referrals.answer(ctx, referral_id, action, text, scope=addressed_to(principal))
+        scope = referral_allows(principal, Action.ANSWER_REFERRAL)
+        return referrals.answer(ctx, referral_id, action, text, scope=scope)
 
     answer.__name__ = f"{action}_referral"
     router.add_api_route(
@@ -384,8 +447,9 @@ def cancel_referral(
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    ctx = command_context(request, principal, SENDERS, idempotency_key)
-    return referrals.answer(ctx, referral_id, "cancel", body.reason, scope=in_province(principal))
+    ctx = command_context(request, principal, roles_for(Action.CANCEL_REFERRAL), idempotency_key)
+    scope = referral_allows(principal, Action.CANCEL_REFERRAL)
+    return referrals.answer(ctx, referral_id, "cancel", body.reason, scope=scope)
 
 
 @router.post(
@@ -404,8 +468,9 @@ def request_override(
 ) -> Any:
     """For the person's vital interest, when consent cannot be had in time. Needs a second
     approver in another role; the disclosure is flagged for review."""
-    ctx = command_context(request, principal, OVERRIDERS, idempotency_key)
-    return referrals.request_override(ctx, referral_id, body.reason, scope=in_province(principal))
+    ctx = command_context(request, principal, roles_for(Action.REQUEST_OVERRIDE), idempotency_key)
+    scope = referral_allows(principal, Action.REQUEST_OVERRIDE)
+    return referrals.request_override(ctx, referral_id, body.reason, scope=scope)
 
 
 @router.post(
@@ -421,8 +486,9 @@ def approve_override(
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    ctx = command_context(request, principal, OVERRIDERS, idempotency_key)
-    return referrals.approve_override(ctx, referral_id, override_id, scope=in_province(principal))
+    ctx = command_context(request, principal, roles_for(Action.APPROVE_OVERRIDE), idempotency_key)
+    scope = referral_allows(principal, Action.APPROVE_OVERRIDE)
+    return referrals.approve_override(ctx, referral_id, override_id, scope=scope)
 
 
 # -- handovers --------------------------------------------------------------------------------
@@ -442,14 +508,14 @@ def start_handover(
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    ctx = command_context(request, principal, HANDOVER_STARTERS, idempotency_key)
+    ctx = command_context(request, principal, roles_for(Action.START_HANDOVER), idempotency_key)
     return referrals.start_handover(
         ctx,
         case_id,
         kind=body.kind,
         parties=body.parties,
         to_case_manager_id=body.to_case_manager_id,
-        scope=case_in_province(principal),
+        scope=case_allows(principal, Action.START_HANDOVER),
     )
 
 
@@ -465,20 +531,29 @@ def list_handovers(
     open_only: bool = False,
 ) -> Any:
     referrals.index.refresh()
-    entries = [
-        e
-        for e in referrals.index.handovers.values()
-        if (case_id is None or e.case_id == case_id)
-        and (not open_only or e.status == "open")
-        and (principal.agency_id in e.party_ids or principal.covers_province(e.province))
-    ]
-    return [handover_public(referrals.get_handover(e.handover_id)) for e in entries]
+    shown = []
+    for entry in referrals.index.handovers.values():
+        if (case_id is not None and entry.case_id != case_id) or (
+            open_only and entry.status != "open"
+        ):
+            continue
+        tied = principal.agency_id in entry.party_ids
+        if not (tied or principal.covers_province(entry.province)):
+            continue
+        handover = referrals.get_handover(entry.handover_id)
+        case_file = referrals.get_case_file(handover.spec.case_id)
+        ties = handover_ties(handover, case_file)
+        if permits(principal.asker, ties, Action.SEE_PROGRESS).allowed:
+            shown.append(handover_public(handover))
+    return shown
 
 
 @router.get("/handovers/{handover_id}", response_model=HandoverPublic, summary="Read a handover")
 def read_handover(handover_id: UUID, referrals: Referrals, principal: CurrentPrincipal) -> Any:
     handover = referrals.get_handover(handover_id)
-    handover_visible_to(principal)(handover)
+    case_file = referrals.get_case_file(handover.spec.case_id)
+    ties = handover_ties(handover, case_file)
+    check(principal, ties, Action.SEE_PROGRESS, lambda: HandoverNotFoundError(handover_id))
     return handover_public(handover)
 
 
@@ -496,7 +571,6 @@ def confirm_handover(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Each party confirms separately; the last confirmation completes the handover."""
-    ctx = command_context(request, principal, ANYONE, idempotency_key)
-    return referrals.confirm_handover(
-        ctx, handover_id, principal.agency_id, scope=handover_visible_to(principal)
-    )
+    ctx = command_context(request, principal, roles_for(Action.CONFIRM_HANDOVER), idempotency_key)
+    scope = handover_allows(principal, Action.CONFIRM_HANDOVER)
+    return referrals.confirm_handover(ctx, handover_id, principal.agency_id, scope=scope)

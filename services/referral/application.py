@@ -20,6 +20,7 @@ from contracts.consent import (
 )
 from contracts.envelope import Actor, AgencyRef, Event
 from contracts.intake import (
+    CaseManagerAssigned,
     ContactPreferenceRecorded,
     PersonDetailsCorrected,
     PersonRegistered,
@@ -60,6 +61,7 @@ INTAKE_FACTS: tuple[type[Event], ...] = (
     RapidNeedsAssessed,
     RiskAssessed,
     ContactPreferenceRecorded,
+    CaseManagerAssigned,
 )
 CONSENT_FACTS: tuple[type[Event], ...] = (
     SubjectAgeNoted,
@@ -160,10 +162,16 @@ class ReferralService(FollowingApplication):
         )
         if isinstance(event, ReceptionRecorded):
             case_file = CaseFile.open(
-                ctx, event.originator_id, event.person_id, event.place.province
+                ctx,
+                event.originator_id,
+                event.person_id,
+                event.place.province,
+                event.receiving_agency.agency_id,
             )
         elif upstream == "intake":
             case_file = self._case_file(event.originator_id)
+            if isinstance(event, CaseManagerAssigned):
+                case_file.note_case_manager(ctx, event.agency.agency_id)
         else:
             try:
                 case_file = self.load(CaseFile, case_file_id_of_record(event.originator_id))

@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.access_policy import Asker
 from contracts.envelope import Actor
 from contracts.vocabulary import AgencyKind, Role
 from services.runtime.errors import AuthenticationError, PermissionDeniedError
@@ -55,6 +56,11 @@ class Principal(BaseModel):
 
     def covers_province(self, province: str) -> bool:
         return self.province in (NATIONAL, province)
+
+    @property
+    def asker(self) -> Asker:
+        """The principal as the access policy sees it."""
+        return Asker(self.user_id, self.agency_id, self.province, self.roles)
 
 
 class TokenService:

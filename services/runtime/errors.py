@@ -75,3 +75,15 @@ class PermissionDeniedError(DomainError):
     status = 403
     slug = "forbidden"
     title = "Not permitted"
+
+
+class UnavailableError(DomainError):
+    """Ketnoi cannot answer safely right now; the client should retry after a moment."""
+
+    status = 503
+    slug = "unavailable"
+    title = "Not available right now"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers = {"Retry-After": str(retry_after)}

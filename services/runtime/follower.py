@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -36,6 +37,7 @@ from psycopg import sql
 
 from contracts.envelope import Event
 from services.runtime.application import ServiceApplication
+from services.runtime.errors import UnavailableError
 from services.runtime.logging import get_logger
 from services.runtime.persistence import application_env, decode_stored, new_mapper
 from services.runtime.settings import Settings
@@ -294,6 +296,42 @@ class Follower(WakeLoop):
             total += done
             if done == 0:
                 return total
+
+    def pending(self, upstream_name: str) -> bool:
+        """Whether the upstream's log holds an event this service has not processed yet."""
+        upstream = next(u for u in self.upstreams if u.name == upstream_name)
+        start = self.app.position(upstream.name) + 1
+        return bool(
+            upstream.recorder.select_notifications(start=start, limit=1, topics=upstream.topics)
+        )
+
+    def reach_head(self, upstream_name: str, timeout: float) -> None:
+        """Process the upstream's log up to its head, now, in the caller's thread.
+
+        What was committed upstream before this call is then in force for the caller,
+        whichever process wrote it and whichever serves the caller. Raises UnavailableError
+        (503, Retry-After) when that takes longer than ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while self.pending(upstream_name):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("follower_behind", loop=self.name, upstream=upstream_name)
+                raise UnavailableError(
+                    f"Ketnoi has not yet read the latest {upstream_name} records, so it cannot "
+                    "answer safely; try again in a moment.",
+                    retry_after=1,
+                )
+            if self._processing.acquire(timeout=left):
+                try:
+                    done = self._run_once()
+                finally:
+                    self._processing.release()
+                if done:
+                    continue
+            # Another process of this service holds the events, or an upstream waits on
+            # another: give it a moment.
+            time.sleep(min(0.01, max(left, 0)))
 
 
 def _close(conn: psycopg.Connection[Any] | None) -> None:

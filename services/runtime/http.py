@@ -25,17 +25,27 @@ PROBLEM_JSON = "application/problem+json"
 log = get_logger("ketnoi.http")
 
 
-def problem(status: int, slug: str, title: str, detail: str, **extensions: Any) -> JSONResponse:
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
     body = {"type": f"urn:ketnoi:problem:{slug}", "title": title, "status": status}
     body["detail"] = detail
     body.update(extensions)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return problem(exc.status, exc.slug, exc.title, exc.detail, **exc.extensions)
+    headers = getattr(exc, "headers", None)
+    return problem(exc.status, exc.slug, exc.title, exc.detail, headers, **exc.extensions)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     auth_public_key_file: Path | None = None
     auth_signing_key_file: Path | None = None
     token_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    # How long a read of a person's data may wait for this process to read the consent log
+    # up to its head (so that a withdrawal committed before the read is in force for it).
+    consent_read_timeout: float = Field(default=2.0, gt=0, le=30)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

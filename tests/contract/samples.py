@@ -13,6 +13,7 @@ from pathlib import Path
 from uuid import UUID
 
 from contracts.consent import (
+    CaseManagerNoted,
     CaseStageNoted,
     Collection,
     CollectionMethod,
@@ -47,6 +48,7 @@ from contracts.intake import (
 )
 from contracts.referral import (
     CaseFactsNoted,
+    CaseFileManagerNoted,
     CaseFileOpened,
     ConsentNoted,
     DeadlineKind,
@@ -224,6 +226,7 @@ def consent_samples() -> list[Event]:
             **common,
         ),
         CaseStageNoted(originator_version=3, stage=CaseStage.CRISIS, **common),
+        CaseManagerNoted(originator_version=3, agency_id="dong-thap-swc", **common),
         ConsentGranted(
             originator_version=4,
             grant_id=GRANT,
@@ -296,6 +299,7 @@ def referral_samples() -> list[Event]:
         CaseFileOpened(
             originator_version=1, case_id=CASE, person_id=PERSON, province="dong-thap", **file
         ),
+        CaseFileManagerNoted(originator_version=2, agency_id="dong-thap-swc", **file),
         CaseFactsNoted(
             originator_version=2,
             person_id=PERSON,

@@ -10,10 +10,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from contracts.access_policy import CaseTies
 from contracts.consent_decision import ConsentDecision, decide
 from contracts.envelope import AgencyRef, Event, resolve
 from contracts.referral import (
     CaseFactsNoted,
+    CaseFileManagerNoted,
     CaseFileOpened,
     ConsentNoted,
     ReferralLinked,
@@ -26,11 +28,7 @@ from services.runtime.errors import NotFoundError
 
 class CaseFileNotFoundError(NotFoundError):
     def __init__(self, case_id: UUID) -> None:
-        super().__init__(
-            f"No case {case_id} in your province. A case received a moment ago appears "
-            "here within seconds; otherwise check the case id.",
-            case_id=str(case_id),
-        )
+        super().__init__(f"No case {case_id} that you may see.", case_id=str(case_id))
 
 
 class CaseFile(Aggregate):
@@ -39,15 +37,28 @@ class CaseFile(Aggregate):
         self.case_id = aggregate_id
         self.person_id = aggregate_id
         self.province = ""
+        self.holders: set[str] = set()
         self.facts: dict[DataCategory, dict[str, Any]] = {}
         self.consent_events: list[Event] = []
         self.referral_ids: list[UUID] = []
 
     @classmethod
-    def open(cls, ctx: CommandContext, case_id: UUID, person_id: UUID, province: str) -> CaseFile:
+    def open(
+        cls,
+        ctx: CommandContext,
+        case_id: UUID,
+        person_id: UUID,
+        province: str,
+        receiving_agency_id: str | None = None,
+    ) -> CaseFile:
         case_file = cls(case_file_id(case_id))
         case_file.trigger(
-            ctx, CaseFileOpened, case_id=case_id, person_id=person_id, province=province
+            ctx,
+            CaseFileOpened,
+            case_id=case_id,
+            person_id=person_id,
+            province=province,
+            receiving_agency_id=receiving_agency_id,
         )
         return case_file
 
@@ -56,6 +67,21 @@ class CaseFile(Aggregate):
         self.case_id = event.case_id
         self.person_id = event.person_id
         self.province = event.province
+        if event.receiving_agency_id:
+            self.holders.add(event.receiving_agency_id)
+
+    def note_case_manager(self, ctx: CommandContext, agency_id: str) -> None:
+        if agency_id not in self.holders:
+            self.trigger(ctx, CaseFileManagerNoted, agency_id=agency_id)
+
+    @applies(CaseFileManagerNoted)
+    def _case_manager_noted(self, event: CaseFileManagerNoted) -> None:
+        self.holders.add(event.agency_id)
+
+    @property
+    def ties(self) -> CaseTies:
+        """The agencies that hold the case, as this log knows them."""
+        return CaseTies(province=self.province, holders=frozenset(self.holders))
 
     def note_facts(
         self, ctx: CommandContext, category: DataCategory, facts: dict[str, Any]

@@ -1,0 +1,72 @@
+"""The access gate: every service asks the one policy (``contracts.access_policy``) through
+these few functions, and every read of a person's data is recorded before it is returned.
+
+Services pass in the ties their own log knows and the error that says "no such case" in
+their words; the gate turns the policy's answer into that 404 (the case does not exist for
+this principal), a 403 (it does, and this is not theirs to do), or the role to act in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from fastapi import Request
+
+from contracts.access_policy import RULES, Action, CaseTies, Sight, permits
+from contracts.envelope import Actor
+from contracts.vocabulary import Role
+from services.runtime.auth import Principal
+from services.runtime.errors import NotFoundError, PermissionDeniedError
+
+
+def roles_for(action: Action) -> tuple[Role, ...]:
+    """The roles that may perform ``action`` at all, in the order a principal acts in them."""
+    return tuple(r for r in Role if r in RULES[action].roles)
+
+
+def check(
+    principal: Principal,
+    ties: CaseTies,
+    action: Action,
+    not_found: Callable[[], NotFoundError],
+) -> Role:
+    """The role ``principal`` acts in; raises ``not_found()`` or PermissionDeniedError."""
+    permission = permits(principal.asker, ties, action)
+    if permission.allowed:
+        assert permission.role is not None
+        return permission.role
+    if not permission.visible:
+        raise not_found()
+    raise PermissionDeniedError(permission.reason)
+
+
+def record_read(
+    request: Request,
+    principal: Principal,
+    sight: Sight,
+    *,
+    case_id: UUID,
+    what: str,
+    person_id: UUID | None = None,
+    reason: str | None = None,
+) -> None:
+    """Record a read of personal data durably, before the response leaves; nothing is
+    recorded when the sight holds no category (a read of progress only)."""
+    if sight.basis is None or not sight.categories:
+        return
+    assert sight.role is not None
+    audit: Any = request.app.state.read_audit
+    audit.record(
+        actor=Actor(user_id=principal.user_id, agency_id=principal.agency_id, role=sight.role),
+        case_id=case_id,
+        categories=sorted(sight.categories),
+        basis=sight.basis,
+        what=what,
+        person_id=person_id,
+        grant_ids=sight.grant_ids,
+        override_id=sight.override_id,
+        reason=reason,
+        correlation_id=getattr(request.state, "correlation_id", None),
+    )
