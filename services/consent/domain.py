@@ -40,8 +40,8 @@ ADULT_AGE = 18
 class ConsentRecordNotFoundError(NotFoundError):
     def __init__(self, case_id: UUID) -> None:
         super().__init__(
-            f"No consent record for case {case_id} in your province. A case received a moment "
-            "ago appears here within seconds; otherwise check the case id.",
+            f"No consent record for case {case_id} that you may see. A case received a "
+            "moment ago appears here within seconds; otherwise check the case id.",
             case_id=str(case_id),
         )
 

@@ -368,7 +368,17 @@ def list_referrals(
     """Agency staff see the referrals sent to their agency (and those it sent); case
     managers, their cases' referrals; coordinators and auditors, their province's, without
     the person's data."""
-    entries = referrals.index.referrals_where(case_id=case_id, status=status)
+    if principal.roles & {Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR}:
+        entries = referrals.index.referrals_where(case_id=case_id, status=status)
+    else:
+        # Agency staff work from their agency's queue: what was sent to them.
+        entries = [
+            e
+            for e in referrals.index.referrals_where(
+                to_agency_id=principal.agency_id, case_id=case_id, status=status
+            )
+            if e.dispatched
+        ]
     case_files: dict[UUID, CaseFile] = {}
     shown = []
     for entry in entries:

@@ -22,7 +22,7 @@ RECEPTION = {
     "route": "rescued",
     "received_at": (NOW - timedelta(hours=3)).isoformat(),
     "place": {"province": "dong-thap"},
-    "receiving_agency": {"agency_id": "dong-thap-police", "kind": "police"},
+    "receiving_agency": {"agency_id": "dong-thap-swc", "kind": "social_work_centre"},
 }
 WRITTEN = {
     "method": "written_form",
@@ -47,11 +47,15 @@ class Api:
         self.client, self.tokens, self.platform = client, tokens, platform
 
     def auth(
-        self, *roles: Role, province: str = "dong-thap", kind: AgencyKind | None = None
+        self,
+        *roles: Role,
+        province: str = "dong-thap",
+        kind: AgencyKind | None = None,
+        agency: str = "dong-thap-swc",
     ) -> dict[str, str]:
         token = self.tokens.issue(
             user_id="user-1",
-            agency_id="dong-thap-swc",
+            agency_id=agency,
             province=province,
             roles=roles or [Role.CASE_MANAGER],
             agency_kind=kind or AgencyKind.SOCIAL_WORK_CENTRE,
@@ -227,11 +231,18 @@ def test_authorisation(api: Api) -> None:
     assert api.client.post(url, json=GRANT).status_code == 401
     assert api.client.post(url, json=GRANT, headers=api.auth(Role.AGENCY_STAFF)).status_code == 403
     assert api.client.post(url, json=GRANT, headers=api.auth(Role.COORDINATOR)).status_code == 403
-    elsewhere = api.auth(Role.CASE_MANAGER, Role.COORDINATOR, province="lao-cai")
+    elsewhere = api.auth(
+        Role.CASE_MANAGER, Role.COORDINATOR, province="lao-cai", agency="lao-cai-swc"
+    )
     assert api.client.post(url, json=GRANT, headers=elsewhere).status_code == 404
     assert api.client.get(f"/consent/cases/{case_id}", headers=elsewhere).status_code == 404
+    # Another police station in the province has no part in the case: it does not exist.
+    other = api.auth(Role.CASE_MANAGER, Role.INTAKE_OFFICER, agency="dong-thap-police-2")
+    assert api.client.post(url, json=GRANT, headers=other).status_code == 404
+    assert api.client.get(f"/consent/cases/{case_id}", headers=other).status_code == 404
+    # The holding agency's staff follow the record; they do not record consent.
     r = api.client.get(f"/consent/cases/{case_id}", headers=api.auth(Role.AGENCY_STAFF))
-    assert r.status_code == 403
+    assert r.status_code == 200
     # Intake officers record consent at reception only; this case is in crisis now.
     r = api.client.post(url, json=GRANT, headers=api.auth(Role.INTAKE_OFFICER))
     assert r.status_code == 403
@@ -240,6 +251,24 @@ def test_authorisation(api: Api) -> None:
         f"/consent/cases/{at_reception}/grants", json=GRANT, headers=api.auth(Role.INTAKE_OFFICER)
     )
     assert r.status_code == 201
+
+
+def test_whoever_meets_the_person_records_a_withdrawal_auditors_and_admins_do_not(
+    api: Api,
+) -> None:
+    case_id = api.case()
+    url = f"/consent/cases/{case_id}/grants/{api.grant(case_id)}/withdrawal"
+    for role in (Role.AUDITOR, Role.ADMIN, Role.COORDINATOR):
+        national = api.auth(role, province="*", agency="ministry")
+        assert api.client.post(url, json={}, headers=national).status_code == 403
+    # A hospital's desk in another province hears it: recorded, effective at once.
+    desk = api.auth(
+        Role.AGENCY_STAFF, province="lao-cai", kind=AgencyKind.HOSPITAL, agency="lao-cai-hospital"
+    )
+    r = api.client.post(url, json={"reason": "Nói với bệnh viện"}, headers=desk)
+    assert r.status_code == 201, r.text
+    record = api.client.get(f"/consent/cases/{case_id}", headers=api.auth()).json()
+    assert [g["status"] for g in record["grants"]] == ["withdrawn"]
 
 
 def test_unknown_case_and_grant_are_404(api: Api) -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.vocabulary import Role
+from contracts.vocabulary import DataCategory, Role
 from services.cli.wiring import http_app, migrate, start
 from services.intake.application import IntakeService
 from services.runtime.auth import TokenService
+from services.runtime.read_audit import ReadAudit
 from services.runtime.settings import Settings
 
 pytestmark = pytest.mark.postgres
@@ -42,17 +43,24 @@ PERSON = {
 
 
 class Api:
-    def __init__(self, client: TestClient, tokens: TokenService, intake: IntakeService) -> None:
+    def __init__(
+        self, client: TestClient, tokens: TokenService, intake: IntakeService, audit: ReadAudit
+    ) -> None:
         self.client = client
         self.tokens = tokens
         self.intake = intake
+        self.audit = audit
 
     def auth(
-        self, *roles: Role, province: str = "dong-thap", user: str = "user-1"
+        self,
+        *roles: Role,
+        province: str = "dong-thap",
+        user: str = "user-1",
+        agency: str = "dong-thap-police",
     ) -> dict[str, str]:
         token = self.tokens.issue(
             user_id=user,
-            agency_id="dong-thap-police",
+            agency_id=agency,
             province=province,
             roles=roles or [Role.INTAKE_OFFICER],
         )
@@ -75,8 +83,9 @@ def api(pg_settings: Settings) -> Iterator[Api]:
     platform = start(pg_settings, ("intake",))
     tokens = TokenService(pg_settings)
     assert platform.intake is not None
+    assert platform.read_audit is not None
     with TestClient(http_app(platform, tokens)) as client:
-        yield Api(client, tokens, platform.intake)
+        yield Api(client, tokens, platform.intake, platform.read_audit)
     platform.close()
 
 
@@ -134,7 +143,7 @@ def test_a_reception_through_to_reopening(api: Api) -> None:
     )
     assert r.status_code == 201
 
-    case = c.get(f"/intake/cases/{case_id}", headers=api.auth(Role.COORDINATOR)).json()
+    case = c.get(f"/intake/cases/{case_id}", headers=officer).json()
     assert case["version"] == 9
     assert case["stage"] == "crisis"
     assert case["person"]["full_name"] == "Lê Thị Mai"
@@ -143,6 +152,21 @@ def test_a_reception_through_to_reopening(api: Api) -> None:
     assert case["case_manager_id"] == "cw-1"
     assert [e["number"] for e in case["episodes"]] == [1, 2]
     assert case["episodes"][0]["closure_reason"] == "safe_independence"
+    # The read of her data was recorded before it was returned, on the holder's basis.
+    (read,) = api.audit.reads_of_case(UUID(case_id))
+    assert read.basis.value == "own_case"
+    assert read.actor.agency_id == "dong-thap-police"
+    assert read.what == "intake.case"
+    assert set(read.categories) == set(DataCategory)
+
+    # The coordinator follows the case's progress, not the person.
+    progress = c.get(f"/intake/cases/{case_id}", headers=api.auth(Role.COORDINATOR)).json()
+    assert progress["stage"] == "crisis"
+    assert progress["shown"] == []
+    for field in ("person", "minor", "urgent_needs", "risk_management_plan", "place"):
+        assert progress[field] is None
+    assert "Lê Thị Mai" not in str(progress)
+    assert len(api.audit.reads_of_case(UUID(case_id))) == 1  # nothing personal: no record
 
 
 @pytest.mark.parametrize(
@@ -259,14 +283,25 @@ def test_wrong_role_is_403_and_writes_nothing(api: Api) -> None:
         headers=api.auth(Role.INTAKE_OFFICER),
     )
     assert r.status_code == 403
-    r = api.client.get(f"/intake/cases/{case_id}", headers=api.auth(Role.AGENCY_STAFF))
-    assert r.status_code == 403
+    assert api.events() == before + 1
+    # An agency with no part in the case does not learn that it exists.
+    stranger = api.auth(Role.INTAKE_OFFICER, agency="dong-thap-police-2")
+    r = api.client.get(f"/intake/cases/{case_id}", headers=stranger)
+    assert r.status_code == 404
+    unknown = api.client.get(f"/intake/cases/{uuid4()}", headers=stranger)
+    assert unknown.json()["detail"].replace(str(unknown.json()["case_id"]), "") == r.json()[
+        "detail"
+    ].replace(case_id, "")
+    r = api.client.post(f"/intake/cases/{case_id}/person", json=PERSON, headers=stranger)
+    assert r.status_code == 404
     assert api.events() == before + 1
 
 
 def test_other_provinces_cannot_see_or_change_a_case(api: Api) -> None:
     case_id = api.receive()
-    elsewhere = api.auth(Role.COORDINATOR, Role.CASE_MANAGER, province="lao-cai")
+    elsewhere = api.auth(
+        Role.COORDINATOR, Role.CASE_MANAGER, province="lao-cai", agency="lao-cai-dolisa"
+    )
     assert api.client.get(f"/intake/cases/{case_id}", headers=elsewhere).status_code == 404
     r = api.client.post(
         f"/intake/cases/{case_id}/stage", json={"to_stage": "crisis"}, headers=elsewhere
@@ -276,8 +311,10 @@ def test_other_provinces_cannot_see_or_change_a_case(api: Api) -> None:
         "/intake/cases", json=RECEPTION, headers=api.auth(Role.INTAKE_OFFICER, province="lao-cai")
     )
     assert r.status_code == 403
-    national = api.auth(Role.COORDINATOR, province="*")
-    assert api.client.get(f"/intake/cases/{case_id}", headers=national).status_code == 200
+    national = api.auth(Role.COORDINATOR, province="*", agency="ministry")
+    r = api.client.get(f"/intake/cases/{case_id}", headers=national)
+    assert r.status_code == 200
+    assert r.json()["shown"] == []
 
 
 def test_idempotency_key_returns_the_first_result(api: Api) -> None:
@@ -314,3 +351,28 @@ def test_every_response_carries_a_correlation_id(api: Api) -> None:
     assert r.headers["x-correlation-id"] == given
     r = api.client.get(f"/intake/cases/{uuid4()}", headers=api.auth())
     assert len(r.headers["x-correlation-id"]) == 36
+
+
+def test_breaking_the_glass_shows_the_case_to_a_coordinator_and_is_recorded(api: Api) -> None:
+    case_id = api.receive()
+    officer = api.auth(Role.INTAKE_OFFICER)
+    assert api.client.post(f"/intake/cases/{case_id}/person", json=PERSON, headers=officer)
+    url = f"/intake/cases/{case_id}/break-glass"
+    reason = {"reason": "The hospital needs her identity now; the police cannot be reached."}
+    coordinator = api.auth(Role.COORDINATOR, agency="dong-thap-dolisa")
+    r = api.client.post(url, json=reason, headers=coordinator)
+    assert r.status_code == 200, r.text
+    assert r.json()["person"]["full_name"] == "Lê Thị Mai"
+    (read,) = api.audit.reads_of_case(UUID(case_id))
+    assert read.basis.value == "break_glass"
+    assert read.reason == reason["reason"]
+    assert read.actor.role is Role.COORDINATOR
+    # Without a reason, or without a tie to the case, or in a role that has no need: nothing.
+    assert api.client.post(url, json={"reason": ""}, headers=coordinator).status_code == 422
+    stranger = api.auth(Role.INTAKE_OFFICER, agency="lao-cai-police", province="lao-cai")
+    assert api.client.post(url, json=reason, headers=stranger).status_code == 404
+    auditor = api.auth(Role.AUDITOR, agency="ministry", province="*")
+    r = api.client.post(url, json=reason, headers=auditor)
+    assert r.status_code == 403
+    assert "Lê Thị Mai" not in r.text
+    assert len(api.audit.reads_of_case(UUID(case_id))) == 1

@@ -34,7 +34,11 @@ AGENCIES = {
     "lc-swc": AgencyKind.SOCIAL_WORK_CENTRE,
     "lc-hospital": AgencyKind.HOSPITAL,
     "lc-school": AgencyKind.SCHOOL,
+    "dt-dolisa": AgencyKind.LOCAL_AUTHORITY,
+    "lc-dolisa": AgencyKind.LOCAL_AUTHORITY,
 }
+# The social work centre that manages the cases of each province.
+MANAGING = {"dong-thap": "dt-swc", "lao-cai": "lc-swc"}
 
 
 def ref(agency_id: str) -> dict[str, str]:
@@ -93,6 +97,14 @@ class Api:
             {"needs": ["medical_check", "shelter_tonight"]},
             officer,
         )
+        # The coordinator gives the case to the province's social work centre.
+        manager = MANAGING[province]
+        self.client.put(
+            f"/intake/cases/{case['case_id']}/case-manager",
+            json={"case_manager_id": f"{manager}-case_manager", "agency": ref(manager)},
+            headers=self.as_(manager.replace("swc", "dolisa"), Role.COORDINATOR),
+        ).raise_for_status()
+        self.platform.catch_up()
         return str(case["case_id"])
 
     def grant(self, case_id: str, manager: dict[str, str], **changes: Any) -> str:
@@ -310,7 +322,7 @@ def test_lao_cai_border_handover_of_a_minor(api: Api) -> None:
 
 def test_emergency_override_through_http(api: Api) -> None:
     manager = api.as_("dt-swc", Role.CASE_MANAGER)
-    coordinator = api.as_("dt-swc", Role.COORDINATOR)
+    coordinator = api.as_("dt-dolisa", Role.COORDINATOR)
     nurse = api.as_("dt-hospital", Role.AGENCY_STAFF)
     case = api.receive("dt-police", "dong-thap", 30)
     body = {

@@ -28,7 +28,11 @@ from services.runtime.errors import NotFoundError
 
 class CaseFileNotFoundError(NotFoundError):
     def __init__(self, case_id: UUID) -> None:
-        super().__init__(f"No case {case_id} that you may see.", case_id=str(case_id))
+        super().__init__(
+            f"No case {case_id} that you may see. A case received a moment ago appears here "
+            "within seconds; otherwise check the case id.",
+            case_id=str(case_id),
+        )
 
 
 class CaseFile(Aggregate):
