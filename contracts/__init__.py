@@ -3,6 +3,7 @@ service boundary. Imports only pydantic and the standard library, so any service
 agency's own code) can decode any Ketnoi log knowing only this package.
 """
 
+from contracts import audit as audit  # registers the audit events
 from contracts import consent as consent  # registers the consent events
 from contracts import intake as intake  # registers the intake events
 from contracts import referral as referral  # registers the referral events
@@ -22,6 +23,7 @@ __all__ = [
     "CommandRecorded",
     "Event",
     "UnknownEventTypeError",
+    "audit",
     "consent",
     "event_types",
     "intake",

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from uuid import UUID
 
+from contracts.audit import PersonalDataRead, ReadBasis
 from contracts.consent import (
     CaseStageNoted,
     Collection,
@@ -190,6 +191,7 @@ def samples() -> list[Event]:
         ),
         *consent_samples(),
         *referral_samples(),
+        *audit_samples(),
     ]
 
 
@@ -377,6 +379,28 @@ def referral_samples() -> list[Event]:
             originator_version=3, seconds_by_party={"dong-thap-police": 60.0}, **hand
         ),
         HandoverCancelled(originator_version=4, reason="r", **hand),
+    ]
+
+
+READ = UUID("7cf0a3a4-ce41-4f82-b394-a0b1c2d3e4f5")
+CORRELATION = UUID("8d01b4b5-df52-4093-84a5-b1c2d3e4f506")
+
+
+def audit_samples() -> list[Event]:
+    return [
+        PersonalDataRead(
+            originator_id=READ,
+            originator_version=1,
+            timestamp=AT,
+            actor=ACTOR,
+            correlation_id=CORRELATION,
+            case_id=CASE,
+            person_id=PERSON,
+            categories=(DataCategory.IDENTITY, DataCategory.HEALTH),
+            basis=ReadBasis.GRANT,
+            grant_ids=(GRANT,),
+            what="referral.referral",
+        )
     ]
 
 
