@@ -35,7 +35,9 @@ def problem(status: int, slug: str, title: str, detail: str, **extensions: Any) 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return problem(exc.status, exc.slug, exc.title, exc.detail, **exc.extensions)
+    response = problem(exc.status, exc.slug, exc.title, exc.detail, **exc.extensions)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
