@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from services.runtime.read_audit import AUDIT
 from services.runtime.settings import SERVICES, Settings
 from tests.support.postgres import postgres_server, wait_until_ready
 
@@ -36,11 +37,9 @@ def pg_url() -> Iterator[str]:
 
 def drop_schemas(url: str, prefix: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        for service in SERVICES:
+        for log in (*SERVICES, AUDIT):
             conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    sql.Identifier(f"{prefix}{service}")
-                )
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{prefix}{log}"))
             )
 
 

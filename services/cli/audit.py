@@ -1,4 +1,4 @@
-"""``ketnoi rebuild`` and ``ketnoi replay``: the auditor's commands."""
+"""``ketnoi rebuild``, ``ketnoi replay`` and ``ketnoi audit reads``: the auditor's commands."""
 
 from __future__ import annotations
 
@@ -86,3 +86,47 @@ def replay_case(
     finally:
         platform.close()
     sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+
+
+audit_app = typer.Typer(help="The audit log of reads of personal data.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("reads")
+def audit_reads(
+    case_id: Annotated[UUID | None, typer.Option("--case", help="Only this case's reads.")] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            help="Only reads at or after this instant (ISO 8601; UTC if no time zone).",
+            formats=[
+                "%Y-%m-%dT%H:%M:%S%z",
+                "%Y-%m-%dT%H:%M:%S.%f%z",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%d",
+            ],
+        ),
+    ] = None,
+) -> None:
+    """Who read which personal data of which case, when and on what basis: one JSON line each."""
+    from services.runtime.read_audit import ReadAudit
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    settings = _settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    audit = ReadAudit(settings)
+    shown = 0
+    try:
+        reads = audit.reads_of_case(case_id) if case_id is not None else audit.all_reads()
+        for read in reads:
+            if since is not None and read.timestamp < since:
+                continue
+            line = read.model_dump(mode="json", exclude={"originator_version", "caused_by"})
+            line = {"read_id": line.pop("originator_id"), **line}
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+            shown += 1
+    finally:
+        audit.close()
+    console.print(f"{shown} read(s)")

@@ -29,6 +29,7 @@ from services.runtime.follower import (
 from services.runtime.http import create_app
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
+from services.runtime.read_audit import ReadAudit, migrate_read_audit
 from services.runtime.settings import SERVICES, Settings
 
 DESCRIPTION = (
@@ -60,6 +61,7 @@ class Platform:
     followers: dict[str, WakeLoop] = field(default_factory=dict)
     projections: ProjectionService | None = None
     periodic: list[Periodic] = field(default_factory=list)
+    read_audit: ReadAudit | None = None
 
     @property
     def intake(self) -> IntakeService:
@@ -97,6 +99,8 @@ class Platform:
             app.close()
         if self.projections is not None:
             self.projections.close()
+        if self.read_audit is not None:
+            self.read_audit.close()
 
 
 def migrate(settings: Settings) -> list[str]:
@@ -109,7 +113,8 @@ def migrate(settings: Settings) -> list[str]:
         store.create(Tables.of(view))
     store.close()
     migrate_feed(settings)
-    return [*APPLICATIONS, "projections", "feed"]
+    migrate_read_audit(settings)
+    return [*APPLICATIONS, "projections", "feed", "audit"]
 
 
 def start(
@@ -120,7 +125,7 @@ def start(
     poll_interval: float = 1.0,
 ) -> Platform:
     """Start the named services; followers run in background threads unless told not to."""
-    platform = Platform(settings=settings)
+    platform = Platform(settings=settings, read_audit=ReadAudit(settings))
     for service, app_cls in APPLICATIONS.items():
         if service in services:
             platform.apps[service] = app_cls(env=application_env(settings, service))
@@ -185,6 +190,8 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
     if platform.projections is not None:
         state["projections"] = platform.projections
         routers.append(ROUTERS["projections"])
+    if platform.read_audit is not None:
+        state["read_audit"] = platform.read_audit
     return create_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )

@@ -147,7 +147,8 @@ class HistoryEntry(BaseModel):
     data: dict[str, Any]
 
 
-def _public(record: ConsentRecord, at: datetime) -> ConsentRecordPublic:
+def _public(record: ConsentRecord, at: datetime, *, holder: bool) -> ConsentRecordPublic:
+    """The record now; the day the person turns 18 tells their birthday: holders only."""
     state = record.state(at)
     guardian_grants = any(g.given_by.kind.value != "person" for g in record.grants.values())
     return ConsentRecordPublic(
@@ -158,7 +159,7 @@ def _public(record: ConsentRecord, at: datetime) -> ConsentRecordPublic:
         version=record.version,
         subject=SubjectPublic(
             minor=record.is_minor_at(at),
-            adult_on=record.adult_on.isoformat() if record.adult_on else None,
+            adult_on=record.adult_on.isoformat() if record.adult_on and holder else None,
             age_is_estimated=record.age_is_estimated,
             own_consent_needed=guardian_grants and state.own_consent_needed(at),
         ),
@@ -227,8 +228,21 @@ def _read(consent: ConsentService, principal: Principal, case_id: UUID) -> Conse
     response_model=ConsentRecordPublic,
     summary="The consents of a case, and their state now",
 )
-def read_record(case_id: UUID, consent: Consent, principal: CurrentPrincipal) -> Any:
-    return _public(_read(consent, principal, case_id), utcnow())
+def read_record(
+    case_id: UUID, consent: Consent, principal: CurrentPrincipal, request: Request
+) -> Any:
+    record = _read(consent, principal, case_id)
+    seen = sight(principal.asker, record.ties, (DataCategory.IDENTITY,))
+    if record.adult_on is not None:
+        record_read(
+            request,
+            principal,
+            seen,
+            case_id=case_id,
+            what="consent.record",
+            person_id=record.person_id,
+        )
+    return _public(record, utcnow(), holder=bool(seen.categories))
 
 
 @router.get(

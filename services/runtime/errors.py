@@ -6,7 +6,7 @@ problems in one place, so routes never build error responses themselves.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 
@@ -16,6 +16,8 @@ class DomainError(Exception):
     status: ClassVar[int] = 400
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
+    # Extra response headers of the problem (e.g. Retry-After on a 503).
+    headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
@@ -83,7 +85,4 @@ class UnavailableError(DomainError):
     status = 503
     slug = "unavailable"
     title = "Not available right now"
-
-    def __init__(self, detail: str, *, retry_after: int = 1, **extensions: Any) -> None:
-        super().__init__(detail, **extensions)
-        self.headers = {"Retry-After": str(retry_after)}
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}

@@ -319,8 +319,7 @@ class Follower(WakeLoop):
                 log.warning("follower_behind", loop=self.name, upstream=upstream_name)
                 raise UnavailableError(
                     f"Ketnoi has not yet read the latest {upstream_name} records, so it cannot "
-                    "answer safely; try again in a moment.",
-                    retry_after=1,
+                    "answer safely; try again in a moment."
                 )
             if self._processing.acquire(timeout=left):
                 try:

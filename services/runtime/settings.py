@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # up to its head (so that a withdrawal committed before the read is in force for it).
     consent_read_timeout: float = Field(default=2.0, gt=0, le=30)
 
+    # The read audit's writer: after the first pending read it waits this long for more, then
+    # saves up to max_batch reads in one transaction. A caller gives up after timeout seconds.
+    read_audit_window_ms: float = Field(default=2.0, ge=0, le=1000)
+    read_audit_max_batch: int = Field(default=256, ge=1, le=10_000)
+    read_audit_timeout_seconds: float = Field(default=10.0, gt=0)
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment is Environment.PRODUCTION:

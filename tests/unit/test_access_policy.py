@@ -64,9 +64,7 @@ def decisions(draw: st.DrawFn, agency_id: str) -> ConsentDecision:
             CategoryDecision(
                 category=category,
                 verdict=verdict,
-                grant_id=draw(st.sampled_from(grants))
-                if verdict is Verdict.PERMITTED
-                else None,
+                grant_id=draw(st.sampled_from(grants)) if verdict is Verdict.PERMITTED else None,
                 reason="r",
             )
             for category, verdict in verdicts.items()

@@ -1,0 +1,554 @@
+"""What recording every read costs: reading a case over HTTP with and without the read audit.
+
+Run ``python -m bench.read_audit`` (or ``make bench``). Like ``bench.intake_throughput`` it
+creates a throwaway database on the server named by ``KETNOI_BENCH_DATABASE_URL`` and drops it
+at the end. It starts the platform's intake service in a server process of its own (the app
+built as ``services.cli.wiring`` builds it) with two bench-only routes that read a case
+exactly as ``GET /intake/cases/{id}`` does: one records the read through
+``request.app.state.read_audit`` before answering, the other does not. Sixteen httpx clients
+read cases through each in turn, round by round, and the report gives medians of requests per
+second and of p50/p99 latency, the ratio of the two, and beside them the raw rate of a plain
+psycopg single-row insert transaction on the same database.
+
+It also measures, in process, the two ways of laying out a batch of reads in the log: each
+read its own originator (version 1 of a fresh id; what ``ReadAudit`` does) against one
+originator per batch holding the reads as versions 1..n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID, uuid4
+
+import httpx
+import psycopg
+import uvicorn
+from fastapi import APIRouter, Depends, Request
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+from bench.intake_throughput import (
+    DEFAULT_MAINTENANCE_URL,
+    PROJECT_ROOT,
+    RawLog,
+    create_database,
+    drop_database,
+    free_port,
+    raw_single,
+    server_environment,
+    server_version,
+    wait_until_ready,
+    with_dbname,
+)
+from contracts.audit import PersonalDataRead, ReadBasis
+from contracts.envelope import Actor, AgencyRef
+from contracts.intake import PersonDetails, Place
+from contracts.vocabulary import AgencyKind, ArrivalRoute, DataCategory, Role, Sex
+from services.cli.wiring import http_app, migrate, start
+from services.intake.api import CasePublic, in_province_of
+from services.intake.application import IntakeService
+from services.runtime.aggregate import CommandContext
+from services.runtime.auth import CurrentPrincipal, TokenService
+from services.runtime.logging import configure_logging
+from services.runtime.persistence import application_env
+from services.runtime.read_audit import AUDIT, ReadAudit, ReadAuditLog, audit_env
+from services.runtime.settings import Environment, Settings
+
+SCHEMA_PREFIX = "bench_"
+PROVINCE = "dong-thap"
+AGENCY = AgencyRef(agency_id="dong-thap-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE)
+READERS = (Role.CASE_MANAGER, Role.INTAKE_OFFICER)
+# What CasePublic returns of the person: the categories the audited route records.
+CATEGORIES = (DataCategory.IDENTITY, DataCategory.NEEDS, DataCategory.RISK, DataCategory.CONTACT)
+EVENTS_TABLE = "audit_events"
+
+console = Console(stderr=True)
+
+
+# --- The server: the platform's app plus two bench-only routes ------------------------------
+
+
+def intake_service(request: Request) -> IntakeService:
+    service: IntakeService = request.app.state.intake
+    return service
+
+
+Intake = Annotated[IntakeService, Depends(intake_service)]
+bench_router = APIRouter(prefix="/bench", include_in_schema=False)
+
+
+@bench_router.get("/plain/cases/{case_id}", response_model=CasePublic)
+def read_case_plain(case_id: UUID, intake: Intake, principal: CurrentPrincipal) -> CasePublic:
+    """``GET /intake/cases/{id}`` as it is, without recording the read."""
+    principal.require(*READERS)
+    case = intake.get_case(case_id)
+    in_province_of(principal)(case)
+    return CasePublic.of(case)
+
+
+@bench_router.get("/audited/cases/{case_id}", response_model=CasePublic)
+def read_case_audited(
+    case_id: UUID, intake: Intake, principal: CurrentPrincipal, request: Request
+) -> CasePublic:
+    """The same read, recorded in the audit log before the answer leaves."""
+    actor = principal.acting_as(*READERS)
+    case = intake.get_case(case_id)
+    in_province_of(principal)(case)
+    audit: ReadAudit = request.app.state.read_audit
+    audit.record(
+        actor=actor,
+        case_id=case.id,
+        person_id=case.person_id,
+        categories=CATEGORIES,
+        basis=ReadBasis.OWN_CASE,
+        what="intake.case",
+        correlation_id=getattr(request.state, "correlation_id", None),
+    )
+    return CasePublic.of(case)
+
+
+def serve(port: int) -> None:
+    """The server process: configured from KETNOI_* variables as ``ketnoi serve intake``."""
+    settings = Settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    running = start(settings, ("intake",))
+    try:
+        app = http_app(running, TokenService(settings), title="Ketnoi read-audit bench")
+        app.include_router(bench_router)
+        uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    finally:
+        running.close()
+
+
+@contextlib.contextmanager
+def running_server(settings: Settings, window_ms: float, log_path: Path) -> Iterator[str]:
+    """This module's server on a free loopback port; yields its base URL, stops it by pid."""
+    port = free_port()
+    env = server_environment(settings)
+    env["KETNOI_READ_AUDIT_WINDOW_MS"] = str(window_ms)
+    # Not ``-m bench.read_audit``: the routes would then live in ``__main__``.
+    command = [sys.executable, "-c", f"from bench.read_audit import serve; serve({port})"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until_ready(process, base_url)
+        except RuntimeError as exc:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+# --- The load --------------------------------------------------------------------------------
+
+
+@dataclass
+class ReadRound:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    failures: int
+    client_cpu: float
+    first_failure: str | None = None
+
+
+class ReadLoad:
+    """Concurrent clients reading cases, on one event loop kept across rounds."""
+
+    def __init__(self, base_url: str, token: str, clients: int, cases: list[UUID]) -> None:
+        self.clients = clients
+        self.cases = cases
+        self.runner = asyncio.Runner()
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients),
+            timeout=60,
+        )
+
+    def close(self) -> None:
+        self.runner.run(self.client.aclose())
+        self.runner.close()
+
+    def run(self, path: str, count: int) -> ReadRound:
+        return self.runner.run(self._round(path, count))
+
+    async def _round(self, path: str, count: int) -> ReadRound:
+        remaining = count
+        failures = 0
+        first_failure: str | None = None
+        latencies: list[float] = []
+
+        async def worker() -> None:
+            nonlocal remaining, failures, first_failure
+            while remaining > 0:
+                remaining -= 1
+                url = f"/bench/{path}/cases/{self.cases[remaining % len(self.cases)]}"
+                sent = time.perf_counter()
+                try:
+                    response = await self.client.get(url)
+                except httpx.HTTPError as exc:
+                    failures += 1
+                    first_failure = first_failure or f"{type(exc).__name__}: {exc}"
+                    continue
+                latencies.append(time.perf_counter() - sent)
+                if response.status_code != 200:
+                    failures += 1
+                    first_failure = first_failure or f"{response.status_code} {response.text}"
+
+        cpu = time.process_time()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(self.clients)))
+        elapsed = time.perf_counter() - started
+        cuts = statistics.quantiles(latencies, n=100)
+        return ReadRound(
+            rate=(count - failures) / elapsed,
+            p50_ms=statistics.median(latencies) * 1000,
+            p99_ms=cuts[98] * 1000,
+            failures=failures,
+            client_cpu=(time.process_time() - cpu) / elapsed,
+            first_failure=first_failure,
+        )
+
+
+# --- The layout of a batch in the log --------------------------------------------------------
+
+
+def sample_reads(count: int, *, one_originator: bool) -> list[PersonalDataRead]:
+    actor = Actor(user_id="bench-cw", agency_id=AGENCY.agency_id, role=Role.CASE_MANAGER)
+    batch_id = uuid4()
+    now = datetime.now(UTC)
+    return [
+        PersonalDataRead(
+            originator_id=batch_id if one_originator else uuid4(),
+            originator_version=n + 1 if one_originator else 1,
+            timestamp=now,
+            actor=actor,
+            correlation_id=uuid4(),
+            case_id=uuid4(),
+            person_id=uuid4(),
+            categories=CATEGORIES,
+            basis=ReadBasis.OWN_CASE,
+            what="intake.case",
+        )
+        for n in range(count)
+    ]
+
+
+def layout_rate(log: ReadAuditLog, batch: int, batches: int, *, one_originator: bool) -> float:
+    """Reads per second saved in batches of ``batch``, one transaction each."""
+    prepared = [sample_reads(batch, one_originator=one_originator) for _ in range(batches)]
+    started = time.perf_counter()
+    for reads in prepared:
+        log.save(*reads)
+    return batch * batches / (time.perf_counter() - started)
+
+
+# --- Rounds and the report -------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    label: str
+    rates: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, result: ReadRound) -> None:
+        self.rates.append(result.rate)
+        self.p50.append(result.p50_ms)
+        self.p99.append(result.p99_ms)
+        self.cpu.append(result.client_cpu)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+@dataclass
+class Results:
+    plain: Series = field(default_factory=lambda: Series("GET a case, no read audit"))
+    audited: Series = field(default_factory=lambda: Series("GET a case, read audit on"))
+    raw: list[float] = field(default_factory=list)
+    paired: list[float] = field(default_factory=list)  # each round's audited / plain
+    own: list[float] = field(default_factory=list)  # layout: one originator per read
+    shared: list[float] = field(default_factory=list)  # layout: one originator per batch
+    failures: int = 0
+    first_failure: str | None = None
+    reads_stored: int = 0
+    transactions: int = 0
+    server_problems: int = 0
+    first_server_problem: str | None = None
+
+
+def seed_cases(service: IntakeService, count: int) -> list[UUID]:
+    """Cases with a registered person, to read."""
+    ctx = CommandContext(
+        actor=Actor(user_id="bench-cw", agency_id=AGENCY.agency_id, role=Role.CASE_MANAGER)
+    )
+    details = PersonDetails(
+        full_name="Bench Person", sex=Sex.FEMALE, date_of_birth=date(2000, 1, 1)
+    )
+    cases = []
+    for _ in range(count):
+        result = service.record_reception(
+            ctx,
+            route=ArrivalRoute.RESCUED,
+            received_at=datetime(2026, 1, 15, 9, 30, tzinfo=UTC),
+            place=Place(province=PROVINCE),
+            receiving_agency=AGENCY,
+        )
+        case_id = UUID(str(result["case_id"]))
+        service.register_person(ctx, case_id, details)
+        cases.append(case_id)
+    return cases
+
+
+def audit_counts(settings: Settings) -> tuple[int, int]:
+    """Reads in the audit log, and the transactions they were written in."""
+    assert settings.postgres is not None
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT xmin::text) FROM {}").format(
+                sql.Identifier(settings.schema_for(AUDIT), EVENTS_TABLE)
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def measure(args: argparse.Namespace, bench_url: str) -> Results:
+    results = Results()
+    with contextlib.ExitStack() as stack:
+        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ketnoi-bench-")))
+        log = stack.enter_context((data_dir / "bench.log").open("w"))
+        settings = Settings(
+            environment=Environment.DEVELOPMENT,
+            database_url=bench_url,
+            schema_prefix=SCHEMA_PREFIX,
+            data_dir=data_dir,
+            log_format="json",
+            log_level="info",
+            auth_public_key_file=None,
+            auth_signing_key_file=None,
+        )
+        with contextlib.redirect_stderr(log):
+            configure_logging(settings.effective_log_format, settings.log_level)
+        target = settings.postgres
+        assert target is not None
+        console.print(f"Setting up database {target.dbname}")
+        raw = RawLog(target.conninfo())
+        raw.create()
+        migrate(settings)
+        service = IntakeService(env=application_env(settings, "intake"))
+        stack.callback(service.close)
+        cases = seed_cases(service, args.cases)
+        layout_log = ReadAuditLog(env=audit_env(settings))
+        stack.callback(layout_log.close)
+        token = TokenService(settings).issue(
+            user_id="bench-cw", agency_id=AGENCY.agency_id, province=PROVINCE, roles=[READERS[0]]
+        )
+        single = stack.enter_context(raw.connect())
+        server_log = data_dir / "server.log"
+        stack.callback(count_problems, server_log, results)
+        base_url = stack.enter_context(running_server(settings, args.window_ms, server_log))
+        load = ReadLoad(base_url, token, args.clients, cases)
+        stack.callback(load.close)
+
+        console.print(f"Warming up ({args.warmup} of each)")
+        raw_single(raw, single, args.warmup)
+        for path in ("plain", "audited"):
+            warm = load.run(path, args.warmup)
+            if warm.failures:
+                msg = f"warm-up of {path} failed {warm.failures} times: {warm.first_failure}"
+                raise RuntimeError(msg)
+        layout_rate(layout_log, args.layout_batch, 5, one_originator=False)
+        layout_rate(layout_log, args.layout_batch, 5, one_originator=True)
+        stored_before = audit_counts(settings)
+
+        for number in range(1, args.rounds + 1):
+            results.raw.append(raw_single(raw, single, args.raw_count))
+            # Alternate which goes first, so drift hits both alike.
+            order = ("plain", "audited") if number % 2 else ("audited", "plain")
+            got: dict[str, ReadRound] = {}
+            for path in order:
+                got[path] = load.run(path, args.count)
+                results.failures += got[path].failures
+                results.first_failure = results.first_failure or got[path].first_failure
+            results.plain.add(got["plain"])
+            results.audited.add(got["audited"])
+            results.paired.append(got["audited"].rate / got["plain"].rate)
+            if number % 2:
+                results.own.append(layout_log_rate(layout_log, args, one_originator=False))
+                results.shared.append(layout_log_rate(layout_log, args, one_originator=True))
+            else:
+                results.shared.append(layout_log_rate(layout_log, args, one_originator=True))
+                results.own.append(layout_log_rate(layout_log, args, one_originator=False))
+            console.print(
+                f"Round {number}/{args.rounds}: raw {results.raw[-1]:,.0f} tx/s  "
+                f"plain {got['plain'].rate:,.0f}/s p99 {got['plain'].p99_ms:.1f} ms  "
+                f"audited {got['audited'].rate:,.0f}/s p99 {got['audited'].p99_ms:.1f} ms  "
+                f"layout {results.own[-1]:,.0f} vs {results.shared[-1]:,.0f} reads/s"
+            )
+        stored_after = audit_counts(settings)
+        layout_reads = 2 * args.rounds * args.layout_batch * args.layout_batches
+        layout_tx = 2 * args.rounds * args.layout_batches
+        results.reads_stored = stored_after[0] - stored_before[0] - layout_reads
+        results.transactions = stored_after[1] - stored_before[1] - layout_tx
+    return results
+
+
+def layout_log_rate(log: ReadAuditLog, args: argparse.Namespace, *, one_originator: bool) -> float:
+    return layout_rate(log, args.layout_batch, args.layout_batches, one_originator=one_originator)
+
+
+def count_problems(server_log: Path, results: Results) -> None:
+    """Count the server's log lines at warning level or above (read before the log goes)."""
+    if not server_log.exists():
+        return
+    for line in server_log.read_text(errors="replace").splitlines():
+        try:
+            level = json.loads(line).get("level", "")
+        except ValueError:
+            level = "error"  # not structlog's JSON: uvicorn's own output or a traceback
+        if level in {"warning", "error", "critical", "exception"}:
+            results.server_problems += 1
+            results.first_server_problem = results.first_server_problem or line[:300]
+
+
+def latency(series: Series) -> str:
+    p50, p99 = statistics.median(series.p50), statistics.median(series.p99)
+    return f"p50 {p50:5.1f} ms  p99 {p99:5.1f} ms"
+
+
+def report(results: Results, args: argparse.Namespace, context: dict[str, str]) -> None:
+    r = results
+    raw = statistics.median(r.raw)
+    out = Console(width=max(Console().width, 100))
+    table = Table(
+        title=f"Reading a case over HTTP, {args.clients} clients: "
+        f"median of {args.rounds} rounds x {args.count}"
+    )
+    for column in ("Measurement", "Median", "Min - max", "p50", "p99", "vs raw tx/s"):
+        table.add_column(column, justify="left" if column == "Measurement" else "right")
+    for series in (r.plain, r.audited):
+        table.add_row(
+            series.label,
+            f"{series.median:,.0f} req/s",
+            f"{min(series.rates):,.0f} - {max(series.rates):,.0f}",
+            f"{statistics.median(series.p50):.1f} ms",
+            f"{statistics.median(series.p99):.1f} ms",
+            f"{series.median / raw:.2f}",
+        )
+    table.add_row("raw insert, 1 connection", f"{raw:,.0f} tx/s", "", "", "", "1.00")
+    out.print(table)
+
+    batch = r.reads_stored / r.transactions if r.transactions else 0.0
+    lines = [
+        "Read audit (python -m bench.read_audit)",
+        f"  {context['when']}; PostgreSQL {context['postgres']}; {context['cpus']} CPUs; "
+        f"Python {context['python']}; eventsourcing {context['eventsourcing']}",
+        f"  median of {args.rounds} rounds x {args.count} reads, {args.clients} clients, "
+        f"after {args.warmup} warm-up each; window {args.window_ms} ms",
+        f"  GET a case, no read audit   {r.plain.median:8,.0f} req/s  {latency(r.plain)}",
+        f"  GET a case, read audit on   {r.audited.median:8,.0f} req/s  {latency(r.audited)}",
+        f"  audited / plain             {r.audited.median / r.plain.median:8.2f}"
+        f"  (median of paired rounds {statistics.median(r.paired):.2f})",
+        f"  raw insert tx, 1 connection {raw:8,.0f} tx/s"
+        f"  (audited reads/s = {r.audited.median / raw:.2f} x raw)",
+        f"  reads stored during the rounds {r.reads_stored:,} in {r.transactions:,} transactions"
+        f" ({batch:.1f} reads per transaction)",
+        f"  layout, {args.layout_batch} reads per transaction: one originator per read"
+        f" {statistics.median(r.own):,.0f} reads/s, one per batch"
+        f" {statistics.median(r.shared):,.0f} reads/s",
+        f"  HTTP failures {r.failures}; server log warnings/errors {r.server_problems}",
+        f"  the load generator runs on the same machine and used"
+        f" {statistics.median(r.plain.cpu + r.audited.cpu):.0%} of one CPU",
+    ]
+    if r.first_failure:
+        lines.append(f"  first failure: {r.first_failure}")
+    if r.first_server_problem:
+        lines.append(f"  first server problem: {r.first_server_problem}")
+    print(flush=True)
+    print("\n".join(lines), flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.read_audit",
+        description="Reads of a case per second over HTTP, with and without the read audit.",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds to take the median of")
+    parser.add_argument("--count", type=int, default=2000, help="reads per measurement")
+    parser.add_argument("--warmup", type=int, default=300, help="untimed reads first")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument("--cases", type=int, default=100, help="cases to read, round robin")
+    parser.add_argument("--raw-count", type=int, default=1000, help="raw inserts per round")
+    parser.add_argument(
+        "--window-ms", type=float, default=2.0, help="the read audit's batching window"
+    )
+    parser.add_argument("--layout-batch", type=int, default=64, help="reads per layout batch")
+    parser.add_argument("--layout-batches", type=int, default=20, help="layout batches a round")
+    args = parser.parse_args(argv)
+    for name in ("rounds", "count", "clients", "cases", "raw_count", "layout_batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.count < args.clients:
+        parser.error("--count must be at least --clients")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    maintenance_url = os.environ.get("KETNOI_BENCH_DATABASE_URL", DEFAULT_MAINTENANCE_URL)
+    dbname = f"ketnoi_bench_{secrets.token_hex(4)}"
+    bench_url = with_dbname(maintenance_url, dbname)
+    create_database(maintenance_url, dbname)
+    try:
+        context = {
+            "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "postgres": server_version(bench_url),
+            "cpus": str(os.cpu_count()),
+            "python": platform.python_version(),
+            "eventsourcing": version("eventsourcing"),
+        }
+        started = time.perf_counter()
+        results = measure(args, bench_url)
+        elapsed = time.perf_counter() - started
+    finally:
+        drop_database(maintenance_url, dbname)
+        console.print(f"Dropped database {dbname}")
+    console.print(f"Finished in {elapsed:.0f}s")
+    report(results, args, context)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
