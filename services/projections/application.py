@@ -19,7 +19,7 @@ from services.runtime.settings import Settings
 
 class CaseTimelineNotFoundError(NotFoundError):
     def __init__(self, case_id: UUID) -> None:
-        super().__init__(f"No case {case_id} in your province.", case_id=str(case_id))
+        super().__init__(f"No case {case_id} that you may see.", case_id=str(case_id))
 
 
 class ProjectionService:

@@ -48,12 +48,14 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         assert len(seen) == 3  # each case visible to its own province's coordinator
         lao_cai = [c for c in seen.values() if c["province"] == "lao-cai"]
         assert len(lao_cai) == 1
-        assert lao_cai[0]["minor"] is True
         assert lao_cai[0]["route"] == "border_handover"
         assert lao_cai[0]["handed_over_by"]["kind"] == "foreign_authority"
         dong_thap = [c for c in seen.values() if c["province"] == "dong-thap"]
         assert {c["stage"] for c in dong_thap} == {"crisis"}
-        assert all(c["contact_refused"] == ["home_visit"] for c in dong_thap)
+        # A coordinator follows progress: none of the person's details.
+        for case in seen.values():
+            assert case["shown"] == []
+            assert case["person"] is case["minor"] is case["contact_refused"] is None
 
         consents = {}
         for token in tokens:

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.vocabulary import AgencyKind, Role
+from contracts.envelope import Actor
+from contracts.vocabulary import AgencyKind, Role, UrgentNeed
 from services.cli.wiring import Platform, http_app, migrate, start
+from services.runtime.aggregate import CommandContext
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
 from tests.integration.test_projections import T0, dong_thap_night
@@ -65,13 +67,33 @@ def test_roles_and_provinces(api: Api) -> None:
     assert len(api.get("/projections/board?province=dong-thap", national)) == 1
     assert api.get("/projections/board", national, expect=422)  # which province?
 
-    timeline = api.get(f"/projections/cases/{case_id}/timeline", api.as_(Role.CASE_MANAGER))
+    officer = Actor(user_id="dt-police-1", agency_id="dt-police", role=Role.INTAKE_OFFICER)
+    api.platform.intake.assess_needs(
+        CommandContext(actor=officer), case_id, (UrgentNeed.SHELTER_TONIGHT,), None
+    )
+    api.platform.catch_up()
+    # The police received her: they read the whole story, and that read is recorded.
+    police = api.as_(Role.INTAKE_OFFICER, agency="dt-police", kind=AgencyKind.POLICE)
+    timeline = api.get(f"/projections/cases/{case_id}/timeline", police)
     assert timeline[0]["type"] == "org.ketnoi.intake.reception_recorded"
+    needs = [e for e in timeline if e["type"] == "org.ketnoi.intake.rapid_needs_assessed"]
+    assert needs
+    assert needs[0]["what"].startswith("Urgent needs: ")
+    reads = api.platform.read_audit.reads_of_case(case_id)  # type: ignore[union-attr]
+    assert [(r.what, r.basis.value) for r in reads] == [("projections.timeline", "own_case")]
+    # The coordinator follows the steps, without the person's needs.
+    told = api.get(f"/projections/cases/{case_id}/timeline", coordinator)
+    assert [e["type"] for e in told] == [e["type"] for e in timeline]
+    told_needs = [e for e in told if e["type"] == "org.ketnoi.intake.rapid_needs_assessed"]
+    assert told_needs[0]["what"] == "Rapid needs assessed"
+    assert len(api.platform.read_audit.reads_of_case(case_id)) == 1  # type: ignore[union-attr]
+    # Another agency, or another province, does not learn the case exists.
     api.get(
         f"/projections/cases/{case_id}/timeline",
-        api.as_(Role.CASE_MANAGER, province="lao-cai"),
+        api.as_(Role.CASE_MANAGER, agency="lc-swc", province="lao-cai"),
         expect=404,
     )
+    api.get(f"/projections/cases/{case_id}/timeline", api.as_(Role.CASE_MANAGER), expect=404)
 
     nurse = api.as_(Role.AGENCY_STAFF, agency="dt-hospital", kind=AgencyKind.HOSPITAL)
     queue = api.get("/projections/agencies/dt-hospital/queue", nurse)
@@ -94,7 +116,7 @@ def test_rebuild_and_replay_are_for_auditors(api: Api) -> None:
     r = api.client.post("/projections/rebuild?view=timeline", headers=auditor)
     assert r.status_code == 200
     assert list(r.json()) == ["timeline"]
-    timeline = api.get(f"/projections/cases/{case_id}/timeline", api.as_(Role.CASE_MANAGER))
+    timeline = api.get(f"/projections/cases/{case_id}/timeline", coordinator)
     assert len(timeline) > 10  # readable straight after the swap
     r = api.client.post("/projections/rebuild?view=nonsense", headers=auditor)
     assert r.status_code == 422
