@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES: tuple[str, ...] = ("intake", "consent", "referral", "projections")
+COMMAND_ATTEMPTS = 5
+COMMAND_RETRY_PAUSE_MS = 20
 
 
 class Environment(StrEnum):
@@ -79,8 +81,10 @@ class Settings(BaseSettings):
     # A command that loses an optimistic-concurrency race (usually to the service's own
     # follower) is run again on fresh state, at most this many times in all, with a short
     # jittered pause between attempts.
-    command_attempts: int = Field(default=5, ge=1, le=20)
-    command_retry_pause_ms: int = Field(default=20, ge=0, le=1000)
+    # Each application reads these from its environment (CommandRetry.from_env); declared
+    # here too so that a bad value stops the process at start.
+    command_attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
+    command_retry_pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -128,15 +132,12 @@ class Settings(BaseSettings):
     def public_key_path(self) -> Path:
         return self.auth_public_key_file or self.data_dir / "auth-public-key.pem"
 
-    def command_retry(self) -> CommandRetry:
-        return CommandRetry(attempts=self.command_attempts, pause_ms=self.command_retry_pause_ms)
-
 
 class CommandRetry(BaseModel):
     """How often a command that lost a race to another writer is run again, and the pause."""
 
-    attempts: int = Field(default=5, ge=1, le=20)
-    pause_ms: int = Field(default=20, ge=0, le=1000)
+    attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
+    pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CommandRetry:
