@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated
 from uuid import UUID, uuid5
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from contracts.envelope import KETNOI_NAMESPACE, AgencyRef, Event, Model
-from contracts.vocabulary import AgencyKind, CaseStage, DataCategory, Purpose
+from contracts.envelope import KETNOI_NAMESPACE, AgencyId, AgencyRef, Event, Model
+from contracts.vocabulary import (
+    AgencyKind,
+    CaseStage,
+    DataCategories,
+    Purposes,
+    distinct,
+)
+
+# Recipients one consent or refusal names: agencies, kinds and groups; a handful in practice.
+MAX_RECIPIENTS = 20
 
 
 def consent_record_id(case_id: UUID) -> UUID:
@@ -50,7 +60,7 @@ GROUP_KINDS: dict[RecipientGroup, frozenset[AgencyKind]] = {
 class Recipient(Model):
     """To whom: exactly one of a named agency, a kind of agency, or a group."""
 
-    agency_id: str | None = Field(default=None, min_length=1, max_length=120)
+    agency_id: AgencyId | None = None
     kind: AgencyKind | None = None
     group: RecipientGroup | None = None
 
@@ -77,6 +87,11 @@ class Recipient(Model):
         if self.kind is not None:
             return 2
         return 0 if self.group is RecipientGroup.ANY else 1
+
+
+Recipients = Annotated[
+    tuple[Recipient, ...], Field(max_length=MAX_RECIPIENTS), AfterValidator(distinct)
+]
 
 
 class CollectionMethod(StrEnum):
@@ -131,11 +146,11 @@ class ConsentRecordOpened(Event):
 
     case_id: UUID
     person_id: UUID
-    province: str
+    province: str = Field(max_length=60)
     received_at: datetime
     # The agency that received the person holds the case (absent in records opened before
     # the access policy knew holders).
-    receiving_agency_id: str | None = Field(default=None, max_length=120)
+    receiving_agency_id: AgencyId | None = None
 
 
 class CaseManagerNoted(Event):
@@ -143,7 +158,7 @@ class CaseManagerNoted(Event):
 
     event_type = "org.ketnoi.consent.case_manager_noted"
 
-    agency_id: str = Field(min_length=1, max_length=120)
+    agency_id: AgencyId
 
 
 class SubjectAgeNoted(Event):
@@ -176,9 +191,9 @@ class ConsentGranted(Event):
 
     grant_id: UUID
     person_id: UUID
-    categories: tuple[DataCategory, ...] = Field(min_length=1)
-    recipients: tuple[Recipient, ...] = Field(min_length=1)
-    purposes: tuple[Purpose, ...] = Field(min_length=1)
+    categories: DataCategories = Field(min_length=1)
+    recipients: Recipients = Field(min_length=1)
+    purposes: Purposes = Field(min_length=1)
     valid_from: datetime
     valid_until: datetime
     collection: Collection
@@ -198,10 +213,10 @@ class ConsentRefused(Event):
 
     refusal_id: UUID
     person_id: UUID
-    recipients: tuple[Recipient, ...] = Field(min_length=1)
-    categories: tuple[DataCategory, ...] = ()
-    purposes: tuple[Purpose, ...] = ()
-    except_purposes: tuple[Purpose, ...] = ()
+    recipients: Recipients = Field(min_length=1)
+    categories: DataCategories = ()
+    purposes: Purposes = ()
+    except_purposes: Purposes = ()
     statement: str | None = Field(default=None, max_length=2000)
 
 

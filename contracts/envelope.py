@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from uuid import UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +27,22 @@ _TOPIC_PATTERN = re.compile(r"^(?P<name>.+)\.v(?P<version>[1-9][0-9]*)$")
 
 Slug = str  # agency ids, user ids: lower-case, no personal data
 
+# An agency id is a lower-case slug (``dong-thap-police``): letters, digits and inner hyphens,
+# at most 63 characters, like a DNS label. It names Kafka topics (``ketnoi.agency.<id>``), so
+# it has no '.' or '_' (Kafka treats them alike in metric names: two agencies would collide)
+# and nothing a URL or a topic would need to escape. This is the one place the rule lives.
+AGENCY_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+AGENCY_ID_MAX_LENGTH = 63
+AgencyId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=AGENCY_ID_MAX_LENGTH,
+        pattern=AGENCY_ID_PATTERN,
+        description="an agency's id: a lower-case slug such as dong-thap-police",
+    ),
+]
+
 
 class Model(BaseModel):
     """A frozen value object that refuses unknown fields."""
@@ -38,14 +54,14 @@ class Actor(Model):
     """Who did it: the user, their agency and the role they acted in."""
 
     user_id: str = Field(min_length=1, max_length=120)
-    agency_id: str = Field(min_length=1, max_length=120)
+    agency_id: AgencyId
     role: Role
 
 
 class AgencyRef(Model):
     """An agency as named in an event: its stable id and its kind."""
 
-    agency_id: str = Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    agency_id: AgencyId
     kind: AgencyKind
 
 

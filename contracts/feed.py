@@ -22,8 +22,11 @@ from uuid import UUID
 
 from pydantic import ConfigDict, Field
 
-from contracts.envelope import Actor, AgencyRef, Model
+from contracts.envelope import Actor, AgencyId, AgencyRef, Model
 from contracts.referral import (
+    MAX_HANDOVER_PARTIES,
+    MAX_RELEASED_FIELDS,
+    PROVINCE_MAX_LENGTH,
     DeadlineKind,
     DisclosureBasis,
     HandoverKind,
@@ -82,7 +85,7 @@ class Disclosure(Model):
     disclosure_id: UUID
     basis: DisclosureBasis
     purpose: Purpose
-    released: tuple[ReleasedField, ...]
+    released: tuple[ReleasedField, ...] = Field(max_length=MAX_RELEASED_FIELDS)
     flagged_for_review: bool = False
     override_id: UUID | None = None
     disclosed_at: datetime
@@ -101,21 +104,25 @@ class ReferralUpdate(Model):
     audience: Literal[Audience.SENDER, Audience.RECIPIENT]
     actor: Actor
     case_id: UUID
-    province: str
+    province: str = Field(max_length=PROVINCE_MAX_LENGTH)
     status: ReferralStatus
     from_agency: AgencyRef
     to_agency: AgencyRef
     service_type: ServiceType
     urgency: Urgency
     purpose: Purpose
-    categories: tuple[DataCategory, ...]
+    categories: tuple[DataCategory, ...] = Field(max_length=len(DataCategory))
     acknowledge_by: datetime | None = None
     first_service_by: datetime | None = None
     reason: str | None = Field(
-        default=None, description="why it was rejected, cancelled or failed; or its outcome"
+        default=None,
+        max_length=2000,
+        description="why it was rejected, cancelled or failed; or its outcome",
     )
     withheld: tuple[WithheldCategory, ...] = Field(
-        default=(), description="the categories consent does not allow now (blocked, on hold)"
+        default=(),
+        max_length=len(DataCategory),
+        description="the categories consent does not allow now (blocked, on hold)",
     )
     deadline: DeadlineKind | None = None
     due_at: datetime | None = None
@@ -137,15 +144,17 @@ class HandoverUpdate(Model):
     audience: Literal[Audience.PARTY]
     actor: Actor
     case_id: UUID
-    province: str
+    province: str = Field(max_length=PROVINCE_MAX_LENGTH)
     kind: HandoverKind
     status: HandoverStatus
-    parties: tuple[HandoverParty, ...]
-    waiting_for: tuple[str, ...] = Field(description="agency ids yet to confirm")
-    to_case_manager_id: str | None = None
-    confirmed_by: str | None = Field(default=None, description="on handover_confirmed")
-    waited_seconds: float | None = None
-    seconds_by_party: dict[str, float] | None = Field(
-        default=None, description="on handover_completed"
+    parties: tuple[HandoverParty, ...] = Field(max_length=MAX_HANDOVER_PARTIES)
+    waiting_for: tuple[AgencyId, ...] = Field(
+        max_length=MAX_HANDOVER_PARTIES, description="agency ids yet to confirm"
     )
-    reason: str | None = Field(default=None, description="on handover_cancelled")
+    to_case_manager_id: str | None = Field(default=None, max_length=120)
+    confirmed_by: AgencyId | None = Field(default=None, description="on handover_confirmed")
+    waited_seconds: float | None = None
+    seconds_by_party: dict[AgencyId, float] | None = Field(
+        default=None, max_length=MAX_HANDOVER_PARTIES, description="on handover_completed"
+    )
+    reason: str | None = Field(default=None, max_length=2000, description="on handover_cancelled")

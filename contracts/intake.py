@@ -7,6 +7,7 @@ events that also carry ``person_id``, so per-person keys can later cover exactly
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import Field
@@ -16,18 +17,23 @@ from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
     ClosureReason,
-    ContactMode,
+    ContactModes,
     IdentityDocumentStatus,
     ReopeningReason,
     RiskLevel,
-    RiskSubject,
+    RiskSubjects,
     Sex,
-    UrgentNeed,
+    UrgentNeeds,
 )
 
 PROVINCE_PATTERN = r"^[a-z][a-z0-9-]*$"
 COUNTRY_PATTERN = r"^[A-Z]{2}$"  # ISO 3166-1 alpha-2
 LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # ISO 639
+# Agencies present at one reception or handover: police, border guard, social workers,
+# local officers, a psychologist, an interpreter... never dozens.
+MAX_PARTIES_PRESENT = 30
+
+LanguageCode = Annotated[str, Field(pattern=LANGUAGE_PATTERN)]
 
 
 class Place(Model):
@@ -57,7 +63,7 @@ class ReceptionRecorded(Event):
     receiving_agency: AgencyRef
     handed_over_by: AgencyRef | None = None
     returned_from_country: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
-    present: tuple[PartyPresent, ...] = ()
+    present: tuple[PartyPresent, ...] = Field(default=(), max_length=MAX_PARTIES_PRESENT)
 
 
 class PersonDetails(Model):
@@ -68,7 +74,7 @@ class PersonDetails(Model):
     date_of_birth: date | None = None
     estimated_age: int | None = Field(default=None, ge=0, le=120)
     nationality: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
-    languages: tuple[str, ...] = Field(default=(), max_length=10)
+    languages: tuple[LanguageCode, ...] = Field(default=(), max_length=10)
     identity_document_status: IdentityDocumentStatus = IdentityDocumentStatus.UNKNOWN
 
 
@@ -98,7 +104,7 @@ class RapidNeedsAssessed(Event):
     event_type = "org.ketnoi.intake.rapid_needs_assessed"
 
     person_id: UUID
-    needs: tuple[UrgentNeed, ...]
+    needs: UrgentNeeds
     notes: str | None = Field(default=None, max_length=2000)
 
 
@@ -109,7 +115,7 @@ class RiskAssessed(Event):
 
     person_id: UUID
     level: RiskLevel
-    at_risk: tuple[RiskSubject, ...]
+    at_risk: RiskSubjects
     management_plan: str = Field(min_length=1, max_length=4000)
 
 
@@ -119,8 +125,8 @@ class ContactPreferenceRecorded(Event):
     event_type = "org.ketnoi.intake.contact_preference_recorded"
 
     person_id: UUID
-    preferred: tuple[ContactMode, ...]
-    refused: tuple[ContactMode, ...] = ()
+    preferred: ContactModes
+    refused: ContactModes = ()
     note: str | None = Field(default=None, max_length=1000)
 
 

@@ -18,8 +18,14 @@ from pydantic import Field
 
 from contracts.consent import consent_record_id
 from contracts.consent_decision import Verdict
-from contracts.envelope import KETNOI_NAMESPACE, AgencyRef, Event, Model
-from contracts.vocabulary import DataCategory, Purpose, ServiceType
+from contracts.envelope import KETNOI_NAMESPACE, AgencyId, AgencyRef, Event, Model
+from contracts.vocabulary import DataCategories, DataCategory, Purpose, ServiceType
+
+PROVINCE_MAX_LENGTH = 60  # as intake's Place.province, which every province here comes from
+# Fields one disclosure releases: a few per category (identity has about ten).
+MAX_RELEASED_FIELDS = 200
+# Parties to one handover: the agency handing over, the one taking over, and witnesses.
+MAX_HANDOVER_PARTIES = 12
 
 
 def case_file_id_of_record(consent_record: UUID) -> UUID:
@@ -77,14 +83,14 @@ class DisclosureBasis(StrEnum):
 class WithheldCategory(Model):
     category: DataCategory
     verdict: Verdict
-    reason: str
+    reason: str = Field(max_length=500)
 
 
 class ReleasedField(Model):
     """One field released, and the grant that allowed it (none under a vital-interest override)."""
 
     category: DataCategory
-    field: str
+    field: str = Field(max_length=80)
     grant_id: UUID | None
 
 
@@ -96,10 +102,10 @@ class CaseFileOpened(Event):
 
     case_id: UUID
     person_id: UUID
-    province: str
+    province: str = Field(max_length=PROVINCE_MAX_LENGTH)
     # The agency that received the person holds the case (absent in files opened before the
     # access policy knew holders).
-    receiving_agency_id: str | None = Field(default=None, max_length=120)
+    receiving_agency_id: AgencyId | None = None
 
 
 class CaseFileManagerNoted(Event):
@@ -107,7 +113,7 @@ class CaseFileManagerNoted(Event):
 
     event_type = "org.ketnoi.referral.case_manager_noted"
 
-    agency_id: str = Field(min_length=1, max_length=120)
+    agency_id: AgencyId
 
 
 class CaseFactsNoted(Event):
@@ -126,7 +132,7 @@ class ConsentNoted(Event):
     event_type = "org.ketnoi.referral.consent_noted"
 
     person_id: UUID
-    upstream_topic: str
+    upstream_topic: str = Field(max_length=200)
     upstream_state: dict[str, Any]
 
 
@@ -144,13 +150,13 @@ class ReferralCreated(Event):
 
     case_id: UUID
     person_id: UUID
-    province: str
+    province: str = Field(max_length=PROVINCE_MAX_LENGTH)
     from_agency: AgencyRef
     to_agency: AgencyRef
     service_type: ServiceType
     urgency: Urgency
     purpose: Purpose
-    categories: tuple[DataCategory, ...]
+    categories: DataCategories
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -159,7 +165,7 @@ class ReferralBlocked(Event):
 
     event_type = "org.ketnoi.referral.blocked"
 
-    withheld: tuple[WithheldCategory, ...]
+    withheld: tuple[WithheldCategory, ...] = Field(max_length=len(DataCategory))
 
 
 class DisclosureRecorded(Event):
@@ -172,7 +178,7 @@ class DisclosureRecorded(Event):
     recipient: AgencyRef
     purpose: Purpose
     basis: DisclosureBasis
-    released: tuple[ReleasedField, ...]
+    released: tuple[ReleasedField, ...] = Field(max_length=MAX_RELEASED_FIELDS)
     data: dict[str, dict[str, Any]]
     override_id: UUID | None = None
     flagged_for_review: bool = False
@@ -230,7 +236,7 @@ class ReferralPutOnHold(Event):
 
     event_type = "org.ketnoi.referral.put_on_hold"
 
-    withheld: tuple[WithheldCategory, ...]
+    withheld: tuple[WithheldCategory, ...] = Field(max_length=len(DataCategory))
     resume_to: ReferralStatus
 
 
@@ -291,10 +297,10 @@ class HandoverStarted(Event):
     event_type = "org.ketnoi.referral.handover_started"
 
     case_id: UUID
-    province: str
+    province: str = Field(max_length=PROVINCE_MAX_LENGTH)
     kind: HandoverKind
-    parties: tuple[HandoverParty, ...]
-    to_case_manager_id: str | None = None
+    parties: tuple[HandoverParty, ...] = Field(max_length=MAX_HANDOVER_PARTIES)
+    to_case_manager_id: str | None = Field(default=None, max_length=120)
 
 
 class HandoverConfirmed(Event):
@@ -302,7 +308,7 @@ class HandoverConfirmed(Event):
 
     event_type = "org.ketnoi.referral.handover_confirmed"
 
-    agency_id: str
+    agency_id: AgencyId
     waited_seconds: float
 
 

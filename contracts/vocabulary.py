@@ -6,7 +6,11 @@ so renaming one is a contract change. Vietnamese terms for the UI live beside th
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from enum import StrEnum
+from typing import Annotated, TypeVar
+
+from pydantic import AfterValidator, Field
 
 
 class AgencyKind(StrEnum):
@@ -176,3 +180,30 @@ class ReopeningReason(StrEnum):
     SHORT_TERM_SUPPORT = "short_term_support"
     REFERRAL_ELSEWHERE = "referral_elsewhere"
     RE_TRAFFICKED = "re_trafficked"
+
+
+# -- lists of these words in events and requests ---------------------------------------------
+
+H = TypeVar("H", bound=Hashable)
+
+
+def distinct(values: tuple[H, ...]) -> tuple[H, ...]:
+    """The values once each, in the order first given: a repeated word adds nothing."""
+    return tuple(dict.fromkeys(values))
+
+
+# At most one of each member: a list longer than the enum is refused (422 naming the field),
+# and repeats within it are dropped before anything is stored.
+DataCategories = Annotated[
+    tuple[DataCategory, ...], Field(max_length=len(DataCategory)), AfterValidator(distinct)
+]
+Purposes = Annotated[tuple[Purpose, ...], Field(max_length=len(Purpose)), AfterValidator(distinct)]
+UrgentNeeds = Annotated[
+    tuple[UrgentNeed, ...], Field(max_length=len(UrgentNeed)), AfterValidator(distinct)
+]
+RiskSubjects = Annotated[
+    tuple[RiskSubject, ...], Field(max_length=len(RiskSubject)), AfterValidator(distinct)
+]
+ContactModes = Annotated[
+    tuple[ContactMode, ...], Field(max_length=len(ContactMode)), AfterValidator(distinct)
+]

@@ -17,10 +17,18 @@ from contracts.consent import (
     ConsentGiver,
     ConsentRefused,
     Recipient,
+    Recipients,
 )
 from contracts.consent_decision import ConsentDecision
 from contracts.envelope import AgencyRef
-from contracts.vocabulary import CaseStage, DataCategory, Purpose, Role
+from contracts.vocabulary import (
+    CaseStage,
+    DataCategories,
+    DataCategory,
+    Purpose,
+    Purposes,
+    Role,
+)
 from services.consent.application import ConsentService
 from services.consent.domain import ConsentRecord, ConsentRecordNotFoundError
 from services.consent.receipt import receipt, receipt_html, status_of
@@ -51,9 +59,9 @@ class Body(BaseModel):
 
 
 class GrantCreate(Body):
-    categories: tuple[DataCategory, ...] = Field(min_length=1)
-    recipients: tuple[Recipient, ...] = Field(min_length=1)
-    purposes: tuple[Purpose, ...] = Field(min_length=1)
+    categories: DataCategories = Field(min_length=1)
+    recipients: Recipients = Field(min_length=1)
+    purposes: Purposes = Field(min_length=1)
     valid_from: datetime
     valid_until: datetime
     collection: Collection
@@ -62,10 +70,10 @@ class GrantCreate(Body):
 
 
 class RefusalCreate(Body):
-    recipients: tuple[Recipient, ...] = Field(min_length=1)
-    categories: tuple[DataCategory, ...] = ()
-    purposes: tuple[Purpose, ...] = ()
-    except_purposes: tuple[Purpose, ...] = ()
+    recipients: Recipients = Field(min_length=1)
+    categories: DataCategories = ()
+    purposes: Purposes = ()
+    except_purposes: Purposes = ()
     statement: str | None = Field(default=None, max_length=2000)
 
 
@@ -85,7 +93,7 @@ class LiftingCreate(Body):
 class DecisionRequest(Body):
     recipient: AgencyRef
     purpose: Purpose
-    categories: tuple[DataCategory, ...] = Field(min_length=1)
+    categories: DataCategories = Field(min_length=1)
     at: datetime | None = None
 
 

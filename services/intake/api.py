@@ -18,11 +18,13 @@ from contracts.vocabulary import (
     CaseStage,
     ClosureReason,
     ContactMode,
+    ContactModes,
     DataCategory,
     ReopeningReason,
     RiskLevel,
-    RiskSubject,
+    RiskSubjects,
     UrgentNeed,
+    UrgentNeeds,
 )
 from services.intake.application import IntakeService
 from services.intake.domain import Case, CaseNotFoundError, Episode
@@ -60,19 +62,19 @@ class ReceptionCreate(Body):
 
 
 class NeedsAssessmentCreate(Body):
-    needs: tuple[UrgentNeed, ...] = Field(min_length=1)
+    needs: UrgentNeeds = Field(min_length=1)
     notes: str | None = Field(default=None, max_length=2000)
 
 
 class RiskAssessmentCreate(Body):
     level: RiskLevel
-    at_risk: tuple[RiskSubject, ...] = Field(min_length=1)
+    at_risk: RiskSubjects = Field(min_length=1)
     management_plan: str = Field(min_length=1, max_length=4000)
 
 
 class ContactPreferenceUpdate(Body):
-    preferred: tuple[ContactMode, ...] = Field(min_length=1)
-    refused: tuple[ContactMode, ...] = ()
+    preferred: ContactModes = Field(min_length=1)
+    refused: ContactModes = ()
     note: str | None = Field(default=None, max_length=1000)
 
 

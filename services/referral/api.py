@@ -22,7 +22,7 @@ from contracts.referral import (
     Urgency,
     WithheldCategory,
 )
-from contracts.vocabulary import DataCategory, Purpose, Role, ServiceType
+from contracts.vocabulary import DataCategories, DataCategory, Purpose, Role, ServiceType
 from services.referral.application import ReferralService
 from services.referral.domain import (
     RECIPIENT_ANSWERS,
@@ -59,7 +59,7 @@ class ReferralCreate(Body):
     service_type: ServiceType
     urgency: Urgency = Urgency.ROUTINE
     purpose: Purpose = Purpose.SERVICE_PROVISION
-    categories: tuple[DataCategory, ...] = Field(min_length=1)
+    categories: DataCategories = Field(min_length=1)
     note: str | None = Field(default=None, max_length=2000)
 
 

@@ -1,21 +1,35 @@
-"""The base of every service's Application: contract events, one log, idempotent commands."""
+"""The base of every service's Application: contract events, one log, idempotent commands.
+
+A command loads aggregates, checks its rules and saves the events in one transaction. When
+another writer saved one of those aggregates between the load and the save (most often the
+service's own follower reacting to an upstream event) the save fails with the library's
+IntegrityError and nothing is written; the command is then run again on fresh state, which
+re-checks every rule. Only when the attempts run out does the client see 409. A real
+conflict between two people appears on the re-run as the rule refusing the second one.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.utils import EnvType
 
 from contracts.envelope import KETNOI_NAMESPACE, CommandRecorded, Event
 from services.runtime.aggregate import Aggregate, CommandContext
 from services.runtime.errors import ConcurrentChangeError, IdempotencyKeyReusedError
 from services.runtime.logging import get_logger
 from services.runtime.persistence import OrjsonTranscoder, PydanticMapper
+from services.runtime.settings import CommandRetry
 
 log = get_logger("ketnoi.command")
 
@@ -24,15 +38,30 @@ A = TypeVar("A", bound=Aggregate)
 Result = dict[str, Any]
 Execution = tuple[list[Aggregate], Result]
 
+CONFLICT = "The record was changed by someone else meanwhile; read it again and retry."
+
+# Set while a command runs again after losing a race: its loads skip any aggregate cache.
+_rerun: ContextVar[bool] = ContextVar("ketnoi_command_rerun", default=False)
+
 
 class ServiceApplication(Application[UUID]):
     """An eventsourcing Application that stores ``contracts`` events."""
+
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env=env)
+        self.command_retry = CommandRetry.from_env(self.env)
 
     def construct_mapper(self) -> Mapper[UUID]:
         return self.factory.mapper(transcoder=OrjsonTranscoder(), mapper_class=PydanticMapper)
 
     def load(self, aggregate_type: type[A], aggregate_id: UUID) -> A:
         """Rebuild an aggregate; raises AggregateNotFoundError when it has no events."""
+        cache = self.repository.cache
+        if cache is not None and _rerun.get():
+            # An aggregate cache (AGGREGATE_CACHE_MAXSIZE) may hold the state that just lost
+            # the race, or the lost attempt's own unsaved changes: rebuild from the log.
+            with suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
         aggregate = self.repository.get(aggregate_id, projector_func=aggregate_type.project)
         if not isinstance(aggregate, aggregate_type):
             raise AggregateNotFoundError(aggregate_id)
@@ -51,14 +80,16 @@ class ServiceApplication(Application[UUID]):
     ) -> Result:
         """Run a command and save what it changed in one transaction.
 
-        With an Idempotency-Key in ``ctx`` the first result is recorded beside the command's
-        events; a retry with the same key returns that result and appends nothing. Raises
+        ``run`` loads the aggregates, checks the rules and returns what to save with the
+        result; it is called again, on fresh state, when another writer saved one of those
+        aggregates meanwhile (up to ``command_retry.attempts`` times in all). With an
+        Idempotency-Key in ``ctx`` the first result is recorded beside the command's events;
+        a retry with the same key returns that result and appends nothing. Raises
         IdempotencyKeyReusedError when the key was used for a different request, and
-        ConcurrentChangeError when another writer changed the aggregate meanwhile.
+        ConcurrentChangeError when every attempt lost its race.
         """
         if ctx.idempotency_key is None:
-            aggregates, result = run()
-            self._save_or_conflict(*aggregates)
+            result, _ = self._run_until_saved(command, run, lambda _result: [])
             _log(command, result, replayed=False)
             return result
 
@@ -70,38 +101,62 @@ class ServiceApplication(Application[UUID]):
             _log(command, result, replayed=True)
             return result
 
-        aggregates, result = run()
-        record = CommandRecorded(
-            originator_id=record_id,
-            originator_version=1,
-            timestamp=ctx.at,
-            actor=ctx.actor,
-            correlation_id=ctx.correlation_id,
-            command=command,
-            request_digest=digest,
-            result=result,
-        )
-        try:
-            self.save(*aggregates, record)
-        except IntegrityError:
+        def record(result: Result) -> list[Any]:
+            return [
+                CommandRecorded(
+                    originator_id=record_id,
+                    originator_version=1,
+                    timestamp=ctx.at,
+                    actor=ctx.actor,
+                    correlation_id=ctx.correlation_id,
+                    command=command,
+                    request_digest=digest,
+                    result=result,
+                )
+            ]
+
+        def recorded_meanwhile() -> Result | None:
+            # A concurrent request with the same key won: its result is the answer.
             earlier = self._recorded(record_id)
-            if earlier is None:
-                raise ConcurrentChangeError(
-                    "The record was changed by someone else meanwhile; read it again and retry."
-                ) from None
-            result = _replay(earlier, command, digest)
-            _log(command, result, replayed=True)
-            return result
-        _log(command, result, replayed=False)
+            return None if earlier is None else _replay(earlier, command, digest)
+
+        result, replayed = self._run_until_saved(command, run, record, recorded_meanwhile)
+        _log(command, result, replayed=replayed)
         return result
 
-    def _save_or_conflict(self, *aggregates: Aggregate) -> None:
-        try:
-            self.save(*aggregates)
-        except IntegrityError:
-            raise ConcurrentChangeError(
-                "The record was changed by someone else meanwhile; read it again and retry."
-            ) from None
+    def _run_until_saved(
+        self,
+        command: str,
+        run: Callable[[], Execution],
+        extra: Callable[[Result], list[Any]],
+        recorded_meanwhile: Callable[[], Result | None] | None = None,
+    ) -> tuple[Result, bool]:
+        """Run and save until a save succeeds; the flag says the result is a replay."""
+        attempts = self.command_retry.attempts
+        for attempt in range(1, attempts + 1):
+            with _fresh_reads(attempt > 1):
+                aggregates, result = run()
+            try:
+                self.save(*aggregates, *extra(result))
+            except IntegrityError:
+                if recorded_meanwhile is not None:
+                    earlier = recorded_meanwhile()
+                    if earlier is not None:
+                        return earlier, True
+                if attempt == attempts:
+                    log.warning(command, conflict=True, attempts=attempts)
+                    raise ConcurrentChangeError(CONFLICT) from None
+                log.info(command, rerun=attempt + 1)
+                self._pause(attempt)
+            else:
+                return result, False
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pause(self, attempt: int) -> None:
+        # Jittered, growing a little with each attempt, so two racers do not meet again.
+        base = self.command_retry.pause_ms / 1000
+        if base:
+            time.sleep(base * attempt * random.uniform(0.5, 1.5))
 
     @staticmethod
     def _idempotency_record_id(ctx: CommandContext) -> UUID:
@@ -114,6 +169,15 @@ class ServiceApplication(Application[UUID]):
             if isinstance(event, CommandRecorded):
                 return event
         return None
+
+
+@contextmanager
+def _fresh_reads(fresh: bool) -> Iterator[None]:
+    token = _rerun.set(fresh)
+    try:
+        yield
+    finally:
+        _rerun.reset(token)
 
 
 def _digest(command: str, request: Mapping[str, Any]) -> str:

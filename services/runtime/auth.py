@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.access_policy import Asker
-from contracts.envelope import Actor
+from contracts.envelope import Actor, AgencyId
 from contracts.vocabulary import AgencyKind, Role
 from services.runtime.errors import AuthenticationError, PermissionDeniedError
 from services.runtime.settings import Environment, Settings, SettingsError
@@ -35,7 +35,7 @@ class Principal(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     user_id: str = Field(min_length=1, max_length=120)
-    agency_id: str = Field(min_length=1, max_length=120)
+    agency_id: AgencyId
     agency_kind: AgencyKind | None = None
     province: str = Field(min_length=1, max_length=60)
     roles: frozenset[Role] = Field(min_length=1)
@@ -93,17 +93,24 @@ class TokenService:
         agency_kind: AgencyKind | None = None,
         ttl: timedelta | None = None,
     ) -> str:
-        """Sign a token with the local key (embedded default only)."""
+        """Sign a token with the local key (embedded default only).
+
+        Raises SettingsError when this installation signs no tokens, and ValueError naming
+        the claim when a value is not one Ketnoi accepts (an agency id that is not a slug).
+        """
         if self._signing_key is None:
             msg = "this installation verifies tokens from an identity provider and signs none"
             raise SettingsError(msg)
-        principal = Principal(
-            user_id=user_id,
-            agency_id=agency_id,
-            agency_kind=agency_kind,
-            province=province,
-            roles=frozenset(roles),
-        )
+        try:
+            principal = Principal(
+                user_id=user_id,
+                agency_id=agency_id,
+                agency_kind=agency_kind,
+                province=province,
+                roles=frozenset(roles),
+            )
+        except ValidationError as exc:
+            raise ValueError(_claims_problem(exc)) from None
         now = datetime.now(UTC)
         lifetime = ttl or timedelta(minutes=self.settings.token_ttl_minutes)
         claims = {
@@ -142,10 +149,33 @@ class TokenService:
                 province=claims.get("province", ""),
                 roles=frozenset(claims.get("roles") or ()),
             )
-        except ValidationError:
-            raise AuthenticationError(
-                "The access token lacks the agency, province or roles Ketnoi needs."
-            ) from None
+        except ValidationError as exc:
+            raise AuthenticationError(_claims_problem(exc)) from None
+
+
+_CLAIMS = {
+    "user_id": "sub",
+    "agency_id": "agency",
+    "agency_kind": "agency_kind",
+    "province": "province",
+    "roles": "roles",
+}
+
+
+def _claims_problem(exc: ValidationError) -> str:
+    """What is wrong with a token's claims, naming the claims but never echoing their values."""
+    fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
+    if fields == ["agency_id"]:
+        return (
+            "The access token's agency claim is not an agency id Ketnoi knows: it must be a "
+            "lower-case slug such as dong-thap-police (letters, digits and inner hyphens, at "
+            "most 63 characters). Ask the identity provider's administrator to correct it."
+        )
+    claims = ", ".join(_CLAIMS.get(f, f) for f in fields)
+    return (
+        f"The access token's claims are missing or not valid for Ketnoi ({claims}); it needs "
+        "a user, an agency id (a lower-case slug), a province and at least one known role."
+    )
 
 
 def _load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:

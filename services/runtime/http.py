@@ -20,6 +20,7 @@ from services.runtime.aggregate import CommandContext
 from services.runtime.auth import Principal, TokenService
 from services.runtime.errors import DomainError, InvalidRequestError
 from services.runtime.logging import get_logger
+from services.runtime.settings import Settings
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger("ketnoi.http")
@@ -48,19 +49,42 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, exc.slug, exc.title, exc.detail, headers, **exc.extensions)
 
 
+# A 422 says what to fix, in a size that does not grow with the input.
+MAX_REPORTED_ERRORS = 20
+MAX_FIELD_CHARS = 120
+MAX_FIELD_PART_CHARS = 40
+MAX_MESSAGE_CHARS = 200
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _field_path(loc: Iterable[Any]) -> str:
+    # Keys of the input (an unknown field's name) are clipped like everything else.
+    path = ".".join(_clip(str(p), MAX_FIELD_PART_CHARS) for p in loc if p != "body")
+    return _clip(path, MAX_FIELD_CHARS) or "body"
+
+
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    # Never echo the input back: it may hold personal data.
+    # Never echo the input back: it may hold personal data. Only the first errors are
+    # reported, each clipped, with a count of the rest.
+    found = exc.errors()
     errors = [
-        {
-            "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
-            "message": err["msg"],
-        }
-        for err in exc.errors()
+        {"field": _field_path(err["loc"]), "message": _clip(str(err["msg"]), MAX_MESSAGE_CHARS)}
+        for err in found[:MAX_REPORTED_ERRORS]
     ]
-    fields = ", ".join(e["field"] for e in errors)
+    omitted = len(found) - len(errors)
+    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    more = f" and {omitted} more errors" if omitted else ""
     return problem(
-        422, "invalid-request", "Invalid request", f"Check these fields: {fields}.", errors=errors
+        422,
+        "invalid-request",
+        "Invalid request",
+        f"Check these fields: {fields}{more}.",
+        errors=errors,
+        errors_omitted=omitted,
     )
 
 
@@ -77,7 +101,10 @@ def create_app(
     description: str = "",
     state: dict[str, Any] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with Ketnoi's error mapping, auth and request logging."""
+    """A FastAPI app with Ketnoi's error mapping, auth, request logging and body limit.
+
+    The settings are ``state["settings"]`` when given, else the token service's.
+    """
     app = FastAPI(title=title, description=description, version="0.1.0")
     app.state.tokens = tokens
     for key, value in (state or {}).items():
@@ -86,6 +113,11 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
+    settings = (state or {}).get("settings")
+    if not isinstance(settings, Settings):
+        settings = tokens.settings
+    # Added first, so it runs inside the request context and its 413s are logged too.
+    app.add_middleware(RequestBodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
@@ -141,6 +173,83 @@ class RequestContextMiddleware:
                     status=status,
                     ms=round((time.perf_counter() - started) * 1000, 1),
                 )
+
+
+class RequestBodyLimitMiddleware:
+    """Refuses a request body over ``max_bytes`` with 413 before anything parses it.
+
+    A declared Content-Length over the limit is refused without reading the body. A body
+    without one (chunked) is read here, counting, up to the limit and handed on whole; the
+    first byte over the limit ends the reading with 413. Plain ASGI, like the middleware
+    above.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None:
+            if declared > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(
+            413,
+            "request-too-large",
+            "Request too large",
+            f"The request body is larger than {self.max_bytes} bytes, the most this service "
+            "accepts; send less (split a long list or text).",
+            max_bytes=self.max_bytes,
+        )
+        # The rest of the body is never read: the connection cannot be reused.
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses a malformed length before we are called
+    return None
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
 
 
 def _correlation_id(header: str | None) -> UUID:

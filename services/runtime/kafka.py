@@ -33,13 +33,14 @@ from kafka.errors import (  # type: ignore[import-untyped]
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.envelope import AGENCY_ID_PATTERN
 from services.runtime.logging import get_logger
 from services.runtime.settings import SettingsError
 
 log = get_logger("ketnoi.kafka")
 
-# Agency ids as the contracts define them (contracts.envelope.AgencyRef): lower-case slugs.
-AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,119}$")
+# Agency ids as the contracts define them (contracts.envelope.AgencyId): lower-case slugs.
+AGENCY_ID = re.compile(AGENCY_ID_PATTERN)
 # Kafka's own rule for topic names.
 TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -302,15 +303,15 @@ def _warn_on_other_partition_counts(
 def topic_for_agency(settings: KafkaSettings, agency_id: str) -> str:
     """The topic of one agency's feed: the prefix and the agency id.
 
-    Agency ids are slugs (``dong-thap-police``), never personal data. Kafka treats ``.``
-    and ``_`` alike in metric names, so two agencies whose ids differ only there collide;
-    creating the second topic fails. Raises InvalidTopicNameError for anything that is not a
-    slug or would not make a valid topic name.
+    Agency ids are slugs (``dong-thap-police``), never personal data, and have no ``.`` or
+    ``_`` (Kafka treats them alike in metric names, so two agencies whose ids differed only
+    there would collide). Raises InvalidTopicNameError for anything that is not a slug or
+    would not make a valid topic name.
     """
     if not AGENCY_ID.fullmatch(agency_id):
         msg = (
-            f"agency id {agency_id!r} is not a slug: use lower-case letters, digits, "
-            "'-', '_' or '.', starting with a letter or digit, at most 120 characters"
+            f"agency id {agency_id!r} is not a slug: use lower-case letters, digits and "
+            "inner '-', at most 63 characters"
         )
         raise InvalidTopicNameError(msg)
     topic = f"{settings.topic_prefix}{agency_id}"

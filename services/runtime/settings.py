@@ -7,15 +7,18 @@ that PostgreSQL database.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES: tuple[str, ...] = ("intake", "consent", "referral", "projections")
+COMMAND_ATTEMPTS = 5
+COMMAND_RETRY_PAUSE_MS = 20
 
 
 class Environment(StrEnum):
@@ -82,6 +85,16 @@ class Settings(BaseSettings):
     read_audit_max_batch: int = Field(default=256, ge=1, le=10_000)
     read_audit_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # A request body larger than this is refused with 413 before it is parsed.
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A command that loses an optimistic-concurrency race (usually to the service's own
+    # follower) is run again on fresh state, at most this many times in all, with a short
+    # jittered pause between attempts.
+    # Each application reads these from its environment (CommandRetry.from_env); declared
+    # here too so that a bad value stops the process at start.
+    command_attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
+    command_retry_pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
@@ -127,3 +140,25 @@ class Settings(BaseSettings):
 
     def public_key_path(self) -> Path:
         return self.auth_public_key_file or self.data_dir / "auth-public-key.pem"
+
+
+class CommandRetry(BaseModel):
+    """How often a command that lost a race to another writer is run again, and the pause."""
+
+    attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
+    pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CommandRetry:
+        """Read ``KETNOI_COMMAND_ATTEMPTS`` and ``KETNOI_COMMAND_RETRY_PAUSE_MS`` from an
+        application's environment (which includes the process's); raises SettingsError."""
+        names = {"attempts": "KETNOI_COMMAND_ATTEMPTS", "pause_ms": "KETNOI_COMMAND_RETRY_PAUSE_MS"}
+        values = {key: env.get(var) for key, var in names.items()}
+        try:
+            return cls.model_validate({k: v for k, v in values.items() if v})
+        except ValidationError:
+            msg = (
+                "KETNOI_COMMAND_ATTEMPTS must be 1 to 20 and "
+                "KETNOI_COMMAND_RETRY_PAUSE_MS 0 to 1000"
+            )
+            raise SettingsError(msg) from None

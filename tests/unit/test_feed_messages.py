@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.consent_decision import Verdict
-from contracts.envelope import Actor, AgencyRef, Event
+from contracts.envelope import AGENCY_ID_PATTERN, Actor, AgencyRef, Event
 from contracts.feed import (
     Audience,
     CloudEventHeaders,
@@ -205,7 +205,7 @@ def check_history(events: list[Event], kind: type[Referral] | type[Handover]) ->
 # Free text anywhere (escapes, other scripts), times in other zones and to the microsecond,
 # numbers of every kind in the disclosed data.
 texts = st.text(min_size=1, max_size=20)
-slugs = st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,15}", fullmatch=True)
+slugs = st.from_regex(AGENCY_ID_PATTERN, fullmatch=True)
 zones = st.sampled_from([UTC, timezone(timedelta(hours=7)), timezone(timedelta(hours=-3.5))])
 times = st.datetimes(datetime(1990, 1, 1), datetime(2200, 1, 1), timezones=zones)
 actors = st.builds(Actor, user_id=texts, agency_id=slugs, role=st.sampled_from(Role))
