@@ -1,4 +1,5 @@
-"""``ketnoi rebuild``, ``ketnoi replay`` and ``ketnoi audit reads``: the auditor's commands."""
+"""``ketnoi rebuild``, ``ketnoi replay``, ``ketnoi audit reads`` and ``ketnoi audit disclosures``:
+the auditor's commands."""
 
 from __future__ import annotations
 
@@ -130,3 +131,122 @@ def audit_reads(
     finally:
         audit.close()
     console.print(f"{shown} read(s)")
+
+
+# -- ketnoi audit disclosures: every disclosure and read, checked against the logs ------------
+
+
+@audit_app.command("disclosures")
+def audit_disclosures(
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            help="Only disclosures and reads at or after this instant (ISO 8601; UTC if no "
+            "time zone). They are still judged on the whole history.",
+            formats=[
+                "%Y-%m-%dT%H:%M:%S%z",
+                "%Y-%m-%dT%H:%M:%S.%f%z",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%d",
+            ],
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout instead of a table.")
+    ] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List the lawful ones too, with what covered each.")
+    ] = False,
+) -> None:
+    """Replay every disclosure and every recorded read against the logs and list any that no
+    grant covered (unlawful) and the emergencies and audits left for review (flagged).
+
+    Exits 1 when any is unlawful, 0 otherwise."""
+    from functools import partial
+
+    from eventsourcing.persistence import PersistenceError
+    from rich.console import Console
+    from rich.table import Table
+
+    from services.projections.lawfulness import (
+        CHECKED_EVENTS,
+        Lawfulness,
+        Ledger,
+        check_all,
+        events_of,
+    )
+    from services.runtime.follower import open_upstream
+    from services.runtime.read_audit import ReadAudit
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    settings = _settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    audit = ReadAudit(settings)
+    try:
+        upstreams = [open_upstream(settings, n, t) for n, t in CHECKED_EVENTS.items()]
+        with Progress(
+            TextColumn("Checking {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=as_json,
+        ) as progress:
+            ledger = Ledger()
+            for upstream in upstreams:
+                total = upstream.recorder.max_notification_id() or 0
+                task = progress.add_task(f"the {upstream.name} log", total=total)
+                for event in events_of(upstream, partial(progress.advance, task)):
+                    ledger.add(event)
+                progress.update(task, completed=total)
+            reads_total = audit.log.recorder.max_notification_id() or 0
+            task = progress.add_task("the reads", total=reads_total)
+            reads = progress.track(audit.all_reads(), task_id=task)
+            report = check_all(ledger, reads, since)
+            progress.update(task, completed=reads_total)
+    except PersistenceError as exc:
+        console.print(
+            f"[red]Cannot read the logs:[/red] {type(exc).__name__}. Run 'ketnoi migrate' "
+            "first, and check KETNOI_DATABASE_URL (or the data directory)."
+        )
+        raise typer.Exit(2) from None
+    finally:
+        audit.close()
+    shown = [f for f in report.findings if show_all or f.verdict is not Lawfulness.LAWFUL]
+    unlawful = report.count(Lawfulness.UNLAWFUL)
+    if as_json:
+        document = {
+            "disclosures": report.disclosures,
+            "reads": report.reads,
+            "unlawful": unlawful,
+            "flagged": report.count(Lawfulness.FLAGGED),
+            "findings": [f.as_json() for f in shown],
+        }
+        sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    else:
+        # Ids in full: piped to a file or another program, the table is as wide as it needs.
+        out = Console() if sys.stdout.isatty() else Console(width=220)
+        if shown:
+            table = Table(show_lines=True)
+            table.add_column("verdict")
+            table.add_column("kind")
+            table.add_column("id", no_wrap=True, min_width=36)
+            table.add_column("case", no_wrap=True, min_width=36)
+            table.add_column("at (UTC)", no_wrap=True)
+            table.add_column("why", ratio=1)
+            colours = {"unlawful": "red", "flagged": "yellow", "lawful": "green"}
+            for f in shown:
+                table.add_row(
+                    f"[{colours[f.verdict.value]}]{f.verdict.value}[/]",
+                    f.kind.value,
+                    str(f.id),
+                    "" if f.case_id is None else str(f.case_id),
+                    f.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                    f.why,
+                )
+            out.print(table)
+        out.print(report.summary, highlight=False)
+    if unlawful:
+        raise typer.Exit(1)
