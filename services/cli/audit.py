@@ -181,7 +181,8 @@ def audit_disclosures(
 
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    settings = _settings()
+    # One connection a log: they are read one after the other.
+    settings = _settings(pg_pool_size=1, pg_max_overflow=1)
     configure_logging(settings.effective_log_format, settings.log_level)
     audit = ReadAudit(settings)
     try:
@@ -207,9 +208,10 @@ def audit_disclosures(
             report = check_all(ledger, reads, since)
             progress.update(task, completed=reads_total)
     except PersistenceError as exc:
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
         console.print(
-            f"[red]Cannot read the logs:[/red] {type(exc).__name__}. Run 'ketnoi migrate' "
-            "first, and check KETNOI_DATABASE_URL (or the data directory)."
+            f"[red]Cannot read the logs:[/red] {first_line}. Run 'ketnoi migrate' first, and "
+            "check KETNOI_DATABASE_URL (or the data directory)."
         )
         raise typer.Exit(2) from None
     finally:
