@@ -36,8 +36,10 @@ REASON = "Unconscious at the shelter; the social work centre cannot be reached."
 
 @pytest.fixture
 def platform(pg_settings: Settings) -> Iterator[Platform]:
-    migrate(pg_settings)
-    running = start(pg_settings, ("intake", "consent", "referral"), run_followers=False)
+    # A few connections are plenty for one test's commands (pools open all of theirs at once).
+    settings = pg_settings.model_copy(update={"pg_pool_size": 2, "pg_max_overflow": 2})
+    migrate(settings)
+    running = start(settings, ("intake", "consent", "referral"), run_followers=False)
     try:
         yield running
     finally:
