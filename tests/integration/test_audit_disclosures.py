@@ -1,6 +1,7 @@
-"""``ketnoi audit disclosures`` on PostgreSQL, as a real process: the demo's Dong Thap and Lao
+"""``ketnoi audit disclosures`` as a real process. On PostgreSQL: the demo's Dong Thap and Lao
 Cai scenarios and the reads made of them through the services' own APIs are all lawful; a
-disclosure and a read under a withdrawn grant, forged afterwards, are named."""
+disclosure and a read under a withdrawn grant, forged afterwards, are named. On the embedded
+SQLite files: the demo is lawful, and each disclosure says which grant covered it."""
 
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
 from tests.support.processes import KETNOI
 
-pytestmark = pytest.mark.postgres
-
 HOSPITAL_STAFF = Actor(
     user_id="dt-hospital-staff-1", agency_id=DT_HOSPITAL.agency_id, role=Role.AGENCY_STAFF
 )
@@ -47,10 +46,9 @@ def platform(pg_settings: Settings) -> Iterator[Platform]:
 
 
 def audit_disclosures(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    assert settings.database_url is not None
     env = {
         **os.environ,
-        "KETNOI_DATABASE_URL": settings.database_url,
+        "KETNOI_DATABASE_URL": settings.database_url or "",
         "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
         "KETNOI_DATA_DIR": str(settings.data_dir),
         "KETNOI_LOG_FORMAT": "json",
@@ -107,6 +105,7 @@ def read_through_the_apis(
         assert glass.status_code == 200, glass.text
 
 
+@pytest.mark.postgres
 def test_the_demo_is_lawful_and_a_forged_disclosure_and_read_are_named(
     platform: Platform, pg_settings: Settings, tmp_path: Path
 ) -> None:
@@ -187,3 +186,28 @@ def test_the_demo_is_lawful_and_a_forged_disclosure_and_read_are_named(
     assert since.returncode == 1
     report = json.loads(since.stdout)
     assert (report["disclosures"], report["reads"], report["unlawful"]) == (1, 1, 2)
+
+
+def test_the_demo_on_the_embedded_sqlite_files_is_lawful(
+    sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    platform = start(sqlite_settings, run_followers=False)
+    try:
+        seeded = seed(platform, tmp_path)
+        platform.catch_up()
+        granted = {}  # each disclosure's id, and the grants it names
+        for case in seeded:
+            for referral_id in platform.referral.get_case_file(case.case_id).referral_ids:
+                for d in platform.referral.get_referral(referral_id).disclosures:
+                    granted[str(d.disclosure_id)] = {str(f.grant_id) for f in d.released}
+    finally:
+        platform.close()
+    done = audit_disclosures(sqlite_settings, "--all", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["disclosures"], report["reads"], report["unlawful"]) == (5, 0, 0)
+    findings = {f["id"]: f for f in report["findings"]}
+    assert set(findings) == set(granted)
+    for disclosure_id, grants in granted.items():
+        assert findings[disclosure_id]["verdict"] == "lawful"
+        assert all(f"by grant {g}" in findings[disclosure_id]["why"] for g in grants)
