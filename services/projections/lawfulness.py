@@ -180,6 +180,13 @@ def check_disclosure(ledger: Ledger, disclosure: DisclosureRecorded) -> Finding:
     if referral is None or case_id is None:
         return found(Lawfulness.UNLAWFUL, "it belongs to no referral in the referral log")
     recipient = disclosure.recipient.agency_id
+    spec = referral.created
+    if (disclosure.recipient, disclosure.purpose) != (spec.to_agency, spec.purpose):
+        return found(
+            Lawfulness.UNLAWFUL,
+            f"released to {recipient} for {disclosure.purpose.value}, but its referral goes "
+            f"to {spec.to_agency.agency_id} for {spec.purpose.value}",
+        )
     if disclosure.basis is DisclosureBasis.VITAL_INTEREST:
         approval = (
             referral.approvals.get(disclosure.override_id) if disclosure.override_id else None

@@ -314,6 +314,20 @@ def test_a_disclosure_of_a_category_beyond_its_grant_is_unlawful() -> None:
     assert "identity" not in found.why.split(":", 1)[1]
 
 
+def test_a_disclosure_to_another_recipient_or_purpose_than_its_referral_is_unlawful() -> None:
+    # CARE covers every hospital; the referral goes to one, the release names another.
+    other = AgencyRef(agency_id="dt-other-hospital", kind=AgencyKind.HOSPITAL)
+    found = judge(
+        [*history(), *referral()], disclosure(40, {DataCategory.IDENTITY: CARE}, to=other)
+    )
+    assert found.verdict is Lawfulness.UNLAWFUL
+    assert "its referral goes to dt-hospital" in found.why
+    coordination = disclosure(40, {DataCategory.IDENTITY: CARE}, purpose=Purpose.CASE_COORDINATION)
+    found = judge([*history(), *referral()], coordination)
+    assert found.verdict is Lawfulness.UNLAWFUL
+    assert "for service_provision" in found.why.split("but", 1)[1]
+
+
 def test_a_consent_disclosure_that_names_no_grant_is_unlawful() -> None:
     found = judge([*history(), *referral()], disclosure(40, {DataCategory.IDENTITY: None}))
     assert found.verdict is Lawfulness.UNLAWFUL
