@@ -159,10 +159,10 @@ def audit_disclosures(
         bool, typer.Option("--all", help="List the lawful ones too, with what covered each.")
     ] = False,
 ) -> None:
-    """Replay every disclosure and every recorded read against the logs and list any that no
-    grant covered (unlawful) and the emergencies and audits left for review (flagged).
+    """Check every disclosure and every recorded read against the logs.
 
-    Exits 1 when any is unlawful, 0 otherwise."""
+    Each is judged at its own instant: the unlawful ones (no grant covered them) and those
+    left for review (emergencies, audits) are listed. Exits 1 when any is unlawful, else 0."""
     from functools import partial
 
     from eventsourcing.persistence import PersistenceError
