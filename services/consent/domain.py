@@ -91,7 +91,8 @@ class ConsentRecord(Aggregate):
         self.minor: bool | None = None
         self.adult_on: date | None = None
         self.age_is_estimated = False
-        self.holders: set[str] = set()
+        self.receiving_agency_id: str | None = None
+        self.case_manager_agency_id: str | None = None
         self.history: list[Event] = []
         self.grants: dict[UUID, ConsentGranted] = {}
         self.withdrawn: dict[UUID, ConsentWithdrawn] = {}
@@ -134,21 +135,27 @@ class ConsentRecord(Aggregate):
         self.person_id = event.person_id
         self.province = event.province
         self.received_at = event.received_at
-        if event.receiving_agency_id:
-            self.holders.add(event.receiving_agency_id)
+        self.receiving_agency_id = event.receiving_agency_id
 
     def note_case_manager(self, ctx: CommandContext, agency_id: str) -> None:
-        if agency_id not in self.holders:
+        if agency_id != self.case_manager_agency_id:
             self.trigger(ctx, CaseManagerNoted, agency_id=agency_id)
 
     @applies(CaseManagerNoted)
     def _case_manager_noted(self, event: CaseManagerNoted) -> None:
-        self.holders.add(event.agency_id)
+        self.case_manager_agency_id = event.agency_id
 
     @property
     def ties(self) -> CaseTies:
         """The agencies that hold the case, as this log knows them."""
-        return CaseTies(province=self.province, holders=frozenset(self.holders))
+        return CaseTies(province=self.province, holders=self.holders)
+
+    @property
+    def holders(self) -> frozenset[str]:
+        """The receiving agency and the current case manager's agency."""
+        return frozenset(
+            a for a in (self.receiving_agency_id, self.case_manager_agency_id) if a is not None
+        )
 
     def note_age(
         self, ctx: CommandContext, *, minor: bool, adult_on: date | None, estimated: bool

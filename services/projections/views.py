@@ -470,11 +470,12 @@ class TimelineView(View):
             province = None
         else:
             doc["entries"].append(entry)
-        # The agencies holding the case: the access policy's tie for reading its details.
+        # The agencies holding the case (the access policy's tie for reading its details): the
+        # receiving agency and the current case manager's.
         if t == RECEPTION:
-            _hold(doc, d["receiving_agency"]["agency_id"])
+            doc["receiving_agency"] = d["receiving_agency"]["agency_id"]
         elif t == MANAGER_:
-            _hold(doc, d["agency"]["agency_id"])
+            doc["case_manager_agency"] = d["agency"]["agency_id"]
         if province and province != docs.rows[key][0]:
             docs.touch(key, province=province)
         else:
@@ -483,12 +484,6 @@ class TimelineView(View):
     def finalize(self, doc: Doc) -> None:
         if "entries" in doc:
             doc["entries"].sort(key=_entry_order)
-
-
-def _hold(doc: Doc, agency_id: str) -> None:
-    holders = doc.setdefault("holders", [])
-    if agency_id not in holders:
-        holders.append(agency_id)
 
 
 def _entry_order(entry: Doc) -> tuple[datetime, str, str]:

@@ -180,8 +180,9 @@ def test_the_board_queue_and_timeline_of_the_dong_thap_night(platform: Platform)
     assert shelter["waiting_for"] == "acknowledgement"
     assert shelter["escalated"] == ["acknowledge"]
 
-    province, entries = projections.timeline(case_id)
-    assert province == "dong-thap"
+    ties, entries = projections.timeline(case_id)
+    assert ties.province == "dong-thap"
+    assert ties.holders == {"dt-police"}  # received by the police, no case manager yet
     whats = [e["what"] for e in entries]
     assert whats[0].startswith("Received (rescued) by dt-police")
     assert whats.index("Handover completed") < whats.index(

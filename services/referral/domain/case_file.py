@@ -41,7 +41,8 @@ class CaseFile(Aggregate):
         self.case_id = aggregate_id
         self.person_id = aggregate_id
         self.province = ""
-        self.holders: set[str] = set()
+        self.receiving_agency_id: str | None = None
+        self.case_manager_agency_id: str | None = None
         self.facts: dict[DataCategory, dict[str, Any]] = {}
         self.consent_events: list[Event] = []
         self.referral_ids: list[UUID] = []
@@ -71,21 +72,27 @@ class CaseFile(Aggregate):
         self.case_id = event.case_id
         self.person_id = event.person_id
         self.province = event.province
-        if event.receiving_agency_id:
-            self.holders.add(event.receiving_agency_id)
+        self.receiving_agency_id = event.receiving_agency_id
 
     def note_case_manager(self, ctx: CommandContext, agency_id: str) -> None:
-        if agency_id not in self.holders:
+        if agency_id != self.case_manager_agency_id:
             self.trigger(ctx, CaseFileManagerNoted, agency_id=agency_id)
 
     @applies(CaseFileManagerNoted)
     def _case_manager_noted(self, event: CaseFileManagerNoted) -> None:
-        self.holders.add(event.agency_id)
+        self.case_manager_agency_id = event.agency_id
 
     @property
     def ties(self) -> CaseTies:
         """The agencies that hold the case, as this log knows them."""
-        return CaseTies(province=self.province, holders=frozenset(self.holders))
+        return CaseTies(province=self.province, holders=self.holders)
+
+    @property
+    def holders(self) -> frozenset[str]:
+        """The receiving agency and the current case manager's agency."""
+        return frozenset(
+            a for a in (self.receiving_agency_id, self.case_manager_agency_id) if a is not None
+        )
 
     def note_facts(
         self, ctx: CommandContext, category: DataCategory, facts: dict[str, Any]
