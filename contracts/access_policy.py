@@ -61,6 +61,7 @@ class Action(StrEnum):
     ANSWER_REFERRAL = "answer_referral"  # the recipient's steps of the closed loop
     REQUEST_OVERRIDE = "request_override"
     APPROVE_OVERRIDE = "approve_override"
+    REVIEW_OVERRIDE = "review_override"  # by someone in a third role
     START_HANDOVER = "start_handover"
     CONFIRM_HANDOVER = "confirm_handover"
     AUDIT = "audit"  # replay, rebuild, disclosures and reads
@@ -102,6 +103,9 @@ RULES: dict[Action, Rule] = {
     Action.ANSWER_REFERRAL: _rule((R.AGENCY_STAFF,), (T.RECIPIENT,)),
     Action.REQUEST_OVERRIDE: _rule((R.CASE_MANAGER, R.COORDINATOR), (T.SENDER, T.COORDINATOR)),
     Action.APPROVE_OVERRIDE: _rule((R.CASE_MANAGER, R.COORDINATOR), (T.SENDER, T.COORDINATOR)),
+    Action.REVIEW_OVERRIDE: _rule(
+        (R.CASE_MANAGER, R.COORDINATOR, R.AUDITOR), (T.SENDER, T.COORDINATOR, T.AUDITOR)
+    ),
     Action.START_HANDOVER: _rule(
         (R.INTAKE_OFFICER, R.CASE_MANAGER, R.COORDINATOR), (T.HOLDER, T.COORDINATOR)
     ),

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from contracts.consent import consent_record_id
 from contracts.consent_decision import Verdict
-from contracts.envelope import KETNOI_NAMESPACE, AgencyId, AgencyRef, Event, Model
+from contracts.envelope import KETNOI_NAMESPACE, Actor, AgencyId, AgencyRef, Event, Model
 from contracts.vocabulary import DataCategories, DataCategory, Purpose, ServiceType
 
 PROVINCE_MAX_LENGTH = 60  # as intake's Place.province, which every province here comes from
@@ -256,13 +256,26 @@ class DeadlineMissed(Event):
     status: ReferralStatus
 
 
+OVERRIDE_DEFAULT_HOURS = 24
+OVERRIDE_MAX_HOURS = 72
+
+
 class OverrideRequested(Event):
-    """An emergency override (vital interest) was asked for; it needs a second approver."""
+    """An emergency override (vital interest) was asked for; it needs a second approver.
+
+    It is asked for ``needed_for_hours`` from its approval (requests recorded before the
+    field existed read as the default)."""
 
     event_type = "org.ketnoi.referral.override_requested"
 
     override_id: UUID
     reason: str = Field(min_length=10, max_length=2000)
+    needed_for_hours: int = Field(
+        default=OVERRIDE_DEFAULT_HOURS,
+        ge=1,
+        le=OVERRIDE_MAX_HOURS,
+        description="how long the override is needed, from its approval",
+    )
 
 
 class OverrideApproved(Event):
@@ -271,6 +284,43 @@ class OverrideApproved(Event):
     event_type = "org.ketnoi.referral.override_approved"
 
     override_id: UUID
+
+
+class OverrideConclusion(StrEnum):
+    JUSTIFIED = "justified"  # the vital interest warranted it
+    NOT_JUSTIFIED = "not_justified"  # it should not have been approved
+
+
+class OverrideReviewed(Event):
+    """Someone in a third role reviewed an approved override; from now on it no longer
+    counts, and the referral follows the consent in force."""
+
+    event_type = "org.ketnoi.referral.override_reviewed"
+
+    override_id: UUID
+    conclusion: OverrideConclusion
+    note: str = Field(min_length=10, max_length=2000)
+
+
+class OverrideLapsed(Event):
+    """An override reached the end it was asked for (``ended_at``) without a review; from
+    then on the referral follows the consent in force. Recorded when it was noticed."""
+
+    event_type = "org.ketnoi.referral.override_lapsed"
+
+    override_id: UUID
+    ended_at: datetime
+
+
+class WithdrawalNotedDuringOverride(Event):
+    """Consent the referral needs was withdrawn (or refused) while an override was in force:
+    the referral stays as the override left it, and this tells the override's approver."""
+
+    event_type = "org.ketnoi.referral.withdrawal_noted_during_override"
+
+    override_id: UUID
+    approved_by: Actor
+    withheld: tuple[WithheldCategory, ...]
 
 
 # -- handovers --------------------------------------------------------------------------------
@@ -343,6 +393,9 @@ REFERRAL_EVENTS: tuple[type[Event], ...] = (
     DeadlineMissed,
     OverrideRequested,
     OverrideApproved,
+    OverrideReviewed,
+    OverrideLapsed,
+    WithdrawalNotedDuringOverride,
 )
 HANDOVER_EVENTS: tuple[type[Event], ...] = (
     HandoverStarted,

@@ -122,10 +122,16 @@ class ProjectionService:
         return [doc for *_, doc in rows]
 
     def statistics(
-        self, province: str | None = None, threshold: int = THRESHOLD, step: int = STEP
+        self,
+        province: str | None = None,
+        threshold: int = THRESHOLD,
+        step: int = STEP,
+        at: datetime | None = None,
     ) -> list[Cell]:
+        """The published cells, counting the cases whose consent covers statistics at
+        ``at`` (now when not given)."""
         rows = self.store.query(Tables.of("cases"), province=province, key_prefix="case:")
-        return publish((doc for *_, doc in rows), threshold, step)
+        return publish((doc for *_, doc in rows), threshold, step, at)
 
     # -- audit ---------------------------------------------------------------------------
 

@@ -1,9 +1,25 @@
 """Statistics for policy, safe to publish.
 
-Only cases whose consent covers statistics count. A cell is published rounded down to the
-reporting step, and only when that rounded count is at least the threshold (11, as the
-Counter Trafficking Data Collaborative publishes); otherwise it is suppressed. Successive
-reports therefore move in whole steps and cannot be subtracted to single out a person.
+Only cases whose consent covers statistics count, as the consent decision says at the
+instant the statistics are computed: ``contracts.consent_decision.decide``, the same pure
+function the consent and referral services run, over the case's consent events (kept in the
+case overview), for the purpose ``statistics`` and the recipient ``PUBLISHER``. So a grant
+that expired, was withdrawn or is overridden by a refusal, and a guardian's grant once the
+person is 18, do not count; a case counts when at least one category is permitted (the
+statistics carry no field of any category, only that the case and its referrals exist).
+
+The publisher is the provincial coordination office that publishes these figures: the
+Department of Labour, Invalids and Social Affairs (``<province>-dolisa`` in the demo, where
+the coordinators' tokens name it), a state authority. It is named once for every province
+as ``ketnoi-statistics``, of kind ``local_authority``, so a grant for statistics covers it
+when it names every recipient (the demo's and tests' grants name the group ``any``), the
+group ``government``, the kind ``local_authority`` or that id; and a person's refusal of the
+government (or of the authorities, for statistics) keeps them out of the figures.
+
+A cell is published rounded down to the reporting step, and only when that rounded count is
+at least the threshold (11, as the Counter Trafficking Data Collaborative publishes);
+otherwise it is suppressed. Successive reports therefore move in whole steps and cannot be
+subtracted to single out a person.
 """
 
 from __future__ import annotations
@@ -13,10 +29,13 @@ import io
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from services.projections.views import statistics_consent
+from contracts.consent_decision import decide
+from contracts.envelope import AgencyRef
+from contracts.vocabulary import AgencyKind, DataCategory, Purpose
+from services.projections.views import consent_events
 
 THRESHOLD = 11
 STEP = 5
@@ -42,6 +61,24 @@ class Cell:
     count: int | None  # None: suppressed
 
 
+PUBLISHER = AgencyRef(agency_id="ketnoi-statistics", kind=AgencyKind.LOCAL_AUTHORITY)
+
+
+def counts_in_statistics(case: dict[str, Any], at: datetime) -> bool:
+    """True when the consent in force at ``at`` lets the case count in statistics: the
+    consent decision permits at least one category to ``PUBLISHER`` for statistics."""
+    if not case.get("consent"):
+        return False
+    decision = decide(
+        consent_events(case),
+        recipient=PUBLISHER,
+        purpose=Purpose.STATISTICS,
+        categories=tuple(DataCategory),
+        at=at,
+    )
+    return bool(decision.permitted)
+
+
 def publishable(raw: int, threshold: int = THRESHOLD, step: int = STEP) -> int | None:
     """The count as published: rounded down to the step, or suppressed below the threshold."""
     rounded = (raw // step) * step
@@ -60,11 +97,15 @@ def bucket(hours: float) -> str:
     return next(label for label, limit in TIME_BUCKETS if hours < limit)
 
 
-def raw_counts(cases: Iterable[dict[str, Any]]) -> Counter[tuple[str, str, str, str, str]]:
-    """Counts per (table, province, period, dimension, value), before any protection."""
+def raw_counts(
+    cases: Iterable[dict[str, Any]], at: datetime | None = None
+) -> Counter[tuple[str, str, str, str, str]]:
+    """Counts per (table, province, period, dimension, value), before any protection, of
+    the cases that count in statistics at ``at`` (now when not given)."""
+    at = at or datetime.now(UTC)
     counts: Counter[tuple[str, str, str, str, str]] = Counter()
     for case in cases:
-        if not statistics_consent(case):
+        if not counts_in_statistics(case, at):
             continue
         province, period = case.get("province") or "unknown", _period(case.get("received_at"))
         counts[("cases", province, period, "all", "all")] += 1
@@ -80,12 +121,17 @@ def raw_counts(cases: Iterable[dict[str, Any]]) -> Counter[tuple[str, str, str, 
 
 
 def publish(
-    cases: Iterable[dict[str, Any]], threshold: int = THRESHOLD, step: int = STEP
+    cases: Iterable[dict[str, Any]],
+    threshold: int = THRESHOLD,
+    step: int = STEP,
+    at: datetime | None = None,
 ) -> list[Cell]:
-    """Every cell, protected; suppressed cells are kept (count None) so readers see them."""
+    """Every cell as of ``at`` (now when not given), protected; suppressed cells are kept
+    (count None) so readers see them."""
+    counts = raw_counts(cases, at)
     return [
         Cell(table, province, period, dimension, value, publishable(n, threshold, step))
-        for (table, province, period, dimension, value), n in sorted(raw_counts(cases).items())
+        for (table, province, period, dimension, value), n in sorted(counts.items())
     ]
 
 

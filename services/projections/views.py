@@ -24,8 +24,8 @@ from eventsourcing.persistence import Mapper, Notification
 from contracts import consent as c
 from contracts import intake as i
 from contracts import referral as r
-from contracts.envelope import Event, resolve
-from contracts.vocabulary import DataCategory, Purpose
+from contracts.envelope import Event, event_types, resolve
+from contracts.vocabulary import DataCategory
 from services.runtime.persistence import OrjsonTranscoder
 
 Doc = dict[str, Any]
@@ -143,6 +143,18 @@ REOPENED = _name(i.CaseReopened)
 RECORD_OPENED = _name(c.ConsentRecordOpened)
 GRANTED = _name(c.ConsentGranted)
 WITHDRAWN = _name(c.ConsentWithdrawn)
+# The consent events the consent decision reads (contracts.consent_decision.state_at),
+# kept in each case's document so statistics run the same decision as everything else.
+DECISION_EVENTS: tuple[type[Event], ...] = (
+    c.SubjectAgeNoted,
+    c.ConsentGranted,
+    c.ConsentRefused,
+    c.ConsentWithdrawn,
+    c.ConsentRenewed,
+    c.RefusalLifted,
+)
+# Free text the person or a guardian gave: the decision does not read it, so it stays out.
+_FREE_TEXT = frozenset({"child_views", "statement", "reason"})
 CREATED = _name(r.ReferralCreated)
 DISPATCHED = _name(r.ReferralDispatched)
 ACKNOWLEDGED = _name(r.ReferralAcknowledged)
@@ -182,7 +194,7 @@ class CasesView(View):
             i.CaseClosed,
             i.CaseReopened,
         ),
-        "consent": (c.ConsentRecordOpened, c.ConsentGranted, c.ConsentWithdrawn),
+        "consent": (c.ConsentRecordOpened, *DECISION_EVENTS),
         "referral": (
             r.ReferralCreated,
             r.ReferralDispatched,
@@ -217,8 +229,7 @@ class CasesView(View):
                 "closed": False,
                 "reopenings": 0,
                 "minor": None,
-                "statistics_grants": [],
-                "withdrawn_grants": [],
+                "consent": [],
                 "referrals": {},
                 "handovers": {},
             }
@@ -269,11 +280,9 @@ class CasesView(View):
         case_id = _case_of(docs, "rec:" + f.originator_id)
         if case_id is None:
             return
-        doc = self.case(docs, case_id)
-        if f.type == GRANTED and Purpose.STATISTICS.value in d["purposes"]:
-            doc["statistics_grants"].append(d["grant_id"])
-        elif f.type == WITHDRAWN:
-            doc["withdrawn_grants"].append(d["grant_id"])
+        # In the consent log's order, which is the order the decision reads them in.
+        kept = {k: v for k, v in d.items() if k not in _FREE_TEXT}
+        self.case(docs, case_id)["consent"].append([f.type, kept])
 
     def _referral(self, docs: Docs, f: Fact) -> None:
         rid, d = f.originator_id, f.data
@@ -341,9 +350,17 @@ class CasesView(View):
             ref["status"] = status
 
 
-def statistics_consent(doc: Doc) -> bool:
-    """The case counts in statistics only while a statistics grant stands."""
-    return bool(set(doc["statistics_grants"]) - set(doc["withdrawn_grants"]))
+def consent_events(doc: Doc) -> list[Event]:
+    """A case document's consent events, as the consent decision reads them (in the
+    consent log's order; free text left out)."""
+    types = event_types()
+    record_id = c.consent_record_id(UUID(doc["case_id"]))
+    return [
+        types[event_type].model_validate(
+            {**data, "originator_id": record_id, "originator_version": n}
+        )
+        for n, (event_type, data) in enumerate(doc.get("consent", ()), start=1)
+    ]
 
 
 # -- the agency queue ---------------------------------------------------------------------

@@ -13,10 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.access_policy import NOTHING, Action, CaseTies, Sight, permits, sight
 from contracts.envelope import AgencyRef
 from contracts.referral import (
+    OVERRIDE_DEFAULT_HOURS,
+    OVERRIDE_MAX_HOURS,
     DeadlineKind,
     DisclosureBasis,
     HandoverKind,
     HandoverParty,
+    OverrideConclusion,
     ReferralStatus,
     ReleasedField,
     Urgency,
@@ -75,6 +78,27 @@ class Cancellation(Body):
 
 class OverrideCreate(Body):
     reason: str = Field(min_length=10, max_length=2000)
+    needed_for_hours: int = Field(
+        default=OVERRIDE_DEFAULT_HOURS,
+        ge=1,
+        le=OVERRIDE_MAX_HOURS,
+        description="how long the override is needed, from its approval; it ends then, or "
+        "when it is reviewed, whichever comes first",
+    )
+
+
+class OverrideReview(Body):
+    conclusion: OverrideConclusion
+    note: str = Field(min_length=10, max_length=2000)
+
+
+class ConsentLostPublic(BaseModel):
+    """Consent withdrawn or refused while an override was in force: for its approver."""
+
+    at: datetime
+    override_id: UUID
+    approved_by: str
+    withheld: tuple[WithheldCategory, ...]
 
 
 class HandoverCreate(Body):
@@ -132,6 +156,7 @@ class ReferralPublic(BaseModel):
     first_service_by: datetime | None
     escalated: list[DeadlineKind]
     override_in_force: UUID | None
+    consent_lost_during_override: list[ConsentLostPublic]
     disclosure: DisclosurePublic | None
     timeline: list[StepPublic]
 
@@ -178,7 +203,16 @@ def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> Ref
         acknowledge_by=referral.acknowledge_by,
         first_service_by=referral.first_service_by,
         escalated=sorted(referral.escalated),
-        override_in_force=referral.override_in_force,
+        override_in_force=referral.override_in_force_at(utcnow()),
+        consent_lost_during_override=[
+            ConsentLostPublic(
+                at=w.timestamp,
+                override_id=w.override_id,
+                approved_by=w.approved_by.user_id,
+                withheld=w.withheld,
+            )
+            for w in referral.withdrawals_noted
+        ],
         disclosure=DisclosurePublic(
             basis=disclosure.basis,
             released=disclosure.released,
@@ -302,7 +336,7 @@ def read_as(
             as_recipient,
             referral.spec.categories,
             consent=referral.decision(case_file, now),
-            override_id=referral.override_in_force,
+            override_id=referral.override_in_force_at(now),
         )
         record_read(
             request,
@@ -480,7 +514,9 @@ def request_override(
     approver in another role; the disclosure is flagged for review."""
     ctx = command_context(request, principal, roles_for(Action.REQUEST_OVERRIDE), idempotency_key)
     scope = referral_allows(principal, Action.REQUEST_OVERRIDE)
-    return referrals.request_override(ctx, referral_id, body.reason, scope=scope)
+    return referrals.request_override(
+        ctx, referral_id, body.reason, scope=scope, needed_for_hours=body.needed_for_hours
+    )
 
 
 @router.post(
@@ -499,6 +535,29 @@ def approve_override(
     ctx = command_context(request, principal, roles_for(Action.APPROVE_OVERRIDE), idempotency_key)
     scope = referral_allows(principal, Action.APPROVE_OVERRIDE)
     return referrals.approve_override(ctx, referral_id, override_id, scope=scope)
+
+
+@router.post(
+    "/referrals/{referral_id}/overrides/{override_id}/review",
+    response_model=ReferralResult,
+    summary="Review an approved emergency override (a third person, in another role)",
+)
+def review_override(
+    referral_id: UUID,
+    override_id: UUID,
+    body: OverrideReview,
+    referrals: Referrals,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """The override stops counting at its review; the referral follows the consent in force
+    again."""
+    ctx = command_context(request, principal, roles_for(Action.REVIEW_OVERRIDE), idempotency_key)
+    scope = referral_allows(principal, Action.REVIEW_OVERRIDE)
+    return referrals.review_override(
+        ctx, referral_id, override_id, body.conclusion, body.note, scope=scope
+    )
 
 
 # -- handovers --------------------------------------------------------------------------------

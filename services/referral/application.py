@@ -29,8 +29,10 @@ from contracts.intake import (
     RiskAssessed,
 )
 from contracts.referral import (
+    OVERRIDE_DEFAULT_HOURS,
     HandoverKind,
     HandoverParty,
+    OverrideConclusion,
     Urgency,
     case_file_id,
     case_file_id_of_record,
@@ -302,13 +304,21 @@ class ReferralService(FollowingApplication):
         referral_id: UUID,
         reason: str,
         scope: Callable[[Referral], None] | None = None,
+        needed_for_hours: int = OVERRIDE_DEFAULT_HOURS,
     ) -> Result:
+        """Ask for an emergency override needed for ``needed_for_hours`` (1 to 72) from its
+        approval; returns the referral's summary and the override's id."""
+        request: dict[str, Any] = {"reason": reason}
+        if needed_for_hours != OVERRIDE_DEFAULT_HOURS:  # keeps earlier requests' digests
+            request["needed_for_hours"] = needed_for_hours
         return self.on_referral(
             ctx,
             referral_id,
             "request_override",
-            {"reason": reason},
-            lambda referral: {"override_id": str(referral.request_override(ctx, reason))},
+            request,
+            lambda referral: {
+                "override_id": str(referral.request_override(ctx, reason, needed_for_hours))
+            },
             scope,
         )
 
@@ -329,6 +339,33 @@ class ReferralService(FollowingApplication):
             "approve_override",
             {"override_id": str(override_id)},
             approve,
+            scope,
+        )
+
+    def review_override(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        override_id: UUID,
+        conclusion: OverrideConclusion,
+        note: str,
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        """Record the review of an approved override (by someone in a third role); the
+        override stops counting and the referral follows the consent in force again."""
+
+        def review(referral: Referral) -> None:
+            case_file = self._case_file(referral.spec.case_id)
+            referral.review_override(
+                ctx, override_id, conclusion, note, case_file, self._deadlines(referral)
+            )
+
+        return self.on_referral(
+            ctx,
+            referral_id,
+            "review_override",
+            {"override_id": str(override_id), "conclusion": conclusion.value, "note": note},
+            review,
             scope,
         )
 
@@ -380,24 +417,37 @@ class ReferralService(FollowingApplication):
     # -- deadlines ---------------------------------------------------------------------------
 
     def check_deadlines(self, now: datetime | None = None) -> int:
-        """Append one escalation per missed deadline. Safe with several processes running:
-        a concurrent escalation of the same referral loses the race and is not repeated."""
+        """Append one escalation per missed deadline, and make every referral whose
+        emergency override has passed its end follow the consent in force again (its lapse
+        recorded). Safe with several processes running: a concurrent change of the same
+        referral loses the race and is not repeated. Returns the number of escalations."""
         now = now or utcnow()
         escalated = 0
-        for referral_id in self.index.with_deadlines_due(now):
+        ended = self.index.with_overrides_ended(now)
+        for referral_id in dict.fromkeys([*ended, *self.index.with_deadlines_due(now)]):
             referral = self.load(Referral, referral_id)
+            version = referral.version
             ctx = CommandContext(actor=_SYSTEM, at=now)
+            lapsed = referral.override_ended_by(now)
+            if lapsed is not None:
+                case_file = self._case_file(referral.spec.case_id)
+                referral.reconsider(ctx, case_file, self._deadlines(referral))
             kinds = referral.escalate(ctx, now)
-            if not kinds:
+            if referral.version == version:
                 continue
             try:
                 self.save(referral)
             except IntegrityError:
                 continue  # another process changed it first; the next check sees its state
-            escalated += len(kinds)
-            log.warning(
-                "deadline_missed", referral_id=str(referral_id), deadlines=[k.value for k in kinds]
-            )
+            if lapsed is not None:
+                log.info("override_lapsed", referral_id=str(referral_id), override_id=str(lapsed))
+            if kinds:
+                escalated += len(kinds)
+                log.warning(
+                    "deadline_missed",
+                    referral_id=str(referral_id),
+                    deadlines=[k.value for k in kinds],
+                )
         return escalated
 
 

@@ -2,7 +2,9 @@
 
 It reads only the lifecycle events (never disclosures), catches up incrementally before
 each use, and can always be rebuilt from the log, so several processes of the service each
-keep their own.
+keep their own. What is due, and when an override has ended, it judges with the very rules
+the Referral aggregate applies (``domain.deadlines`` and ``override_past_its_end``), fed by
+the same events, so the deadline check never disagrees with the referral it loads.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from eventsourcing.persistence import ApplicationRecorder
 
 from contracts.envelope import Event
 from contracts.referral import (
+    TERMINAL_STATUSES,
     DeadlineKind,
     DeadlineMissed,
     HandoverCancelled,
     HandoverCompleted,
     HandoverStarted,
+    OverrideApproved,
+    OverrideLapsed,
+    OverrideRequested,
+    OverrideReviewed,
     ReferralAccepted,
     ReferralAcknowledged,
     ReferralCancelled,
@@ -34,6 +41,8 @@ from contracts.referral import (
     ReferralStarted,
     ReferralStatus,
 )
+from services.referral.domain.deadlines import DueTimes
+from services.referral.domain.overrides import Override, override_past_its_end
 from services.runtime.follower import topics_of
 from services.runtime.persistence import decode_stored, new_mapper
 
@@ -57,6 +66,10 @@ INDEXED: tuple[type[Event], ...] = (
     HandoverStarted,
     HandoverCompleted,
     HandoverCancelled,
+    OverrideRequested,
+    OverrideApproved,
+    OverrideReviewed,
+    OverrideLapsed,
 )
 
 
@@ -68,10 +81,21 @@ class ReferralEntry:
     from_agency_id: str
     to_agency_id: str
     status: ReferralStatus = S.DRAFT
-    acknowledge_by: datetime | None = None
-    first_service_by: datetime | None = None
+    due: DueTimes = field(default_factory=DueTimes)
     escalated: set[DeadlineKind] = field(default_factory=set)
     dispatched: bool = False
+    held_at: datetime | None = None
+    resume_to: ReferralStatus | None = None
+    overrides: dict[UUID, Override] = field(default_factory=dict)
+    latest_override: UUID | None = None
+
+    @property
+    def acknowledge_by(self) -> datetime | None:
+        return self.due.acknowledge_by
+
+    @property
+    def first_service_by(self) -> datetime | None:
+        return self.due.first_service_by
 
 
 @dataclass
@@ -125,17 +149,41 @@ class ReferralIndex:
             handover = self.handovers[event.originator_id]
             handover.status = "completed" if isinstance(event, HandoverCompleted) else "cancelled"
         else:
-            entry = self.referrals[event.originator_id]
+            self._apply_to_referral(self.referrals[event.originator_id], event)
+
+    @staticmethod
+    def _apply_to_referral(entry: ReferralEntry, event: Event) -> None:
+        # The same state changes as the aggregate's appliers, for the fields read here.
+        if isinstance(event, DeadlineMissed):
+            entry.escalated.add(event.deadline)
+        elif isinstance(event, OverrideRequested):
+            entry.overrides[event.override_id] = Override(event)
+        elif isinstance(event, OverrideApproved | OverrideReviewed | OverrideLapsed):
+            override = entry.overrides.get(event.override_id)
+            if override is None:
+                return  # a log always holds the request first
+            if isinstance(event, OverrideApproved):
+                override.approval = event
+                entry.latest_override = event.override_id
+            elif isinstance(event, OverrideReviewed):
+                override.review = event
+            else:
+                override.lapse = event
+        elif isinstance(event, ReferralResumed):
+            if entry.held_at is not None and entry.resume_to is not None:
+                entry.due = entry.due.after_hold(
+                    entry.resume_to, entry.escalated, entry.held_at, event.timestamp
+                )
+            entry.held_at = entry.resume_to = None
+            entry.status = event.to_status
+        else:
             if isinstance(event, ReferralDispatched):
                 entry.dispatched = True
-                entry.acknowledge_by = event.acknowledge_by
-                entry.first_service_by = event.first_service_by
-            if isinstance(event, DeadlineMissed):
-                entry.escalated.add(event.deadline)
-            elif isinstance(event, ReferralResumed):
-                entry.status = event.to_status
-            else:
-                entry.status = STATUS_OF[type(event)]
+                entry.due = DueTimes(event.acknowledge_by, event.first_service_by)
+            elif isinstance(event, ReferralPutOnHold):
+                entry.held_at = event.timestamp
+                entry.resume_to = event.resume_to
+            entry.status = STATUS_OF[type(event)]
 
     def referrals_where(
         self,
@@ -156,21 +204,18 @@ class ReferralIndex:
         ]
 
     def with_deadlines_due(self, now: datetime) -> list[UUID]:
+        """Referrals with a deadline missed by ``now`` and not yet escalated."""
         self.refresh()
-        due = []
-        for e in self.referrals.values():
-            ack_due = (
-                e.status is S.REQUESTED
-                and DeadlineKind.ACKNOWLEDGE not in e.escalated
-                and e.acknowledge_by is not None
-                and now > e.acknowledge_by
-            )
-            service_due = (
-                e.status in (S.REQUESTED, S.RECEIVED, S.ACCEPTED)
-                and DeadlineKind.FIRST_SERVICE not in e.escalated
-                and e.first_service_by is not None
-                and now > e.first_service_by
-            )
-            if ack_due or service_due:
-                due.append(e.referral_id)
-        return due
+        entries = self.referrals.values()
+        return [e.referral_id for e in entries if e.due.missed(e.status, e.escalated, now)]
+
+    def with_overrides_ended(self, now: datetime) -> list[UUID]:
+        """Open referrals whose emergency override passed its end by ``now`` with neither a
+        review nor a lapse on record: they must follow the consent in force again."""
+        self.refresh()
+        return [
+            e.referral_id
+            for e in self.referrals.values()
+            if e.status not in TERMINAL_STATUSES
+            and override_past_its_end(e.overrides, e.latest_override, now) is not None
+        ]

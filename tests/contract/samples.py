@@ -63,7 +63,10 @@ from contracts.referral import (
     HandoverParty,
     HandoverStarted,
     OverrideApproved,
+    OverrideConclusion,
+    OverrideLapsed,
     OverrideRequested,
+    OverrideReviewed,
     PartyRole,
     ReferralAccepted,
     ReferralAcknowledged,
@@ -81,6 +84,7 @@ from contracts.referral import (
     ReferralStatus,
     ReleasedField,
     Urgency,
+    WithdrawalNotedDuringOverride,
     WithheldCategory,
 )
 from contracts.vocabulary import (
@@ -368,6 +372,23 @@ def referral_samples() -> list[Event]:
             originator_version=15, override_id=GRANT, reason="unconscious, needs surgery", **ref
         ),
         OverrideApproved(originator_version=16, override_id=GRANT, **ref),
+        OverrideReviewed(
+            originator_version=17,
+            override_id=GRANT,
+            conclusion=OverrideConclusion.JUSTIFIED,
+            note="surgery could not wait for consent",
+            **ref,
+        ),
+        OverrideLapsed(originator_version=18, override_id=GRANT, ended_at=AT, **ref),
+        WithdrawalNotedDuringOverride(
+            originator_version=19,
+            override_id=GRANT,
+            approved_by=Actor(
+                user_id="coord-1", agency_id="dong-thap-dolisa", role=Role.COORDINATOR
+            ),
+            withheld=WITHHELD,
+            **ref,
+        ),
         HandoverStarted(
             originator_version=1,
             case_id=CASE,

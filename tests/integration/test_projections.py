@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -337,7 +337,10 @@ def test_statistics_count_only_consenting_cases(platform: Platform) -> None:
         dong_thap_night(platform)
     projections = platform.projections
     assert projections is not None
-    cells = {(c.table, c.dimension, c.value): c.count for c in projections.statistics("dong-thap")}
+    cells = {
+        (c.table, c.dimension, c.value): c.count
+        for c in projections.statistics("dong-thap", at=T0 + timedelta(days=1))
+    }
     assert cells[("cases", "all", "all")] == 15  # 16 cases, rounded down to a step of 5
     assert cells[("referrals", "health_check", "in-progress")] == 15
     assert cells[("time_to_service", "health_check", "under 1 hour")] == 15  # 21:00 to 21:30
@@ -362,3 +365,83 @@ def test_bulk_loaded_documents_read_back_as_written(platform: Platform) -> None:
     with store.transaction() as cur:
         cur.execute(f"DROP TABLE {tables.docs}")
         cur.execute(f"DROP TABLE {tables.tracking}")
+
+
+def test_statistics_count_only_consent_in_force_live_and_after_a_rebuild(
+    platform: Platform,
+) -> None:
+    """Five cases: a grant that expired, one overridden by a refusal, one withdrawn, a
+    guardian's grant after the 18th birthday, and a valid grant. Only the last counts, in
+    the live view and after a rebuild alike."""
+    later = T0 + timedelta(days=90)
+
+    def case(birth: date | None = None) -> UUID:
+        case_id = UUID(
+            str(
+                platform.intake.record_reception(
+                    at(0, OFFICER),
+                    route=ArrivalRoute.RESCUED,
+                    received_at=T0,
+                    place=Place(province="dong-thap"),
+                    receiving_agency=POLICE,
+                )["case_id"]
+            )
+        )
+        details = (
+            PersonDetails(full_name="M", sex=Sex.MALE, date_of_birth=birth)
+            if birth
+            else PersonDetails(full_name="N", sex=Sex.FEMALE, estimated_age=25)
+        )
+        platform.intake.register_person(at(1, OFFICER), case_id, details)
+        platform.catch_up()
+        return case_id
+
+    def grant(case_id: UUID, days: int = 365, guardian: bool = False) -> UUID:
+        return UUID(
+            platform.consent.grant(
+                at(5),
+                case_id,
+                categories=(DataCategory.IDENTITY,),
+                recipients=(Recipient(group=RecipientGroup.ANY),),
+                purposes=(Purpose.STATISTICS,),
+                valid_from=T0,
+                valid_until=T0 + timedelta(days=days),
+                collection=WRITTEN,
+                given_by=ConsentGiver(kind=GiverKind.GUARDIAN if guardian else GiverKind.PERSON),
+                child_views="agrees" if guardian else None,
+            )["grant_id"]
+        )
+
+    grant(case(), days=30)
+    refused = case()
+    grant(refused)
+    platform.consent.refuse(
+        at(10), refused, recipients=(Recipient(group=RecipientGroup.GOVERNMENT),)
+    )
+    withdrawn = case()
+    platform.consent.withdraw(at(20), withdrawn, grant(withdrawn), heard_by=HOSPITAL)
+    # 18 on 1 April 2026, a month after the reception (Vietnam's calendar).
+    grant(case(birth=date(2008, 4, 1)), guardian=True)
+    valid = case()
+    grant(valid)
+    platform.catch_up()
+    projections = platform.projections
+    assert projections is not None
+
+    def cases_counted() -> dict[str, int | None]:
+        cells = projections.statistics("dong-thap", threshold=1, step=1, at=later)
+        return {c.table: c.count for c in cells}
+
+    live = projections.statistics("dong-thap", threshold=1, step=1, at=later)
+    assert cases_counted() == {"cases": 1}
+    # A fortnight in, the grant that later expired and the guardian's grant still counted.
+    early = projections.statistics("dong-thap", threshold=1, step=1, at=T0 + timedelta(days=14))
+    assert {c.table: c.count for c in early} == {"cases": 3}
+    projections.rebuild(["cases"])
+    assert projections.statistics("dong-thap", threshold=1, step=1, at=later) == live
+    overview = projections.case_overview(valid)
+    assert overview is not None
+    assert [t for t, _ in overview["consent"]] == [
+        "org.ketnoi.consent.subject_age_noted",
+        "org.ketnoi.consent.granted",
+    ]

@@ -323,3 +323,121 @@ def test_a_missed_deadline_escalates_exactly_once_across_processes(pg_settings: 
             service.close()
     finally:
         platform.close()
+
+
+def test_an_override_notes_a_withdrawal_for_its_approver_and_lapses_at_its_end(
+    pg_settings: Settings,
+) -> None:
+    from contracts.referral import (
+        DeadlineMissed,
+        OverrideConclusion,
+        OverrideLapsed,
+        OverrideReviewed,
+        ReferralPutOnHold,
+        ReferralStatus,
+        Urgency,
+        WithdrawalNotedDuringOverride,
+    )
+    from contracts.vocabulary import ServiceType
+    from services.runtime.errors import PermissionDeniedError
+
+    coordinator = Actor(user_id="coord-1", agency_id="dt-dolisa", role=Role.COORDINATOR)
+    auditor = Actor(user_id="audit-1", agency_id="dt-inspectorate", role=Role.AUDITOR)
+    hospital = AgencyRef(agency_id="dt-hospital", kind=AgencyKind.HOSPITAL)
+    migrate(pg_settings)
+    platform = start(pg_settings, run_followers=False)
+    try:
+        case_id = add_case(platform, 1)
+        platform.catch_up()
+        now = datetime.now(UTC)
+        grant_id = UUID(
+            platform.consent.grant(
+                CommandContext(actor=MANAGER),
+                case_id,
+                categories=(DataCategory.IDENTITY,),
+                recipients=(Recipient(kind=AgencyKind.HOSPITAL),),
+                purposes=(Purpose.SERVICE_PROVISION,),
+                valid_from=now - timedelta(days=1),
+                valid_until=now + timedelta(days=30),
+                collection=WRITTEN,
+                given_by=ConsentGiver(kind=GiverKind.PERSON),
+            )["grant_id"]
+        )
+        platform.catch_up()
+        referrals = platform.referral
+        created = referrals.create_referral(
+            CommandContext(actor=MANAGER),
+            case_id,
+            from_agency=AgencyRef(agency_id="dt-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE),
+            to_agency=hospital,
+            service_type=ServiceType.PSYCHOLOGICAL_FIRST_AID,
+            urgency=Urgency.EMERGENCY,
+            purpose=Purpose.SERVICE_PROVISION,
+            categories=(DataCategory.IDENTITY, DataCategory.NEEDS),
+        )
+        assert created["status"] == "draft"  # needs: not granted
+        referral_id = UUID(str(created["referral_id"]))
+        override_id = UUID(
+            str(
+                referrals.request_override(
+                    CommandContext(actor=MANAGER),
+                    referral_id,
+                    "Collapsed at the shelter, needs care now",
+                    needed_for_hours=2,
+                )["override_id"]
+            )
+        )
+        approved = referrals.approve_override(
+            CommandContext(actor=coordinator), referral_id, override_id
+        )
+        assert approved["status"] == "requested"
+
+        # The identity grant is withdrawn while the override is in force: the referral
+        # stays sent, and the withdrawal is recorded for the approver.
+        platform.consent.withdraw(
+            CommandContext(actor=MANAGER), case_id, grant_id, heard_by=hospital
+        )
+        platform.catch_up()
+        referral = referrals.get_referral(referral_id)
+        assert referral.status is ReferralStatus.REQUESTED
+        assert referral.override_in_force_at(datetime.now(UTC)) == override_id
+        [noted] = referral.withdrawals_noted
+        assert noted.approved_by == coordinator
+        assert noted.caused_by is not None  # the withdrawal it follows
+
+        # Three hours on, past the two hours asked for: the deadline check records the
+        # lapse and the referral follows the consent in force (none): on hold, and a
+        # referral on hold is not escalated for the acknowledgement it is now past.
+        later = datetime.now(UTC) + timedelta(hours=3)
+        assert referrals.check_deadlines(later) == 0
+        tail = referrals.history(referral_id)[-2:]
+        assert [type(e) for e in tail] == [OverrideLapsed, ReferralPutOnHold]
+        version = referrals.get_referral(referral_id).version
+        assert referrals.check_deadlines(later + timedelta(minutes=1)) == 0
+        assert referrals.get_referral(referral_id).version == version  # once only
+
+        # Reviewed after the fact by a third role; the requester may not review it.
+        with pytest.raises(PermissionDeniedError):
+            referrals.review_override(
+                CommandContext(actor=MANAGER),
+                referral_id,
+                override_id,
+                OverrideConclusion.JUSTIFIED,
+                "The person could not be asked",
+            )
+        referrals.review_override(
+            CommandContext(actor=auditor),
+            referral_id,
+            override_id,
+            OverrideConclusion.JUSTIFIED,
+            "The person could not be asked",
+        )
+        history = referrals.history(referral_id)
+        assert isinstance(history[-1], OverrideReviewed)
+        assert not any(isinstance(e, DeadlineMissed) for e in history)
+        assert [type(e) for e in history].count(WithdrawalNotedDuringOverride) == 1
+        reloaded = referrals.get_referral(referral_id)
+        assert reloaded.status is ReferralStatus.ON_HOLD
+        assert reloaded.override_in_force is None
+    finally:
+        platform.close()

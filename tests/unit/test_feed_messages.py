@@ -33,7 +33,10 @@ from contracts.referral import (
     HandoverParty,
     HandoverStarted,
     OverrideApproved,
+    OverrideConclusion,
+    OverrideLapsed,
     OverrideRequested,
+    OverrideReviewed,
     PartyRole,
     ReferralAccepted,
     ReferralAcknowledged,
@@ -50,6 +53,7 @@ from contracts.referral import (
     ReferralStatus,
     ReleasedField,
     Urgency,
+    WithdrawalNotedDuringOverride,
     WithheldCategory,
 )
 from contracts.vocabulary import AgencyKind, DataCategory, Purpose, Role, ServiceType
@@ -291,6 +295,8 @@ def referral_histories(draw: Any) -> list[Event]:
         categories=tuple(draw(st.lists(st.sampled_from(DataCategory), max_size=3))),
         note=draw(st.none() | texts),
     )
+    # Mostly one override, so its request, approval, review and lapse meet.
+    override_ids = st.sampled_from([draw(st.uuids())]) | st.uuids()
     later: dict[type[Event], Any] = {
         ReferralBlocked: lambda: {"withheld": draw(withheld)},
         DisclosureRecorded: lambda: disclosure_fields(draw, recipient),
@@ -316,10 +322,22 @@ def referral_histories(draw: Any) -> list[Event]:
             "status": draw(st.sampled_from(ReferralStatus)),
         },
         OverrideRequested: lambda: {
-            "override_id": draw(st.uuids()),
+            "override_id": draw(override_ids),
             "reason": draw(st.text(min_size=10, max_size=30)),
+            "needed_for_hours": draw(st.integers(1, 72)),
         },
-        OverrideApproved: lambda: {"override_id": draw(st.uuids())},
+        OverrideApproved: lambda: {"override_id": draw(override_ids)},
+        OverrideReviewed: lambda: {
+            "override_id": draw(override_ids),
+            "conclusion": draw(st.sampled_from(OverrideConclusion)),
+            "note": draw(st.text(min_size=10, max_size=30)),
+        },
+        OverrideLapsed: lambda: {"override_id": draw(override_ids), "ended_at": draw(times)},
+        WithdrawalNotedDuringOverride: lambda: {
+            "override_id": draw(override_ids),
+            "approved_by": draw(actors),
+            "withheld": draw(withheld),
+        },
     }
     for event_type in draw(st.lists(st.sampled_from(list(later)), max_size=12)):
         history.add(draw, event_type, **later[event_type]())

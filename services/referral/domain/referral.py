@@ -6,16 +6,21 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from contracts.consent_decision import ConsentDecision
+from contracts.consent_decision import ConsentDecision, Verdict
 from contracts.envelope import AgencyRef
 from contracts.referral import (
+    OVERRIDE_DEFAULT_HOURS,
+    OVERRIDE_MAX_HOURS,
     TERMINAL_STATUSES,
     DeadlineKind,
     DeadlineMissed,
     DisclosureBasis,
     DisclosureRecorded,
     OverrideApproved,
+    OverrideConclusion,
+    OverrideLapsed,
     OverrideRequested,
+    OverrideReviewed,
     ReferralAccepted,
     ReferralAcknowledged,
     ReferralBlocked,
@@ -31,10 +36,13 @@ from contracts.referral import (
     ReferralStatus,
     ReleasedField,
     Urgency,
+    WithdrawalNotedDuringOverride,
     WithheldCategory,
 )
 from contracts.vocabulary import DataCategory, Purpose, ServiceType
 from services.referral.domain.case_file import CaseFile
+from services.referral.domain.deadlines import DueTimes
+from services.referral.domain.overrides import Override, override_past_its_end
 from services.referral.settings import Deadlines
 from services.runtime.aggregate import Aggregate, CommandContext, applies
 from services.runtime.errors import (
@@ -84,17 +92,30 @@ class Referral(Aggregate):
         self.withheld: tuple[WithheldCategory, ...] = ()
         self.disclosure: DisclosureRecorded | None = None
         self.disclosures: list[DisclosureRecorded] = []
-        self.acknowledge_by: datetime | None = None
-        self.first_service_by: datetime | None = None
+        self.due = DueTimes()
         self.dispatched_at: datetime | None = None
         self.acknowledged_at: datetime | None = None
         self.started_at: datetime | None = None
+        self.held_at: datetime | None = None
         self.resume_to: ReferralStatus | None = None
         self.escalated: set[DeadlineKind] = set()
-        self.overrides: dict[UUID, OverrideRequested] = {}
-        self.override_in_force: UUID | None = None
+        self.overrides: dict[UUID, Override] = {}
+        self.latest_override: UUID | None = None
+        # What the consent withheld when the latest override was approved, and since: a
+        # withdrawal is what newly appears here while the override is in force.
+        self.withheld_under_override: set[tuple[DataCategory, Verdict]] = set()
         self.closing_reason: str | None = None
         self.history: list[tuple[datetime, str, ReferralStatus]] = []
+
+    @property
+    def acknowledge_by(self) -> datetime | None:
+        """When acknowledgement is due (moved later by any hold for consent)."""
+        return self.due.acknowledge_by
+
+    @property
+    def first_service_by(self) -> datetime | None:
+        """When the first service is due (moved later by any hold for consent)."""
+        return self.due.first_service_by
 
     # -- creation and dispatch -------------------------------------------------------------
 
@@ -150,14 +171,27 @@ class Referral(Aggregate):
         return case_file.decide(spec.to_agency, spec.purpose, spec.categories, at)
 
     def reconsider(self, ctx: CommandContext, case_file: CaseFile, deadlines: Deadlines) -> None:
-        """Follow the consent in force now: send, block, hold or resume as it allows."""
-        if self.status in TERMINAL_STATUSES or self.override_in_force is not None:
+        """Follow the consent in force now: send, block, hold or resume as it allows.
+
+        While an emergency override is in force the referral stays as the override left
+        it, and consent it loses meanwhile is noted for the override's approver. Once the
+        override has ended (reviewed, or past the end it was asked for) the referral
+        follows the consent again; an end not yet on record is recorded first."""
+        if self.status in TERMINAL_STATUSES:
             return
         decision = self.decision(case_file, ctx.at)
         withheld = tuple(
             WithheldCategory(category=c.category, verdict=c.verdict, reason=c.reason)
             for c in decision.withheld
         )
+        # Never judged as of an instant before what the referral already recorded (a
+        # consent change read late must not undo an override approved after it).
+        at = max(ctx.at, self.modified_on) if self.modified_on else ctx.at
+        in_force = self.override_in_force_at(at)
+        if in_force is not None:
+            self._note_withdrawal(ctx, in_force, withheld)
+            return
+        self._record_lapse(ctx, at)
         if self.status is S.DRAFT:
             if withheld:
                 if withheld != self.withheld:
@@ -168,16 +202,20 @@ class Referral(Aggregate):
         elif self.status in ACTIVE:
             if withheld:
                 self.trigger(ctx, ReferralPutOnHold, withheld=withheld, resume_to=self.status)
-            elif self._grants_changed(decision):
+            elif self._disclosure_outdated(decision):
                 self._disclose(ctx, case_file, decision, DisclosureBasis.CONSENT)
         elif self.status is S.ON_HOLD and not withheld:
             self._disclose(ctx, case_file, decision, DisclosureBasis.CONSENT)
             assert self.resume_to is not None
             self.trigger(ctx, ReferralResumed, to_status=self.resume_to)
 
-    def _grants_changed(self, decision: ConsentDecision) -> bool:
-        if self.disclosure is None or self.disclosure.basis is not DisclosureBasis.CONSENT:
+    def _disclosure_outdated(self, decision: ConsentDecision) -> bool:
+        """True when the data held by the recipient rests on other grants than the consent
+        in force, or on an override that has ended (it now rests on consent)."""
+        if self.disclosure is None:
             return False
+        if self.disclosure.basis is not DisclosureBasis.CONSENT:
+            return True
         released = {f.category: f.grant_id for f in self.disclosure.released}
         return any(
             c.category in released and released[c.category] != c.grant_id
@@ -242,8 +280,7 @@ class Referral(Aggregate):
     @applies(ReferralDispatched)
     def _dispatched(self, event: ReferralDispatched) -> None:
         self.withheld = ()
-        self.acknowledge_by = event.acknowledge_by
-        self.first_service_by = event.first_service_by
+        self.due = DueTimes(event.acknowledge_by, event.first_service_by)
         self.dispatched_at = event.timestamp
         self._moved(event.timestamp, "dispatched", S.REQUESTED)
 
@@ -251,12 +288,19 @@ class Referral(Aggregate):
     def _held(self, event: ReferralPutOnHold) -> None:
         self.withheld = event.withheld
         self.resume_to = event.resume_to
+        self.held_at = event.timestamp
         self._moved(event.timestamp, "put on hold", S.ON_HOLD)
 
     @applies(ReferralResumed)
     def _resumed(self, event: ReferralResumed) -> None:
+        # Nobody could act while it waited for consent: its deadlines wait too.
+        if self.held_at is not None and self.resume_to is not None:
+            self.due = self.due.after_hold(
+                self.resume_to, self.escalated, self.held_at, event.timestamp
+            )
         self.withheld = ()
         self.resume_to = None
+        self.held_at = None
         self._moved(event.timestamp, "resumed", event.to_status)
 
     # -- answers and commands --------------------------------------------------------------
@@ -332,24 +376,8 @@ class Referral(Aggregate):
     # -- deadlines -------------------------------------------------------------------------
 
     def missed_deadlines(self, now: datetime) -> list[tuple[DeadlineKind, datetime]]:
-        missed = []
-        if (
-            self.acknowledge_by is not None
-            and DeadlineKind.ACKNOWLEDGE not in self.escalated
-            and self.acknowledged_at is None
-            and self.status is S.REQUESTED
-            and now > self.acknowledge_by
-        ):
-            missed.append((DeadlineKind.ACKNOWLEDGE, self.acknowledge_by))
-        if (
-            self.first_service_by is not None
-            and DeadlineKind.FIRST_SERVICE not in self.escalated
-            and self.started_at is None
-            and self.status in (S.REQUESTED, S.RECEIVED, S.ACCEPTED)
-            and now > self.first_service_by
-        ):
-            missed.append((DeadlineKind.FIRST_SERVICE, self.first_service_by))
-        return missed
+        """The deadlines passed by ``now`` and not yet escalated (none while on hold)."""
+        return self.due.missed(self.status, self.escalated, now)
 
     def escalate(self, ctx: CommandContext, now: datetime) -> list[DeadlineKind]:
         """Append one DeadlineMissed per deadline passed and not yet escalated."""
@@ -365,30 +393,79 @@ class Referral(Aggregate):
 
     # -- emergency override ----------------------------------------------------------------
 
-    def request_override(self, ctx: CommandContext, reason: str) -> UUID:
+    def override_in_force_at(self, at: datetime) -> UUID | None:
+        """The override in force at instant ``at``, if any: approved by then, neither
+        reviewed by then nor past the end it was asked for. Pure: the same events and
+        instant give the same answer."""
+        for override_id, override in self.overrides.items():
+            if override.in_force_at(at):
+                return override_id
+        return None
+
+    @property
+    def override_in_force(self) -> UUID | None:
+        """The latest approved override not yet ended on record (by its review or a
+        recorded lapse). An override past its end counts no more even before its lapse is
+        recorded: decisions ask ``override_in_force_at``."""
+        latest = self.overrides.get(self.latest_override) if self.latest_override else None
+        if latest is None or latest.approval is None or latest.ended_on_record:
+            return None
+        return self.latest_override
+
+    @property
+    def withdrawals_noted(self) -> list[WithdrawalNotedDuringOverride]:
+        """Consent lost while an override was in force, for the overrides' approvers."""
+        return [w for o in self.overrides.values() for w in o.withdrawals_noted]
+
+    def override_ended_by(self, at: datetime) -> UUID | None:
+        """The approved override whose end passed by ``at`` without a review or a recorded
+        lapse (the next deadline check records its lapse and reconsiders the referral)."""
+        return override_past_its_end(self.overrides, self.latest_override, at)
+
+    def request_override(
+        self, ctx: CommandContext, reason: str, needed_for_hours: int = OVERRIDE_DEFAULT_HOURS
+    ) -> UUID:
+        """Ask for an emergency override, needed for ``needed_for_hours`` (1 to 72) from
+        its approval. Raises ReferralRuleError unless the referral waits on consent, and
+        InvalidRequestError for a duration out of bounds."""
         if self.status not in (S.DRAFT, S.ON_HOLD):
             raise ReferralRuleError(
                 "An emergency override is for a referral waiting on consent "
                 f"(draft or on-hold); this one is {self.status.value}.",
                 allowed=next_steps(self.status),
             )
+        if not 1 <= needed_for_hours <= OVERRIDE_MAX_HOURS:
+            raise InvalidRequestError(
+                "needed_for_hours",
+                f"Say how long the override is needed: 1 to {OVERRIDE_MAX_HOURS} hours. "
+                "Ask again for longer once it has been reviewed.",
+            )
         override_id = uuid4()
-        self.trigger(ctx, OverrideRequested, override_id=override_id, reason=reason)
+        self.trigger(
+            ctx,
+            OverrideRequested,
+            override_id=override_id,
+            reason=reason,
+            needed_for_hours=needed_for_hours,
+        )
         return override_id
 
     @applies(OverrideRequested)
     def _override_requested(self, event: OverrideRequested) -> None:
-        self.overrides[event.override_id] = event
+        self.overrides[event.override_id] = Override(event)
 
     def approve_override(
         self, ctx: CommandContext, override_id: UUID, case_file: CaseFile, deadlines: Deadlines
     ) -> None:
         """A second approver, in another role, releases the data for the person's vital
         interest; the disclosure is flagged for review."""
-        request = self.overrides.get(override_id)
-        if request is None:
+        override = self.overrides.get(override_id)
+        if override is None:
             raise NotFoundError(f"No override request {override_id} on this referral.")
-        if self.override_in_force is not None:
+        request = override.request
+        if override.approval is not None:
+            raise ReferralRuleError("This override was approved already.")
+        if self.override_in_force_at(ctx.at) is not None:
             raise ReferralRuleError("An override is already in force on this referral.")
         if self.status not in (S.DRAFT, S.ON_HOLD):
             raise ReferralRuleError(
@@ -410,7 +487,82 @@ class Referral(Aggregate):
 
     @applies(OverrideApproved)
     def _override_approved(self, event: OverrideApproved) -> None:
-        self.override_in_force = event.override_id
+        override = self.overrides.get(event.override_id)
+        if override is not None:  # a log always holds the request first
+            override.approval = event
+            self.latest_override = event.override_id
+            self.withheld_under_override = {(w.category, w.verdict) for w in self.withheld}
+
+    def review_override(
+        self,
+        ctx: CommandContext,
+        override_id: UUID,
+        conclusion: OverrideConclusion,
+        note: str,
+        case_file: CaseFile,
+        deadlines: Deadlines,
+    ) -> None:
+        """Record the review of an approved override by someone in a third role (neither
+        the requester's nor the approver's); from then on the override no longer counts and
+        the referral follows the consent in force. Raises NotFoundError for an override not
+        approved, ReferralRuleError when it was reviewed already, PermissionDeniedError for
+        the requester, the approver or someone in either's role."""
+        override = self.overrides.get(override_id)
+        if override is None or override.approval is None:
+            raise NotFoundError(f"No approved override {override_id} on this referral.")
+        if override.review is not None:
+            raise ReferralRuleError("This override was reviewed already.")
+        involved = (override.request.actor, override.approval.actor)
+        if any(ctx.actor.user_id == a.user_id or ctx.actor.role is a.role for a in involved):
+            roles = " and ".join(sorted({a.role.value for a in involved}))
+            raise PermissionDeniedError(
+                "An override is reviewed by someone in another role than the one who asked "
+                f"for it and the one who approved it ({roles})."
+            )
+        if len(note.strip()) < 10:
+            raise InvalidRequestError("note", "Say what the review found (10 characters or more).")
+        self.trigger(
+            ctx, OverrideReviewed, override_id=override_id, conclusion=conclusion, note=note
+        )
+        self.reconsider(ctx, case_file, deadlines)
+
+    @applies(OverrideReviewed)
+    def _override_reviewed(self, event: OverrideReviewed) -> None:
+        if event.override_id in self.overrides:
+            self.overrides[event.override_id].review = event
+
+    def _record_lapse(self, ctx: CommandContext, at: datetime) -> None:
+        override_id = self.override_ended_by(at)
+        if override_id is not None:
+            ended_at = self.overrides[override_id].ends_at
+            self.trigger(ctx, OverrideLapsed, override_id=override_id, ended_at=ended_at)
+
+    @applies(OverrideLapsed)
+    def _override_lapsed(self, event: OverrideLapsed) -> None:
+        if event.override_id in self.overrides:
+            self.overrides[event.override_id].lapse = event
+
+    def _note_withdrawal(
+        self, ctx: CommandContext, override_id: UUID, withheld: tuple[WithheldCategory, ...]
+    ) -> None:
+        """Tell the approver of the override in force of consent newly withheld."""
+        if {(w.category, w.verdict) for w in withheld} <= self.withheld_under_override:
+            return
+        approval = self.overrides[override_id].approval
+        assert approval is not None
+        self.trigger(
+            ctx,
+            WithdrawalNotedDuringOverride,
+            override_id=override_id,
+            approved_by=approval.actor,
+            withheld=withheld,
+        )
+
+    @applies(WithdrawalNotedDuringOverride)
+    def _withdrawal_noted(self, event: WithdrawalNotedDuringOverride) -> None:
+        if event.override_id in self.overrides:
+            self.overrides[event.override_id].withdrawals_noted.append(event)
+        self.withheld_under_override |= {(w.category, w.verdict) for w in event.withheld}
 
 
 def _required(text: str | None, name: str) -> str:
