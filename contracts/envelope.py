@@ -26,6 +26,8 @@ _NAME_PATTERN = re.compile(r"^org\.ketnoi(\.[a-z][a-z0-9_]*)+$")
 _TOPIC_PATTERN = re.compile(r"^(?P<name>.+)\.v(?P<version>[1-9][0-9]*)$")
 
 Slug = str  # agency ids, user ids: lower-case, no personal data
+# An agency id: a lower-case slug (never personal data), the same rule wherever one appears.
+AGENCY_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 
 
 class Model(BaseModel):
@@ -45,7 +47,7 @@ class Actor(Model):
 class AgencyRef(Model):
     """An agency as named in an event: its stable id and its kind."""
 
-    agency_id: str = Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    agency_id: str = Field(min_length=1, max_length=120, pattern=AGENCY_ID_PATTERN)
     kind: AgencyKind
 
 
