@@ -35,9 +35,7 @@ class AgencyContact(Model):
     person's own phone or email."""
 
     phone: str | None = Field(default=None, max_length=40, pattern=r"^\+?[0-9][0-9 ().-]{2,39}$")
-    email: str | None = Field(
-        default=None, max_length=200, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-    )
+    email: str | None = Field(default=None, max_length=200, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     address: str | None = Field(default=None, max_length=300)
     website: str | None = Field(default=None, max_length=300, pattern=r"^https?://\S+$")
 

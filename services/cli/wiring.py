@@ -8,6 +8,8 @@ from fastapi import APIRouter, FastAPI
 
 from services.consent.api import router as consent_router
 from services.consent.application import ConsentService
+from services.directory.api import router as directory_router
+from services.directory.application import DirectoryService
 from services.intake.api import router as intake_router
 from services.intake.application import IntakeService
 from services.projections.api import router as projections_router
@@ -17,6 +19,7 @@ from services.projections.views import VIEWS
 from services.referral.api import router as referral_router
 from services.referral.application import ReferralService
 from services.referral.feed_tracking import migrate_feed
+from services.runtime.agencies import AgencyRegister
 from services.runtime.application import ServiceApplication
 from services.runtime.auth import TokenService
 from services.runtime.follower import (
@@ -39,11 +42,13 @@ DESCRIPTION = (
 
 # The services with a log so far, in the order their logs feed each other.
 APPLICATIONS: dict[str, type[ServiceApplication]] = {
+    "directory": DirectoryService,
     "intake": IntakeService,
     "consent": ConsentService,
     "referral": ReferralService,
 }
 ROUTERS: dict[str, APIRouter] = {
+    "directory": directory_router,
     "intake": intake_router,
     "consent": consent_router,
     "referral": referral_router,
@@ -56,10 +61,17 @@ class Platform:
     """The running services of one process, and the followers that feed them."""
 
     settings: Settings
+    agencies: AgencyRegister
     apps: dict[str, ServiceApplication] = field(default_factory=dict)
     followers: dict[str, WakeLoop] = field(default_factory=dict)
     projections: ProjectionService | None = None
     periodic: list[Periodic] = field(default_factory=list)
+
+    @property
+    def directory(self) -> DirectoryService:
+        app = self.apps["directory"]
+        assert isinstance(app, DirectoryService)
+        return app
 
     @property
     def intake(self) -> IntakeService:
@@ -120,10 +132,15 @@ def start(
     poll_interval: float = 1.0,
 ) -> Platform:
     """Start the named services; followers run in background threads unless told not to."""
-    platform = Platform(settings=settings)
+    apps: dict[str, ServiceApplication] = {}
     for service, app_cls in APPLICATIONS.items():
         if service in services:
-            platform.apps[service] = app_cls(env=application_env(settings, service))
+            apps[service] = app_cls(env=application_env(settings, service))
+    # Every process knows the directory: from the in-process app, or from its tables.
+    agencies = AgencyRegister.of(settings, apps.get("directory"))
+    platform = Platform(settings=settings, agencies=agencies, apps=apps)
+    if "referral" in apps:
+        platform.referral.agencies = agencies
     for service, app in platform.apps.items():
         if not isinstance(app, FollowingApplication):
             continue
@@ -176,7 +193,11 @@ def _start_projections(platform: Platform, poll_interval: float) -> None:
 
 
 def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") -> FastAPI:
-    state: dict[str, object] = {"settings": platform.settings, **platform.apps}
+    state: dict[str, object] = {
+        "settings": platform.settings,
+        "agencies": platform.agencies,
+        **platform.apps,
+    }
     routers = [ROUTERS[name] for name in platform.apps if name in ROUTERS]
     if platform.projections is not None:
         state["projections"] = platform.projections

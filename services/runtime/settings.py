@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES: tuple[str, ...] = ("intake", "consent", "referral", "projections")
+SERVICES: tuple[str, ...] = ("directory", "intake", "consent", "referral", "projections")
 
 
 class Environment(StrEnum):
