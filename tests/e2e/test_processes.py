@@ -15,6 +15,8 @@ import pytest
 from services.runtime.settings import Settings
 from tests.support.processes import free_port, ketnoi_server, run_ketnoi
 
+HSDS_SAMPLE = Path(__file__).parents[1] / "support" / "hsds" / "lao-cai.json"
+
 
 def _tokens(log: Path) -> list[str]:
     return re.findall(r"^(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", log.read_text(), flags=re.MULTILINE)
@@ -139,7 +141,12 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
         "KETNOI_DATA_DIR": str(tmp_path / "keys"),
         "KETNOI_LOG_FORMAT": "json",
     }
-    assert "Migrated intake, consent, referral, projections" in run_ketnoi("migrate", env=env)
+    assert "Migrated directory, intake, consent, referral, projections" in run_ketnoi(
+        "migrate", env=env
+    )
+    # The agencies it names come from the directory, imported from an HSDS file.
+    imported = run_ketnoi("directory", "import", str(HSDS_SAMPLE), env=env)
+    assert "Imported 3 agencies: 3 registered." in imported
     token = run_ketnoi(
         "token",
         "--user",
@@ -159,8 +166,8 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
             "route": "border_handover",
             "received_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
             "place": {"province": "lao-cai"},
-            "receiving_agency": {"agency_id": "lao-cai-border-guard", "kind": "border_guard"},
-            "handed_over_by": {"agency_id": "cn-border-authority", "kind": "foreign_authority"},
+            "receiving_agency": "lao-cai-border-guard",
+            "handed_over_by": "cn-border-authority",
         }
         created = httpx.post(f"{base}/intake/cases", json=body, headers=headers)
         assert created.status_code == 201, created.text
@@ -171,6 +178,7 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
         case = httpx.get(f"{base}/intake/cases/{case_id}", headers=headers)
         assert case.status_code == 200
         assert case.json()["minor"] is True
+        assert case.json()["handed_over_by"]["kind"] == "foreign_authority"
         assert httpx.get(f"{base}/intake/cases/{case_id}").status_code == 401
 
         # The consent service, its own process, learns of the case from the intake log.

@@ -13,6 +13,7 @@ from contracts.vocabulary import AgencyKind, Role
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 from tests.integration.test_projections import T0, dong_thap_night
 
 pytestmark = pytest.mark.postgres
@@ -48,6 +49,7 @@ class Api:
 def api(pg_settings: Settings) -> Iterator[Api]:
     migrate(pg_settings)
     platform = start(pg_settings, run_followers=False)
+    register_agencies(platform)
     tokens = TokenService(pg_settings)
     with TestClient(http_app(platform, tokens)) as client:
         yield Api(client, tokens, platform)

@@ -36,6 +36,8 @@ TEST_AGENCIES: dict[str, tuple[AgencyKind, str, str]] = {
     "dt-shelter": (K.NGO, "dong-thap", "VN"),
     "dt-dolisa": (K.LOCAL_AUTHORITY, "dong-thap", "VN"),
     "ngo-1": (K.NGO, "dong-thap", "VN"),
+    **{f"dt-swc-{n}": (K.SOCIAL_WORK_CENTRE, "dong-thap", "VN") for n in (1, 2)},
+    **{f"dt-hospital-{n}": (K.HOSPITAL, "dong-thap", "VN") for n in (1, 2, 3)},
     "lao-cai-border-guard": (K.BORDER_GUARD, "lao-cai", "VN"),
     "lc-border-guard": (K.BORDER_GUARD, "lao-cai", "VN"),
     "lc-police": (K.POLICE, "lao-cai", "VN"),
