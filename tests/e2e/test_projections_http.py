@@ -13,8 +13,8 @@ from contracts.vocabulary import AgencyKind, Role
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
-from tests.support.agencies import register_agencies
 from tests.integration.test_projections import T0, dong_thap_night
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
