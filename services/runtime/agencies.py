@@ -73,15 +73,21 @@ class AgencyRegister:
 
     @classmethod
     def of(
-        cls, settings: Settings, app: ServiceApplication | None = None, *, max_age: float = 1.0
+        cls,
+        settings: Settings,
+        app: ServiceApplication | None = None,
+        *,
+        max_age: float | None = None,
     ) -> AgencyRegister:
         """A register of the directory log: the in-process directory app's when there is one,
-        else its tables (opened at the first look, never created here)."""
+        else its tables (opened at the first look, never created here). ``max_age`` defaults
+        to ``KETNOI_DIRECTORY_REFRESH_SECONDS``."""
 
         def open_log() -> Upstream:
             return open_upstream(settings, "directory", DIRECTORY_EVENTS, app=app)
 
-        register = cls(open_log, max_age=max_age)
+        age = settings.directory_refresh_seconds if max_age is None else max_age
+        register = cls(open_log, max_age=age)
         if app is not None:
             register.follow_saves_of(app)
         return register

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     auth_public_key_file: Path | None = None
     auth_signing_key_file: Path | None = None
     token_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    # How old this process's copy of the agency directory may grow before a lookup reads the
+    # directory log again (an unknown agency is always looked up at once).
+    directory_refresh_seconds: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

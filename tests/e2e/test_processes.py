@@ -196,6 +196,18 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
             assert r.status_code == 200, r.text
             assert r.json()["subject"]["minor"] is True
             assert r.json()["province"] == "lao-cai"
+        # The directory is a service of its own too.
+        directory_log = tmp_path / "directory.log"
+        with ketnoi_server("serve", "directory", port=free_port(), env=env, log=directory_log) as (
+            _d,
+            directory_base,
+        ):
+            r = httpx.get(f"{directory_base}/directory/agencies?country=VN", headers=headers)
+            assert r.status_code == 200, r.text
+            assert [a["agency_id"] for a in r.json()] == [
+                "lao-cai-border-guard",
+                "lao-cai-social-work-centre",
+            ]
     logged = log.read_text() + consent_log.read_text()
     assert case_id in logged  # ids are logged...
     assert "Secret Name" not in logged  # ...personal data never is
