@@ -105,6 +105,7 @@ class Platform:
             task.stop()
         for follower in self.followers.values():
             follower.stop()
+        self.agencies.close()
         for app in self.apps.values():
             app.close()
         if self.projections is not None:

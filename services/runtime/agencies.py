@@ -62,9 +62,16 @@ class AgencyLookup(Protocol):
 class AgencyRegister:
     """An in-memory map of the directory, following its log. Safe to share between threads."""
 
-    def __init__(self, open_log: Callable[[], Upstream], *, max_age: float = 1.0) -> None:
+    def __init__(
+        self,
+        open_log: Callable[[], Upstream],
+        *,
+        max_age: float = 1.0,
+        owns_log: bool = False,
+    ) -> None:
         self._open_log = open_log
         self._log: Upstream | None = None
+        self._owns_log = owns_log  # close the log's store with the register
         self.max_age = max_age
         self._agencies: dict[str, KnownAgency] = {}
         self._position = 0
@@ -83,11 +90,14 @@ class AgencyRegister:
         else its tables (opened at the first look, never created here). ``max_age`` defaults
         to ``KETNOI_DIRECTORY_REFRESH_SECONDS``."""
 
+        # One reader at a time (refreshes take a lock): a connection or two is plenty.
+        small = settings.model_copy(update={"pg_pool_size": 1, "pg_max_overflow": 1})
+
         def open_log() -> Upstream:
-            return open_upstream(settings, "directory", DIRECTORY_EVENTS, app=app)
+            return open_upstream(small, "directory", DIRECTORY_EVENTS, app=app)
 
         age = settings.directory_refresh_seconds if max_age is None else max_age
-        register = cls(open_log, max_age=age)
+        register = cls(open_log, max_age=age, owns_log=app is None)
         if app is not None:
             register.follow_saves_of(app)
         return register
@@ -142,6 +152,15 @@ class AgencyRegister:
                     applied += 1
                 self._position = batch[-1].id if len(batch) == BATCH else last
             return applied
+
+    def close(self) -> None:
+        """Close the connections to the directory log this register opened itself."""
+        with self._lock:
+            log, self._log = self._log, None
+        if log is not None and self._owns_log:
+            datastore = getattr(log.recorder, "datastore", None)
+            if datastore is not None:
+                datastore.close()
 
     def mark_stale(self) -> None:
         """Look at the log again on the next lookup."""

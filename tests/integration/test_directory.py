@@ -6,8 +6,10 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from contracts.directory import AgencyContact, AgencyDetails
@@ -65,6 +67,7 @@ def test_another_process_knows_an_agency_as_soon_as_it_is_registered(
         assert after is not None
         assert after.active is False
     finally:
+        eager.close()
         writer.close()
         reader.close()
 
@@ -241,3 +244,36 @@ def test_the_command_line_imports_and_exports(tmp_path: Path) -> None:
     assert refused.returncode == 2
     # Rich wraps long lines at the terminal's width: compare words, not line breaks.
     assert "no organization_identifiers entry" in " ".join(refused.stderr.split())
+
+
+@pytest.mark.postgres
+def test_a_platform_closes_the_connections_its_register_opened(pg_settings: Settings) -> None:
+    migrate(pg_settings)
+    assert pg_settings.database_url is not None
+
+    def connections() -> int:
+        with psycopg.connect(pg_settings.database_url or "", autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def settled(expected: int) -> int:
+        # A closed connection's server process leaves pg_stat_activity a moment later.
+        deadline = time.monotonic() + 10
+        while (now := connections()) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return now
+
+    before = connections()
+    platform = start(pg_settings, ("intake",), run_followers=False)
+    assert platform.agencies.lookup("dong-thap-police") is None  # opens the directory log
+    log = platform.agencies._log
+    assert log is not None
+    pool = log.recorder.datastore.pool  # type: ignore[attr-defined]
+    assert pool.max_size <= 2  # a small pool of its own, not a service's ten
+    platform.close()
+    assert pool.closed
+    assert settled(before) == before
