@@ -136,7 +136,9 @@ def start(
     apps: dict[str, ServiceApplication] = {}
     for service, app_cls in APPLICATIONS.items():
         if service in services:
-            apps[service] = app_cls(env=application_env(settings, service))
+            apps[service] = app_cls(
+                env=application_env(_pool_for(settings, service, services), service)
+            )
     # Every process knows the directory: from the in-process app, or from its tables.
     agencies = AgencyRegister.of(settings, apps.get("directory"))
     platform = Platform(settings=settings, agencies=agencies, apps=apps)
@@ -169,6 +171,16 @@ def start(
             platform.periodic.append(watch)
             watch.start()
     return platform
+
+
+def _pool_for(settings: Settings, service: str, services: tuple[str, ...]) -> Settings:
+    """The directory is written rarely and read from memory: beside other services in one
+    process it needs a connection or two, not a pool of its own size."""
+    if service != "directory" or services == ("directory",):
+        return settings
+    return settings.model_copy(
+        update={"pg_pool_size": min(settings.pg_pool_size, 2), "pg_max_overflow": 2}
+    )
 
 
 def _start_projections(platform: Platform, poll_interval: float) -> None:

@@ -277,3 +277,13 @@ def test_a_platform_closes_the_connections_its_register_opened(pg_settings: Sett
     platform.close()
     assert pool.closed
     assert settled(before) == before
+    # Beside other services the directory keeps a small pool too; on its own, the full one.
+    beside = start(pg_settings, ("directory", "intake"), run_followers=False)
+    alone = start(pg_settings, ("directory",), run_followers=False)
+    try:
+        assert beside.directory.recorder.datastore.pool.max_size <= 4  # type: ignore[attr-defined]
+        full = pg_settings.pg_pool_size + pg_settings.pg_max_overflow
+        assert alone.directory.recorder.datastore.pool.max_size == full  # type: ignore[attr-defined]
+    finally:
+        beside.close()
+        alone.close()
