@@ -54,6 +54,7 @@ from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from bench.agencies import register_agencies
 from bench.intake_throughput import (
     DEFAULT_MAINTENANCE_URL,
     create_database,
@@ -248,7 +249,7 @@ def steady_load(
             ctx,
             cases[n % len(cases)],
             from_agency=sender,
-            to_agency=recipient,
+            to_agency_id=recipient.agency_id,
             service_type=ServiceType.MEDICAL_CARE,
             urgency=Urgency.URGENT,
             purpose=Purpose.SERVICE_PROVISION,
@@ -401,6 +402,7 @@ def measure(args: argparse.Namespace, url: str, bootstrap: str) -> tuple[FeedFig
     workdir = Path(tempfile.mkdtemp(prefix="ketnoi-bench-feed-"))
     settings = Settings(database_url=url, schema_prefix="bench_", data_dir=workdir)
     migrate(settings)
+    register_agencies(settings, (*SENDERS, *RECIPIENTS), "dong-thap")
     platform = start(settings, ("intake", "consent", "referral"), run_followers=False)
     try:
         cases = open_cases(platform, 20)

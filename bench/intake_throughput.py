@@ -48,6 +48,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from bench.agencies import register_agencies
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import Place
 from contracts.vocabulary import AgencyKind, ArrivalRoute, Role
@@ -326,7 +327,7 @@ class HttpLoad:
             "route": ArrivalRoute.RESCUED.value,
             "received_at": RECEIVED_AT.isoformat(),
             "place": {"province": PROVINCE},
-            "receiving_agency": AGENCY.model_dump(mode="json"),
+            "receiving_agency": AGENCY.agency_id,
         }
         self.body = json.dumps(body).encode()
 
@@ -425,6 +426,7 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         raw = RawLog(target.conninfo())
         raw.create()
         migrate(settings)
+        register_agencies(settings, [AGENCY], PROVINCE)
         token = TokenService(settings).issue(
             user_id="bench-officer",
             agency_id=AGENCY.agency_id,

@@ -5,6 +5,7 @@ agency's own code) can decode any Ketnoi log knowing only this package.
 
 from contracts import audit as audit  # registers the audit events
 from contracts import consent as consent  # registers the consent events
+from contracts import directory as directory  # registers the directory events
 from contracts import intake as intake  # registers the intake events
 from contracts import referral as referral  # registers the referral events
 from contracts.envelope import (
@@ -25,6 +26,7 @@ __all__ = [
     "UnknownEventTypeError",
     "audit",
     "consent",
+    "directory",
     "event_types",
     "intake",
     "referral",

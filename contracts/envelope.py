@@ -26,6 +26,8 @@ _NAME_PATTERN = re.compile(r"^org\.ketnoi(\.[a-z][a-z0-9_]*)+$")
 _TOPIC_PATTERN = re.compile(r"^(?P<name>.+)\.v(?P<version>[1-9][0-9]*)$")
 
 Slug = str  # agency ids, user ids: lower-case, no personal data
+# An agency id: a lower-case slug (never personal data), the same rule wherever one appears.
+AGENCY_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 
 # An agency id is a lower-case slug (``dong-thap-police``): letters, digits and inner hyphens,
 # at most 63 characters, like a DNS label. It names Kafka topics (``ketnoi.agency.<id>``), so

@@ -134,7 +134,10 @@ def token(
     agency: Annotated[str, typer.Option(help="Agency id, e.g. dong-thap-police.")],
     province: Annotated[str, typer.Option(help="Province slug, or * for national scope.")],
     role: Annotated[list[Role], typer.Option(help="Role; repeat for several.")],
-    agency_kind: Annotated[AgencyKind | None, typer.Option(help="Kind of the agency.")] = None,
+    agency_kind: Annotated[
+        AgencyKind | None,
+        typer.Option(help="Kind of the agency (checked against the agency directory)."),
+    ] = None,
     ttl_minutes: Annotated[int, typer.Option(help="Lifetime in minutes.")] = 12 * 60,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory holding the key.")] = None,
 ) -> None:
@@ -160,6 +163,7 @@ def token(
 
 # Commands defined in their own modules register themselves on ``app``.
 from services.cli import audit as audit  # noqa: E402
+from services.cli import directory as directory  # noqa: E402
 from services.cli import feed as feed  # noqa: E402
 
 

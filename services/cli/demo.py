@@ -22,7 +22,7 @@ from contracts.consent import (
 )
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import PartyPresent, PersonDetails, Place
-from contracts.referral import HandoverKind, HandoverParty, PartyRole, Urgency
+from contracts.referral import HandoverKind, PartyRole, Urgency
 from contracts.vocabulary import (
     AgencyKind,
     ArrivalRoute,
@@ -38,25 +38,27 @@ from contracts.vocabulary import (
     Sex,
     UrgentNeed,
 )
+from services.cli.demo_directory import DEMO_AGENCIES, seed_directory
 from services.cli.wiring import Platform
 from services.consent.application import ConsentService
 from services.intake.application import IntakeService
-from services.referral.application import ReferralService
+from services.referral.application import NamedParty, ReferralService
 from services.runtime.aggregate import CommandContext
 
 
-def agency(agency_id: str, kind: AgencyKind) -> AgencyRef:
-    return AgencyRef(agency_id=agency_id, kind=kind)
+def agency(agency_id: str) -> AgencyRef:
+    """A demo agency, with its kind as the demo directory holds it."""
+    return AgencyRef(agency_id=agency_id, kind=DEMO_AGENCIES[agency_id].kind)
 
 
-DT_POLICE = agency("dong-thap-police", AgencyKind.POLICE)
-DT_BORDER_GUARD = agency("dong-thap-border-guard", AgencyKind.BORDER_GUARD)
-DT_SWC = agency("dong-thap-social-work-centre", AgencyKind.SOCIAL_WORK_CENTRE)
-LC_FOREIGN = agency("cn-border-authority", AgencyKind.FOREIGN_AUTHORITY)
-LC_BORDER_GUARD = agency("lao-cai-border-guard", AgencyKind.BORDER_GUARD)
-LC_POLICE = agency("lao-cai-police", AgencyKind.POLICE)
-LC_LOCAL = agency("lao-cai-commune-office", AgencyKind.LOCAL_AUTHORITY)
-LC_SWC = agency("lao-cai-social-work-centre", AgencyKind.SOCIAL_WORK_CENTRE)
+DT_POLICE = agency("dong-thap-police")
+DT_BORDER_GUARD = agency("dong-thap-border-guard")
+DT_SWC = agency("dong-thap-social-work-centre")
+LC_FOREIGN = agency("cn-border-authority")
+LC_BORDER_GUARD = agency("lao-cai-border-guard")
+LC_POLICE = agency("lao-cai-police")
+LC_LOCAL = agency("lao-cai-commune-office")
+LC_SWC = agency("lao-cai-social-work-centre")
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,10 @@ class _Seeder:
 
 
 def seed(platform: Platform, data_dir: Path) -> list[SeededCase]:
-    """Seed the Dong Thap and Lao Cai scenarios; a second run changes nothing."""
+    """Seed the directory and the Dong Thap and Lao Cai scenarios; a second run changes
+    nothing."""
     anchor = _anchor(data_dir)
+    seed_directory(platform.directory)
     seeded = seed_receptions(platform.intake, anchor)
     platform.catch_up()  # the consent service learns of the new cases from the intake log
     seed_consents(platform.consent, anchor, seeded)
@@ -361,17 +365,17 @@ def seed_consents(consent: ConsentService, anchor: datetime, cases: list[SeededC
             )
 
 
-DT_HOSPITAL = agency("dong-thap-general-hospital", AgencyKind.HOSPITAL)
-LC_HOSPITAL = agency("lao-cai-general-hospital", AgencyKind.HOSPITAL)
-LC_SCHOOL = agency("lao-cai-bat-xat-secondary-school", AgencyKind.SCHOOL)
+DT_HOSPITAL = agency("dong-thap-general-hospital")
+LC_HOSPITAL = agency("lao-cai-general-hospital")
+LC_SCHOOL = agency("lao-cai-bat-xat-secondary-school")
 
 
 def _staff(of: AgencyRef, role: Role = Role.AGENCY_STAFF) -> Actor:
     return Actor(user_id=f"{of.agency_id}-staff-1", agency_id=of.agency_id, role=role)
 
 
-def _party(of: AgencyRef, role: PartyRole, capacity: str) -> HandoverParty:
-    return HandoverParty(agency=of, role=role, capacity=capacity)
+def _party(of: AgencyRef, role: PartyRole, capacity: str) -> NamedParty:
+    return NamedParty(agency_id=of.agency_id, role=role, capacity=capacity)
 
 
 def seed_referrals(referral: ReferralService, anchor: datetime, cases: list[SeededCase]) -> None:
@@ -388,7 +392,7 @@ def seed_referrals(referral: ReferralService, anchor: datetime, cases: list[Seed
     def handover(
         case: SeededCase,
         key: str,
-        parties: tuple[HandoverParty, ...],
+        parties: tuple[NamedParty, ...],
         starter: Actor,
         confirming: tuple[AgencyRef, ...],
     ) -> None:
@@ -420,7 +424,7 @@ def seed_referrals(referral: ReferralService, anchor: datetime, cases: list[Seed
             ctx(case, f"{key}:create", sender),
             case.case_id,
             from_agency=from_agency,
-            to_agency=to,
+            to_agency_id=to.agency_id,
             service_type=service,
             urgency=Urgency.URGENT,
             purpose=purpose,

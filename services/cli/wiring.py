@@ -8,6 +8,8 @@ from fastapi import APIRouter, FastAPI
 
 from services.consent.api import router as consent_router
 from services.consent.application import ConsentService
+from services.directory.api import router as directory_router
+from services.directory.application import DirectoryService
 from services.intake.api import router as intake_router
 from services.intake.application import IntakeService
 from services.projections.api import router as projections_router
@@ -17,6 +19,7 @@ from services.projections.views import VIEWS
 from services.referral.api import router as referral_router
 from services.referral.application import ReferralService
 from services.referral.feed_tracking import migrate_feed
+from services.runtime.agencies import AgencyRegister
 from services.runtime.application import ServiceApplication
 from services.runtime.auth import TokenService
 from services.runtime.follower import (
@@ -40,11 +43,13 @@ DESCRIPTION = (
 
 # The services with a log so far, in the order their logs feed each other.
 APPLICATIONS: dict[str, type[ServiceApplication]] = {
+    "directory": DirectoryService,
     "intake": IntakeService,
     "consent": ConsentService,
     "referral": ReferralService,
 }
 ROUTERS: dict[str, APIRouter] = {
+    "directory": directory_router,
     "intake": intake_router,
     "consent": consent_router,
     "referral": referral_router,
@@ -57,11 +62,18 @@ class Platform:
     """The running services of one process, and the followers that feed them."""
 
     settings: Settings
+    agencies: AgencyRegister
     apps: dict[str, ServiceApplication] = field(default_factory=dict)
     followers: dict[str, WakeLoop] = field(default_factory=dict)
     projections: ProjectionService | None = None
     periodic: list[Periodic] = field(default_factory=list)
     read_audit: ReadAudit | None = None
+
+    @property
+    def directory(self) -> DirectoryService:
+        app = self.apps["directory"]
+        assert isinstance(app, DirectoryService)
+        return app
 
     @property
     def intake(self) -> IntakeService:
@@ -95,6 +107,7 @@ class Platform:
             task.stop()
         for follower in self.followers.values():
             follower.stop()
+        self.agencies.close()
         for app in self.apps.values():
             app.close()
         if self.projections is not None:
@@ -125,10 +138,19 @@ def start(
     poll_interval: float = 1.0,
 ) -> Platform:
     """Start the named services; followers run in background threads unless told not to."""
-    platform = Platform(settings=settings, read_audit=ReadAudit(settings))
+    apps: dict[str, ServiceApplication] = {}
     for service, app_cls in APPLICATIONS.items():
         if service in services:
-            platform.apps[service] = app_cls(env=application_env(settings, service))
+            apps[service] = app_cls(
+                env=application_env(_pool_for(settings, service, services), service)
+            )
+    # Every process knows the directory: from the in-process app, or from its tables.
+    agencies = AgencyRegister.of(settings, apps.get("directory"))
+    platform = Platform(
+        settings=settings, agencies=agencies, apps=apps, read_audit=ReadAudit(settings)
+    )
+    if "referral" in apps:
+        platform.referral.agencies = agencies
     for service, app in platform.apps.items():
         if not isinstance(app, FollowingApplication):
             continue
@@ -158,6 +180,16 @@ def start(
     return platform
 
 
+def _pool_for(settings: Settings, service: str, services: tuple[str, ...]) -> Settings:
+    """The directory is written rarely and read from memory: beside other services in one
+    process it needs a connection or two, not a pool of its own size."""
+    if service != "directory" or services == ("directory",):
+        return settings
+    return settings.model_copy(
+        update={"pg_pool_size": min(settings.pg_pool_size, 2), "pg_max_overflow": 2}
+    )
+
+
 def _start_projections(platform: Platform, poll_interval: float) -> None:
     settings = platform.settings
     wanted: dict[str, set[type]] = {}
@@ -184,6 +216,7 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
     state: dict[str, object] = {
         "settings": platform.settings,
         "followers": platform.followers,
+        "agencies": platform.agencies,
         **platform.apps,
     }
     routers = [ROUTERS[name] for name in platform.apps if name in ROUTERS]

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.access_policy import Action, Sight, sight
-from contracts.envelope import AgencyRef
+from contracts.envelope import AGENCY_ID_PATTERN, AgencyRef
 from contracts.intake import PartyPresent, PersonDetails, Place
 from contracts.vocabulary import (
     ArrivalRoute,
@@ -29,6 +29,7 @@ from contracts.vocabulary import (
 from services.intake.application import IntakeService
 from services.intake.domain import Case, CaseNotFoundError, Episode
 from services.runtime.access import check, record_read, roles_for
+from services.runtime.agencies import Agencies
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import PermissionDeniedError
 from services.runtime.http import IdempotencyKey, command_context
@@ -51,14 +52,25 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Agencies are named by id only: their kinds come from the agency directory.
+AgencyId = Annotated[str, Field(min_length=1, max_length=120, pattern=AGENCY_ID_PATTERN)]
+
+
+class PresentCreate(Body):
+    agency: AgencyId
+    capacity: str = Field(min_length=1, max_length=120)
+
+
 class ReceptionCreate(Body):
     route: ArrivalRoute
     received_at: datetime
     place: Place
-    receiving_agency: AgencyRef
-    handed_over_by: AgencyRef | None = None
+    receiving_agency: AgencyId | None = Field(
+        default=None, description="your own agency (the default): nobody records for another"
+    )
+    handed_over_by: AgencyId | None = None
     returned_from_country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    present: tuple[PartyPresent, ...] = Field(default=(), max_length=30)
+    present: tuple[PresentCreate, ...] = Field(default=(), max_length=30)
 
 
 class NeedsAssessmentCreate(Body):
@@ -80,7 +92,7 @@ class ContactPreferenceUpdate(Body):
 
 class CaseManagerUpdate(Body):
     case_manager_id: str = Field(min_length=1, max_length=120)
-    agency: AgencyRef
+    agency: AgencyId
 
 
 class StageChange(Body):
@@ -221,22 +233,34 @@ def record_reception(
     body: ReceptionCreate,
     intake: Intake,
     principal: CurrentPrincipal,
+    agencies: Agencies,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, object]:
-    """A person was received (tiếp nhận): opens their case in the province of the reception."""
+    """A person was received (tiếp nhận) by your agency: opens their case in the province of
+    the reception."""
     ctx = command_context(request, principal, roles_for(Action.RECORD_RECEPTION), idempotency_key)
     if not principal.covers_province(body.place.province):
         raise PermissionDeniedError("You can record receptions only in your own province.")
+    if body.receiving_agency not in (None, principal.agency_id):
+        raise PermissionDeniedError("You can record only receptions by your own agency.")
     return intake.record_reception(
         ctx,
         route=body.route,
         received_at=body.received_at,
         place=body.place,
-        receiving_agency=body.receiving_agency,
-        handed_over_by=body.handed_over_by,
+        receiving_agency=agencies.resolve(principal.agency_id, "receiving_agency"),
+        handed_over_by=agencies.resolve(body.handed_over_by, "handed_over_by")
+        if body.handed_over_by
+        else None,
         returned_from_country=body.returned_from_country,
-        present=body.present,
+        present=tuple(
+            PartyPresent(
+                agency=agencies.resolve(p.agency, f"present.{i}.agency"),
+                capacity=p.capacity,
+            )
+            for i, p in enumerate(body.present)
+        ),
     )
 
 
@@ -392,12 +416,14 @@ def assign_case_manager(
     body: CaseManagerUpdate,
     intake: Intake,
     principal: CurrentPrincipal,
+    agencies: Agencies,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, object]:
     ctx = command_context(request, principal, ASSIGNERS, idempotency_key)
+    agency = agencies.resolve(body.agency, "agency")
     scope = allowed(principal, Action.ASSIGN_CASE_MANAGER)
-    return intake.assign_case_manager(ctx, case_id, body.case_manager_id, body.agency, scope=scope)
+    return intake.assign_case_manager(ctx, case_id, body.case_manager_id, agency, scope=scope)
 
 
 @router.post(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.access_policy import NOTHING, Action, CaseTies, Sight, permits, sight
-from contracts.envelope import AgencyRef
+from contracts.envelope import AGENCY_ID_PATTERN, AgencyRef
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
     OVERRIDE_MAX_HOURS,
@@ -20,13 +20,14 @@ from contracts.referral import (
     HandoverKind,
     HandoverParty,
     OverrideConclusion,
+    PartyRole,
     ReferralStatus,
     ReleasedField,
     Urgency,
     WithheldCategory,
 )
 from contracts.vocabulary import DataCategories, DataCategory, Purpose, Role, ServiceType
-from services.referral.application import ReferralService
+from services.referral.application import NamedParty, ReferralService
 from services.referral.domain import (
     RECIPIENT_ANSWERS,
     CaseFile,
@@ -38,6 +39,7 @@ from services.referral.domain import (
     next_steps,
 )
 from services.runtime.access import check, record_read, roles_for
+from services.runtime.agencies import Agencies
 from services.runtime.aggregate import utcnow
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import PermissionDeniedError
@@ -57,8 +59,11 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+AgencyId = Annotated[str, Field(min_length=1, max_length=120, pattern=AGENCY_ID_PATTERN)]
+
+
 class ReferralCreate(Body):
-    to_agency: AgencyRef
+    to_agency: AgencyId = Field(description="the recipient's id; its kind comes from the directory")
     service_type: ServiceType
     urgency: Urgency = Urgency.ROUTINE
     purpose: Purpose = Purpose.SERVICE_PROVISION
@@ -101,9 +106,15 @@ class ConsentLostPublic(BaseModel):
     withheld: tuple[WithheldCategory, ...]
 
 
+class PartyCreate(Body):
+    agency: AgencyId = Field(description="the party's id; its kind comes from the directory")
+    role: PartyRole
+    capacity: str = Field(min_length=1, max_length=120)
+
+
 class HandoverCreate(Body):
     kind: HandoverKind = HandoverKind.RECEPTION
-    parties: tuple[HandoverParty, ...] = Field(min_length=2, max_length=12)
+    parties: tuple[PartyCreate, ...] = Field(min_length=2, max_length=12)
     to_case_manager_id: str | None = Field(default=None, max_length=120)
 
 
@@ -245,10 +256,12 @@ def handover_public(handover: Handover) -> HandoverPublic:
 # -- who sees what: the access policy, with the ties this log knows ---------------------------
 
 
-def own_agency(principal: Principal) -> AgencyRef:
-    if principal.agency_kind is None:
-        raise PermissionDeniedError("Your token does not name your agency's kind.")
-    return AgencyRef(agency_id=principal.agency_id, kind=principal.agency_kind)
+def own_agency(principal: Principal, agencies: Agencies) -> AgencyRef:
+    """The principal's agency, with its kind from the directory (never from the token)."""
+    known = agencies.lookup(principal.agency_id)
+    if known is None or not known.active:
+        raise PermissionDeniedError("Your agency is not active in the agency directory.")
+    return known.ref()
 
 
 def referral_ties(referral: Referral, case_file: CaseFile | None) -> CaseTies:
@@ -367,6 +380,7 @@ def create_referral(
     body: ReferralCreate,
     referrals: Referrals,
     principal: CurrentPrincipal,
+    agencies: Agencies,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
@@ -376,8 +390,8 @@ def create_referral(
     return referrals.create_referral(
         ctx,
         case_id,
-        from_agency=own_agency(principal),
-        to_agency=body.to_agency,
+        from_agency=own_agency(principal, agencies),
+        to_agency_id=body.to_agency,
         service_type=body.service_type,
         urgency=body.urgency,
         purpose=body.purpose,
@@ -582,7 +596,7 @@ def start_handover(
         ctx,
         case_id,
         kind=body.kind,
-        parties=body.parties,
+        parties=tuple(NamedParty(p.agency, p.role, p.capacity) for p in body.parties),
         to_case_manager_id=body.to_case_manager_id,
         scope=case_allows(principal, Action.START_HANDOVER),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -18,6 +19,7 @@ from contracts.consent import (
     RefusalLifted,
     SubjectAgeNoted,
 )
+from contracts.directory import PLATFORM_AGENCY_ID
 from contracts.envelope import Actor, AgencyRef, Event
 from contracts.intake import (
     CaseManagerAssigned,
@@ -33,6 +35,7 @@ from contracts.referral import (
     HandoverKind,
     HandoverParty,
     OverrideConclusion,
+    PartyRole,
     Urgency,
     case_file_id,
     case_file_id_of_record,
@@ -48,13 +51,14 @@ from services.referral.domain import (
 )
 from services.referral.index import ReferralIndex
 from services.referral.settings import Deadlines, ReferralSettings
+from services.runtime.agencies import AgencyLookup, resolve_agency
 from services.runtime.aggregate import CommandContext, utcnow
 from services.runtime.application import Result
 from services.runtime.follower import FollowingApplication, Processing, UpstreamAheadError
 from services.runtime.logging import get_logger
 
 log = get_logger("ketnoi.referral")
-_SYSTEM = Actor(user_id="ketnoi-deadline-watch", agency_id="ketnoi", role=Role.ADMIN)
+_SYSTEM = Actor(user_id="ketnoi-deadline-watch", agency_id=PLATFORM_AGENCY_ID, role=Role.ADMIN)
 
 INTAKE_FACTS: tuple[type[Event], ...] = (
     ReceptionRecorded,
@@ -136,6 +140,16 @@ def facts_of(event: Event) -> list[tuple[DataCategory, dict[str, Any]]]:
     return []
 
 
+@dataclass(frozen=True)
+class NamedParty:
+    """A party to a handover as a request names it: by agency id only (its kind comes from
+    the agency directory)."""
+
+    agency_id: str
+    role: PartyRole
+    capacity: str
+
+
 class ReferralService(FollowingApplication):
     """Referrals, handovers and disclosures; follows the intake and consent logs."""
 
@@ -146,11 +160,22 @@ class ReferralService(FollowingApplication):
     }
 
     def __init__(
-        self, env: Mapping[str, str] | None = None, settings: ReferralSettings | None = None
+        self,
+        env: Mapping[str, str] | None = None,
+        settings: ReferralSettings | None = None,
+        agencies: AgencyLookup | None = None,
     ) -> None:
         super().__init__(env=env)
         self.referral_settings = settings or ReferralSettings()
         self.index = ReferralIndex(self.recorder)
+        # The agency directory, which alone says what kind an agency is (set by the wiring).
+        self.agencies = agencies
+
+    def _agency(self, agency_id: str, field: str) -> AgencyRef:
+        if self.agencies is None:
+            msg = "the referral service needs the agency directory to name agencies"
+            raise RuntimeError(msg)
+        return resolve_agency(self.agencies, agency_id, field)
 
     # -- following intake and consent --------------------------------------------------------
 
@@ -223,7 +248,7 @@ class ReferralService(FollowingApplication):
         case_id: UUID,
         *,
         from_agency: AgencyRef,
-        to_agency: AgencyRef,
+        to_agency_id: str,
         service_type: ServiceType,
         urgency: Urgency,
         purpose: Purpose,
@@ -231,11 +256,16 @@ class ReferralService(FollowingApplication):
         note: str | None = None,
         scope: Callable[[CaseFile], None] | None = None,
     ) -> Result:
-        """Create a referral and send it if consent allows; returns its id and status."""
+        """Create a referral and send it if consent allows; returns its id and status.
+
+        The recipient is named by id; its kind is the directory's at this moment. Raises
+        InvalidRequestError (422, field ``to_agency``) when the directory does not know the
+        agency or it is inactive.
+        """
         request = {
             "case_id": str(case_id),
             "from_agency": from_agency.model_dump(mode="json"),
-            "to_agency": to_agency.model_dump(mode="json"),
+            "to_agency_id": to_agency_id,
             "service_type": service_type.value,
             "urgency": urgency.value,
             "purpose": purpose.value,
@@ -247,6 +277,7 @@ class ReferralService(FollowingApplication):
             case_file = self._case_file(case_id)
             if scope is not None:
                 scope(case_file)
+            to_agency = self._agency(to_agency_id, "to_agency")
             referral = Referral.create(
                 ctx,
                 case_file,
@@ -375,14 +406,22 @@ class ReferralService(FollowingApplication):
         case_id: UUID,
         *,
         kind: HandoverKind,
-        parties: tuple[HandoverParty, ...],
+        parties: tuple[NamedParty, ...],
         to_case_manager_id: str | None = None,
         scope: Callable[[CaseFile], None] | None = None,
     ) -> Result:
+        """Start a handover between the named parties, each with its kind from the directory.
+
+        Raises InvalidRequestError (422, field ``parties.<i>.agency``) for an agency the
+        directory does not know or holds inactive.
+        """
         request = {
             "case_id": str(case_id),
             "kind": kind.value,
-            "parties": [p.model_dump(mode="json") for p in parties],
+            "parties": [
+                {"agency_id": p.agency_id, "role": p.role.value, "capacity": p.capacity}
+                for p in parties
+            ],
             "to_case_manager_id": to_case_manager_id,
         }
 
@@ -390,8 +429,16 @@ class ReferralService(FollowingApplication):
             case_file = self._case_file(case_id)
             if scope is not None:
                 scope(case_file)
+            named = tuple(
+                HandoverParty(
+                    agency=self._agency(p.agency_id, f"parties.{i}.agency"),
+                    role=p.role,
+                    capacity=p.capacity,
+                )
+                for i, p in enumerate(parties)
+            )
             handover = Handover.start(
-                ctx, case_file, kind=kind, parties=parties, to_case_manager_id=to_case_manager_id
+                ctx, case_file, kind=kind, parties=named, to_case_manager_id=to_case_manager_id
             )
             return [handover], _handover_summary(handover)
 

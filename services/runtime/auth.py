@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +25,9 @@ from contracts.envelope import Actor, AgencyId
 from contracts.vocabulary import AgencyKind, Role
 from services.runtime.errors import AuthenticationError, PermissionDeniedError
 from services.runtime.settings import Environment, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from services.runtime.agencies import AgencyLookup
 
 NATIONAL = "*"  # the province of users who work across provinces
 
@@ -209,11 +212,46 @@ def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """FastAPI dependency: the principal of the request's bearer token, or 401."""
+    """FastAPI dependency: the principal of the request's bearer token, or 401.
+
+    Where the app knows the agency directory (``app.state.agencies``), the token's agency
+    must be in it and active, and the principal's agency kind is the directory's: a token's
+    ``agency_kind`` claim is only checked against it, and a disagreement is refused.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError("Send an access token as 'Authorization: Bearer <token>'.")
     tokens: TokenService = request.app.state.tokens
-    return tokens.verify(credentials.credentials)
+    principal = tokens.verify(credentials.credentials)
+    agencies: AgencyLookup | None = getattr(request.app.state, "agencies", None)
+    if agencies is None:
+        return principal
+    return in_directory(principal, agencies)
+
+
+def in_directory(principal: Principal, agencies: AgencyLookup) -> Principal:
+    """The principal with its agency's kind from the directory.
+
+    Raises AuthenticationError when the agency is not in the directory (the platform's own
+    reserved id never is), is inactive, or is of another kind than the token claims.
+    """
+    known = agencies.lookup(principal.agency_id)
+    if known is None:
+        raise AuthenticationError(
+            f"The access token names the agency {principal.agency_id!r}, which is not in the "
+            "agency directory; ask an administrator to register it."
+        )
+    if not known.active:
+        raise AuthenticationError(
+            f"The agency {principal.agency_id!r} is inactive in the agency directory; its "
+            "users cannot sign in until an administrator reactivates it."
+        )
+    if principal.agency_kind is not None and principal.agency_kind is not known.kind:
+        raise AuthenticationError(
+            f"The access token says the agency {principal.agency_id!r} is a "
+            f"{principal.agency_kind.value}, but the agency directory says it is a "
+            f"{known.kind.value}; ask for a new token."
+        )
+    return principal.model_copy(update={"agency_kind": known.kind})
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

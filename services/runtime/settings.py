@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES: tuple[str, ...] = ("intake", "consent", "referral", "projections")
+SERVICES: tuple[str, ...] = ("directory", "intake", "consent", "referral", "projections")
 COMMAND_ATTEMPTS = 5
 COMMAND_RETRY_PAUSE_MS = 20
 
@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # here too so that a bad value stops the process at start.
     command_attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
     command_retry_pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
+
+    # How old this process's copy of the agency directory may grow before a lookup reads the
+    # directory log again (an unknown agency is always looked up at once).
+    directory_refresh_seconds: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

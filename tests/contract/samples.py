@@ -31,6 +31,15 @@ from contracts.consent import (
     SubjectAgeNoted,
 )
 from contracts.consent_decision import Verdict
+from contracts.directory import (
+    AgencyContact,
+    AgencyDeactivated,
+    AgencyDetails,
+    AgencyDetailsChanged,
+    AgencyReactivated,
+    AgencyRegistered,
+    agency_record_id,
+)
 from contracts.envelope import Actor, AgencyRef, CommandRecorded, Event
 from contracts.intake import (
     CaseClosed,
@@ -198,6 +207,48 @@ def samples() -> list[Event]:
         *consent_samples(),
         *referral_samples(),
         *audit_samples(),
+        *directory_samples(),
+    ]
+
+
+def directory_samples() -> list[Event]:
+    admin = Actor(user_id="admin-1", agency_id="moet-inspectorate", role=Role.ADMIN)
+    common = {"originator_id": agency_record_id("dong-thap-police"), "timestamp": AT}
+    details = AgencyDetails(
+        kind=AgencyKind.POLICE,
+        name_vi="Công an tỉnh Đồng Tháp",
+        name_en="Dong Thap Provincial Police",
+        country="VN",
+        province="dong-thap",
+        district="Cao Lãnh",
+        services=(ServiceType.LEGAL_AID,),
+        contact=AgencyContact(phone="+84 277 3851 234", email="congan@dongthap.gov.vn"),
+    )
+    return [
+        AgencyRegistered(
+            originator_version=1,
+            agency_id="dong-thap-police",
+            details=details,
+            actor=admin,
+            **common,
+        ),
+        AgencyDetailsChanged(
+            originator_version=2,
+            agency_id="dong-thap-police",
+            details=details.model_copy(update={"district": None}),
+            actor=admin,
+            **common,
+        ),
+        AgencyDeactivated(
+            originator_version=3,
+            agency_id="dong-thap-police",
+            reason="merged",
+            actor=admin,
+            **common,
+        ),
+        AgencyReactivated(
+            originator_version=4, agency_id="dong-thap-police", reason="r", actor=admin, **common
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ from contracts.vocabulary import AgencyKind, Role
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -22,7 +23,6 @@ RECEPTION = {
     "route": "rescued",
     "received_at": (NOW - timedelta(hours=3)).isoformat(),
     "place": {"province": "dong-thap"},
-    "receiving_agency": {"agency_id": "dong-thap-swc", "kind": "social_work_centre"},
 }
 WRITTEN = {
     "method": "written_form",
@@ -92,6 +92,7 @@ class Api:
 def api(pg_settings: Settings) -> Iterator[Api]:
     migrate(pg_settings)
     platform = start(pg_settings, ("intake", "consent"), run_followers=False)
+    register_agencies(pg_settings)
     tokens = TokenService(pg_settings)
     with TestClient(http_app(platform, tokens)) as client:
         yield Api(client, tokens, platform)
@@ -135,7 +136,9 @@ def test_grant_read_decide_receipt_withdraw(api: Api) -> None:
     assert "Lê Thị Mai" not in page.text  # the receipt names the person by reference only
 
     # Any agency that hears the withdrawal records it, even in another province.
-    hospital_staff = api.auth(Role.AGENCY_STAFF, province="can-tho", kind=AgencyKind.HOSPITAL)
+    hospital_staff = api.auth(
+        Role.AGENCY_STAFF, province="can-tho", kind=AgencyKind.HOSPITAL, agency="dong-thap-hospital"
+    )
     r = api.client.post(
         f"/consent/cases/{case_id}/grants/{grant_id}/withdrawal",
         json={"reason": "changed her mind"},
@@ -155,7 +158,10 @@ def test_grant_read_decide_receipt_withdraw(api: Api) -> None:
     history = api.client.get(f"/consent/cases/{case_id}/history", headers=api.auth()).json()
     kinds = [h["type"] for h in history]
     assert kinds[-2:] == ["org.ketnoi.consent.granted", "org.ketnoi.consent.withdrawn"]
-    assert history[-1]["data"]["heard_by"] == {"agency_id": "dong-thap-swc", "kind": "hospital"}
+    assert history[-1]["data"]["heard_by"] == {
+        "agency_id": "dong-thap-hospital",
+        "kind": "hospital",
+    }
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from contracts.vocabulary import AgencyKind, DataCategory, Purpose, Role
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -87,6 +88,7 @@ def world(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wor
     )
     migrate(settings)
     platform = start(settings, ("intake", "consent", "referral"), run_followers=False)
+    register_agencies(settings)
     try:
         with TestClient(http_app(platform, TokenService(settings))) as client:
             yield World(client, TokenService(settings), platform)
@@ -122,7 +124,7 @@ def test_no_read_shows_what_consent_did_not_permit_then(world: World, plan: list
             "route": "rescued",
             "received_at": (now - timedelta(hours=2)).isoformat(),
             "place": {"province": "dong-thap"},
-            "receiving_agency": {"agency_id": "dt-police", "kind": "police"},
+            "receiving_agency": "dt-police",
         },
         officer,
     )["case_id"]
@@ -141,7 +143,7 @@ def test_no_read_shows_what_consent_did_not_permit_then(world: World, plan: list
         f"/intake/cases/{case}/case-manager",
         json={
             "case_manager_id": "dt-swc-1",
-            "agency": {"agency_id": "dt-swc", "kind": "social_work_centre"},
+            "agency": "dt-swc",
         },
         headers=coordinator,
     ).raise_for_status()
@@ -193,7 +195,7 @@ def test_no_read_shows_what_consent_did_not_permit_then(world: World, plan: list
             world.platform.catch_up()
         elif kind == "refer":
             body = {
-                "to_agency": HOSPITAL.model_dump(mode="json"),
+                "to_agency": HOSPITAL.agency_id,
                 "service_type": "medical_care",
                 "categories": step[1],
             }

@@ -29,6 +29,7 @@ from psycopg import sql
 from contracts.vocabulary import AgencyKind, Role
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 from tests.support.processes import free_port, ketnoi_server, run_ketnoi
 
 pytestmark = pytest.mark.postgres
@@ -71,6 +72,7 @@ def services(pg_settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
         "KETNOI_LOG_FORMAT": "json",
     }
     run_ketnoi("migrate", env=env)
+    register_agencies(pg_settings)
     with (
         ketnoi_server(
             "serve", "intake", port=free_port(), env=env, log=tmp_path / "intake.log"
@@ -113,7 +115,7 @@ def test_a_withdrawal_is_in_force_for_the_next_read_in_another_process(
                 "route": "rescued",
                 "received_at": (NOW - timedelta(hours=2)).isoformat(),
                 "place": {"province": "dong-thap"},
-                "receiving_agency": {"agency_id": "dt-police", "kind": "police"},
+                "receiving_agency": "dt-police",
             },
             headers=officer,
         ).json()["case_id"]
@@ -130,7 +132,7 @@ def test_a_withdrawal_is_in_force_for_the_next_read_in_another_process(
             f"{intake}/intake/cases/{case}/case-manager",
             json={
                 "case_manager_id": "dt-swc-1",
-                "agency": {"agency_id": "dt-swc", "kind": "social_work_centre"},
+                "agency": "dt-swc",
             },
             headers=coordinator,
         ).is_success
@@ -153,7 +155,7 @@ def test_a_withdrawal_is_in_force_for_the_next_read_in_another_process(
 
         grant_id = grant()
         body = {
-            "to_agency": {"agency_id": "dt-hospital", "kind": "hospital"},
+            "to_agency": "dt-hospital",
             "service_type": "medical_care",
             "categories": ["identity", "needs"],
         }

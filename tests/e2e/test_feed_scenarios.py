@@ -58,7 +58,9 @@ MANAGER = Actor(user_id="dt-swc-caseworker-1", agency_id=DT_SWC.agency_id, role=
 @pytest.fixture
 def platform(pg_settings: Settings) -> Iterator[Platform]:
     migrate(pg_settings)
-    running = start(pg_settings, ("intake", "consent", "referral"), run_followers=False)
+    running = start(
+        pg_settings, ("directory", "intake", "consent", "referral"), run_followers=False
+    )
     try:
         yield running
     finally:
@@ -105,7 +107,7 @@ def test_dong_thap_each_agency_reads_only_what_was_disclosed_to_it(
         CommandContext(actor=MANAGER),
         lan.case_id,
         from_agency=DT_SWC,
-        to_agency=DT_POLICE,
+        to_agency_id=DT_POLICE.agency_id,
         service_type=ServiceType.SAFE_ACCOMMODATION,
         urgency=Urgency.URGENT,
         purpose=Purpose.SERVICE_PROVISION,
@@ -216,7 +218,7 @@ def test_a_withdrawal_holds_the_recipients_data_until_a_new_disclosure(
         CommandContext(actor=MANAGER),
         mai.case_id,
         from_agency=DT_SWC,
-        to_agency=DT_HOSPITAL,
+        to_agency_id=DT_HOSPITAL.agency_id,
         service_type=ServiceType.MEDICAL_CARE,
         urgency=Urgency.URGENT,
         purpose=Purpose.SERVICE_PROVISION,

@@ -16,6 +16,7 @@ from services.intake.application import IntakeService
 from services.runtime.auth import TokenService
 from services.runtime.read_audit import ReadAudit
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -24,14 +25,9 @@ RECEPTION: dict[str, Any] = {
     "route": "rescued",
     "received_at": RECEIVED_AT,
     "place": {"province": "dong-thap", "district": "Hồng Ngự"},
-    "receiving_agency": {"agency_id": "dong-thap-police", "kind": "police"},
+    "receiving_agency": "dong-thap-police",
     "returned_from_country": "KH",
-    "present": [
-        {
-            "agency": {"agency_id": "dong-thap-border-guard", "kind": "border_guard"},
-            "capacity": "border guard officer",
-        },
-    ],
+    "present": [{"agency": "dong-thap-border-guard", "capacity": "border guard officer"}],
 }
 PERSON = {
     "full_name": "Lê Thị Mai",
@@ -81,6 +77,7 @@ class Api:
 def api(pg_settings: Settings) -> Iterator[Api]:
     migrate(pg_settings)
     platform = start(pg_settings, ("intake",))
+    register_agencies(platform)
     tokens = TokenService(pg_settings)
     assert platform.intake is not None
     assert platform.read_audit is not None
@@ -118,7 +115,7 @@ def test_a_reception_through_to_reopening(api: Api) -> None:
         f"/intake/cases/{case_id}/case-manager",
         json={
             "case_manager_id": "cw-1",
-            "agency": {"agency_id": "dong-thap-swc", "kind": "social_work_centre"},
+            "agency": "dong-thap-swc",
         },
         headers=manager,
     )
@@ -174,9 +171,18 @@ def test_a_reception_through_to_reopening(api: Api) -> None:
     [
         ({**RECEPTION, "route": "teleported"}, "route"),
         ({**RECEPTION, "place": {"province": "Dong Thap!"}}, "place.province"),
+        # A client names agencies by id only: a kind is never taken from it.
         (
-            {**RECEPTION, "receiving_agency": {"agency_id": "x", "kind": "army"}},
-            "receiving_agency.kind",
+            {**RECEPTION, "receiving_agency": {"agency_id": "x", "kind": "hospital"}},
+            "receiving_agency",
+        ),
+        (
+            {**RECEPTION, "present": [{"agency": "no-such-agency", "capacity": "x"}]},
+            "present.0.agency",
+        ),
+        (
+            {**RECEPTION, "route": "border_handover", "handed_over_by": "no-such-authority"},
+            "handed_over_by",
         ),
         ({k: v for k, v in RECEPTION.items() if k != "received_at"}, "received_at"),
         ({**RECEPTION, "received_at": "2999-01-01T00:00:00+00:00"}, "received_at"),
@@ -195,6 +201,50 @@ def test_bad_reception_input_is_422_naming_the_field_and_writes_nothing(
     assert field in [e["field"] for e in problem["errors"]]
     assert "Dong Thap!" not in r.text  # the input is never echoed back
     assert api.events() == before
+
+
+def test_a_reception_is_recorded_for_the_officers_own_agency(api: Api) -> None:
+    officer = api.auth(Role.INTAKE_OFFICER)
+    before = api.events()
+    other = {**RECEPTION, "receiving_agency": "dong-thap-hospital"}
+    r = api.client.post("/intake/cases", json=other, headers=officer)
+    assert r.status_code == 403
+    assert "own agency" in r.json()["detail"]
+    assert api.events() == before
+    unnamed = {k: v for k, v in RECEPTION.items() if k != "receiving_agency"}
+    r = api.client.post("/intake/cases", json=unnamed, headers=officer)
+    assert r.status_code == 201
+    case = api.client.get(f"/intake/cases/{r.json()['case_id']}", headers=officer).json()
+    # The kinds come from the directory, for the officer's agency and every other one named.
+    assert case["receiving_agency"] == {"agency_id": "dong-thap-police", "kind": "police"}
+    assert case["present"][0]["agency"] == {
+        "agency_id": "dong-thap-border-guard",
+        "kind": "border_guard",
+    }
+
+
+def test_case_manager_agency_kind_comes_from_the_directory(api: Api) -> None:
+    case_id = api.receive()
+    manager = api.auth(Role.CASE_MANAGER, user="cw-1")
+    url = f"/intake/cases/{case_id}/case-manager"
+    claimed = {
+        "case_manager_id": "cw-1",
+        "agency": {"agency_id": "dong-thap-swc", "kind": "hospital"},
+    }
+    assert api.client.put(url, json=claimed, headers=manager).status_code == 422
+    unknown = {"case_manager_id": "cw-1", "agency": "no-such-agency"}
+    r = api.client.put(url, json=unknown, headers=manager)
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "agency"
+    r = api.client.put(
+        url, json={"case_manager_id": "cw-1", "agency": "dong-thap-swc"}, headers=manager
+    )
+    assert r.status_code == 200
+    case = api.client.get(f"/intake/cases/{case_id}", headers=manager).json()
+    assert case["case_manager_agency"] == {
+        "agency_id": "dong-thap-swc",
+        "kind": "social_work_centre",
+    }
 
 
 def test_person_without_age_is_422(api: Api) -> None:

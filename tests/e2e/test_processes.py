@@ -15,6 +15,8 @@ import pytest
 from services.runtime.settings import Settings
 from tests.support.processes import free_port, ketnoi_server, run_ketnoi
 
+HSDS_SAMPLE = Path(__file__).parents[1] / "support" / "hsds" / "lao-cai.json"
+
 
 def _tokens(log: Path) -> list[str]:
     return re.findall(r"^(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", log.read_text(), flags=re.MULTILINE)
@@ -141,7 +143,12 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
         "KETNOI_DATA_DIR": str(tmp_path / "keys"),
         "KETNOI_LOG_FORMAT": "json",
     }
-    assert "Migrated intake, consent, referral, projections" in run_ketnoi("migrate", env=env)
+    assert "Migrated directory, intake, consent, referral, projections" in run_ketnoi(
+        "migrate", env=env
+    )
+    # The agencies it names come from the directory, imported from an HSDS file.
+    imported = run_ketnoi("directory", "import", str(HSDS_SAMPLE), env=env)
+    assert "Imported 3 agencies: 3 registered." in imported
     token = run_ketnoi(
         "token",
         "--user",
@@ -161,8 +168,8 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
             "route": "border_handover",
             "received_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
             "place": {"province": "lao-cai"},
-            "receiving_agency": {"agency_id": "lao-cai-border-guard", "kind": "border_guard"},
-            "handed_over_by": {"agency_id": "cn-border-authority", "kind": "foreign_authority"},
+            "receiving_agency": "lao-cai-border-guard",
+            "handed_over_by": "cn-border-authority",
         }
         created = httpx.post(f"{base}/intake/cases", json=body, headers=headers)
         assert created.status_code == 201, created.text
@@ -173,6 +180,7 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
         case = httpx.get(f"{base}/intake/cases/{case_id}", headers=headers)
         assert case.status_code == 200
         assert case.json()["minor"] is True
+        assert case.json()["handed_over_by"]["kind"] == "foreign_authority"
         assert httpx.get(f"{base}/intake/cases/{case_id}").status_code == 401
 
         # The consent service, its own process, learns of the case from the intake log.
@@ -190,6 +198,18 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
             assert r.status_code == 200, r.text
             assert r.json()["subject"]["minor"] is True
             assert r.json()["province"] == "lao-cai"
+        # The directory is a service of its own too.
+        directory_log = tmp_path / "directory.log"
+        with ketnoi_server("serve", "directory", port=free_port(), env=env, log=directory_log) as (
+            _d,
+            directory_base,
+        ):
+            r = httpx.get(f"{directory_base}/directory/agencies?country=VN", headers=headers)
+            assert r.status_code == 200, r.text
+            assert [a["agency_id"] for a in r.json()] == [
+                "lao-cai-border-guard",
+                "lao-cai-social-work-centre",
+            ]
     logged = log.read_text() + consent_log.read_text()
     assert case_id in logged  # ids are logged...
     assert "Secret Name" not in logged  # ...personal data never is

@@ -16,6 +16,7 @@ from services.runtime.aggregate import CommandContext
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
 from tests.integration.test_projections import T0, dong_thap_night
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -50,6 +51,7 @@ class Api:
 def api(pg_settings: Settings) -> Iterator[Api]:
     migrate(pg_settings)
     platform = start(pg_settings, run_followers=False)
+    register_agencies(platform)
     tokens = TokenService(pg_settings)
     with TestClient(http_app(platform, tokens)) as client:
         yield Api(client, tokens, platform)

@@ -13,6 +13,7 @@ from contracts.vocabulary import AgencyKind, Role
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -41,8 +42,10 @@ AGENCIES = {
 MANAGING = {"dong-thap": "dt-swc", "lao-cai": "lc-swc"}
 
 
-def ref(agency_id: str) -> dict[str, str]:
-    return {"agency_id": agency_id, "kind": AGENCIES[agency_id].value}
+def ref(agency_id: str) -> str:
+    """Agencies are named by id; the directory says what kind each is."""
+    assert agency_id in AGENCIES
+    return agency_id
 
 
 class Api:
@@ -125,6 +128,7 @@ class Api:
 def api(pg_settings: Settings) -> Iterator[Api]:
     migrate(pg_settings)
     platform = start(pg_settings, run_followers=False)
+    register_agencies(platform)
     tokens = TokenService(pg_settings)
     with TestClient(http_app(platform, tokens)) as client:
         yield Api(client, tokens, platform)
@@ -374,3 +378,94 @@ def test_agency_access_is_limited_to_its_own_referrals(api: Api) -> None:
     r = api.client.post(f"/referral/cases/{case}/referrals", json=body, headers=elsewhere)
     assert r.status_code == 404
     assert api.client.get("/referral/referrals").status_code == 401
+
+
+def test_a_referral_to_the_police_cannot_claim_to_be_to_a_hospital(api: Api) -> None:
+    """The attack the directory closes: with a grant to hospitals and a refusal of the police,
+    a referral to the police that calls them a hospital must release nothing to them."""
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    investigator = api.as_("dt-police", Role.AGENCY_STAFF)
+    case = api.receive("dt-police", "dong-thap", 19)
+    api.grant(case, manager)  # identity and needs, to any hospital
+    api.post(f"/consent/cases/{case}/refusals", {"recipients": [{"kind": "police"}]}, manager)
+    police_events = api.platform.referral.recorder.max_notification_id()
+
+    # The kind cannot be sent at all any more...
+    claim = {
+        "to_agency": {"agency_id": "dt-police", "kind": "hospital"},
+        "service_type": "health_check",
+        "categories": ["identity", "needs"],
+    }
+    r = api.client.post(f"/referral/cases/{case}/referrals", json=claim, headers=manager)
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "to_agency"
+    assert api.platform.referral.recorder.max_notification_id() == police_events
+
+    # ...nor asserted by a police officer's token...
+    token = api.tokens.issue(
+        user_id="dt-police-1",
+        agency_id="dt-police",
+        province="dong-thap",
+        roles=[Role.AGENCY_STAFF],
+        agency_kind=AgencyKind.HOSPITAL,
+    )
+    r = api.client.get("/referral/referrals", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    assert "police" in r.json()["detail"]
+
+    # ...and named by id, the police are the police: the refusal holds, nothing is released.
+    by_id = {**claim, "to_agency": "dt-police"}
+    sent = api.post(f"/referral/cases/{case}/referrals", by_id, manager)
+    assert sent["status"] == "draft"
+    assert sent["blocked_by"] == ["identity", "needs"]
+    detail = api.get(f"/referral/referrals/{sent['referral_id']}", manager)
+    assert detail["to_agency"] == {"agency_id": "dt-police", "kind": "police"}
+    assert {w["verdict"] for w in detail["blocked_by"]} == {"refused"}
+    assert detail["disclosure"] is None
+    assert api.get("/referral/referrals", investigator) == []
+    api.get(f"/referral/referrals/{sent['referral_id']}", investigator, expect=404)
+
+
+def test_referrals_and_handovers_name_only_agencies_in_the_directory(api: Api) -> None:
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    case = api.receive("dt-police", "dong-thap", 30)
+    before = api.platform.referral.recorder.max_notification_id()
+    body = {"to_agency": "dt-nowhere", "service_type": "medical_care", "categories": ["identity"]}
+    r = api.client.post(f"/referral/cases/{case}/referrals", json=body, headers=manager)
+    assert r.status_code == 422
+    assert r.json()["errors"] == [
+        {"field": "to_agency", "message": r.json()["detail"]},
+    ]
+    assert "dt-nowhere" in r.json()["detail"]
+    parties = [
+        {"agency": "dt-police", "role": "from", "capacity": "police officer"},
+        {"agency": "dt-nowhere", "role": "to", "capacity": "social worker"},
+    ]
+    r = api.client.post(
+        f"/referral/cases/{case}/handovers", json={"parties": parties}, headers=manager
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "parties.1.agency"
+    assert api.platform.referral.recorder.max_notification_id() == before
+
+    # A deactivated agency can no longer be named.
+    admin = api.tokens.issue(
+        user_id="admin-1", agency_id="national-inspectorate", province="*", roles=[Role.ADMIN]
+    )
+    r = api.client.post(
+        "/directory/agencies/dt-hospital/deactivation",
+        json={"reason": "closed"},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert r.status_code == 201, r.text
+    body = {**body, "to_agency": "dt-hospital"}
+    r = api.client.post(f"/referral/cases/{case}/referrals", json=body, headers=manager)
+    assert r.status_code == 422
+    assert "inactive" in r.json()["detail"]
+    parties[1]["agency"] = "dt-swc"
+    started = api.post(f"/referral/cases/{case}/handovers", {"parties": parties}, manager)
+    handover = api.get(f"/referral/handovers/{started['handover_id']}", manager)
+    assert [p["agency"] for p in handover["parties"]] == [
+        {"agency_id": "dt-police", "kind": "police"},
+        {"agency_id": "dt-swc", "kind": "social_work_centre"},
+    ]

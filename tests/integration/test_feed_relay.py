@@ -49,6 +49,7 @@ from services.runtime.kafka import KafkaSettings
 from services.runtime.settings import Settings
 from services.runtime.tansu import TansuBroker
 from tests.conftest import missing_service
+from tests.support.agencies import register_agencies
 from tests.support.feed import (
     FeedReader,
     Received,
@@ -96,7 +97,7 @@ class Writer:
                 CommandContext(actor=actor),
                 self.cases[n % len(self.cases)],
                 from_agency=sender,
-                to_agency=recipient,
+                to_agency_id=recipient.agency_id,
                 service_type=ServiceType.MEDICAL_CARE,
                 urgency=Urgency.URGENT,
                 purpose=Purpose.SERVICE_PROVISION,
@@ -226,6 +227,7 @@ class RelayProcess:
 def writer(pg_settings: Settings) -> Iterator[Writer]:
     migrate(pg_settings)
     platform = start(pg_settings, ("intake", "consent", "referral"), run_followers=False)
+    register_agencies(pg_settings)
     try:
         yield Writer(platform, open_cases(platform, 8))
     finally:

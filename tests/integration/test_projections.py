@@ -21,7 +21,7 @@ from contracts.consent import (
 )
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import PersonDetails, Place
-from contracts.referral import HandoverKind, HandoverParty, PartyRole, Urgency
+from contracts.referral import HandoverKind, PartyRole, Urgency
 from contracts.vocabulary import (
     AgencyKind,
     ArrivalRoute,
@@ -38,9 +38,11 @@ from services.cli.wiring import Platform, migrate, start
 from services.projections.runner import apply_all
 from services.projections.store import Tables
 from services.projections.views import VIEWS
+from services.referral.application import NamedParty
 from services.runtime.aggregate import CommandContext
 from services.runtime.errors import DomainError
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -73,6 +75,7 @@ def staff(agency: AgencyRef) -> Actor:
 def platform(pg_settings: Settings) -> Iterator[Platform]:
     migrate(pg_settings)
     platform = start(pg_settings, run_followers=False)
+    register_agencies(platform)
     yield platform
     platform.close()
 
@@ -112,9 +115,9 @@ def dong_thap_night(p: Platform) -> UUID:
         case_id,
         kind=HandoverKind.RECEPTION,
         parties=(
-            HandoverParty(agency=POLICE, role=PartyRole.FROM, capacity="police"),
-            HandoverParty(agency=SWC, role=PartyRole.TO, capacity="social worker"),
-            HandoverParty(agency=BORDER, role=PartyRole.WITNESS, capacity="border guard"),
+            NamedParty(agency_id=POLICE.agency_id, role=PartyRole.FROM, capacity="police"),
+            NamedParty(agency_id=SWC.agency_id, role=PartyRole.TO, capacity="social worker"),
+            NamedParty(agency_id=BORDER.agency_id, role=PartyRole.WITNESS, capacity="border guard"),
         ),
     )
     hid = UUID(handover["handover_id"])
@@ -129,7 +132,7 @@ def dong_thap_night(p: Platform) -> UUID:
                 at(60),
                 case_id,
                 from_agency=SWC,
-                to_agency=HOSPITAL,
+                to_agency_id=HOSPITAL.agency_id,
                 service_type=service,
                 urgency=Urgency.URGENT,
                 purpose=Purpose.SERVICE_PROVISION,
@@ -143,7 +146,7 @@ def dong_thap_night(p: Platform) -> UUID:
         at(65),
         case_id,
         from_agency=SWC,
-        to_agency=shelter,
+        to_agency_id=shelter.agency_id,
         service_type=ServiceType.SAFE_ACCOMMODATION,
         urgency=Urgency.EMERGENCY,
         purpose=Purpose.SERVICE_PROVISION,
@@ -251,7 +254,7 @@ def test_a_rebuilt_view_equals_the_live_one_row_for_row(platform: Platform) -> N
                         at(minutes),
                         rng.choice(cases),
                         from_agency=SWC,
-                        to_agency=HOSPITAL,
+                        to_agency_id=HOSPITAL.agency_id,
                         service_type=rng.choice(list(ServiceType)),
                         urgency=Urgency.URGENT,
                         purpose=Purpose.SERVICE_PROVISION,

@@ -43,6 +43,7 @@ from services.runtime.aggregate import CommandContext
 from services.runtime.follower import Follower, open_upstream
 from services.runtime.persistence import application_env
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -265,6 +266,7 @@ def test_a_missed_deadline_escalates_exactly_once_across_processes(pg_settings: 
 
     migrate(pg_settings)
     platform = start(pg_settings, run_followers=False)
+    register_agencies(platform)
     try:
         cases = [add_case(platform, n) for n in range(5)]
         platform.catch_up()
@@ -280,7 +282,7 @@ def test_a_missed_deadline_escalates_exactly_once_across_processes(pg_settings: 
                         CommandContext(actor=MANAGER),
                         case_id,
                         from_agency=swc,
-                        to_agency=hospital,
+                        to_agency_id=hospital.agency_id,
                         service_type=ServiceType.PSYCHOLOGICAL_FIRST_AID,
                         urgency=Urgency.URGENT,
                         purpose=Purpose.SERVICE_PROVISION,
