@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import httpx
@@ -331,15 +331,13 @@ def seed_cases(service: IntakeService, count: int) -> list[UUID]:
     return cases
 
 
-def audit_counts(settings: Settings) -> tuple[int, int]:
+def audit_counts(conn: psycopg.Connection[Any], settings: Settings) -> tuple[int, int]:
     """Reads in the audit log, and the transactions they were written in."""
-    assert settings.postgres is not None
-    with psycopg.connect(settings.postgres.conninfo()) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT count(*), count(DISTINCT xmin::text) FROM {}").format(
-                sql.Identifier(settings.schema_for(AUDIT), EVENTS_TABLE)
-            )
-        ).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT count(*), count(DISTINCT xmin::text) FROM {}").format(
+            sql.Identifier(settings.schema_for(AUDIT), EVENTS_TABLE)
+        )
+    ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
@@ -391,7 +389,7 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
                 raise RuntimeError(msg)
         layout_rate(layout_log, args.layout_batch, 5, one_originator=False)
         layout_rate(layout_log, args.layout_batch, 5, one_originator=True)
-        stored_before = audit_counts(settings)
+        stored_before = audit_counts(single, settings)
 
         for number in range(1, args.rounds + 1):
             results.raw.append(raw_single(raw, single, args.raw_count))
@@ -417,7 +415,7 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
                 f"audited {got['audited'].rate:,.0f}/s p99 {got['audited'].p99_ms:.1f} ms  "
                 f"layout {results.own[-1]:,.0f} vs {results.shared[-1]:,.0f} reads/s"
             )
-        stored_after = audit_counts(settings)
+        stored_after = audit_counts(single, settings)
         layout_reads = 2 * args.rounds * args.layout_batch * args.layout_batches
         layout_tx = 2 * args.rounds * args.layout_batches
         results.reads_stored = stored_after[0] - stored_before[0] - layout_reads
