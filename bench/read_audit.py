@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -270,6 +271,40 @@ def layout_rate(log: ReadAuditLog, batch: int, batches: int, *, one_originator: 
     return batch * batches / (time.perf_counter() - started)
 
 
+def record_rate(audit: ReadAudit, threads: int, count: int) -> float:
+    """``ReadAudit.record`` calls per second from concurrent threads, in process."""
+    actor = Actor(user_id="bench-cw", agency_id=AGENCY.agency_id, role=Role.CASE_MANAGER)
+    shares = [count // threads + (i < count % threads) for i in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work(share: int) -> None:
+        barrier.wait()
+        try:
+            for _ in range(share):
+                audit.record(
+                    actor=actor,
+                    case_id=uuid4(),
+                    categories=CATEGORIES,
+                    basis=ReadBasis.OWN_CASE,
+                    what="intake.case",
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(s,), daemon=True) for s in shares]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return count / elapsed
+
+
 # --- Rounds and the report -------------------------------------------------------------------
 
 
@@ -299,6 +334,7 @@ class Results:
     raw: list[float] = field(default_factory=list)
     paired: list[float] = field(default_factory=list)  # each round's audited / plain
     own: list[float] = field(default_factory=list)  # layout: one originator per read
+    in_process: list[float] = field(default_factory=list)  # record() from N threads
     shared: list[float] = field(default_factory=list)  # layout: one originator per batch
     failures: int = 0
     first_failure: str | None = None
@@ -370,6 +406,8 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         cases = seed_cases(service, args.cases)
         layout_log = ReadAuditLog(env=audit_env(settings))
         stack.callback(layout_log.close)
+        audit = ReadAudit(settings, window_ms=args.window_ms)
+        stack.callback(audit.close)
         token = TokenService(settings).issue(
             user_id="bench-cw", agency_id=AGENCY.agency_id, province=PROVINCE, roles=[READERS[0]]
         )
@@ -389,7 +427,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
                 raise RuntimeError(msg)
         layout_rate(layout_log, args.layout_batch, 5, one_originator=False)
         layout_rate(layout_log, args.layout_batch, 5, one_originator=True)
+        record_rate(audit, args.clients, args.warmup)
         stored_before = audit_counts(single, settings)
+        in_process_tx = 0
 
         for number in range(1, args.rounds + 1):
             results.raw.append(raw_single(raw, single, args.raw_count))
@@ -403,6 +443,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             results.plain.add(got["plain"])
             results.audited.add(got["audited"])
             results.paired.append(got["audited"].rate / got["plain"].rate)
+            before = audit_counts(single, settings)[1]
+            results.in_process.append(record_rate(audit, args.clients, args.count))
+            in_process_tx += audit_counts(single, settings)[1] - before
             if number % 2:
                 results.own.append(layout_log_rate(layout_log, args, one_originator=False))
                 results.shared.append(layout_log_rate(layout_log, args, one_originator=True))
@@ -413,13 +456,16 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
                 f"Round {number}/{args.rounds}: raw {results.raw[-1]:,.0f} tx/s  "
                 f"plain {got['plain'].rate:,.0f}/s p99 {got['plain'].p99_ms:.1f} ms  "
                 f"audited {got['audited'].rate:,.0f}/s p99 {got['audited'].p99_ms:.1f} ms  "
+                f"in process {results.in_process[-1]:,.0f}/s  "
                 f"layout {results.own[-1]:,.0f} vs {results.shared[-1]:,.0f} reads/s"
             )
         stored_after = audit_counts(single, settings)
         layout_reads = 2 * args.rounds * args.layout_batch * args.layout_batches
+        layout_reads += args.rounds * args.count  # and record() in process
         layout_tx = 2 * args.rounds * args.layout_batches
         results.reads_stored = stored_after[0] - stored_before[0] - layout_reads
         results.transactions = stored_after[1] - stored_before[1] - layout_tx
+        results.transactions -= in_process_tx
     return results
 
 
@@ -486,6 +532,9 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
         f"  layout, {args.layout_batch} reads per transaction: one originator per read"
         f" {statistics.median(r.own):,.0f} reads/s, one per batch"
         f" {statistics.median(r.shared):,.0f} reads/s",
+        f"  ReadAudit.record from {args.clients} threads in process"
+        f" {statistics.median(r.in_process):8,.0f} reads/s"
+        f" = {statistics.median(r.in_process) / raw:.2f} x raw",
         f"  HTTP failures {r.failures}; server log warnings/errors {r.server_problems}",
         f"  the load generator runs on the same machine and used"
         f" {statistics.median(r.plain.cpu + r.audited.cpu):.0%} of one CPU",
