@@ -98,7 +98,7 @@ class _Waiting:
 
     read: PersonalDataRead
     done: threading.Event = field(default_factory=threading.Event)
-    error: ReadAuditUnavailableError | None = None
+    failed: bool = False
 
 
 class ReadAudit:
@@ -174,8 +174,8 @@ class ReadAudit:
             # read may still be stored later, which errs on the side of the record.
             log.warning("read_audit_timeout", seconds=self.timeout, what=what)
             raise ReadAuditUnavailableError()
-        if waiting.error is not None:
-            raise waiting.error
+        if waiting.failed:
+            raise ReadAuditUnavailableError()
 
     @property
     def pending(self) -> int:
@@ -239,18 +239,18 @@ class ReadAudit:
             return [self._queue.popleft() for _ in range(size)]
 
     def _write(self, batch: list[_Waiting]) -> None:
-        error: ReadAuditUnavailableError | None = None
+        failed = False
         try:
             self.log.save(*(waiting.read for waiting in batch))
         except Exception as exc:
             # Never the reads themselves in the log line: ids and counts only.
             log.error("read_audit_save_failed", reads=len(batch), error=type(exc).__name__)
             self._failing = True
-            error = ReadAuditUnavailableError()
+            failed = True
         else:
             if self._failing:
                 log.info("read_audit_recovered", reads=len(batch))
                 self._failing = False
         for waiting in batch:
-            waiting.error = error
+            waiting.failed = failed
             waiting.done.set()
