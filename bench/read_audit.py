@@ -402,8 +402,10 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         raw.create()
         migrate(settings)
         service = IntakeService(env=application_env(settings, "intake"))
-        stack.callback(service.close)
-        cases = seed_cases(service, args.cases)
+        try:
+            cases = seed_cases(service, args.cases)
+        finally:
+            service.close()  # its connections are not needed any more
         layout_log = ReadAuditLog(env=audit_env(settings))
         stack.callback(layout_log.close)
         audit = ReadAudit(settings, window_ms=args.window_ms)
