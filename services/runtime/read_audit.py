@@ -168,7 +168,10 @@ class ReadAudit:
             if self._closing:
                 raise ReadAuditUnavailableError()
             self._queue.append(waiting)
-            self._changed.notify_all()
+            # Wake the writer only when it has something new to do: a first read to wait
+            # for, or a full batch. Every wake-up costs it a turn at the GIL.
+            if len(self._queue) in (1, self.max_batch):
+                self._changed.notify()
         if not waiting.done.wait(self.timeout):
             # The writer is stuck (a database that hangs): refuse rather than wait on. The
             # read may still be stored later, which errs on the side of the record.
