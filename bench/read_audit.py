@@ -140,8 +140,11 @@ def serve(port: int) -> None:
 
 
 @contextlib.contextmanager
-def running_server(settings: Settings, window_ms: float, log_path: Path) -> Iterator[str]:
-    """This module's server on a free loopback port; yields its base URL, stops it by pid."""
+def running_server(
+    settings: Settings, window_ms: float, log_path: Path
+) -> Iterator[tuple[str, int]]:
+    """This module's server on a free loopback port; yields its base URL and pid, stops it
+    by pid."""
     port = free_port()
     env = server_environment(settings)
     env["KETNOI_READ_AUDIT_WINDOW_MS"] = str(window_ms)
@@ -156,7 +159,7 @@ def running_server(settings: Settings, window_ms: float, log_path: Path) -> Iter
         except RuntimeError as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
-        yield base_url
+        yield base_url, process.pid
     finally:
         process.terminate()
         try:
@@ -177,6 +180,7 @@ class ReadRound:
     failures: int
     client_cpu: float
     first_failure: str | None = None
+    server_cpu_ms: float = 0.0  # the server's CPU time per request
 
 
 class ReadLoad:
@@ -315,8 +319,10 @@ class Series:
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    server_cpu_ms: list[float] = field(default_factory=list)
 
     def add(self, result: ReadRound) -> None:
+        self.server_cpu_ms.append(result.server_cpu_ms)
         self.rates.append(result.rate)
         self.p50.append(result.p50_ms)
         self.p99.append(result.p99_ms)
@@ -416,7 +422,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         single = stack.enter_context(raw.connect())
         server_log = data_dir / "server.log"
         stack.callback(count_problems, server_log, results)
-        base_url = stack.enter_context(running_server(settings, args.window_ms, server_log))
+        base_url, server_pid = stack.enter_context(
+            running_server(settings, args.window_ms, server_log)
+        )
         load = ReadLoad(base_url, token, args.clients, cases)
         stack.callback(load.close)
 
@@ -439,7 +447,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             order = ("plain", "audited") if number % 2 else ("audited", "plain")
             got: dict[str, ReadRound] = {}
             for path in order:
+                cpu = cpu_seconds(server_pid)
                 got[path] = load.run(path, args.count)
+                got[path].server_cpu_ms = (cpu_seconds(server_pid) - cpu) * 1000 / args.count
                 results.failures += got[path].failures
                 results.first_failure = results.first_failure or got[path].first_failure
             results.plain.add(got["plain"])
@@ -491,7 +501,17 @@ def count_problems(server_log: Path, results: Results) -> None:
 
 def latency(series: Series) -> str:
     p50, p99 = statistics.median(series.p50), statistics.median(series.p99)
-    return f"p50 {p50:5.1f} ms  p99 {p99:5.1f} ms"
+    cpu = statistics.median(series.server_cpu_ms)
+    return f"p50 {p50:5.1f} ms  p99 {p99:5.1f} ms  server CPU {cpu:.2f} ms/req"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(results: Results, args: argparse.Namespace, context: dict[str, str]) -> None:
