@@ -28,13 +28,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import httpx
@@ -139,8 +140,11 @@ def serve(port: int) -> None:
 
 
 @contextlib.contextmanager
-def running_server(settings: Settings, window_ms: float, log_path: Path) -> Iterator[str]:
-    """This module's server on a free loopback port; yields its base URL, stops it by pid."""
+def running_server(
+    settings: Settings, window_ms: float, log_path: Path
+) -> Iterator[tuple[str, int]]:
+    """This module's server on a free loopback port; yields its base URL and pid, stops it
+    by pid."""
     port = free_port()
     env = server_environment(settings)
     env["KETNOI_READ_AUDIT_WINDOW_MS"] = str(window_ms)
@@ -155,7 +159,7 @@ def running_server(settings: Settings, window_ms: float, log_path: Path) -> Iter
         except RuntimeError as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
-        yield base_url
+        yield base_url, process.pid
     finally:
         process.terminate()
         try:
@@ -176,6 +180,7 @@ class ReadRound:
     failures: int
     client_cpu: float
     first_failure: str | None = None
+    server_cpu_ms: float = 0.0  # the server's CPU time per request
 
 
 class ReadLoad:
@@ -270,6 +275,40 @@ def layout_rate(log: ReadAuditLog, batch: int, batches: int, *, one_originator: 
     return batch * batches / (time.perf_counter() - started)
 
 
+def record_rate(audit: ReadAudit, threads: int, count: int) -> float:
+    """``ReadAudit.record`` calls per second from concurrent threads, in process."""
+    actor = Actor(user_id="bench-cw", agency_id=AGENCY.agency_id, role=Role.CASE_MANAGER)
+    shares = [count // threads + (i < count % threads) for i in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work(share: int) -> None:
+        barrier.wait()
+        try:
+            for _ in range(share):
+                audit.record(
+                    actor=actor,
+                    case_id=uuid4(),
+                    categories=CATEGORIES,
+                    basis=ReadBasis.OWN_CASE,
+                    what="intake.case",
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(s,), daemon=True) for s in shares]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return count / elapsed
+
+
 # --- Rounds and the report -------------------------------------------------------------------
 
 
@@ -280,8 +319,10 @@ class Series:
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    server_cpu_ms: list[float] = field(default_factory=list)
 
     def add(self, result: ReadRound) -> None:
+        self.server_cpu_ms.append(result.server_cpu_ms)
         self.rates.append(result.rate)
         self.p50.append(result.p50_ms)
         self.p99.append(result.p99_ms)
@@ -299,6 +340,7 @@ class Results:
     raw: list[float] = field(default_factory=list)
     paired: list[float] = field(default_factory=list)  # each round's audited / plain
     own: list[float] = field(default_factory=list)  # layout: one originator per read
+    in_process: list[float] = field(default_factory=list)  # record() from N threads
     shared: list[float] = field(default_factory=list)  # layout: one originator per batch
     failures: int = 0
     first_failure: str | None = None
@@ -331,15 +373,13 @@ def seed_cases(service: IntakeService, count: int) -> list[UUID]:
     return cases
 
 
-def audit_counts(settings: Settings) -> tuple[int, int]:
+def audit_counts(conn: psycopg.Connection[Any], settings: Settings) -> tuple[int, int]:
     """Reads in the audit log, and the transactions they were written in."""
-    assert settings.postgres is not None
-    with psycopg.connect(settings.postgres.conninfo()) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT count(*), count(DISTINCT xmin::text) FROM {}").format(
-                sql.Identifier(settings.schema_for(AUDIT), EVENTS_TABLE)
-            )
-        ).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT count(*), count(DISTINCT xmin::text) FROM {}").format(
+            sql.Identifier(settings.schema_for(AUDIT), EVENTS_TABLE)
+        )
+    ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
@@ -368,17 +408,23 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         raw.create()
         migrate(settings)
         service = IntakeService(env=application_env(settings, "intake"))
-        stack.callback(service.close)
-        cases = seed_cases(service, args.cases)
+        try:
+            cases = seed_cases(service, args.cases)
+        finally:
+            service.close()  # its connections are not needed any more
         layout_log = ReadAuditLog(env=audit_env(settings))
         stack.callback(layout_log.close)
+        audit = ReadAudit(settings, window_ms=args.window_ms)
+        stack.callback(audit.close)
         token = TokenService(settings).issue(
             user_id="bench-cw", agency_id=AGENCY.agency_id, province=PROVINCE, roles=[READERS[0]]
         )
         single = stack.enter_context(raw.connect())
         server_log = data_dir / "server.log"
         stack.callback(count_problems, server_log, results)
-        base_url = stack.enter_context(running_server(settings, args.window_ms, server_log))
+        base_url, server_pid = stack.enter_context(
+            running_server(settings, args.window_ms, server_log)
+        )
         load = ReadLoad(base_url, token, args.clients, cases)
         stack.callback(load.close)
 
@@ -391,7 +437,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
                 raise RuntimeError(msg)
         layout_rate(layout_log, args.layout_batch, 5, one_originator=False)
         layout_rate(layout_log, args.layout_batch, 5, one_originator=True)
-        stored_before = audit_counts(settings)
+        record_rate(audit, args.clients, args.warmup)
+        stored_before = audit_counts(single, settings)
+        in_process_tx = 0
 
         for number in range(1, args.rounds + 1):
             results.raw.append(raw_single(raw, single, args.raw_count))
@@ -399,12 +447,17 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             order = ("plain", "audited") if number % 2 else ("audited", "plain")
             got: dict[str, ReadRound] = {}
             for path in order:
+                cpu = cpu_seconds(server_pid)
                 got[path] = load.run(path, args.count)
+                got[path].server_cpu_ms = (cpu_seconds(server_pid) - cpu) * 1000 / args.count
                 results.failures += got[path].failures
                 results.first_failure = results.first_failure or got[path].first_failure
             results.plain.add(got["plain"])
             results.audited.add(got["audited"])
             results.paired.append(got["audited"].rate / got["plain"].rate)
+            before = audit_counts(single, settings)[1]
+            results.in_process.append(record_rate(audit, args.clients, args.count))
+            in_process_tx += audit_counts(single, settings)[1] - before
             if number % 2:
                 results.own.append(layout_log_rate(layout_log, args, one_originator=False))
                 results.shared.append(layout_log_rate(layout_log, args, one_originator=True))
@@ -415,13 +468,16 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
                 f"Round {number}/{args.rounds}: raw {results.raw[-1]:,.0f} tx/s  "
                 f"plain {got['plain'].rate:,.0f}/s p99 {got['plain'].p99_ms:.1f} ms  "
                 f"audited {got['audited'].rate:,.0f}/s p99 {got['audited'].p99_ms:.1f} ms  "
+                f"in process {results.in_process[-1]:,.0f}/s  "
                 f"layout {results.own[-1]:,.0f} vs {results.shared[-1]:,.0f} reads/s"
             )
-        stored_after = audit_counts(settings)
+        stored_after = audit_counts(single, settings)
         layout_reads = 2 * args.rounds * args.layout_batch * args.layout_batches
+        layout_reads += args.rounds * args.count  # and record() in process
         layout_tx = 2 * args.rounds * args.layout_batches
         results.reads_stored = stored_after[0] - stored_before[0] - layout_reads
         results.transactions = stored_after[1] - stored_before[1] - layout_tx
+        results.transactions -= in_process_tx
     return results
 
 
@@ -445,7 +501,17 @@ def count_problems(server_log: Path, results: Results) -> None:
 
 def latency(series: Series) -> str:
     p50, p99 = statistics.median(series.p50), statistics.median(series.p99)
-    return f"p50 {p50:5.1f} ms  p99 {p99:5.1f} ms"
+    cpu = statistics.median(series.server_cpu_ms)
+    return f"p50 {p50:5.1f} ms  p99 {p99:5.1f} ms  server CPU {cpu:.2f} ms/req"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(results: Results, args: argparse.Namespace, context: dict[str, str]) -> None:
@@ -488,6 +554,9 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
         f"  layout, {args.layout_batch} reads per transaction: one originator per read"
         f" {statistics.median(r.own):,.0f} reads/s, one per batch"
         f" {statistics.median(r.shared):,.0f} reads/s",
+        f"  ReadAudit.record from {args.clients} threads in process"
+        f" {statistics.median(r.in_process):8,.0f} reads/s"
+        f" = {statistics.median(r.in_process) / raw:.2f} x raw",
         f"  HTTP failures {r.failures}; server log warnings/errors {r.server_problems}",
         f"  the load generator runs on the same machine and used"
         f" {statistics.median(r.plain.cpu + r.audited.cpu):.0%} of one CPU",

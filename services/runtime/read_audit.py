@@ -98,7 +98,7 @@ class _Waiting:
 
     read: PersonalDataRead
     done: threading.Event = field(default_factory=threading.Event)
-    error: ReadAuditUnavailableError | None = None
+    failed: bool = False
 
 
 class ReadAudit:
@@ -168,14 +168,17 @@ class ReadAudit:
             if self._closing:
                 raise ReadAuditUnavailableError()
             self._queue.append(waiting)
-            self._changed.notify_all()
+            # Wake the writer only when it has something new to do: a first read to wait
+            # for, or a full batch. Every wake-up costs it a turn at the GIL.
+            if len(self._queue) in (1, self.max_batch):
+                self._changed.notify()
         if not waiting.done.wait(self.timeout):
             # The writer is stuck (a database that hangs): refuse rather than wait on. The
             # read may still be stored later, which errs on the side of the record.
             log.warning("read_audit_timeout", seconds=self.timeout, what=what)
             raise ReadAuditUnavailableError()
-        if waiting.error is not None:
-            raise waiting.error
+        if waiting.failed:
+            raise ReadAuditUnavailableError()
 
     @property
     def pending(self) -> int:
@@ -239,18 +242,18 @@ class ReadAudit:
             return [self._queue.popleft() for _ in range(size)]
 
     def _write(self, batch: list[_Waiting]) -> None:
-        error: ReadAuditUnavailableError | None = None
+        failed = False
         try:
             self.log.save(*(waiting.read for waiting in batch))
         except Exception as exc:
             # Never the reads themselves in the log line: ids and counts only.
             log.error("read_audit_save_failed", reads=len(batch), error=type(exc).__name__)
             self._failing = True
-            error = ReadAuditUnavailableError()
+            failed = True
         else:
             if self._failing:
                 log.info("read_audit_recovered", reads=len(batch))
                 self._failing = False
         for waiting in batch:
-            waiting.error = error
+            waiting.failed = failed
             waiting.done.set()

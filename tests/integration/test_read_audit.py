@@ -256,6 +256,29 @@ def test_a_transaction_the_database_refuses_fails_its_batch_and_the_writer_recov
         audit.close()
 
 
+def test_a_caller_is_refused_when_the_store_hangs_and_the_read_is_kept_after(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = ReadAudit(settings.model_copy(update={"read_audit_timeout_seconds": 0.05}))
+    release = threading.Event()
+    real_save = audit.log.save
+
+    def hanging_save(*reads: Any) -> Any:
+        release.wait()
+        return real_save(*reads)
+
+    monkeypatch.setattr(audit.log, "save", hanging_save)
+    try:
+        with pytest.raises(ReadAuditUnavailableError):
+            own_case_read(audit, uuid4())
+    finally:
+        release.set()
+        audit.close()
+    # Refused to its caller, yet stored once the store answered: the record errs on the side
+    # of a read that was not returned, never of data returned without its record.
+    assert len(stored_reads(settings)) == 1
+
+
 def test_nothing_is_recorded_without_categories_or_with_a_basis_that_does_not_fit(
     audit: ReadAudit, settings: Settings
 ) -> None:
