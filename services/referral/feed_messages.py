@@ -39,12 +39,15 @@ from contracts.referral import (
     HandoverCompleted,
     HandoverConfirmed,
     OverrideApproved,
+    OverrideLapsed,
     OverrideRequested,
+    OverrideReviewed,
     ReferralCancelled,
     ReferralCompleted,
     ReferralDispatched,
     ReferralFailed,
     ReferralRejected,
+    WithdrawalNotedDuringOverride,
 )
 from services.referral.domain import Handover, Referral
 from services.runtime.aggregate import Aggregate
@@ -179,7 +182,13 @@ def _referral_messages(referral: Referral, event: Event) -> list[FeedMessage]:
 _TO_SENDER = b',"audience":"sender",'
 _TO_RECIPIENT = b',"audience":"recipient",'
 _CLOSING = (ReferralRejected, ReferralCancelled, ReferralFailed)
-_OVERRIDE = (OverrideRequested, OverrideApproved)
+_OVERRIDE = (
+    OverrideRequested,
+    OverrideApproved,
+    OverrideReviewed,
+    OverrideLapsed,
+    WithdrawalNotedDuringOverride,
+)
 
 
 def referral_update(referral: Referral, event: Event) -> dict[str, Any]:

@@ -105,7 +105,16 @@ def expected_referral_update(
         deadline=event.deadline if isinstance(event, DeadlineMissed) else None,
         due_at=event.due_at if isinstance(event, DeadlineMissed) else None,
         override_id=(
-            event.override_id if isinstance(event, OverrideRequested | OverrideApproved) else None
+            event.override_id
+            if isinstance(
+                event,
+                OverrideRequested
+                | OverrideApproved
+                | OverrideReviewed
+                | OverrideLapsed
+                | WithdrawalNotedDuringOverride,
+            )
+            else None
         ),
         disclosure=(
             expected_disclosure(disclosed, with_data=audience is Audience.RECIPIENT)
