@@ -23,6 +23,7 @@ from services.runtime.application import ServiceApplication
 from services.runtime.auth import TokenService
 from services.runtime.errors import NotFoundError
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -39,6 +40,7 @@ WRITTEN = {
 @pytest.fixture
 def running(pg_settings: Settings) -> Iterator[tuple[TestClient, TokenService, Platform]]:
     migrate(pg_settings)
+    register_agencies(pg_settings, ("dt-swc", "dt-hospital"))
     platform = start(pg_settings, ("intake", "consent", "referral"), poll_interval=0.5)
     tokens = TokenService(pg_settings)
     try:
@@ -92,7 +94,6 @@ def test_one_client_never_gets_409_for_the_followers_work(
         result: dict[str, Any] = r.json()
         return result
 
-    swc = {"agency_id": "dt-swc", "kind": "social_work_centre"}
     grant_body = {
         "categories": ["identity", "needs"],
         "recipients": [{"kind": "hospital"}],
@@ -103,7 +104,7 @@ def test_one_client_never_gets_409_for_the_followers_work(
         "given_by": {"kind": "person"},
     }
     referral_body = {
-        "to_agency": {"agency_id": "dt-hospital", "kind": "hospital"},
+        "to_agency": "dt-hospital",
         "service_type": "health_check",
         "categories": ["identity"],
     }
@@ -114,7 +115,7 @@ def test_one_client_never_gets_409_for_the_followers_work(
                 "route": "rescued",
                 "received_at": (NOW - timedelta(hours=2)).isoformat(),
                 "place": {"province": "dong-thap"},
-                "receiving_agency": swc,
+                "receiving_agency": "dt-swc",
             },
         )
         case_id = case["case_id"]

@@ -14,7 +14,7 @@ from contracts.vocabulary import AgencyKind, Role
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
-from tests.support.agencies import register_agencies
+from tests.support.agencies import TEST_AGENCIES, register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -58,7 +58,7 @@ class Api:
             agency_id=agency,
             province=province,
             roles=roles or [Role.CASE_MANAGER],
-            agency_kind=kind or AgencyKind.SOCIAL_WORK_CENTRE,
+            agency_kind=kind or TEST_AGENCIES[agency][0],
         )
         return {"Authorization": f"Bearer {token}"}
 

@@ -70,6 +70,10 @@ def services(pg_settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
         "KETNOI_SCHEMA_PREFIX": pg_settings.schema_prefix,
         "KETNOI_DATA_DIR": str(pg_settings.data_dir),
         "KETNOI_LOG_FORMAT": "json",
+        # Three processes, each with pools per log it reads: small pools keep the test within
+        # the server's connection limit.
+        "KETNOI_PG_POOL_SIZE": "2",
+        "KETNOI_PG_MAX_OVERFLOW": "2",
     }
     run_ketnoi("migrate", env=env)
     register_agencies(pg_settings)

@@ -19,13 +19,14 @@ from services.cli.wiring import Platform, http_app, start
 from services.runtime.auth import TokenService
 from services.runtime.http import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, MAX_REPORTED_ERRORS
 from services.runtime.settings import Settings
+from tests.support.agencies import register_agencies
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 RECEPTION: dict[str, Any] = {
     "route": "rescued",
     "received_at": (NOW - timedelta(hours=2)).isoformat(),
     "place": {"province": "dong-thap"},
-    "receiving_agency": {"agency_id": "dong-thap-police", "kind": "police"},
+    "receiving_agency": "dong-thap-swc",  # the caller's own agency
 }
 GRANT: dict[str, Any] = {
     "categories": ["identity"],
@@ -93,6 +94,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
         max_request_bytes=LIMIT,
     )
     platform = start(settings, run_followers=False)
+    register_agencies(platform, ("dong-thap-swc", "dong-thap-police", "dong-thap-hospital"))
     with TestClient(http_app(platform, TokenService(settings))) as client:
         yield Api(client, platform, key)
     platform.close()
@@ -128,7 +130,7 @@ def test_an_agency_id_with_capitals_in_a_token_is_a_401_on_every_kind_of_endpoin
             "POST",
             f"/referral/cases/{case_id}/referrals",
             {
-                "to_agency": {"agency_id": "dong-thap-hospital", "kind": "hospital"},
+                "to_agency": "dong-thap-hospital",
                 "service_type": "health_check",
                 "categories": ["identity"],
             },
@@ -170,12 +172,13 @@ def test_token_service_refuses_to_issue_for_an_agency_id_that_is_not_a_slug(
 
 def test_an_agency_id_that_is_not_a_slug_in_a_body_is_a_422_naming_the_field(api: Api) -> None:
     case_id = api.case()
-    bad = {"agency_id": "Dong-Thap-Police", "kind": "police"}
     r = api.client.post(
-        "/intake/cases", json={**RECEPTION, "receiving_agency": bad}, headers=api.token()
+        "/intake/cases",
+        json={**RECEPTION, "receiving_agency": "Dong-Thap-Police"},
+        headers=api.token(),
     )
     problem = assert_problem(r, 422, "invalid-request")
-    assert [e["field"] for e in problem["errors"]] == ["receiving_agency.agency_id"]
+    assert [e["field"] for e in problem["errors"]] == ["receiving_agency"]
 
     grant = {**GRANT, "recipients": [{"agency_id": "hospital_1"}]}
     r = api.client.post(f"/consent/cases/{case_id}/grants", json=grant, headers=api.token())
@@ -183,8 +186,8 @@ def test_an_agency_id_that_is_not_a_slug_in_a_body_is_a_422_naming_the_field(api
     assert problem["errors"][0]["field"] == "recipients.0.agency_id"
 
     parties = [
-        {"agency": {"agency_id": "dong-thap-police", "kind": "police"}, "role": "from"},
-        {"agency": {"agency_id": "DT SWC", "kind": "social_work_centre"}, "role": "to"},
+        {"agency": "dong-thap-police", "role": "from"},
+        {"agency": "DT SWC", "role": "to"},
     ]
     for party in parties:
         party["capacity"] = "officer"
@@ -192,7 +195,7 @@ def test_an_agency_id_that_is_not_a_slug_in_a_body_is_a_422_naming_the_field(api
         f"/referral/cases/{case_id}/handovers", json={"parties": parties}, headers=api.token()
     )
     problem = assert_problem(r, 422, "invalid-request")
-    assert problem["errors"][0]["field"] == "parties.1.agency.agency_id"
+    assert problem["errors"][0]["field"] == "parties.1.agency"
 
 
 # -- body size --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from services.runtime.aggregate import CommandContext
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
 from tests.integration.test_projections import T0, dong_thap_night
-from tests.support.agencies import register_agencies
+from tests.support.agencies import TEST_AGENCIES, register_agencies
 
 pytestmark = pytest.mark.postgres
 
@@ -37,7 +37,7 @@ class Api:
             agency_id=agency,
             province=province,
             roles=roles,
-            agency_kind=kind,
+            agency_kind=TEST_AGENCIES[agency][0] if agency in TEST_AGENCIES else kind,
         )
         return {"Authorization": f"Bearer {token}"}
 

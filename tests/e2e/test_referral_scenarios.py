@@ -385,7 +385,8 @@ def test_a_referral_to_the_police_cannot_claim_to_be_to_a_hospital(api: Api) -> 
     a referral to the police that calls them a hospital must release nothing to them."""
     manager = api.as_("dt-swc", Role.CASE_MANAGER)
     investigator = api.as_("dt-police", Role.AGENCY_STAFF)
-    case = api.receive("dt-police", "dong-thap", 19)
+    # Received by the border guard: the police have no part in her case.
+    case = api.receive("dt-border-guard", "dong-thap", 19)
     api.grant(case, manager)  # identity and needs, to any hospital
     api.post(f"/consent/cases/{case}/refusals", {"recipients": [{"kind": "police"}]}, manager)
     police_events = api.platform.referral.recorder.max_notification_id()

@@ -41,12 +41,13 @@ from services.runtime.errors import ConcurrentChangeError, RuleViolationError
 from services.runtime.follower import Follower, open_upstream
 from services.runtime.persistence import application_env
 from services.runtime.settings import CommandRetry, Settings, SettingsError
+from tests.support.agencies import register_agencies
 
 OFFICER = Actor(user_id="officer-1", agency_id="dt-police", role=Role.INTAKE_OFFICER)
 MANAGER = Actor(user_id="cw-1", agency_id="dt-swc", role=Role.CASE_MANAGER)
 POLICE = AgencyRef(agency_id="dt-police", kind=AgencyKind.POLICE)
 SWC = AgencyRef(agency_id="dt-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE)
-HOSPITAL = AgencyRef(agency_id="dt-hospital", kind=AgencyKind.HOSPITAL)
+HOSPITAL = "dt-hospital"
 WRITTEN = Collection(
     method=CollectionMethod.WRITTEN_FORM,
     form_reference="F",
@@ -65,6 +66,7 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 @pytest.fixture
 def platform(settings: Settings) -> Iterator[Platform]:
     migrate(settings)
+    register_agencies(settings, ("dt-police", "dt-swc", "dt-hospital"))
     running = start(settings, ("intake", "consent", "referral"), run_followers=False)
     yield running
     running.close()
@@ -111,7 +113,7 @@ def refer(platform: Platform, case_id: UUID, key: str | None = None) -> dict[str
         CommandContext(actor=MANAGER, idempotency_key=key),
         case_id,
         from_agency=SWC,
-        to_agency=HOSPITAL,
+        to_agency_id=HOSPITAL,
         service_type=ServiceType.HEALTH_CHECK,
         urgency=Urgency.URGENT,
         purpose=Purpose.SERVICE_PROVISION,
@@ -263,6 +265,7 @@ def test_a_rerun_reads_past_a_stale_aggregate_cache(
 ) -> None:
     """With a cache that is not fast-forwarded, another process's write leaves it stale."""
     migrate(settings)
+    register_agencies(settings, ("dt-police", "dt-swc", "dt-hospital"))
     monkeypatch.setenv("AGGREGATE_CACHE_MAXSIZE", "100")
     monkeypatch.setenv("AGGREGATE_CACHE_FASTFORWARD", "n")
     platform = start(settings, ("intake", "consent", "referral"), run_followers=False)
