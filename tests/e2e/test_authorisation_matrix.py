@@ -27,17 +27,27 @@ everyone; what they may show is checked instead: no referral or handover of the 
 appears that the policy would not let the principal see, and no personal value appears outside
 the cells where ``sight()`` allows it.
 
-Cells that change state get fresh objects: every cell the policy allows (or the route wrongly
-allows) of a command gets a world of its own, built in batches; refused cells share one world
-per operation, since a refusal changes nothing. Every personal value of every world is random
-and searched for in the raw text of every response outside the cells allowed to show it; each
-allowed read of personal data must be in the read audit.
+Cells that change state get fresh objects: every cell of a command that is expected to succeed
+gets a world of its own (a case, its consent, and the referral, override, handover or directory
+entry the operation needs), built in batches with one catch-up of the followers per stage;
+refused cells share one world per operation, since a refusal changes nothing (and a refusal
+that wrongly succeeded fails its cell). Reads share one world per operation. Every personal
+value of every world (the name, a phone number in the contact note, the needs notes, the risk
+plan) is random and searched for in the raw text of every response outside the cells where
+``sight()`` allows a read; the allowed reads of the person's identity must show the name, and
+each allowed read that showed personal values must be in the read audit.
+
+``KNOWN_GAPS`` holds two kinds of disagreement, left for a decision rather than changed here:
+the routes that check the principal's role before they load the case (403 where the policy
+says 404: see ``ROLE_BEFORE_CASE``), and the referral list that fails whole for an admin of a
+recipient agency. ``-s`` prints the matrix's size and the number of gaps.
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,7 +57,7 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.access_policy import Action, Asker, CaseTies, permits, sight
+from contracts.access_policy import RULES, Action, Asker, CaseTies, permits, sight
 from contracts.consent_decision import ConsentDecision
 from contracts.vocabulary import DataCategory, Role
 from services.cli.wiring import Platform, http_app, migrate, start
@@ -70,7 +80,17 @@ WRITTEN = {
     "language": "vi",
     "withdrawal_explained": True,
 }
-MIN_CELLS = 900  # 52 operations x 6 roles x 3 relations = 936 when this was written
+MIN_CELLS = 972  # 54 operations x 6 roles x 3 relations when this was written
+
+
+# Reads that show the person's name to whoever may read their identity.
+NAMED_READS = {
+    ("GET", "/intake/cases/{case_id}"),
+    ("POST", "/intake/cases/{case_id}/break-glass"),
+    ("GET", "/referral/referrals"),
+    ("GET", "/referral/referrals/{referral_id}"),
+}
+MIN_PERSONAL_READS = 13  # the cells of NAMED_READS that sight() lets read the identity
 
 
 def _random_text(prefix: str) -> str:
@@ -179,6 +199,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 "place": {"province": PROVINCE},
             },
         ),
+        ties="reception",
     ),
     ("GET", f"{IN}/{{case_id}}"): Op(
         A.SEE_PROGRESS, lambda w: _body(f"{IN}/{w.case_id}"), mutates=False, reads=ALL
@@ -217,7 +238,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("PUT", f"{IN}/{{case_id}}/contact-preference"): Op(
         A.RECORD_FACTS,
-        lambda w: _body(f"{IN}/{w.case_id}/contact-preference", {"preferred": ["in_person"]}),
+        lambda w: _body(f"{IN}/{w.case_id}/contact-preference", {"preferred": ["messaging"]}),
     ),
     ("PUT", f"{IN}/{{case_id}}/case-manager"): Op(
         A.ASSIGN_CASE_MANAGER,
@@ -228,15 +249,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("POST", f"{IN}/{{case_id}}/stage"): Op(
         A.MANAGE_CASE,
-        lambda w: _body(f"{IN}/{w.case_id}/stage", {"to_stage": "recovery", "reason": "better"}),
+        lambda w: _body(f"{IN}/{w.case_id}/stage", {"to_stage": "crisis", "reason": "better"}),
     ),
     ("POST", f"{IN}/{{case_id}}/closure"): Op(
         A.MANAGE_CASE,
-        lambda w: _body(f"{IN}/{w.case_id}/closure", {"reason": "person_request"}),
+        lambda w: _body(f"{IN}/{w.case_id}/closure", {"reason": "goals_met"}),
     ),
     ("POST", f"{IN}/{{case_id}}/reopening"): Op(
         A.MANAGE_CASE,
-        lambda w: _body(f"{IN}/{w.case_id}/reopening", {"reason": "new_risk"}),
+        lambda w: _body(f"{IN}/{w.case_id}/reopening", {"reason": "new_crisis"}),
         needs=frozenset({"closed"}),
     ),
     # consent
@@ -404,7 +425,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", f"{P}/statistics.csv"): Op(
         None, lambda w: _body(f"{P}/statistics.csv?province={PROVINCE}"), mutates=False
     ),
-    ("POST", f"{P}/rebuild"): Op(None, lambda w: _body(f"{P}/rebuild?view=board"), mutates=False),
+    ("POST", f"{P}/rebuild"): Op(None, lambda w: _body(f"{P}/rebuild?view=cases"), mutates=False),
     ("GET", f"{P}/replay/cases/{{case_id}}"): Op(
         A.AUDIT,
         lambda w: _body(f"{P}/replay/cases/{w.case_id}?as_of={_now_query()}"),
@@ -485,10 +506,76 @@ NO_CASE: dict[tuple[str, str], tuple[frozenset[Role], bool]] = {
 }
 
 Cell = tuple[str, str, Role, str]  # method, path, role, relation
-# Cells where the domain refuses for its own reasons; (status, why).
-DOMAIN: dict[Cell, tuple[int, str]] = {}
-# Cells whose answer disagrees with the policy; the route was left as it is.
-KNOWN_GAPS: dict[Cell, tuple[int, str]] = {}
+CM, CO, AU, AD = Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR, Role.ADMIN
+APPROVAL = f"{R}/referrals/{{referral_id}}/overrides/{{override_id}}/approval"
+REVIEW = f"{R}/referrals/{{referral_id}}/overrides/{{override_id}}/review"
+SECOND_APPROVER = "an override needs a second approver in another role than the requester's"
+THIRD_REVIEWER = "an override is reviewed in a third role (requested by a coordinator, approved "
+# Cells where the domain refuses for its own reasons; (status, why). The test's override was
+# requested by a coordinator and approved by the sender's case manager.
+DOMAIN: dict[Cell, tuple[int, str]] = {
+    ("POST", IN, Role.INTAKE_OFFICER, "other"): (
+        403,
+        "a reception is recorded in one's own province (the policy's reception rule needs no "
+        "tie, and the route adds the province)",
+    ),
+    ("POST", IN, CM, "other"): (403, "a reception is recorded in one's own province"),
+    ("POST", APPROVAL, CO, "own"): (403, SECOND_APPROVER),
+    ("POST", APPROVAL, CO, "same"): (403, SECOND_APPROVER),
+    ("POST", REVIEW, CM, "own"): (403, THIRD_REVIEWER + "by a case manager)"),
+    ("POST", REVIEW, CO, "own"): (403, THIRD_REVIEWER + "by a case manager)"),
+    ("POST", REVIEW, CO, "same"): (403, THIRD_REVIEWER + "by a case manager)"),
+}
+
+# Operations whose route checks the principal's roles (``command_context`` or
+# ``principal.require``) before it loads the case.
+ROLE_BEFORE_CASE = {
+    ("POST", IN),
+    *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("person", "needs-assessments")),
+    *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("risk-assessments", "stage")),
+    *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("closure", "reopening")),
+    *(("PUT", f"{IN}/{{case_id}}/{p}") for p in ("person", "contact-preference", "case-manager")),
+    ("POST", f"{C}/{{case_id}}/grants"),
+    ("POST", f"{C}/{{case_id}}/refusals"),
+    ("POST", f"{C}/{{case_id}}/grants/{{grant_id}}/withdrawal"),
+    ("POST", f"{C}/{{case_id}}/grants/{{grant_id}}/renewal"),
+    ("POST", f"{C}/{{case_id}}/refusals/{{refusal_id}}/lifting"),
+    ("POST", f"{R}/cases/{{case_id}}/referrals"),
+    ("POST", f"{R}/cases/{{case_id}}/handovers"),
+    ("POST", f"{R}/handovers/{{handover_id}}/confirmations"),
+    *(("POST", f"{R}/referrals/{{referral_id}}/{a}") for a in ("acknowledge", "accept")),
+    *(("POST", f"{R}/referrals/{{referral_id}}/{a}") for a in ("reject", "start", "complete")),
+    *(("POST", f"{R}/referrals/{{referral_id}}/{a}") for a in ("fail", "cancel", "overrides")),
+    ("POST", APPROVAL),
+    ("POST", REVIEW),
+    ("GET", f"{P}/replay/cases/{{case_id}}"),
+}
+ROLE_BEFORE_CASE_GAP = (
+    "the route checks the role before it loads the case: a role that may never do this gets "
+    "403 for a case its agency has no tie to, where the policy (and access.check) says 404; "
+    "the 403 does not depend on the case, so it tells nothing of its existence"
+)
+
+
+def _known_gaps() -> dict[Cell, tuple[int, str]]:
+    gaps: dict[Cell, tuple[int, str]] = {
+        ("GET", f"{R}/referrals", AD, "own"): (
+            403,
+            "an admin of the recipient agency gets 403 for the whole list: the list loads the "
+            "referrals sent to its agency and lets the policy's 403 on one of them (admins may "
+            "not see progress) escape instead of leaving that referral out",
+        ),
+    }
+    for key in sorted(ROLE_BEFORE_CASE):
+        op = OPERATIONS[key]
+        assert op.action is not None
+        for role, rel in itertools.product(Role, RELATIONS):
+            agency = agency_of(op, rel)
+            asker = Asker("", agency, province_of(agency), frozenset({role}))
+            permission = permits(asker, ties_for(op, asker), op.action)
+            if role not in RULES[op.action].roles and not permission.visible:
+                gaps[(*key, role, rel)] = (403, ROLE_BEFORE_CASE_GAP)
+    return gaps
 
 
 def agency_of(op: Op, relation: str) -> str:
@@ -499,9 +586,12 @@ def province_of(agency: str) -> str:
     return TEST_AGENCIES[agency][1]
 
 
-def ties_for(op: Op) -> CaseTies:
-    """The ties of the object the operation addresses, as the test built it."""
+def ties_for(op: Op, asker: Asker) -> CaseTies:
+    """The ties of the object the operation addresses, as the test built it; a reception's
+    case, which does not exist yet, will be held by the principal's agency."""
     holders = frozenset({RECEIVER, MANAGER})
+    if op.ties == "reception":
+        return CaseTies(PROVINCE, frozenset({asker.agency_id}))
     if op.ties == "referral":
         return CaseTies(PROVINCE, holders, frozenset({RECIPIENT}), frozenset({MANAGER}))
     if op.ties == "draft":
@@ -524,10 +614,14 @@ def expected_status(key: tuple[str, str], op: Op, asker: Asker, relation: str) -
         if key == ("GET", f"{P}/agencies/{{agency_id}}/queue") and asker.agency_id != RECIPIENT:
             return 403
         return 2
-    permission = permits(asker, ties_for(op), op.action)
+    permission = permits(asker, ties_for(op, asker), op.action)
     if permission.allowed:
         return 2
     return 403 if permission.visible else 404
+
+
+# Cells whose answer disagrees with the policy; the routes were left as they are.
+KNOWN_GAPS = _known_gaps()
 
 
 # -- the platform -------------------------------------------------------------------------------
@@ -600,7 +694,7 @@ class Api:
             assignment = {"case_manager_id": "setup-manager", "agency": MANAGER}
             self.ok("PUT", f"{case}/case-manager", assignment, coordinator)
             if "closed" in op.needs:
-                self.ok("POST", f"{case}/closure", {"reason": "person_request"}, manager)
+                self.ok("POST", f"{case}/closure", {"reason": "goals_met"}, manager)
             if "agency" in op.needs:
                 w.agency_id = f"fresh-{secrets.token_hex(4)}"
                 details = {
@@ -615,7 +709,9 @@ class Api:
                 if "inactive" in op.needs:
                     self.ok("POST", f"{D}/agencies/{w.agency_id}/deactivation", {}, admin)
         self.platform.catch_up()
-        for _op, w in wanted:
+        for op, w in wanted:
+            if not op.person:
+                continue  # consent needs the person's age
             w.grant_id = self.ok("POST", f"{C}/{w.case_id}/grants", GRANT, manager)["grant_id"]
             refusal = {"recipients": [{"kind": "police"}], "statement": "not the police"}
             w.refusal_id = self.ok("POST", f"{C}/{w.case_id}/refusals", refusal, manager)[
@@ -630,7 +726,7 @@ class Api:
                 for step in op.prep:
                     self.ok("POST", f"{R}/referrals/{w.referral_id}/{step}", {}, staff)
             if op.needs & {"draft", "approved"}:
-                shelter = {**REFERRAL, "to_agency": SHELTER, "service_type": "shelter"}
+                shelter = {**REFERRAL, "to_agency": SHELTER, "service_type": "safe_accommodation"}
                 draft = self.ok("POST", f"{R}/cases/{w.case_id}/referrals", shelter, manager)
                 assert draft["status"] == "draft", draft
                 asked = {"reason": "The person needs shelter tonight.", "needed_for_hours": 24}
@@ -654,10 +750,12 @@ class Api:
 
 @pytest.fixture
 def api(pg_settings: Settings) -> Iterator[Api]:
-    migrate(pg_settings)
-    platform = start(pg_settings, run_followers=False)
+    # One request at a time: small pools leave the shared server's connections to others.
+    settings = pg_settings.model_copy(update={"pg_pool_size": 2})
+    migrate(settings)
+    platform = start(settings, run_followers=False)
     register_agencies(platform)
-    tokens = TokenService(pg_settings)
+    tokens = TokenService(settings)
     with TestClient(http_app(platform, tokens)) as client:
         yield Api(client, tokens, platform)
     platform.close()
@@ -721,6 +819,8 @@ def test_every_cell_answers_what_the_policy_says(api: Api) -> None:
     wrong: list[str] = []
     leaks: list[str] = []
     unrecorded: list[str] = []
+    shown_where: list[str] = []  # allowed reads that showed personal values
+    hidden: list[str] = []  # allowed reads of the identity that did not show the name
     exercised = 0
     for key, op, role, rel in cells:
         world = fresh.get((key, role, rel)) or shared[key]
@@ -745,7 +845,7 @@ def test_every_cell_answers_what_the_policy_says(api: Api) -> None:
         # What the policy lets this cell read of the person's data.
         seen: frozenset[DataCategory] = frozenset()
         if op.reads is not None and got // 100 == 2:
-            ties = ties_for(op)
+            ties = ties_for(op, asker)
             if key == ("POST", f"{IN}/{{case_id}}/break-glass"):
                 seen = sight(asker, ties, op.reads, break_glass_reason=REASON).categories
             elif op.ties == "referral":
@@ -755,11 +855,14 @@ def test_every_cell_answers_what_the_policy_says(api: Api) -> None:
                 ).categories
             else:
                 seen = sight(asker, ties, op.reads).categories
+        if DataCategory.IDENTITY in seen and key in NAMED_READS and world.name not in response.text:
+            hidden.append(f"{key[0]} {key[1]} {role.value} {rel}")
         if not seen:
             shown = [v for v in world.personal if v in response.text]
             if shown:
                 leaks.append(f"{key[0]} {key[1]} {role.value} {rel}: shows {shown}")
         elif any(v in response.text for v in world.personal):
+            shown_where.append(f"{key[0]} {key[1]} {role.value} {rel}")
             audit = api.platform.read_audit
             assert audit is not None
             reads = audit.reads_of_case(UUID(world.case_id))
@@ -768,12 +871,17 @@ def test_every_cell_answers_what_the_policy_says(api: Api) -> None:
         if key in (("GET", f"{R}/referrals"), ("GET", f"{R}/handovers")) and got == 200:
             listed_ids = {e.get("referral_id") or e.get("handover_id") for e in response.json()}
             mine = {world.referral_id, world.handover_id} & listed_ids
-            if mine and not permits(asker, ties_for(op), Action.SEE_PROGRESS).allowed:
+            if mine and not permits(asker, ties_for(op, asker), Action.SEE_PROGRESS).allowed:
                 leaks.append(f"{key[0]} {key[1]} {role.value} {rel}: lists {mine}")
 
     size = f"{len(OPERATIONS)} operations x {len(roles)} roles x {len(RELATIONS)} relations"
     print(f"\nauthorisation matrix: {size} = {exercised} cells, {len(fresh)} fresh worlds")
+    gaps = Counter(f"{method} {path}" for method, path, _role, _rel in KNOWN_GAPS)
+    print(f"known gaps: {len(KNOWN_GAPS)} cells of {len(gaps)} operations; domain: {len(DOMAIN)}")
+    print(f"allowed reads that showed personal values (each in the read audit): {len(shown_where)}")
     assert exercised >= MIN_CELLS
+    assert len(shown_where) >= MIN_PERSONAL_READS, shown_where  # the search has found them
     assert not wrong, "\n".join(wrong)
     assert not leaks, "\n".join(leaks)
     assert not unrecorded, "\n".join(unrecorded)
+    assert not hidden, "\n".join(hidden)
