@@ -880,8 +880,8 @@ def test_every_cell_answers_what_the_policy_says(api: Api) -> None:
     print(f"known gaps: {len(KNOWN_GAPS)} cells of {len(gaps)} operations; domain: {len(DOMAIN)}")
     print(f"allowed reads that showed personal values (each in the read audit): {len(shown_where)}")
     assert exercised >= MIN_CELLS
-    assert len(shown_where) >= MIN_PERSONAL_READS, shown_where  # the search has found them
     assert not wrong, "\n".join(wrong)
     assert not leaks, "\n".join(leaks)
     assert not unrecorded, "\n".join(unrecorded)
     assert not hidden, "\n".join(hidden)
+    assert len(shown_where) >= MIN_PERSONAL_READS, shown_where  # the search has found them
