@@ -530,7 +530,6 @@ DOMAIN: dict[Cell, tuple[int, str]] = {
 # Operations whose route checks the principal's roles (``command_context`` or
 # ``principal.require``) before it loads the case.
 ROLE_BEFORE_CASE = {
-    ("POST", IN),
     *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("person", "needs-assessments")),
     *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("risk-assessments", "stage")),
     *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("closure", "reopening")),
