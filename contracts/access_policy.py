@@ -169,6 +169,9 @@ class Permission:
     visible: bool  # False: the case does not exist for this principal (answer 404)
     role: Role | None  # the role the principal acts in when allowed
     reason: str
+    # Refused for the principal's roles alone, whatever the case: answered 403 before the
+    # case is looked at, which tells nothing of whether it exists.
+    by_role: bool = False
 
 
 def permits(asker: Asker, case: CaseTies, action: Action) -> Permission:
@@ -179,7 +182,9 @@ def permits(asker: Asker, case: CaseTies, action: Action) -> Permission:
     roles = [r for r in Role if r in rule.roles and r in asker.roles]
     if not roles:
         names = ", ".join(sorted(r.value for r in rule.roles))
-        return Permission(False, visible, None, f"This needs one of the roles: {names}.")
+        return Permission(
+            False, visible, None, f"This needs one of the roles: {names}.", by_role=True
+        )
     if rule.ties is not None and not ties & rule.ties:
         return Permission(
             False, visible, None, "Your agency has no part in this case that allows this."

@@ -439,8 +439,8 @@ def list_referrals(
             case_files[referral.spec.case_id] = case_file
         try:
             shown.append(read_as(referrals, principal, request, referral, case_file))
-        except ReferralNotFoundError:
-            continue
+        except (ReferralNotFoundError, PermissionDeniedError):
+            continue  # not the principal's to see: left out of the list
     return shown
 
 

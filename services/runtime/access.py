@@ -32,14 +32,16 @@ def check(
     action: Action,
     not_found: Callable[[], NotFoundError],
 ) -> Role:
-    """The role ``principal`` acts in; raises ``not_found()`` or PermissionDeniedError."""
+    """The role ``principal`` acts in. Raises PermissionDeniedError when the principal's roles
+    may never do this (whatever the case) or the case is theirs to see but not to change, and
+    ``not_found()`` when the case does not exist for them."""
     permission = permits(principal.asker, ties, action)
     if permission.allowed:
         assert permission.role is not None
         return permission.role
-    if not permission.visible:
-        raise not_found()
-    raise PermissionDeniedError(permission.reason)
+    if permission.by_role or permission.visible:
+        raise PermissionDeniedError(permission.reason)
+    raise not_found()
 
 
 def record_read(

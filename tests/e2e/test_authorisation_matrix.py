@@ -14,7 +14,8 @@ each of three agencies:
 - ``other``: an agency of another province.
 
 The expected status comes from ``permits()`` with the same ``Asker`` and the ``CaseTies`` of
-the object the operation addresses: allowed -> 2xx, not visible -> 404, else 403. Which
+the object the operation addresses: allowed -> 2xx; refused for the principal's roles alone
+(whatever the case) or visible but not allowed -> 403; not visible -> 404. Which
 personal data a read may show comes from ``sight()``. A few cells where the domain refuses for
 its own reasons are listed in ``DOMAIN`` with the reason; answers that disagree with the policy
 are listed in ``KNOWN_GAPS``.
@@ -37,10 +38,8 @@ plan) is random and searched for in the raw text of every response outside the c
 ``sight()`` allows a read; the allowed reads of the person's identity must show the name, and
 each allowed read that showed personal values must be in the read audit.
 
-``KNOWN_GAPS`` holds two kinds of disagreement, left for a decision rather than changed here:
-the routes that check the principal's role before they load the case (403 where the policy
-says 404: see ``ROLE_BEFORE_CASE``), and the referral list that fails whole for an admin of a
-recipient agency. ``-s`` prints the matrix's size and the number of gaps.
+``KNOWN_GAPS`` would hold cells whose answer disagrees with the policy (none now). ``-s``
+prints the matrix's size and the number of gaps.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.access_policy import RULES, Action, Asker, CaseTies, permits, sight
+from contracts.access_policy import Action, Asker, CaseTies, permits, sight
 from contracts.consent_decision import ConsentDecision
 from contracts.vocabulary import DataCategory, Role
 from services.cli.wiring import Platform, http_app, migrate, start
@@ -527,54 +526,9 @@ DOMAIN: dict[Cell, tuple[int, str]] = {
     ("POST", REVIEW, CO, "same"): (403, THIRD_REVIEWER + "by a case manager)"),
 }
 
-# Operations whose route checks the principal's roles (``command_context`` or
-# ``principal.require``) before it loads the case.
-ROLE_BEFORE_CASE = {
-    *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("person", "needs-assessments")),
-    *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("risk-assessments", "stage")),
-    *(("POST", f"{IN}/{{case_id}}/{p}") for p in ("closure", "reopening")),
-    *(("PUT", f"{IN}/{{case_id}}/{p}") for p in ("person", "contact-preference", "case-manager")),
-    ("POST", f"{C}/{{case_id}}/grants"),
-    ("POST", f"{C}/{{case_id}}/refusals"),
-    ("POST", f"{C}/{{case_id}}/grants/{{grant_id}}/withdrawal"),
-    ("POST", f"{C}/{{case_id}}/grants/{{grant_id}}/renewal"),
-    ("POST", f"{C}/{{case_id}}/refusals/{{refusal_id}}/lifting"),
-    ("POST", f"{R}/cases/{{case_id}}/referrals"),
-    ("POST", f"{R}/cases/{{case_id}}/handovers"),
-    ("POST", f"{R}/handovers/{{handover_id}}/confirmations"),
-    *(("POST", f"{R}/referrals/{{referral_id}}/{a}") for a in ("acknowledge", "accept")),
-    *(("POST", f"{R}/referrals/{{referral_id}}/{a}") for a in ("reject", "start", "complete")),
-    *(("POST", f"{R}/referrals/{{referral_id}}/{a}") for a in ("fail", "cancel", "overrides")),
-    ("POST", APPROVAL),
-    ("POST", REVIEW),
-    ("GET", f"{P}/replay/cases/{{case_id}}"),
-}
-ROLE_BEFORE_CASE_GAP = (
-    "the route checks the role before it loads the case: a role that may never do this gets "
-    "403 for a case its agency has no tie to, where the policy (and access.check) says 404; "
-    "the 403 does not depend on the case, so it tells nothing of its existence"
-)
-
 
 def _known_gaps() -> dict[Cell, tuple[int, str]]:
-    gaps: dict[Cell, tuple[int, str]] = {
-        ("GET", f"{R}/referrals", AD, "own"): (
-            403,
-            "an admin of the recipient agency gets 403 for the whole list: the list loads the "
-            "referrals sent to its agency and lets the policy's 403 on one of them (admins may "
-            "not see progress) escape instead of leaving that referral out",
-        ),
-    }
-    for key in sorted(ROLE_BEFORE_CASE):
-        op = OPERATIONS[key]
-        assert op.action is not None
-        for role, rel in itertools.product(Role, RELATIONS):
-            agency = agency_of(op, rel)
-            asker = Asker("", agency, province_of(agency), frozenset({role}))
-            permission = permits(asker, ties_for(op, asker), op.action)
-            if role not in RULES[op.action].roles and not permission.visible:
-                gaps[(*key, role, rel)] = (403, ROLE_BEFORE_CASE_GAP)
-    return gaps
+    return {}
 
 
 def agency_of(op: Op, relation: str) -> str:
@@ -616,7 +570,7 @@ def expected_status(key: tuple[str, str], op: Op, asker: Asker, relation: str) -
     permission = permits(asker, ties_for(op, asker), op.action)
     if permission.allowed:
         return 2
-    return 403 if permission.visible else 404
+    return 403 if permission.visible or permission.by_role else 404
 
 
 # Cells whose answer disagrees with the policy; the routes were left as they are.

@@ -88,6 +88,8 @@ def test_an_allowed_action_needs_an_allowed_role_and_tie(
     else:
         assert permission.role is None
         assert not (asker.roles & rule.roles) or (rule.ties is not None and not ties & rule.ties)
+    # Refused for the roles alone (answered 403 whatever the case) exactly when no role fits.
+    assert permission.by_role == (not asker.roles & rule.roles)
     # A case the principal has no tie to does not exist for them.
     assert permission.visible == (bool(ties) or (permission.allowed and rule.ties is None))
 
