@@ -38,7 +38,7 @@ def platform(pg_settings: Settings) -> Iterator[Platform]:
     # A few connections are plenty for one test's commands (pools open all of theirs at once).
     settings = pg_settings.model_copy(update={"pg_pool_size": 2, "pg_max_overflow": 2})
     migrate(settings)
-    running = start(settings, ("intake", "consent", "referral"), run_followers=False)
+    running = start(settings, ("directory", "intake", "consent", "referral"), run_followers=False)
     try:
         yield running
     finally:

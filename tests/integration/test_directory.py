@@ -261,9 +261,11 @@ def test_a_platform_closes_the_connections_its_register_opened(pg_settings: Sett
         return int(row[0])
 
     def settled(expected: int) -> int:
-        # A closed connection's server process leaves pg_stat_activity a moment later.
+        # A closed connection's server process leaves pg_stat_activity a moment later. Other
+        # connections of the test run (an earlier test's, closing) may leave meanwhile too, so
+        # this waits for no more than there were, not for exactly as many.
         deadline = time.monotonic() + 10
-        while (now := connections()) != expected and time.monotonic() < deadline:
+        while (now := connections()) > expected and time.monotonic() < deadline:
             time.sleep(0.05)
         return now
 
@@ -276,7 +278,7 @@ def test_a_platform_closes_the_connections_its_register_opened(pg_settings: Sett
     assert pool.max_size <= 2  # a small pool of its own, not a service's ten
     platform.close()
     assert pool.closed
-    assert settled(before) == before
+    assert settled(before) <= before
     # Beside other services the directory keeps a small pool too; on its own, the full one.
     beside = start(pg_settings, ("directory", "intake"), run_followers=False)
     alone = start(pg_settings, ("directory",), run_followers=False)

@@ -150,6 +150,10 @@ def serve_referral(settings: Settings, port: int, log: Path) -> subprocess.Popen
         "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
         "KETNOI_DATA_DIR": str(settings.data_dir),
         "KETNOI_LOG_FORMAT": "json",
+        # Killed processes hold their connections until the server notices: small pools keep
+        # the test within the server's connection limit.
+        "KETNOI_PG_POOL_SIZE": "2",
+        "KETNOI_PG_MAX_OVERFLOW": "2",
     }
     return subprocess.Popen(
         [
@@ -348,6 +352,7 @@ def test_an_override_notes_a_withdrawal_for_its_approver_and_lapses_at_its_end(
     hospital = AgencyRef(agency_id="dt-hospital", kind=AgencyKind.HOSPITAL)
     migrate(pg_settings)
     platform = start(pg_settings, run_followers=False)
+    register_agencies(platform)
     try:
         case_id = add_case(platform, 1)
         platform.catch_up()
@@ -371,7 +376,7 @@ def test_an_override_notes_a_withdrawal_for_its_approver_and_lapses_at_its_end(
             CommandContext(actor=MANAGER),
             case_id,
             from_agency=AgencyRef(agency_id="dt-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE),
-            to_agency=hospital,
+            to_agency_id=hospital.agency_id,
             service_type=ServiceType.PSYCHOLOGICAL_FIRST_AID,
             urgency=Urgency.EMERGENCY,
             purpose=Purpose.SERVICE_PROVISION,
