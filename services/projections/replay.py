@@ -4,7 +4,7 @@ state as of the instant comes from the logs themselves."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -12,9 +12,11 @@ from eventsourcing.persistence import EventStore
 
 from contracts import intake as i
 from contracts import referral as r
+from contracts.access_policy import Asker, CaseTies, sight
 from contracts.consent import consent_record_id
-from contracts.consent_decision import state_at
+from contracts.consent_decision import decide, state_at
 from contracts.envelope import Event
+from contracts.vocabulary import DataCategory, Role
 from services.runtime.errors import NotFoundError
 from services.runtime.follower import Upstream
 
@@ -50,8 +52,9 @@ def replay_case(
             continue  # created after the instant
         referral, disclosure = _fold_referral(events)
         referrals.append(referral)
-        if disclosure is not None and referral["status"] not in ("draft", "on-hold"):
-            visible.append(disclosure)
+        seen = _seen_then(events, disclosure, consent_events, at)
+        if seen is not None:
+            visible.append(seen)
     handovers = []
     for handover_id in handover_ids:
         events = _history(upstreams["referral"], UUID(handover_id), at)
@@ -125,6 +128,62 @@ _STATUS = {
     r.ReferralFailed: "failed",
     r.ReferralPutOnHold: "on-hold",
 }
+
+
+def _seen_then(
+    events: list[Event],
+    disclosure: dict[str, Any] | None,
+    consent_events: list[Event],
+    at: datetime,
+) -> dict[str, Any] | None:
+    """What the recipient of a sent referral could read at ``at``, by the same access policy
+    and consent decision that serve its reads: the disclosed categories the consent in force
+    then permitted (or all of them under an approved override still in force)."""
+    created = events[0]
+    assert isinstance(created, r.ReferralCreated)
+    if disclosure is None or not any(isinstance(e, r.ReferralDispatched) for e in events):
+        return None
+    recipient = created.to_agency.agency_id
+    ties = CaseTies(province=created.province, recipients=frozenset({recipient}))
+    asker = Asker("replay", recipient, created.province, frozenset({Role.AGENCY_STAFF}))
+    disclosed = tuple(DataCategory(c) for c in disclosure["categories"])
+    override = _override_then(events, at)
+    consent = decide(
+        consent_events,
+        recipient=created.to_agency,
+        purpose=created.purpose,
+        categories=disclosed,
+        at=at,
+    )
+    seen = sight(asker, ties, disclosed, consent=consent, override_id=override)
+    if not seen.categories:
+        return None
+    return {
+        **disclosure,
+        "categories": sorted(c.value for c in seen.categories),
+        "fields": [f for f in disclosure["fields"] if f.split(".", 1)[0] in seen.categories],
+        "grant_ids": sorted(str(g) for g in seen.grant_ids),
+        "basis_then": seen.basis.value if seen.basis else None,
+    }
+
+
+def _override_then(events: list[Event], at: datetime) -> UUID | None:
+    """The override in force at ``at`` (approved, not reviewed or lapsed, not past its end)."""
+    requested: dict[UUID, r.OverrideRequested] = {}
+    approved: dict[UUID, datetime] = {}
+    ended: set[UUID] = set()
+    for e in events:
+        if isinstance(e, r.OverrideRequested):
+            requested[e.override_id] = e
+        elif isinstance(e, r.OverrideApproved):
+            approved[e.override_id] = e.timestamp
+        elif isinstance(e, r.OverrideReviewed | r.OverrideLapsed):
+            ended.add(e.override_id)
+    for override_id, since in approved.items():
+        hours = requested[override_id].needed_for_hours if override_id in requested else 0
+        if override_id not in ended and at < since + timedelta(hours=hours):
+            return override_id
+    return None
 
 
 def _fold_referral(events: list[Event]) -> tuple[dict[str, Any], dict[str, Any] | None]:

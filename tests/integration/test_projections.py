@@ -334,6 +334,17 @@ def test_replay_as_of_several_instants(platform: Platform) -> None:
     assert seen == {("dt-hospital", ("identity",)), ("dt-shelter", ("identity",))}
     assert all(v["grant_ids"] for v in later["who_could_see_what"])
 
+    # She withdraws the grant at 3 hours: from then on nobody could read her identity, though
+    # the referrals go on (the record that they were made stays).
+    grant_id = UUID(later["consent"]["grants_in_force"][0]["grant_id"])
+    platform.consent.withdraw(at(180), case_id, grant_id, heard_by=SWC)
+    platform.catch_up()
+    before = projections.replay(case_id, T0 + timedelta(minutes=179))
+    assert {v["agency"] for v in before["who_could_see_what"]} == {"dt-hospital", "dt-shelter"}
+    after = projections.replay(case_id, T0 + timedelta(minutes=181))
+    assert after["who_could_see_what"] == []
+    assert len(after["referrals"]) == 3
+
 
 def test_statistics_count_only_consenting_cases(platform: Platform) -> None:
     for _ in range(16):
