@@ -41,9 +41,11 @@ from contracts.vocabulary import (
 from services.cli.demo_directory import DEMO_AGENCIES, seed_directory
 from services.cli.wiring import Platform
 from services.consent.application import ConsentService
+from services.directory.application import DirectoryService
 from services.intake.application import IntakeService
 from services.referral.application import NamedParty, ReferralService
 from services.runtime.aggregate import CommandContext
+from services.runtime.persistence import application_env
 
 
 def agency(agency_id: str) -> AgencyRef:
@@ -133,7 +135,14 @@ def seed(platform: Platform, data_dir: Path) -> list[SeededCase]:
     """Seed the directory and the Dong Thap and Lao Cai scenarios; a second run changes
     nothing."""
     anchor = _anchor(data_dir)
-    seed_directory(platform.directory)
+    if "directory" in platform.apps:
+        seed_directory(platform.directory)
+    else:  # a platform without the directory in its process: seed the directory's own log
+        directory = DirectoryService(env=application_env(platform.settings, "directory"))
+        try:
+            seed_directory(directory)
+        finally:
+            directory.close()
     seeded = seed_receptions(platform.intake, anchor)
     platform.catch_up()  # the consent service learns of the new cases from the intake log
     seed_consents(platform.consent, anchor, seeded)

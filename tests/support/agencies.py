@@ -96,7 +96,9 @@ def register_agencies(
         register(where.directory, wanted)
         return
     settings = where.settings if isinstance(where, Platform) else where
-    directory = DirectoryService(env=application_env(settings, "directory"))
+    # A connection is enough for a few registrations (the pool would open ten at once).
+    small = settings.model_copy(update={"pg_pool_size": 1, "pg_max_overflow": 0})
+    directory = DirectoryService(env=application_env(small, "directory"))
     try:
         register(directory, wanted)
     finally:
