@@ -268,6 +268,8 @@ def feed(
         settings = _settings()
         configure_logging(settings.effective_log_format, settings.log_level)
         kafka = _kafka_settings(None)
+        if stopping():
+            return  # stopped before it connected to anything
         upstream = open_feed_upstream(settings)
         try:
             tracking = tracking_recorder(settings, create_tables=settings.embedded)
