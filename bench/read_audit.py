@@ -46,6 +46,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from bench.agencies import register_agencies
 from bench.intake_throughput import (
     DEFAULT_MAINTENANCE_URL,
     PROJECT_ROOT,
@@ -59,13 +60,15 @@ from bench.intake_throughput import (
     wait_until_ready,
     with_dbname,
 )
+from contracts.access_policy import Action, sight
 from contracts.audit import PersonalDataRead, ReadBasis
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import PersonDetails, Place
 from contracts.vocabulary import AgencyKind, ArrivalRoute, DataCategory, Role, Sex
 from services.cli.wiring import http_app, migrate, start
-from services.intake.api import CasePublic, in_province_of
+from services.intake.api import CasePublic, allowed
 from services.intake.application import IntakeService
+from services.runtime.access import record_read
 from services.runtime.aggregate import CommandContext
 from services.runtime.auth import CurrentPrincipal, TokenService
 from services.runtime.logging import configure_logging
@@ -98,32 +101,25 @@ bench_router = APIRouter(prefix="/bench", include_in_schema=False)
 
 @bench_router.get("/plain/cases/{case_id}", response_model=CasePublic)
 def read_case_plain(case_id: UUID, intake: Intake, principal: CurrentPrincipal) -> CasePublic:
-    """``GET /intake/cases/{id}`` as it is, without recording the read."""
-    principal.require(*READERS)
+    """``GET /intake/cases/{id}`` through the access gate, without recording the read."""
     case = intake.get_case(case_id)
-    in_province_of(principal)(case)
-    return CasePublic.of(case)
+    allowed(principal, Action.SEE_PROGRESS)(case)
+    return CasePublic.of(case, sight(principal.asker, case.ties))
 
 
 @bench_router.get("/audited/cases/{case_id}", response_model=CasePublic)
 def read_case_audited(
     case_id: UUID, intake: Intake, principal: CurrentPrincipal, request: Request
 ) -> CasePublic:
-    """The same read, recorded in the audit log before the answer leaves."""
-    actor = principal.acting_as(*READERS)
+    """The same read, recorded in the audit log before the answer leaves (as the route
+    ``GET /intake/cases/{id}`` does)."""
     case = intake.get_case(case_id)
-    in_province_of(principal)(case)
-    audit: ReadAudit = request.app.state.read_audit
-    audit.record(
-        actor=actor,
-        case_id=case.id,
-        person_id=case.person_id,
-        categories=CATEGORIES,
-        basis=ReadBasis.OWN_CASE,
-        what="intake.case",
-        correlation_id=getattr(request.state, "correlation_id", None),
+    allowed(principal, Action.SEE_PROGRESS)(case)
+    seen = sight(principal.asker, case.ties)
+    record_read(
+        request, principal, seen, case_id=case.id, what="intake.case", person_id=case.person_id
     )
-    return CasePublic.of(case)
+    return CasePublic.of(case, seen)
 
 
 def serve(port: int) -> None:
@@ -407,6 +403,7 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         raw = RawLog(target.conninfo())
         raw.create()
         migrate(settings)
+        register_agencies(settings, [AGENCY], PROVINCE)
         service = IntakeService(env=application_env(settings, "intake"))
         try:
             cases = seed_cases(service, args.cases)
