@@ -139,6 +139,15 @@ class CaseTies:
     senders: frozenset[str] = frozenset()
     handover_parties: frozenset[str] = frozenset()
 
+    @classmethod
+    def held_by(
+        cls, province: str, receiving_agency_id: str | None, case_manager_agency_id: str | None
+    ) -> CaseTies:
+        """A case as the services holding it know it: it is held by the agency that received
+        the person and by the current case manager's agency (either may not be known)."""
+        held = (receiving_agency_id, case_manager_agency_id)
+        return cls(province=province, holders=frozenset(a for a in held if a is not None))
+
 
 def ties_of(asker: Asker, case: CaseTies) -> frozenset[Tie]:
     """The principal's ties to the case. Agency ties count in any province (an agency may

@@ -105,12 +105,12 @@ class Case(Aggregate):
     @property
     def ties(self) -> CaseTies:
         """The agencies that hold this case: the receiving agency, the case manager's."""
-        holders = set()
-        if self.reception is not None:
-            holders.add(self.reception.receiving_agency.agency_id)
-        if self.case_manager is not None:
-            holders.add(self.case_manager.agency.agency_id)
-        return CaseTies(province=self.province, holders=frozenset(holders))
+        reception, manager = self.reception, self.case_manager
+        return CaseTies.held_by(
+            self.province,
+            reception.receiving_agency.agency_id if reception else None,
+            manager.agency.agency_id if manager else None,
+        )
 
     # -- creation --------------------------------------------------------------------------
 

@@ -105,8 +105,9 @@ class ProjectionService:
         if not found:
             raise CaseTimelineNotFoundError(case_id)
         _key, province, _agency, doc = found[case_key(case_id)]
-        holders = (doc.get("receiving_agency"), doc.get("case_manager_agency"))
-        ties = CaseTies(province=province or "", holders=frozenset(h for h in holders if h))
+        ties = CaseTies.held_by(
+            province or "", doc.get("receiving_agency"), doc.get("case_manager_agency")
+        )
         return ties, list(doc["entries"])
 
     def queue(self, agency_id: str) -> list[dict[str, Any]]:

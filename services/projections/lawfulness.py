@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from contracts.access_policy import CaseTies
 from contracts.audit import PersonalDataRead, ReadBasis
 from contracts.consent import (
     ConsentGranted,
@@ -112,7 +113,8 @@ class Ledger:
     """What the check knows of the logs: each case's holders and consent events, and each
     referral's recipient, purpose, dispatch and approved overrides."""
 
-    holders: dict[UUID, list[tuple[datetime, str]]] = field(default_factory=dict)
+    received_by: dict[UUID, tuple[datetime, str]] = field(default_factory=dict)
+    managers: dict[UUID, list[tuple[datetime, str]]] = field(default_factory=dict)
     consent: dict[UUID, list[Event]] = field(default_factory=dict)  # by consent record id
     referrals: dict[UUID, ReferralFacts] = field(default_factory=dict)
     referrals_of_case: dict[UUID, list[UUID]] = field(default_factory=dict)
@@ -121,9 +123,11 @@ class Ledger:
     def add(self, event: Event) -> None:
         """Take in one event of the intake, consent or referral log (others are ignored)."""
         if isinstance(event, ReceptionRecorded):
-            self._holds(event.originator_id, event.timestamp, event.receiving_agency.agency_id)
+            received = (event.timestamp, event.receiving_agency.agency_id)
+            self.received_by[event.originator_id] = received
         elif isinstance(event, CaseManagerAssigned):
-            self._holds(event.originator_id, event.timestamp, event.agency.agency_id)
+            assigned = (event.timestamp, event.agency.agency_id)
+            self.managers.setdefault(event.originator_id, []).append(assigned)
         elif isinstance(event, CHECKED_EVENTS["consent"]):
             self.consent.setdefault(event.originator_id, []).append(event)
         elif isinstance(event, ReferralCreated):
@@ -140,8 +144,16 @@ class Ledger:
         elif isinstance(event, DisclosureRecorded):
             self.disclosures.append(event)
 
-    def _holds(self, case_id: UUID, since: datetime, agency_id: str) -> None:
-        self.holders.setdefault(case_id, []).append((since, agency_id))
+    def holders_at(self, case_id: UUID, at: datetime) -> frozenset[str]:
+        """The agencies holding the case at ``at``, by the access policy's rule: the
+        receiving agency and the case manager's agency then (the latest assigned by then)."""
+        received = self.received_by.get(case_id)
+        managers = [a for since, a in self.managers.get(case_id, ()) if since <= at]
+        return CaseTies.held_by(
+            "",
+            received[1] if received and received[0] <= at else None,
+            managers[-1] if managers else None,
+        ).holders
 
     def consent_of(self, case_id: UUID) -> list[Event]:
         return self.consent.get(consent_record_id(case_id), [])
@@ -274,8 +286,7 @@ def check_read(ledger: Ledger, read: PersonalDataRead) -> Finding:
     if read.basis is ReadBasis.AUDIT:
         return found(Lawfulness.FLAGGED, f"audit read of {categories} by {agency} ({read.what})")
     if read.basis is ReadBasis.OWN_CASE:
-        holding = {a for since, a in ledger.holders.get(read.case_id, ()) if since <= at}
-        if agency in holding:
+        if agency in ledger.holders_at(read.case_id, at):
             return found(Lawfulness.LAWFUL, f"{agency} held the case ({read.what})")
         return found(
             Lawfulness.UNLAWFUL, f"{agency} read {categories} of a case it did not hold then"

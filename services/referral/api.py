@@ -269,7 +269,7 @@ def referral_ties(referral: Referral, case_file: CaseFile | None) -> CaseTies:
     spec = referral.spec
     return CaseTies(
         province=spec.province,
-        holders=frozenset(case_file.holders) if case_file else frozenset(),
+        holders=case_file.ties.holders if case_file else frozenset(),
         recipients=frozenset({spec.to_agency.agency_id})
         if referral.dispatched_at is not None
         else frozenset(),
@@ -280,7 +280,7 @@ def referral_ties(referral: Referral, case_file: CaseFile | None) -> CaseTies:
 def handover_ties(handover: Handover, case_file: CaseFile | None) -> CaseTies:
     return CaseTies(
         province=handover.spec.province,
-        holders=frozenset(case_file.holders) if case_file else frozenset(),
+        holders=case_file.ties.holders if case_file else frozenset(),
         handover_parties=frozenset(handover.party_ids),
     )
 

@@ -486,6 +486,23 @@ def test_own_case_reads_need_the_agency_to_hold_the_case_then() -> None:
     assert verdict(events, read(ReadBasis.OWN_CASE, 31, stranger, what="intake.case")) is (
         Lawfulness.UNLAWFUL
     )
+    # Once the case passes to another case manager's agency, the former one holds it no more.
+    other_swc = AgencyRef(agency_id="dt-swc-2", kind=AgencyKind.SOCIAL_WORK_CENTRE)
+    moved = CaseManagerAssigned(
+        originator_id=CASE,
+        originator_version=3,
+        timestamp=minutes(60),
+        actor=MANAGER,
+        case_manager_id="cw-2",
+        agency=other_swc,
+    )
+    later = [*events, moved]
+    assert verdict(later, read(ReadBasis.OWN_CASE, 59, MANAGER, what="intake.case")) is (
+        Lawfulness.LAWFUL
+    )
+    assert verdict(later, read(ReadBasis.OWN_CASE, 61, MANAGER, what="intake.case")) is (
+        Lawfulness.UNLAWFUL
+    )
 
 
 def test_override_reads_need_an_approved_override_to_the_readers_agency() -> None:

@@ -85,13 +85,8 @@ class CaseFile(Aggregate):
     @property
     def ties(self) -> CaseTies:
         """The agencies that hold the case, as this log knows them."""
-        return CaseTies(province=self.province, holders=self.holders)
-
-    @property
-    def holders(self) -> frozenset[str]:
-        """The receiving agency and the current case manager's agency."""
-        return frozenset(
-            a for a in (self.receiving_agency_id, self.case_manager_agency_id) if a is not None
+        return CaseTies.held_by(
+            self.province, self.receiving_agency_id, self.case_manager_agency_id
         )
 
     def note_facts(
