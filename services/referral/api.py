@@ -316,18 +316,27 @@ def handover_allows(principal: Principal, action: Action) -> Callable[[Handover]
     return check_handover
 
 
+def read_consent_to_head(request: Request) -> None:
+    """Bring this process's copy of the consent log to its head (or 503 past the bound)."""
+    settings = request.app.state.settings
+    request.app.state.followers["referral"].reach_head("consent", settings.consent_read_timeout)
+
+
 def read_as(
     referrals: ReferralService,
     principal: Principal,
     request: Request,
     referral: Referral,
     case_file: CaseFile | None,
+    *,
+    consent_at_head: bool = False,
 ) -> ReferralPublic:
     """One referral as ``principal`` may see it now, its reading of personal data recorded.
 
     The recipient sees the released data only as far as the consent in force at this instant
-    allows: the service first reads the consent log up to its head, so a withdrawal committed
-    before this request is in force for it, whatever the referral's status.
+    allows: the service first reads the consent log up to its head (unless the caller did,
+    ``consent_at_head``, and loaded the referral after), so a withdrawal committed before this
+    request is in force for it, whatever the referral's status.
     """
     ties = referral_ties(referral, case_file)
     check(principal, ties, Action.SEE_PROGRESS, lambda: ReferralNotFoundError(referral.id))
@@ -336,10 +345,11 @@ def read_as(
     reading = permits(asker, ties, Action.READ_PERSONAL).allowed
     recipient = asker.agency_id in ties.recipients
     if reading and recipient and referral.disclosure is not None:
-        settings = request.app.state.settings
-        request.app.state.followers["referral"].reach_head("consent", settings.consent_read_timeout)
-        referral = referrals.get_referral(referral.id)
-        case_file = referrals.get_case_file(referral.spec.case_id)
+        if not consent_at_head:
+            read_consent_to_head(request)
+            referral = referrals.get_referral(referral.id)
+            case_file = referrals.get_case_file(referral.spec.case_id)
+        assert case_file is not None
         now = utcnow()
         # Only the recipient's own tie counts here: what it holds of the case otherwise is
         # read through the services that hold it.
@@ -416,6 +426,7 @@ def list_referrals(
     """Agency staff see the referrals sent to their agency (and those it sent); case
     managers, their cases' referrals; coordinators and auditors, their province's, without
     the person's data."""
+    read_consent_to_head(request)  # once for the list; the referrals are loaded after it
     if principal.roles & {Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR}:
         entries = referrals.index.referrals_where(case_id=case_id, status=status)
     else:
@@ -438,7 +449,9 @@ def list_referrals(
             case_file = referrals.get_case_file(referral.spec.case_id)
             case_files[referral.spec.case_id] = case_file
         try:
-            shown.append(read_as(referrals, principal, request, referral, case_file))
+            shown.append(
+                read_as(referrals, principal, request, referral, case_file, consent_at_head=True)
+            )
         except (ReferralNotFoundError, PermissionDeniedError):
             continue  # not the principal's to see: left out of the list
     return shown
