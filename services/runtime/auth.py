@@ -24,6 +24,8 @@ from contracts.access_policy import Asker
 from contracts.envelope import Actor, AgencyId
 from contracts.vocabulary import AgencyKind, Role
 from services.runtime.errors import AuthenticationError, PermissionDeniedError
+from services.runtime.files import private_dir
+from services.runtime.hardening import Guard, client_address
 from services.runtime.settings import Environment, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -188,7 +190,7 @@ def _load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
             msg = f"{path} is not an Ed25519 private key"
             raise SettingsError(msg)
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -214,18 +216,32 @@ def authenticate(
 ) -> Principal:
     """FastAPI dependency: the principal of the request's bearer token, or 401.
 
+    An address that presented too many refused tokens lately is locked out (429), and a
+    principal sending faster than its rate limit is refused (429), when the app has a guard.
+
     Where the app knows the agency directory (``app.state.agencies``), the token's agency
     must be in it and active, and the principal's agency kind is the directory's: a token's
     ``agency_kind`` claim is only checked against it, and a disagreement is refused.
     """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError("Send an access token as 'Authorization: Bearer <token>'.")
+    guard: Guard | None = getattr(request.app.state, "guard", None)
+    address = client_address(request.scope)
+    if guard is not None:
+        guard.lockout.check(address)
     tokens: TokenService = request.app.state.tokens
-    principal = tokens.verify(credentials.credentials)
     agencies: AgencyLookup | None = getattr(request.app.state, "agencies", None)
-    if agencies is None:
-        return principal
-    return in_directory(principal, agencies)
+    try:
+        principal = tokens.verify(credentials.credentials)
+        if agencies is not None:
+            principal = in_directory(principal, agencies)
+    except AuthenticationError:
+        if guard is not None:
+            guard.lockout.failed(address)
+        raise
+    if guard is not None:
+        guard.principal(f"{principal.agency_id}/{principal.user_id}")
+    return principal
 
 
 def in_directory(principal: Principal, agencies: AgencyLookup) -> Principal:

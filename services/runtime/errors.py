@@ -17,7 +17,7 @@ class DomainError(Exception):
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
     # Extra response headers of the problem (e.g. Retry-After on a 503).
-    headers: ClassVar[Mapping[str, str]] = {}
+    headers: Mapping[str, str] = {}
 
     def __init__(self, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
@@ -85,4 +85,4 @@ class UnavailableError(DomainError):
     status = 503
     slug = "unavailable"
     title = "Not available right now"
-    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}
+    headers: Mapping[str, str] = {"Retry-After": "1"}

@@ -99,6 +99,46 @@ class Settings(BaseSettings):
     # directory log again (an unknown agency is always looked up at once).
     directory_refresh_seconds: float = Field(default=1.0, gt=0)
 
+    # HTTP: an idle keep-alive connection is closed after this many seconds; a request body
+    # that does not arrive whole within http_body_timeout_seconds is refused (408); past
+    # http_max_connections at once, new ones get 503.
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    http_max_connections: int = Field(default=2048, ge=1)
+
+    # Rate limits (token buckets): requests a second, sustained, with bursts up to the burst
+    # size; 0 turns a limit off. Per principal (a token's user and agency) and per client
+    # address. Past the limit: 429 with Retry-After.
+    rate_limit_per_principal: float = Field(default=50.0, ge=0)
+    rate_limit_principal_burst: int = Field(default=200, ge=1)
+    rate_limit_per_address: float = Field(default=200.0, ge=0)
+    rate_limit_address_burst: int = Field(default=400, ge=1)
+    # After this many refused tokens from one address within the window, that address is
+    # refused (429) for the lockout's length; 0 turns the lockout off.
+    auth_failure_limit: int = Field(default=20, ge=0)
+    auth_failure_window_seconds: float = Field(default=300.0, gt=0)
+    auth_lockout_seconds: float = Field(default=300.0, gt=0)
+
+    # /readyz answers 503 while a follower of this process lags more than this many seconds
+    # behind an upstream log (or stalls on an error).
+    ready_max_lag_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _key_files_exist(self) -> Settings:
+        for variable, path in (
+            ("KETNOI_AUTH_PUBLIC_KEY_FILE", self.auth_public_key_file),
+            ("KETNOI_AUTH_SIGNING_KEY_FILE", self.auth_signing_key_file),
+        ):
+            if path is None or path.is_file():
+                continue
+            # A development signing key is created where it is named; a public key never is.
+            if variable == "KETNOI_AUTH_SIGNING_KEY_FILE" and not path.exists():
+                continue
+            what = "is not a file" if path.exists() else "does not exist"
+            msg = f"{variable} names {path}, which {what}; point it at the key file (PEM)"
+            raise SettingsError(msg)
+        return self
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
