@@ -244,6 +244,11 @@ def subscribe(
 
 @app.command()
 def feed(
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /healthz, /readyz and /metrics (relay lag) on this port."),
+    ] = None,
+    health_host: Annotated[str, typer.Option(help="Address of the health port.")] = "127.0.0.1",
     reset: Annotated[
         bool,
         typer.Option(
@@ -262,6 +267,8 @@ def feed(
     """
     from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
     from services.referral.feed_tracking import tracking_recorder
+    from services.runtime.health import serve_health
+    from services.runtime.metrics import lag_registry
 
     # Handled from the first moment: an orchestrator may stop a relay that is still starting.
     with _stop_on_signals() as stopping:
@@ -285,10 +292,17 @@ def feed(
             )
             raise typer.Exit(2) from None
         log.info("feed_started", position=start, brokers=kafka.bootstrap_list())
+        stop_health = None
+        if health_port is not None:
+            loops = {"relay": relay}
+            registry = lag_registry("ketnoi_relay_lag", lambda: loops)
+            stop_health = serve_health(settings, health_host, health_port, lambda: loops, registry)
         try:
             stopping.when_stopped(relay.stop_soon)
             relay.run()
         finally:
+            if stop_health is not None:
+                stop_health()
             relay.close()
             _close_upstream(upstream)
     log.info("feed_stopped", position=relay.position(), published=relay.published)
