@@ -117,7 +117,26 @@ def consume(
     idle_timeout: float | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Poll, handle, remember, then commit; until stopped, idle too long or enough handled."""
+    """Poll, handle, remember, then commit; until stopped, idle too long or enough handled.
+
+    A commit refused because the consumer group is rebalancing (another subscriber joined
+    or left) is not an error: the records stay uncommitted, the next poll rejoins the group,
+    and whoever then holds their partitions receives them again and skips what this one
+    handled (by ``ce_id``, remembered before the commit).
+    """
+    from kafka.errors import (
+        CommitFailedError,
+        IllegalGenerationError,
+        RebalanceInProgressError,
+        UnknownMemberIdError,
+    )
+
+    rebalancing = (
+        CommitFailedError,
+        RebalanceInProgressError,
+        IllegalGenerationError,
+        UnknownMemberIdError,
+    )
     handled = 0
     last_seen = time.monotonic()
     while not stopping():
@@ -127,7 +146,12 @@ def consume(
             last_seen = time.monotonic()
             handled += handle(records, seen, emit)
             seen.save()
-            consumer.commit()  # only now: a crash before this re-delivers, never loses
+            try:
+                consumer.commit()  # only now: a crash before this re-delivers, never loses
+            except rebalancing as exc:
+                log.warning(
+                    "subscribe_commit_refused", reason=type(exc).__name__, records=len(records)
+                )
         if max_messages is not None and handled >= max_messages:
             break
         if idle_timeout is not None and time.monotonic() - last_seen > idle_timeout:
