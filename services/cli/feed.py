@@ -124,7 +124,7 @@ def consume(
     and whoever then holds their partitions receives them again and skips what this one
     handled (by ``ce_id``, remembered before the commit).
     """
-    from kafka.errors import (
+    from kafka.errors import (  # type: ignore[import-untyped]
         CommitFailedError,
         IllegalGenerationError,
         RebalanceInProgressError,
