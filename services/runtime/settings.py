@@ -33,7 +33,7 @@ class SettingsError(ValueError):
 class PostgresTarget:
     """The parts of a ``postgresql://`` URL that the event store needs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"postgresql", "postgres"}:
             msg = f"KETNOI_DATABASE_URL must start with postgresql:// (got {parts.scheme}://)"
@@ -42,7 +42,7 @@ class PostgresTarget:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 5432
         self.user = unquote(parts.username or "postgres")
-        self.password = unquote(parts.password or "")
+        self.password = password if password is not None else unquote(parts.password or "")
         self.dbname = parts.path.lstrip("/") or "postgres"
 
     def conninfo(self) -> str:
@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     data_dir: Path = Path(".ketnoi")
     database_url: str | None = None
+    # The database password from a file (a container secret) rather than in the URL.
+    database_password_file: Path | None = None
     # Prefix for the service schemas, so several installations (or test runs) share a database.
     schema_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
     pg_pool_size: int = Field(default=10, ge=1)
@@ -126,6 +128,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _key_files_exist(self) -> Settings:
         for variable, path in (
+            ("KETNOI_DATABASE_PASSWORD_FILE", self.database_password_file),
             ("KETNOI_AUTH_PUBLIC_KEY_FILE", self.auth_public_key_file),
             ("KETNOI_AUTH_SIGNING_KEY_FILE", self.auth_signing_key_file),
         ):
@@ -135,7 +138,7 @@ class Settings(BaseSettings):
             if variable == "KETNOI_AUTH_SIGNING_KEY_FILE" and not path.exists():
                 continue
             what = "is not a file" if path.exists() else "does not exist"
-            msg = f"{variable} names {path}, which {what}; point it at the key file (PEM)"
+            msg = f"{variable} names {path}, which {what}; point it at the file"
             raise SettingsError(msg)
         return self
 
@@ -168,7 +171,12 @@ class Settings(BaseSettings):
 
     @property
     def postgres(self) -> PostgresTarget | None:
-        return PostgresTarget(self.database_url) if self.database_url else None
+        if not self.database_url:
+            return None
+        password = None
+        if self.database_password_file is not None:
+            password = self.database_password_file.read_text().strip()
+        return PostgresTarget(self.database_url, password)
 
     @property
     def effective_log_format(self) -> Literal["console", "json"]:
