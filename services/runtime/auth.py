@@ -68,6 +68,11 @@ class Principal(BaseModel):
         return Asker(self.user_id, self.agency_id, self.province, self.roles)
 
 
+class UnverifiableTokenError(AuthenticationError):
+    """A token that is malformed, not signed by the identity provider, or not for Ketnoi:
+    what guessing or forging looks like (an expired token is not one)."""
+
+
 class TokenService:
     """Issues (development only) and verifies access tokens."""
 
@@ -145,7 +150,7 @@ class TokenService:
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("The access token has expired; sign in again.") from None
         except jwt.InvalidTokenError:
-            raise AuthenticationError("The access token is not valid for Ketnoi.") from None
+            raise UnverifiableTokenError("The access token is not valid for Ketnoi.") from None
         try:
             return Principal(
                 user_id=claims["sub"],
@@ -235,7 +240,9 @@ def authenticate(
         principal = tokens.verify(credentials.credentials)
         if agencies is not None:
             principal = in_directory(principal, agencies)
-    except AuthenticationError:
+    except UnverifiableTokenError:
+        # Only tokens that fail verification count: an expired one or an agency since
+        # deactivated is no sign of guessing, and may come from a whole office's address.
         if guard is not None:
             guard.lockout.failed(address)
         raise

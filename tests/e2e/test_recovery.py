@@ -114,7 +114,9 @@ def test_projections_and_intake_processes_recover_from_a_postgres_restart(
         assert down.status_code == 503, down.text
         assert down.headers["content-type"] == PROBLEM_JSON
         assert "Retry-After" in down.headers
-        assert httpx.get(f"{projections}/healthz").status_code == 200
+        alive = httpx.get(f"{projections}/healthz")
+        assert alive.status_code == 200
+        assert "server" not in alive.headers  # no banner
         not_ready = httpx.get(f"{projections}/readyz")
         assert not_ready.status_code == 503
         assert not_ready.json()["checks"]["database"] != "ok"
