@@ -23,9 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts.access_policy import Asker
 from contracts.envelope import Actor, AgencyId
 from contracts.vocabulary import AgencyKind, Role
-from services.runtime.errors import AuthenticationError, PermissionDeniedError
+from services.runtime.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    UnverifiableTokenError,
+)
 from services.runtime.files import private_dir
 from services.runtime.hardening import Guard, client_address
+from services.runtime.oidc import ProviderKeys, principal_claims
 from services.runtime.settings import Environment, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -68,23 +73,27 @@ class Principal(BaseModel):
         return Asker(self.user_id, self.agency_id, self.province, self.roles)
 
 
-class UnverifiableTokenError(AuthenticationError):
-    """A token that is malformed, not signed by the identity provider, or not for Ketnoi:
-    what guessing or forging looks like (an expired token is not one)."""
-
-
 class TokenService:
     """Issues (development only) and verifies access tokens."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._signing_key: Any | None = None
-        if (
+        self._provider: ProviderKeys | None = None
+        self._public_key: Any = None
+        if settings.auth_oidc_issuer_url is not None:
+            # The provider's keys, found by discovery and rotated (fetched when first needed).
+            self._provider = ProviderKeys(
+                settings.auth_oidc_issuer_url,
+                min_refresh_seconds=settings.auth_jwks_min_refresh_seconds,
+                max_age_seconds=settings.auth_jwks_max_age_seconds,
+            )
+        elif (
             settings.environment is Environment.DEVELOPMENT
             and settings.auth_public_key_file is None
         ):
             self._signing_key = _load_or_create_signing_key(settings.signing_key_path())
-            self._public_key: Any = self._signing_key.public_key()
+            self._public_key = self._signing_key.public_key()
         else:
             path = settings.public_key_path()
             try:
@@ -138,27 +147,33 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         """The principal a token names; raises AuthenticationError saying why it is refused."""
+        key, issuer = self._public_key, self.settings.auth_issuer
+        if self._provider is not None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.InvalidTokenError:
+                raise UnverifiableTokenError("The access token is not valid for Ketnoi.") from None
+            key = self._provider.key_for(kid).key
+            issuer = self._provider.issuer or issuer
         try:
             claims = jwt.decode(
                 token,
-                self._public_key,
+                key,
                 algorithms=[self.settings.auth_algorithm],
                 audience=self.settings.auth_audience,
-                issuer=self.settings.auth_issuer,
+                issuer=issuer,
                 options={"require": ["exp", "sub", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("The access token has expired; sign in again.") from None
         except jwt.InvalidTokenError:
             raise UnverifiableTokenError("The access token is not valid for Ketnoi.") from None
+        settings = self.settings
+        fields = principal_claims(
+            claims, settings.auth_claims, settings.auth_roles_client or settings.auth_audience
+        )
         try:
-            return Principal(
-                user_id=claims["sub"],
-                agency_id=claims.get("agency", ""),
-                agency_kind=claims.get("agency_kind"),
-                province=claims.get("province", ""),
-                roles=frozenset(claims.get("roles") or ()),
-            )
+            return Principal(**fields)
         except ValidationError as exc:
             raise AuthenticationError(_claims_problem(exc)) from None
 

@@ -73,6 +73,11 @@ class AuthenticationError(DomainError):
     title = "Authentication required"
 
 
+class UnverifiableTokenError(AuthenticationError):
+    """A token that is malformed, not signed by the identity provider, or not for Ketnoi:
+    what guessing or forging looks like (an expired token is not one)."""
+
+
 class PermissionDeniedError(DomainError):
     status = 403
     slug = "forbidden"

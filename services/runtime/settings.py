@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     # the signing key under the data directory when not given.
     auth_public_key_file: Path | None = None
     auth_signing_key_file: Path | None = None
+    # Or: the identity provider's issuer URL; its keys come from OpenID Connect discovery
+    # and its JWKS, fetched again for a key id not seen yet (at most once every
+    # auth_jwks_min_refresh_seconds) and once auth_jwks_max_age_seconds old.
+    auth_oidc_issuer_url: str | None = Field(default=None, pattern=r"^https?://")
+    auth_jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    auth_jwks_max_age_seconds: float = Field(default=3600.0, gt=0)
+    # Where tokens keep roles: "ketnoi" (a flat "roles" claim) or "keycloak" (also the roles
+    # of client auth_roles_client, by default the audience, and the realm's; others ignored).
+    auth_claims: Literal["ketnoi", "keycloak"] = "ketnoi"
+    auth_roles_client: str | None = None
     token_ttl_minutes: int = Field(default=12 * 60, ge=1)
     # How long a read of a person's data may wait for this process to read the consent log
     # up to its head (so that a withdrawal committed before the read is in force for it).
@@ -151,10 +161,10 @@ class Settings(BaseSettings):
                     "(the embedded default is for trying Ketnoi out)"
                 )
                 raise SettingsError(msg)
-            if self.auth_public_key_file is None:
+            if self.auth_public_key_file is None and self.auth_oidc_issuer_url is None:
                 msg = (
-                    "KETNOI_AUTH_PUBLIC_KEY_FILE is required in production "
-                    "(the identity provider's public key)"
+                    "KETNOI_AUTH_OIDC_ISSUER_URL or KETNOI_AUTH_PUBLIC_KEY_FILE is required in "
+                    "production (the identity provider's issuer, or its public key)"
                 )
                 raise SettingsError(msg)
             if self.auth_signing_key_file is not None:

@@ -52,9 +52,14 @@ def test_the_compose_file_parses_and_names_every_component() -> None:
         assert "/readyz" in " ".join(service["healthcheck"]["test"]), name
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         # Secrets come as files, never as values in the environment.
-        assert {s["source"] for s in service["secrets"]} >= {"db_password", "idp_public_key"}
+        assert {s["source"] for s in service["secrets"]} >= {"db_password"}
         assert not any("PASSWORD=" in str(v) for v in (service.get("environment") or {}))
     assert " ".join(services["relay"]["command"]).startswith("feed")
+    # Keys by discovery from the realm, in Keycloak's claim layout.
+    ketnoi_env = services["intake"]["environment"]
+    assert ketnoi_env["KETNOI_AUTH_OIDC_ISSUER_URL"] == "http://keycloak:8080/realms/ketnoi"
+    assert ketnoi_env["KETNOI_AUTH_CLAIMS"] == "keycloak"
+    assert ketnoi_env["KETNOI_DATABASE_PASSWORD_FILE"] == "/run/secrets/db_password"
     assert services["relay"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name in SERVICES:
         assert services[name]["command"][:2] == ["serve", name]
