@@ -65,6 +65,7 @@ class Action(StrEnum):
     START_HANDOVER = "start_handover"
     CONFIRM_HANDOVER = "confirm_handover"
     AUDIT = "audit"  # replay, rebuild, disclosures and reads
+    GIVE_PERSON_COPY = "give_person_copy"  # everything held about the person, for them
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ RULES: dict[Action, Rule] = {
         (R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF, R.COORDINATOR), (T.HANDOVER_PARTY,)
     ),
     Action.AUDIT: _rule((R.AUDITOR,), (T.AUDITOR,)),
+    # The person asks the agencies that hold their case, who print it for them.
+    Action.GIVE_PERSON_COPY: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), (T.HOLDER,)),
 }
 
 

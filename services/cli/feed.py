@@ -344,7 +344,7 @@ def start_demo_feed(platform: Platform, settings: Settings) -> Callable[[], None
     The broker keeps everything in memory, so the relay's position does too: every start
     re-publishes the whole log to the fresh broker.
     """
-    from services.referral.feed import FeedRelay, open_feed_upstream
+    from services.referral.feed import FeedRelay, open_consent_upstream, open_feed_upstream
     from services.referral.feed import prompt_on_save as prompt_relay
     from services.referral.feed_tracking import in_memory_tracking
     from services.runtime.kafka import KafkaSettings
@@ -362,6 +362,8 @@ def start_demo_feed(platform: Platform, settings: Settings) -> Callable[[], None
         in_memory_tracking(),
         kafka,
         settings=settings,
+        consent=open_consent_upstream(settings, app=platform.apps.get("consent")),
+        audit=platform.read_audit.log if platform.read_audit is not None else None,
     )
     prompt_relay(platform.referral, relay)
     relay.start()

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from contracts.access_policy import Action, CaseTies, Sight, sight
+from contracts.access_policy import ALL_CATEGORIES, Action, CaseTies, Sight, sight
 from contracts.audit import ReadBasis
 from contracts.vocabulary import DataCategory, Role
 from services.projections.application import CaseTimelineNotFoundError, ProjectionService
 from services.projections.statistics import to_csv
 from services.projections.views import DETAILED, describe_type
 from services.runtime.access import check, record_read
+from services.runtime.aggregate import utcnow
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import InvalidRequestError, PermissionDeniedError
 
@@ -80,6 +81,25 @@ def timeline(
         else {**e, "what": describe_type(e["type"])}
         for e in entries
     ]
+
+
+@router.get(
+    "/cases/{case_id}/copy",
+    summary="The person's own copy: everything held about them, every disclosure and read",
+)
+def person_copy(
+    case_id: UUID, projections: Projections, principal: CurrentPrincipal, request: Request
+) -> dict[str, Any]:
+    """For the agencies holding the case, to give the person (seed 002: the person may see
+    their record at any time). The copy is a read of everything about the person: it is
+    recorded first, and is the last of the reads the copy lists."""
+    ties, _ = projections.timeline(case_id)
+    check(principal, ties, Action.GIVE_PERSON_COPY, lambda: CaseTimelineNotFoundError(case_id))
+    seen = sight(principal.asker, ties)
+    assert seen.categories == ALL_CATEGORIES  # a holder's own case: everything
+    record_read(request, principal, seen, case_id=case_id, what="projections.person_copy")
+    reads = request.app.state.read_audit.reads_of_case(case_id)
+    return projections.person_copy(case_id, reads, utcnow())
 
 
 @router.get(

@@ -7,6 +7,8 @@ from typing import Any
 from uuid import UUID
 
 from contracts.access_policy import CaseTies
+from contracts.audit import PersonalDataRead
+from services.projections.person_copy import person_copy
 from services.projections.replay import replay_case
 from services.projections.runner import Projector
 from services.projections.statistics import STEP, THRESHOLD, Cell, publish
@@ -145,6 +147,24 @@ class ProjectionService:
             list(overview["referrals"]),
             list(overview["handovers"]),
         )
+
+    def person_copy(
+        self, case_id: UUID, reads: list[PersonalDataRead], at: datetime
+    ) -> dict[str, Any]:
+        """Everything held about the case's person (``services.projections.person_copy``);
+        raises CaseTimelineNotFoundError when intake does not hold the case."""
+        overview = self.case_overview(case_id) or {"referrals": {}, "handovers": {}}
+        copy = person_copy(
+            self.upstreams,
+            case_id,
+            list(overview["referrals"]),
+            list(overview["handovers"]),
+            reads,
+            at,
+        )
+        if copy is None:
+            raise CaseTimelineNotFoundError(case_id)
+        return copy
 
     def rebuild(self, views: list[str] | None = None, progress: Any = None) -> dict[str, int]:
         return self.projector.rebuild(views, progress)

@@ -20,11 +20,14 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import Mapper, Notification
+from pydantic import TypeAdapter
 
 from contracts import consent as c
 from contracts import intake as i
 from contracts import referral as r
+from contracts.deadlines import DueTimes
 from contracts.envelope import Event, event_types, resolve
+from contracts.referral import DeadlineKind, ReferralStatus
 from contracts.vocabulary import DataCategory
 from services.runtime.persistence import OrjsonTranscoder
 
@@ -161,6 +164,7 @@ ACKNOWLEDGED = _name(r.ReferralAcknowledged)
 STARTED = _name(r.ReferralStarted)
 RESUMED = _name(r.ReferralResumed)
 MISSED = _name(r.DeadlineMissed)
+HELD_ = _name(r.ReferralPutOnHold)
 HANDOVER_STARTED = _name(r.HandoverStarted)
 HANDOVER_CONFIRMED = _name(r.HandoverConfirmed)
 HANDOVER_COMPLETED = _name(r.HandoverCompleted)
@@ -409,6 +413,10 @@ class QueueView(View):
         assert doc is not None
         if fact.type == DISPATCHED:
             doc.update(acknowledge_by=d["acknowledge_by"], first_service_by=d["first_service_by"])
+        elif fact.type == HELD_ and doc["status"] != "on-hold":
+            doc.update(held_in=doc["status"], held_at=fact.at)
+        elif fact.type == RESUMED and doc.get("held_at") is not None:
+            _move_due_times(doc, resumed_at=fact.at)
         if fact.type == MISSED:
             doc["escalated"].append(d["deadline"])
         else:
@@ -418,6 +426,32 @@ class QueueView(View):
         # Until it is sent, a referral is nobody's queue.
         agency = doc["to_agency"] if doc["status"] != "draft" else None
         docs.touch(key, agency=agency)
+
+
+def _move_due_times(doc: dict[str, Any], *, resumed_at: str) -> None:
+    """The due times a referral owed when it was put on hold move later by the time it spent
+    on hold (``contracts.deadlines``, the rule the referral service follows)."""
+    due = DueTimes(_instant(doc["acknowledge_by"]), _instant(doc["first_service_by"]))
+    moved = due.after_hold(
+        ReferralStatus(doc.pop("held_in")),
+        [DeadlineKind(kind) for kind in doc["escalated"]],
+        datetime.fromisoformat(doc.pop("held_at")),
+        datetime.fromisoformat(resumed_at),
+    )
+    doc["acknowledge_by"] = _iso(moved.acknowledge_by)
+    doc["first_service_by"] = _iso(moved.first_service_by)
+
+
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    """As the events write their times (pydantic's JSON: UTC as ``Z``)."""
+    return _INSTANT.dump_python(value, mode="json") if value is not None else None
+
+
+_INSTANT: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 def _waiting_for(status: str) -> str | None:
@@ -517,8 +551,6 @@ CONTACT_ = _name(i.ContactPreferenceRecorded)
 MANAGER_ = _name(i.CaseManagerAssigned)
 REFUSED_ = _name(c.ConsentRefused)
 BLOCKED_ = _name(r.ReferralBlocked)
-HELD_ = _name(r.ReferralPutOnHold)
-
 
 # Sentences that tell the person's details: told to the agencies holding the case only.
 DETAILED: dict[str, DataCategory] = {

@@ -94,6 +94,46 @@ def migrate_read_audit(settings: Settings) -> None:
     ReadAuditLog(env=audit_env(settings, create_tables=True)).close()
 
 
+def personal_data_read(
+    *,
+    actor: Actor,
+    case_id: UUID,
+    categories: Iterable[DataCategory],
+    basis: ReadBasis,
+    what: str,
+    person_id: UUID | None = None,
+    grant_ids: Iterable[UUID] = (),
+    override_id: UUID | None = None,
+    reason: str | None = None,
+    correlation_id: UUID | None = None,
+    at: datetime | None = None,
+) -> PersonalDataRead | None:
+    """The event recording one read (None when ``categories`` is empty: nothing personal was
+    read). ``at`` is the instant the read was decided, now unless given.
+
+    Raises pydantic's ValidationError (a ValueError) when the basis and the other fields do
+    not fit together, e.g. a ``break_glass`` read without a reason.
+    """
+    read_categories = tuple(dict.fromkeys(categories))
+    if not read_categories:
+        return None
+    return PersonalDataRead(
+        originator_id=uuid4(),
+        originator_version=1,
+        timestamp=at or datetime.now(UTC),
+        actor=actor,
+        correlation_id=correlation_id,
+        case_id=case_id,
+        person_id=person_id,
+        categories=read_categories,
+        basis=basis,
+        grant_ids=tuple(dict.fromkeys(grant_ids)),
+        override_id=override_id,
+        reason=reason,
+        what=what,
+    )
+
+
 @dataclass(eq=False)
 class _Waiting:
     """One caller's read, and the answer the writer gives it."""
@@ -147,24 +187,20 @@ class ReadAudit:
         (a ValueError) when the basis and the other fields do not fit together, e.g. a
         ``break_glass`` read without a reason or a ``grant`` read without grant ids.
         """
-        read_categories = tuple(dict.fromkeys(categories))
-        if not read_categories:
-            return
-        read = PersonalDataRead(
-            originator_id=uuid4(),
-            originator_version=1,
-            timestamp=datetime.now(UTC),
+        read = personal_data_read(
             actor=actor,
-            correlation_id=correlation_id,
             case_id=case_id,
-            person_id=person_id,
-            categories=read_categories,
+            categories=categories,
             basis=basis,
-            grant_ids=tuple(dict.fromkeys(grant_ids)),
+            what=what,
+            person_id=person_id,
+            grant_ids=grant_ids,
             override_id=override_id,
             reason=reason,
-            what=what,
+            correlation_id=correlation_id,
         )
+        if read is None:
+            return
         waiting = _Waiting(read)
         with self._changed:
             if self._closing:

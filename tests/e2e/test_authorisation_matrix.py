@@ -79,7 +79,7 @@ WRITTEN = {
     "language": "vi",
     "withdrawal_explained": True,
 }
-MIN_CELLS = 972  # 54 operations x 6 roles x 3 relations when this was written
+MIN_CELLS = 990  # 55 operations x 6 roles x 3 relations when this was written
 
 
 # Reads that show the person's name to whoever may read their identity.
@@ -88,8 +88,9 @@ NAMED_READS = {
     ("POST", "/intake/cases/{case_id}/break-glass"),
     ("GET", "/referral/referrals"),
     ("GET", "/referral/referrals/{referral_id}"),
+    ("GET", "/projections/cases/{case_id}/copy"),
 }
-MIN_PERSONAL_READS = 13  # the cells of NAMED_READS that sight() lets read the identity
+MIN_PERSONAL_READS = 14  # the cells of NAMED_READS that sight() lets read the identity
 
 
 def _random_text(prefix: str) -> str:
@@ -411,6 +412,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         lambda w: _body(f"{P}/cases/{w.case_id}/timeline"),
         mutates=False,
         reads=DETAILED,
+    ),
+    ("GET", f"{P}/cases/{{case_id}}/copy"): Op(
+        A.GIVE_PERSON_COPY,
+        lambda w: _body(f"{P}/cases/{w.case_id}/copy"),
+        mutates=False,
+        reads=ALL,
     ),
     ("GET", f"{P}/agencies/{{agency_id}}/queue"): Op(
         None, lambda w: _body(f"{P}/agencies/{RECIPIENT}/queue"), own=RECIPIENT, mutates=False

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from contracts.consent_decision import ConsentDecision, Verdict
+from contracts.deadlines import DueTimes
 from contracts.envelope import AgencyRef
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
@@ -41,7 +42,6 @@ from contracts.referral import (
 )
 from contracts.vocabulary import DataCategory, Purpose, ServiceType
 from services.referral.domain.case_file import CaseFile
-from services.referral.domain.deadlines import DueTimes
 from services.referral.domain.overrides import Override, override_past_its_end
 from services.referral.settings import Deadlines
 from services.runtime.aggregate import Aggregate, CommandContext, applies
