@@ -157,6 +157,7 @@ def application_env(
         "POSTGRES_SCHEMA": settings.schema_for(service),
         "POSTGRES_POOL_SIZE": str(settings.pg_pool_size),
         "POSTGRES_MAX_OVERFLOW": str(settings.pg_max_overflow),
+        "POSTGRES_CONNECT_TIMEOUT": str(settings.pg_connect_timeout),
         # Kept off: the database functions break notification ordering.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
         "APPLICATION_RECORDER_TOPIC": f"{__name__}:WindowedApplicationRecorder",

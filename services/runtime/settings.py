@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     schema_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
     pg_pool_size: int = Field(default=10, ge=1)
     pg_max_overflow: int = Field(default=10, ge=0)
+    # How long a command waits for a connection of its pool (the event store tries up to ten
+    # times): while the database is away a request is answered 503 after about ten times this.
+    pg_connect_timeout: int = Field(default=5, ge=1, le=60)
 
     log_format: Literal["console", "json"] | None = None
     log_level: str = "info"

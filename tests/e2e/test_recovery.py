@@ -75,6 +75,7 @@ def test_projections_and_intake_processes_recover_from_a_postgres_restart(
         "KETNOI_LOG_FORMAT": "json",
         "KETNOI_PG_POOL_SIZE": "2",
         "KETNOI_PG_MAX_OVERFLOW": "2",
+        "KETNOI_PG_CONNECT_TIMEOUT": "1",
     }
     run_ketnoi("migrate", env=env)
     run_ketnoi("directory", "import", str(HSDS_SAMPLE), env=env)
@@ -120,6 +121,12 @@ def test_projections_and_intake_processes_recover_from_a_postgres_restart(
         not_ready = httpx.get(f"{projections}/readyz")
         assert not_ready.status_code == 503
         assert not_ready.json()["checks"]["database"] != "ok"
+        # A command waits for its pool a bounded time, then is refused with a problem too.
+        refused = httpx.post(
+            f"{intake}/intake/cases", json=_reception(), headers=officer, timeout=90
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == PROBLEM_JSON
 
         restartable_pg.start()
         # No hand restart: the same processes take commands again and the board catches up.
