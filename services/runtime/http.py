@@ -20,7 +20,7 @@ from services.runtime.aggregate import CommandContext
 from services.runtime.auth import Principal, TokenService
 from services.runtime.errors import DomainError, InvalidRequestError
 from services.runtime.logging import get_logger
-from services.runtime.positions import PositionMiddleware
+from services.runtime.positions import PositionMiddleware, document_response_header
 from services.runtime.settings import Settings
 
 PROBLEM_JSON = "application/problem+json"
@@ -128,6 +128,7 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    document_response_header(app)
     return app
 
 

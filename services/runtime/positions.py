@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import Header, Request
+from fastapi import FastAPI, Header, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.runtime.errors import InvalidRequestError
@@ -187,3 +187,31 @@ def wait_for_positions(service: str) -> Callable[..., None]:
                 reader.reach(log, max(deadline - time.monotonic(), 0.0), up_to)
 
     return wait
+
+
+RESPONSE_DESCRIPTION = (
+    "The position this command's events reached in the service's log, with the positions the "
+    "request named (e.g. `consent=812,intake=5295`). Pass it on, unchanged, as the "
+    "`Ketnoi-Position` header of the next request, to any service."
+)
+
+
+def document_response_header(app: FastAPI) -> None:
+    """Name ``Ketnoi-Position`` among the headers of every command's success in OpenAPI."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for operations in schema.get("paths", {}).values():
+            for method, operation in operations.items():
+                if method not in {"post", "put", "patch", "delete"}:
+                    continue
+                for status, response in operation.get("responses", {}).items():
+                    if status.startswith("2"):
+                        response.setdefault("headers", {})[HEADER] = {
+                            "description": RESPONSE_DESCRIPTION,
+                            "schema": {"type": "string", "example": "intake=5295"},
+                        }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -207,3 +207,13 @@ def test_a_position_not_reached_within_the_bound_is_503_naming_the_log(
     assert "intake log" in problem["detail"]
     again = api.client.get(f"/consent/cases/{case}", headers={**api.manager, HEADER: position})
     assert again.status_code == 200, again.text
+
+
+def test_openapi_names_the_header_of_requests_and_of_commands_responses(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    grant = paths["/consent/cases/{case_id}/grants"]["post"]
+    assert HEADER in {p["name"] for p in grant["parameters"] if p["in"] == "header"}
+    assert HEADER in grant["responses"]["201"]["headers"]
+    board = paths["/projections/board"]["get"]
+    assert HEADER in {p["name"] for p in board["parameters"] if p["in"] == "header"}
+    assert "headers" not in board["responses"]["200"]

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.postgres
 
 CASES = 200
 CLIENTS = 8
-UNCARRIED_CASES = 48
+UNCARRIED_CASES = 32
 WAIT_BOUND = 3.0
 NOW = datetime.now(UTC).replace(microsecond=0)
 GRANT = {
