@@ -26,6 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -79,6 +80,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 KILLS = int(os.environ.get("KETNOI_FAULT_KILLS", "20"))
 CLIENTS = int(os.environ.get("KETNOI_FAULT_CLIENTS", "4"))
 SEED = int(os.environ.get("KETNOI_FAULT_SEED", str(random.randrange(1 << 30))))
+SOAK_SECONDS = float(os.environ.get("KETNOI_SOAK_SECONDS", "0"))
+SOAK_CLIENTS = int(os.environ.get("KETNOI_SOAK_CLIENTS", "50"))
 FOLLOWERS = ("consent", "referral", "projections", "feed")
 
 
@@ -274,19 +277,29 @@ def behind(projector: Projector) -> list[str]:
     return late
 
 
-def test_every_process_recovers_by_itself_and_nothing_is_lost_or_doubled(
-    postgres: LocalPostgres, broker: TansuBroker, tmp_path: Path
-) -> None:
-    rng = random.Random(SEED)
-    print(f"\nfault suite: seed {SEED}, {KILLS} kills of each of {', '.join(FOLLOWERS)}")
+@dataclass
+class Cluster:
+    """Every service its own process, on the suite's own PostgreSQL server and broker."""
+
+    postgres: LocalPostgres
+    broker: TansuBroker
+    settings: Settings
+    processes: dict[str, Supervised]
+    watcher: FeedWatcher
+    urls: dict[str, str]
+    tokens: Tokens
+
+
+@pytest.fixture
+def cluster(postgres: LocalPostgres, broker: TansuBroker, tmp_path: Path) -> Iterator[Cluster]:
     settings = Settings(database_url=postgres.url, data_dir=tmp_path / "data")
     kafka = feed_kafka_settings(broker.bootstrap)
     env = {
         "KETNOI_DATABASE_URL": postgres.url,
         "KETNOI_DATA_DIR": str(settings.data_dir),
         "KETNOI_LOG_FORMAT": "json",
-        "KETNOI_PG_POOL_SIZE": "3",
-        "KETNOI_PG_MAX_OVERFLOW": "3",
+        "KETNOI_PG_POOL_SIZE": "5",
+        "KETNOI_PG_MAX_OVERFLOW": "5",
         "KETNOI_POSITION_WAIT_TIMEOUT": "10",
         **kafka_env(kafka),
         "KETNOI_FEED_RETRY_BACKOFF_MAX": "1",
@@ -311,7 +324,6 @@ def test_every_process_recovers_by_itself_and_nothing_is_lost_or_doubled(
         "feed": Supervised("feed", [*KETNOI, "feed"], env, logs, None),
     }
     watcher: FeedWatcher | None = None
-    stop = threading.Event()
     try:
         for p in processes.values():
             p.start()
@@ -319,18 +331,100 @@ def test_every_process_recovers_by_itself_and_nothing_is_lost_or_doubled(
             p.wait_ready()
         watcher = FeedWatcher(kafka, [SENDER, *RECIPIENTS])
         urls = {name: p.base for name, p in processes.items() if p.port}
-        tokens = Tokens(settings)
-        outcomes = Outcomes()
-        clients = run_clients(CLIENTS, urls, tokens, outcomes, stop)
-        killers = [
-            threading.Thread(
-                target=kill_at_random,
-                args=(processes[name], KILLS, stop, random.Random(rng.random())),
-                daemon=True,
-            )
-            for name in FOLLOWERS
-        ]
-        started = time.monotonic()
+        yield Cluster(postgres, broker, settings, processes, watcher, urls, Tokens(settings))
+    finally:
+        if watcher is not None:
+            watcher.close()
+        for p in processes.values():
+            p.stop()
+
+
+def check_afterwards(cluster: Cluster, outcomes: Outcomes) -> None:
+    """Nothing needs a hand; nothing lost or doubled; every feed whole; every view true."""
+    settings, processes, watcher = cluster.settings, cluster.processes, cluster.watcher
+    assert not outcomes.refused, outcomes.refused
+    assert not outcomes.abandoned, outcomes.abandoned
+    # Nothing needs a hand: every process answers, and a new sequence succeeds first time.
+    for name, p in processes.items():
+        assert p.alive(), f"{name} is down: {p.tail()}"
+        assert p.starts == 1 + p.kills, name  # started again by the suite alone
+    final = Outcomes()
+    client = Client(cluster.urls, cluster.tokens, final, give_up=30)
+    try:
+        assert client.sequence(0), report(final, "the sequence after the faults")
+    finally:
+        client.close()
+    assert not final.passing, final.passing
+    outcomes.acknowledged += final.acknowledged
+
+    acknowledged = check_exactly_once(settings, outcomes)
+
+    # Every agency read every event of its referrals, in order, after de-duplication.
+    relay = tracking_recorder(settings)
+    feed_topics = topics_of(FEED_EVENTS)
+    referral_log = open_upstream(settings, "referral", FEED_EVENTS)
+    try:
+        wait_until(
+            "the relay to publish the whole referral log",
+            lambda: (
+                not referral_log.recorder.select_notifications(
+                    (relay.max_tracking_id("referral") or 0) + 1, 1, topics=feed_topics
+                )
+            ),
+        )
+    finally:
+        relay.datastore.close()  # type: ignore[attr-defined]
+        referral_log.recorder.datastore.close()  # type: ignore[attr-defined]
+    wanted = expected_feed(settings)
+    topics = watcher.reader.topics
+    wait_until(
+        "every agency to read its events",
+        lambda: all(
+            delivered(watcher.all_records(), topics).get(k) == v for k, v in wanted.items()
+        ),
+        timeout=60,
+    )
+    records = watcher.all_records()
+    assert delivered(records, topics) == wanted
+    print(
+        f"{acknowledged} acknowledged commands each once in its log; {len(wanted)} "
+        f"(agency, referral) feeds complete and in order from {len(records)} messages "
+        f"({len(records) - sum(map(len, wanted.values()))} duplicates)"
+    )
+
+    # Every read model equals a rebuild from the logs.
+    platform = start(settings, ("projections",), run_followers=False)
+    try:
+        projector = platform.followers["projections"]
+        assert isinstance(projector, Projector)
+        wait_until("the projections process to read every log", lambda: not behind(projector))
+        live = snapshot(settings)
+        projector.rebuild()
+        assert snapshot(settings) == live
+        print(f"read models equal to a rebuild: {', '.join(f'{v} {len(live[v])}' for v in live)}")
+    finally:
+        platform.close()
+
+
+def test_every_process_recovers_by_itself_and_nothing_is_lost_or_doubled(
+    cluster: Cluster,
+) -> None:
+    rng = random.Random(SEED)
+    print(f"\nfault suite: seed {SEED}, {KILLS} kills of each of {', '.join(FOLLOWERS)}")
+    processes, postgres, broker = cluster.processes, cluster.postgres, cluster.broker
+    outcomes = Outcomes()
+    stop = threading.Event()
+    clients = run_clients(CLIENTS, cluster.urls, cluster.tokens, outcomes, stop)
+    killers = [
+        threading.Thread(
+            target=kill_at_random,
+            args=(processes[name], KILLS, stop, random.Random(rng.random())),
+            daemon=True,
+        )
+        for name in FOLLOWERS
+    ]
+    started = time.monotonic()
+    try:
         for k in killers:
             k.start()
         # PostgreSQL and the broker restart mid-load, while processes are being killed, at
@@ -338,92 +432,48 @@ def test_every_process_recovers_by_itself_and_nothing_is_lost_or_doubled(
         time.sleep(rng.uniform(3, 8))
         postgres.restart()
         time.sleep(rng.uniform(3, 8))
-        watcher.restart_broker(broker, processes["feed"])
+        cluster.watcher.restart_broker(broker, processes["feed"])
         for k in killers:
             k.join()
         # Then again with nothing killed: every process rides through them unaided.
         postgres.restart()
-        watcher.restart_broker(broker, processes["feed"])
+        cluster.watcher.restart_broker(broker, processes["feed"])
         completed = outcomes.completed()
         wait_until(
             "every client to complete a sequence after the last restarts",
             lambda: outcomes.completed() >= completed + CLIENTS,
             timeout=180,
         )
+    finally:
         stop.set()
         for c in clients:
             c.join(180)
-        took = time.monotonic() - started
-        print(
-            report(outcomes, f"{len(outcomes.acknowledged)} commands acknowledged in {took:.0f} s")
-        )
-        assert not outcomes.refused, outcomes.refused
-        assert not outcomes.abandoned, outcomes.abandoned
-        assert all(p.kills == KILLS for n, p in processes.items() if n in FOLLOWERS)
+    took = time.monotonic() - started
+    print(report(outcomes, f"{len(outcomes.acknowledged)} commands acknowledged in {took:.0f} s"))
+    assert all(p.kills == KILLS for n, p in processes.items() if n in FOLLOWERS)
+    check_afterwards(cluster, outcomes)
 
-        # Nothing needs a hand: every process answers, and a new sequence succeeds first time.
-        for name, p in processes.items():
-            assert p.alive(), f"{name} is down: {p.tail()}"
-        for name, p in processes.items():
-            assert p.starts == 1 + p.kills, name  # started again by the suite alone
-        final = Outcomes()
-        client = Client(urls, tokens, final, give_up=30)
-        try:
-            assert client.sequence(0), report(final, "the sequence after the faults")
-        finally:
-            client.close()
-        assert not final.passing, final.passing
-        outcomes.acknowledged += final.acknowledged
 
-        acknowledged = check_exactly_once(settings, outcomes)
-
-        # Every agency read every event of its referrals, in order, after de-duplication.
-        relay = tracking_recorder(settings)
-        feed_topics = topics_of(FEED_EVENTS)
-        referral_log = open_upstream(settings, "referral", FEED_EVENTS)
-        try:
-            wait_until(
-                "the relay to publish the whole referral log",
-                lambda: (
-                    not referral_log.recorder.select_notifications(
-                        (relay.max_tracking_id("referral") or 0) + 1, 1, topics=feed_topics
-                    )
-                ),
-            )
-        finally:
-            relay.datastore.close()  # type: ignore[attr-defined]
-            referral_log.recorder.datastore.close()  # type: ignore[attr-defined]
-        wanted = expected_feed(settings)
-        topics = watcher.reader.topics
-        wait_until(
-            "every agency to read its events",
-            lambda: all(
-                delivered(watcher.all_records(), topics).get(k) == v for k, v in wanted.items()
-            ),
-            timeout=60,
-        )
-        records = watcher.all_records()
-        assert delivered(records, topics) == wanted
-        print(
-            f"{acknowledged} acknowledged commands each once in its log; {len(wanted)} "
-            f"(agency, referral) feeds complete and in order from {len(records)} messages "
-            f"({len(records) - sum(map(len, wanted.values()))} duplicates)"
-        )
-
-        # Every read model equals a rebuild from the logs.
-        platform = start(settings, ("projections",), run_followers=False)
-        try:
-            projector = platform.followers["projections"]
-            assert isinstance(projector, Projector)
-            wait_until("the projections process to read every log", lambda: not behind(projector))
-            live = snapshot(settings)
-            projector.rebuild()
-            assert snapshot(settings) == live
-        finally:
-            platform.close()
+@pytest.mark.skipif(not SOAK_SECONDS, reason="make soak runs it (KETNOI_SOAK_SECONDS)")
+def test_agency_clients_for_minutes(cluster: Cluster) -> None:
+    """``make soak``: many concurrent clients for minutes; errors and p99 per route."""
+    outcomes = Outcomes()
+    stop = threading.Event()
+    clients = run_clients(SOAK_CLIENTS, cluster.urls, cluster.tokens, outcomes, stop)
+    started = time.monotonic()
+    try:
+        stop.wait(SOAK_SECONDS)
     finally:
         stop.set()
-        if watcher is not None:
-            watcher.close()
-        for p in processes.values():
-            p.stop()
+        for c in clients:
+            c.join(180)
+    took = time.monotonic() - started
+    print(
+        report(
+            outcomes,
+            f"\n{SOAK_CLIENTS} clients for {took:.0f} s: {len(outcomes.acknowledged)} commands "
+            f"acknowledged ({len(outcomes.acknowledged) / took:.1f} a second), "
+            f"{outcomes.completed()} sequences completed",
+        )
+    )
+    check_afterwards(cluster, outcomes)
