@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format schemas bench clean
+.PHONY: demo test soak lint format schemas bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)  ## run the platform on its embedded default, with the scenarios 
 
 test: $(STAMP)  ## the whole suite (PostgreSQL: see tests/support/postgres.py)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+soak: $(STAMP)  ## the fault suite with 100 kills of each process, then 50 clients for 10 minutes
+	KETNOI_FAULT_KILLS=100 KETNOI_SOAK_SECONDS=600 KETNOI_SOAK_CLIENTS=50 REQUIRE_SERVICES=1 \
+		$(BIN)/python -m pytest tests/e2e/test_faults.py -s $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff, mypy and the import contracts
 	$(BIN)/ruff check .

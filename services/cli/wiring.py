@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from services.consent.api import router as consent_router
 from services.consent.application import ConsentService
@@ -32,6 +32,7 @@ from services.runtime.follower import (
 from services.runtime.http import create_app
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
+from services.runtime.positions import wait_for_positions
 from services.runtime.read_audit import ReadAudit, migrate_read_audit
 from services.runtime.settings import SERVICES, Settings
 
@@ -212,6 +213,14 @@ def _start_projections(platform: Platform, poll_interval: float) -> None:
             prompt_on_save(platform.apps[name], [projections.projector])
 
 
+def _waiting_for_positions(service: str) -> APIRouter:
+    """The service's routes, each first waiting for the logs it follows to be read as far as
+    the request's Ketnoi-Position says."""
+    router = APIRouter(dependencies=[Depends(wait_for_positions(service))])
+    router.include_router(ROUTERS[service])
+    return router
+
+
 def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") -> FastAPI:
     state: dict[str, object] = {
         "settings": platform.settings,
@@ -219,10 +228,11 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
         "agencies": platform.agencies,
         **platform.apps,
     }
-    routers = [ROUTERS[name] for name in platform.apps if name in ROUTERS]
+    names = [name for name in platform.apps if name in ROUTERS]
     if platform.projections is not None:
         state["projections"] = platform.projections
-        routers.append(ROUTERS["projections"])
+        names.append("projections")
+    routers = [_waiting_for_positions(name) for name in names]
     if platform.read_audit is not None:
         state["read_audit"] = platform.read_audit
     return create_app(

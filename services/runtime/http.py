@@ -20,6 +20,7 @@ from services.runtime.aggregate import CommandContext
 from services.runtime.auth import Principal, TokenService
 from services.runtime.errors import DomainError, InvalidRequestError
 from services.runtime.logging import get_logger
+from services.runtime.positions import PositionMiddleware, document_response_header
 from services.runtime.settings import Settings
 
 PROBLEM_JSON = "application/problem+json"
@@ -118,6 +119,7 @@ def create_app(
         settings = tokens.settings
     # Added first, so it runs inside the request context and its 413s are logged too.
     app.add_middleware(RequestBodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(PositionMiddleware)
     app.add_middleware(RequestContextMiddleware)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
@@ -126,6 +128,7 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    document_response_header(app)
     return app
 
 

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # How long a read of a person's data may wait for this process to read the consent log
     # up to its head (so that a withdrawal committed before the read is in force for it).
     consent_read_timeout: float = Field(default=2.0, gt=0, le=30)
+    # How long a request naming positions in logs (Ketnoi-Position) may wait for this process
+    # to read them that far before it decides (then 503).
+    position_wait_timeout: float = Field(default=5.0, gt=0, le=60)
 
     # The read audit's writer: after the first pending read it waits this long for more, then
     # saves up to max_batch reads in one transaction. A caller gives up after timeout seconds.
