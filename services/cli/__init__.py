@@ -71,13 +71,7 @@ def demo(
     console.print("\nUse it as 'Authorization: Bearer <token>'. Stop with Ctrl+C.")
     stop_feed = start_demo_feed(platform, settings) if kafka else None
     try:
-        uvicorn.run(
-            http_app(platform, tokens, title="Ketnoi (demo)"),
-            host=host,
-            port=port,
-            access_log=False,
-            log_level="warning",
-        )
+        _run_http(http_app(platform, tokens, title="Ketnoi (demo)"), settings, host, port)
     finally:
         if stop_feed is not None:
             stop_feed()
@@ -91,29 +85,44 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Run one service as its own process, configured from KETNOI_* variables."""
-    from services.cli.wiring import APPLICATIONS, http_app, start
+    from services.cli.wiring import http_app, start
 
     if service not in SERVICES:
         console.print(
             f"[red]Unknown service {service!r}.[/red] Choose one of: {', '.join(SERVICES)}."
         )
         raise typer.Exit(2)
-    if service not in APPLICATIONS:
-        console.print(f"[red]The {service} service is not part of this version yet.[/red]")
-        raise typer.Exit(2)
     settings = _settings()
     configure_logging(settings.effective_log_format, settings.log_level)
+    tokens = _tokens(settings)
     platform = start(settings, (service,))
     try:
-        uvicorn.run(
-            http_app(platform, TokenService(settings), title=f"Ketnoi {service}"),
-            host=host,
-            port=port,
-            access_log=False,
-            log_level="warning",
-        )
+        _run_http(http_app(platform, tokens, title=f"Ketnoi {service}"), settings, host, port)
     finally:
         platform.close()
+
+
+def _tokens(settings: Settings) -> TokenService:
+    try:
+        return TokenService(settings)
+    except (SettingsError, ValueError) as exc:
+        console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _run_http(app: object, settings: Settings, host: str, port: int) -> None:
+    """Serve an app with uvicorn: no server banner, and slow or idle clients cut off."""
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        limit_concurrency=settings.http_max_connections,
+        timeout_graceful_shutdown=10,
+    )
 
 
 @app.command()

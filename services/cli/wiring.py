@@ -30,6 +30,7 @@ from services.runtime.follower import (
     prompt_on_save,
 )
 from services.runtime.http import create_app
+from services.runtime.metrics import lag_registry
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.positions import wait_for_positions
@@ -235,6 +236,7 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
     routers = [_waiting_for_positions(name) for name in names]
     if platform.read_audit is not None:
         state["read_audit"] = platform.read_audit
+    state["metrics_registry"] = lag_registry("ketnoi_follower_lag", lambda: platform.followers)
     return create_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )

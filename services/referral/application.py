@@ -56,6 +56,7 @@ from services.runtime.aggregate import CommandContext, utcnow
 from services.runtime.application import Result
 from services.runtime.follower import FollowingApplication, Processing, UpstreamAheadError
 from services.runtime.logging import get_logger
+from services.runtime.metrics import DEADLINE_ESCALATIONS
 
 log = get_logger("ketnoi.referral")
 _SYSTEM = Actor(user_id="ketnoi-deadline-watch", agency_id=PLATFORM_AGENCY_ID, role=Role.ADMIN)
@@ -490,6 +491,7 @@ class ReferralService(FollowingApplication):
                 log.info("override_lapsed", referral_id=str(referral_id), override_id=str(lapsed))
             if kinds:
                 escalated += len(kinds)
+                DEADLINE_ESCALATIONS.inc(len(kinds))
                 log.warning(
                     "deadline_missed",
                     referral_id=str(referral_id),

@@ -49,7 +49,7 @@ from services.referral.domain import Referral
 from services.referral.feed_messages import FEED_EVENTS, FeedMessage, FeedView, recipient_sight
 from services.referral.feed_tracking import UPSTREAM, close_recorder, forget_position
 from services.runtime.application import ServiceApplication
-from services.runtime.follower import Upstream, open_upstream
+from services.runtime.follower import Lag, Upstream, open_upstream, upstream_lag
 from services.runtime.kafka import (
     KafkaError,
     KafkaSettings,
@@ -174,6 +174,7 @@ class FeedRelay:
         self._topic_names: dict[str, str] = {}  # agency id -> its topic
         self._position: int | None = None
         self._thread: threading.Thread | None = None
+        self._running = False
         # Waits for the broker's acknowledgements while the next batch is read.
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed-flush")
 
@@ -331,6 +332,18 @@ class FeedRelay:
 
     # -- running -------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether the loop runs and its last round ended without an error."""
+        return self._running and self.error is None
+
+    def lag(self) -> list[Lag]:
+        """How far the acknowledged position is behind the referral log (reads the log)."""
+        position = self._position
+        if position is None:
+            position = self.tracking.max_tracking_id(self.upstream.name) or 0
+        return [upstream_lag(self.upstream, position, self.upstream.topics)]
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="feed-relay", daemon=True)
         self._thread.start()
@@ -353,6 +366,7 @@ class FeedRelay:
         """Publish, then wait for a NOTIFY, a prompt or the poll interval; until stopped."""
         listener: psycopg.Connection[Any] | None = None
         backoff = self.feed.retry_backoff
+        self._running = True
         try:
             while not self.stopping.is_set():
                 try:
@@ -385,6 +399,7 @@ class FeedRelay:
                     listener = None
                     self.stopping.wait(self.feed.poll_interval)
         finally:
+            self._running = False
             _close_connection(listener)
 
     def _listen(self) -> psycopg.Connection[Any] | None:

@@ -19,6 +19,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessR
 from psycopg import sql
 
 from contracts.envelope import Event, resolve
+from services.runtime.files import private_file
 from services.runtime.settings import SERVICES, Settings
 
 
@@ -140,10 +141,9 @@ def application_env(
         raise ValueError(msg)
     target = settings.postgres
     if target is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": str(settings.data_dir / f"{service}.sqlite"),
+            "SQLITE_DBNAME": str(private_file(settings.data_dir / f"{service}.sqlite")),
             "SQLITE_LOCK_TIMEOUT": "10",
             "CREATE_TABLE": "yes" if create_tables in (None, True) else "no",
         }

@@ -29,7 +29,9 @@ from contracts.envelope import Actor
 from contracts.vocabulary import DataCategory
 from services.runtime.application import ServiceApplication
 from services.runtime.errors import DomainError
+from services.runtime.files import private_file
 from services.runtime.logging import get_logger
+from services.runtime.metrics import READ_AUDIT_WRITES
 from services.runtime.persistence import application_env, decode_stored
 from services.runtime.settings import Settings
 
@@ -70,7 +72,7 @@ def audit_env(settings: Settings, *, create_tables: bool | None = None) -> dict[
     # The same settings as a service's log, placed in a schema and a file of its own.
     env = application_env(settings, "intake", create_tables=create_tables)
     if settings.postgres is None:
-        env["SQLITE_DBNAME"] = str(settings.data_dir / f"{AUDIT}.sqlite")
+        env["SQLITE_DBNAME"] = str(private_file(settings.data_dir / f"{AUDIT}.sqlite"))
     else:
         env["POSTGRES_SCHEMA"] = settings.schema_for(AUDIT)
         # One writer thread and the occasional auditor's query.
@@ -287,6 +289,7 @@ class ReadAudit:
             self._failing = True
             failed = True
         else:
+            READ_AUDIT_WRITES.inc(len(batch))
             if self._failing:
                 log.info("read_audit_recovered", reads=len(batch))
                 self._failing = False

