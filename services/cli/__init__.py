@@ -165,6 +165,7 @@ def token(
 from services.cli import audit as audit  # noqa: E402
 from services.cli import directory as directory  # noqa: E402
 from services.cli import feed as feed  # noqa: E402
+from services.cli import seal as seal  # noqa: E402
 
 
 def main() -> None:

@@ -83,4 +83,3 @@ class SealTables:
     @property
     def cosignatures(self) -> str:
         return f"{self.events}_cosignatures"
-

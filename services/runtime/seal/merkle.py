@@ -175,7 +175,9 @@ def root_from_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes
     return r
 
 
-def verify_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], root: bytes) -> None:
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, path: Sequence[bytes], root: bytes
+) -> None:
     """Raise ProofError unless the leaf hash is at ``index`` of the tree with ``root``."""
     if root_from_inclusion(index, size, leaf, path) != root:
         raise ProofError("the audit path does not lead to the checkpoint's root")

@@ -136,6 +136,10 @@ class PostgresSeal:
             "INSERT INTO {s}.{checkpoints} (size, root, signed_at, note) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
         ).format(**ident)
+        self._insert_cosignature = SQL(
+            "INSERT INTO {s}.{cosignatures} (size, key_name, line, signed_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        ).format(**ident)
         self._select_last_checkpoint = SQL(
             "SELECT max(size) AS size FROM {s}.{checkpoints}"
         ).format(**ident)
@@ -200,6 +204,12 @@ class PostgresSeal:
             size, root, note = self.checkpoints.note(frontier)
             curs.execute(self._insert_checkpoint, (size, root, datetime.now(UTC), note))
             return size
+
+    def add_cosignature(self, size: int, key_name: str, line: str) -> None:
+        """Store a witness's signature line over the checkpoint of ``size``."""
+        datastore = self.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(self._insert_cosignature, (size, key_name, line, datetime.now(UTC)))
 
     def seal_backlog(self) -> int:
         """Seal events stored before the seal existed (an older database); returns how many."""
@@ -310,6 +320,15 @@ class SQLiteSeal:
             c.execute(self._insert_checkpoint, (size, root, datetime.now(UTC).isoformat(), note))
             return size
 
+    def add_cosignature(self, size: int, key_name: str, line: str) -> None:
+        """Store a witness's signature line over the checkpoint of ``size``."""
+        datastore = self.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=True) as c:
+            c.execute(
+                f"INSERT OR IGNORE INTO {self.seal_tables.cosignatures} VALUES (?, ?, ?, ?)",
+                (size, key_name, line, datetime.now(UTC).isoformat()),
+            )
+
     def seal_backlog(self) -> int:
         """Seal events stored before the seal existed (an older file); returns how many."""
         datastore = self.datastore  # type: ignore[attr-defined]
@@ -342,3 +361,6 @@ class SealedSQLiteApplicationRecorder(SQLiteSeal, SQLiteApplicationRecorder):
 
 class SealedSQLiteProcessRecorder(SQLiteSeal, SQLiteProcessRecorder):
     """A following service's log (events and tracking) in its SQLite file, sealed."""
+
+
+SealedRecorder = PostgresSeal | SQLiteSeal
