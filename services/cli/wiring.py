@@ -33,6 +33,8 @@ from services.runtime.http import create_app
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.read_audit import ReadAudit, migrate_read_audit
+from services.runtime.seal.api import router as seal_router
+from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import SERVICES, Settings
 
 DESCRIPTION = (
@@ -101,6 +103,17 @@ class Platform:
             total += done
             if done == 0:
                 return total
+
+    def checkpoint(self) -> dict[str, int | None]:
+        """Sign a checkpoint of each log this process writes that grew since its last."""
+        logs = {name: app.recorder for name, app in self.apps.items()}
+        if self.read_audit is not None:
+            logs["audit"] = self.read_audit.log.recorder
+        return {
+            name: recorder.checkpoint_now()
+            for name, recorder in logs.items()
+            if isinstance(recorder, PostgresSeal | SQLiteSeal)
+        }
 
     def close(self) -> None:
         for task in self.periodic:
@@ -177,6 +190,9 @@ def start(
             )
             platform.periodic.append(watch)
             watch.start()
+        sealer = Periodic("seal-checkpoints", platform.checkpoint, settings.seal_checkpoint_seconds)
+        platform.periodic.append(sealer)
+        sealer.start()
     return platform
 
 
@@ -220,6 +236,7 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
         **platform.apps,
     }
     routers = [ROUTERS[name] for name in platform.apps if name in ROUTERS]
+    routers.append(seal_router)
     if platform.projections is not None:
         state["projections"] = platform.projections
         routers.append(ROUTERS["projections"])

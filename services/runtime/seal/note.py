@@ -57,7 +57,7 @@ class Verifier:
     @classmethod
     def parse(cls, vkey: str) -> Verifier:
         """Read ``name+hash+key``; raises NoteError when it is malformed."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3 or not _NAME.match(parts[0]):
             raise NoteError(f"not a verifier key: {vkey.strip()[:80]!r}")
         name, hash_hex, encoded = parts

@@ -38,8 +38,12 @@ def recorders(settings: Settings, logs: Sequence[str] = LOGS) -> Iterator[dict[s
     policy; closed on exit."""
     opened: dict[str, SealedRecorder] = {}
     factories = []
+    with open_logs(settings, logs) as sources:
+        existing = {source.name for source in sources}
     try:
         for log in logs:
+            if log not in existing:
+                continue
             env = (
                 audit_env(settings, create_tables=False)
                 if log == AUDIT
@@ -47,8 +51,6 @@ def recorders(settings: Settings, logs: Sequence[str] = LOGS) -> Iterator[dict[s
             )
             if settings.postgres is not None:
                 env["POSTGRES_POOL_SIZE"], env["POSTGRES_MAX_OVERFLOW"] = "1", "0"
-            elif not (settings.data_dir / f"{log}.sqlite").exists():
-                continue
             factory = InfrastructureFactory.construct(Environment(log, env))
             factories.append(factory)
             recorder = factory.application_recorder()

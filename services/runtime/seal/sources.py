@@ -137,10 +137,21 @@ class SQLiteLog:
             (after, upto if upto is not None else 2**62),
         ).fetchall()
         fromhex = bytes.fromhex
-        return [(p, fromhex(o), v, t, s) for p, o, v, t, s in rows]
+        try:
+            return [(p, fromhex(o), v, t, s) for p, o, v, t, s in rows]
+        except (TypeError, ValueError):
+            return [(p, _raw_id(o), v, t, s) for p, o, v, t, s in rows]
 
     def count_events(self) -> int:
         return int(self.conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+
+
+def _raw_id(stored: object) -> bytes:
+    # A hand-edited id that is no longer hex still has to be named, not crash the check.
+    try:
+        return bytes.fromhex(str(stored))
+    except ValueError:
+        return str(stored).encode()
 
 
 @contextmanager

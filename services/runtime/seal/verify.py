@@ -28,6 +28,8 @@ from services.runtime.seal.note import NoteError, SignedNote, Verifier, parse_no
 from services.runtime.seal.sources import EventRow, LeafRow, LogSource
 
 CHUNK = 50_000
+_BEFORE_ANY = -(2**62)
+_UNREADABLE = b"\xff" * 32
 _REORDER_CANDIDATES = 64
 
 Progress = Callable[[str, int], None]
@@ -98,7 +100,7 @@ def verify_log(
     checker.load_checkpoints(log.checkpoints(), log.cosignatures())
     head = log.head()
     report.size = head.size
-    last_position = 0
+    last_position = _BEFORE_ANY  # a row slipped in before the first is found too
     idx = 0
     while True:
         leaves = log.leaves(idx, CHUNK)
@@ -116,7 +118,7 @@ def verify_log(
             Problem(log.name, "inserted", row[0], "a row that was never sealed follows the log")
         )
     frontier = checker.frontier
-    if (head.size, head.last_position) != (frontier.size, last_position) or (
+    if (head.size, head.last_position) != (frontier.size, max(last_position, 0)) or (
         head.frontier != frontier.to_bytes()
     ):
         report.problems.append(
@@ -149,10 +151,13 @@ def _check_chunk(
         )
     stored = [leaf[3] for leaf in leaves]
     if [leaf[1] for leaf in leaves] == [e[0] for e in events]:
-        hashes = leaf_hashes(
-            (p, leaf[2], oid, v, t, s)
-            for leaf, (p, oid, v, t, s) in zip(leaves, events, strict=True)
-        )
+        try:
+            hashes = leaf_hashes(
+                (p, leaf[2], oid, v, t, s)
+                for leaf, (p, oid, v, t, s) in zip(leaves, events, strict=True)
+            )
+        except (TypeError, ValueError, OverflowError):
+            hashes = []  # a value of the wrong type: the slow walk names its row
         if hashes == stored:
             return hashes
     return _slow_chunk(log, report, after, leaves, events)
@@ -184,8 +189,7 @@ def _slow_chunk(
             )
             hashes.append(stored)
             continue
-        p, oid, v, t, s = event
-        (computed,) = leaf_hashes([(p, sealed_at, oid, v, t, s)])
+        computed = _leaf_hash(event, sealed_at)
         hashes.append(computed)
         if computed != stored:
             mismatched.append((leaf, event))
@@ -208,6 +212,17 @@ def _slow_chunk(
     return hashes
 
 
+def _leaf_hash(event: EventRow, sealed_at: int) -> bytes:
+    """The leaf hash of a row, or a hash no leaf has when a value is of the wrong type
+    (a hand edit through a tool that stored text where bytes were)."""
+    p, oid, v, t, s = event
+    try:
+        (computed,) = leaf_hashes([(p, sealed_at, oid, v, t, s)])
+    except (TypeError, ValueError, OverflowError):
+        return _UNREADABLE
+    return computed
+
+
 def _moved(mismatched: list[tuple[LeafRow, EventRow]]) -> dict[int, int]:
     """Rows whose content hashes to the leaf sealed at another position: {here: there}."""
     candidates = mismatched[:_REORDER_CANDIDATES]
@@ -216,8 +231,7 @@ def _moved(mismatched: list[tuple[LeafRow, EventRow]]) -> dict[int, int]:
         for other, _event in candidates:
             if other[1] == p:
                 continue
-            (h,) = leaf_hashes([(other[1], other[2], oid, v, t, s)])
-            if h == other[3]:
+            if _leaf_hash((other[1], oid, v, t, s), other[2]) == other[3]:
                 found[p] = other[1]
     return found
 
