@@ -125,12 +125,11 @@ class PostgresSeal:
         self._select_head = SQL(
             "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1"
         ).format(**ident)
-        self._insert_leaves = SQL(
-            "INSERT INTO {s}.{leaves} (idx, position, sealed_at, leaf_hash) SELECT * FROM "
-            "unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[])"
-        ).format(**ident)
-        self._update_head = SQL(
-            "UPDATE {s}.{head} SET size = %s, last_position = %s, frontier = %s WHERE id = 1"
+        # One statement writes the leaves and moves the head; parameters go in binary.
+        self._write_leaves = SQL(
+            "WITH leaves AS (INSERT INTO {s}.{leaves} (idx, position, sealed_at, leaf_hash) "
+            "SELECT * FROM unnest(%b::int8[], %b::int8[], %b::int8[], %b::bytea[])) "
+            "UPDATE {s}.{head} SET size = %b, last_position = %b, frontier = %b WHERE id = 1"
         ).format(**ident)
         self._insert_checkpoint = SQL(
             "INSERT INTO {s}.{checkpoints} (size, root, signed_at, note) "
@@ -176,9 +175,12 @@ class PostgresSeal:
         frontier = Frontier.from_bytes(row["size"], bytes(row["frontier"]))
         before = frontier.size
         leaves, last = _seal(frontier, events, ids, row["last_position"])
-        columns = list(zip(*leaves, strict=True))
-        head.execute(self._insert_leaves, [list(c) for c in columns], prepare=True)
-        head.execute(self._update_head, (frontier.size, last, frontier.to_bytes()), prepare=True)
+        columns = [list(c) for c in zip(*leaves, strict=True)]
+        head.execute(
+            self._write_leaves,
+            [*columns, frontier.size, last, frontier.to_bytes()],
+            prepare=True,
+        )
         if self.checkpoints.due(before, frontier.size):
             size, root, note = self.checkpoints.note(frontier)
             head.execute(self._insert_checkpoint, (size, root, datetime.now(UTC), note))

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import psycopg
 from psycopg import sql
@@ -138,20 +138,25 @@ class SQLiteLog:
         ).fetchall()
         fromhex = bytes.fromhex
         try:
-            return [(p, fromhex(o), v, t, s) for p, o, v, t, s in rows]
+            found = [(p, fromhex(o), v, t, s) for p, o, v, t, s in rows]
         except (TypeError, ValueError):
-            return [(p, _raw_id(o), v, t, s) for p, o, v, t, s in rows]
+            found = []
+        if len(found) != len(rows) or any(len(row[1]) != 16 for row in found):
+            found = [(p, _raw_id(o), v, t, s) for p, o, v, t, s in rows]
+        return found
 
     def count_events(self) -> int:
         return int(self.conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
 
 
 def _raw_id(stored: object) -> bytes:
-    # A hand-edited id that is no longer hex still has to be named, not crash the check.
+    # A hand-edited id that is not 32 hex digits any more must be named, not crash the
+    # check, and must never hash as some other id would: it becomes a value no leaf takes.
     try:
-        return bytes.fromhex(str(stored))
+        raw = bytes.fromhex(str(stored))
     except ValueError:
-        return str(stored).encode()
+        raw = b""
+    return raw if len(raw) == 16 else cast(bytes, None)
 
 
 @contextmanager

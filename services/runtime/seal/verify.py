@@ -18,11 +18,12 @@ checkpoints that both match are consistent (the older tree is a prefix of the ne
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from services.runtime.seal.leaves import leaf_hashes
+from services.runtime.seal.leaves import chunk_hashes, leaf_hashes
 from services.runtime.seal.merkle import Frontier
 from services.runtime.seal.note import NoteError, SignedNote, Verifier, parse_note
 from services.runtime.seal.sources import EventRow, LeafRow, LogSource
@@ -152,11 +153,8 @@ def _check_chunk(
     stored = [leaf[3] for leaf in leaves]
     if [leaf[1] for leaf in leaves] == [e[0] for e in events]:
         try:
-            hashes = leaf_hashes(
-                (p, leaf[2], oid, v, t, s)
-                for leaf, (p, oid, v, t, s) in zip(leaves, events, strict=True)
-            )
-        except (TypeError, ValueError, OverflowError):
+            hashes = chunk_hashes(leaves, events)
+        except (TypeError, ValueError, OverflowError, AttributeError, struct.error):
             hashes = []  # a value of the wrong type: the slow walk names its row
         if hashes == stored:
             return hashes
@@ -218,7 +216,7 @@ def _leaf_hash(event: EventRow, sealed_at: int) -> bytes:
     p, oid, v, t, s = event
     try:
         (computed,) = leaf_hashes([(p, sealed_at, oid, v, t, s)])
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, AttributeError, struct.error):
         return _UNREADABLE
     return computed
 
