@@ -59,10 +59,12 @@ class CheckpointPolicy:
         return checkpoint.size, checkpoint.root, checkpoint.sign(self.signer)
 
 
-def _seal(
+def seal_events(
     frontier: Frontier, events: Sequence[StoredEvent], positions: Sequence[int], last: int
 ) -> tuple[list[tuple[int, int, int, bytes]], int]:
-    """Leaf rows (index, position, sealed_at, hash) for new events; extends the frontier."""
+    """Leaf rows (index, position, sealed_at, hash) for new events stored at ``positions``
+    after the ``last`` sealed position; extends the frontier. Raises SealError when the
+    positions do not follow."""
     if len(positions) != len(events):
         raise SealError("the store returned no position for some events")
     previous = last
@@ -174,7 +176,7 @@ class PostgresSeal:
             raise SealError(f"the seal of {self.events_table_name} is missing: run ketnoi migrate")
         frontier = Frontier.from_bytes(row["size"], bytes(row["frontier"]))
         before = frontier.size
-        leaves, last = _seal(frontier, events, ids, row["last_position"])
+        leaves, last = seal_events(frontier, events, ids, row["last_position"])
         columns = [list(c) for c in zip(*leaves, strict=True)]
         head.execute(
             self._write_leaves,
@@ -293,7 +295,7 @@ class SQLiteSeal:
             raise SealError(f"the seal of {self.events_table_name} is missing")
         frontier = Frontier.from_bytes(row["size"], bytes(row["frontier"]))
         before = frontier.size
-        leaves, last = _seal(frontier, events, ids, row["last_position"])
+        leaves, last = seal_events(frontier, events, ids, row["last_position"])
         c.executemany(self._insert_leaves, leaves)
         c.execute(self._update_head, (frontier.size, last, frontier.to_bytes()))
         if self.checkpoints.due(before, frontier.size):
