@@ -22,10 +22,7 @@ from services.runtime.seal.proof import InclusionProof
 from services.runtime.seal.recorders import PostgresSeal, SealedRecorder, SQLiteSeal
 from services.runtime.seal.sources import LogSource, open_logs
 from services.runtime.seal.verify import LogReport, verify_log
-from services.runtime.settings import Settings
-
-# Every sealed log: each service's and the read audit's.
-LOGS: tuple[str, ...] = ("directory", "intake", "consent", "referral", AUDIT)
+from services.runtime.settings import SERVICES, Settings
 
 
 class SealOperationError(Exception):
@@ -33,17 +30,17 @@ class SealOperationError(Exception):
 
 
 @contextmanager
-def recorders(settings: Settings, logs: Sequence[str] = LOGS) -> Iterator[dict[str, Any]]:
-    """A sealed recorder for each log (tables never created here), with its checkpoint
-    policy; closed on exit."""
+def recorders(settings: Settings, logs: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+    """A sealed recorder for each log found (or each of those named), tables never created
+    here, with its checkpoint policy; closed on exit."""
     opened: dict[str, SealedRecorder] = {}
     factories = []
     with open_logs(settings, logs) as sources:
-        existing = {source.name for source in sources}
+        found = [source.name for source in sources]
     try:
-        for log in logs:
-            if log not in existing:
-                continue
+        for log in found:
+            if log != AUDIT and log not in SERVICES:
+                continue  # not a log of this version's services
             env = (
                 audit_env(settings, create_tables=False)
                 if log == AUDIT
@@ -96,7 +93,7 @@ def export_checkpoints(settings: Settings, directory: Path) -> list[Path]:
 
 
 def cosign(
-    settings: Settings, witness: Signer, keys: Sequence[Verifier], logs: Sequence[str] = LOGS
+    settings: Settings, witness: Signer, keys: Sequence[Verifier], logs: Sequence[str] = ()
 ) -> dict[str, int | None]:
     """As a witness: check each log in full against the log's keys and, when it holds,
     co-sign its latest checkpoint. Raises SealOperationError naming a log that fails."""
@@ -113,6 +110,8 @@ def cosign(
             checkpoints = source.checkpoints()
             if checkpoints:
                 latest[source.name] = checkpoints[-1]
+    if not latest:
+        return signed
     with recorders(settings, list(latest)) as found:
         for log, recorder in found.items():
             size, text = latest[log]
