@@ -86,7 +86,7 @@ def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SealedLog
 
         @contextmanager
         def sqlite_tamper() -> Iterator[tuple[Callable[[str], None], LogSource]]:
-            conn = sqlite3.connect(path, isolation_level=None)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("BEGIN")
             try:
                 yield (lambda q: conn.execute(q) and None), SQLiteLog(conn, "intake")

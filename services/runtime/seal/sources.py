@@ -103,6 +103,9 @@ class PostgresLog:
 
 
 class SQLiteLog:
+    """A log in its SQLite file; its connection may be used from another thread (the
+    verifier reads ahead in one), never from two at once."""
+
     def __init__(self, conn: sqlite3.Connection, name: str, table: str = "stored_events") -> None:
         self.conn, self.name, self.table = conn, name, table
         self.t = SealTables(table)
@@ -197,7 +200,9 @@ def _sqlite_logs(data_dir: Path, only: Sequence[str]) -> Iterator[list[LogSource
         for path in sorted(data_dir.glob("*.sqlite")):
             if only and path.stem not in only:
                 continue
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
             conns.append(conn)
             sealed = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",

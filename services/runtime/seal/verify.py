@@ -18,8 +18,11 @@ checkpoints that both match are consistent (the older tree is a prefix of the ne
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import struct
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -101,17 +104,11 @@ def verify_log(
     checker.load_checkpoints(log.checkpoints(), log.cosignatures())
     head = log.head()
     report.size = head.size
-    last_position = _BEFORE_ANY  # a row slipped in before the first is found too
-    idx = 0
-    while True:
-        leaves = log.leaves(idx, CHUNK)
-        if not leaves:
-            break
-        events = log.events(last_position, leaves[-1][1])
-        hashes = _check_chunk(log.name, report, idx, last_position, leaves, events)
+    last_position = _BEFORE_ANY
+    for idx, after, leaves, events in _chunks(log):
+        hashes = _check_chunk(log.name, report, idx, after, leaves, events)
         checker.feed(hashes)
-        idx = leaves[-1][0] + 1
-        last_position = max(last_position, leaves[-1][1])
+        last_position = max(after, leaves[-1][1])
         if progress is not None:
             progress(log.name, len(leaves))
     for row in log.events(last_position, None):
@@ -135,6 +132,47 @@ def verify_log(
     # Rows first, in log order; then what concerns the seal or a checkpoint as a whole.
     report.problems.sort(key=lambda p: (p.position is None, p.position or 0))
     return report
+
+
+Chunk = tuple[int, int, Sequence[LeafRow], Sequence[EventRow]]  # first idx, after, rows
+
+
+def _chunks(log: LogSource) -> Iterator[Chunk]:
+    """The leaves in chunks with the rows up to the chunk's last position, read one chunk
+    ahead in a thread of their own: the database sends the next while this one is hashed.
+    The log's connection is used by that thread alone until the last chunk is taken."""
+    ahead: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            # A row slipped in before the first sealed one is found too.
+            idx, after = 0, _BEFORE_ANY
+            while not stop.is_set():
+                leaves = log.leaves(idx, CHUNK)
+                if not leaves:
+                    break
+                ahead.put((idx, after, leaves, log.events(after, leaves[-1][1])))
+                idx, after = leaves[-1][0] + 1, max(after, leaves[-1][1])
+            ahead.put(None)
+        except BaseException as exc:
+            ahead.put(exc)
+
+    reader = threading.Thread(target=read, name=f"seal-read-{log.name}", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            ahead.get_nowait()  # free a reader blocked on a full queue
+        reader.join()
 
 
 def _check_chunk(
