@@ -30,6 +30,7 @@ from services.runtime.follower import (
     prompt_on_save,
 )
 from services.runtime.http import create_app
+from services.runtime.logging import get_logger
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.read_audit import ReadAudit, migrate_read_audit
@@ -42,6 +43,9 @@ DESCRIPTION = (
     "trafficking, under their own informed and revocable consent. Every change is an event "
     "in an append-only log."
 )
+
+SEAL_TASK = "seal-checkpoints"
+log = get_logger("ketnoi.platform")
 
 # The services with a log so far, in the order their logs feed each other.
 APPLICATIONS: dict[str, type[ServiceApplication]] = {
@@ -118,6 +122,12 @@ class Platform:
     def close(self) -> None:
         for task in self.periodic:
             task.stop()
+        if any(task.name == SEAL_TASK for task in self.periodic):
+            # A serving process leaves every log it wrote checkpointed as it stops.
+            try:
+                self.checkpoint()
+            except Exception:
+                log.exception("seal_checkpoint_failed")
         for follower in self.followers.values():
             follower.stop()
         self.agencies.close()

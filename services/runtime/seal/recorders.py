@@ -124,15 +124,22 @@ class PostgresSeal:
                 "PRIMARY KEY (size, key_name))",
             )
         )
-        self._select_head = SQL(
-            "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1"
-        ).format(**ident)
+        # The statements of every append are rendered once, not at each execute.
+        self._select_head = (
+            SQL("SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1")
+            .format(**ident)
+            .as_bytes(None)
+        )
         # One statement writes the leaves and moves the head; parameters go in binary.
-        self._write_leaves = SQL(
-            "WITH leaves AS (INSERT INTO {s}.{leaves} (idx, position, sealed_at, leaf_hash) "
-            "SELECT * FROM unnest(%b::int8[], %b::int8[], %b::int8[], %b::bytea[])) "
-            "UPDATE {s}.{head} SET size = %b, last_position = %b, frontier = %b WHERE id = 1"
-        ).format(**ident)
+        self._write_leaves = (
+            SQL(
+                "WITH leaves AS (INSERT INTO {s}.{leaves} (idx, position, sealed_at, leaf_hash) "
+                "SELECT * FROM unnest(%b::int8[], %b::int8[], %b::int8[], %b::bytea[])) "
+                "UPDATE {s}.{head} SET size = %b, last_position = %b, frontier = %b WHERE id = 1"
+            )
+            .format(**ident)
+            .as_bytes(None)
+        )
         self._insert_checkpoint = SQL(
             "INSERT INTO {s}.{checkpoints} (size, root, signed_at, note) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
