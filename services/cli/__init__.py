@@ -54,6 +54,7 @@ def demo(
     platform = start(settings)
     with console.status("Seeding the Dong Thap and Lao Cai scenarios..."):
         seeded = seed(platform, settings.data_dir)
+        platform.checkpoint()  # the seeded logs signed at once, not a minute later
     tokens = TokenService(settings)
     url = f"http://{host}:{port}"
     console.print(f"[bold green]Ketnoi demo[/bold green] at {url}  (API docs: {url}/docs)")
@@ -174,6 +175,7 @@ def token(
 from services.cli import audit as audit  # noqa: E402
 from services.cli import directory as directory  # noqa: E402
 from services.cli import feed as feed  # noqa: E402
+from services.cli import seal as seal  # noqa: E402
 
 
 def main() -> None:

@@ -30,11 +30,14 @@ from services.runtime.follower import (
     prompt_on_save,
 )
 from services.runtime.http import create_app
+from services.runtime.logging import get_logger
 from services.runtime.metrics import lag_registry
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.positions import wait_for_positions
 from services.runtime.read_audit import ReadAudit, migrate_read_audit
+from services.runtime.seal.api import router as seal_router
+from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import SERVICES, Settings
 
 DESCRIPTION = (
@@ -42,6 +45,9 @@ DESCRIPTION = (
     "trafficking, under their own informed and revocable consent. Every change is an event "
     "in an append-only log."
 )
+
+SEAL_TASK = "seal-checkpoints"
+log = get_logger("ketnoi.platform")
 
 # The services with a log so far, in the order their logs feed each other.
 APPLICATIONS: dict[str, type[ServiceApplication]] = {
@@ -104,9 +110,26 @@ class Platform:
             if done == 0:
                 return total
 
+    def checkpoint(self) -> dict[str, int | None]:
+        """Sign a checkpoint of each log this process writes that grew since its last."""
+        logs = {name: app.recorder for name, app in self.apps.items()}
+        if self.read_audit is not None:
+            logs["audit"] = self.read_audit.log.recorder
+        return {
+            name: recorder.checkpoint_now()
+            for name, recorder in logs.items()
+            if isinstance(recorder, PostgresSeal | SQLiteSeal)
+        }
+
     def close(self) -> None:
         for task in self.periodic:
             task.stop()
+        if any(task.name == SEAL_TASK for task in self.periodic):
+            # A serving process leaves every log it wrote checkpointed as it stops.
+            try:
+                self.checkpoint()
+            except Exception:
+                log.exception("seal_checkpoint_failed")
         for follower in self.followers.values():
             follower.stop()
         self.agencies.close()
@@ -179,6 +202,9 @@ def start(
             )
             platform.periodic.append(watch)
             watch.start()
+        sealer = Periodic("seal-checkpoints", platform.checkpoint, settings.seal_checkpoint_seconds)
+        platform.periodic.append(sealer)
+        sealer.start()
     return platform
 
 
@@ -234,6 +260,7 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
         state["projections"] = platform.projections
         names.append("projections")
     routers = [_waiting_for_positions(name) for name in names]
+    routers.append(seal_router)
     if platform.read_audit is not None:
         state["read_audit"] = platform.read_audit
     state["metrics_registry"] = lag_registry("ketnoi_follower_lag", lambda: platform.followers)

@@ -110,6 +110,16 @@ class Settings(BaseSettings):
     command_attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
     command_retry_pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
 
+    # The seal: checkpoints of every log signed with this Ed25519 key (PEM). Production
+    # requires it; development creates one under the data directory.
+    seal_signing_key_file: Path | None = None
+    # The origin of every log's checkpoints is "<seal_origin>/<log>"; also the key's name.
+    seal_origin: str = Field(default="ketnoi.localhost", pattern=r"^[^\s+]+$")
+    # A log is checkpointed at least every this many events, and every this many seconds
+    # when it has grown.
+    seal_checkpoint_every: int = Field(default=1000, ge=1)
+    seal_checkpoint_seconds: float = Field(default=60.0, gt=0)
+
     # How old this process's copy of the agency directory may grow before a lookup reads the
     # directory log again (an unknown agency is always looked up at once).
     directory_refresh_seconds: float = Field(default=1.0, gt=0)
@@ -170,6 +180,12 @@ class Settings(BaseSettings):
                     "production (the identity provider's issuer, or its public key)"
                 )
                 raise SettingsError(msg)
+            if self.seal_signing_key_file is None:
+                msg = (
+                    "KETNOI_SEAL_SIGNING_KEY_FILE is required in production "
+                    "(the Ed25519 key, PEM, that signs the logs' checkpoints)"
+                )
+                raise SettingsError(msg)
             if self.auth_signing_key_file is not None:
                 msg = (
                     "KETNOI_AUTH_SIGNING_KEY_FILE is for development only; "
@@ -202,6 +218,9 @@ class Settings(BaseSettings):
 
     def signing_key_path(self) -> Path:
         return self.auth_signing_key_file or self.data_dir / "auth-signing-key.pem"
+
+    def seal_key_path(self) -> Path:
+        return self.seal_signing_key_file or self.data_dir / "seal-signing-key.pem"
 
     def public_key_path(self) -> Path:
         return self.auth_public_key_file or self.data_dir / "auth-public-key.pem"
