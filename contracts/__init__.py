@@ -4,6 +4,7 @@ agency's own code) can decode any Ketnoi log knowing only this package.
 """
 
 from contracts import audit as audit  # registers the audit events
+from contracts import casework as casework  # registers the intake log's case work events
 from contracts import consent as consent  # registers the consent events
 from contracts import directory as directory  # registers the directory events
 from contracts import intake as intake  # registers the intake events
@@ -25,6 +26,7 @@ __all__ = [
     "Event",
     "UnknownEventTypeError",
     "audit",
+    "casework",
     "consent",
     "directory",
     "event_types",

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from contracts.casework import (
+    EducationLivelihood,
+    Exploitation,
+    FamilySituation,
+    LegalNeedsAssessment,
+    MedicalExamination,
+    PsychosocialAssessment,
+)
 from contracts.envelope import AgencyRef
+from contracts.envelope import Model as ContractModel
 from contracts.intake import PartyPresent, PersonDetails, Place
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
     ClosureReason,
     ContactMode,
+    DataCategory,
+    IdentificationStatus,
     ReopeningReason,
     RiskLevel,
     RiskSubject,
@@ -271,3 +282,198 @@ class IntakeService(ServiceApplication):
             lambda case: case.reopen(ctx, reason, to_stage, note),
             scope=scope,
         )
+
+    # -- case work: assessments, exploitation and identification, contacts and notes --------
+
+    def _assess(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        command: str,
+        content: ContractModel,
+        change: Callable[[Case], None],
+        scope: Callable[[Case], None] | None,
+    ) -> Result:
+        return self._on_case(
+            ctx, case_id, command, content.model_dump(mode="json"), change, scope=scope
+        )
+
+    def record_medical_examination(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        exam: MedicalExamination,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "record_medical_examination",
+            exam,
+            lambda case: case.record_medical_examination(ctx, exam),
+            scope,
+        )
+
+    def assess_psychosocial(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        assessment: PsychosocialAssessment,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "assess_psychosocial",
+            assessment,
+            lambda case: case.assess_psychosocial(ctx, assessment),
+            scope,
+        )
+
+    def assess_family(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        situation: FamilySituation,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "assess_family",
+            situation,
+            lambda case: case.assess_family(ctx, situation),
+            scope,
+        )
+
+    def assess_legal_needs(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        assessment: LegalNeedsAssessment,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "assess_legal_needs",
+            assessment,
+            lambda case: case.assess_legal_needs(ctx, assessment),
+            scope,
+        )
+
+    def assess_livelihood(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        assessment: EducationLivelihood,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "assess_livelihood",
+            assessment,
+            lambda case: case.assess_livelihood(ctx, assessment),
+            scope,
+        )
+
+    def record_exploitation(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        exploitation: Exploitation,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "record_exploitation",
+            exploitation,
+            lambda case: case.record_exploitation(ctx, exploitation),
+            scope,
+        )
+
+    def record_identification(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        status: IdentificationStatus,
+        authority: AgencyRef | None = None,
+        decided_on: date | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        request = {
+            "status": status.value,
+            "authority": authority.model_dump(mode="json") if authority else None,
+            "decided_on": decided_on.isoformat() if decided_on else None,
+        }
+        return self._on_case(
+            ctx,
+            case_id,
+            "record_identification",
+            request,
+            lambda case: case.record_identification(ctx, status, authority, decided_on),
+            scope=scope,
+        )
+
+    def log_contact(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        *,
+        mode: ContactMode,
+        occurred_at: datetime,
+        place: str | None = None,
+        note: str | None = None,
+        reason: str | None = None,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Log a contact with the person; returns its contact_id."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            contact_id = case.log_contact(
+                ctx, mode=mode, occurred_at=occurred_at, place=place, note=note, reason=reason
+            )
+            return [case], {**case.summary(), "contact_id": str(contact_id)}
+
+        request = {
+            "case_id": str(case_id),
+            "mode": mode.value,
+            "occurred_at": occurred_at.isoformat(),
+            "place": place,
+            "note": note,
+            "reason": reason,
+        }
+        return self.execute(ctx, "log_contact", request, run)
+
+    def write_note(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        about: DataCategory,
+        text: str,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Write a case note; returns its note_id."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            note_id = case.write_note(ctx, about, text)
+            return [case], {**case.summary(), "note_id": str(note_id)}
+
+        request = {"case_id": str(case_id), "about": about.value, "text": text}
+        return self.execute(ctx, "write_note", request, run)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -36,12 +36,11 @@ from contracts.vocabulary import (
     RiskSubject,
     UrgentNeed,
 )
-from services.runtime.aggregate import Aggregate, CommandContext, applies
+from services.intake.casework import CLOCK_TOLERANCE, CaseWork
+from services.runtime.aggregate import CommandContext, applies
 from services.runtime.errors import InvalidRequestError, NotFoundError, RuleViolationError
 
 ADULT_AGE = 18
-# Clocks on phones and laptops drift; a reception a few minutes "in the future" is not an error.
-CLOCK_TOLERANCE = timedelta(minutes=10)
 
 # Stage changes a case manager may make; closing and reopening have their own commands.
 STAGE_TRANSITIONS: dict[CaseStage, tuple[CaseStage, ...]] = {
@@ -85,8 +84,9 @@ class Episode:
     reopening_reason: ReopeningReason | None = None
 
 
-class Case(Aggregate):
-    """A person's case, owned by a case manager, in one province."""
+class Case(CaseWork):
+    """A person's case, owned by a case manager, in one province; its case work (assessments,
+    exploitation, contacts) in ``services.intake.casework``."""
 
     def __init__(self, aggregate_id: UUID) -> None:
         super().__init__(aggregate_id)

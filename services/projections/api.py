@@ -15,7 +15,7 @@ from contracts.audit import ReadBasis
 from contracts.vocabulary import DataCategory, Role
 from services.projections.application import CaseTimelineNotFoundError, ProjectionService
 from services.projections.statistics import to_csv
-from services.projections.views import DETAILED, describe_type
+from services.projections.views import category_of, describe_type
 from services.runtime.access import check, record_read
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import InvalidRequestError, PermissionDeniedError
@@ -69,14 +69,14 @@ def timeline(
     needs, risks and contact preferences were is told to the holders only (and recorded)."""
     ties, entries = projections.timeline(case_id)
     check(principal, ties, Action.SEE_PROGRESS, lambda: CaseTimelineNotFoundError(case_id))
-    seen = sight(principal.asker, ties, DETAILED.values())
-    told = [e for e in entries if DETAILED.get(e["type"]) in seen.categories]
+    seen = sight(principal.asker, ties)
+    told = {c for e in entries if (c := category_of(e)) in seen.categories}
     if told:
-        shown = Sight(frozenset(DETAILED[e["type"]] for e in told), seen.basis, seen.role)
+        shown = Sight(frozenset(told), seen.basis, seen.role)
         record_read(request, principal, shown, case_id=case_id, what="projections.timeline")
     return [
         e
-        if e["type"] not in DETAILED or DETAILED[e["type"]] in seen.categories
+        if (category := category_of(e)) is None or category in seen.categories
         else {**e, "what": describe_type(e["type"])}
         for e in entries
     ]

@@ -84,6 +84,9 @@ class ProjectionService:
                         for rid, ref in case["referrals"].items()
                         if ref["status"] not in ("completed", "rejected", "cancelled", "failed")
                     ],
+                    # Contacts in a mode the person refused (a home visit, say): breaches
+                    # of their wish, each with the reason on the case's own record.
+                    "contacts_against_preference": case.get("contacts_against_preference", []),
                     "deadlines_breached": [
                         {"referral_id": rid, "service_type": ref["service_type"], **missed}
                         for rid, ref in case["referrals"].items()

@@ -21,6 +21,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import Mapper, Notification
 
+from contracts import casework as w
 from contracts import consent as c
 from contracts import intake as i
 from contracts import referral as r
@@ -140,6 +141,10 @@ PERSON = {_name(i.PersonRegistered), _name(i.PersonDetailsCorrected)}
 STAGE = _name(i.StageChanged)
 CLOSED = _name(i.CaseClosed)
 REOPENED = _name(i.CaseReopened)
+EXPLOITATION = _name(w.ExploitationRecorded)
+IDENTIFICATION = _name(w.IdentificationRecorded)
+CONTACT_LOGGED = _name(w.ContactLogged)
+NOTE_WRITTEN = _name(w.CaseNoteWritten)
 RECORD_OPENED = _name(c.ConsentRecordOpened)
 GRANTED = _name(c.ConsentGranted)
 WITHDRAWN = _name(c.ConsentWithdrawn)
@@ -193,6 +198,9 @@ class CasesView(View):
             i.StageChanged,
             i.CaseClosed,
             i.CaseReopened,
+            w.ExploitationRecorded,
+            w.IdentificationRecorded,
+            w.ContactLogged,
         ),
         "consent": (c.ConsentRecordOpened, *DECISION_EVENTS),
         "referral": (
@@ -270,6 +278,23 @@ class CasesView(View):
         elif f.type == REOPENED:
             doc.update(stage=d["to_stage"], closed=False)
             doc["reopenings"] += 1
+        elif f.type == EXPLOITATION:
+            # What statistics count (the CTDC's variables), nothing that tells who.
+            x = d["exploitation"]
+            doc["exploitation"] = {"types": x["types"], "means_of_control": x["means_of_control"]}
+        elif f.type == IDENTIFICATION:
+            doc["identification"] = d["status"]
+        elif f.type == CONTACT_LOGGED and d["against_preference"]:
+            # The board shows the breach of the person's wish: when, how and by whom, not
+            # where or what was said.
+            doc.setdefault("contacts_against_preference", []).append(
+                {
+                    "contact_id": d["contact_id"],
+                    "occurred_at": d["occurred_at"],
+                    "mode": d["mode"],
+                    "by_agency": d["actor"]["agency_id"],
+                }
+            )
 
     def _consent(self, docs: Docs, f: Fact) -> None:
         d = f.data
@@ -438,7 +463,7 @@ class TimelineView(View):
 
     name = "timeline"
     handles = {
-        "intake": i.INTAKE_EVENTS,
+        "intake": (*i.INTAKE_EVENTS, *w.CASEWORK_EVENTS),
         # Not the facts the consent service copies from intake: the story tells them once.
         "consent": tuple(
             t for t in c.CONSENT_EVENTS if t not in (c.SubjectAgeNoted, c.CaseStageNoted)
@@ -475,6 +500,9 @@ class TimelineView(View):
         grant = d.get("grant_id")
         if grant:
             entry["grant_id"] = grant
+        category = DETAILED.get(t) or (d["about"] if t == NOTE_WRITTEN else None)
+        if category is not None:
+            entry["category"] = category
         if t == DISCLOSED:
             entry["grants"] = sorted({f["grant_id"] for f in d["released"] if f["grant_id"]})
         province = d.get("province")
@@ -525,7 +553,15 @@ DETAILED: dict[str, DataCategory] = {
     NEEDS_: DataCategory.NEEDS,
     RISK_: DataCategory.RISK,
     CONTACT_: DataCategory.CONTACT,
+    **{_name(t): category for t, category in w.CATEGORY_OF.items()},
 }
+
+
+def category_of(entry: Doc) -> DataCategory | None:
+    """The category of the person's data a timeline entry tells (None: progress only). A
+    note tells the category it is about."""
+    told = entry.get("category") or DETAILED.get(entry["type"])
+    return DataCategory(told) if told else None
 
 
 def describe_type(event_type: str) -> str:
@@ -558,6 +594,35 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
     CONTACT_: lambda d: (
         f"Contact: {_values(d['preferred'])}; refused: {_values(d['refused']) or 'none'}"
     ),
+    _name(w.MedicalExaminationRecorded): lambda d: (
+        "Medical examination: urgent treatment "
+        + ("given" if d["examination"]["urgent_treatment"] else "none")
+        + ", follow-up "
+        + ("needed" if d["examination"]["follow_up_needed"] else "not needed")
+    ),
+    _name(w.PsychosocialAssessed): lambda d: (
+        f"Mental state: {d['assessment']['mental_state']}; psychological support "
+        + ("needed" if d["assessment"]["psychological_support_needed"] else "not needed")
+    ),
+    _name(w.FamilySituationAssessed): lambda d: (
+        f"Family situation: return home {d['situation']['return_safety']}"
+    ),
+    _name(w.LegalNeedsAssessed): lambda d: (
+        "Legal needs: " + (_values(d["assessment"]["needs"]) or "none")
+    ),
+    _name(w.EducationLivelihoodAssessed): lambda d: (
+        f"Education and livelihood: {d['assessment']['livelihood']}"
+    ),
+    EXPLOITATION: lambda d: "Exploitation: " + _values(d["exploitation"]["types"]),
+    IDENTIFICATION: lambda d: (
+        f"Identification: {d['status']}"
+        + (f" by {d['authority']['agency_id']} on {d['decided_on']}" if d["authority"] else "")
+    ),
+    CONTACT_LOGGED: lambda d: (
+        f"Contact: {d['mode']}"
+        + (f" against the person's wish ({d['reason']})" if d["against_preference"] else "")
+    ),
+    NOTE_WRITTEN: lambda d: f"Note ({d['about']}): {d['text']}",
     MANAGER_: lambda d: f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})",
     GRANTED: lambda d: (
         f"Consent granted by {d['given_by']['kind']}: {_values(d['categories'])} "

@@ -13,6 +13,23 @@ from pathlib import Path
 from uuid import UUID
 
 from contracts.audit import PersonalDataRead, ReadBasis
+from contracts.casework import (
+    CaseNoteWritten,
+    ContactLogged,
+    EducationLivelihood,
+    EducationLivelihoodAssessed,
+    Exploitation,
+    ExploitationRecorded,
+    FamilySituation,
+    FamilySituationAssessed,
+    IdentificationRecorded,
+    LegalNeedsAssessed,
+    LegalNeedsAssessment,
+    MedicalExamination,
+    MedicalExaminationRecorded,
+    PsychosocialAssessed,
+    PsychosocialAssessment,
+)
 from contracts.consent import (
     CaseManagerNoted,
     CaseStageNoted,
@@ -103,9 +120,17 @@ from contracts.vocabulary import (
     ClosureReason,
     ContactMode,
     DataCategory,
+    EducationLevel,
+    ExploitationType,
+    IdentificationStatus,
     IdentityDocumentStatus,
+    LegalNeed,
+    LivelihoodStatus,
+    MeansOfControl,
+    MentalState,
     Purpose,
     ReopeningReason,
+    ReturnSafety,
     RiskLevel,
     RiskSubject,
     Role,
@@ -204,10 +229,110 @@ def samples() -> list[Event]:
             result={"case_id": str(CASE)},
             **common,
         ),
+        *casework_samples(),
         *consent_samples(),
         *referral_samples(),
         *audit_samples(),
         *directory_samples(),
+    ]
+
+
+def casework_samples() -> list[Event]:
+    health = Actor(user_id="doctor-1", agency_id="dong-thap-swc", role=Role.HEALTH_WORKER)
+    manager = Actor(user_id="manager-1", agency_id="dong-thap-swc", role=Role.CASE_MANAGER)
+    common = {"originator_id": CASE, "timestamp": AT, "actor": manager}
+    return [
+        MedicalExaminationRecorded(
+            originator_version=20,
+            person_id=PERSON,
+            examination=MedicalExamination(
+                examined_at=AT,
+                findings="bruises",
+                urgent_treatment="dressing",
+                follow_up_needed=True,
+                follow_up="in 2 weeks",
+            ),
+            **{**common, "actor": health},
+        ),
+        PsychosocialAssessed(
+            originator_version=21,
+            person_id=PERSON,
+            assessment=PsychosocialAssessment(
+                assessed_at=AT,
+                mental_state=MentalState.DISTRESSED,
+                psychological_support_needed=True,
+                observations="o",
+            ),
+            **common,
+        ),
+        FamilySituationAssessed(
+            originator_version=22,
+            person_id=PERSON,
+            situation=FamilySituation(
+                assessed_at=AT, return_safety=ReturnSafety.SAFE, wishes_to_return_home=True
+            ),
+            **common,
+        ),
+        LegalNeedsAssessed(
+            originator_version=23,
+            person_id=PERSON,
+            assessment=LegalNeedsAssessment(
+                assessed_at=AT, needs=(LegalNeed.CRIMINAL_CASE, LegalNeed.COMPENSATION)
+            ),
+            **common,
+        ),
+        EducationLivelihoodAssessed(
+            originator_version=24,
+            person_id=PERSON,
+            assessment=EducationLivelihood(
+                assessed_at=AT,
+                education_level=EducationLevel.LOWER_SECONDARY,
+                livelihood=LivelihoodStatus.UNEMPLOYED,
+                skills=("sewing",),
+                wishes="garment course",
+            ),
+            **common,
+        ),
+        ExploitationRecorded(
+            originator_version=25,
+            person_id=PERSON,
+            exploitation=Exploitation(
+                types=(ExploitationType.FORCED_LABOUR, ExploitationType.SEXUAL),
+                countries=("KH",),
+                started_on=date(2025, 6, 1),
+                ended_on=date(2026, 2, 20),
+                means_of_control=(MeansOfControl.DEBT_BONDAGE,),
+            ),
+            **common,
+        ),
+        IdentificationRecorded(
+            originator_version=26,
+            person_id=PERSON,
+            status=IdentificationStatus.IDENTIFIED,
+            authority=POLICE,
+            decided_on=date(2026, 3, 1),
+            **common,
+        ),
+        ContactLogged(
+            originator_version=27,
+            person_id=PERSON,
+            contact_id=UUID("5ade7182-ac2f-4d60-a172-8e9fa0b1c2d3"),
+            mode=ContactMode.HOME_VISIT,
+            occurred_at=AT,
+            place="p",
+            note="n",
+            against_preference=True,
+            reason="r",
+            **common,
+        ),
+        CaseNoteWritten(
+            originator_version=28,
+            person_id=PERSON,
+            note_id=UUID("6bef8293-bd30-4e71-8283-9fa0b1c2d3e4"),
+            about=DataCategory.PSYCHOSOCIAL,
+            text="t",
+            **common,
+        ),
     ]
 
 
