@@ -34,8 +34,9 @@ entry the operation needs), built in batches with one catch-up of the followers 
 refused cells share one world per operation, since a refusal changes nothing (and a refusal
 that wrongly succeeded fails its cell). Reads share one world per operation. Every personal
 value of every world (the name, a phone number in the contact note, the needs notes, the risk
-plan) is random and searched for in the raw text of every response outside the cells where
-``sight()`` allows a read; the allowed reads of the person's identity must show the name, and
+plan, the findings of the medical examination its holder's health worker recorded) is random
+and searched for in the raw text of every response outside the cells where ``sight()`` allows
+a read; the allowed reads of the person's identity must show the name, and
 each allowed read that showed personal values must be in the read audit.
 
 ``KNOWN_GAPS`` would hold cells whose answer disagrees with the policy (none now). ``-s``
@@ -106,6 +107,7 @@ class World:
     )
     needs_note: str = field(default_factory=lambda: _random_text("needs-note"))
     risk_plan: str = field(default_factory=lambda: _random_text("risk-plan"))
+    findings: str = field(default_factory=lambda: _random_text("findings"))
     case_id: str = ""
     grant_id: str = ""
     refusal_id: str = ""
@@ -119,7 +121,7 @@ class World:
 
     @property
     def personal(self) -> tuple[str, ...]:
-        return (self.name, self.phone, self.needs_note, self.risk_plan)
+        return (self.name, self.phone, self.needs_note, self.risk_plan, self.findings)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,12 @@ PARTIES = [
     {"agency": MANAGER, "role": "to", "capacity": "social worker"},
 ]
 REASON = "The person collapsed and the holder cannot be reached tonight."
+ASSESSED = {"assessed_at": (NOW - timedelta(hours=1)).isoformat()}
+EXAM = {
+    "examined_at": ASSESSED["assessed_at"],
+    "findings": "Bruises",
+    "follow_up_needed": False,
+}
 
 
 def _answer(action: str, prep: tuple[str, ...]) -> Op:
@@ -238,6 +246,64 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("PUT", f"{IN}/{{case_id}}/contact-preference"): Op(
         A.RECORD_FACTS,
         lambda w: _body(f"{IN}/{w.case_id}/contact-preference", {"preferred": ["messaging"]}),
+    ),
+    # intake: case work
+    ("POST", f"{IN}/{{case_id}}/medical-examinations"): Op(
+        A.RECORD_MEDICAL_EXAMINATION,
+        lambda w: _body(f"{IN}/{w.case_id}/medical-examinations", EXAM),
+    ),
+    ("POST", f"{IN}/{{case_id}}/psychosocial-assessments"): Op(
+        A.RECORD_PSYCHOSOCIAL_ASSESSMENT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/psychosocial-assessments",
+            {**ASSESSED, "mental_state": "anxious", "psychological_support_needed": True},
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/family-assessments"): Op(
+        A.RECORD_ASSESSMENT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/family-assessments", {**ASSESSED, "return_safety": "safe"}
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/legal-needs-assessments"): Op(
+        A.RECORD_ASSESSMENT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/legal-needs-assessments", {**ASSESSED, "needs": ["immigration"]}
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/livelihood-assessments"): Op(
+        A.RECORD_ASSESSMENT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/livelihood-assessments", {**ASSESSED, "livelihood": "unemployed"}
+        ),
+    ),
+    ("PUT", f"{IN}/{{case_id}}/exploitation"): Op(
+        A.RECORD_FACTS,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/exploitation",
+            {"types": ["forced_labour"], "means_of_control": ["debt_bondage"]},
+        ),
+    ),
+    ("PUT", f"{IN}/{{case_id}}/identification"): Op(
+        A.RECORD_FACTS,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/identification",
+            {
+                "status": "identified",
+                "authority": RECEIVER,
+                "decided_on": (NOW - timedelta(days=1)).date().isoformat(),
+            },
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/contacts"): Op(
+        A.RECORD_CONTACT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/contacts", {"mode": "phone", "occurred_at": NOW.isoformat()}
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/notes"): Op(
+        A.RECORD_CONTACT,
+        lambda w: _body(f"{IN}/{w.case_id}/notes", {"about": "needs", "text": "A note."}),
     ),
     ("PUT", f"{IN}/{{case_id}}/case-manager"): Op(
         A.ASSIGN_CASE_MANAGER,
@@ -611,6 +677,7 @@ class Api:
         manager = self.token(MANAGER, Role.CASE_MANAGER, "setup-manager")
         staff = self.token(RECIPIENT, Role.AGENCY_STAFF, "setup-staff")
         admin = self.token(MANAGER, Role.ADMIN, "setup-admin")
+        doctor = self.token(MANAGER, Role.HEALTH_WORKER, "setup-doctor")
         for op, w in wanted:
             w.case_id = self.ok(
                 "POST",
@@ -646,6 +713,13 @@ class Api:
             )
             assignment = {"case_manager_id": "setup-manager", "agency": MANAGER}
             self.ok("PUT", f"{case}/case-manager", assignment, coordinator)
+            # The health worker of the agency now holding the case examines the person.
+            self.ok(
+                "POST",
+                f"{case}/medical-examinations",
+                {**EXAM, "findings": w.findings},
+                doctor,
+            )
             if "closed" in op.needs:
                 self.ok("POST", f"{case}/closure", {"reason": "goals_met"}, manager)
             if "agency" in op.needs:
