@@ -8,6 +8,7 @@ from contracts import casework as casework  # registers the intake log's case wo
 from contracts import consent as consent  # registers the consent events
 from contracts import directory as directory  # registers the directory events
 from contracts import intake as intake  # registers the intake events
+from contracts import plan as plan  # registers the reintegration plan's events
 from contracts import referral as referral  # registers the referral events
 from contracts.envelope import (
     Actor,
@@ -31,6 +32,7 @@ __all__ = [
     "directory",
     "event_types",
     "intake",
+    "plan",
     "referral",
     "resolve",
 ]

@@ -56,6 +56,7 @@ class Action(StrEnum):
     RECORD_PSYCHOSOCIAL_ASSESSMENT = "record_psychosocial_assessment"
     RECORD_ASSESSMENT = "record_assessment"  # family, legal needs, education and livelihood
     RECORD_CONTACT = "record_contact"  # the contact log and case notes
+    MANAGE_PLAN = "manage_plan"  # the reintegration plan, its agreement, progress, measures
     ASSIGN_CASE_MANAGER = "assign_case_manager"
     MANAGE_CASE = "manage_case"  # stages, closure, reopening
     RECORD_CONSENT = "record_consent"  # grants, refusals, renewals, lifting a refusal
@@ -113,6 +114,7 @@ RULES: dict[Action, Rule] = {
     Action.RECORD_PSYCHOSOCIAL_ASSESSMENT: _rule((R.CASE_MANAGER, R.HEALTH_WORKER), (T.HOLDER,)),
     Action.RECORD_ASSESSMENT: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.RECORD_CONTACT: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER, R.HEALTH_WORKER), (T.HOLDER,)),
+    Action.MANAGE_PLAN: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.ASSIGN_CASE_MANAGER: _rule((R.COORDINATOR, R.CASE_MANAGER), (T.COORDINATOR, T.HOLDER)),
     Action.MANAGE_CASE: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.RECORD_CONSENT: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), (T.HOLDER,)),

@@ -20,6 +20,7 @@ from contracts.casework import (
 from contracts.envelope import AgencyRef
 from contracts.envelope import Model as ContractModel
 from contracts.intake import PartyPresent, PersonDetails, Place
+from contracts.plan import AgreementMethod, TaskStatus
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
@@ -33,6 +34,7 @@ from contracts.vocabulary import (
     UrgentNeed,
 )
 from services.intake.domain import Case, CaseNotFoundError
+from services.intake.plan import GoalDraft, TaskDraft
 from services.runtime.aggregate import CommandContext
 from services.runtime.application import Result, ServiceApplication
 
@@ -477,3 +479,104 @@ class IntakeService(ServiceApplication):
 
         request = {"case_id": str(case_id), "about": about.value, "text": text}
         return self.execute(ctx, "write_note", request, run)
+
+    # -- the reintegration plan and measures --------------------------------------------------
+
+    def revise_plan(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        goals: tuple[GoalDraft, ...],
+        tasks: tuple[TaskDraft, ...],
+        reason: str | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Make the plan's next revision; returns its number as ``revision``."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            revision = case.revise_plan(ctx, goals, tasks, reason)
+            return [case], {**case.summary(), "revision": revision}
+
+        request = {
+            "case_id": str(case_id),
+            "goals": [[g.domain.value, g.goal] for g in goals],
+            "tasks": [
+                [
+                    t.goal,
+                    t.action,
+                    t.responsible.model_dump(mode="json"),
+                    t.due_on.isoformat(),
+                    str(t.task_id) if t.task_id else None,
+                ]
+                for t in tasks
+            ],
+            "reason": reason,
+        }
+        return self.execute(ctx, "revise_plan", request, run)
+
+    def agree_plan(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        method: AgreementMethod,
+        person_views: str | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._on_case(
+            ctx,
+            case_id,
+            "agree_plan",
+            {"method": method.value, "person_views": person_views},
+            lambda case: case.agree_plan(ctx, method, person_views),
+            scope=scope,
+        )
+
+    def progress_task(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        task_id: UUID,
+        to_status: TaskStatus,
+        note: str | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._on_case(
+            ctx,
+            case_id,
+            "progress_task",
+            {"task_id": str(task_id), "to_status": to_status.value, "note": note},
+            lambda case: case.progress_task(ctx, task_id, to_status, note),
+            scope=scope,
+        )
+
+    def measure(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        measured_at: datetime,
+        economic: float,
+        social: float,
+        psychosocial: float,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        request = {
+            "measured_at": measured_at.isoformat(),
+            "economic": economic,
+            "social": social,
+            "psychosocial": psychosocial,
+        }
+        return self._on_case(
+            ctx,
+            case_id,
+            "measure",
+            request,
+            lambda case: case.measure(ctx, measured_at, economic, social, psychosocial),
+            scope=scope,
+        )

@@ -34,7 +34,8 @@ from contracts.vocabulary import (
     MeansOfControl,
     MentalState,
 )
-from services.runtime.aggregate import Aggregate, CommandContext, applies
+from services.intake.plan import Planning
+from services.runtime.aggregate import CommandContext, applies
 from services.runtime.errors import InvalidRequestError, RuleViolationError
 
 # Clocks on phones and laptops drift; a time a few minutes "in the future" is not an error.
@@ -58,9 +59,9 @@ def check_past_day(ctx: CommandContext, field: str, day: date | None) -> None:
         raise InvalidRequestError(field, f"{field} is in the future.")
 
 
-class CaseWork(Aggregate):
-    """The case work part of a case. ``Case`` provides the person, the contact preference
-    and whether the case is open."""
+class CaseWork(Planning):
+    """The case work part of a case (and, inherited, its reintegration plan). ``Case``
+    provides the person, the contact preference and whether the case is open."""
 
     person_id: UUID
     contact: ContactPreferenceRecorded | None

@@ -2,7 +2,8 @@
 identification, the contact log and notes. Each is recorded by the roles the access policy
 names for it; the case read (``GET /intake/cases/{id}``) shows them by category.
 
-``router`` is the whole intake service: the case's routes (``services.intake.api``) and these.
+``router`` is the whole intake service: the case's routes (``services.intake.api``), these,
+and the reintegration plan's (``services.intake.plan_api``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from contracts.casework import (
 from contracts.vocabulary import CaseStage, ContactMode, DataCategory, IdentificationStatus
 from services.intake.api import AgencyId, Body, CommandResult, Intake, allowed
 from services.intake.api import router as cases_router
+from services.intake.plan_api import plan
 from services.runtime.access import roles_for
 from services.runtime.agencies import Agencies
 from services.runtime.auth import CurrentPrincipal
@@ -268,3 +270,4 @@ def write_note(
 router = APIRouter()
 router.include_router(cases_router)
 router.include_router(casework)
+router.include_router(plan)

@@ -61,6 +61,20 @@ TIME_BUCKETS: tuple[tuple[str, float], ...] = (
 )
 
 
+# IOM's Reintegration Sustainability Survey dimensions, each scored 0 to 1.
+DIMENSIONS = ("economic", "social", "psychosocial")
+# A change smaller than this between the baseline and the latest measure is no change.
+PROGRESS_MARGIN = 0.05
+
+
+def progress(change: float) -> str:
+    if change >= PROGRESS_MARGIN:
+        return "improved"
+    if change <= -PROGRESS_MARGIN:
+        return "declined"
+    return "unchanged"
+
+
 @dataclass(frozen=True)
 class Cell:
     table: str
@@ -143,6 +157,13 @@ def raw_counts(
         if legal and case.get("identification"):
             status = case["identification"]
             counts[("identification", province, period, "status", status)] += 1
+        # Progress per dimension of reintegration, latest measure against the baseline: the
+        # person's needs data, counted where that category may count.
+        measures = case.get("measures") if DataCategory.NEEDS in permitted else None
+        if measures and "latest" in measures:
+            for dimension in DIMENSIONS:
+                change = measures["latest"][dimension] - measures["baseline"][dimension]
+                counts[("reintegration", province, period, dimension, progress(change))] += 1
         for referral in case["referrals"].values():
             service = referral["service_type"]
             counts[("referrals", province, period, service, referral["status"])] += 1

@@ -24,6 +24,7 @@ from eventsourcing.persistence import Mapper, Notification
 from contracts import casework as w
 from contracts import consent as c
 from contracts import intake as i
+from contracts import plan as pl
 from contracts import referral as r
 from contracts.envelope import Event, event_types, resolve
 from contracts.vocabulary import DataCategory
@@ -145,6 +146,7 @@ EXPLOITATION = _name(w.ExploitationRecorded)
 IDENTIFICATION = _name(w.IdentificationRecorded)
 CONTACT_LOGGED = _name(w.ContactLogged)
 NOTE_WRITTEN = _name(w.CaseNoteWritten)
+MEASURED = _name(pl.ReintegrationMeasured)
 RECORD_OPENED = _name(c.ConsentRecordOpened)
 GRANTED = _name(c.ConsentGranted)
 WITHDRAWN = _name(c.ConsentWithdrawn)
@@ -201,6 +203,7 @@ class CasesView(View):
             w.ExploitationRecorded,
             w.IdentificationRecorded,
             w.ContactLogged,
+            pl.ReintegrationMeasured,
         ),
         "consent": (c.ConsentRecordOpened, *DECISION_EVENTS),
         "referral": (
@@ -282,6 +285,13 @@ class CasesView(View):
             # What statistics count (the CTDC's variables), nothing that tells who.
             x = d["exploitation"]
             doc["exploitation"] = {"types": x["types"], "means_of_control": x["means_of_control"]}
+        elif f.type == MEASURED:
+            scores = {k: d[k] for k in ("economic", "social", "psychosocial")}
+            # The baseline and the latest: what progress per dimension is counted from.
+            if d["baseline"]:
+                doc["measures"] = {"baseline": scores}
+            elif "measures" in doc:
+                doc["measures"]["latest"] = scores
         elif f.type == IDENTIFICATION:
             doc["identification"] = d["status"]
         elif f.type == CONTACT_LOGGED and d["against_preference"]:
@@ -463,7 +473,7 @@ class TimelineView(View):
 
     name = "timeline"
     handles = {
-        "intake": (*i.INTAKE_EVENTS, *w.CASEWORK_EVENTS),
+        "intake": (*i.INTAKE_EVENTS, *w.CASEWORK_EVENTS, *pl.PLAN_EVENTS),
         # Not the facts the consent service copies from intake: the story tells them once.
         "consent": tuple(
             t for t in c.CONSENT_EVENTS if t not in (c.SubjectAgeNoted, c.CaseStageNoted)
@@ -554,6 +564,8 @@ DETAILED: dict[str, DataCategory] = {
     RISK_: DataCategory.RISK,
     CONTACT_: DataCategory.CONTACT,
     **{_name(t): category for t, category in w.CATEGORY_OF.items()},
+    # The plan and the measures are the person's needs, as the comprehensive assessment's.
+    **{_name(t): DataCategory.NEEDS for t in pl.PLAN_EVENTS},
 }
 
 
@@ -623,6 +635,20 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
         + (f" against the person's wish ({d['reason']})" if d["against_preference"] else "")
     ),
     NOTE_WRITTEN: lambda d: f"Note ({d['about']}): {d['text']}",
+    _name(pl.ReintegrationPlanRevised): lambda d: (
+        f"Reintegration plan, revision {d['revision']}: "
+        + _values(sorted({g["domain"] for g in d["goals"]}))
+        + f"; {len(d['tasks'])} tasks"
+    ),
+    _name(pl.ReintegrationPlanAgreed): lambda d: (
+        f"The person agreed to plan revision {d['revision']} ({d['method']})"
+    ),
+    _name(pl.PlanTaskProgressed): lambda d: f"Plan task {d['from_status']} -> {d['to_status']}",
+    MEASURED: lambda d: (
+        ("Baseline" if d["baseline"] else "Measure")
+        + f" ({d['stage']}): economic {d['economic']:.2f}, social {d['social']:.2f}, "
+        + f"psychosocial {d['psychosocial']:.2f}"
+    ),
     MANAGER_: lambda d: f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})",
     GRANTED: lambda d: (
         f"Consent granted by {d['given_by']['kind']}: {_values(d['categories'])} "

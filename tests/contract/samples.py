@@ -73,6 +73,19 @@ from contracts.intake import (
     RiskAssessed,
     StageChanged,
 )
+from contracts.plan import (
+    AgreementMethod,
+    Goal,
+    PlanDomain,
+    PlanTaskProgressed,
+    ReintegrationMeasured,
+    ReintegrationPlanAgreed,
+    ReintegrationPlanRevised,
+    Task,
+    TaskStatus,
+    TeamMember,
+    TeamRole,
+)
 from contracts.referral import (
     CaseFactsNoted,
     CaseFileManagerNoted,
@@ -230,6 +243,7 @@ def samples() -> list[Event]:
             **common,
         ),
         *casework_samples(),
+        *plan_samples(),
         *consent_samples(),
         *referral_samples(),
         *audit_samples(),
@@ -331,6 +345,55 @@ def casework_samples() -> list[Event]:
             note_id=UUID("6bef8293-bd30-4e71-8283-9fa0b1c2d3e4"),
             about=DataCategory.PSYCHOSOCIAL,
             text="t",
+            **common,
+        ),
+    ]
+
+
+def plan_samples() -> list[Event]:
+    manager = Actor(user_id="manager-1", agency_id="dong-thap-swc", role=Role.CASE_MANAGER)
+    common = {"originator_id": CASE, "timestamp": AT, "actor": manager, "person_id": PERSON}
+    goal = Goal(
+        goal_id=UUID("7cf093a4-ce41-4f82-9394-a0b1c2d3e4f5"),
+        domain=PlanDomain.INCOME,
+        goal="A job after a garment course",
+    )
+    task = Task(
+        task_id=UUID("8d01a4b5-df52-4093-a4a5-b1c2d3e4f506"),
+        goal_id=goal.goal_id,
+        action="Enrol in the garment course",
+        responsible=TeamMember(
+            team_role=TeamRole.TRAINER,
+            agency=AgencyRef(agency_id="nghe-an-vtc", kind=AgencyKind.VOCATIONAL_TRAINING_CENTRE),
+        ),
+        due_on=date(2026, 4, 1),
+    )
+    return [
+        ReintegrationPlanRevised(
+            originator_version=30, revision=1, goals=(goal,), tasks=(task,), **common
+        ),
+        ReintegrationPlanAgreed(
+            originator_version=31,
+            revision=1,
+            method=AgreementMethod.SIGNED,
+            person_views="v",
+            **common,
+        ),
+        PlanTaskProgressed(
+            originator_version=32,
+            task_id=task.task_id,
+            from_status=TaskStatus.PLANNED,
+            to_status=TaskStatus.IN_PROGRESS,
+            **common,
+        ),
+        ReintegrationMeasured(
+            originator_version=33,
+            measured_at=AT,
+            stage=CaseStage.CRISIS,
+            economic=0.2,
+            social=0.35,
+            psychosocial=0.3,
+            baseline=True,
             **common,
         ),
     ]

@@ -117,6 +117,7 @@ class World:
     approved_id: str = ""  # a referral with an approved override
     approved_override_id: str = ""
     handover_id: str = ""
+    task_id: str = ""  # a task of its reintegration plan, agreed to
     agency_id: str = ""  # a directory entry of its own
 
     @property
@@ -175,6 +176,17 @@ PARTIES = [
 ]
 REASON = "The person collapsed and the holder cannot be reached tonight."
 ASSESSED = {"assessed_at": (NOW - timedelta(hours=1)).isoformat()}
+PLAN = {
+    "goals": [{"domain": "income", "goal": "A job"}],
+    "tasks": [
+        {
+            "goal": 0,
+            "action": "A course",
+            "responsible": {"team_role": "trainer", "agency": MANAGER},
+            "due_on": (NOW + timedelta(days=30)).date().isoformat(),
+        }
+    ],
+}
 EXAM = {
     "examined_at": ASSESSED["assessed_at"],
     "findings": "Bruises",
@@ -304,6 +316,39 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", f"{IN}/{{case_id}}/notes"): Op(
         A.RECORD_CONTACT,
         lambda w: _body(f"{IN}/{w.case_id}/notes", {"about": "needs", "text": "A note."}),
+    ),
+    # intake: the reintegration plan
+    ("GET", f"{IN}/{{case_id}}/plan"): Op(
+        A.SEE_PROGRESS,
+        lambda w: _body(f"{IN}/{w.case_id}/plan"),
+        mutates=False,
+        needs=frozenset({"plan"}),
+        reads=frozenset({DataCategory.NEEDS}),
+    ),
+    ("PUT", f"{IN}/{{case_id}}/plan"): Op(
+        A.MANAGE_PLAN, lambda w: _body(f"{IN}/{w.case_id}/plan", PLAN)
+    ),
+    ("POST", f"{IN}/{{case_id}}/plan/agreement"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(f"{IN}/{w.case_id}/plan/agreement", {"method": "signed"}),
+        needs=frozenset({"plan"}),
+    ),
+    ("POST", f"{IN}/{{case_id}}/plan/tasks/{{task_id}}/progress"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(f"{IN}/{w.case_id}/plan/tasks/{w.task_id}/progress", {"to_status": "done"}),
+        needs=frozenset({"plan", "agreed"}),
+    ),
+    ("POST", f"{IN}/{{case_id}}/plan/measures"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/plan/measures",
+            {
+                "measured_at": ASSESSED["assessed_at"],
+                "economic": 0.2,
+                "social": 0.3,
+                "psychosocial": 0.1,
+            },
+        ),
     ),
     ("PUT", f"{IN}/{{case_id}}/case-manager"): Op(
         A.ASSIGN_CASE_MANAGER,
@@ -720,6 +765,11 @@ class Api:
                 {**EXAM, "findings": w.findings},
                 doctor,
             )
+            if "plan" in op.needs:
+                self.ok("PUT", f"{case}/plan", PLAN, manager)
+                w.task_id = self.ok("GET", f"{case}/plan", None, manager)["tasks"][0]["task_id"]
+                if "agreed" in op.needs:
+                    self.ok("POST", f"{case}/plan/agreement", {"method": "signed"}, manager)
             if "closed" in op.needs:
                 self.ok("POST", f"{case}/closure", {"reason": "goals_met"}, manager)
             if "agency" in op.needs:

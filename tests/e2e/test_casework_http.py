@@ -367,3 +367,100 @@ def test_the_contact_log_and_a_home_visit_against_the_persons_wish(api: Api) -> 
     assert r.json()["notes"] == []
     assert note not in r.text
     assert reason not in r.text
+
+
+def test_the_reintegration_plan_made_with_the_person_and_its_measures(api: Api) -> None:
+    case_id = api.case()
+    at = f"/intake/cases/{case_id}/plan"
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    coordinator = api.as_("dt-dolisa", Role.COORDINATOR)
+    due = (NOW + timedelta(days=30)).date().isoformat()
+    goal = f"A job after a garment course {secrets.token_hex(4)}"
+    body = {
+        "goals": [{"domain": "income", "goal": goal}, {"domain": "health", "goal": "Healed"}],
+        "tasks": [
+            {
+                "goal": 0,
+                "action": "Enrol in the garment course",
+                "responsible": {"team_role": "trainer", "agency": "dt-shelter"},
+                "due_on": due,
+            },
+            {
+                "goal": 1,
+                "action": "Review at the hospital",
+                "responsible": {"team_role": "health_worker", "agency": "dt-hospital"},
+                "due_on": due,
+            },
+        ],
+    }
+    api.put(at, body, api.as_("dt-swc", Role.HEALTH_WORKER), expect=403)
+    assert api.put(at, body, manager)["revision"] == 1
+    plan = api.get(at, manager)
+    course, _review = plan["tasks"]
+    assert course["responsible"]["agency"] == {"agency_id": "dt-shelter", "kind": "ngo"}
+    assert plan["agreed"] is False
+    started = {"to_status": "in_progress"}
+    refused = api.post(f"{at}/tasks/{course['task_id']}/progress", started, manager, expect=409)
+    assert refused["allowed"] == ["agreement"]
+    api.post(f"{at}/agreement", {"method": "signed", "person_views": "I want to sew"}, manager)
+    api.post(f"{at}/tasks/{course['task_id']}/progress", started, manager)
+    revised = {
+        "goals": body["goals"][:1],
+        "tasks": [{**body["tasks"][0], "task_id": course["task_id"]}],
+        "reason": "The hospital review is no longer needed",
+    }
+    assert api.put(at, revised, manager)["revision"] == 2
+    # Three measures: the baseline in the crisis stage, then two more.
+    for days, scores, stage in (
+        (60, (0.2, 0.3, 0.25), None),
+        (30, (0.45, 0.5, 0.4), "transitional"),
+        (1, (0.7, 0.6, 0.65), "external_support"),
+    ):
+        if stage:
+            api.post(f"/intake/cases/{case_id}/stage", {"to_stage": stage}, manager, expect=200)
+        measured = {
+            "measured_at": (NOW - timedelta(days=days)).isoformat(),
+            **dict(zip(("economic", "social", "psychosocial"), scores, strict=True)),
+        }
+        api.post(f"{at}/measures", measured, manager)
+
+    plan = api.get(at, manager)
+    assert plan["revision"] == 2
+    assert plan["agreed"] is False  # the person agrees to revision 2 afresh
+    assert [r["revision"] for r in plan["revisions"]] == [1, 2]
+    assert plan["revisions"][0]["agreement"]["person_views"] == "I want to sew"
+    assert [t["status"] for t in plan["tasks"]] == ["in_progress"]
+    trend = [m["change_from_baseline"] for m in plan["measures"]]
+    assert trend[0] is None
+    assert trend[2] == {"economic": 0.5, "social": 0.3, "psychosocial": 0.4}
+    assert [m["baseline"] for m in plan["measures"]] == [True, False, False]
+    reads = api.audit.reads_of_case(UUID(case_id))
+    assert reads[-1].what == "intake.plan"
+    assert reads[-1].categories == (DataCategory.NEEDS,)
+
+    # The coordinator sees its progress: revision, agreement, task status and due dates.
+    r = api.client.get(at, headers=coordinator)
+    assert r.status_code == 200
+    assert goal not in r.text
+    assert "garment" not in r.text
+    progress = r.json()
+    assert progress["revisions"] is None
+    assert progress["measures"] is None
+    assert progress["tasks"] == [
+        {
+            "task_id": course["task_id"],
+            "status": "in_progress",
+            "due_on": due,
+            "overdue": False,
+            "goal_id": None,
+            "action": None,
+            "responsible": None,
+        }
+    ]
+    assert len(api.audit.reads_of_case(UUID(case_id))) == len(reads)
+    story = api.client.get(f"/projections/cases/{case_id}/timeline", headers=coordinator).json()
+    assert "Reintegration plan revised" in [e["what"] for e in story]
+    story = api.get(f"/projections/cases/{case_id}/timeline", manager)
+    told = [e["what"] for e in story]
+    assert "Reintegration plan, revision 1: health, income; 2 tasks" in told
+    assert "Baseline (reception): economic 0.20, social 0.30, psychosocial 0.25" in told
