@@ -142,6 +142,9 @@ def raw_counts(
         counts[("cases", province, period, "all", "all")] += 1
         if case.get("reopenings"):
             counts[("reopenings", province, period, "reopened", "yes")] += 1
+        if case.get("re_trafficked"):
+            # Re-trafficking: a case reopened because the person was trafficked again.
+            counts[("re_trafficking", province, period, "re_trafficked", "yes")] += 1
         # The exploitation and the identification are the person's legal_case data: they count
         # only where that category is permitted for statistics.
         legal = DataCategory.LEGAL_CASE in permitted

@@ -281,6 +281,8 @@ class CasesView(View):
         elif f.type == REOPENED:
             doc.update(stage=d["to_stage"], closed=False)
             doc["reopenings"] += 1
+            if d["reason"] == "re_trafficked":
+                doc["re_trafficked"] = doc.get("re_trafficked", 0) + 1
         elif f.type == EXPLOITATION:
             # What statistics count (the CTDC's variables), nothing that tells who.
             x = d["exploitation"]

@@ -209,3 +209,21 @@ def _needs_for_statistics(categories: tuple[str, ...] = ("identity", "needs")) -
         "given_by": {"kind": "person"},
     }
     return [["org.ketnoi.consent.granted", grant]]
+
+
+def test_re_trafficking_counts_the_cases_reopened_for_it() -> None:
+    docs = [
+        {
+            "case_id": str(uuid4()),
+            "province": "nghe-an",
+            "received_at": "2026-03-01T10:00:00+00:00",
+            "referrals": {},
+            "reopenings": 1,
+            "re_trafficked": 1 if n % 2 else 0,
+            "consent": _needs_for_statistics(),
+        }
+        for n in range(4)
+    ]
+    counts = raw_counts(docs, NOW)
+    assert counts[("reopenings", "nghe-an", "2026-03", "reopened", "yes")] == 4
+    assert counts[("re_trafficking", "nghe-an", "2026-03", "re_trafficked", "yes")] == 2
