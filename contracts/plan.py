@@ -19,7 +19,7 @@ from uuid import UUID
 from pydantic import Field
 
 from contracts.envelope import AgencyRef, Event, Model
-from contracts.vocabulary import CaseStage
+from contracts.vocabulary import CaseStage, ContactModes
 
 MAX_GOALS = 24  # a few per domain
 MAX_TASKS = 60
@@ -144,16 +144,33 @@ class ReintegrationMeasured(Event):
     baseline: bool
 
 
+class ExitPlanned(Event):
+    """A planned exit toward safe independence (seed 002): when, the follow-up after it (how
+    often, until when, in which of the modes the person accepts), and how the person was told
+    to come back if they need support again."""
+
+    event_type = "org.ketnoi.intake.exit_planned"
+
+    person_id: UUID
+    planned_exit_on: date
+    follow_up_every_days: int = Field(ge=7, le=180)
+    follow_up_until: date
+    follow_up_modes: ContactModes = Field(min_length=1)
+    how_to_come_back: Text
+
+
 PLAN_EVENTS: tuple[type[Event], ...] = (
     ReintegrationPlanRevised,
     ReintegrationPlanAgreed,
     PlanTaskProgressed,
     ReintegrationMeasured,
+    ExitPlanned,
 )
 
 __all__ = [
     "PLAN_EVENTS",
     "AgreementMethod",
+    "ExitPlanned",
     "Goal",
     "PlanDomain",
     "PlanTaskProgressed",

@@ -247,12 +247,28 @@ def seed_livelihood(
     )
     intake.progress_task(ctx("job-done", manager, 135.1), case_id, job, TaskStatus.DONE, "Hired.")
     intake.measure(ctx("measure-3", manager, 150), case_id, on(150), 0.7, 0.65, 0.65)
+    intake.plan_exit(
+        ctx("exit-plan", manager, 152),
+        case_id,
+        on(160).date(),
+        30,
+        on(340).date(),
+        (ContactMode.PHONE, ContactMode.MEETING_NEARBY_TOWN),
+        "Call the centre's hotline or her case manager; the support resumes at once.",
+    )
     intake.close_case(
         ctx("exit", manager, 160),
         case_id,
         ClosureReason.SAFE_INDEPENDENCE,
         "The course and the job changed everything.",
         5,
+    )
+    intake.log_contact(
+        ctx("follow-up-1", manager, 190),
+        case_id,
+        mode=ContactMode.PHONE,
+        occurred_at=on(190),
+        note="Still working; saving for a sewing machine.",
     )
     intake.reopen_case(
         ctx("reopened", manager, 220),

@@ -580,3 +580,33 @@ class IntakeService(ServiceApplication):
             lambda case: case.measure(ctx, measured_at, economic, social, psychosocial),
             scope=scope,
         )
+
+    def plan_exit(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        planned_exit_on: date,
+        every_days: int,
+        until: date,
+        modes: tuple[ContactMode, ...],
+        how_to_come_back: str,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        request = {
+            "planned_exit_on": planned_exit_on.isoformat(),
+            "every_days": every_days,
+            "until": until.isoformat(),
+            "modes": [m.value for m in modes],
+            "how_to_come_back": how_to_come_back,
+        }
+        return self._on_case(
+            ctx,
+            case_id,
+            "plan_exit",
+            request,
+            lambda case: case.plan_exit(
+                ctx, planned_exit_on, every_days, until, modes, how_to_come_back
+            ),
+            scope=scope,
+        )

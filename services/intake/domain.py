@@ -332,6 +332,12 @@ class Case(CaseWork):
             raise CaseRuleError(
                 "The case is already closed; reopen it if support resumes.", allowed=["reopen"]
             )
+        if reason is ClosureReason.SAFE_INDEPENDENCE and self.exit_plan is None:
+            raise CaseRuleError(
+                "An exit toward safe independence is planned first: its follow-up, and how "
+                "the person can come back.",
+                allowed=["exit_plan"],
+            )
         self.trigger(
             ctx,
             CaseClosed,
@@ -381,6 +387,7 @@ class Case(CaseWork):
     def _reopened(self, event: CaseReopened) -> None:
         self.stage = event.to_stage
         self.closure = None
+        self.exit_plan = None  # a new episode plans its own exit
         self.episodes.append(
             Episode(number=event.episode, opened_at=event.timestamp, reopening_reason=event.reason)
         )

@@ -8,8 +8,10 @@ from datetime import date, datetime
 from uuid import UUID, uuid4
 
 from contracts.consent_decision import local_date
+from contracts.intake import ContactPreferenceRecorded
 from contracts.plan import (
     AgreementMethod,
+    ExitPlanned,
     Goal,
     PlanDomain,
     PlanTaskProgressed,
@@ -20,7 +22,7 @@ from contracts.plan import (
     TaskStatus,
     TeamMember,
 )
-from contracts.vocabulary import CaseStage
+from contracts.vocabulary import CaseStage, ContactMode
 from services.runtime.aggregate import Aggregate, CommandContext, applies
 from services.runtime.errors import InvalidRequestError, RuleViolationError
 
@@ -33,6 +35,8 @@ TASK_STEPS: dict[TaskStatus, tuple[TaskStatus, ...]] = {
 }
 # The baseline is taken where support starts (seed 002): at intake or in the crisis stage.
 BASELINE_STAGES = (CaseStage.RECEPTION, CaseStage.CRISIS)
+# The exit is planned once the person is stable (seed 002, stages 2 and 3).
+EXIT_PLANNING_STAGES = (CaseStage.TRANSITIONAL, CaseStage.EXTERNAL_SUPPORT)
 
 
 class PlanRuleError(RuleViolationError):
@@ -64,6 +68,7 @@ class Planning(Aggregate):
     person_id: UUID
     stage: CaseStage
     minor: bool | None
+    contact: ContactPreferenceRecorded | None
 
     def __init__(self, aggregate_id: UUID) -> None:
         super().__init__(aggregate_id)
@@ -71,6 +76,7 @@ class Planning(Aggregate):
         self.agreements: dict[int, ReintegrationPlanAgreed] = {}
         self.tasks: dict[UUID, Task] = {}
         self.measures: list[ReintegrationMeasured] = []
+        self.exit_plan: ExitPlanned | None = None  # of the current episode
 
     def check_open(self, doing: str) -> None:
         raise NotImplementedError
@@ -251,3 +257,49 @@ class Planning(Aggregate):
     @applies(ReintegrationMeasured)
     def _measured(self, event: ReintegrationMeasured) -> None:
         self.measures.append(event)
+
+    # -- the exit --------------------------------------------------------------------------
+
+    def plan_exit(
+        self,
+        ctx: CommandContext,
+        planned_exit_on: date,
+        every_days: int,
+        until: date,
+        modes: tuple[ContactMode, ...],
+        how_to_come_back: str,
+    ) -> None:
+        """Plan the exit and the follow-up after it. Raises PlanRuleError outside the
+        transitional and external support stages, InvalidRequestError for a follow-up in a
+        mode the person refused or ending before the exit."""
+        self.check_open("plan the exit")
+        if self.stage not in EXIT_PLANNING_STAGES:
+            raise PlanRuleError(
+                "The exit is planned once the person is stable: in stage transitional or "
+                f"external_support (this case is in {self.stage.value}).",
+                allowed=["change_stage"],
+            )
+        refused = set(modes) & set(self.contact.refused if self.contact else ())
+        if refused:
+            names = ", ".join(sorted(m.value for m in refused))
+            raise InvalidRequestError(
+                "follow_up_modes", f"The person refused to be contacted by: {names}."
+            )
+        if planned_exit_on < local_date(ctx.at):
+            raise InvalidRequestError("planned_exit_on", "The exit is planned for the future.")
+        if until <= planned_exit_on:
+            raise InvalidRequestError("follow_up_until", "The follow-up ends after the exit.")
+        self.trigger(
+            ctx,
+            ExitPlanned,
+            person_id=self.person_id,
+            planned_exit_on=planned_exit_on,
+            follow_up_every_days=every_days,
+            follow_up_until=until,
+            follow_up_modes=modes,
+            how_to_come_back=how_to_come_back,
+        )
+
+    @applies(ExitPlanned)
+    def _exit_planned(self, event: ExitPlanned) -> None:
+        self.exit_plan = event

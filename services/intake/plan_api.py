@@ -18,6 +18,7 @@ from contracts.plan import (
     MAX_GOALS,
     MAX_TASKS,
     AgreementMethod,
+    ExitPlanned,
     Goal,
     PlanDomain,
     ReintegrationMeasured,
@@ -26,7 +27,7 @@ from contracts.plan import (
     TeamMember,
     TeamRole,
 )
-from contracts.vocabulary import CaseStage, DataCategory
+from contracts.vocabulary import CaseStage, ContactModes, DataCategory
 from services.intake.api import AgencyId, Body, Intake, allowed
 from services.intake.domain import Case
 from services.intake.plan import GoalDraft, TaskDraft
@@ -88,6 +89,24 @@ class MeasureCreate(Body):
     psychosocial: float = Field(ge=0, le=1)
 
 
+class ExitPlanCreate(Body):
+    planned_exit_on: date
+    follow_up_every_days: int = Field(ge=7, le=180)
+    follow_up_until: date
+    follow_up_modes: ContactModes = Field(min_length=1)
+    how_to_come_back: str = Field(
+        min_length=1, max_length=1000, description="what the person was told: whom to call"
+    )
+
+
+class ExitPlanPublic(BaseModel):
+    planned_exit_on: date
+    follow_up_every_days: int
+    follow_up_until: date
+    follow_up_modes: ContactModes
+    how_to_come_back: str
+
+
 class PlanResult(BaseModel):
     case_id: UUID
     version: int
@@ -139,6 +158,8 @@ class PlanPublic(BaseModel):
     tasks: list[TaskPublic]
     revisions: list[RevisionPublic] | None
     measures: list[MeasurePublic] | None
+    exit_planned: bool
+    exit_plan: ExitPlanPublic | None
     shown: list[DataCategory]
 
 
@@ -161,6 +182,16 @@ def _measures(measures: list[ReintegrationMeasured]) -> list[MeasurePublic]:
         )
         for m in measures
     ]
+
+
+def _exit(planned: ExitPlanned) -> ExitPlanPublic:
+    return ExitPlanPublic(
+        planned_exit_on=planned.planned_exit_on,
+        follow_up_every_days=planned.follow_up_every_days,
+        follow_up_until=planned.follow_up_until,
+        follow_up_modes=planned.follow_up_modes,
+        how_to_come_back=planned.how_to_come_back,
+    )
 
 
 def plan_public(case: Case, details: bool) -> PlanPublic:
@@ -198,6 +229,8 @@ def plan_public(case: Case, details: bool) -> PlanPublic:
         tasks=tasks,
         revisions=revisions if details else None,
         measures=_measures(case.measures) if details else None,
+        exit_planned=case.exit_plan is not None,
+        exit_plan=_exit(case.exit_plan) if details and case.exit_plan else None,
         shown=[DataCategory.NEEDS] if details else [],
     )
 
@@ -321,5 +354,36 @@ def measure(
         body.economic,
         body.social,
         body.psychosocial,
+        scope=allowed(principal, action),
+    )
+
+
+@plan.post(
+    "/exit",
+    status_code=201,
+    response_model=PlanResult,
+    summary="Plan the exit toward safe independence, and the follow-up after it",
+)
+def plan_exit(
+    case_id: UUID,
+    body: ExitPlanCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    """Needed before closing for safe independence. The follow-up contacts fall due every
+    ``follow_up_every_days`` after the closure until ``follow_up_until``, in modes the person
+    accepts; the coordinators' follow-up list shows those due and missed."""
+    action = Action.MANAGE_CASE
+    ctx = command_context(request, principal, roles_for(action), idempotency_key)
+    return intake.plan_exit(
+        ctx,
+        case_id,
+        body.planned_exit_on,
+        body.follow_up_every_days,
+        body.follow_up_until,
+        body.follow_up_modes,
+        body.how_to_come_back,
         scope=allowed(principal, action),
     )

@@ -61,6 +61,16 @@ def board(
     return projections.board(_province(principal, province))
 
 
+@router.get("/follow-ups", summary="Follow-up after exit: contacts missed, and the next one due")
+def follow_ups(
+    projections: Projections, principal: CurrentPrincipal, province: str | None = None
+) -> list[dict[str, Any]]:
+    """Closed cases with a follow-up schedule (from their exit plan): for the coordinator to
+    chase the contacts missed. Dates only, nothing of the person."""
+    principal.require(*OVERSIGHT)
+    return projections.follow_ups(_province(principal, province))
+
+
 @router.get("/cases/{case_id}/timeline", summary="One ordered story of a case")
 def timeline(
     case_id: UUID, projections: Projections, principal: CurrentPrincipal, request: Request

@@ -147,6 +147,7 @@ IDENTIFICATION = _name(w.IdentificationRecorded)
 CONTACT_LOGGED = _name(w.ContactLogged)
 NOTE_WRITTEN = _name(w.CaseNoteWritten)
 MEASURED = _name(pl.ReintegrationMeasured)
+EXIT_PLANNED = _name(pl.ExitPlanned)
 RECORD_OPENED = _name(c.ConsentRecordOpened)
 GRANTED = _name(c.ConsentGranted)
 WITHDRAWN = _name(c.ConsentWithdrawn)
@@ -204,6 +205,7 @@ class CasesView(View):
             w.IdentificationRecorded,
             w.ContactLogged,
             pl.ReintegrationMeasured,
+            pl.ExitPlanned,
         ),
         "consent": (c.ConsentRecordOpened, *DECISION_EVENTS),
         "referral": (
@@ -280,6 +282,7 @@ class CasesView(View):
             doc.update(stage="closed", closed=True, closed_at=f.at, closure_reason=d["reason"])
         elif f.type == REOPENED:
             doc.update(stage=d["to_stage"], closed=False)
+            doc.pop("follow_up", None)  # the new episode plans its own exit
             doc["reopenings"] += 1
             if d["reason"] == "re_trafficked":
                 doc["re_trafficked"] = doc.get("re_trafficked", 0) + 1
@@ -296,7 +299,17 @@ class CasesView(View):
                 doc["measures"]["latest"] = scores
         elif f.type == IDENTIFICATION:
             doc["identification"] = d["status"]
-        elif f.type == CONTACT_LOGGED and d["against_preference"]:
+        elif f.type == EXIT_PLANNED:
+            # The follow-up schedule after exit: dates only.
+            doc["follow_up"] = {
+                "every_days": d["follow_up_every_days"],
+                "until": d["follow_up_until"],
+            }
+        elif f.type == CONTACT_LOGGED:
+            # When each contact happened, to tell the follow-ups made from those missed.
+            doc.setdefault("contacts_at", []).append(d["occurred_at"])
+            if not d["against_preference"]:
+                return
             # The board shows the breach of the person's wish: when, how and by whom, not
             # where or what was said.
             doc.setdefault("contacts_against_preference", []).append(
@@ -646,6 +659,11 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
         f"The person agreed to plan revision {d['revision']} ({d['method']})"
     ),
     _name(pl.PlanTaskProgressed): lambda d: f"Plan task {d['from_status']} -> {d['to_status']}",
+    EXIT_PLANNED: lambda d: (
+        f"Exit planned for {d['planned_exit_on']}; follow-up every "
+        f"{d['follow_up_every_days']} days until {d['follow_up_until']} by "
+        + _values(d["follow_up_modes"])
+    ),
     MEASURED: lambda d: (
         ("Baseline" if d["baseline"] else "Measure")
         + f" ({d['stage']}): economic {d['economic']:.2f}, social {d['social']:.2f}, "

@@ -75,6 +75,7 @@ from contracts.intake import (
 )
 from contracts.plan import (
     AgreementMethod,
+    ExitPlanned,
     Goal,
     PlanDomain,
     PlanTaskProgressed,
@@ -384,6 +385,15 @@ def plan_samples() -> list[Event]:
             task_id=task.task_id,
             from_status=TaskStatus.PLANNED,
             to_status=TaskStatus.IN_PROGRESS,
+            **common,
+        ),
+        ExitPlanned(
+            originator_version=34,
+            planned_exit_on=date(2026, 6, 1),
+            follow_up_every_days=30,
+            follow_up_until=date(2026, 12, 1),
+            follow_up_modes=(ContactMode.PHONE,),
+            how_to_come_back="Call the centre",
             **common,
         ),
         ReintegrationMeasured(

@@ -338,6 +338,20 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         lambda w: _body(f"{IN}/{w.case_id}/plan/tasks/{w.task_id}/progress", {"to_status": "done"}),
         needs=frozenset({"plan", "agreed"}),
     ),
+    ("POST", f"{IN}/{{case_id}}/plan/exit"): Op(
+        A.MANAGE_CASE,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/plan/exit",
+            {
+                "planned_exit_on": (NOW + timedelta(days=1)).date().isoformat(),
+                "follow_up_every_days": 30,
+                "follow_up_until": (NOW + timedelta(days=90)).date().isoformat(),
+                "follow_up_modes": ["phone"],
+                "how_to_come_back": "Call the centre",
+            },
+        ),
+        needs=frozenset({"transitional"}),
+    ),
     ("POST", f"{IN}/{{case_id}}/plan/measures"): Op(
         A.MANAGE_PLAN,
         lambda w: _body(
@@ -514,6 +528,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         needs=frozenset({"handover"}),
     ),
     # projections
+    ("GET", f"{P}/follow-ups"): Op(
+        None, lambda w: _body(f"{P}/follow-ups?province={PROVINCE}"), mutates=False
+    ),
     ("GET", f"{P}/board"): Op(
         None, lambda w: _body(f"{P}/board?province={PROVINCE}"), mutates=False
     ),
@@ -601,6 +618,7 @@ NO_CASE: dict[tuple[str, str], tuple[frozenset[Role], bool]] = {
     ("GET", f"{R}/referrals"): (EVERYONE, False),
     ("GET", f"{R}/handovers"): (EVERYONE, False),
     ("GET", f"{P}/board"): (OVERSIGHT, True),
+    ("GET", f"{P}/follow-ups"): (OVERSIGHT, True),
     ("GET", f"{P}/agencies/{{agency_id}}/queue"): (frozenset({Role.AGENCY_STAFF}), False),
     ("GET", f"{P}/queues"): (OVERSIGHT, True),
     ("GET", f"{P}/statistics"): (OVERSIGHT | {Role.ADMIN}, True),
@@ -770,6 +788,8 @@ class Api:
                 w.task_id = self.ok("GET", f"{case}/plan", None, manager)["tasks"][0]["task_id"]
                 if "agreed" in op.needs:
                     self.ok("POST", f"{case}/plan/agreement", {"method": "signed"}, manager)
+            if "transitional" in op.needs:
+                self.ok("POST", f"{case}/stage", {"to_stage": "transitional"}, manager)
             if "closed" in op.needs:
                 self.ok("POST", f"{case}/closure", {"reason": "goals_met"}, manager)
             if "agency" in op.needs:

@@ -464,3 +464,41 @@ def test_the_reintegration_plan_made_with_the_person_and_its_measures(api: Api) 
     told = [e["what"] for e in story]
     assert "Reintegration plan, revision 1: health, income; 2 tasks" in told
     assert "Baseline (reception): economic 0.20, social 0.30, psychosocial 0.25" in told
+
+
+def test_an_exit_is_planned_and_its_follow_up_listed_for_the_coordinator(api: Api) -> None:
+    case_id = api.case()
+    at = f"/intake/cases/{case_id}"
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    coordinator = api.as_("dt-dolisa", Role.COORDINATOR)
+    api.put(
+        f"{at}/contact-preference", {"preferred": ["phone"], "refused": ["home_visit"]}, manager
+    )
+    api.post(f"{at}/stage", {"to_stage": "transitional"}, manager, expect=200)
+    closing = {"reason": "safe_independence", "feedback": "Thank you"}
+    refused = api.post(f"{at}/closure", closing, manager, expect=409)
+    assert refused["allowed"] == ["exit_plan"]
+    how = f"Call the centre on its hotline {secrets.token_hex(4)}"
+    exit_plan = {
+        "planned_exit_on": (NOW + timedelta(days=1)).date().isoformat(),
+        "follow_up_every_days": 7,
+        "follow_up_until": (NOW + timedelta(days=60)).date().isoformat(),
+        "follow_up_modes": ["home_visit"],
+        "how_to_come_back": how,
+    }
+    api.post(f"{at}/plan/exit", exit_plan, manager, expect=422)
+    api.post(f"{at}/plan/exit", {**exit_plan, "follow_up_modes": ["phone"]}, coordinator, 403)
+    api.post(f"{at}/plan/exit", {**exit_plan, "follow_up_modes": ["phone"]}, manager)
+    api.post(f"{at}/closure", closing, manager)
+
+    assert api.get(f"{at}/plan", manager)["exit_plan"]["how_to_come_back"] == how
+    r = api.client.get(f"{at}/plan", headers=coordinator)
+    assert r.json()["exit_planned"] is True
+    assert how not in r.text
+    follow_ups = api.get(f"/projections/follow-ups?province={PROVINCE}", coordinator)
+    (row,) = [f for f in follow_ups if f["case_id"] == case_id]
+    closed_at = datetime.fromisoformat(row["closed_at"])
+    assert row["made"] == 0
+    assert row["missed"] == []
+    assert datetime.fromisoformat(row["next_due"]) == closed_at + timedelta(days=7)
+    api.get(f"/projections/follow-ups?province={PROVINCE}", manager, expect=403)

@@ -279,7 +279,7 @@ def test_a_reason_is_asked_only_for_a_refused_mode() -> None:
 
 def test_contacts_and_notes_go_on_after_closure() -> None:
     c = case()
-    c.close(ctx(), ClosureReason.SAFE_INDEPENDENCE, None, None)
+    c.close(ctx(), ClosureReason.GOALS_MET, None, None)
     c.log_contact(
         ctx(), mode=ContactMode.PHONE, occurred_at=NOW, place=None, note=None, reason=None
     )

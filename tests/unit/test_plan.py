@@ -23,11 +23,14 @@ from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
     ClosureReason,
+    ContactMode,
+    ReopeningReason,
     Role,
     Sex,
 )
 from services.intake.domain import Case, CaseRuleError
 from services.intake.plan import GoalDraft, PlanRuleError, TaskDraft
+from services.projections.followups import schedule
 from services.projections.statistics import progress, raw_counts
 from services.runtime.aggregate import CommandContext
 from services.runtime.errors import InvalidRequestError
@@ -152,7 +155,7 @@ def test_the_baseline_is_taken_at_intake_or_crisis_then_repeated() -> None:
     c.measure(ctx(), NOW, 0.2, 0.3, 0.1)
     c.change_stage(ctx(), CaseStage.TRANSITIONAL, None)
     c.measure(ctx(30), NOW + timedelta(days=30), 0.4, 0.5, 0.3)
-    c.close(ctx(60), ClosureReason.SAFE_INDEPENDENCE, None, None)
+    c.close(ctx(60), ClosureReason.GOALS_MET, None, None)
     c.measure(ctx(90), NOW + timedelta(days=90), 0.7, 0.6, 0.6)  # follow-up after exit
     assert [m.baseline for m in c.measures] == [True, False, False]
     assert [m.stage for m in c.measures] == [
@@ -227,3 +230,36 @@ def test_re_trafficking_counts_the_cases_reopened_for_it() -> None:
     counts = raw_counts(docs, NOW)
     assert counts[("reopenings", "nghe-an", "2026-03", "reopened", "yes")] == 4
     assert counts[("re_trafficking", "nghe-an", "2026-03", "re_trafficked", "yes")] == 2
+
+
+# -- the exit and the follow-up after it ---------------------------------------------------------
+
+
+def test_an_exit_toward_safe_independence_is_planned_first() -> None:
+    c = case()
+    c.record_contact_preference(ctx(), (ContactMode.PHONE,), (ContactMode.HOME_VISIT,), None)
+    exit_on, until = date(2026, 6, 1), date(2026, 12, 1)
+    with pytest.raises(PlanRuleError, match="stable"):
+        c.plan_exit(ctx(), exit_on, 30, until, (ContactMode.PHONE,), "Call the centre")
+    c.change_stage(ctx(), CaseStage.TRANSITIONAL, None)
+    with pytest.raises(CaseRuleError, match="planned first") as refused:
+        c.close(ctx(), ClosureReason.SAFE_INDEPENDENCE, None, None)
+    assert refused.value.allowed == ["exit_plan"]
+    with pytest.raises(InvalidRequestError, match="home_visit"):
+        c.plan_exit(ctx(), exit_on, 30, until, (ContactMode.HOME_VISIT,), "Call the centre")
+    with pytest.raises(InvalidRequestError, match="ends after"):
+        c.plan_exit(ctx(), exit_on, 30, exit_on, (ContactMode.PHONE,), "Call the centre")
+    c.plan_exit(ctx(), exit_on, 30, until, (ContactMode.PHONE,), "Call the centre")
+    c.close(ctx(), ClosureReason.SAFE_INDEPENDENCE, "Thank you", 5)
+    c.reopen(ctx(), ReopeningReason.NEW_CRISIS, CaseStage.CRISIS, None)
+    assert c.exit_plan is None  # the new episode plans its own exit
+
+
+def test_follow_up_contacts_fall_due_and_are_made_or_missed() -> None:
+    closed = datetime(2026, 6, 1, tzinfo=UTC)
+    contacts = [closed + timedelta(days=28), closed + timedelta(days=95)]
+    due = schedule(closed, 30, date(2026, 10, 15), contacts, closed + timedelta(days=121))
+    assert [(f.due_at - closed).days for f in due] == [30, 60, 90, 120]
+    assert [f.status for f in due] == ["made", "missed", "made", "due"]
+    early = schedule(closed, 30, date(2026, 10, 15), [], closed + timedelta(days=1))
+    assert {f.status for f in early} == {"upcoming"}
