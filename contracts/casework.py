@@ -19,6 +19,7 @@ from contracts.intake import COUNTRY_PATTERN
 from contracts.vocabulary import (
     ContactMode,
     DataCategory,
+    DeclineKind,
     EducationLevel,
     ExploitationTypes,
     IdentificationStatus,
@@ -27,6 +28,7 @@ from contracts.vocabulary import (
     MeansOfControlList,
     MentalState,
     ReturnSafety,
+    ServiceType,
 )
 
 Country = Annotated[str, Field(pattern=COUNTRY_PATTERN)]
@@ -210,6 +212,22 @@ class CaseNoteWritten(Event):
     text: Text
 
 
+class ServiceDeclined(Event):
+    """The person refused a service, or dropped one they had started: their choice (seed
+    002: services are voluntary), recorded with what they were told about coming back."""
+
+    event_type = "org.ketnoi.intake.service_declined"
+
+    person_id: UUID
+    service_type: ServiceType
+    choice: DeclineKind
+    referral_id: UUID | None = None
+    in_their_words: ShortText | None = Field(
+        default=None, description="the person's reason, if they chose to give one"
+    )
+    how_to_come_back: ShortText
+
+
 CASEWORK_EVENTS: tuple[type[Event], ...] = (
     MedicalExaminationRecorded,
     PsychosocialAssessed,
@@ -220,6 +238,7 @@ CASEWORK_EVENTS: tuple[type[Event], ...] = (
     IdentificationRecorded,
     ContactLogged,
     CaseNoteWritten,
+    ServiceDeclined,
 )
 
 # The category of the person's data each event tells (a note tells its own ``about``).
@@ -232,6 +251,7 @@ CATEGORY_OF: dict[type[Event], DataCategory] = {
     ExploitationRecorded: DataCategory.LEGAL_CASE,
     IdentificationRecorded: DataCategory.LEGAL_CASE,
     ContactLogged: DataCategory.CONTACT,
+    ServiceDeclined: DataCategory.NEEDS,
 }
 
 __all__ = [
@@ -252,4 +272,5 @@ __all__ = [
     "MedicalExaminationRecorded",
     "PsychosocialAssessed",
     "PsychosocialAssessment",
+    "ServiceDeclined",
 ]

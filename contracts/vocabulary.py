@@ -289,6 +289,13 @@ class IdentificationStatus(StrEnum):
     NOT_IDENTIFIED = "not_identified"  # the authority found otherwise
 
 
+class DeclineKind(StrEnum):
+    """How the person declined a service: both are their choice, and both are respected."""
+
+    REFUSED = "refused"  # before it started
+    DROPPED = "dropped"  # after it started
+
+
 # -- lists of these words in events and requests ---------------------------------------------
 
 H = TypeVar("H", bound=Hashable)

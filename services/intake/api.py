@@ -28,10 +28,12 @@ from contracts.vocabulary import (
     ContactMode,
     ContactModes,
     DataCategory,
+    DeclineKind,
     IdentificationStatus,
     ReopeningReason,
     RiskLevel,
     RiskSubjects,
+    ServiceType,
     UrgentNeed,
     UrgentNeeds,
 )
@@ -163,6 +165,15 @@ class NotePublic(BaseModel):
     text: str
 
 
+class DeclinedPublic(BaseModel):
+    service_type: ServiceType
+    choice: DeclineKind
+    at: datetime
+    referral_id: UUID | None
+    in_their_words: str | None
+    how_to_come_back: str
+
+
 class CasePublic(BaseModel):
     case_id: UUID
     version: int
@@ -192,6 +203,7 @@ class CasePublic(BaseModel):
     exploitation: Exploitation | None = None
     identification: IdentificationPublic | None = None
     contacts: list[ContactPublic] | None = None
+    declined_services: list[DeclinedPublic] | None = None
     notes: list[NotePublic] = Field(
         default=[], description="the notes whose category this response shows"
     )
@@ -269,6 +281,19 @@ class CasePublic(BaseModel):
                 for c in case.contacts
             ]
             if contact
+            else None,
+            declined_services=[
+                DeclinedPublic(
+                    service_type=d.service_type,
+                    choice=d.choice,
+                    at=d.timestamp,
+                    referral_id=d.referral_id,
+                    in_their_words=d.in_their_words,
+                    how_to_come_back=d.how_to_come_back,
+                )
+                for d in case.declined
+            ]
+            if needs
             else None,
             notes=[
                 NotePublic(

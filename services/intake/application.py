@@ -27,10 +27,12 @@ from contracts.vocabulary import (
     ClosureReason,
     ContactMode,
     DataCategory,
+    DeclineKind,
     IdentificationStatus,
     ReopeningReason,
     RiskLevel,
     RiskSubject,
+    ServiceType,
     UrgentNeed,
 )
 from services.intake.domain import Case, CaseNotFoundError
@@ -607,6 +609,36 @@ class IntakeService(ServiceApplication):
             request,
             lambda case: case.plan_exit(
                 ctx, planned_exit_on, every_days, until, modes, how_to_come_back
+            ),
+            scope=scope,
+        )
+
+    def record_declined(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        service_type: ServiceType,
+        choice: DeclineKind,
+        how_to_come_back: str,
+        referral_id: UUID | None = None,
+        in_their_words: str | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        request = {
+            "service_type": service_type.value,
+            "choice": choice.value,
+            "how_to_come_back": how_to_come_back,
+            "referral_id": str(referral_id) if referral_id else None,
+            "in_their_words": in_their_words,
+        }
+        return self._on_case(
+            ctx,
+            case_id,
+            "record_declined",
+            request,
+            lambda case: case.record_declined(
+                ctx, service_type, choice, referral_id, in_their_words, how_to_come_back
             ),
             scope=scope,
         )

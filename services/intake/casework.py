@@ -22,6 +22,7 @@ from contracts.casework import (
     MedicalExaminationRecorded,
     PsychosocialAssessed,
     PsychosocialAssessment,
+    ServiceDeclined,
 )
 from contracts.consent_decision import local_date
 from contracts.envelope import AgencyRef
@@ -29,10 +30,12 @@ from contracts.intake import ContactPreferenceRecorded
 from contracts.vocabulary import (
     ContactMode,
     DataCategory,
+    DeclineKind,
     ExploitationType,
     IdentificationStatus,
     MeansOfControl,
     MentalState,
+    ServiceType,
 )
 from services.intake.plan import Planning
 from services.runtime.aggregate import CommandContext, applies
@@ -77,6 +80,7 @@ class CaseWork(Planning):
         self.identification: IdentificationRecorded | None = None
         self.contacts: list[ContactLogged] = []
         self.notes: list[CaseNoteWritten] = []
+        self.declined: list[ServiceDeclined] = []
 
     def check_open(self, doing: str) -> None:
         raise NotImplementedError
@@ -278,3 +282,36 @@ class CaseWork(Planning):
     @applies(CaseNoteWritten)
     def _note_written(self, event: CaseNoteWritten) -> None:
         self.notes.append(event)
+
+    # -- the person's choices ----------------------------------------------------------------
+
+    def record_declined(
+        self,
+        ctx: CommandContext,
+        service_type: ServiceType,
+        choice: DeclineKind,
+        referral_id: UUID | None,
+        in_their_words: str | None,
+        how_to_come_back: str,
+    ) -> None:
+        """The person refused or dropped a service: recorded as their choice, on an open
+        or a closed case alike. Raises InvalidRequestError when what they were told about
+        coming back is blank."""
+        if not how_to_come_back.strip():
+            raise InvalidRequestError(
+                "how_to_come_back", "Tell the person how to come back, and record what you said."
+            )
+        self.trigger(
+            ctx,
+            ServiceDeclined,
+            person_id=self.person_id,
+            service_type=service_type,
+            choice=choice,
+            referral_id=referral_id,
+            in_their_words=in_their_words,
+            how_to_come_back=how_to_come_back,
+        )
+
+    @applies(ServiceDeclined)
+    def _declined(self, event: ServiceDeclined) -> None:
+        self.declined.append(event)

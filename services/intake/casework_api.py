@@ -23,7 +23,14 @@ from contracts.casework import (
     MedicalExamination,
     PsychosocialAssessment,
 )
-from contracts.vocabulary import CaseStage, ContactMode, DataCategory, IdentificationStatus
+from contracts.vocabulary import (
+    CaseStage,
+    ContactMode,
+    DataCategory,
+    DeclineKind,
+    IdentificationStatus,
+    ServiceType,
+)
 from services.intake.api import AgencyId, Body, CommandResult, Intake, allowed
 from services.intake.api import router as cases_router
 from services.intake.plan_api import plan
@@ -61,6 +68,18 @@ class NoteCreate(Body):
         description="the category of the person's data the note tells: who may read it"
     )
     text: str = Field(min_length=1, max_length=4000)
+
+
+class DeclinedCreate(Body):
+    service_type: ServiceType
+    choice: DeclineKind
+    referral_id: UUID | None = None
+    in_their_words: str | None = Field(
+        default=None, min_length=1, max_length=1000, description="only if they chose to say"
+    )
+    how_to_come_back: str = Field(
+        min_length=1, max_length=1000, description="what the person was told about coming back"
+    )
 
 
 class ContactResult(BaseModel):
@@ -265,6 +284,36 @@ def write_note(
     action = Action.RECORD_CONTACT
     ctx = command_context(request, principal, roles_for(action), idempotency_key)
     return intake.write_note(ctx, case_id, body.about, body.text, scope=allowed(principal, action))
+
+
+@casework.post(
+    "/declined-services",
+    status_code=201,
+    response_model=CommandResult,
+    summary="Record a service the person refused or dropped: their choice",
+)
+def record_declined(
+    case_id: UUID,
+    body: DeclinedCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    """Services are voluntary: a refusal or a drop-out is the person's choice, never a
+    condition for another service; record what they were told about coming back."""
+    action = Action.MANAGE_PLAN
+    ctx = command_context(request, principal, roles_for(action), idempotency_key)
+    return intake.record_declined(
+        ctx,
+        case_id,
+        body.service_type,
+        body.choice,
+        body.how_to_come_back,
+        body.referral_id,
+        body.in_their_words,
+        scope=allowed(principal, action),
+    )
 
 
 router = APIRouter()

@@ -650,6 +650,9 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
         + (f" against the person's wish ({d['reason']})" if d["against_preference"] else "")
     ),
     NOTE_WRITTEN: lambda d: f"Note ({d['about']}): {d['text']}",
+    _name(w.ServiceDeclined): lambda d: (
+        f"The person {d['choice']} {d['service_type']}: their choice; told how to come back"
+    ),
     _name(pl.ReintegrationPlanRevised): lambda d: (
         f"Reintegration plan, revision {d['revision']}: "
         + _values(sorted({g["domain"] for g in d["goals"]}))

@@ -29,6 +29,7 @@ from contracts.casework import (
     MedicalExaminationRecorded,
     PsychosocialAssessed,
     PsychosocialAssessment,
+    ServiceDeclined,
 )
 from contracts.consent import (
     CaseManagerNoted,
@@ -134,6 +135,7 @@ from contracts.vocabulary import (
     ClosureReason,
     ContactMode,
     DataCategory,
+    DeclineKind,
     EducationLevel,
     ExploitationType,
     IdentificationStatus,
@@ -338,6 +340,15 @@ def casework_samples() -> list[Event]:
             note="n",
             against_preference=True,
             reason="r",
+            **common,
+        ),
+        ServiceDeclined(
+            originator_version=29,
+            person_id=PERSON,
+            service_type=ServiceType.VOCATIONAL_TRAINING,
+            choice=DeclineKind.DROPPED,
+            in_their_words="w",
+            how_to_come_back="h",
             **common,
         ),
         CaseNoteWritten(

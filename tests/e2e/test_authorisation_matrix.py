@@ -313,6 +313,17 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             f"{IN}/{w.case_id}/contacts", {"mode": "phone", "occurred_at": NOW.isoformat()}
         ),
     ),
+    ("POST", f"{IN}/{{case_id}}/declined-services"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/declined-services",
+            {
+                "service_type": "vocational_training",
+                "choice": "refused",
+                "how_to_come_back": "Call the centre",
+            },
+        ),
+    ),
     ("POST", f"{IN}/{{case_id}}/notes"): Op(
         A.RECORD_CONTACT,
         lambda w: _body(f"{IN}/{w.case_id}/notes", {"about": "needs", "text": "A note."}),

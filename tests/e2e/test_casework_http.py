@@ -502,3 +502,24 @@ def test_an_exit_is_planned_and_its_follow_up_listed_for_the_coordinator(api: Ap
     assert row["missed"] == []
     assert datetime.fromisoformat(row["next_due"]) == closed_at + timedelta(days=7)
     api.get(f"/projections/follow-ups?province={PROVINCE}", manager, expect=403)
+
+
+def test_a_service_the_person_dropped_is_recorded_as_their_choice(api: Api) -> None:
+    case_id = api.case()
+    at = f"/intake/cases/{case_id}"
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    words = f"The course is too far from home {secrets.token_hex(4)}"
+    dropped = {
+        "service_type": "vocational_training",
+        "choice": "dropped",
+        "in_their_words": words,
+        "how_to_come_back": "The centre keeps her place for the next course; call us.",
+    }
+    api.post(f"{at}/declined-services", dropped, api.as_("dt-swc", Role.HEALTH_WORKER), 403)
+    api.post(f"{at}/declined-services", dropped, manager)
+    [declined] = api.get(at, manager)["declined_services"]
+    assert declined["choice"] == "dropped"
+    assert declined["in_their_words"] == words
+    r = api.client.get(at, headers=api.as_("dt-dolisa", Role.COORDINATOR))
+    assert r.json()["declined_services"] is None
+    assert words not in r.text

@@ -30,6 +30,7 @@ from contracts.vocabulary import (
     ClosureReason,
     ContactMode,
     DataCategory,
+    DeclineKind,
     ExploitationType,
     IdentificationStatus,
     LegalNeed,
@@ -38,6 +39,7 @@ from contracts.vocabulary import (
     MentalState,
     ReturnSafety,
     Role,
+    ServiceType,
     ctdc_means_of_control,
 )
 from services.intake.casework import CaseWorkRuleError
@@ -326,3 +328,23 @@ def test_a_category_gathered_from_several_events_keeps_each_ones_fields() -> Non
     assert legal["identification_status"] == "identified"
     assert legal["identification_authority"] == "dong-thap-police"
     assert DataCategory.HEALTH not in file.facts
+
+
+def test_a_service_refused_or_dropped_is_the_persons_choice_with_a_way_back() -> None:
+    c = case()
+    with pytest.raises(InvalidRequestError, match="how to come back"):
+        c.record_declined(
+            ctx(), ServiceType.VOCATIONAL_TRAINING, DeclineKind.DROPPED, None, None, " "
+        )
+    c.close(ctx(), ClosureReason.PERSON_DECLINED_FURTHER_SUPPORT, None, None)
+    c.record_declined(
+        ctx(),
+        ServiceType.FOLLOW_UP,
+        DeclineKind.REFUSED,
+        None,
+        "I want to be left alone for now",
+        "Call 111 or the centre; we will pick up where we left off.",
+    )
+    [declined] = c.declined
+    assert declined.choice is DeclineKind.REFUSED
+    assert declined.in_their_words == "I want to be left alone for now"
