@@ -64,6 +64,7 @@ class Action(StrEnum):
     SEND_REFERRAL = "send_referral"
     CANCEL_REFERRAL = "cancel_referral"
     ANSWER_REFERRAL = "answer_referral"  # the recipient's steps of the closed loop
+    RECORD_SERVICE_FEEDBACK = "record_service_feedback"  # the person's, on a referral's service
     REQUEST_OVERRIDE = "request_override"
     APPROVE_OVERRIDE = "approve_override"
     REVIEW_OVERRIDE = "review_override"  # by someone in a third role
@@ -124,6 +125,7 @@ RULES: dict[Action, Rule] = {
     Action.SEND_REFERRAL: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.CANCEL_REFERRAL: _rule((R.CASE_MANAGER,), (T.SENDER,)),
     Action.ANSWER_REFERRAL: _rule((R.AGENCY_STAFF,), (T.RECIPIENT,)),
+    Action.RECORD_SERVICE_FEEDBACK: _rule((R.CASE_MANAGER,), (T.SENDER,)),
     Action.REQUEST_OVERRIDE: _rule((R.CASE_MANAGER, R.COORDINATOR), (T.SENDER, T.COORDINATOR)),
     Action.APPROVE_OVERRIDE: _rule((R.CASE_MANAGER, R.COORDINATOR), (T.SENDER, T.COORDINATOR)),
     Action.REVIEW_OVERRIDE: _rule(

@@ -45,6 +45,7 @@ from contracts.referral import (
     HandoverParty,
     OverrideConclusion,
     PartyRole,
+    ServiceDelivery,
     Urgency,
     case_file_id,
     case_file_id_of_record,
@@ -374,13 +375,51 @@ class ReferralService(FollowingApplication):
         action: str,
         text: str | None = None,
         scope: Callable[[Referral], None] | None = None,
+        delivery: ServiceDelivery | None = None,
+        why: str | None = None,
     ) -> Result:
+        request: dict[str, Any] = {"text": text}
+        if delivery is not None or why is not None:
+            request |= {"delivery": delivery.value if delivery else None, "why": why}
         return self.on_referral(
             ctx,
             referral_id,
             action,
-            {"text": text},
-            lambda referral: referral.answer(ctx, action, text),
+            request,
+            lambda referral: referral.answer(ctx, action, text, delivery, why),
+            scope,
+        )
+
+    def report_progress(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        note: str,
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        return self.on_referral(
+            ctx,
+            referral_id,
+            "report_progress",
+            {"note": note},
+            lambda referral: referral.report_progress(ctx, note),
+            scope,
+        )
+
+    def record_feedback(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        satisfaction: int,
+        comment: str | None = None,
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        return self.on_referral(
+            ctx,
+            referral_id,
+            "record_feedback",
+            {"satisfaction": satisfaction, "comment": comment},
+            lambda referral: referral.record_feedback(ctx, satisfaction, comment),
             scope,
         )
 

@@ -484,6 +484,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "complete", ("acknowledge", "accept", "start")
     ),
     ("POST", f"{R}/referrals/{{referral_id}}/fail"): _answer("fail", ("acknowledge", "accept")),
+    ("POST", f"{R}/referrals/{{referral_id}}/progress"): _answer(
+        "progress", ("acknowledge", "accept", "start")
+    ),
+    ("POST", f"{R}/referrals/{{referral_id}}/feedback"): Op(
+        A.RECORD_SERVICE_FEEDBACK,
+        lambda w: _body(f"{R}/referrals/{w.referral_id}/feedback", {"satisfaction": 4}),
+        ties="referral",
+        needs=frozenset({"referral"}),
+        prep=("acknowledge", "accept", "start"),
+    ),
     ("POST", f"{R}/referrals/{{referral_id}}/cancel"): Op(
         A.CANCEL_REFERRAL,
         lambda w: _body(f"{R}/referrals/{w.referral_id}/cancel", {"reason": "not needed"}),

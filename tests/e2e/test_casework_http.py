@@ -523,3 +523,37 @@ def test_a_service_the_person_dropped_is_recorded_as_their_choice(api: Api) -> N
     r = api.client.get(at, headers=api.as_("dt-dolisa", Role.COORDINATOR))
     assert r.json()["declined_services"] is None
     assert words not in r.text
+
+
+def test_a_receiving_agency_reports_progress_and_a_structured_outcome(api: Api) -> None:
+    case_id = api.case()
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    hospital = api.as_("dt-hospital", Role.AGENCY_STAFF)
+    api.grant(case_id, ["identity"])
+    care = {"to_agency": "dt-hospital", "service_type": "medical_care", "categories": ["identity"]}
+    rid = api.post(f"/referral/cases/{case_id}/referrals", care, manager)["referral_id"]
+    at = f"/referral/referrals/{rid}"
+    api.post(f"{at}/progress", {"note": "Not yet"}, hospital, expect=409)
+    for step in ("acknowledge", "accept", "start"):
+        api.post(f"{at}/{step}", {}, hospital, expect=200)
+    api.post(f"{at}/progress", {"note": "Week 2: wounds healing"}, hospital)
+    api.post(f"{at}/progress", {"note": "Week 2"}, manager, expect=403)
+    api.post(f"{at}/feedback", {"satisfaction": 4, "comment": "Kind nurses"}, hospital, 403)
+    api.post(f"{at}/feedback", {"satisfaction": 4, "comment": "Kind nurses"}, manager)
+    partial = {"outcome": "Four of six weeks", "delivery": "partially_delivered"}
+    problem = api.post(f"{at}/complete", partial, hospital, expect=422)
+    assert problem["errors"][0]["field"] == "why"
+    api.post(f"{at}/complete", {**partial, "why": "She went home early"}, hospital, expect=200)
+
+    seen = api.get(at, manager)
+    assert seen["status"] == "completed"
+    assert seen["delivery"] == "partially_delivered"
+    assert [p["note"] for p in seen["progress"]] == ["Week 2: wounds healing"]
+    assert seen["progress"][0]["by_agency"] == "dt-hospital"
+    assert seen["feedback"] == [
+        {"at": seen["feedback"][0]["at"], "satisfaction": 4, "comment": "Kind nurses"}
+    ]
+    r = api.client.get(at, headers=api.as_("dt-dolisa", Role.COORDINATOR))
+    assert r.json()["progress"] is None
+    assert "wounds" not in r.text
+    assert "Kind nurses" not in r.text
