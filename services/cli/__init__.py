@@ -52,7 +52,7 @@ def demo(
     settings = _settings(data_dir=data_dir, database_url=None, environment="development")
     configure_logging(settings.effective_log_format, settings.log_level)
     platform = start(settings)
-    with console.status("Seeding the Dong Thap and Lao Cai scenarios..."):
+    with console.status("Seeding the Dong Thap, Lao Cai and Nghe An scenarios..."):
         seeded = seed(platform, settings.data_dir)
         platform.checkpoint()  # the seeded logs signed at once, not a minute later
     tokens = TokenService(settings)

@@ -39,6 +39,7 @@ from contracts.vocabulary import (
     UrgentNeed,
 )
 from services.cli.demo_directory import DEMO_AGENCIES, seed_directory
+from services.cli.demo_livelihood import seed_livelihood
 from services.cli.wiring import Platform
 from services.consent.application import ConsentService
 from services.directory.application import DirectoryService
@@ -132,8 +133,8 @@ class _Seeder:
 
 
 def seed(platform: Platform, data_dir: Path) -> list[SeededCase]:
-    """Seed the directory and the Dong Thap and Lao Cai scenarios; a second run changes
-    nothing."""
+    """Seed the directory and the Dong Thap, Lao Cai and Nghe An scenarios; a second run
+    changes nothing."""
     anchor = _anchor(data_dir)
     if "directory" in platform.apps:
         seed_directory(platform.directory)
@@ -148,7 +149,21 @@ def seed(platform: Platform, data_dir: Path) -> list[SeededCase]:
     seed_consents(platform.consent, anchor, seeded)
     platform.catch_up()  # the referral service copies the cases and their consents
     seed_referrals(platform.referral, anchor, seeded)
-    return seeded
+    livelihood = seed_livelihood(
+        platform.intake,
+        anchor,
+        agency("nghe-an-police"),
+        agency("nghe-an-social-work-centre"),
+        agency("nghe-an-vocational-training-centre"),
+        agency("nghe-an-garment-company"),
+    )
+    platform.catch_up()
+    return [
+        *seeded,
+        SeededCase(
+            "Nghe An livelihood (course, job, exit, reopening)", "nghe-an", livelihood, "nghe-an-1"
+        ),
+    ]
 
 
 def seed_receptions(intake: IntakeService, anchor: datetime) -> list[SeededCase]:

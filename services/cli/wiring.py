@@ -10,8 +10,8 @@ from services.consent.api import router as consent_router
 from services.consent.application import ConsentService
 from services.directory.api import router as directory_router
 from services.directory.application import DirectoryService
-from services.intake.api import router as intake_router
 from services.intake.application import IntakeService
+from services.intake.casework_api import router as intake_router
 from services.projections.api import router as projections_router
 from services.projections.application import ProjectionService
 from services.projections.store import Tables, ViewStore
