@@ -45,7 +45,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run every service in one process on SQLite, with the scenarios of DOMAIN.md seeded."""
-    from services.cli.demo import seed
+    from services.cli.demo import demo_users, seed
     from services.cli.feed import start_demo_feed
     from services.cli.wiring import http_app, start
 
@@ -56,9 +56,10 @@ def demo(
         seeded = seed(platform, settings.data_dir)
     tokens = TokenService(settings)
     url = f"http://{host}:{port}"
-    console.print(f"[bold green]Ketnoi demo[/bold green] at {url}  (API docs: {url}/docs)")
+    console.print(f"[bold green]Ketnoi demo[/bold green]: sign in at {url}/signin")
+    console.print(f"  (API docs: {url}/docs)")
     for case in seeded:
-        console.print(f"  {case.label}: {url}/intake/cases/{case.case_id}")
+        console.print(f"  {case.label}: {url}/cases/{case.case_id}")
     for province in sorted({c.province for c in seeded}):
         token = tokens.issue(
             user_id=f"{province}-coordinator",
@@ -66,13 +67,13 @@ def demo(
             province=province,
             roles=[Role.COORDINATOR],
         )
-        console.print(f"\nCoordinator token for {province}:")
+        console.print(f"\nCoordinator API token for {province}:")
         print(token, flush=True)
     console.print("\nUse it as 'Authorization: Bearer <token>'. Stop with Ctrl+C.")
     stop_feed = start_demo_feed(platform, settings) if kafka else None
     try:
         uvicorn.run(
-            http_app(platform, tokens, title="Ketnoi (demo)"),
+            http_app(platform, tokens, title="Ketnoi (demo)", demo_users=demo_users()),
             host=host,
             port=port,
             access_log=False,

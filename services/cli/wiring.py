@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI
@@ -34,6 +35,8 @@ from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.read_audit import ReadAudit, migrate_read_audit
 from services.runtime.settings import SERVICES, Settings
+from services.web import mount_web
+from services.web.session import DemoUser
 
 DESCRIPTION = (
     "Ketnoi (kết nối, to connect): interagency referral for people who experienced human "
@@ -212,7 +215,13 @@ def _start_projections(platform: Platform, poll_interval: float) -> None:
             prompt_on_save(platform.apps[name], [projections.projector])
 
 
-def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") -> FastAPI:
+def http_app(
+    platform: Platform,
+    tokens: TokenService,
+    title: str = "Ketnoi",
+    demo_users: Sequence[DemoUser] = (),
+) -> FastAPI:
+    """The platform's API and, where every service runs in this process, the web app."""
     state: dict[str, object] = {
         "settings": platform.settings,
         "followers": platform.followers,
@@ -225,6 +234,9 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
         routers.append(ROUTERS["projections"])
     if platform.read_audit is not None:
         state["read_audit"] = platform.read_audit
-    return create_app(
+    app = create_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )
+    if set(APPLICATIONS) <= set(platform.apps) and platform.projections is not None:
+        mount_web(app, demo_users)
+    return app
