@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format schemas bench clean
+.PHONY: demo test lint format schemas messages bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,20 @@ format: $(STAMP)
 schemas: $(STAMP)  ## regenerate the committed JSON Schemas and AsyncAPI document from contracts/
 	$(BIN)/python -m contracts.schemagen
 	$(BIN)/python -m contracts.asyncapi
+
+LOCALE_DIR := services/web/locale
+
+messages: $(STAMP)  ## extract the web app's strings, update the vi and en catalogues, compile them
+	$(BIN)/pybabel extract --no-location --sort-output -k N_ -F services/web/babel.cfg \
+		--project Ketnoi --copyright-holder "Ketnoi contributors" -o $(LOCALE_DIR)/messages.pot .
+	for lang in vi en; do \
+		if [ -f $(LOCALE_DIR)/$$lang/LC_MESSAGES/messages.po ]; then \
+			$(BIN)/pybabel update --no-fuzzy-matching --omit-header -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -l $$lang; \
+		else \
+			$(BIN)/pybabel init -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -l $$lang; \
+		fi; \
+	done
+	$(BIN)/pybabel compile --statistics -d $(LOCALE_DIR)
 
 bench: $(STAMP)  ## benchmarks against the raw limits of this machine (PostgreSQL needed)
 	$(BIN)/python -m bench.intake_throughput

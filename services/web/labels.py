@@ -195,6 +195,16 @@ LABELS: dict[str, dict[str, str]] = {
             "Withdrawal noted during an override"
         ),
     },
+    "statistic": {
+        "all": N_("All"),
+        "reopened": N_("Reopened"),
+        "yes": N_("Yes"),
+        "under 1 hour": N_("under 1 hour"),
+        "1-6 hours": N_("1-6 hours"),
+        "6-24 hours": N_("6-24 hours"),
+        "1-3 days": N_("1-3 days"),
+        "over 3 days": N_("over 3 days"),
+    },
     "answer": {
         "acknowledge": N_("Acknowledge"),
         "accept": N_("Accept"),
@@ -212,3 +222,20 @@ def label(value: object, kind: str) -> str:
     raw = getattr(value, "value", value)
     text = LABELS.get(kind, {}).get(str(raw))
     return gettext(text) if text else str(raw)
+
+
+# Provinces are proper names, written the same in both languages.
+PROVINCES = {
+    "dong-thap": "Đồng Tháp",
+    "lao-cai": "Lào Cai",
+    "quang-ninh": "Quảng Ninh",
+    "nghe-an": "Nghệ An",
+    "thua-thien-hue": "Thừa Thiên Huế",
+    "yunnan": "Vân Nam",
+}
+
+
+def province(slug: str) -> str:
+    if slug == "*":
+        return gettext(N_("National"))
+    return PROVINCES.get(slug, slug)

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.web.i18n import LOCALES, choose_locale, gettext, ngettext, use_locale, when
-from services.web.labels import label
+from services.web.labels import label, province
 from services.web.session import CSRF_FIELD, current_session
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -25,6 +25,7 @@ env = Environment(
 env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
 env.filters["when"] = when
 env.filters["label"] = label
+env.filters["province"] = province
 
 
 def agency_name(request: Request, agency_id: str | None, locale: str) -> str:
