@@ -98,7 +98,7 @@ def my_cases(request: Request, principal: User) -> Response:
 @router.get("/handovers/{handover_id}")
 def handover_page(handover_id: UUID, request: Request, principal: User) -> Response:
     handover = referral_api.read_handover(handover_id, request.app.state.referral, principal)
-    mine = next((p for p in handover.parties if p.agency_id == principal.agency_id), None)
+    mine = next((p for p in handover.parties if p.agency.agency_id == principal.agency_id), None)
     return render(
         request,
         "handover.html",
