@@ -53,6 +53,7 @@ bench: $(STAMP)  ## benchmarks against the raw limits of this machine (PostgreSQ
 	$(BIN)/python -m bench.rebuild_rate
 	$(BIN)/python -m bench.feed_latency
 	$(BIN)/python -m bench.read_audit
+	$(BIN)/python -m bench.web_pages
 
 clean:
 	rm -rf $(VENV) .ketnoi .ketnoi-demo .pytest_cache .mypy_cache .ruff_cache

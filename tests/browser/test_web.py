@@ -295,3 +295,56 @@ def test_the_api_documentation_renders_without_internet(
     page.goto(f"{site.base}/redoc")
     expect(page.locator("h1", has_text="Ketnoi")).to_be_visible(timeout=30_000)
     assert outside == []
+
+
+SERIOUS = {"serious", "critical"}
+
+
+def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page, as 'rule: target' lines."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [
+        f"{v['id']}: {node['target']}"
+        for v in found
+        if v["impact"] in SERIOUS
+        for node in v["nodes"]
+    ]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_no_page_has_a_serious_accessibility_violation(
+    site: Site, browser: Browser, contexts: list[BrowserContext], locale: str
+) -> None:
+    lao_cai = site.case("lao-cai-1").case_id
+    visits = {
+        "dong-thap-coordinator": ["/signin", "/board", "/statistics", f"/cases/{lao_cai}"],
+        "lc-swc-caseworker-1": ["/cases", f"/cases/{lao_cai}"],
+        "lc-border-guard-1": ["/reception"],
+        "lao-cai-general-hospital-staff-1": ["/inbox"],
+        "inspector-1": [f"/audit?case_id={lao_cai}&as_of=2030-01-01T00:00"],
+    }
+    # axe takes seconds a page: it checks the Vietnamese pages (the same markup as the
+    # English ones, longer words); both languages are checked for untranslated strings.
+    audit = serious_violations if locale == "vi" else (lambda _page: [])
+    problems: dict[str, list[str]] = {}
+    for user, paths in visits.items():
+        page = open_page(browser, contexts, locale)
+        sign_in(page, site, user)
+        for path in paths:
+            page.goto(site.base + path)
+            assert_translated(page, locale)
+            found = audit(page)
+            if found:
+                problems[f"{user} {path}"] = found
+        # A referral and a handover, from the inbox and the case.
+        if user == "lao-cai-general-hospital-staff-1":
+            page.locator('a[href^="/referrals/"]').first.click()
+            assert_translated(page, locale)
+            problems.update({f"{user} {page.url}": audit(page)})
+        if user == "lc-swc-caseworker-1":
+            page.locator('a[href^="/handovers/"]').first.click()
+            assert_translated(page, locale)
+            problems.update({f"{user} {page.url}": audit(page)})
+    assert not {k: v for k, v in problems.items() if v}

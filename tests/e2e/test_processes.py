@@ -23,7 +23,9 @@ def _tokens(log: Path) -> list[str]:
 
 
 def _case_urls(log: Path) -> list[str]:
-    return re.findall(r"(/intake/cases/[0-9a-f-]{36})", log.read_text())
+    """The API address of each case whose page the demo prints."""
+    ids = re.findall(r"/cases/([0-9a-f-]{36})", log.read_text())
+    return [f"/intake/cases/{case_id}" for case_id in ids]
 
 
 def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> None:
@@ -38,6 +40,11 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         assert "/intake/cases" in docs
         assert "/intake/cases/{case_id}" in docs
         assert httpx.get(f"{base}/docs").status_code == 200
+        # The first address printed is the web app's sign-in page.
+        first = re.search(r"https?://[^\s)]+", log.read_text())
+        assert first is not None
+        assert first.group(0) == f"{base}/signin"
+        assert httpx.get(first.group(0)).status_code == 200
         urls, tokens = _case_urls(log), _tokens(log)
         assert len(urls) == 3
         assert len(tokens) == 2
