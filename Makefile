@@ -41,11 +41,12 @@ messages: $(STAMP)  ## extract the web app's strings, update the vi and en catal
 		--project Ketnoi --copyright-holder "Ketnoi contributors" -o $(LOCALE_DIR)/messages.pot .
 	for lang in vi en; do \
 		if [ -f $(LOCALE_DIR)/$$lang/LC_MESSAGES/messages.po ]; then \
-			$(BIN)/pybabel update --no-fuzzy-matching --omit-header -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -l $$lang; \
+			$(BIN)/pybabel update --no-fuzzy-matching --ignore-pot-creation-date -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -l $$lang; \
 		else \
 			$(BIN)/pybabel init -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -l $$lang; \
 		fi; \
 	done
+	$(BIN)/python -m services.web.catalogue
 	$(BIN)/pybabel compile --statistics -d $(LOCALE_DIR)
 
 bench: $(STAMP)  ## benchmarks against the raw limits of this machine (PostgreSQL needed)

@@ -27,6 +27,7 @@ from services.referral import api as referral_api
 from services.runtime.auth import Principal
 from services.runtime.errors import NotFoundError
 from services.web.deps import Csrf, FormText, User, page_router
+from services.web.referrals import referral_choices
 from services.web.render import render
 
 router = page_router()
@@ -66,9 +67,9 @@ def case_page(case_id: UUID, request: Request, principal: User) -> Response:
         request,
         "case.html",
         **case_file(request, principal, case_id),
+        **referral_choices(request, principal),
+        decision=None,
         key=new_key(),
-        categories=list(DataCategory),
-        purposes=list(Purpose),
         kinds=list(AgencyKind),
     )
 

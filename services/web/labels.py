@@ -195,6 +195,19 @@ LABELS: dict[str, dict[str, str]] = {
             "Withdrawal noted during an override"
         ),
     },
+    "verdict": {
+        "permitted": N_("Released: the person's consent allows it"),
+        "refused": N_("Withheld: the person refused it"),
+        "withdrawn": N_("Withheld: the person withdrew their consent"),
+        "expired": N_("Withheld: the consent has expired"),
+        "own_consent_needed": N_("Withheld: the person is now an adult and must consent themself"),
+        "not_granted": N_("Withheld: the person has not consented to it"),
+    },
+    "urgency": {
+        "routine": N_("Routine"),
+        "urgent": N_("Urgent"),
+        "emergency": N_("Emergency"),
+    },
     "statistic": {
         "all": N_("All"),
         "reopened": N_("Reopened"),

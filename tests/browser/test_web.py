@@ -348,3 +348,36 @@ def test_no_page_has_a_serious_accessibility_violation(
             assert_translated(page, locale)
             problems.update({f"{user} {page.url}": audit(page)})
     assert not {k: v for k, v in problems.items() if v}
+
+
+def test_the_referral_form_shows_what_will_be_released_before_sending(
+    site: Site, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    page = open_page(browser, contexts, "vi")
+    sign_in(page, site, "dt-swc-caseworker-1")
+    page.goto(f"{site.base}/cases/{site.case('dong-thap-2').case_id}")
+    page.get_by_text("Chuyển gửi người được hỗ trợ đến cơ quan khác").click()
+    page.locator("#to_agency").select_option("dong-thap-general-hospital")
+    page.locator("#service_type").select_option("medical_care")
+    form = page.locator('form[action$="/referrals"]')
+    form.get_by_label("Nhân thân").check()
+    form.get_by_label("Sức khỏe").check()
+    preview = page.locator("#preview")
+    expect(preview.locator("li.released")).to_have_count(2)
+    # Dong Thap's second woman refused the police anything beyond the criminal case.
+    page.locator("#to_agency").select_option("dong-thap-police")
+    expect(preview.locator("li.withheld")).to_have_count(2)
+    expect(preview).to_contain_text("Không chuyển: người được hỗ trợ đã từ chối")
+    assert_translated(page, "vi")
+    screenshot(page, "referral-preview-vi")
+    page.locator("#to_agency").select_option("dong-thap-general-hospital")
+    expect(preview.locator("li.released")).to_have_count(2)
+    page.get_by_role("button", name="Gửi chuyển gửi").click()
+    expect(page).to_have_url(re.compile(r"/referrals/[0-9a-f-]{36}$"))
+    expect(page.locator("h1")).to_contain_text("Chăm sóc y tế")
+    expect(page.locator("h1 + p strong")).to_have_text("Đã gửi, chờ xác nhận nhận")
+
+    page.goto(f"{site.base}/cases/{site.case('dong-thap-2').case_id}")
+    page.locator('a[href$="/receipt"]').first.click()
+    expect(page.locator("h1")).to_contain_text("Biên nhận đồng ý")
+    expect(page.locator("h1")).to_contain_text("Consent receipt")
