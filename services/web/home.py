@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from contracts.vocabulary import Role
 from services.runtime.auth import Principal, TokenService
+from services.runtime.settings import Settings
 from services.web.deps import Csrf, page_router
 from services.web.i18n import LANGUAGE_COOKIE, LOCALES
 from services.web.render import render
@@ -50,6 +51,11 @@ def root(request: Request) -> Response:
     return RedirectResponse(home_of(principal), status_code=303)
 
 
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 def _demo_users(request: Request) -> tuple[DemoUser, ...]:
     users: tuple[DemoUser, ...] = request.app.state.demo_users
     return users
@@ -58,7 +64,7 @@ def _demo_users(request: Request) -> tuple[DemoUser, ...]:
 @router.get("/signin")
 def sign_in_page(request: Request) -> Response:
     users = sorted(_demo_users(request), key=lambda u: (u.province, u.role, u.agency_id))
-    return render(request, "signin.html", users=users)
+    return render(request, "signin.html", users=users, oidc=bool(_settings(request).oidc_issuer))
 
 
 @router.post("/signin")
@@ -66,7 +72,14 @@ def sign_in(request: Request, user_id: Annotated[str, Form()]) -> Response:
     """The embedded demo signs in any of its listed users; nothing else can be named here."""
     chosen = next((u for u in _demo_users(request) if u.user_id == user_id), None)
     if chosen is None:
-        return render(request, "signin.html", 400, users=_demo_users(request), unknown=True)
+        return render(
+            request,
+            "signin.html",
+            400,
+            users=_demo_users(request),
+            oidc=bool(_settings(request).oidc_issuer),
+            unknown=True,
+        )
     tokens: TokenService = request.app.state.tokens
     token = tokens.issue(
         user_id=chosen.user_id,
