@@ -87,24 +87,27 @@ def demo(
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
+    service: Annotated[
+        str, typer.Argument(help=f"One of: {', '.join(SERVICES)}; or all (with the web app).")
+    ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run one service as its own process, configured from KETNOI_* variables."""
+    """Run one service as its own process, or all of them and the web app in one, configured
+    from KETNOI_* variables."""
     from services.cli.wiring import APPLICATIONS, http_app, start
 
-    if service not in SERVICES:
+    if service != "all" and service not in SERVICES:
         console.print(
-            f"[red]Unknown service {service!r}.[/red] Choose one of: {', '.join(SERVICES)}."
+            f"[red]Unknown service {service!r}.[/red] Choose one of: {', '.join(SERVICES)}, all."
         )
         raise typer.Exit(2)
-    if service not in APPLICATIONS:
+    if service not in APPLICATIONS and service != "all":
         console.print(f"[red]The {service} service is not part of this version yet.[/red]")
         raise typer.Exit(2)
     settings = _settings()
     configure_logging(settings.effective_log_format, settings.log_level)
-    platform = start(settings, (service,))
+    platform = start(settings, SERVICES if service == "all" else (service,))
     try:
         uvicorn.run(
             http_app(platform, TokenService(settings), title=f"Ketnoi {service}"),

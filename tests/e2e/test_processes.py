@@ -189,6 +189,8 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
         assert case.json()["minor"] is True
         assert case.json()["handed_over_by"]["kind"] == "foreign_authority"
         assert httpx.get(f"{base}/intake/cases/{case_id}").status_code == 401
+        # One service serves its API alone; `serve all` adds the web app (below).
+        assert httpx.get(f"{base}/signin").status_code == 404
 
         # The consent service, its own process, learns of the case from the intake log.
         consent_log = tmp_path / "consent.log"
@@ -220,3 +222,11 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
     logged = log.read_text() + consent_log.read_text()
     assert case_id in logged  # ids are logged...
     assert "Secret Name" not in logged  # ...personal data never is
+    # Every service and the web app in one process.
+    all_log = tmp_path / "all.log"
+    with ketnoi_server("serve", "all", port=free_port(), env=env, log=all_log) as (_a, all_base):
+        assert httpx.get(f"{all_base}/").headers["location"] == "/signin"
+        signin = httpx.get(f"{all_base}/signin", headers={"Accept-Language": "vi"})
+        assert signin.status_code == 200
+        assert "Đăng nhập" in signin.text
+        assert httpx.get(f"{all_base}/docs").status_code == 200
