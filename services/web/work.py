@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from contracts.intake import PersonDetails, Place
@@ -29,6 +30,13 @@ from services.web.i18n import N_, TIME_ZONE
 from services.web.render import render
 
 router = page_router()
+ANSWER_ROUTES: dict[str, Any] = {
+    route.path.rsplit("/", 1)[1]: route.endpoint
+    for route in referral_api.router.routes
+    if isinstance(route, APIRoute)
+    and route.path.startswith("/referral/referrals/{referral_id}/")
+    and route.path.rsplit("/", 1)[1] in RECIPIENT_ANSWERS
+}
 FormList = Annotated[list[str], Form()]
 
 
@@ -75,11 +83,8 @@ def answer_referral(
         outcome=text if action == "complete" else None,
         note=text if action not in ("reject", "fail", "complete") else None,
     )
-    route = next(
-        r.endpoint  # type: ignore[attr-defined]
-        for r in referral_api.router.routes
-        if getattr(r, "path", "") == f"/referral/referrals/{{referral_id}}/{action}"
-    )
+    # The referral service makes one route per answer; the page calls that same route.
+    route = ANSWER_ROUTES[action]
     route(referral_id, answer, request.app.state.referral, principal, request, idempotency_key)
     return RedirectResponse(f"/referrals/{referral_id}", status_code=303)
 

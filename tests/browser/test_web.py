@@ -354,30 +354,59 @@ def test_the_referral_form_shows_what_will_be_released_before_sending(
     site: Site, browser: Browser, contexts: list[BrowserContext]
 ) -> None:
     page = open_page(browser, contexts, "vi")
-    sign_in(page, site, "dt-swc-caseworker-1")
-    page.goto(f"{site.base}/cases/{site.case('dong-thap-2').case_id}")
+    sign_in(page, site, "lc-swc-caseworker-1")
+    page.goto(f"{site.base}/cases/{site.case('lao-cai-1').case_id}")
     page.get_by_text("Chuyển gửi người được hỗ trợ đến cơ quan khác").click()
-    page.locator("#to_agency").select_option("dong-thap-general-hospital")
+    page.locator("#to_agency").select_option("lao-cai-general-hospital")
     page.locator("#service_type").select_option("medical_care")
     form = page.locator('form[action$="/referrals"]')
     form.get_by_label("Nhân thân").check()
     form.get_by_label("Sức khỏe").check()
     preview = page.locator("#preview")
     expect(preview.locator("li.released")).to_have_count(2)
-    # Dong Thap's second woman refused the police anything beyond the criminal case.
-    page.locator("#to_agency").select_option("dong-thap-police")
+    # His own view: the commune is not to be told (a refusal beside his guardian's grant).
+    page.locator("#to_agency").select_option("lao-cai-commune-office")
     expect(preview.locator("li.withheld")).to_have_count(2)
     expect(preview).to_contain_text("Không chuyển: người được hỗ trợ đã từ chối")
     assert_translated(page, "vi")
     screenshot(page, "referral-preview-vi")
-    page.locator("#to_agency").select_option("dong-thap-general-hospital")
+    page.locator("#to_agency").select_option("lao-cai-general-hospital")
     expect(preview.locator("li.released")).to_have_count(2)
     page.get_by_role("button", name="Gửi chuyển gửi").click()
     expect(page).to_have_url(re.compile(r"/referrals/[0-9a-f-]{36}$"))
     expect(page.locator("h1")).to_contain_text("Chăm sóc y tế")
     expect(page.locator("h1 + p strong")).to_have_text("Đã gửi, chờ xác nhận nhận")
 
-    page.goto(f"{site.base}/cases/{site.case('dong-thap-2').case_id}")
+    page.goto(f"{site.base}/cases/{site.case('lao-cai-1').case_id}")
     page.locator('a[href$="/receipt"]').first.click()
     expect(page.locator("h1")).to_contain_text("Biên nhận đồng ý")
     expect(page.locator("h1")).to_contain_text("Consent receipt")
+
+
+def test_sign_in_and_the_board_work_from_the_keyboard(
+    site: Site, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    page = open_page(browser, contexts, "vi")
+    page.goto(f"{site.base}/signin")
+    page.keyboard.press("Tab")
+    expect(page.locator(".skip")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"#main$"))
+    button = page.locator('button[value="dong-thap-coordinator"]')
+    for _ in range(40):  # through the page in order, to the coordinator's button
+        page.keyboard.press("Tab")
+        if button.evaluate("b => b === document.activeElement"):
+            break
+    expect(button).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/board$"))
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # the skip link again
+    case_link = page.locator("#board a").first
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if case_link.evaluate("a => a === document.activeElement"):
+            break
+    expect(case_link).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Hồ sơ ca")
