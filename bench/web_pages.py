@@ -74,7 +74,13 @@ def main() -> None:
             def client(user: str) -> TestClient:
                 if user not in clients:
                     c = TestClient(app, base_url="http://127.0.0.1")
-                    c.post("/signin", data={"user_id": user}, follow_redirects=False)
+                    page = c.get("/signin").text
+                    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+                    c.post(
+                        "/signin",
+                        data={"user_id": user, "csrf_token": token},
+                        follow_redirects=False,
+                    )
                     clients[user] = c
                 return clients[user]
 

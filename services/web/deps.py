@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 
 from services.runtime.auth import Principal
-from services.web.session import CSRF_FIELD, check_csrf, signed_in
+from services.web.session import CSRF_FIELD, check_csrf, check_form, signed_in
 
 
 def mark_page(request: Request) -> None:
@@ -25,7 +25,12 @@ def csrf_checked(request: Request, csrf_token: Annotated[str | None, Form()] = N
     check_csrf(request, csrf_token or request.headers.get("x-csrf-token"))
 
 
+def form_checked(request: Request, csrf_token: Annotated[str | None, Form()] = None) -> None:
+    check_form(request, csrf_token)
+
+
 User = Annotated[Principal, Depends(page_user)]
+FormCsrf = Annotated[None, Depends(form_checked)]
 Csrf = Annotated[None, Depends(csrf_checked)]
 FormText = Annotated[str | None, Form()]
 
@@ -34,4 +39,4 @@ def page_router() -> APIRouter:
     return APIRouter(include_in_schema=False, dependencies=[Depends(mark_page)])
 
 
-__all__ = ["CSRF_FIELD", "Csrf", "FormText", "User", "page_router"]
+__all__ = ["CSRF_FIELD", "Csrf", "FormCsrf", "FormText", "User", "page_router"]

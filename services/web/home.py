@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from contracts.vocabulary import Role
 from services.runtime.auth import Principal, TokenService
 from services.runtime.settings import Settings
-from services.web.deps import Csrf, page_router
+from services.web.deps import Csrf, FormCsrf, page_router
 from services.web.i18n import LANGUAGE_COOKIE, LOCALES
 from services.web.render import render
 from services.web.session import (
@@ -68,7 +68,7 @@ def sign_in_page(request: Request) -> Response:
 
 
 @router.post("/signin")
-def sign_in(request: Request, user_id: Annotated[str, Form()]) -> Response:
+def sign_in(request: Request, user_id: Annotated[str, Form()], _csrf: FormCsrf) -> Response:
     """The embedded demo signs in any of its listed users; nothing else can be named here."""
     chosen = next((u for u in _demo_users(request) if u.user_id == user_id), None)
     if chosen is None:
@@ -105,6 +105,7 @@ def sign_out(request: Request, _csrf: Csrf) -> Response:
 @router.post("/language")
 def switch_language(
     request: Request,
+    _csrf: FormCsrf,
     language: Annotated[str, Form()],
     back: Annotated[str, Form()] = "/",
 ) -> Response:

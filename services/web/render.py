@@ -11,7 +11,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.web.i18n import LOCALES, choose_locale, gettext, ngettext, use_locale, when
 from services.web.labels import label, province
-from services.web.session import CSRF_FIELD, current_session
+from services.web.session import (
+    CSRF_FIELD,
+    FORM_COOKIE,
+    cookie_options,
+    form_token,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -41,7 +46,6 @@ def agency_name(request: Request, agency_id: str | None, locale: str) -> str:
 def context(request: Request, **values: Any) -> dict[str, Any]:
     locale = choose_locale(request)
     use_locale(locale)
-    session = current_session(request)
     user = getattr(request.state, "web_user", None)
     return {
         "request": request,
@@ -50,7 +54,7 @@ def context(request: Request, **values: Any) -> dict[str, Any]:
         "user": user,
         "has_role": lambda *roles: user is not None and any(r in user.roles for r in roles),
         "csrf_field": CSRF_FIELD,
-        "csrf": session.csrf if session else "",
+        "csrf": form_token(request),
         "agency": lambda agency_id: agency_name(request, agency_id, locale),
         **values,
     }
@@ -71,8 +75,12 @@ def render(
         html = template.render(ctx)
     else:
         html = "".join(template.blocks[block](template.new_context(ctx)))
-    return HTMLResponse(
+    response = HTMLResponse(
         html,
         status_code=status_code,
         headers={"Content-Language": ctx["locale"], "Cache-Control": "no-store"},
     )
+    made = getattr(request.state, "new_form_token", None)
+    if made:
+        response.set_cookie(FORM_COOKIE, made, **cookie_options(request))
+    return response

@@ -24,6 +24,8 @@ from services.runtime.errors import AuthenticationError
 from services.runtime.settings import Environment
 
 SESSION_COOKIE = "ketnoi_session"
+# Forms sent before signing in (sign-in, language) carry a token that must match this cookie.
+FORM_COOKIE = "ketnoi_form"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 
@@ -118,6 +120,30 @@ def check_csrf(request: Request, submitted: str | None) -> None:
     if session is None:
         raise SignInRequiredError
     if not submitted or not hmac.compare_digest(submitted, session.csrf):
+        raise CsrfRejectedError
+
+
+def form_token(request: Request) -> str:
+    """The token a page's forms send back: the session's, or before signing in the one of
+    this browser's form cookie (made here when missing, set on the response by render)."""
+    session = current_session(request)
+    if session is not None:
+        return session.csrf
+    token = request.cookies.get(FORM_COOKIE) or getattr(request.state, "new_form_token", None)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.state.new_form_token = token
+    return token
+
+
+def check_form(request: Request, submitted: str | None) -> None:
+    """A form that may come before signing in: the session's token when there is a session,
+    else the form cookie's. Raises CsrfRejectedError."""
+    if current_session(request) is not None:
+        check_csrf(request, submitted)
+        return
+    expected = request.cookies.get(FORM_COOKIE)
+    if not submitted or not expected or not hmac.compare_digest(submitted, expected):
         raise CsrfRejectedError
 
 

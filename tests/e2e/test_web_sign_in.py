@@ -131,3 +131,28 @@ def test_forms_without_the_sessions_csrf_token_are_refused(
     out = web.post("/signout", data={"csrf_token": token.group(1)}, follow_redirects=False)
     assert out.status_code == 303
     assert web.get("/board", follow_redirects=False).headers["location"] == "/signin"
+
+
+def test_the_forms_before_signing_in_carry_a_token_of_their_own(web: TestClient) -> None:
+    """Sign-in and the language switch come before a session: their forms must send back
+    the token of this browser's form cookie, so another site cannot post them."""
+    stranger = TestClient(web.app)
+    assert stranger.post("/language", data={"language": "en"}).status_code == 403
+    page = web.get("/signin")
+    assert "ketnoi_form=" in page.headers["set-cookie"]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    switched = web.post(
+        "/language",
+        data={"language": "en", "back": "/signin", "csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert switched.status_code == 303
+    assert switched.headers["location"] == "/signin"
+    assert "Sign in" in web.get("/signin").text
+    away = web.post(
+        "/language",
+        data={"language": "vi", "back": "//elsewhere.example/x", "csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert away.headers["location"] == "/"
