@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -39,6 +40,8 @@ from services.runtime.read_audit import ReadAudit, migrate_read_audit
 from services.runtime.seal.api import router as seal_router
 from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import SERVICES, Settings
+from services.web import mount_web
+from services.web.session import DemoUser
 
 DESCRIPTION = (
     "Ketnoi (kết nối, to connect): interagency referral for people who experienced human "
@@ -248,7 +251,13 @@ def _waiting_for_positions(service: str) -> APIRouter:
     return router
 
 
-def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") -> FastAPI:
+def http_app(
+    platform: Platform,
+    tokens: TokenService,
+    title: str = "Ketnoi",
+    demo_users: Sequence[DemoUser] = (),
+) -> FastAPI:
+    """The platform's API and, where every service runs in this process, the web app."""
     state: dict[str, object] = {
         "settings": platform.settings,
         "followers": platform.followers,
@@ -264,6 +273,9 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
     if platform.read_audit is not None:
         state["read_audit"] = platform.read_audit
     state["metrics_registry"] = lag_registry("ketnoi_follower_lag", lambda: platform.followers)
-    return create_app(
+    app = create_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )
+    if set(APPLICATIONS) <= set(platform.apps) and platform.projections is not None:
+        mount_web(app, demo_users)
+    return app

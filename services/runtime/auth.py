@@ -102,6 +102,11 @@ class TokenService:
                 msg = f"no public key at {path}; set KETNOI_AUTH_PUBLIC_KEY_FILE"
                 raise SettingsError(msg) from None
 
+    @property
+    def public_key(self) -> Any:
+        """The key tokens are verified with (the identity provider's, in production)."""
+        return self._public_key
+
     def issue(
         self,
         *,

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.vocabulary import Role
 from services.runtime.aggregate import CommandContext
 from services.runtime.auth import Principal, TokenService
+from services.runtime.docs import serve_docs
 from services.runtime.errors import DomainError, InvalidRequestError
 from services.runtime.hardening import EdgeMiddleware, Guard
 from services.runtime.health import router as health_router
@@ -153,7 +154,11 @@ def create_app(
 
     The settings are ``state["settings"]`` when given, else the token service's.
     """
-    app = FastAPI(title=title, description=description, version="0.1.0")
+    # The documentation pages are served from local files (services/runtime/docs.py).
+    app = FastAPI(
+        title=title, description=description, version="0.1.0", docs_url=None, redoc_url=None
+    )
+    serve_docs(app)
     app.state.tokens = tokens
     for key, value in (state or {}).items():
         setattr(app.state, key, value)

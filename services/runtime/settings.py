@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     auth_claims: Literal["ketnoi", "keycloak"] = "ketnoi"
     auth_roles_client: str | None = None
     token_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    # Sign-in to the web app through an OpenID Connect provider (authorisation code with
+    # PKCE). Its access tokens are verified like any bearer token (the key, issuer and
+    # audience above) and carry the claims sub, agency, province and roles.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_scope: str = "openid"
     # How long a read of a person's data may wait for this process to read the consent log
     # up to its head (so that a withdrawal committed before the read is in force for it).
     consent_read_timeout: float = Field(default=2.0, gt=0, le=30)
@@ -192,6 +199,13 @@ class Settings(BaseSettings):
                     "production verifies tokens from an identity provider"
                 )
                 raise SettingsError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            msg = "KETNOI_OIDC_CLIENT_ID is required with KETNOI_OIDC_ISSUER"
+            raise SettingsError(msg)
         return self
 
     @property
