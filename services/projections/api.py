@@ -14,6 +14,7 @@ from contracts.access_policy import ALL_CATEGORIES, Action, CaseTies, Sight, sig
 from contracts.audit import ReadBasis
 from contracts.vocabulary import DataCategory, Role
 from services.projections.application import CaseTimelineNotFoundError, ProjectionService
+from services.projections.person_copy import sealed_now
 from services.projections.statistics import to_csv
 from services.projections.views import category_of, describe_type
 from services.runtime.access import check, record_read
@@ -109,7 +110,9 @@ def person_copy(
     assert seen.categories == ALL_CATEGORIES  # a holder's own case: everything
     record_read(request, principal, seen, case_id=case_id, what="projections.person_copy")
     reads = request.app.state.read_audit.reads_of_case(case_id)
-    return projections.person_copy(case_id, reads, utcnow())
+    copy = projections.person_copy(case_id, reads, utcnow())
+    copy["seal"] = sealed_now(request.app.state.settings)
+    return copy
 
 
 @router.get(
