@@ -8,7 +8,9 @@ recorded read of the person's data (from the read audit). It names agencies and 
 the staff's user ids.
 
 A copy is itself a read of everything about the person: the route records it before it
-answers, and it appears in the next copy's reads.
+answers, and it appears in the next copy's reads. It ends with a signed checkpoint of every
+log, made after it was read (``sealed_now``): anyone with Ketnoi's public key can check that
+the logs the copy was read from held those events, and that nothing was removed since.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from contracts.audit import PersonalDataRead
 from contracts.consent import consent_record_id
 from contracts.envelope import Event
 from services.runtime.follower import Upstream
+from services.runtime.seal.operations import checkpoint_all
+from services.runtime.seal.sources import open_logs
+from services.runtime.settings import Settings
 
 COPY_VERSION = "ketnoi-person-copy-1"
 # What an entry of the copy leaves out of an event: ids of the record and of the staff.
@@ -133,3 +138,16 @@ def person_copy(
         "handovers": handovers,
         "reads": [read_entry(read) for read in reads],
     }
+
+
+def sealed_now(settings: Settings) -> list[dict[str, Any]]:
+    """A checkpoint of every log as it stands now (signed first where it grew since its last
+    one): the proof that the copy, read before, was read from the sealed record."""
+    checkpoint_all(settings)
+    with open_logs(settings) as logs:
+        sealed = []
+        for log in logs:
+            latest = log.checkpoints()
+            size, text = latest[-1] if latest else (0, None)
+            sealed.append({"log": log.name, "size": size, "checkpoint": text})
+    return sealed

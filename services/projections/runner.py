@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from eventsourcing.persistence import Notification
 
 from services.projections.store import Row, Tables, ViewStore
 from services.projections.views import VIEWS, Docs, Fact, View, fact_reader
-from services.runtime.follower import Lag, Upstream, WakeLoop, topics_of, upstream_lag
+from services.runtime.follower import Lag, Upstream, WakeLoop, behind, topics_of, upstream_lag
 from services.runtime.logging import get_logger
 from services.runtime.settings import Settings
 
@@ -134,6 +135,37 @@ class Projector(WakeLoop):
             with self.store.transaction() as cur:
                 self.store.write(cur, tables, _rows(view, docs, docs.dirty), new_positions)
             return applied
+
+    def follows(self, upstream_name: str) -> bool:
+        """Whether a view reads that log."""
+        return any(upstream_name in view.handles for view in self.views.values())
+
+    def reach(self, upstream_name: str, timeout: float, up_to: int | None = None) -> None:
+        """Bring every view that reads the upstream's log up to position ``up_to`` (its head
+        when None), now, in the caller's thread (taking turns with the background loop).
+
+        Raises UnavailableError (503, Retry-After) when that takes longer than ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        for name, view in self.views.items():
+            if upstream_name not in view.handles:
+                continue
+            tables = Tables.of(name)
+            topics = topics_of(view.handles[upstream_name])
+            upstream = self.upstreams[upstream_name]
+            while True:
+                start = self.store.positions(tables).get(upstream_name, 0) + 1
+                if up_to is not None and start > up_to:
+                    break
+                if not upstream.recorder.select_notifications(
+                    start=start, limit=1, stop=up_to, topics=topics
+                ):
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise behind(self.name, upstream_name, up_to)
+                if not self.run_view(name, tables):
+                    time.sleep(min(0.01, left))
 
     def _loader(self, tables: Tables) -> Callable[[str], tuple[Any, Any, Any] | None]:
         def load(key: str) -> tuple[Any, Any, Any] | None:

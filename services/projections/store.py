@@ -66,8 +66,10 @@ class ViewStore:
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and self.backend == "postgres" and conn.closed:
-            conn = None  # broken by a database restart: connect again
+        if conn is not None and self.backend == "postgres" and (conn.closed or conn.broken):
+            # The server went away (a restart, a network cut): the use that found out failed;
+            # this one connects again rather than failing for ever.
+            conn = self._local.conn = None
         if conn is None:
             if self.backend == "sqlite":
                 conn = sqlite3.connect(

@@ -21,7 +21,7 @@ from uuid import UUID, uuid5
 
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.persistence import IntegrityError, Mapper, Recording
 from eventsourcing.utils import EnvType
 
 from contracts.envelope import KETNOI_NAMESPACE, CommandRecorded, Event
@@ -29,6 +29,9 @@ from services.runtime.aggregate import Aggregate, CommandContext
 from services.runtime.errors import ConcurrentChangeError, IdempotencyKeyReusedError
 from services.runtime.logging import get_logger
 from services.runtime.persistence import OrjsonTranscoder, PydanticMapper
+from services.runtime.positions import note_written
+from services.runtime.seal.keys import policy_from_env
+from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import CommandRetry
 
 log = get_logger("ketnoi.command")
@@ -50,6 +53,9 @@ class ServiceApplication(Application[UUID]):
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env=env)
         self.command_retry = CommandRetry.from_env(self.env)
+        policy = policy_from_env(self.env)
+        if policy is not None and isinstance(self.recorder, PostgresSeal | SQLiteSeal):
+            self.recorder.checkpoints = policy
 
     def construct_mapper(self) -> Mapper[UUID]:
         return self.factory.mapper(transcoder=OrjsonTranscoder(), mapper_class=PydanticMapper)
@@ -66,6 +72,13 @@ class ServiceApplication(Application[UUID]):
         if not isinstance(aggregate, aggregate_type):
             raise AggregateNotFoundError(aggregate_id)
         return aggregate
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """Save, and name the position reached in this log to the request that saved."""
+        recordings = super().save(*objs, **kwargs)
+        if recordings:
+            note_written(self.name, max(r.notification.id for r in recordings))
+        return recordings
 
     def history(self, aggregate_id: UUID) -> list[Event]:
         """Every stored event of one aggregate, oldest first."""
@@ -99,6 +112,7 @@ class ServiceApplication(Application[UUID]):
         if earlier is not None:
             result = _replay(earlier, command, digest)
             _log(command, result, replayed=True)
+            self._note_head()
             return result
 
         def record(result: Result) -> list[Any]:
@@ -122,7 +136,13 @@ class ServiceApplication(Application[UUID]):
 
         result, replayed = self._run_until_saved(command, run, record, recorded_meanwhile)
         _log(command, result, replayed=replayed)
+        if replayed:
+            self._note_head()
         return result
+
+    def _note_head(self) -> None:
+        # A replayed command's events are somewhere before the log's head: name the head.
+        note_written(self.name, self.recorder.max_notification_id() or 0)
 
     def _run_until_saved(
         self,

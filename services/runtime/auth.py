@@ -92,7 +92,7 @@ class TokenService:
             settings.environment is Environment.DEVELOPMENT
             and settings.auth_public_key_file is None
         ):
-            self._signing_key = _load_or_create_signing_key(settings.signing_key_path())
+            self._signing_key = load_or_create_ed25519_key(settings.signing_key_path())
             self._public_key = self._signing_key.public_key()
         else:
             path = settings.public_key_path()
@@ -101,6 +101,11 @@ class TokenService:
             except FileNotFoundError:
                 msg = f"no public key at {path}; set KETNOI_AUTH_PUBLIC_KEY_FILE"
                 raise SettingsError(msg) from None
+
+    @property
+    def public_key(self) -> Any:
+        """The key tokens are verified with (the identity provider's, in production)."""
+        return self._public_key
 
     def issue(
         self,
@@ -203,7 +208,9 @@ def _claims_problem(exc: ValidationError) -> str:
     )
 
 
-def _load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+def load_or_create_ed25519_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in a PEM file, created (readable by its owner only) when
+    missing; raises SettingsError when the file holds another kind of key."""
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
@@ -221,7 +228,7 @@ def _load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _load_or_create_signing_key(path)
+        return load_or_create_ed25519_key(path)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
     return key

@@ -336,18 +336,27 @@ class Follower(WakeLoop):
             if done == 0:
                 return total
 
+    def follows(self, upstream_name: str) -> bool:
+        """Whether this loop reads that log."""
+        return any(u.name == upstream_name for u in self.upstreams)
+
     def lag(self) -> list[Lag]:
         return [
             upstream_lag(upstream, self.app.position(upstream.name), upstream.topics)
             for upstream in self.upstreams
         ]
 
-    def pending(self, upstream_name: str) -> bool:
-        """Whether the upstream's log holds an event this service has not processed yet."""
+    def pending(self, upstream_name: str, up_to: int | None = None) -> bool:
+        """Whether the upstream's log holds an event this service has not processed yet (at
+        or before position ``up_to``, when given)."""
         upstream = next(u for u in self.upstreams if u.name == upstream_name)
         start = self.app.position(upstream.name) + 1
+        if up_to is not None and start > up_to:
+            return False
         return bool(
-            upstream.recorder.select_notifications(start=start, limit=1, topics=upstream.topics)
+            upstream.recorder.select_notifications(
+                start=start, limit=1, stop=up_to, topics=upstream.topics
+            )
         )
 
     def reach_head(self, upstream_name: str, timeout: float) -> None:
@@ -357,15 +366,19 @@ class Follower(WakeLoop):
         whichever process wrote it and whichever serves the caller. Raises UnavailableError
         (503, Retry-After) when that takes longer than ``timeout`` seconds.
         """
+        self.reach(upstream_name, timeout)
+
+    def reach(self, upstream_name: str, timeout: float, up_to: int | None = None) -> None:
+        """Process the upstream's log up to position ``up_to`` (its head when None), now, in
+        the caller's thread; the background loop and other callers take turns with it.
+
+        Raises UnavailableError (503, Retry-After) when that takes longer than ``timeout``.
+        """
         deadline = time.monotonic() + timeout
-        while self.pending(upstream_name):
+        while self.pending(upstream_name, up_to):
             left = deadline - time.monotonic()
             if left <= 0:
-                log.warning("follower_behind", loop=self.name, upstream=upstream_name)
-                raise UnavailableError(
-                    f"Ketnoi has not yet read the latest {upstream_name} records, so it cannot "
-                    "answer safely; try again in a moment."
-                )
+                raise behind(self.name, upstream_name, up_to)
             if self._processing.acquire(timeout=left):
                 try:
                     done = self._run_once()
@@ -376,6 +389,24 @@ class Follower(WakeLoop):
             # Another process of this service holds the events, or an upstream waits on
             # another: give it a moment.
             time.sleep(min(0.01, max(left, 0)))
+
+
+def behind(loop: str, upstream: str, up_to: int | None) -> UnavailableError:
+    """The 503 of a read or command that cannot wait longer for a log to be read."""
+    log.warning("follower_behind", loop=loop, upstream=upstream, up_to=up_to)
+    if up_to is None:
+        return UnavailableError(
+            f"Ketnoi has not yet read the latest {upstream} records, so it cannot "
+            "answer safely; try again in a moment.",
+            waiting_for=upstream,
+        )
+    return UnavailableError(
+        f"Ketnoi has not yet read the {upstream} log up to position {up_to}, which your "
+        "earlier request reached, so it cannot answer yet; try again in a moment with the "
+        "same Ketnoi-Position.",
+        waiting_for=upstream,
+        position=up_to,
+    )
 
 
 def _close(conn: psycopg.Connection[Any] | None) -> None:

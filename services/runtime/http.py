@@ -21,11 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.vocabulary import Role
 from services.runtime.aggregate import CommandContext
 from services.runtime.auth import Principal, TokenService
+from services.runtime.docs import serve_docs
 from services.runtime.errors import DomainError, InvalidRequestError
 from services.runtime.hardening import EdgeMiddleware, Guard
 from services.runtime.health import router as health_router
 from services.runtime.logging import get_logger
 from services.runtime.metrics import LATENCY, REQUESTS
+from services.runtime.positions import PositionMiddleware, document_response_header
 from services.runtime.settings import Settings
 
 PROBLEM_JSON = "application/problem+json"
@@ -152,7 +154,11 @@ def create_app(
 
     The settings are ``state["settings"]`` when given, else the token service's.
     """
-    app = FastAPI(title=title, description=description, version="0.1.0")
+    # The documentation pages are served from local files (services/runtime/docs.py).
+    app = FastAPI(
+        title=title, description=description, version="0.1.0", docs_url=None, redoc_url=None
+    )
+    serve_docs(app)
     app.state.tokens = tokens
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
@@ -174,6 +180,7 @@ def create_app(
         max_bytes=settings.max_request_bytes,
         timeout=settings.http_body_timeout_seconds,
     )
+    app.add_middleware(PositionMiddleware)
     app.add_middleware(EdgeMiddleware, guard=guard, refuse=_problem_of)
     app.add_middleware(RequestContextMiddleware)
 
@@ -181,6 +188,7 @@ def create_app(
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
+    document_response_header(app)
     return app
 
 

@@ -71,6 +71,7 @@ def audit_env(settings: Settings, *, create_tables: bool | None = None) -> dict[
     """The eventsourcing environment of the audit log (schema or file ``audit``)."""
     # The same settings as a service's log, placed in a schema and a file of its own.
     env = application_env(settings, "intake", create_tables=create_tables)
+    env["KETNOI_SEAL_LOG"] = AUDIT
     if settings.postgres is None:
         env["SQLITE_DBNAME"] = str(private_file(settings.data_dir / f"{AUDIT}.sqlite"))
     else:

@@ -90,9 +90,19 @@ class Settings(BaseSettings):
     auth_claims: Literal["ketnoi", "keycloak"] = "ketnoi"
     auth_roles_client: str | None = None
     token_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    # Sign-in to the web app through an OpenID Connect provider (authorisation code with
+    # PKCE). Its access tokens are verified like any bearer token (the key, issuer and
+    # audience above) and carry the claims sub, agency, province and roles.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_scope: str = "openid"
     # How long a read of a person's data may wait for this process to read the consent log
     # up to its head (so that a withdrawal committed before the read is in force for it).
     consent_read_timeout: float = Field(default=2.0, gt=0, le=30)
+    # How long a request naming positions in logs (Ketnoi-Position) may wait for this process
+    # to read them that far before it decides (then 503).
+    position_wait_timeout: float = Field(default=5.0, gt=0, le=60)
 
     # The read audit's writer: after the first pending read it waits this long for more, then
     # saves up to max_batch reads in one transaction. A caller gives up after timeout seconds.
@@ -109,6 +119,16 @@ class Settings(BaseSettings):
     # here too so that a bad value stops the process at start.
     command_attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
     command_retry_pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
+
+    # The seal: checkpoints of every log signed with this Ed25519 key (PEM). Production
+    # requires it; development creates one under the data directory.
+    seal_signing_key_file: Path | None = None
+    # The origin of every log's checkpoints is "<seal_origin>/<log>"; also the key's name.
+    seal_origin: str = Field(default="ketnoi.localhost", pattern=r"^[^\s+]+$")
+    # A log is checkpointed at least every this many events, and every this many seconds
+    # when it has grown.
+    seal_checkpoint_every: int = Field(default=1000, ge=1)
+    seal_checkpoint_seconds: float = Field(default=60.0, gt=0)
 
     # How old this process's copy of the agency directory may grow before a lookup reads the
     # directory log again (an unknown agency is always looked up at once).
@@ -170,12 +190,25 @@ class Settings(BaseSettings):
                     "production (the identity provider's issuer, or its public key)"
                 )
                 raise SettingsError(msg)
+            if self.seal_signing_key_file is None:
+                msg = (
+                    "KETNOI_SEAL_SIGNING_KEY_FILE is required in production "
+                    "(the Ed25519 key, PEM, that signs the logs' checkpoints)"
+                )
+                raise SettingsError(msg)
             if self.auth_signing_key_file is not None:
                 msg = (
                     "KETNOI_AUTH_SIGNING_KEY_FILE is for development only; "
                     "production verifies tokens from an identity provider"
                 )
                 raise SettingsError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            msg = "KETNOI_OIDC_CLIENT_ID is required with KETNOI_OIDC_ISSUER"
+            raise SettingsError(msg)
         return self
 
     @property
@@ -202,6 +235,9 @@ class Settings(BaseSettings):
 
     def signing_key_path(self) -> Path:
         return self.auth_signing_key_file or self.data_dir / "auth-signing-key.pem"
+
+    def seal_key_path(self) -> Path:
+        return self.seal_signing_key_file or self.data_dir / "seal-signing-key.pem"
 
     def public_key_path(self) -> Path:
         return self.auth_public_key_file or self.data_dir / "auth-public-key.pem"

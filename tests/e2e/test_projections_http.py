@@ -169,6 +169,14 @@ def test_the_persons_copy_holds_the_record_consent_disclosures_and_every_read(ap
     assert "officer-1" not in str(copy)
     assert all("actor" not in e["facts"] for e in copy["record"] + copy["consent"])
 
+    # It ends with a signed checkpoint of every log, covering everything it was read from.
+    sealed = {s["log"]: s for s in copy["seal"]}
+    assert {"intake", "consent", "referral", "audit"} <= set(sealed)
+    for log in ("intake", "consent", "referral", "audit"):
+        assert sealed[log]["checkpoint"].startswith(f"ketnoi.localhost/{log}\n")
+        assert sealed[log]["size"] >= 1
+    assert sealed["audit"]["size"] >= len(reads)
+
     # The copy is a recorded read of everything.
     recorded = api.platform.read_audit.reads_of_case(case_id)  # type: ignore[union-attr]
     assert recorded[-1].what == "projections.person_copy"
