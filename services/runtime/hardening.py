@@ -25,10 +25,13 @@ from services.runtime.settings import Settings
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 # Everything Ketnoi serves comes from Ketnoi itself; no page may be framed by another site.
+# Styles may be inline (the pages' bars, htmx's indicator style); scripts never.
 CSP = (
     "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
+    "frame-ancestors 'none'; style-src 'self' 'unsafe-inline'"
 )
+# The pages' own assets (no personal data) may be cached; everything else may not.
+STATIC_PREFIX = "/static/"
 # FastAPI's interactive documentation loads its script and styles from a CDN.
 DOCS_CSP = (
     "default-src 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'; "
@@ -174,8 +177,8 @@ def client_address(scope: Scope) -> str:
 class EdgeMiddleware:
     """Security headers on every response, and the per-address rate limit.
 
-    ``Cache-Control: no-store`` goes on every response that does not set its own: answers
-    about people must never sit in a shared or browser cache.
+    ``Cache-Control: no-store`` goes on every response that does not set its own, but the
+    pages' static assets: answers about people must never sit in a shared or browser cache.
     """
 
     def __init__(
@@ -191,6 +194,7 @@ class EdgeMiddleware:
             return
         path = scope.get("path", "")
         csp = (DOCS_CSP if path in DOCS_PATHS else CSP).encode()
+        cache_control = b"public, max-age=3600" if path.startswith(STATIC_PREFIX) else b"no-store"
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -200,7 +204,7 @@ class EdgeMiddleware:
                 if b"content-security-policy" not in names:
                     headers.append((b"content-security-policy", csp))
                 if b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
+                    headers.append((b"cache-control", cache_control))
                 message["headers"] = headers
             await send(message)
 
