@@ -42,7 +42,9 @@ def mount_web(app: FastAPI, demo_users: Sequence[DemoUser] = ()) -> None:
             response: Response = await answered
             return response
         assert isinstance(exc, DomainError)
-        return render(request, "error.html", exc.status, status=exc.status, slug=exc.slug)
+        page = render(request, "error.html", exc.status, status=exc.status, slug=exc.slug)
+        page.headers.update(exc.headers)  # Retry-After on a 429 or a 503, as the API gives
+        return page
 
     async def sign_in_required(request: Request, _exc: Exception) -> Response:
         if request.headers.get("hx-request"):
