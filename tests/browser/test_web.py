@@ -121,10 +121,13 @@ def test_the_language_is_switched_on_any_page_and_kept(
     expect(page.locator(".contact")).to_contain_text("Gặp ở thị trấn gần đó")
     expect(page.locator(".contact .refused")).to_contain_text("Thăm tại nhà")
     expect(page.locator("#person-h ~ dl")).to_contain_text("Lê Thị Mai")
+    # Dates as each language writes them.
+    expect(page.locator("#person-h ~ dl")).to_contain_text("14 thg 3, 2002")
     assert_translated(page, "vi")
     screenshot(page, "case-manager-vi")
     page.get_by_role("button", name="English").click()
     expect(page.locator("h1")).to_have_text("Case file")
+    expect(page.locator("#person-h ~ dl")).to_contain_text("Mar 14, 2002")
 
 
 @pytest.mark.parametrize("locale", LOCALES)
