@@ -391,3 +391,16 @@ def test_concurrent_writers_of_one_log_keep_one_tree(sealed: SealedLog) -> None:
     assert report.ok, report.problems
     assert report.size == report.events == EVENTS + 3 * 24
     assert report.checkpoints == report.checkpoints_verified
+
+
+def test_events_whose_seal_cannot_be_written_are_not_stored(sealed: SealedLog) -> None:
+    seal = sealed.leaves.removesuffix("_leaves")
+    _commit(sealed, [f"DELETE FROM {seal}_seal"])  # the head row is gone
+    app = IntakeService(env=application_env(sealed.settings, "intake", create_tables=False))
+    try:
+        with pytest.raises(Exception, match="seal"):
+            app.recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "org.ketnoi.test.v1", b"{}")])
+    finally:
+        app.close()
+    with sealed.tamper() as (_, log):
+        assert log.count_events() == EVENTS
