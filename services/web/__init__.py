@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -49,7 +50,9 @@ def mount_web(app: FastAPI, demo_users: Sequence[DemoUser] = ()) -> None:
     async def sign_in_required(request: Request, _exc: Exception) -> Response:
         if request.headers.get("hx-request"):
             return Response(status_code=401, headers={"HX-Redirect": "/signin"})
-        return RedirectResponse("/signin", status_code=303)
+        # Back to the page asked for once signed in (its path only: no personal data).
+        asked = urlencode({"next": request.url.path}) if request.method == "GET" else ""
+        return RedirectResponse(f"/signin?{asked}" if asked else "/signin", status_code=303)
 
     async def csrf_rejected(request: Request, _exc: Exception) -> Response:
         return render(request, "error.html", 403, status=403, slug="csrf")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Form, Request
+from fastapi import Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from contracts.vocabulary import Role
@@ -35,6 +35,17 @@ HOMES = {
 }
 
 
+def local_path(address: str | None) -> str | None:
+    """``address`` when it is a path of this site (with its query), else None."""
+    if not address:
+        return None
+    target = urlsplit(address)
+    local = target.path.startswith("/") and not target.path.startswith(("//", "/\\"))
+    if not local or target.netloc or target.scheme:
+        return None
+    return target.path + (f"?{target.query}" if target.query else "")
+
+
 def home_of(principal: Principal) -> str:
     for role, path in HOMES.items():
         if role in principal.roles:
@@ -62,13 +73,26 @@ def _demo_users(request: Request) -> tuple[DemoUser, ...]:
 
 
 @router.get("/signin")
-def sign_in_page(request: Request) -> Response:
+def sign_in_page(
+    request: Request, next_page: Annotated[str | None, Query(alias="next")] = None
+) -> Response:
     users = sorted(_demo_users(request), key=lambda u: (u.province, u.role, u.agency_id))
-    return render(request, "signin.html", users=users, oidc=bool(_settings(request).oidc_issuer))
+    return render(
+        request,
+        "signin.html",
+        users=users,
+        oidc=bool(_settings(request).oidc_issuer),
+        next=local_path(next_page) or "",
+    )
 
 
 @router.post("/signin")
-def sign_in(request: Request, user_id: Annotated[str, Form()], _csrf: FormCsrf) -> Response:
+def sign_in(
+    request: Request,
+    user_id: Annotated[str, Form()],
+    _csrf: FormCsrf,
+    next_page: Annotated[str | None, Form(alias="next")] = None,
+) -> Response:
     """The embedded demo signs in any of its listed users; nothing else can be named here."""
     chosen = next((u for u in _demo_users(request) if u.user_id == user_id), None)
     if chosen is None:
@@ -89,7 +113,7 @@ def sign_in(request: Request, user_id: Annotated[str, Form()], _csrf: FormCsrf) 
     )
     session_id = sessions_of(request).open(token)
     principal = tokens.verify(token)
-    response = RedirectResponse(home_of(principal), status_code=303)
+    response = RedirectResponse(local_path(next_page) or home_of(principal), status_code=303)
     response.set_cookie(SESSION_COOKIE, session_id, **cookie_options(request))
     return response
 
@@ -110,12 +134,7 @@ def switch_language(
     back: Annotated[str, Form()] = "/",
 ) -> Response:
     """The user's setting, kept in a cookie; back to the page they were on (this site's)."""
-    target = urlsplit(back)
-    local = target.path.startswith("/") and not target.path.startswith(("//", "/\\"))
-    path = target.path if local and not target.netloc else "/"
-    if target.query:
-        path += "?" + target.query
-    response = RedirectResponse(path, status_code=303)
+    response = RedirectResponse(local_path(back) or "/", status_code=303)
     if language in LOCALES:
         options = cookie_options(request)
         response.set_cookie(LANGUAGE_COOKIE, language, max_age=365 * 24 * 3600, **options)

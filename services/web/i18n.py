@@ -8,12 +8,12 @@ with ``make messages`` (pybabel extract, update, compile).
 from __future__ import annotations
 
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from babel.support import NullTranslations, Translations
 from fastapi import Request
 
@@ -87,3 +87,8 @@ def when(value: datetime | str | None, format: str = "medium") -> str:
         return ""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return format_datetime(moment, format=format, tzinfo=TIME_ZONE, locale=_current.get())
+
+
+def day(value: date | None) -> str:
+    """A calendar day (a date of birth) as the user's locale writes it."""
+    return "" if value is None else format_date(value, format="medium", locale=_current.get())

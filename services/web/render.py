@@ -9,7 +9,15 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from services.web.i18n import LOCALES, choose_locale, gettext, ngettext, use_locale, when
+from services.web.i18n import (
+    LOCALES,
+    choose_locale,
+    day,
+    gettext,
+    ngettext,
+    use_locale,
+    when,
+)
 from services.web.labels import label, province
 from services.web.session import (
     CSRF_FIELD,
@@ -29,6 +37,7 @@ env = Environment(
 )
 env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
 env.filters["when"] = when
+env.filters["day"] = day
 env.filters["label"] = label
 env.filters["province"] = province
 

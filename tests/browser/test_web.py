@@ -121,10 +121,13 @@ def test_the_language_is_switched_on_any_page_and_kept(
     expect(page.locator(".contact")).to_contain_text("Gặp ở thị trấn gần đó")
     expect(page.locator(".contact .refused")).to_contain_text("Thăm tại nhà")
     expect(page.locator("#person-h ~ dl")).to_contain_text("Lê Thị Mai")
+    # Dates as each language writes them.
+    expect(page.locator("#person-h ~ dl")).to_contain_text("14 thg 3, 2002")
     assert_translated(page, "vi")
     screenshot(page, "case-manager-vi")
     page.get_by_role("button", name="English").click()
     expect(page.locator("h1")).to_have_text("Case file")
+    expect(page.locator("#person-h ~ dl")).to_contain_text("Mar 14, 2002")
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -410,3 +413,16 @@ def test_sign_in_and_the_board_work_from_the_keyboard(
     expect(case_link).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_have_text("Hồ sơ ca")
+
+
+def test_a_case_link_opened_before_signing_in_opens_after_it(
+    site: Site, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """The demo prints each case's page: opened signed out, it comes back after sign-in."""
+    page = open_page(browser, contexts, "en")
+    case_page = f"/cases/{site.case('dong-thap-1').case_id}"
+    page.goto(site.base + case_page)
+    expect(page).to_have_url(re.compile(r"/signin\?next="))
+    page.locator('button[value="dt-swc-caseworker-1"]').click()
+    expect(page).to_have_url(site.base + case_page)
+    expect(page.locator("h1")).to_have_text("Case file")

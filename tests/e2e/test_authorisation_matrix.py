@@ -59,6 +59,7 @@ from fastapi.testclient import TestClient
 
 from contracts.access_policy import Action, Asker, CaseTies, permits, sight
 from contracts.consent_decision import ConsentDecision
+from contracts.envelope import event_id_of
 from contracts.vocabulary import DataCategory, Role
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
@@ -581,6 +582,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         None, lambda w: _body(f"{P}/statistics.csv?province={PROVINCE}"), mutates=False
     ),
     ("POST", f"{P}/rebuild"): Op(None, lambda w: _body(f"{P}/rebuild?view=cases"), mutates=False),
+    # the seal (every append is checkpointed here, so the case's reception is covered)
+    ("GET", "/seal/checkpoints"): Op(None, lambda w: _body("/seal/checkpoints"), mutates=False),
+    ("POST", "/seal/verify"): Op(None, lambda w: _body("/seal/verify"), mutates=False),
+    ("GET", "/seal/proofs/{event_id}"): Op(
+        None,
+        lambda w: _body(f"/seal/proofs/{event_id_of(UUID(w.case_id), 1)}"),
+        mutates=False,
+    ),
     ("GET", f"{P}/replay/cases/{{case_id}}"): Op(
         A.AUDIT,
         lambda w: _body(f"{P}/replay/cases/{w.case_id}?as_of={_now_query()}"),
@@ -652,6 +661,9 @@ NO_CASE: dict[tuple[str, str], tuple[frozenset[Role], bool]] = {
     ("GET", f"{P}/statistics"): (OVERSIGHT | {Role.ADMIN}, True),
     ("GET", f"{P}/statistics.csv"): (OVERSIGHT | {Role.ADMIN}, True),
     ("POST", f"{P}/rebuild"): (frozenset({Role.AUDITOR}), False),
+    ("GET", "/seal/checkpoints"): (frozenset({Role.AUDITOR}), False),
+    ("POST", "/seal/verify"): (frozenset({Role.AUDITOR}), False),
+    ("GET", "/seal/proofs/{event_id}"): (frozenset({Role.AUDITOR}), False),
     ("POST", f"{D}/agencies"): (frozenset({Role.ADMIN}), False),
     ("GET", f"{D}/agencies"): (EVERYONE, False),
     ("GET", f"{D}/agencies/{{agency_id}}"): (EVERYONE, False),
@@ -876,7 +888,7 @@ class Api:
 @pytest.fixture
 def api(pg_settings: Settings) -> Iterator[Api]:
     # One request at a time: small pools leave the shared server's connections to others.
-    settings = pg_settings.model_copy(update={"pg_pool_size": 2})
+    settings = pg_settings.model_copy(update={"pg_pool_size": 2, "seal_checkpoint_every": 1})
     migrate(settings)
     platform = start(settings, run_followers=False)
     register_agencies(platform)

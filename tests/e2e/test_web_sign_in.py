@@ -116,7 +116,7 @@ def test_an_agency_unknown_to_the_directory_cannot_sign_in(
     callback = _back_from_provider(_to_provider(web))
     answer = web.get(callback, follow_redirects=False)
     assert answer.status_code == 401
-    assert web.get("/board", follow_redirects=False).headers["location"] == "/signin"
+    assert web.get("/board", follow_redirects=False).headers["location"].startswith("/signin")
 
 
 def test_forms_without_the_sessions_csrf_token_are_refused(
@@ -130,7 +130,7 @@ def test_forms_without_the_sessions_csrf_token_are_refused(
     assert token is not None
     out = web.post("/signout", data={"csrf_token": token.group(1)}, follow_redirects=False)
     assert out.status_code == 303
-    assert web.get("/board", follow_redirects=False).headers["location"] == "/signin"
+    assert web.get("/board", follow_redirects=False).headers["location"].startswith("/signin")
 
 
 def test_the_forms_before_signing_in_carry_a_token_of_their_own(web: TestClient) -> None:

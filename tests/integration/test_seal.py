@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -357,3 +358,49 @@ def test_development_creates_a_key_readable_by_its_owner_only(tmp_path: Path) ->
     mode = stat.S_IMODE(settings.seal_key_path().stat().st_mode)
     assert mode == 0o600
     assert seal_signer(settings).verifier == signer.verifier
+
+
+def test_concurrent_writers_of_one_log_keep_one_tree(sealed: SealedLog) -> None:
+    # Several processes' recorders append at once: the store's lock orders them, and the
+    # seal follows that order in each writer's own transaction.
+    writers = [IntakeService(env=application_env(sealed.settings, "intake")) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def write(app: IntakeService) -> None:
+        try:
+            for i in range(12):
+                events = [
+                    StoredEvent(uuid.uuid4(), 1, "org.ketnoi.test.v1", b'{"w": %d}' % i)
+                    for _ in range(i % 3 + 1)
+                ]
+                app.recorder.insert_events(events)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(app,)) for app in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for app in writers:
+        app.close()
+    assert not errors, errors
+    checkpoint_all(sealed.settings)
+    with sealed.tamper() as (_, log):
+        report = verify_log(log, _keys(sealed.settings))
+    assert report.ok, report.problems
+    assert report.size == report.events == EVENTS + 3 * 24
+    assert report.checkpoints == report.checkpoints_verified
+
+
+def test_events_whose_seal_cannot_be_written_are_not_stored(sealed: SealedLog) -> None:
+    seal = sealed.leaves.removesuffix("_leaves")
+    _commit(sealed, [f"DELETE FROM {seal}_seal"])  # the head row is gone
+    app = IntakeService(env=application_env(sealed.settings, "intake", create_tables=False))
+    try:
+        with pytest.raises(Exception, match="seal"):
+            app.recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "org.ketnoi.test.v1", b"{}")])
+    finally:
+        app.close()
+    with sealed.tamper() as (_, log):
+        assert log.count_events() == EVENTS

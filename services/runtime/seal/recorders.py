@@ -16,6 +16,7 @@ the insert, without an extra round trip. On SQLite the insert holds the file's w
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteProcessRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from services.runtime.persistence import (
     WindowedApplicationRecorder,
@@ -172,7 +174,19 @@ class PostgresSeal:
             curs, stored_events, **kwargs
         )
         head: Cursor[DictRow] = self._pending.__dict__.pop("head")
-        self._write_seal(head, stored_events, ids)
+        try:
+            self._write_seal(head, stored_events, ids)
+        except Exception as exc:
+            # The library re-raises this only after leaving its transaction block, which
+            # would commit the events unsealed: a statement that fails in the same
+            # transaction makes that commit roll back instead.
+            with contextlib.suppress(psycopg.Error):
+                head.execute(
+                    SQL("DO $$ BEGIN RAISE EXCEPTION USING MESSAGE = {}; END $$").format(
+                        Literal(f"the seal of {self.events_table_name} failed: {exc}")
+                    )
+                )
+            raise
         return ids  # type: ignore[no-any-return]
 
     def _write_seal(
