@@ -30,6 +30,7 @@ from contracts.vocabulary import (
     DeclineKind,
     IdentificationStatus,
     ReopeningReason,
+    ReviewDecision,
     RiskLevel,
     RiskSubject,
     ServiceType,
@@ -642,3 +643,28 @@ class IntakeService(ServiceApplication):
             ),
             scope=scope,
         )
+
+    def review_case(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        findings: str,
+        decisions: tuple[ReviewDecision, ...],
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """A supervisor's review, signed off; returns when the next one is due."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            next_review = case.review(ctx, findings, decisions)
+            return [case], {**case.summary(), "next_review_on": next_review.isoformat()}
+
+        request = {
+            "case_id": str(case_id),
+            "findings": findings,
+            "decisions": [d.value for d in decisions],
+        }
+        return self.execute(ctx, "review_case", request, run)

@@ -15,6 +15,7 @@ from uuid import UUID
 from contracts.audit import PersonalDataRead, ReadBasis
 from contracts.casework import (
     CaseNoteWritten,
+    CaseReviewed,
     ContactLogged,
     EducationLivelihood,
     EducationLivelihoodAssessed,
@@ -149,6 +150,7 @@ from contracts.vocabulary import (
     Purpose,
     ReopeningReason,
     ReturnSafety,
+    ReviewDecision,
     RiskLevel,
     RiskSubject,
     Role,
@@ -351,6 +353,16 @@ def casework_samples() -> list[Event]:
             choice=DeclineKind.DROPPED,
             in_their_words="w",
             how_to_come_back="h",
+            **common,
+        ),
+        CaseReviewed(
+            originator_version=35,
+            person_id=PERSON,
+            stage=CaseStage.TRANSITIONAL,
+            case_manager_id="manager-1",
+            findings="f",
+            decisions=(ReviewDecision.CONTINUE,),
+            next_review_on=date(2026, 4, 1),
             **common,
         ),
         CaseNoteWritten(

@@ -324,6 +324,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             },
         ),
     ),
+    ("POST", f"{IN}/{{case_id}}/reviews"): Op(
+        A.REVIEW_CASE,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/reviews", {"findings": "Stable", "decisions": ["continue"]}
+        ),
+    ),
     ("POST", f"{IN}/{{case_id}}/notes"): Op(
         A.RECORD_CONTACT,
         lambda w: _body(f"{IN}/{w.case_id}/notes", {"about": "needs", "text": "A note."}),
