@@ -670,6 +670,11 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
     REVIEWED: lambda d: (
         f"Case review ({d['stage']}): " + _values(d["decisions"]) + f"; next {d['next_review_on']}"
     ),
+    _name(pl.CaseConferenceHeld): lambda d: (
+        "Case conference: "
+        + _values([a["agency"]["agency_id"] for a in d["attendees"]])
+        + f"; {len(d['decisions'])} decisions, {len(d['tasks_added'])} tasks"
+    ),
     EXIT_PLANNED: lambda d: (
         f"Exit planned for {d['planned_exit_on']}; follow-up every "
         f"{d['follow_up_every_days']} days until {d['follow_up_until']} by "

@@ -77,6 +77,8 @@ from contracts.intake import (
 )
 from contracts.plan import (
     AgreementMethod,
+    Attendee,
+    CaseConferenceHeld,
     ExitPlanned,
     Goal,
     PlanDomain,
@@ -410,6 +412,17 @@ def plan_samples() -> list[Event]:
             task_id=task.task_id,
             from_status=TaskStatus.PLANNED,
             to_status=TaskStatus.IN_PROGRESS,
+            **common,
+        ),
+        CaseConferenceHeld(
+            originator_version=36,
+            held_on=date(2026, 3, 2),
+            attendees=(
+                Attendee(agency=POLICE, capacity="investigator"),
+                Attendee(agency=task.responsible.agency, capacity="trainer"),
+            ),
+            decisions=("d",),
+            tasks_added=(task.task_id,),
             **common,
         ),
         ExitPlanned(

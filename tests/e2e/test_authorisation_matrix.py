@@ -369,6 +369,20 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ),
         needs=frozenset({"transitional"}),
     ),
+    ("POST", f"{IN}/{{case_id}}/plan/conferences"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/plan/conferences",
+            {
+                "held_on": NOW.date().isoformat(),
+                "attendees": [
+                    {"agency": MANAGER, "capacity": "case manager"},
+                    {"agency": RECEIVER, "capacity": "investigator"},
+                ],
+                "decisions": ["Continue"],
+            },
+        ),
+    ),
     ("POST", f"{IN}/{{case_id}}/plan/measures"): Op(
         A.MANAGE_PLAN,
         lambda w: _body(
