@@ -57,6 +57,7 @@ class Action(StrEnum):
     RECORD_ASSESSMENT = "record_assessment"  # family, legal needs, education and livelihood
     RECORD_CONTACT = "record_contact"  # the contact log and case notes
     MANAGE_PLAN = "manage_plan"  # the reintegration plan, its agreement, progress, measures
+    REVIEW_CASE = "review_case"  # supervision: a periodic review, signed off
     ASSIGN_CASE_MANAGER = "assign_case_manager"
     MANAGE_CASE = "manage_case"  # stages, closure, reopening
     RECORD_CONSENT = "record_consent"  # grants, refusals, renewals, lifting a refusal
@@ -97,13 +98,14 @@ RULES: dict[Action, Rule] = {
             R.CASE_MANAGER,
             R.AGENCY_STAFF,
             R.HEALTH_WORKER,
+            R.SUPERVISOR,
             R.COORDINATOR,
             R.AUDITOR,
         ),
         (T.HOLDER, T.RECIPIENT, T.SENDER, T.HANDOVER_PARTY, T.COORDINATOR, T.AUDITOR),
     ),
     Action.READ_PERSONAL: _rule(
-        (R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF, R.HEALTH_WORKER),
+        (R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF, R.HEALTH_WORKER, R.SUPERVISOR),
         (T.HOLDER, T.RECIPIENT),
     ),
     Action.BREAK_GLASS: _rule(
@@ -117,6 +119,7 @@ RULES: dict[Action, Rule] = {
     Action.RECORD_ASSESSMENT: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.RECORD_CONTACT: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER, R.HEALTH_WORKER), (T.HOLDER,)),
     Action.MANAGE_PLAN: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
+    Action.REVIEW_CASE: _rule((R.SUPERVISOR,), (T.HOLDER,)),
     Action.ASSIGN_CASE_MANAGER: _rule((R.COORDINATOR, R.CASE_MANAGER), (T.COORDINATOR, T.HOLDER)),
     Action.MANAGE_CASE: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.RECORD_CONSENT: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), (T.HOLDER,)),

@@ -17,6 +17,7 @@ from pydantic import Field
 from contracts.envelope import AgencyRef, Event, Model
 from contracts.intake import COUNTRY_PATTERN
 from contracts.vocabulary import (
+    CaseStage,
     ContactMode,
     DataCategory,
     DeclineKind,
@@ -28,6 +29,7 @@ from contracts.vocabulary import (
     MeansOfControlList,
     MentalState,
     ReturnSafety,
+    ReviewDecisions,
     ServiceType,
 )
 
@@ -228,6 +230,31 @@ class ServiceDeclined(Event):
     how_to_come_back: ShortText
 
 
+# How often a case is reviewed in each stage, in days: often while the person is in crisis,
+# less as they stabilise. The next review falls due this long after the last one (or after
+# the reception, before any).
+REVIEW_INTERVAL_DAYS: dict[CaseStage, int] = {
+    CaseStage.RECEPTION: 3,
+    CaseStage.CRISIS: 7,
+    CaseStage.TRANSITIONAL: 30,
+    CaseStage.EXTERNAL_SUPPORT: 90,
+}
+
+
+class CaseReviewed(Event):
+    """A supervisor reviewed the case with its case manager and signed the review off: what
+    they found, what they decided, and when the next review is due."""
+
+    event_type = "org.ketnoi.intake.case_reviewed"
+
+    person_id: UUID
+    stage: CaseStage
+    case_manager_id: str | None = Field(default=None, max_length=120)
+    findings: Text
+    decisions: ReviewDecisions
+    next_review_on: date
+
+
 CASEWORK_EVENTS: tuple[type[Event], ...] = (
     MedicalExaminationRecorded,
     PsychosocialAssessed,
@@ -239,6 +266,7 @@ CASEWORK_EVENTS: tuple[type[Event], ...] = (
     ContactLogged,
     CaseNoteWritten,
     ServiceDeclined,
+    CaseReviewed,
 )
 
 # The category of the person's data each event tells (a note tells its own ``about``).
@@ -252,12 +280,15 @@ CATEGORY_OF: dict[type[Event], DataCategory] = {
     IdentificationRecorded: DataCategory.LEGAL_CASE,
     ContactLogged: DataCategory.CONTACT,
     ServiceDeclined: DataCategory.NEEDS,
+    CaseReviewed: DataCategory.NEEDS,
 }
 
 __all__ = [
     "CASEWORK_EVENTS",
     "CATEGORY_OF",
+    "REVIEW_INTERVAL_DAYS",
     "CaseNoteWritten",
+    "CaseReviewed",
     "ContactLogged",
     "EducationLivelihood",
     "EducationLivelihoodAssessed",

@@ -159,17 +159,38 @@ class ExitPlanned(Event):
     how_to_come_back: Text
 
 
+class Attendee(Model):
+    agency: AgencyRef
+    capacity: Annotated[str, Field(min_length=1, max_length=120)]
+
+
+class CaseConferenceHeld(Event):
+    """An interagency case conference (seeds 002, 003): who attended, what was decided, and
+    the tasks it added to the plan (in the revision it made)."""
+
+    event_type = "org.ketnoi.intake.case_conference_held"
+
+    person_id: UUID
+    held_on: date
+    attendees: tuple[Attendee, ...] = Field(min_length=2, max_length=30)
+    decisions: tuple[Text, ...] = Field(min_length=1, max_length=20)
+    tasks_added: tuple[UUID, ...] = Field(default=(), max_length=MAX_TASKS)
+
+
 PLAN_EVENTS: tuple[type[Event], ...] = (
     ReintegrationPlanRevised,
     ReintegrationPlanAgreed,
     PlanTaskProgressed,
     ReintegrationMeasured,
     ExitPlanned,
+    CaseConferenceHeld,
 )
 
 __all__ = [
     "PLAN_EVENTS",
     "AgreementMethod",
+    "Attendee",
+    "CaseConferenceHeld",
     "ExitPlanned",
     "Goal",
     "PlanDomain",

@@ -85,6 +85,7 @@ class Role(StrEnum):
     COORDINATOR = "coordinator"  # điều phối viên cấp tỉnh
     AGENCY_STAFF = "agency_staff"  # cán bộ cơ quan tiếp nhận
     HEALTH_WORKER = "health_worker"  # cán bộ y tế: doctors, nurses, psychologists
+    SUPERVISOR = "supervisor"  # giám sát viên: reviews and signs off case managers' cases
     AUDITOR = "auditor"  # kiểm toán viên
     ADMIN = "admin"
 
@@ -289,6 +290,19 @@ class IdentificationStatus(StrEnum):
     NOT_IDENTIFIED = "not_identified"  # the authority found otherwise
 
 
+class ReviewDecision(StrEnum):
+    """What a case review decides (seed 002: case review and supervision)."""
+
+    CONTINUE = "continue"
+    REVISE_PLAN = "revise_plan"
+    CHANGE_STAGE = "change_stage"
+    REFER = "refer"
+    PLAN_EXIT = "plan_exit"
+    CLOSE = "close"
+    CASE_CONFERENCE = "case_conference"  # bring the agencies together
+    REASSIGN = "reassign"
+
+
 class DeclineKind(StrEnum):
     """How the person declined a service: both are their choice, and both are respected."""
 
@@ -331,4 +345,9 @@ ExploitationTypes = Annotated[
 ]
 MeansOfControlList = Annotated[
     tuple[MeansOfControl, ...], Field(max_length=len(MeansOfControl)), AfterValidator(distinct)
+]
+ReviewDecisions = Annotated[
+    tuple[ReviewDecision, ...],
+    Field(min_length=1, max_length=len(ReviewDecision)),
+    AfterValidator(distinct),
 ]

@@ -38,6 +38,7 @@ from contracts.vocabulary import (
     MentalState,
     ReopeningReason,
     ReturnSafety,
+    ReviewDecision,
     RiskLevel,
     RiskSubject,
     Role,
@@ -282,5 +283,14 @@ def seed_livelihood(
         case_id,
         DataCategory.RISK,
         "Safety planning by phone; she asked for a new job placement.",
+    )
+    supervisor = Actor(
+        user_id="na-swc-supervisor-1", agency_id=centre.agency_id, role=Role.SUPERVISOR
+    )
+    intake.review_case(
+        ctx("review-reopened", supervisor, 221),
+        case_id,
+        "Crisis after the workshop closed; the recruiter's call is a risk of re-trafficking.",
+        (ReviewDecision.REVISE_PLAN, ReviewDecision.CASE_CONFERENCE),
     )
     return case_id

@@ -31,6 +31,7 @@ from contracts.vocabulary import (
     DeclineKind,
     IdentificationStatus,
     ReopeningReason,
+    ReviewDecision,
     RiskLevel,
     RiskSubjects,
     ServiceType,
@@ -174,6 +175,15 @@ class DeclinedPublic(BaseModel):
     how_to_come_back: str
 
 
+class ReviewPublic(BaseModel):
+    at: datetime
+    by_user: str
+    stage: CaseStage
+    findings: str
+    decisions: tuple[ReviewDecision, ...]
+    next_review_on: date
+
+
 class CasePublic(BaseModel):
     case_id: UUID
     version: int
@@ -204,6 +214,7 @@ class CasePublic(BaseModel):
     identification: IdentificationPublic | None = None
     contacts: list[ContactPublic] | None = None
     declined_services: list[DeclinedPublic] | None = None
+    reviews: list[ReviewPublic] | None = None
     notes: list[NotePublic] = Field(
         default=[], description="the notes whose category this response shows"
     )
@@ -292,6 +303,19 @@ class CasePublic(BaseModel):
                     how_to_come_back=d.how_to_come_back,
                 )
                 for d in case.declined
+            ]
+            if needs
+            else None,
+            reviews=[
+                ReviewPublic(
+                    at=r.timestamp,
+                    by_user=r.actor.user_id,
+                    stage=r.stage,
+                    findings=r.findings,
+                    decisions=r.decisions,
+                    next_review_on=r.next_review_on,
+                )
+                for r in case.reviews
             ]
             if needs
             else None,

@@ -20,7 +20,7 @@ from contracts.casework import (
 from contracts.envelope import AgencyRef
 from contracts.envelope import Model as ContractModel
 from contracts.intake import PartyPresent, PersonDetails, Place
-from contracts.plan import AgreementMethod, TaskStatus
+from contracts.plan import AgreementMethod, Attendee, TaskStatus
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
@@ -30,6 +30,7 @@ from contracts.vocabulary import (
     DeclineKind,
     IdentificationStatus,
     ReopeningReason,
+    ReviewDecision,
     RiskLevel,
     RiskSubject,
     ServiceType,
@@ -642,3 +643,60 @@ class IntakeService(ServiceApplication):
             ),
             scope=scope,
         )
+
+    def review_case(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        findings: str,
+        decisions: tuple[ReviewDecision, ...],
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """A supervisor's review, signed off; returns when the next one is due."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            next_review = case.review(ctx, findings, decisions)
+            return [case], {**case.summary(), "next_review_on": next_review.isoformat()}
+
+        request = {
+            "case_id": str(case_id),
+            "findings": findings,
+            "decisions": [d.value for d in decisions],
+        }
+        return self.execute(ctx, "review_case", request, run)
+
+    def hold_conference(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        held_on: date,
+        attendees: tuple[Attendee, ...],
+        decisions: tuple[str, ...],
+        tasks: tuple[TaskDraft, ...] = (),
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Record a case conference; returns the ids of the tasks it added to the plan."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            added = case.hold_conference(ctx, held_on, attendees, decisions, tasks)
+            return [case], {**case.summary(), "tasks_added": [str(t) for t in added]}
+
+        request = {
+            "case_id": str(case_id),
+            "held_on": held_on.isoformat(),
+            "attendees": [a.model_dump(mode="json") for a in attendees],
+            "decisions": list(decisions),
+            "tasks": [
+                [t.goal, t.action, t.responsible.model_dump(mode="json"), t.due_on.isoformat()]
+                for t in tasks
+            ],
+        }
+        return self.execute(ctx, "hold_conference", request, run)

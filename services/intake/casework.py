@@ -7,7 +7,9 @@ from datetime import date, datetime, timedelta
 from uuid import UUID, uuid4
 
 from contracts.casework import (
+    REVIEW_INTERVAL_DAYS,
     CaseNoteWritten,
+    CaseReviewed,
     ContactLogged,
     EducationLivelihood,
     EducationLivelihoodAssessed,
@@ -26,7 +28,7 @@ from contracts.casework import (
 )
 from contracts.consent_decision import local_date
 from contracts.envelope import AgencyRef
-from contracts.intake import ContactPreferenceRecorded
+from contracts.intake import CaseManagerAssigned, ContactPreferenceRecorded
 from contracts.vocabulary import (
     ContactMode,
     DataCategory,
@@ -35,6 +37,7 @@ from contracts.vocabulary import (
     IdentificationStatus,
     MeansOfControl,
     MentalState,
+    ReviewDecision,
     ServiceType,
 )
 from services.intake.plan import Planning
@@ -68,6 +71,7 @@ class CaseWork(Planning):
 
     person_id: UUID
     contact: ContactPreferenceRecorded | None
+    case_manager: CaseManagerAssigned | None
 
     def __init__(self, aggregate_id: UUID) -> None:
         super().__init__(aggregate_id)
@@ -81,6 +85,7 @@ class CaseWork(Planning):
         self.contacts: list[ContactLogged] = []
         self.notes: list[CaseNoteWritten] = []
         self.declined: list[ServiceDeclined] = []
+        self.reviews: list[CaseReviewed] = []
 
     def check_open(self, doing: str) -> None:
         raise NotImplementedError
@@ -315,3 +320,32 @@ class CaseWork(Planning):
     @applies(ServiceDeclined)
     def _declined(self, event: ServiceDeclined) -> None:
         self.declined.append(event)
+
+    # -- supervision -------------------------------------------------------------------------
+
+    def review(
+        self, ctx: CommandContext, findings: str, decisions: tuple[ReviewDecision, ...]
+    ) -> date:
+        """A supervisor's review of an open case, signed off; returns when the next is due
+        (``REVIEW_INTERVAL_DAYS`` of the case's stage). A supervisor does not review a case
+        they manage themselves."""
+        self.check_open("review it")
+        manager = self.case_manager
+        if manager is not None and manager.case_manager_id == ctx.actor.user_id:
+            raise CaseWorkRuleError("A case is reviewed by a supervisor other than its manager.")
+        next_review = local_date(ctx.at) + timedelta(days=REVIEW_INTERVAL_DAYS[self.stage])
+        self.trigger(
+            ctx,
+            CaseReviewed,
+            person_id=self.person_id,
+            stage=self.stage,
+            case_manager_id=manager.case_manager_id if manager else None,
+            findings=findings,
+            decisions=decisions,
+            next_review_on=next_review,
+        )
+        return next_review
+
+    @applies(CaseReviewed)
+    def _reviewed(self, event: CaseReviewed) -> None:
+        self.reviews.append(event)

@@ -29,6 +29,7 @@ from contracts.vocabulary import (
     DataCategory,
     DeclineKind,
     IdentificationStatus,
+    ReviewDecisions,
     ServiceType,
 )
 from services.intake.api import AgencyId, Body, CommandResult, Intake, allowed
@@ -80,6 +81,18 @@ class DeclinedCreate(Body):
     how_to_come_back: str = Field(
         min_length=1, max_length=1000, description="what the person was told about coming back"
     )
+
+
+class ReviewCreate(Body):
+    findings: str = Field(min_length=1, max_length=4000)
+    decisions: ReviewDecisions
+
+
+class ReviewResult(BaseModel):
+    case_id: UUID
+    version: int
+    stage: CaseStage
+    next_review_on: date
 
 
 class ContactResult(BaseModel):
@@ -313,6 +326,29 @@ def record_declined(
         body.referral_id,
         body.in_their_words,
         scope=allowed(principal, action),
+    )
+
+
+@casework.post(
+    "/reviews",
+    status_code=201,
+    response_model=ReviewResult,
+    summary="A supervisor's case review, signed off",
+)
+def review_case(
+    case_id: UUID,
+    body: ReviewCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    """What the review found and decided; the next review falls due by the case's stage
+    (every 7 days in crisis, 30 in transition, 90 in external support)."""
+    action = Action.REVIEW_CASE
+    ctx = command_context(request, principal, roles_for(action), idempotency_key)
+    return intake.review_case(
+        ctx, case_id, body.findings, body.decisions, scope=allowed(principal, action)
     )
 
 

@@ -11,6 +11,8 @@ from contracts.consent_decision import local_date
 from contracts.intake import ContactPreferenceRecorded
 from contracts.plan import (
     AgreementMethod,
+    Attendee,
+    CaseConferenceHeld,
     ExitPlanned,
     Goal,
     PlanDomain,
@@ -77,6 +79,7 @@ class Planning(Aggregate):
         self.tasks: dict[UUID, Task] = {}
         self.measures: list[ReintegrationMeasured] = []
         self.exit_plan: ExitPlanned | None = None  # of the current episode
+        self.conferences: list[CaseConferenceHeld] = []
 
     def check_open(self, doing: str) -> None:
         raise NotImplementedError
@@ -303,3 +306,66 @@ class Planning(Aggregate):
     @applies(ExitPlanned)
     def _exit_planned(self, event: ExitPlanned) -> None:
         self.exit_plan = event
+
+    # -- case conferences --------------------------------------------------------------------
+
+    def hold_conference(
+        self,
+        ctx: CommandContext,
+        held_on: date,
+        attendees: tuple[Attendee, ...],
+        decisions: tuple[str, ...],
+        tasks: tuple[TaskDraft, ...],
+    ) -> tuple[UUID, ...]:
+        """Record an interagency case conference; the tasks it creates join the plan as a
+        new revision (``goal`` indexes the current plan's goals). Returns the tasks' ids.
+        Raises InvalidRequestError for a conference of one agency, in the future, or with
+        tasks and no plan to hold them."""
+        self.check_open("record a case conference")
+        if len({a.agency.agency_id for a in attendees}) < 2:
+            raise InvalidRequestError("attendees", "A case conference brings agencies together.")
+        if held_on > local_date(ctx.at):
+            raise InvalidRequestError("held_on", "held_on is in the future.")
+        current = self.plan_revisions[-1] if self.plan_revisions else None
+        if tasks and current is None:
+            raise InvalidRequestError("tasks", "Make the plan first; the tasks join it.")
+        added: list[Task] = []
+        for n, draft in enumerate(tasks):
+            assert current is not None
+            if not 0 <= draft.goal < len(current.goals):
+                raise InvalidRequestError(f"tasks.{n}.goal", "Name a goal of the current plan.")
+            if draft.due_on < local_date(ctx.at):
+                raise InvalidRequestError(f"tasks.{n}.due_on", "A new task is due in the future.")
+            added.append(
+                Task(
+                    task_id=uuid4(),
+                    goal_id=current.goals[draft.goal].goal_id,
+                    action=draft.action,
+                    responsible=draft.responsible,
+                    due_on=draft.due_on,
+                )
+            )
+        self.trigger(
+            ctx,
+            CaseConferenceHeld,
+            person_id=self.person_id,
+            held_on=held_on,
+            attendees=attendees,
+            decisions=decisions,
+            tasks_added=tuple(t.task_id for t in added),
+        )
+        if current is not None and added:
+            self.trigger(
+                ctx,
+                ReintegrationPlanRevised,
+                person_id=self.person_id,
+                revision=self.revision + 1,
+                goals=current.goals,
+                tasks=(*self.tasks.values(), *added),
+                reason=f"Tasks from the case conference of {held_on.isoformat()}",
+            )
+        return tuple(t.task_id for t in added)
+
+    @applies(CaseConferenceHeld)
+    def _conference_held(self, event: CaseConferenceHeld) -> None:
+        self.conferences.append(event)

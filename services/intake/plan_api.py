@@ -18,6 +18,7 @@ from contracts.plan import (
     MAX_GOALS,
     MAX_TASKS,
     AgreementMethod,
+    Attendee,
     ExitPlanned,
     Goal,
     PlanDomain,
@@ -107,6 +108,34 @@ class ExitPlanPublic(BaseModel):
     how_to_come_back: str
 
 
+class AttendeeCreate(Body):
+    agency: AgencyId
+    capacity: str = Field(min_length=1, max_length=120)
+
+
+class ConferenceCreate(Body):
+    held_on: date
+    attendees: list[AttendeeCreate] = Field(min_length=2, max_length=30)
+    decisions: list[str] = Field(min_length=1, max_length=20)
+    tasks: list[TaskCreate] = Field(
+        default=[], max_length=MAX_TASKS, description="tasks it creates; goal indexes the plan's"
+    )
+
+
+class ConferenceResult(BaseModel):
+    case_id: UUID
+    version: int
+    stage: CaseStage
+    tasks_added: list[UUID]
+
+
+class ConferencePublic(BaseModel):
+    held_on: date
+    attendees: tuple[Attendee, ...]
+    decisions: tuple[str, ...]
+    tasks_added: tuple[UUID, ...]
+
+
 class PlanResult(BaseModel):
     case_id: UUID
     version: int
@@ -160,6 +189,7 @@ class PlanPublic(BaseModel):
     measures: list[MeasurePublic] | None
     exit_planned: bool
     exit_plan: ExitPlanPublic | None
+    conferences: list[ConferencePublic] | None = None
     shown: list[DataCategory]
 
 
@@ -231,6 +261,17 @@ def plan_public(case: Case, details: bool) -> PlanPublic:
         measures=_measures(case.measures) if details else None,
         exit_planned=case.exit_plan is not None,
         exit_plan=_exit(case.exit_plan) if details and case.exit_plan else None,
+        conferences=[
+            ConferencePublic(
+                held_on=c.held_on,
+                attendees=c.attendees,
+                decisions=c.decisions,
+                tasks_added=c.tasks_added,
+            )
+            for c in case.conferences
+        ]
+        if details
+        else None,
         shown=[DataCategory.NEEDS] if details else [],
     )
 
@@ -385,5 +426,52 @@ def plan_exit(
         body.follow_up_until,
         body.follow_up_modes,
         body.how_to_come_back,
+        scope=allowed(principal, action),
+    )
+
+
+@plan.post(
+    "/conferences",
+    status_code=201,
+    response_model=ConferenceResult,
+    summary="Record an interagency case conference and the tasks it creates",
+)
+def hold_conference(
+    case_id: UUID,
+    body: ConferenceCreate,
+    intake: Intake,
+    principal: CurrentPrincipal,
+    agencies: Agencies,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    """Who attended (agencies of the directory), what was decided, and the tasks it creates:
+    they join the plan as a new revision, for the person to agree to."""
+    action = Action.MANAGE_PLAN
+    ctx = command_context(request, principal, roles_for(action), idempotency_key)
+    attendees = tuple(
+        Attendee(agency=agencies.resolve(a.agency, f"attendees.{n}.agency"), capacity=a.capacity)
+        for n, a in enumerate(body.attendees)
+    )
+    tasks = tuple(
+        TaskDraft(
+            goal=t.goal,
+            action=t.action,
+            responsible=TeamMember(
+                team_role=t.responsible.team_role,
+                agency=agencies.resolve(t.responsible.agency, f"tasks.{n}.responsible.agency"),
+                member_id=t.responsible.member_id,
+            ),
+            due_on=t.due_on,
+        )
+        for n, t in enumerate(body.tasks)
+    )
+    return intake.hold_conference(
+        ctx,
+        case_id,
+        body.held_on,
+        attendees,
+        tuple(body.decisions),
+        tasks,
         scope=allowed(principal, action),
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from contracts.access_policy import CaseTies
 from contracts.audit import PersonalDataRead
+from contracts.casework import REVIEW_INTERVAL_DAYS
+from contracts.consent_decision import local_date
+from contracts.vocabulary import CaseStage
 from services.projections.followups import schedule
 from services.projections.person_copy import person_copy
 from services.projections.replay import replay_case
@@ -47,6 +50,7 @@ class ProjectionService:
         """Open cases of a province: handovers waiting on a party, how long each step took,
         and the deadlines breached."""
         rows = self.store.query(Tables.of("cases"), province=province, key_prefix="case:")
+        today = local_date(datetime.now(UTC))
         board = []
         for _key, _province, _agency, case in rows:
             if case.get("closed"):
@@ -61,6 +65,7 @@ class ProjectionService:
                 steps[service] = (
                     _minutes(case.get("received_at"), min(started)) if started else None
                 )
+            review_due = review_due_on(case)
             board.append(
                 {
                     "case_id": case["case_id"],
@@ -87,6 +92,8 @@ class ProjectionService:
                         for rid, ref in case["referrals"].items()
                         if ref["status"] not in ("completed", "rejected", "cancelled", "failed")
                     ],
+                    "review_due_on": review_due.isoformat() if review_due else None,
+                    "review_overdue": review_due is not None and review_due < today,
                     # Contacts in a mode the person refused (a home visit, say): breaches
                     # of their wish, each with the reason on the case's own record.
                     "contacts_against_preference": case.get("contacts_against_preference", []),
@@ -203,6 +210,18 @@ class ProjectionService:
 
     def rebuild(self, views: list[str] | None = None, progress: Any = None) -> dict[str, int]:
         return self.projector.rebuild(views, progress)
+
+
+def review_due_on(case: dict[str, Any]) -> date | None:
+    """When an open case's next review falls due: as its last review said, or by its stage
+    from its reception (or reopening) before any review (``REVIEW_INTERVAL_DAYS``)."""
+    if case.get("next_review_on"):
+        return date.fromisoformat(case["next_review_on"])
+    since = case.get("reopened_at") or case.get("received_at")
+    interval = REVIEW_INTERVAL_DAYS.get(CaseStage(case["stage"])) if case.get("stage") else None
+    if since is None or interval is None:
+        return None
+    return local_date(datetime.fromisoformat(since)) + timedelta(days=interval)
 
 
 def _minutes(start: str | None, end: str) -> float | None:

@@ -151,6 +151,7 @@ CONTACT_LOGGED = _name(w.ContactLogged)
 NOTE_WRITTEN = _name(w.CaseNoteWritten)
 MEASURED = _name(pl.ReintegrationMeasured)
 EXIT_PLANNED = _name(pl.ExitPlanned)
+REVIEWED = _name(w.CaseReviewed)
 RECORD_OPENED = _name(c.ConsentRecordOpened)
 GRANTED = _name(c.ConsentGranted)
 WITHDRAWN = _name(c.ConsentWithdrawn)
@@ -210,6 +211,7 @@ class CasesView(View):
             w.ContactLogged,
             pl.ReintegrationMeasured,
             pl.ExitPlanned,
+            w.CaseReviewed,
         ),
         "consent": (c.ConsentRecordOpened, *DECISION_EVENTS),
         "referral": (
@@ -285,8 +287,9 @@ class CasesView(View):
         elif f.type == CLOSED:
             doc.update(stage="closed", closed=True, closed_at=f.at, closure_reason=d["reason"])
         elif f.type == REOPENED:
-            doc.update(stage=d["to_stage"], closed=False)
+            doc.update(stage=d["to_stage"], closed=False, reopened_at=f.at)
             doc.pop("follow_up", None)  # the new episode plans its own exit
+            doc.pop("next_review_on", None)  # and is reviewed from its reopening
             doc["reopenings"] += 1
             if d["reason"] == "re_trafficked":
                 doc["re_trafficked"] = doc.get("re_trafficked", 0) + 1
@@ -303,6 +306,8 @@ class CasesView(View):
                 doc["measures"]["latest"] = scores
         elif f.type == IDENTIFICATION:
             doc["identification"] = d["status"]
+        elif f.type == REVIEWED:
+            doc["next_review_on"] = d["next_review_on"]
         elif f.type == EXIT_PLANNED:
             # The follow-up schedule after exit: dates only.
             doc["follow_up"] = {
@@ -694,6 +699,14 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
         f"The person agreed to plan revision {d['revision']} ({d['method']})"
     ),
     _name(pl.PlanTaskProgressed): lambda d: f"Plan task {d['from_status']} -> {d['to_status']}",
+    REVIEWED: lambda d: (
+        f"Case review ({d['stage']}): " + _values(d["decisions"]) + f"; next {d['next_review_on']}"
+    ),
+    _name(pl.CaseConferenceHeld): lambda d: (
+        "Case conference: "
+        + _values([a["agency"]["agency_id"] for a in d["attendees"]])
+        + f"; {len(d['decisions'])} decisions, {len(d['tasks_added'])} tasks"
+    ),
     EXIT_PLANNED: lambda d: (
         f"Exit planned for {d['planned_exit_on']}; follow-up every "
         f"{d['follow_up_every_days']} days until {d['follow_up_until']} by "

@@ -15,6 +15,7 @@ from uuid import UUID
 from contracts.audit import PersonalDataRead, ReadBasis
 from contracts.casework import (
     CaseNoteWritten,
+    CaseReviewed,
     ContactLogged,
     EducationLivelihood,
     EducationLivelihoodAssessed,
@@ -76,6 +77,8 @@ from contracts.intake import (
 )
 from contracts.plan import (
     AgreementMethod,
+    Attendee,
+    CaseConferenceHeld,
     ExitPlanned,
     Goal,
     PlanDomain,
@@ -149,6 +152,7 @@ from contracts.vocabulary import (
     Purpose,
     ReopeningReason,
     ReturnSafety,
+    ReviewDecision,
     RiskLevel,
     RiskSubject,
     Role,
@@ -353,6 +357,16 @@ def casework_samples() -> list[Event]:
             how_to_come_back="h",
             **common,
         ),
+        CaseReviewed(
+            originator_version=35,
+            person_id=PERSON,
+            stage=CaseStage.TRANSITIONAL,
+            case_manager_id="manager-1",
+            findings="f",
+            decisions=(ReviewDecision.CONTINUE,),
+            next_review_on=date(2026, 4, 1),
+            **common,
+        ),
         CaseNoteWritten(
             originator_version=28,
             person_id=PERSON,
@@ -398,6 +412,17 @@ def plan_samples() -> list[Event]:
             task_id=task.task_id,
             from_status=TaskStatus.PLANNED,
             to_status=TaskStatus.IN_PROGRESS,
+            **common,
+        ),
+        CaseConferenceHeld(
+            originator_version=36,
+            held_on=date(2026, 3, 2),
+            attendees=(
+                Attendee(agency=POLICE, capacity="investigator"),
+                Attendee(agency=task.responsible.agency, capacity="trainer"),
+            ),
+            decisions=("d",),
+            tasks_added=(task.task_id,),
             **common,
         ),
         ExitPlanned(

@@ -326,6 +326,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             },
         ),
     ),
+    ("POST", f"{IN}/{{case_id}}/reviews"): Op(
+        A.REVIEW_CASE,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/reviews", {"findings": "Stable", "decisions": ["continue"]}
+        ),
+    ),
     ("POST", f"{IN}/{{case_id}}/notes"): Op(
         A.RECORD_CONTACT,
         lambda w: _body(f"{IN}/{w.case_id}/notes", {"about": "needs", "text": "A note."}),
@@ -364,6 +370,20 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             },
         ),
         needs=frozenset({"transitional"}),
+    ),
+    ("POST", f"{IN}/{{case_id}}/plan/conferences"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/plan/conferences",
+            {
+                "held_on": NOW.date().isoformat(),
+                "attendees": [
+                    {"agency": MANAGER, "capacity": "case manager"},
+                    {"agency": RECEIVER, "capacity": "investigator"},
+                ],
+                "decisions": ["Continue"],
+            },
+        ),
     ),
     ("POST", f"{IN}/{{case_id}}/plan/measures"): Op(
         A.MANAGE_PLAN,

@@ -557,3 +557,74 @@ def test_a_receiving_agency_reports_progress_and_a_structured_outcome(api: Api) 
     assert r.json()["progress"] is None
     assert "wounds" not in r.text
     assert "Kind nurses" not in r.text
+
+
+def test_a_supervisor_reviews_the_case_and_the_board_shows_when_the_next_is_due(
+    api: Api,
+) -> None:
+    case_id = api.case()
+    at = f"/intake/cases/{case_id}"
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    supervisor = api.as_("dt-swc", Role.SUPERVISOR)
+    coordinator = api.as_("dt-dolisa", Role.COORDINATOR)
+    board = api.get(f"/projections/board?province={PROVINCE}", coordinator)
+    (row,) = [r for r in board if r["case_id"] == case_id]
+    received = datetime.fromisoformat(row["received_at"])
+    first_due = (received + timedelta(hours=7)).date() + timedelta(days=3)  # Vietnam's date
+    assert row["review_due_on"] == first_due.isoformat()
+    assert row["review_overdue"] is False
+
+    findings = f"Sleeping better; ready to plan {secrets.token_hex(4)}"
+    review = {"findings": findings, "decisions": ["revise_plan", "case_conference"]}
+    api.post(f"{at}/reviews", review, manager, expect=403)
+    api.post(f"{at}/reviews", review, api.as_("dt-hospital", Role.SUPERVISOR), expect=404)
+    api.post(f"{at}/stage", {"to_stage": "crisis"}, manager, expect=200)
+    done = api.post(f"{at}/reviews", review, supervisor)
+    today = (datetime.now(UTC) + timedelta(hours=7)).date()
+    assert done["next_review_on"] == (today + timedelta(days=7)).isoformat()
+
+    [seen] = api.get(at, supervisor)["reviews"]
+    assert seen["findings"] == findings
+    assert seen["by_user"] == "dt-swc-supervisor"
+    r = api.client.get(at, headers=coordinator)
+    assert r.json()["reviews"] is None
+    assert findings not in r.text
+    board = api.get(f"/projections/board?province={PROVINCE}", coordinator)
+    (row,) = [r for r in board if r["case_id"] == case_id]
+    assert row["review_due_on"] == done["next_review_on"]
+
+
+def test_a_case_conference_adds_its_tasks_to_the_plan(api: Api) -> None:
+    case_id = api.case()
+    at = f"/intake/cases/{case_id}/plan"
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    due = (NOW + timedelta(days=20)).date().isoformat()
+    goals = {"goals": [{"domain": "legal", "goal": "Compensation from the recruiter"}]}
+    api.put(at, goals, manager)
+    conference = {
+        "held_on": NOW.date().isoformat(),
+        "attendees": [
+            {"agency": "dt-swc", "capacity": "case manager"},
+            {"agency": "dt-police", "capacity": "investigator"},
+        ],
+        "decisions": ["A free lawyer for her statement"],
+        "tasks": [
+            {
+                "goal": 0,
+                "action": "Ask the legal aid centre for a lawyer",
+                "responsible": {"team_role": "lawyer", "agency": "dt-shelter"},
+                "due_on": due,
+            }
+        ],
+    }
+    one_agency = {**conference, "attendees": conference["attendees"][:1]}
+    api.post(f"{at}/conferences", one_agency, manager, expect=422)
+    api.post(f"{at}/conferences", conference, api.as_("dt-police", Role.INTAKE_OFFICER), 403)
+    added = api.post(f"{at}/conferences", conference, manager)["tasks_added"]
+    plan = api.get(at, manager)
+    assert plan["revision"] == 2
+    assert [t["task_id"] for t in plan["tasks"]] == added
+    assert plan["conferences"][0]["decisions"] == ["A free lawyer for her statement"]
+    r = api.client.get(at, headers=api.as_("dt-dolisa", Role.COORDINATOR))
+    assert r.json()["conferences"] is None
+    assert "lawyer" not in r.text

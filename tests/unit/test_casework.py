@@ -27,6 +27,7 @@ from contracts.vocabulary import (
     CTDC_EXPLOITATION,
     AgencyKind,
     ArrivalRoute,
+    CaseStage,
     ClosureReason,
     ContactMode,
     DataCategory,
@@ -38,6 +39,7 @@ from contracts.vocabulary import (
     MeansOfControl,
     MentalState,
     ReturnSafety,
+    ReviewDecision,
     Role,
     ServiceType,
     ctdc_means_of_control,
@@ -348,3 +350,21 @@ def test_a_service_refused_or_dropped_is_the_persons_choice_with_a_way_back() ->
     [declined] = c.declined
     assert declined.choice is DeclineKind.REFUSED
     assert declined.in_their_words == "I want to be left alone for now"
+
+
+def test_a_supervisor_reviews_a_case_and_the_next_review_falls_due_by_stage() -> None:
+    c = case()
+    supervisor = Actor(user_id="supervisor-1", agency_id="dong-thap-swc", role=Role.SUPERVISOR)
+    c.assign_case_manager(
+        ctx(), "manager-1", AgencyRef(agency_id="dong-thap-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE)
+    )
+    with pytest.raises(CaseWorkRuleError, match="other than its manager"):
+        c.review(ctx(), "Stable", (ReviewDecision.CONTINUE,))
+    assert c.review(ctx(supervisor), "Stable", (ReviewDecision.CONTINUE,)) == date(2026, 3, 4)
+    c.change_stage(ctx(), CaseStage.TRANSITIONAL, None)
+    due = c.review(ctx(supervisor), "Ready for a plan", (ReviewDecision.REVISE_PLAN,))
+    assert due == date(2026, 3, 31)
+    assert [r.case_manager_id for r in c.reviews] == ["manager-1", "manager-1"]
+    c.close(ctx(), ClosureReason.GOALS_MET, None, None)
+    with pytest.raises(CaseRuleError, match="reopen"):
+        c.review(ctx(supervisor), "x", (ReviewDecision.CONTINUE,))

@@ -12,6 +12,7 @@ from contracts.envelope import Actor, AgencyRef
 from contracts.intake import PersonDetails, Place
 from contracts.plan import (
     AgreementMethod,
+    Attendee,
     PlanDomain,
     ReintegrationPlanRevised,
     TaskStatus,
@@ -263,3 +264,31 @@ def test_follow_up_contacts_fall_due_and_are_made_or_missed() -> None:
     assert [f.status for f in due] == ["made", "missed", "made", "due"]
     early = schedule(closed, 30, date(2026, 10, 15), [], closed + timedelta(days=1))
     assert {f.status for f in early} == {"upcoming"}
+
+
+# -- case conferences ----------------------------------------------------------------------------
+
+
+def test_a_case_conference_brings_agencies_together_and_its_tasks_join_the_plan() -> None:
+    c = case()
+    swc = Attendee(
+        agency=AgencyRef(agency_id="na-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE),
+        capacity="social worker",
+    )
+    police = Attendee(agency=POLICE, capacity="investigator")
+    with pytest.raises(InvalidRequestError, match="agencies together"):
+        c.hold_conference(ctx(), date(2026, 3, 1), (swc, swc), ("Continue",), ())
+    with pytest.raises(InvalidRequestError, match="plan first"):
+        c.hold_conference(ctx(), date(2026, 3, 1), (swc, police), ("Continue",), (task(),))
+    assert c.hold_conference(ctx(), date(2026, 3, 1), (swc, police), ("Agree a plan",), ()) == ()
+    c.revise_plan(ctx(), GOALS, (task(),), None)
+    c.agree_plan(ctx(), AgreementMethod.SIGNED, None)
+    [kept] = c.tasks
+    [added] = c.hold_conference(
+        ctx(), date(2026, 3, 1), (swc, police), ("A lawyer for her statement",), (task(1),)
+    )
+    assert c.revision == 2  # the conference's tasks make a new revision
+    assert list(c.tasks) == [kept, added]
+    assert c.plan_revisions[1].goals == c.plan_revisions[0].goals
+    assert not c.agreed  # for the person to agree to
+    assert [len(x.tasks_added) for x in c.conferences] == [0, 1]
