@@ -45,9 +45,21 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         assert first is not None
         assert first.group(0) == f"{base}/signin"
         assert httpx.get(first.group(0)).status_code == 200
-        urls, tokens = _case_urls(log), _tokens(log)
-        assert len(urls) == 3
-        assert len(tokens) == 2
+        urls, all_tokens = _case_urls(log), _tokens(log)
+        assert len(urls) == 4
+        assert len(all_tokens) == 3  # Dong Thap, Lao Cai, Nghe An, in that order
+        # Nghe An's coordinator follows the livelihood story alone.
+        nghe_an = [
+            r.json()
+            for url in urls
+            if (
+                r := httpx.get(base + url, headers={"Authorization": f"Bearer {all_tokens[2]}"})
+            ).status_code
+            == 200
+        ]
+        assert [c["province"] for c in nghe_an] == ["nghe-an"]
+        # The night reception and the border handover, as their coordinators see them.
+        tokens = all_tokens[:2]
         seen = {}
         for token in tokens:
             for url in urls:
