@@ -8,7 +8,9 @@ from collections.abc import Iterable
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+import psycopg
 import structlog
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -89,6 +91,18 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    # The database went away (a restart, a failover): nothing was decided; ask again soon.
+    log.warning("storage_unavailable", error=type(exc).__name__)
+    return problem(
+        503,
+        "unavailable",
+        "Not available right now",
+        "Ketnoi cannot reach its database at this moment; try again in a moment.",
+        {"Retry-After": "1"},
+    )
+
+
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return problem(exc.status_code, "http", str(exc.detail), str(exc.detail))
@@ -113,6 +127,8 @@ def create_app(
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for storage_error in (StoreOperationalError, psycopg.OperationalError):
+        app.add_exception_handler(storage_error, _storage_unavailable)
 
     settings = (state or {}).get("settings")
     if not isinstance(settings, Settings):

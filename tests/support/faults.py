@@ -223,8 +223,9 @@ GRANT = {
 SENDER = "dt-swc"
 RECIPIENTS = ("dt-hospital-1", "dt-hospital-2", "dt-hospital-3")
 ANSWERS = ("acknowledge", "accept", "start", "complete")
-# What may pass while a process or the database is restarting: asked again, same key.
-PASSING = {500, 502, 503, 504}
+# What may pass while a process or the database is restarting: asked again, same key. A 500
+# is never one of them.
+PASSING = {502, 503, 504}
 
 
 class Tokens:
