@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test soak lint format schemas bench clean
+.PHONY: demo test soak lint format schemas messages bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,11 +38,28 @@ schemas: $(STAMP)  ## regenerate the committed JSON Schemas and AsyncAPI documen
 	$(BIN)/python -m contracts.schemagen
 	$(BIN)/python -m contracts.asyncapi
 
+LOCALE_DIR := services/web/locale
+
+messages: $(STAMP)  ## extract the web app's strings, update the vi and en catalogues, compile them
+	$(BIN)/pybabel extract --no-location --sort-output -k N_ -F services/web/babel.cfg \
+		--project Ketnoi --copyright-holder "Ketnoi contributors" -o $(LOCALE_DIR)/messages.pot .
+	for lang in vi en; do \
+		if [ -f $(LOCALE_DIR)/$$lang/LC_MESSAGES/messages.po ]; then \
+			$(BIN)/pybabel update --no-fuzzy-matching --ignore-pot-creation-date -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -l $$lang; \
+		else \
+			$(BIN)/pybabel init -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -l $$lang; \
+		fi; \
+	done
+	$(BIN)/python -m services.web.catalogue
+	$(BIN)/pybabel compile --statistics -d $(LOCALE_DIR)
+
 bench: $(STAMP)  ## benchmarks against the raw limits of this machine (PostgreSQL needed)
 	$(BIN)/python -m bench.intake_throughput
 	$(BIN)/python -m bench.rebuild_rate
 	$(BIN)/python -m bench.feed_latency
 	$(BIN)/python -m bench.read_audit
+	$(BIN)/python -m bench.verify
+	$(BIN)/python -m bench.web_pages
 
 clean:
 	rm -rf $(VENV) .ketnoi .ketnoi-demo .pytest_cache .mypy_cache .ruff_cache

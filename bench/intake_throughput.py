@@ -254,6 +254,9 @@ def server_environment(settings: Settings) -> dict[str, str]:
             "KETNOI_PG_MAX_OVERFLOW": str(settings.pg_max_overflow),
             "KETNOI_LOG_FORMAT": settings.effective_log_format,
             "KETNOI_LOG_LEVEL": settings.log_level,
+            # The bench measures throughput from one client: the rate limits are off.
+            "KETNOI_RATE_LIMIT_PER_PRINCIPAL": "0",
+            "KETNOI_RATE_LIMIT_PER_ADDRESS": "0",
         }
     )
     return env

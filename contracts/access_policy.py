@@ -51,7 +51,12 @@ class Action(StrEnum):
     READ_PERSONAL = "read_personal"  # the person's details (the categories decide what)
     BREAK_GLASS = "break_glass"  # an emergency read of the person's details, with a reason
     RECORD_RECEPTION = "record_reception"
-    RECORD_FACTS = "record_facts"  # the person, needs, risk, contact preference
+    RECORD_FACTS = "record_facts"  # the person, needs, risk, contact preference, exploitation
+    RECORD_MEDICAL_EXAMINATION = "record_medical_examination"
+    RECORD_PSYCHOSOCIAL_ASSESSMENT = "record_psychosocial_assessment"
+    RECORD_ASSESSMENT = "record_assessment"  # family, legal needs, education and livelihood
+    RECORD_CONTACT = "record_contact"  # the contact log and case notes
+    MANAGE_PLAN = "manage_plan"  # the reintegration plan, its agreement, progress, measures
     ASSIGN_CASE_MANAGER = "assign_case_manager"
     MANAGE_CASE = "manage_case"  # stages, closure, reopening
     RECORD_CONSENT = "record_consent"  # grants, refusals, renewals, lifting a refusal
@@ -59,12 +64,14 @@ class Action(StrEnum):
     SEND_REFERRAL = "send_referral"
     CANCEL_REFERRAL = "cancel_referral"
     ANSWER_REFERRAL = "answer_referral"  # the recipient's steps of the closed loop
+    RECORD_SERVICE_FEEDBACK = "record_service_feedback"  # the person's, on a referral's service
     REQUEST_OVERRIDE = "request_override"
     APPROVE_OVERRIDE = "approve_override"
     REVIEW_OVERRIDE = "review_override"  # by someone in a third role
     START_HANDOVER = "start_handover"
     CONFIRM_HANDOVER = "confirm_handover"
     AUDIT = "audit"  # replay, rebuild, disclosures and reads
+    GIVE_PERSON_COPY = "give_person_copy"  # everything held about the person, for them
 
 
 @dataclass(frozen=True)
@@ -80,13 +87,24 @@ def _rule(roles: Iterable[Role], ties: Iterable[Tie] | None) -> Rule:
 R, T = Role, Tie
 # Which roles may act, and through which ties. Withdrawal needs no tie: any agency that
 # hears it from the person, anywhere, records it (seed 002), except auditors and admins.
+# Each assessment is made by the role whose work it is: a health worker examines; a health
+# worker (a psychologist) or the case manager assesses the mental state; the case manager the
+# rest.
 RULES: dict[Action, Rule] = {
     Action.SEE_PROGRESS: _rule(
-        (R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF, R.COORDINATOR, R.AUDITOR),
+        (
+            R.INTAKE_OFFICER,
+            R.CASE_MANAGER,
+            R.AGENCY_STAFF,
+            R.HEALTH_WORKER,
+            R.COORDINATOR,
+            R.AUDITOR,
+        ),
         (T.HOLDER, T.RECIPIENT, T.SENDER, T.HANDOVER_PARTY, T.COORDINATOR, T.AUDITOR),
     ),
     Action.READ_PERSONAL: _rule(
-        (R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF), (T.HOLDER, T.RECIPIENT)
+        (R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF, R.HEALTH_WORKER),
+        (T.HOLDER, T.RECIPIENT),
     ),
     Action.BREAK_GLASS: _rule(
         (R.INTAKE_OFFICER, R.CASE_MANAGER, R.COORDINATOR),
@@ -94,13 +112,21 @@ RULES: dict[Action, Rule] = {
     ),
     Action.RECORD_RECEPTION: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), None),
     Action.RECORD_FACTS: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), (T.HOLDER,)),
+    Action.RECORD_MEDICAL_EXAMINATION: _rule((R.HEALTH_WORKER,), (T.HOLDER,)),
+    Action.RECORD_PSYCHOSOCIAL_ASSESSMENT: _rule((R.CASE_MANAGER, R.HEALTH_WORKER), (T.HOLDER,)),
+    Action.RECORD_ASSESSMENT: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
+    Action.RECORD_CONTACT: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER, R.HEALTH_WORKER), (T.HOLDER,)),
+    Action.MANAGE_PLAN: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.ASSIGN_CASE_MANAGER: _rule((R.COORDINATOR, R.CASE_MANAGER), (T.COORDINATOR, T.HOLDER)),
     Action.MANAGE_CASE: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.RECORD_CONSENT: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), (T.HOLDER,)),
-    Action.WITHDRAW_CONSENT: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF), None),
+    Action.WITHDRAW_CONSENT: _rule(
+        (R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF, R.HEALTH_WORKER), None
+    ),
     Action.SEND_REFERRAL: _rule((R.CASE_MANAGER,), (T.HOLDER,)),
     Action.CANCEL_REFERRAL: _rule((R.CASE_MANAGER,), (T.SENDER,)),
     Action.ANSWER_REFERRAL: _rule((R.AGENCY_STAFF,), (T.RECIPIENT,)),
+    Action.RECORD_SERVICE_FEEDBACK: _rule((R.CASE_MANAGER,), (T.SENDER,)),
     Action.REQUEST_OVERRIDE: _rule((R.CASE_MANAGER, R.COORDINATOR), (T.SENDER, T.COORDINATOR)),
     Action.APPROVE_OVERRIDE: _rule((R.CASE_MANAGER, R.COORDINATOR), (T.SENDER, T.COORDINATOR)),
     Action.REVIEW_OVERRIDE: _rule(
@@ -113,6 +139,8 @@ RULES: dict[Action, Rule] = {
         (R.INTAKE_OFFICER, R.CASE_MANAGER, R.AGENCY_STAFF, R.COORDINATOR), (T.HANDOVER_PARTY,)
     ),
     Action.AUDIT: _rule((R.AUDITOR,), (T.AUDITOR,)),
+    # The person asks the agencies that hold their case, who print it for them.
+    Action.GIVE_PERSON_COPY: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), (T.HOLDER,)),
 }
 
 

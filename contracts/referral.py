@@ -213,10 +213,39 @@ class ReferralStarted(Event):
     event_type = "org.ketnoi.referral.started"
 
 
+class ServiceDelivery(StrEnum):
+    """How much of the service was delivered, as the recipient reports at completion."""
+
+    DELIVERED = "delivered"
+    PARTIALLY_DELIVERED = "partially_delivered"
+    NOT_DELIVERED = "not_delivered"
+
+
 class ReferralCompleted(Event):
     event_type = "org.ketnoi.referral.completed"
 
     outcome: str = Field(min_length=1, max_length=2000)
+    # Absent in completions recorded before the outcome was structured.
+    delivery: ServiceDelivery | None = None
+    why: str | None = Field(default=None, max_length=2000)
+
+
+class ReferralProgressReported(Event):
+    """The recipient reports how the service goes (seed 004: treatment and monitoring for
+    weeks or months)."""
+
+    event_type = "org.ketnoi.referral.progress_reported"
+
+    note: str = Field(min_length=1, max_length=2000)
+
+
+class ServiceFeedbackRecorded(Event):
+    """The person's own feedback on the service (seed 002), recorded by the sender."""
+
+    event_type = "org.ketnoi.referral.service_feedback_recorded"
+
+    satisfaction: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=2000)
 
 
 class ReferralCancelled(Event):
@@ -391,6 +420,8 @@ REFERRAL_EVENTS: tuple[type[Event], ...] = (
     ReferralPutOnHold,
     ReferralResumed,
     DeadlineMissed,
+    ReferralProgressReported,
+    ServiceFeedbackRecorded,
     OverrideRequested,
     OverrideApproved,
     OverrideReviewed,

@@ -84,6 +84,7 @@ class Role(StrEnum):
     CASE_MANAGER = "case_manager"  # cán bộ quản lý ca
     COORDINATOR = "coordinator"  # điều phối viên cấp tỉnh
     AGENCY_STAFF = "agency_staff"  # cán bộ cơ quan tiếp nhận
+    HEALTH_WORKER = "health_worker"  # cán bộ y tế: doctors, nurses, psychologists
     AUDITOR = "auditor"  # kiểm toán viên
     ADMIN = "admin"
 
@@ -182,6 +183,119 @@ class ReopeningReason(StrEnum):
     RE_TRAFFICKED = "re_trafficked"
 
 
+class MentalState(StrEnum):
+    """The initial mental state, as a psychological officer judges it at or after reception."""
+
+    STABLE = "stable"
+    ANXIOUS = "anxious"  # confused, fearful, but oriented
+    DISTRESSED = "distressed"  # needs psychological support soon
+    ACUTE_CRISIS = "acute_crisis"  # needs support now (e.g. within 24 hours)
+
+
+class ReturnSafety(StrEnum):
+    """Whether returning to the family is safe, as far as it is known."""
+
+    SAFE = "safe"
+    UNSAFE = "unsafe"  # e.g. a family member took part in the trafficking
+    UNCERTAIN = "uncertain"
+
+
+class LegalNeed(StrEnum):
+    """Legal needs found by the legal needs assessment (seed 002)."""
+
+    CRIMINAL_CASE = "criminal_case"  # statements, trial, a free lawyer
+    IMMIGRATION = "immigration"
+    IDENTITY_DOCUMENTS = "identity_documents"
+    COMPENSATION = "compensation"
+
+
+class EducationLevel(StrEnum):
+    NONE = "none"
+    PRIMARY = "primary"
+    LOWER_SECONDARY = "lower_secondary"
+    UPPER_SECONDARY = "upper_secondary"
+    VOCATIONAL = "vocational"
+    HIGHER = "higher"
+
+
+class LivelihoodStatus(StrEnum):
+    """How the person lives now."""
+
+    IN_SCHOOL = "in_school"
+    EMPLOYED = "employed"
+    SELF_EMPLOYED = "self_employed"
+    IN_TRAINING = "in_training"
+    UNEMPLOYED = "unemployed"
+    UNABLE_TO_WORK = "unable_to_work"
+
+
+class ExploitationType(StrEnum):
+    """Types of exploitation; several may apply at once. ``CTDC_EXPLOITATION`` names the
+    Counter Trafficking Data Collaborative's variable for each."""
+
+    SEXUAL = "sexual"
+    FORCED_LABOUR = "forced_labour"
+    FORCED_MARRIAGE = "forced_marriage"
+    FORCED_CRIMINALITY = "forced_criminality"
+    ORGAN_REMOVAL = "organ_removal"
+    OTHER = "other"
+
+
+# The CTDC variable of each type (CTDC codebook). The codebook has no flag for forced
+# criminality (it falls under isOtherExploit there): Ketnoi names it in the same style and
+# keeps it apart, and a comparison with the CTDC's tables adds it to isOtherExploit.
+CTDC_EXPLOITATION: dict[ExploitationType, str] = {
+    ExploitationType.SEXUAL: "isSexualExploit",
+    ExploitationType.FORCED_LABOUR: "isForcedLabour",
+    ExploitationType.FORCED_MARRIAGE: "isForcedMarriage",
+    ExploitationType.FORCED_CRIMINALITY: "isForcedCriminality",
+    ExploitationType.ORGAN_REMOVAL: "isOrganRemoval",
+    ExploitationType.OTHER: "isOtherExploit",
+}
+
+
+class MeansOfControl(StrEnum):
+    """Means of control, as the CTDC records them (``meansOfControl<Name>``)."""
+
+    DEBT_BONDAGE = "debt_bondage"
+    TAKES_EARNINGS = "takes_earnings"
+    RESTRICTS_FINANCIAL_ACCESS = "restricts_financial_access"
+    THREATS = "threats"
+    PSYCHOLOGICAL_ABUSE = "psychological_abuse"
+    PHYSICAL_ABUSE = "physical_abuse"
+    SEXUAL_ABUSE = "sexual_abuse"
+    FALSE_PROMISES = "false_promises"
+    PSYCHOACTIVE_SUBSTANCES = "psychoactive_substances"
+    RESTRICTS_MOVEMENT = "restricts_movement"
+    RESTRICTS_MEDICAL_CARE = "restricts_medical_care"
+    EXCESSIVE_WORKING_HOURS = "excessive_working_hours"
+    USES_CHILDREN = "uses_children"
+    THREAT_OF_LAW_ENFORCEMENT = "threat_of_law_enforcement"
+    WITHHOLDS_NECESSITIES = "withholds_necessities"
+    WITHHOLDS_DOCUMENTS = "withholds_documents"
+    OTHER = "other"
+
+
+def ctdc_means_of_control(means: MeansOfControl) -> str:
+    """``debt_bondage`` -> ``meansOfControlDebtBondage``, the CTDC variable's name."""
+    return "meansOfControl" + "".join(w.capitalize() for w in means.value.split("_"))
+
+
+class IdentificationStatus(StrEnum):
+    """Whether the person is formally identified as a victim of trafficking."""
+
+    PRESUMED = "presumed"  # indicators present; support does not wait for identification
+    IDENTIFIED = "identified"  # by a competent authority, on a date
+    NOT_IDENTIFIED = "not_identified"  # the authority found otherwise
+
+
+class DeclineKind(StrEnum):
+    """How the person declined a service: both are their choice, and both are respected."""
+
+    REFUSED = "refused"  # before it started
+    DROPPED = "dropped"  # after it started
+
+
 # -- lists of these words in events and requests ---------------------------------------------
 
 H = TypeVar("H", bound=Hashable)
@@ -206,4 +320,15 @@ RiskSubjects = Annotated[
 ]
 ContactModes = Annotated[
     tuple[ContactMode, ...], Field(max_length=len(ContactMode)), AfterValidator(distinct)
+]
+LegalNeeds = Annotated[
+    tuple[LegalNeed, ...], Field(max_length=len(LegalNeed)), AfterValidator(distinct)
+]
+ExploitationTypes = Annotated[
+    tuple[ExploitationType, ...],
+    Field(min_length=1, max_length=len(ExploitationType)),
+    AfterValidator(distinct),
+]
+MeansOfControlList = Annotated[
+    tuple[MeansOfControl, ...], Field(max_length=len(MeansOfControl)), AfterValidator(distinct)
 ]

@@ -7,6 +7,7 @@ until a command installs its own handling (the relay's clean stop, uvicorn's shu
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 
@@ -17,6 +18,8 @@ def _stop_while_starting(_signum: int, _frame: FrameType | None) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop_while_starting)
+    # Data files, keys and logs written by Ketnoi are its user's alone.
+    os.umask(0o077)
     from services.cli import main as run
 
     run()

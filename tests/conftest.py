@@ -17,6 +17,12 @@ from tests.support.postgres import postgres_server, wait_until_ready
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
+# The suite sends requests as fast as it can from one address and a few tokens: the rate
+# limits and the sign-in lockout are off unless a test sets its own (tests/e2e/test_hardening.py).
+# Set here, so the processes the tests start inherit it too.
+for _limit in ("RATE_LIMIT_PER_PRINCIPAL", "RATE_LIMIT_PER_ADDRESS", "AUTH_FAILURE_LIMIT"):
+    os.environ.setdefault(f"KETNOI_{_limit}", "0")
+
 
 def missing_service(reason: str) -> None:
     """Skip a test that needs a service, or fail the run when CI requires every service."""

@@ -45,20 +45,22 @@ def demo(
     ] = False,
 ) -> None:
     """Run every service in one process on SQLite, with the scenarios of DOMAIN.md seeded."""
-    from services.cli.demo import seed
+    from services.cli.demo import demo_users, seed
     from services.cli.feed import start_demo_feed
     from services.cli.wiring import http_app, start
 
     settings = _settings(data_dir=data_dir, database_url=None, environment="development")
     configure_logging(settings.effective_log_format, settings.log_level)
     platform = start(settings)
-    with console.status("Seeding the Dong Thap and Lao Cai scenarios..."):
+    with console.status("Seeding the Dong Thap, Lao Cai and Nghe An scenarios..."):
         seeded = seed(platform, settings.data_dir)
+        platform.checkpoint()  # the seeded logs signed at once, not a minute later
     tokens = TokenService(settings)
     url = f"http://{host}:{port}"
-    console.print(f"[bold green]Ketnoi demo[/bold green] at {url}  (API docs: {url}/docs)")
+    console.print(f"[bold green]Ketnoi demo[/bold green]: sign in at {url}/signin")
+    console.print(f"  (API docs: {url}/docs)")
     for case in seeded:
-        console.print(f"  {case.label}: {url}/intake/cases/{case.case_id}")
+        console.print(f"  {case.label}: {url}/cases/{case.case_id}")
     for province in sorted({c.province for c in seeded}):
         token = tokens.issue(
             user_id=f"{province}-coordinator",
@@ -66,17 +68,16 @@ def demo(
             province=province,
             roles=[Role.COORDINATOR],
         )
-        console.print(f"\nCoordinator token for {province}:")
+        console.print(f"\nCoordinator API token for {province}:")
         print(token, flush=True)
     console.print("\nUse it as 'Authorization: Bearer <token>'. Stop with Ctrl+C.")
     stop_feed = start_demo_feed(platform, settings) if kafka else None
     try:
-        uvicorn.run(
-            http_app(platform, tokens, title="Ketnoi (demo)"),
-            host=host,
-            port=port,
-            access_log=False,
-            log_level="warning",
+        _run_http(
+            http_app(platform, tokens, title="Ketnoi (demo)", demo_users=demo_users()),
+            settings,
+            host,
+            port,
         )
     finally:
         if stop_feed is not None:
@@ -86,34 +87,52 @@ def demo(
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
+    service: Annotated[
+        str, typer.Argument(help=f"One of: {', '.join(SERVICES)}; or all (with the web app).")
+    ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run one service as its own process, configured from KETNOI_* variables."""
-    from services.cli.wiring import APPLICATIONS, http_app, start
+    """Run one service as its own process, or all of them and the web app in one, configured
+    from KETNOI_* variables."""
+    from services.cli.wiring import http_app, start
 
-    if service not in SERVICES:
+    if service != "all" and service not in SERVICES:
         console.print(
-            f"[red]Unknown service {service!r}.[/red] Choose one of: {', '.join(SERVICES)}."
+            f"[red]Unknown service {service!r}.[/red] Choose one of: {', '.join(SERVICES)}, all."
         )
-        raise typer.Exit(2)
-    if service not in APPLICATIONS:
-        console.print(f"[red]The {service} service is not part of this version yet.[/red]")
         raise typer.Exit(2)
     settings = _settings()
     configure_logging(settings.effective_log_format, settings.log_level)
-    platform = start(settings, (service,))
+    tokens = _tokens(settings)
+    platform = start(settings, SERVICES if service == "all" else (service,))
     try:
-        uvicorn.run(
-            http_app(platform, TokenService(settings), title=f"Ketnoi {service}"),
-            host=host,
-            port=port,
-            access_log=False,
-            log_level="warning",
-        )
+        _run_http(http_app(platform, tokens, title=f"Ketnoi {service}"), settings, host, port)
     finally:
         platform.close()
+
+
+def _tokens(settings: Settings) -> TokenService:
+    try:
+        return TokenService(settings)
+    except (SettingsError, ValueError) as exc:
+        console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _run_http(app: object, settings: Settings, host: str, port: int) -> None:
+    """Serve an app with uvicorn: no server banner, and slow or idle clients cut off."""
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        limit_concurrency=settings.http_max_connections,
+        timeout_graceful_shutdown=10,
+    )
 
 
 @app.command()
@@ -165,6 +184,7 @@ def token(
 from services.cli import audit as audit  # noqa: E402
 from services.cli import directory as directory  # noqa: E402
 from services.cli import feed as feed  # noqa: E402
+from services.cli import seal as seal  # noqa: E402
 
 
 def main() -> None:

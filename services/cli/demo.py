@@ -39,6 +39,7 @@ from contracts.vocabulary import (
     UrgentNeed,
 )
 from services.cli.demo_directory import DEMO_AGENCIES, seed_directory
+from services.cli.demo_livelihood import seed_livelihood
 from services.cli.wiring import Platform
 from services.consent.application import ConsentService
 from services.directory.application import DirectoryService
@@ -46,6 +47,7 @@ from services.intake.application import IntakeService
 from services.referral.application import NamedParty, ReferralService
 from services.runtime.aggregate import CommandContext
 from services.runtime.persistence import application_env
+from services.web.session import DemoUser
 
 
 def agency(agency_id: str) -> AgencyRef:
@@ -132,8 +134,8 @@ class _Seeder:
 
 
 def seed(platform: Platform, data_dir: Path) -> list[SeededCase]:
-    """Seed the directory and the Dong Thap and Lao Cai scenarios; a second run changes
-    nothing."""
+    """Seed the directory and the Dong Thap, Lao Cai and Nghe An scenarios; a second run
+    changes nothing."""
     anchor = _anchor(data_dir)
     if "directory" in platform.apps:
         seed_directory(platform.directory)
@@ -148,7 +150,21 @@ def seed(platform: Platform, data_dir: Path) -> list[SeededCase]:
     seed_consents(platform.consent, anchor, seeded)
     platform.catch_up()  # the referral service copies the cases and their consents
     seed_referrals(platform.referral, anchor, seeded)
-    return seeded
+    livelihood = seed_livelihood(
+        platform.intake,
+        anchor,
+        agency("nghe-an-police"),
+        agency("nghe-an-social-work-centre"),
+        agency("nghe-an-vocational-training-centre"),
+        agency("nghe-an-garment-company"),
+    )
+    platform.catch_up()
+    return [
+        *seeded,
+        SeededCase(
+            "Nghe An livelihood (course, job, exit, reopening)", "nghe-an", livelihood, "nghe-an-1"
+        ),
+    ]
 
 
 def seed_receptions(intake: IntakeService, anchor: datetime) -> list[SeededCase]:
@@ -539,3 +555,26 @@ def seed_referrals(referral: ReferralService, anchor: datetime, cases: list[Seed
                 (DataCategory.IDENTITY,),
                 (),
             )
+
+
+def demo_users() -> list[DemoUser]:
+    """The users of the demo's sign-in page: one per role and agency of the scenarios."""
+    users = [
+        DemoUser("dong-thap-coordinator", "dong-thap-dolisa", "dong-thap", Role.COORDINATOR),
+        DemoUser("lao-cai-coordinator", "lao-cai-dolisa", "lao-cai", Role.COORDINATOR),
+        DemoUser("dt-police-officer-1", DT_POLICE.agency_id, "dong-thap", Role.INTAKE_OFFICER),
+        DemoUser("lc-border-guard-1", LC_BORDER_GUARD.agency_id, "lao-cai", Role.INTAKE_OFFICER),
+        DemoUser("dt-swc-caseworker-1", DT_SWC.agency_id, "dong-thap", Role.CASE_MANAGER),
+        DemoUser("lc-swc-caseworker-1", LC_SWC.agency_id, "lao-cai", Role.CASE_MANAGER),
+        DemoUser("inspector-1", "molisa-inspectorate", "*", Role.AUDITOR),
+    ]
+    staffed = {
+        "dong-thap": (DT_POLICE, DT_BORDER_GUARD, DT_SWC, DT_HOSPITAL),
+        "lao-cai": (LC_BORDER_GUARD, LC_POLICE, LC_LOCAL, LC_SWC, LC_HOSPITAL, LC_SCHOOL),
+        "yunnan": (LC_FOREIGN,),
+    }
+    for province, agencies in staffed.items():
+        for of in agencies:
+            staff = _staff(of)
+            users.append(DemoUser(staff.user_id, of.agency_id, province, Role.AGENCY_STAFF))
+    return users

@@ -138,6 +138,37 @@ DEMO_AGENCIES: dict[str, AgencyDetails] = {
         "Lao Cai Department of Labour, Invalids and Social Affairs",
         "lao-cai",
     ),
+    # Nghe An: the livelihood scenario.
+    "nghe-an-police": _vn(K.POLICE, "Công an tỉnh Nghệ An", "Nghe An Provincial Police", "nghe-an"),
+    "nghe-an-social-work-centre": _vn(
+        K.SOCIAL_WORK_CENTRE,
+        "Trung tâm Công tác xã hội tỉnh Nghệ An",
+        "Nghe An Social Work Centre",
+        "nghe-an",
+        services=SHELTER_AND_CARE,
+    ),
+    "nghe-an-vocational-training-centre": _vn(
+        K.VOCATIONAL_TRAINING_CENTRE,
+        "Trung tâm Giáo dục nghề nghiệp huyện Kỳ Sơn",
+        "Ky Son Vocational Training Centre",
+        "nghe-an",
+        "Kỳ Sơn",
+        (S.VOCATIONAL_TRAINING, S.LIFE_SKILLS),
+    ),
+    "nghe-an-garment-company": _vn(
+        K.EMPLOYER,
+        "Công ty May mặc Kỳ Sơn",
+        "Ky Son Garment Company",
+        "nghe-an",
+        "Kỳ Sơn",
+        (S.JOB_PLACEMENT,),
+    ),
+    "nghe-an-dolisa": _vn(
+        K.LOCAL_AUTHORITY,
+        "Sở Lao động - Thương binh và Xã hội tỉnh Nghệ An",
+        "Nghe An Department of Labour, Invalids and Social Affairs",
+        "nghe-an",
+    ),
     # The Chinese authority that hands people over at the Lao Cai - Hekou border gate.
     "cn-border-authority": AgencyDetails(
         kind=K.FOREIGN_AUTHORITY,

@@ -117,7 +117,26 @@ def consume(
     idle_timeout: float | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Poll, handle, remember, then commit; until stopped, idle too long or enough handled."""
+    """Poll, handle, remember, then commit; until stopped, idle too long or enough handled.
+
+    A commit refused because the consumer group is rebalancing (another subscriber joined
+    or left) is not an error: the records stay uncommitted, the next poll rejoins the group,
+    and whoever then holds their partitions receives them again and skips what this one
+    handled (by ``ce_id``, remembered before the commit).
+    """
+    from kafka.errors import (  # type: ignore[import-untyped]
+        CommitFailedError,
+        IllegalGenerationError,
+        RebalanceInProgressError,
+        UnknownMemberIdError,
+    )
+
+    rebalancing = (
+        CommitFailedError,
+        RebalanceInProgressError,
+        IllegalGenerationError,
+        UnknownMemberIdError,
+    )
     handled = 0
     last_seen = time.monotonic()
     while not stopping():
@@ -127,7 +146,12 @@ def consume(
             last_seen = time.monotonic()
             handled += handle(records, seen, emit)
             seen.save()
-            consumer.commit()  # only now: a crash before this re-delivers, never loses
+            try:
+                consumer.commit()  # only now: a crash before this re-delivers, never loses
+            except rebalancing as exc:
+                log.warning(
+                    "subscribe_commit_refused", reason=type(exc).__name__, records=len(records)
+                )
         if max_messages is not None and handled >= max_messages:
             break
         if idle_timeout is not None and time.monotonic() - last_seen > idle_timeout:
@@ -244,6 +268,11 @@ def subscribe(
 
 @app.command()
 def feed(
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /healthz, /readyz and /metrics (relay lag) on this port."),
+    ] = None,
+    health_host: Annotated[str, typer.Option(help="Address of the health port.")] = "127.0.0.1",
     reset: Annotated[
         bool,
         typer.Option(
@@ -262,6 +291,8 @@ def feed(
     """
     from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
     from services.referral.feed_tracking import tracking_recorder
+    from services.runtime.health import serve_health
+    from services.runtime.metrics import lag_registry
 
     # Handled from the first moment: an orchestrator may stop a relay that is still starting.
     with _stop_on_signals() as stopping:
@@ -285,10 +316,17 @@ def feed(
             )
             raise typer.Exit(2) from None
         log.info("feed_started", position=start, brokers=kafka.bootstrap_list())
+        stop_health = None
+        if health_port is not None:
+            loops = {"relay": relay}
+            registry = lag_registry("ketnoi_relay_lag", lambda: loops)
+            stop_health = serve_health(settings, health_host, health_port, lambda: loops, registry)
         try:
             stopping.when_stopped(relay.stop_soon)
             relay.run()
         finally:
+            if stop_health is not None:
+                stop_health()
             relay.close()
             _close_upstream(upstream)
     log.info("feed_stopped", position=relay.position(), published=relay.published)
@@ -306,7 +344,7 @@ def start_demo_feed(platform: Platform, settings: Settings) -> Callable[[], None
     The broker keeps everything in memory, so the relay's position does too: every start
     re-publishes the whole log to the fresh broker.
     """
-    from services.referral.feed import FeedRelay, open_feed_upstream
+    from services.referral.feed import FeedRelay, open_consent_upstream, open_feed_upstream
     from services.referral.feed import prompt_on_save as prompt_relay
     from services.referral.feed_tracking import in_memory_tracking
     from services.runtime.kafka import KafkaSettings
@@ -324,6 +362,8 @@ def start_demo_feed(platform: Platform, settings: Settings) -> Callable[[], None
         in_memory_tracking(),
         kafka,
         settings=settings,
+        consent=open_consent_upstream(settings, app=platform.apps.get("consent")),
+        audit=platform.read_audit.log if platform.read_audit is not None else None,
     )
     prompt_relay(platform.referral, relay)
     relay.start()

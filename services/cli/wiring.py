@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -10,8 +11,8 @@ from services.consent.api import router as consent_router
 from services.consent.application import ConsentService
 from services.directory.api import router as directory_router
 from services.directory.application import DirectoryService
-from services.intake.api import router as intake_router
 from services.intake.application import IntakeService
+from services.intake.casework_api import router as intake_router
 from services.projections.api import router as projections_router
 from services.projections.application import ProjectionService
 from services.projections.store import Tables, ViewStore
@@ -30,17 +31,26 @@ from services.runtime.follower import (
     prompt_on_save,
 )
 from services.runtime.http import create_app
+from services.runtime.logging import get_logger
+from services.runtime.metrics import lag_registry
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.positions import wait_for_positions
 from services.runtime.read_audit import ReadAudit, migrate_read_audit
+from services.runtime.seal.api import router as seal_router
+from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import SERVICES, Settings
+from services.web import mount_web
+from services.web.session import DemoUser
 
 DESCRIPTION = (
     "Ketnoi (kết nối, to connect): interagency referral for people who experienced human "
     "trafficking, under their own informed and revocable consent. Every change is an event "
     "in an append-only log."
 )
+
+SEAL_TASK = "seal-checkpoints"
+log = get_logger("ketnoi.platform")
 
 # The services with a log so far, in the order their logs feed each other.
 APPLICATIONS: dict[str, type[ServiceApplication]] = {
@@ -103,9 +113,26 @@ class Platform:
             if done == 0:
                 return total
 
+    def checkpoint(self) -> dict[str, int | None]:
+        """Sign a checkpoint of each log this process writes that grew since its last."""
+        logs = {name: app.recorder for name, app in self.apps.items()}
+        if self.read_audit is not None:
+            logs["audit"] = self.read_audit.log.recorder
+        return {
+            name: recorder.checkpoint_now()
+            for name, recorder in logs.items()
+            if isinstance(recorder, PostgresSeal | SQLiteSeal)
+        }
+
     def close(self) -> None:
         for task in self.periodic:
             task.stop()
+        if any(task.name == SEAL_TASK for task in self.periodic):
+            # A serving process leaves every log it wrote checkpointed as it stops.
+            try:
+                self.checkpoint()
+            except Exception:
+                log.exception("seal_checkpoint_failed")
         for follower in self.followers.values():
             follower.stop()
         self.agencies.close()
@@ -178,6 +205,9 @@ def start(
             )
             platform.periodic.append(watch)
             watch.start()
+        sealer = Periodic("seal-checkpoints", platform.checkpoint, settings.seal_checkpoint_seconds)
+        platform.periodic.append(sealer)
+        sealer.start()
     return platform
 
 
@@ -221,7 +251,13 @@ def _waiting_for_positions(service: str) -> APIRouter:
     return router
 
 
-def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") -> FastAPI:
+def http_app(
+    platform: Platform,
+    tokens: TokenService,
+    title: str = "Ketnoi",
+    demo_users: Sequence[DemoUser] = (),
+) -> FastAPI:
+    """The platform's API and, where every service runs in this process, the web app."""
     state: dict[str, object] = {
         "settings": platform.settings,
         "followers": platform.followers,
@@ -233,8 +269,13 @@ def http_app(platform: Platform, tokens: TokenService, title: str = "Ketnoi") ->
         state["projections"] = platform.projections
         names.append("projections")
     routers = [_waiting_for_positions(name) for name in names]
+    routers.append(seal_router)
     if platform.read_audit is not None:
         state["read_audit"] = platform.read_audit
-    return create_app(
+    state["metrics_registry"] = lag_registry("ketnoi_follower_lag", lambda: platform.followers)
+    app = create_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )
+    if set(APPLICATIONS) <= set(platform.apps) and platform.projections is not None:
+        mount_web(app, demo_users)
+    return app

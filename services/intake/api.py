@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -11,6 +11,14 @@ from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.access_policy import Action, Sight, sight
+from contracts.casework import (
+    EducationLivelihood,
+    Exploitation,
+    FamilySituation,
+    LegalNeedsAssessment,
+    MedicalExamination,
+    PsychosocialAssessment,
+)
 from contracts.envelope import AGENCY_ID_PATTERN, AgencyRef
 from contracts.intake import PartyPresent, PersonDetails, Place
 from contracts.vocabulary import (
@@ -20,9 +28,12 @@ from contracts.vocabulary import (
     ContactMode,
     ContactModes,
     DataCategory,
+    DeclineKind,
+    IdentificationStatus,
     ReopeningReason,
     RiskLevel,
     RiskSubjects,
+    ServiceType,
     UrgentNeed,
     UrgentNeeds,
 )
@@ -127,6 +138,42 @@ class EpisodePublic(BaseModel):
     reopening_reason: ReopeningReason | None
 
 
+class IdentificationPublic(BaseModel):
+    status: IdentificationStatus
+    authority: AgencyRef | None
+    decided_on: date | None
+
+
+class ContactPublic(BaseModel):
+    contact_id: UUID
+    mode: ContactMode
+    occurred_at: datetime
+    by_user: str
+    by_agency: str
+    place: str | None
+    note: str | None
+    against_preference: bool
+    reason: str | None
+
+
+class NotePublic(BaseModel):
+    note_id: UUID
+    about: DataCategory
+    written_at: datetime
+    by_user: str
+    by_agency: str
+    text: str
+
+
+class DeclinedPublic(BaseModel):
+    service_type: ServiceType
+    choice: DeclineKind
+    at: datetime
+    referral_id: UUID | None
+    in_their_words: str | None
+    how_to_come_back: str
+
+
 class CasePublic(BaseModel):
     case_id: UUID
     version: int
@@ -148,6 +195,18 @@ class CasePublic(BaseModel):
     contact_refused: tuple[ContactMode, ...] | None
     case_manager_id: str | None
     case_manager_agency: AgencyRef | None
+    medical_examination: MedicalExamination | None = None
+    psychosocial: PsychosocialAssessment | None = None
+    family: FamilySituation | None = None
+    legal_needs: LegalNeedsAssessment | None = None
+    education_livelihood: EducationLivelihood | None = None
+    exploitation: Exploitation | None = None
+    identification: IdentificationPublic | None = None
+    contacts: list[ContactPublic] | None = None
+    declined_services: list[DeclinedPublic] | None = None
+    notes: list[NotePublic] = Field(
+        default=[], description="the notes whose category this response shows"
+    )
     episodes: list[EpisodePublic]
     created_at: datetime
     updated_at: datetime
@@ -165,12 +224,14 @@ class CasePublic(BaseModel):
         assert case.created_on
         assert case.modified_on
         shows = seen.categories.__contains__
-        identity, needs, risk, contact = (
+        identity, needs, risk, contact, legal = (
             shows(DataCategory.IDENTITY),
             shows(DataCategory.NEEDS),
             shows(DataCategory.RISK),
             shows(DataCategory.CONTACT),
+            shows(DataCategory.LEGAL_CASE),
         )
+        identification = case.identification
         return cls(
             case_id=case.id,
             version=case.version,
@@ -192,6 +253,60 @@ class CasePublic(BaseModel):
             contact_refused=case.contact.refused if case.contact and contact else None,
             case_manager_id=case.case_manager.case_manager_id if case.case_manager else None,
             case_manager_agency=case.case_manager.agency if case.case_manager else None,
+            medical_examination=case.medical if shows(DataCategory.HEALTH) else None,
+            psychosocial=case.psychosocial if shows(DataCategory.PSYCHOSOCIAL) else None,
+            family=case.family if shows(DataCategory.FAMILY) else None,
+            legal_needs=case.legal_needs if legal else None,
+            education_livelihood=case.livelihood if needs else None,
+            exploitation=case.exploitation if legal else None,
+            identification=IdentificationPublic(
+                status=identification.status,
+                authority=identification.authority,
+                decided_on=identification.decided_on,
+            )
+            if identification and legal
+            else None,
+            contacts=[
+                ContactPublic(
+                    contact_id=c.contact_id,
+                    mode=c.mode,
+                    occurred_at=c.occurred_at,
+                    by_user=c.actor.user_id,
+                    by_agency=c.actor.agency_id,
+                    place=c.place,
+                    note=c.note,
+                    against_preference=c.against_preference,
+                    reason=c.reason,
+                )
+                for c in case.contacts
+            ]
+            if contact
+            else None,
+            declined_services=[
+                DeclinedPublic(
+                    service_type=d.service_type,
+                    choice=d.choice,
+                    at=d.timestamp,
+                    referral_id=d.referral_id,
+                    in_their_words=d.in_their_words,
+                    how_to_come_back=d.how_to_come_back,
+                )
+                for d in case.declined
+            ]
+            if needs
+            else None,
+            notes=[
+                NotePublic(
+                    note_id=n.note_id,
+                    about=n.about,
+                    written_at=n.timestamp,
+                    by_user=n.actor.user_id,
+                    by_agency=n.actor.agency_id,
+                    text=n.text,
+                )
+                for n in case.notes
+                if shows(n.about)
+            ],
             episodes=[_episode(e) for e in case.episodes],
             created_at=case.created_on,
             updated_at=case.modified_on,

@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from contracts.casework import (
+    EducationLivelihood,
+    Exploitation,
+    FamilySituation,
+    LegalNeedsAssessment,
+    MedicalExamination,
+    PsychosocialAssessment,
+)
 from contracts.envelope import AgencyRef
+from contracts.envelope import Model as ContractModel
 from contracts.intake import PartyPresent, PersonDetails, Place
+from contracts.plan import AgreementMethod, TaskStatus
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
     ClosureReason,
     ContactMode,
+    DataCategory,
+    DeclineKind,
+    IdentificationStatus,
     ReopeningReason,
     RiskLevel,
     RiskSubject,
+    ServiceType,
     UrgentNeed,
 )
 from services.intake.domain import Case, CaseNotFoundError
+from services.intake.plan import GoalDraft, TaskDraft
 from services.runtime.aggregate import CommandContext
 from services.runtime.application import Result, ServiceApplication
 
@@ -269,5 +284,361 @@ class IntakeService(ServiceApplication):
             "reopen_case",
             request,
             lambda case: case.reopen(ctx, reason, to_stage, note),
+            scope=scope,
+        )
+
+    # -- case work: assessments, exploitation and identification, contacts and notes --------
+
+    def _assess(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        command: str,
+        content: ContractModel,
+        change: Callable[[Case], None],
+        scope: Callable[[Case], None] | None,
+    ) -> Result:
+        return self._on_case(
+            ctx, case_id, command, content.model_dump(mode="json"), change, scope=scope
+        )
+
+    def record_medical_examination(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        exam: MedicalExamination,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "record_medical_examination",
+            exam,
+            lambda case: case.record_medical_examination(ctx, exam),
+            scope,
+        )
+
+    def assess_psychosocial(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        assessment: PsychosocialAssessment,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "assess_psychosocial",
+            assessment,
+            lambda case: case.assess_psychosocial(ctx, assessment),
+            scope,
+        )
+
+    def assess_family(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        situation: FamilySituation,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "assess_family",
+            situation,
+            lambda case: case.assess_family(ctx, situation),
+            scope,
+        )
+
+    def assess_legal_needs(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        assessment: LegalNeedsAssessment,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "assess_legal_needs",
+            assessment,
+            lambda case: case.assess_legal_needs(ctx, assessment),
+            scope,
+        )
+
+    def assess_livelihood(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        assessment: EducationLivelihood,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "assess_livelihood",
+            assessment,
+            lambda case: case.assess_livelihood(ctx, assessment),
+            scope,
+        )
+
+    def record_exploitation(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        exploitation: Exploitation,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._assess(
+            ctx,
+            case_id,
+            "record_exploitation",
+            exploitation,
+            lambda case: case.record_exploitation(ctx, exploitation),
+            scope,
+        )
+
+    def record_identification(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        status: IdentificationStatus,
+        authority: AgencyRef | None = None,
+        decided_on: date | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        request = {
+            "status": status.value,
+            "authority": authority.model_dump(mode="json") if authority else None,
+            "decided_on": decided_on.isoformat() if decided_on else None,
+        }
+        return self._on_case(
+            ctx,
+            case_id,
+            "record_identification",
+            request,
+            lambda case: case.record_identification(ctx, status, authority, decided_on),
+            scope=scope,
+        )
+
+    def log_contact(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        *,
+        mode: ContactMode,
+        occurred_at: datetime,
+        place: str | None = None,
+        note: str | None = None,
+        reason: str | None = None,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Log a contact with the person; returns its contact_id."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            contact_id = case.log_contact(
+                ctx, mode=mode, occurred_at=occurred_at, place=place, note=note, reason=reason
+            )
+            return [case], {**case.summary(), "contact_id": str(contact_id)}
+
+        request = {
+            "case_id": str(case_id),
+            "mode": mode.value,
+            "occurred_at": occurred_at.isoformat(),
+            "place": place,
+            "note": note,
+            "reason": reason,
+        }
+        return self.execute(ctx, "log_contact", request, run)
+
+    def write_note(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        about: DataCategory,
+        text: str,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Write a case note; returns its note_id."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            note_id = case.write_note(ctx, about, text)
+            return [case], {**case.summary(), "note_id": str(note_id)}
+
+        request = {"case_id": str(case_id), "about": about.value, "text": text}
+        return self.execute(ctx, "write_note", request, run)
+
+    # -- the reintegration plan and measures --------------------------------------------------
+
+    def revise_plan(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        goals: tuple[GoalDraft, ...],
+        tasks: tuple[TaskDraft, ...],
+        reason: str | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Make the plan's next revision; returns its number as ``revision``."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            revision = case.revise_plan(ctx, goals, tasks, reason)
+            return [case], {**case.summary(), "revision": revision}
+
+        request = {
+            "case_id": str(case_id),
+            "goals": [[g.domain.value, g.goal] for g in goals],
+            "tasks": [
+                [
+                    t.goal,
+                    t.action,
+                    t.responsible.model_dump(mode="json"),
+                    t.due_on.isoformat(),
+                    str(t.task_id) if t.task_id else None,
+                ]
+                for t in tasks
+            ],
+            "reason": reason,
+        }
+        return self.execute(ctx, "revise_plan", request, run)
+
+    def agree_plan(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        method: AgreementMethod,
+        person_views: str | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._on_case(
+            ctx,
+            case_id,
+            "agree_plan",
+            {"method": method.value, "person_views": person_views},
+            lambda case: case.agree_plan(ctx, method, person_views),
+            scope=scope,
+        )
+
+    def progress_task(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        task_id: UUID,
+        to_status: TaskStatus,
+        note: str | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        return self._on_case(
+            ctx,
+            case_id,
+            "progress_task",
+            {"task_id": str(task_id), "to_status": to_status.value, "note": note},
+            lambda case: case.progress_task(ctx, task_id, to_status, note),
+            scope=scope,
+        )
+
+    def measure(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        measured_at: datetime,
+        economic: float,
+        social: float,
+        psychosocial: float,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        request = {
+            "measured_at": measured_at.isoformat(),
+            "economic": economic,
+            "social": social,
+            "psychosocial": psychosocial,
+        }
+        return self._on_case(
+            ctx,
+            case_id,
+            "measure",
+            request,
+            lambda case: case.measure(ctx, measured_at, economic, social, psychosocial),
+            scope=scope,
+        )
+
+    def plan_exit(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        planned_exit_on: date,
+        every_days: int,
+        until: date,
+        modes: tuple[ContactMode, ...],
+        how_to_come_back: str,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        request = {
+            "planned_exit_on": planned_exit_on.isoformat(),
+            "every_days": every_days,
+            "until": until.isoformat(),
+            "modes": [m.value for m in modes],
+            "how_to_come_back": how_to_come_back,
+        }
+        return self._on_case(
+            ctx,
+            case_id,
+            "plan_exit",
+            request,
+            lambda case: case.plan_exit(
+                ctx, planned_exit_on, every_days, until, modes, how_to_come_back
+            ),
+            scope=scope,
+        )
+
+    def record_declined(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        service_type: ServiceType,
+        choice: DeclineKind,
+        how_to_come_back: str,
+        referral_id: UUID | None = None,
+        in_their_words: str | None = None,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        request = {
+            "service_type": service_type.value,
+            "choice": choice.value,
+            "how_to_come_back": how_to_come_back,
+            "referral_id": str(referral_id) if referral_id else None,
+            "in_their_words": in_their_words,
+        }
+        return self._on_case(
+            ctx,
+            case_id,
+            "record_declined",
+            request,
+            lambda case: case.record_declined(
+                ctx, service_type, choice, referral_id, in_their_words, how_to_come_back
+            ),
             scope=scope,
         )

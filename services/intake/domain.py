@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -36,12 +36,11 @@ from contracts.vocabulary import (
     RiskSubject,
     UrgentNeed,
 )
-from services.runtime.aggregate import Aggregate, CommandContext, applies
+from services.intake.casework import CLOCK_TOLERANCE, CaseWork
+from services.runtime.aggregate import CommandContext, applies
 from services.runtime.errors import InvalidRequestError, NotFoundError, RuleViolationError
 
 ADULT_AGE = 18
-# Clocks on phones and laptops drift; a reception a few minutes "in the future" is not an error.
-CLOCK_TOLERANCE = timedelta(minutes=10)
 
 # Stage changes a case manager may make; closing and reopening have their own commands.
 STAGE_TRANSITIONS: dict[CaseStage, tuple[CaseStage, ...]] = {
@@ -85,8 +84,9 @@ class Episode:
     reopening_reason: ReopeningReason | None = None
 
 
-class Case(Aggregate):
-    """A person's case, owned by a case manager, in one province."""
+class Case(CaseWork):
+    """A person's case, owned by a case manager, in one province; its case work (assessments,
+    exploitation, contacts) in ``services.intake.casework``."""
 
     def __init__(self, aggregate_id: UUID) -> None:
         super().__init__(aggregate_id)
@@ -332,6 +332,12 @@ class Case(Aggregate):
             raise CaseRuleError(
                 "The case is already closed; reopen it if support resumes.", allowed=["reopen"]
             )
+        if reason is ClosureReason.SAFE_INDEPENDENCE and self.exit_plan is None:
+            raise CaseRuleError(
+                "An exit toward safe independence is planned first: its follow-up, and how "
+                "the person can come back.",
+                allowed=["exit_plan"],
+            )
         self.trigger(
             ctx,
             CaseClosed,
@@ -381,6 +387,7 @@ class Case(Aggregate):
     def _reopened(self, event: CaseReopened) -> None:
         self.stage = event.to_stage
         self.closure = None
+        self.exit_plan = None  # a new episode plans its own exit
         self.episodes.append(
             Episode(number=event.episode, opened_at=event.timestamp, reopening_reason=event.reason)
         )

@@ -10,13 +10,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from contracts.access_policy import Action, CaseTies, Sight, sight
+from contracts.access_policy import ALL_CATEGORIES, Action, CaseTies, Sight, sight
 from contracts.audit import ReadBasis
 from contracts.vocabulary import DataCategory, Role
 from services.projections.application import CaseTimelineNotFoundError, ProjectionService
+from services.projections.person_copy import sealed_now
 from services.projections.statistics import to_csv
-from services.projections.views import DETAILED, describe_type
+from services.projections.views import category_of, describe_type
 from services.runtime.access import check, record_read
+from services.runtime.aggregate import utcnow
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import InvalidRequestError, PermissionDeniedError
 
@@ -61,6 +63,16 @@ def board(
     return projections.board(_province(principal, province))
 
 
+@router.get("/follow-ups", summary="Follow-up after exit: contacts missed, and the next one due")
+def follow_ups(
+    projections: Projections, principal: CurrentPrincipal, province: str | None = None
+) -> list[dict[str, Any]]:
+    """Closed cases with a follow-up schedule (from their exit plan): for the coordinator to
+    chase the contacts missed. Dates only, nothing of the person."""
+    principal.require(*OVERSIGHT)
+    return projections.follow_ups(_province(principal, province))
+
+
 @router.get("/cases/{case_id}/timeline", summary="One ordered story of a case")
 def timeline(
     case_id: UUID, projections: Projections, principal: CurrentPrincipal, request: Request
@@ -69,17 +81,38 @@ def timeline(
     needs, risks and contact preferences were is told to the holders only (and recorded)."""
     ties, entries = projections.timeline(case_id)
     check(principal, ties, Action.SEE_PROGRESS, lambda: CaseTimelineNotFoundError(case_id))
-    seen = sight(principal.asker, ties, DETAILED.values())
-    told = [e for e in entries if DETAILED.get(e["type"]) in seen.categories]
+    seen = sight(principal.asker, ties)
+    told = {c for e in entries if (c := category_of(e)) in seen.categories}
     if told:
-        shown = Sight(frozenset(DETAILED[e["type"]] for e in told), seen.basis, seen.role)
+        shown = Sight(frozenset(told), seen.basis, seen.role)
         record_read(request, principal, shown, case_id=case_id, what="projections.timeline")
     return [
         e
-        if e["type"] not in DETAILED or DETAILED[e["type"]] in seen.categories
+        if (category := category_of(e)) is None or category in seen.categories
         else {**e, "what": describe_type(e["type"])}
         for e in entries
     ]
+
+
+@router.get(
+    "/cases/{case_id}/copy",
+    summary="The person's own copy: everything held about them, every disclosure and read",
+)
+def person_copy(
+    case_id: UUID, projections: Projections, principal: CurrentPrincipal, request: Request
+) -> dict[str, Any]:
+    """For the agencies holding the case, to give the person (seed 002: the person may see
+    their record at any time). The copy is a read of everything about the person: it is
+    recorded first, and is the last of the reads the copy lists."""
+    ties, _ = projections.timeline(case_id)
+    check(principal, ties, Action.GIVE_PERSON_COPY, lambda: CaseTimelineNotFoundError(case_id))
+    seen = sight(principal.asker, ties)
+    assert seen.categories == ALL_CATEGORIES  # a holder's own case: everything
+    record_read(request, principal, seen, case_id=case_id, what="projections.person_copy")
+    reads = request.app.state.read_audit.reads_of_case(case_id)
+    copy = projections.person_copy(case_id, reads, utcnow())
+    copy["seal"] = sealed_now(request.app.state.settings)
+    return copy
 
 
 @router.get(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
 from contracts.access_policy import CaseTies
+from contracts.audit import PersonalDataRead
+from services.projections.followups import schedule
+from services.projections.person_copy import person_copy
 from services.projections.replay import replay_case
 from services.projections.runner import Projector
 from services.projections.statistics import STEP, THRESHOLD, Cell, publish
@@ -84,6 +87,9 @@ class ProjectionService:
                         for rid, ref in case["referrals"].items()
                         if ref["status"] not in ("completed", "rejected", "cancelled", "failed")
                     ],
+                    # Contacts in a mode the person refused (a home visit, say): breaches
+                    # of their wish, each with the reason on the case's own record.
+                    "contacts_against_preference": case.get("contacts_against_preference", []),
                     "deadlines_breached": [
                         {"referral_id": rid, "service_type": ref["service_type"], **missed}
                         for rid, ref in case["referrals"].items()
@@ -92,6 +98,37 @@ class ProjectionService:
                 }
             )
         return sorted(board, key=lambda row: row["received_at"] or "")
+
+    def follow_ups(self, province: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Closed cases of a province with a follow-up schedule after exit: the contacts
+        missed, and the next one due."""
+        now = now or datetime.now(UTC)
+        rows = self.store.query(Tables.of("cases"), province=province, key_prefix="case:")
+        listed = []
+        for _key, _province, _agency, case in rows:
+            plan = case.get("follow_up")
+            if not case.get("closed") or not plan:
+                continue
+            due = schedule(
+                datetime.fromisoformat(case["closed_at"]),
+                plan["every_days"],
+                date.fromisoformat(plan["until"]),
+                [datetime.fromisoformat(at) for at in case.get("contacts_at", [])],
+                now,
+            )
+            listed.append(
+                {
+                    "case_id": case["case_id"],
+                    "closed_at": case["closed_at"],
+                    "made": sum(f.status == "made" for f in due),
+                    "missed": [f.due_at for f in due if f.status == "missed"],
+                    "next_due": next(
+                        (f.due_at for f in due if f.status in ("due", "upcoming")), None
+                    ),
+                    "due_now": any(f.status == "due" for f in due),
+                }
+            )
+        return sorted(listed, key=lambda row: row["closed_at"])
 
     def case_overview(self, case_id: UUID) -> dict[str, Any] | None:
         found = self.store.load(Tables.of("cases"), [case_key(case_id)])
@@ -145,6 +182,24 @@ class ProjectionService:
             list(overview["referrals"]),
             list(overview["handovers"]),
         )
+
+    def person_copy(
+        self, case_id: UUID, reads: list[PersonalDataRead], at: datetime
+    ) -> dict[str, Any]:
+        """Everything held about the case's person (``services.projections.person_copy``);
+        raises CaseTimelineNotFoundError when intake does not hold the case."""
+        overview = self.case_overview(case_id) or {"referrals": {}, "handovers": {}}
+        copy = person_copy(
+            self.upstreams,
+            case_id,
+            list(overview["referrals"]),
+            list(overview["handovers"]),
+            reads,
+            at,
+        )
+        if copy is None:
+            raise CaseTimelineNotFoundError(case_id)
+        return copy
 
     def rebuild(self, views: list[str] | None = None, progress: Any = None) -> dict[str, int]:
         return self.projector.rebuild(views, progress)

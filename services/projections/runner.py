@@ -21,7 +21,7 @@ from eventsourcing.persistence import Notification
 
 from services.projections.store import Row, Tables, ViewStore
 from services.projections.views import VIEWS, Docs, Fact, View, fact_reader
-from services.runtime.follower import Upstream, WakeLoop, behind, topics_of
+from services.runtime.follower import Lag, Upstream, WakeLoop, behind, topics_of, upstream_lag
 from services.runtime.logging import get_logger
 from services.runtime.settings import Settings
 
@@ -79,6 +79,22 @@ class Projector(WakeLoop):
             self.store.create(Tables.of(name))
 
     # -- live -----------------------------------------------------------------------------
+
+    def lag(self) -> list[Lag]:
+        """Per upstream, the lag of the view furthest behind it."""
+        worst: dict[str, Lag] = {}
+        for name, view in self.views.items():
+            positions = self.store.positions(Tables.of(name))
+            for upstream_name, types in view.handles.items():
+                lag = upstream_lag(
+                    self.upstreams[upstream_name],
+                    positions.get(upstream_name, 0),
+                    topics_of(types),
+                )
+                known = worst.get(upstream_name)
+                if known is None or (lag.seconds, lag.events) > (known.seconds, known.events):
+                    worst[upstream_name] = lag
+        return list(worst.values())
 
     def catch_up(self) -> int:
         total = 0

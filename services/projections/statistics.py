@@ -6,7 +6,9 @@ function the consent and referral services run, over the case's consent events (
 case overview), for the purpose ``statistics`` and the recipient ``PUBLISHER``. So a grant
 that expired, was withdrawn or is overridden by a refusal, and a guardian's grant once the
 person is 18, do not count; a case counts when at least one category is permitted (the
-statistics carry no field of any category, only that the case and its referrals exist).
+statistics carry no field of any category, only that the case and its referrals exist);
+the exploitation (types and means of control, by the CTDC's variable names) and the
+identification status count only where ``legal_case`` is permitted for statistics.
 
 The publisher is the provincial coordination office that publishes these figures: the
 Department of Labour, Invalids and Social Affairs (``<province>-dolisa`` in the demo, where
@@ -34,7 +36,15 @@ from typing import Any
 
 from contracts.consent_decision import decide
 from contracts.envelope import AgencyRef
-from contracts.vocabulary import AgencyKind, DataCategory, Purpose
+from contracts.vocabulary import (
+    CTDC_EXPLOITATION,
+    AgencyKind,
+    DataCategory,
+    ExploitationType,
+    MeansOfControl,
+    Purpose,
+    ctdc_means_of_control,
+)
 from services.projections.views import consent_events
 
 THRESHOLD = 11
@@ -51,6 +61,20 @@ TIME_BUCKETS: tuple[tuple[str, float], ...] = (
 )
 
 
+# IOM's Reintegration Sustainability Survey dimensions, each scored 0 to 1.
+DIMENSIONS = ("economic", "social", "psychosocial")
+# A change smaller than this between the baseline and the latest measure is no change.
+PROGRESS_MARGIN = 0.05
+
+
+def progress(change: float) -> str:
+    if change >= PROGRESS_MARGIN:
+        return "improved"
+    if change <= -PROGRESS_MARGIN:
+        return "declined"
+    return "unchanged"
+
+
 @dataclass(frozen=True)
 class Cell:
     table: str
@@ -64,11 +88,11 @@ class Cell:
 PUBLISHER = AgencyRef(agency_id="ketnoi-statistics", kind=AgencyKind.LOCAL_AUTHORITY)
 
 
-def counts_in_statistics(case: dict[str, Any], at: datetime) -> bool:
-    """True when the consent in force at ``at`` lets the case count in statistics: the
-    consent decision permits at least one category to ``PUBLISHER`` for statistics."""
+def permitted_for_statistics(case: dict[str, Any], at: datetime) -> frozenset[DataCategory]:
+    """The categories the consent in force at ``at`` permits to ``PUBLISHER`` for
+    statistics."""
     if not case.get("consent"):
-        return False
+        return frozenset()
     decision = decide(
         consent_events(case),
         recipient=PUBLISHER,
@@ -76,7 +100,13 @@ def counts_in_statistics(case: dict[str, Any], at: datetime) -> bool:
         categories=tuple(DataCategory),
         at=at,
     )
-    return bool(decision.permitted)
+    return frozenset(decision.permitted)
+
+
+def counts_in_statistics(case: dict[str, Any], at: datetime) -> bool:
+    """True when the consent in force at ``at`` lets the case count in statistics: the
+    consent decision permits at least one category to ``PUBLISHER`` for statistics."""
+    return bool(permitted_for_statistics(case, at))
 
 
 def publishable(raw: int, threshold: int = THRESHOLD, step: int = STEP) -> int | None:
@@ -105,12 +135,38 @@ def raw_counts(
     at = at or datetime.now(UTC)
     counts: Counter[tuple[str, str, str, str, str]] = Counter()
     for case in cases:
-        if not counts_in_statistics(case, at):
+        permitted = permitted_for_statistics(case, at)
+        if not permitted:
             continue
         province, period = case.get("province") or "unknown", _period(case.get("received_at"))
         counts[("cases", province, period, "all", "all")] += 1
         if case.get("reopenings"):
             counts[("reopenings", province, period, "reopened", "yes")] += 1
+        if case.get("re_trafficked"):
+            # Re-trafficking: a case reopened because the person was trafficked again.
+            counts[("re_trafficking", province, period, "re_trafficked", "yes")] += 1
+        # The exploitation and the identification are the person's legal_case data: they count
+        # only where that category is permitted for statistics.
+        legal = DataCategory.LEGAL_CASE in permitted
+        exploitation = case.get("exploitation") if legal else None
+        if exploitation:
+            # Named as the CTDC names its variables, so the tables compare with its own.
+            for kind in exploitation["types"]:
+                name = CTDC_EXPLOITATION[ExploitationType(kind)]
+                counts[("exploitation", province, period, "typeOfExploit", name)] += 1
+            for means in exploitation["means_of_control"]:
+                name = ctdc_means_of_control(MeansOfControl(means))
+                counts[("means_of_control", province, period, "meansOfControl", name)] += 1
+        if legal and case.get("identification"):
+            status = case["identification"]
+            counts[("identification", province, period, "status", status)] += 1
+        # Progress per dimension of reintegration, latest measure against the baseline: the
+        # person's needs data, counted where that category may count.
+        measures = case.get("measures") if DataCategory.NEEDS in permitted else None
+        if measures and "latest" in measures:
+            for dimension in DIMENSIONS:
+                change = measures["latest"][dimension] - measures["baseline"][dimension]
+                counts[("reintegration", province, period, dimension, progress(change))] += 1
         for referral in case["referrals"].values():
             service = referral["service_type"]
             counts[("referrals", province, period, service, referral["status"])] += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.adapt import Dumper
 
+from services.runtime.files import private_file
 from services.runtime.settings import Settings
 
 Row = tuple[str, str | None, str | None, dict[str, Any]]  # key, province, agency, document
@@ -52,9 +53,8 @@ class ViewStore:
         target = settings.postgres
         self._lock = threading.RLock()
         if target is None:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
             self.backend = "sqlite"
-            self._sqlite_path: Path = settings.data_dir / "projections.sqlite"
+            self._sqlite_path: Path = private_file(settings.data_dir / "projections.sqlite")
             self._local = threading.local()
         else:
             self.backend = "postgres"
@@ -88,10 +88,40 @@ class ViewStore:
             conn.close()
             self._local.conn = None
 
+    def _drop(self) -> None:
+        """Forget this thread's connection after a failure: the next use connects again."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with suppress(psycopg.Error):
+                conn.close()
+
+    def _begin(self) -> tuple[Any, psycopg.Transaction]:
+        """A PostgreSQL transaction begun on this thread's connection.
+
+        A connection that went stale while idle (the server restarted) fails at BEGIN,
+        before anything was sent that matters: it is replaced once by a fresh one.
+        """
+        for attempt in (1, 2):
+            conn = self._connection()
+            tx = conn.transaction()
+            try:
+                tx.__enter__()
+            except psycopg.OperationalError:
+                self._drop()
+                if attempt == 2:
+                    raise
+                continue
+            return conn, tx
+        raise AssertionError("unreachable")
+
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        conn = self._connection()
+        """A transaction on this thread's connection. On PostgreSQL a connection lost to a
+        restart is replaced; a failure while the database is down raises
+        ``psycopg.OperationalError`` (the HTTP layer answers 503)."""
         if self.backend == "sqlite":
+            conn = self._connection()
             cur = conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
@@ -100,9 +130,22 @@ class ViewStore:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
-        else:
-            with conn.transaction(), conn.cursor() as cur:
+            return
+        conn, tx = self._begin()
+        try:
+            with conn.cursor() as cur:
                 yield _PgCursor(cur)
+        except BaseException as exc:
+            with suppress(psycopg.Error):
+                tx.__exit__(type(exc), exc, exc.__traceback__)
+            if isinstance(exc, psycopg.OperationalError) or conn.closed:
+                self._drop()
+            raise
+        try:
+            tx.__exit__(None, None, None)
+        except psycopg.OperationalError:
+            self._drop()
+            raise
 
     # -- schema -------------------------------------------------------------------------
 
@@ -147,13 +190,22 @@ class ViewStore:
             if self.backend == "sqlite":
                 yield
                 return
-            conn = self._connection()
             key = _lock_key(self.schema, view)
-            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            conn = self._connection()
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            except psycopg.OperationalError:
+                self._drop()  # stale after a restart: the next round connects again
+                raise
             try:
                 yield
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                # A lock held by a lost connection went with it.
+                if not conn.closed:
+                    try:
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    except psycopg.OperationalError:
+                        self._drop()
 
     # -- reading and writing ----------------------------------------------------------
 

@@ -20,11 +20,16 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import Mapper, Notification
+from pydantic import TypeAdapter
 
+from contracts import casework as w
 from contracts import consent as c
 from contracts import intake as i
+from contracts import plan as pl
 from contracts import referral as r
+from contracts.deadlines import DueTimes
 from contracts.envelope import Event, event_types, resolve
+from contracts.referral import DeadlineKind, ReferralStatus
 from contracts.vocabulary import DataCategory
 from services.runtime.persistence import OrjsonTranscoder
 
@@ -140,6 +145,12 @@ PERSON = {_name(i.PersonRegistered), _name(i.PersonDetailsCorrected)}
 STAGE = _name(i.StageChanged)
 CLOSED = _name(i.CaseClosed)
 REOPENED = _name(i.CaseReopened)
+EXPLOITATION = _name(w.ExploitationRecorded)
+IDENTIFICATION = _name(w.IdentificationRecorded)
+CONTACT_LOGGED = _name(w.ContactLogged)
+NOTE_WRITTEN = _name(w.CaseNoteWritten)
+MEASURED = _name(pl.ReintegrationMeasured)
+EXIT_PLANNED = _name(pl.ExitPlanned)
 RECORD_OPENED = _name(c.ConsentRecordOpened)
 GRANTED = _name(c.ConsentGranted)
 WITHDRAWN = _name(c.ConsentWithdrawn)
@@ -161,6 +172,7 @@ ACKNOWLEDGED = _name(r.ReferralAcknowledged)
 STARTED = _name(r.ReferralStarted)
 RESUMED = _name(r.ReferralResumed)
 MISSED = _name(r.DeadlineMissed)
+HELD_ = _name(r.ReferralPutOnHold)
 HANDOVER_STARTED = _name(r.HandoverStarted)
 HANDOVER_CONFIRMED = _name(r.HandoverConfirmed)
 HANDOVER_COMPLETED = _name(r.HandoverCompleted)
@@ -193,6 +205,11 @@ class CasesView(View):
             i.StageChanged,
             i.CaseClosed,
             i.CaseReopened,
+            w.ExploitationRecorded,
+            w.IdentificationRecorded,
+            w.ContactLogged,
+            pl.ReintegrationMeasured,
+            pl.ExitPlanned,
         ),
         "consent": (c.ConsentRecordOpened, *DECISION_EVENTS),
         "referral": (
@@ -269,7 +286,44 @@ class CasesView(View):
             doc.update(stage="closed", closed=True, closed_at=f.at, closure_reason=d["reason"])
         elif f.type == REOPENED:
             doc.update(stage=d["to_stage"], closed=False)
+            doc.pop("follow_up", None)  # the new episode plans its own exit
             doc["reopenings"] += 1
+            if d["reason"] == "re_trafficked":
+                doc["re_trafficked"] = doc.get("re_trafficked", 0) + 1
+        elif f.type == EXPLOITATION:
+            # What statistics count (the CTDC's variables), nothing that tells who.
+            x = d["exploitation"]
+            doc["exploitation"] = {"types": x["types"], "means_of_control": x["means_of_control"]}
+        elif f.type == MEASURED:
+            scores = {k: d[k] for k in ("economic", "social", "psychosocial")}
+            # The baseline and the latest: what progress per dimension is counted from.
+            if d["baseline"]:
+                doc["measures"] = {"baseline": scores}
+            elif "measures" in doc:
+                doc["measures"]["latest"] = scores
+        elif f.type == IDENTIFICATION:
+            doc["identification"] = d["status"]
+        elif f.type == EXIT_PLANNED:
+            # The follow-up schedule after exit: dates only.
+            doc["follow_up"] = {
+                "every_days": d["follow_up_every_days"],
+                "until": d["follow_up_until"],
+            }
+        elif f.type == CONTACT_LOGGED:
+            # When each contact happened, to tell the follow-ups made from those missed.
+            doc.setdefault("contacts_at", []).append(d["occurred_at"])
+            if not d["against_preference"]:
+                return
+            # The board shows the breach of the person's wish: when, how and by whom, not
+            # where or what was said.
+            doc.setdefault("contacts_against_preference", []).append(
+                {
+                    "contact_id": d["contact_id"],
+                    "occurred_at": d["occurred_at"],
+                    "mode": d["mode"],
+                    "by_agency": d["actor"]["agency_id"],
+                }
+            )
 
     def _consent(self, docs: Docs, f: Fact) -> None:
         d = f.data
@@ -409,6 +463,10 @@ class QueueView(View):
         assert doc is not None
         if fact.type == DISPATCHED:
             doc.update(acknowledge_by=d["acknowledge_by"], first_service_by=d["first_service_by"])
+        elif fact.type == HELD_ and doc["status"] != "on-hold":
+            doc.update(held_in=doc["status"], held_at=fact.at)
+        elif fact.type == RESUMED and doc.get("held_at") is not None:
+            _move_due_times(doc, resumed_at=fact.at)
         if fact.type == MISSED:
             doc["escalated"].append(d["deadline"])
         else:
@@ -418,6 +476,32 @@ class QueueView(View):
         # Until it is sent, a referral is nobody's queue.
         agency = doc["to_agency"] if doc["status"] != "draft" else None
         docs.touch(key, agency=agency)
+
+
+def _move_due_times(doc: dict[str, Any], *, resumed_at: str) -> None:
+    """The due times a referral owed when it was put on hold move later by the time it spent
+    on hold (``contracts.deadlines``, the rule the referral service follows)."""
+    due = DueTimes(_instant(doc["acknowledge_by"]), _instant(doc["first_service_by"]))
+    moved = due.after_hold(
+        ReferralStatus(doc.pop("held_in")),
+        [DeadlineKind(kind) for kind in doc["escalated"]],
+        datetime.fromisoformat(doc.pop("held_at")),
+        datetime.fromisoformat(resumed_at),
+    )
+    doc["acknowledge_by"] = _iso(moved.acknowledge_by)
+    doc["first_service_by"] = _iso(moved.first_service_by)
+
+
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    """As the events write their times (pydantic's JSON: UTC as ``Z``)."""
+    return _INSTANT.dump_python(value, mode="json") if value is not None else None
+
+
+_INSTANT: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 def _waiting_for(status: str) -> str | None:
@@ -438,7 +522,7 @@ class TimelineView(View):
 
     name = "timeline"
     handles = {
-        "intake": i.INTAKE_EVENTS,
+        "intake": (*i.INTAKE_EVENTS, *w.CASEWORK_EVENTS, *pl.PLAN_EVENTS),
         # Not the facts the consent service copies from intake: the story tells them once.
         "consent": tuple(
             t for t in c.CONSENT_EVENTS if t not in (c.SubjectAgeNoted, c.CaseStageNoted)
@@ -475,6 +559,9 @@ class TimelineView(View):
         grant = d.get("grant_id")
         if grant:
             entry["grant_id"] = grant
+        category = DETAILED.get(t) or (d["about"] if t == NOTE_WRITTEN else None)
+        if category is not None:
+            entry["category"] = category
         if t == DISCLOSED:
             entry["grants"] = sorted({f["grant_id"] for f in d["released"] if f["grant_id"]})
         province = d.get("province")
@@ -517,15 +604,23 @@ CONTACT_ = _name(i.ContactPreferenceRecorded)
 MANAGER_ = _name(i.CaseManagerAssigned)
 REFUSED_ = _name(c.ConsentRefused)
 BLOCKED_ = _name(r.ReferralBlocked)
-HELD_ = _name(r.ReferralPutOnHold)
-
 
 # Sentences that tell the person's details: told to the agencies holding the case only.
 DETAILED: dict[str, DataCategory] = {
     NEEDS_: DataCategory.NEEDS,
     RISK_: DataCategory.RISK,
     CONTACT_: DataCategory.CONTACT,
+    **{_name(t): category for t, category in w.CATEGORY_OF.items()},
+    # The plan and the measures are the person's needs, as the comprehensive assessment's.
+    **{_name(t): DataCategory.NEEDS for t in pl.PLAN_EVENTS},
 }
+
+
+def category_of(entry: Doc) -> DataCategory | None:
+    """The category of the person's data a timeline entry tells (None: progress only). A
+    note tells the category it is about."""
+    told = entry.get("category") or DETAILED.get(entry["type"])
+    return DataCategory(told) if told else None
 
 
 def describe_type(event_type: str) -> str:
@@ -557,6 +652,57 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
     RISK_: lambda d: f"Risk assessed: {d['level']}",
     CONTACT_: lambda d: (
         f"Contact: {_values(d['preferred'])}; refused: {_values(d['refused']) or 'none'}"
+    ),
+    _name(w.MedicalExaminationRecorded): lambda d: (
+        "Medical examination: urgent treatment "
+        + ("given" if d["examination"]["urgent_treatment"] else "none")
+        + ", follow-up "
+        + ("needed" if d["examination"]["follow_up_needed"] else "not needed")
+    ),
+    _name(w.PsychosocialAssessed): lambda d: (
+        f"Mental state: {d['assessment']['mental_state']}; psychological support "
+        + ("needed" if d["assessment"]["psychological_support_needed"] else "not needed")
+    ),
+    _name(w.FamilySituationAssessed): lambda d: (
+        f"Family situation: return home {d['situation']['return_safety']}"
+    ),
+    _name(w.LegalNeedsAssessed): lambda d: (
+        "Legal needs: " + (_values(d["assessment"]["needs"]) or "none")
+    ),
+    _name(w.EducationLivelihoodAssessed): lambda d: (
+        f"Education and livelihood: {d['assessment']['livelihood']}"
+    ),
+    EXPLOITATION: lambda d: "Exploitation: " + _values(d["exploitation"]["types"]),
+    IDENTIFICATION: lambda d: (
+        f"Identification: {d['status']}"
+        + (f" by {d['authority']['agency_id']} on {d['decided_on']}" if d["authority"] else "")
+    ),
+    CONTACT_LOGGED: lambda d: (
+        f"Contact: {d['mode']}"
+        + (f" against the person's wish ({d['reason']})" if d["against_preference"] else "")
+    ),
+    NOTE_WRITTEN: lambda d: f"Note ({d['about']}): {d['text']}",
+    _name(w.ServiceDeclined): lambda d: (
+        f"The person {d['choice']} {d['service_type']}: their choice; told how to come back"
+    ),
+    _name(pl.ReintegrationPlanRevised): lambda d: (
+        f"Reintegration plan, revision {d['revision']}: "
+        + _values(sorted({g["domain"] for g in d["goals"]}))
+        + f"; {len(d['tasks'])} tasks"
+    ),
+    _name(pl.ReintegrationPlanAgreed): lambda d: (
+        f"The person agreed to plan revision {d['revision']} ({d['method']})"
+    ),
+    _name(pl.PlanTaskProgressed): lambda d: f"Plan task {d['from_status']} -> {d['to_status']}",
+    EXIT_PLANNED: lambda d: (
+        f"Exit planned for {d['planned_exit_on']}; follow-up every "
+        f"{d['follow_up_every_days']} days until {d['follow_up_until']} by "
+        + _values(d["follow_up_modes"])
+    ),
+    MEASURED: lambda d: (
+        ("Baseline" if d["baseline"] else "Measure")
+        + f" ({d['stage']}): economic {d['economic']:.2f}, social {d['social']:.2f}, "
+        + f"psychosocial {d['psychosocial']:.2f}"
     ),
     MANAGER_: lambda d: f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})",
     GRANTED: lambda d: (

@@ -23,6 +23,7 @@ from contracts.referral import (
     PartyRole,
     ReferralStatus,
     ReleasedField,
+    ServiceDelivery,
     Urgency,
     WithheldCategory,
 )
@@ -75,6 +76,33 @@ class Answer(Body):
     note: str | None = Field(default=None, max_length=2000)
     reason: str | None = Field(default=None, max_length=2000)
     outcome: str | None = Field(default=None, max_length=2000)
+    delivery: ServiceDelivery | None = Field(
+        default=None, description="at completion: how much was delivered (default: delivered)"
+    )
+    why: str | None = Field(
+        default=None, max_length=2000, description="why, when not delivered in full"
+    )
+
+
+class ProgressReport(Body):
+    note: str = Field(min_length=1, max_length=2000)
+
+
+class FeedbackCreate(Body):
+    satisfaction: int = Field(ge=1, le=5, description="the person's own rating")
+    comment: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class ProgressPublic(BaseModel):
+    at: datetime
+    by_agency: str
+    note: str
+
+
+class FeedbackPublic(BaseModel):
+    at: datetime
+    satisfaction: int
+    comment: str | None
 
 
 class Cancellation(Body):
@@ -170,6 +198,11 @@ class ReferralPublic(BaseModel):
     consent_lost_during_override: list[ConsentLostPublic]
     disclosure: DisclosurePublic | None
     timeline: list[StepPublic]
+    delivery: ServiceDelivery | None = None
+    progress: list[ProgressPublic] | None = Field(
+        default=None, description="the recipient's progress reports, to those in the loop"
+    )
+    feedback: list[FeedbackPublic] | None = None
 
 
 class HandoverPublic(BaseModel):
@@ -234,6 +267,19 @@ def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> Ref
         if disclosure
         else None,
         timeline=[StepPublic(at=at, what=what, status=s) for at, what, s in referral.history],
+        delivery=referral.delivery,
+        progress=[
+            ProgressPublic(at=p.timestamp, by_agency=p.actor.agency_id, note=p.note)
+            for p in referral.progress_reports
+        ]
+        if shows_note
+        else None,
+        feedback=[
+            FeedbackPublic(at=f.timestamp, satisfaction=f.satisfaction, comment=f.comment)
+            for f in referral.feedback
+        ]
+        if shows_note
+        else None,
     )
 
 
@@ -489,7 +535,9 @@ def _answer_route(action: str) -> None:
         )
         text = body.reason or body.outcome or body.note
         scope = referral_allows(principal, Action.ANSWER_REFERRAL)
-        return referrals.answer(ctx, referral_id, action, text, scope=scope)
+        return referrals.answer(
+            ctx, referral_id, action, text, scope=scope, delivery=body.delivery, why=body.why
+        )
 
     answer.__name__ = f"{action}_referral"
     router.add_api_route(
@@ -503,6 +551,48 @@ def _answer_route(action: str) -> None:
 
 for _action in RECIPIENT_ANSWERS:
     _answer_route(_action)
+
+
+@router.post(
+    "/referrals/{referral_id}/progress",
+    status_code=201,
+    response_model=ReferralResult,
+    summary="The recipient agency reports progress",
+)
+def report_progress(
+    referral_id: UUID,
+    body: ProgressReport,
+    referrals: Referrals,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """How the service goes, while it is accepted or under way (treatment and monitoring
+    last weeks or months)."""
+    action = Action.ANSWER_REFERRAL
+    ctx = command_context(request, principal, roles_for(action), idempotency_key)
+    scope = referral_allows(principal, action)
+    return referrals.report_progress(ctx, referral_id, body.note, scope=scope)
+
+
+@router.post(
+    "/referrals/{referral_id}/feedback",
+    status_code=201,
+    response_model=ReferralResult,
+    summary="The person's feedback on the service, recorded by the sender",
+)
+def record_feedback(
+    referral_id: UUID,
+    body: FeedbackCreate,
+    referrals: Referrals,
+    principal: CurrentPrincipal,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    action = Action.RECORD_SERVICE_FEEDBACK
+    ctx = command_context(request, principal, roles_for(action), idempotency_key)
+    scope = referral_allows(principal, action)
+    return referrals.record_feedback(ctx, referral_id, body.satisfaction, body.comment, scope=scope)
 
 
 @router.post(

@@ -11,6 +11,15 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from contracts.casework import (
+    EducationLivelihoodAssessed,
+    ExploitationRecorded,
+    FamilySituationAssessed,
+    IdentificationRecorded,
+    LegalNeedsAssessed,
+    MedicalExaminationRecorded,
+    PsychosocialAssessed,
+)
 from contracts.consent import (
     ConsentGranted,
     ConsentRefused,
@@ -36,6 +45,7 @@ from contracts.referral import (
     HandoverParty,
     OverrideConclusion,
     PartyRole,
+    ServiceDelivery,
     Urgency,
     case_file_id,
     case_file_id_of_record,
@@ -56,6 +66,7 @@ from services.runtime.aggregate import CommandContext, utcnow
 from services.runtime.application import Result
 from services.runtime.follower import FollowingApplication, Processing, UpstreamAheadError
 from services.runtime.logging import get_logger
+from services.runtime.metrics import DEADLINE_ESCALATIONS
 
 log = get_logger("ketnoi.referral")
 _SYSTEM = Actor(user_id="ketnoi-deadline-watch", agency_id=PLATFORM_AGENCY_ID, role=Role.ADMIN)
@@ -68,6 +79,13 @@ INTAKE_FACTS: tuple[type[Event], ...] = (
     RiskAssessed,
     ContactPreferenceRecorded,
     CaseManagerAssigned,
+    MedicalExaminationRecorded,
+    PsychosocialAssessed,
+    FamilySituationAssessed,
+    LegalNeedsAssessed,
+    EducationLivelihoodAssessed,
+    ExploitationRecorded,
+    IdentificationRecorded,
 )
 CONSENT_FACTS: tuple[type[Event], ...] = (
     SubjectAgeNoted,
@@ -79,8 +97,20 @@ CONSENT_FACTS: tuple[type[Event], ...] = (
 )
 
 
+def _prefixed(prefix: str, facts: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{name}": value for name, value in facts.items()}
+
+
 def facts_of(event: Event) -> list[tuple[DataCategory, dict[str, Any]]]:
-    """The data categories an intake event holds, field by field, as agencies would see them."""
+    """The data categories an intake event holds, field by field, as agencies would see them.
+
+    Each event gives the fields it is the source of; a category gathered from several events
+    (``legal_case``, ``needs``) keeps each event's fields under names of their own, and a
+    later event of the same kind replaces its own fields only (``CaseFile.note_facts``).
+    """
+    casework = _casework_facts(event)
+    if casework is not None:
+        return [casework]
     if isinstance(event, ReceptionRecorded):
         return [
             (DataCategory.LOCATION, event.place.model_dump(mode="json", exclude_none=True)),
@@ -138,6 +168,33 @@ def facts_of(event: Event) -> list[tuple[DataCategory, dict[str, Any]]]:
             )
         ]
     return []
+
+
+def _casework_facts(event: Event) -> tuple[DataCategory, dict[str, Any]] | None:
+    """The facts of the comprehensive assessments, exploitation and identification."""
+    if isinstance(event, MedicalExaminationRecorded):  # the medical findings, and only them
+        return DataCategory.HEALTH, event.examination.model_dump(mode="json")
+    if isinstance(event, PsychosocialAssessed):
+        return DataCategory.PSYCHOSOCIAL, event.assessment.model_dump(mode="json")
+    if isinstance(event, FamilySituationAssessed):
+        return DataCategory.FAMILY, event.situation.model_dump(mode="json")
+    if isinstance(event, LegalNeedsAssessed):
+        return DataCategory.LEGAL_CASE, _prefixed(
+            "legal_needs", event.assessment.model_dump(mode="json")
+        )
+    if isinstance(event, ExploitationRecorded):
+        return DataCategory.LEGAL_CASE, _prefixed(
+            "exploitation", event.exploitation.model_dump(mode="json")
+        )
+    if isinstance(event, IdentificationRecorded):
+        return DataCategory.LEGAL_CASE, {
+            "identification_status": event.status.value,
+            "identification_authority": event.authority.agency_id if event.authority else None,
+            "identification_decided_on": event.decided_on.isoformat() if event.decided_on else None,
+        }
+    if isinstance(event, EducationLivelihoodAssessed):
+        return DataCategory.NEEDS, _prefixed("livelihood", event.assessment.model_dump(mode="json"))
+    return None
 
 
 @dataclass(frozen=True)
@@ -319,13 +376,51 @@ class ReferralService(FollowingApplication):
         action: str,
         text: str | None = None,
         scope: Callable[[Referral], None] | None = None,
+        delivery: ServiceDelivery | None = None,
+        why: str | None = None,
     ) -> Result:
+        request: dict[str, Any] = {"text": text}
+        if delivery is not None or why is not None:
+            request |= {"delivery": delivery.value if delivery else None, "why": why}
         return self.on_referral(
             ctx,
             referral_id,
             action,
-            {"text": text},
-            lambda referral: referral.answer(ctx, action, text),
+            request,
+            lambda referral: referral.answer(ctx, action, text, delivery, why),
+            scope,
+        )
+
+    def report_progress(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        note: str,
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        return self.on_referral(
+            ctx,
+            referral_id,
+            "report_progress",
+            {"note": note},
+            lambda referral: referral.report_progress(ctx, note),
+            scope,
+        )
+
+    def record_feedback(
+        self,
+        ctx: CommandContext,
+        referral_id: UUID,
+        satisfaction: int,
+        comment: str | None = None,
+        scope: Callable[[Referral], None] | None = None,
+    ) -> Result:
+        return self.on_referral(
+            ctx,
+            referral_id,
+            "record_feedback",
+            {"satisfaction": satisfaction, "comment": comment},
+            lambda referral: referral.record_feedback(ctx, satisfaction, comment),
             scope,
         )
 
@@ -490,6 +585,7 @@ class ReferralService(FollowingApplication):
                 log.info("override_lapsed", referral_id=str(referral_id), override_id=str(lapsed))
             if kinds:
                 escalated += len(kinds)
+                DEADLINE_ESCALATIONS.inc(len(kinds))
                 log.warning(
                     "deadline_missed",
                     referral_id=str(referral_id),

@@ -10,6 +10,11 @@ empty tracking table (``ketnoi feed --reset``) re-publishes the whole log.
 
 Where the position is kept: ``feed_tracking``. The relay wakes on PostgreSQL NOTIFY, or on an
 in-process prompt, and polls as a safety net.
+
+Personal data in a message passes the access policy when the message is built, against the
+consent log read at its head (``ConsentAtHead``), not against the referral service's copy of
+it; each message that carries data is recorded in the read audit before its batch is sent, and
+a batch whose reads cannot be recorded is not sent (it is retried like any failed batch).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import (
@@ -33,10 +40,16 @@ from psycopg import sql
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.referral.feed_messages import FEED_EVENTS, FeedMessage, FeedView
+from contracts.access_policy import Sight
+from contracts.audit import PersonalDataRead
+from contracts.consent import consent_record_id
+from contracts.envelope import Event
+from services.referral.application import ReferralService
+from services.referral.domain import Referral
+from services.referral.feed_messages import FEED_EVENTS, FeedMessage, FeedView, recipient_sight
 from services.referral.feed_tracking import UPSTREAM, close_recorder, forget_position
 from services.runtime.application import ServiceApplication
-from services.runtime.follower import Upstream, open_upstream
+from services.runtime.follower import Lag, Upstream, open_upstream, upstream_lag
 from services.runtime.kafka import (
     KafkaError,
     KafkaSettings,
@@ -46,6 +59,7 @@ from services.runtime.kafka import (
 )
 from services.runtime.logging import get_logger
 from services.runtime.persistence import decode_stored
+from services.runtime.read_audit import ReadAuditLog, audit_env
 from services.runtime.settings import Settings
 
 log = get_logger("ketnoi.feed")
@@ -74,16 +88,52 @@ def open_feed_upstream(settings: Settings, app: ServiceApplication | None = None
     return open_upstream(small, UPSTREAM, FEED_EVENTS, app=app)
 
 
+def open_consent_upstream(settings: Settings, app: ServiceApplication | None = None) -> Upstream:
+    """The consent log, as the relay reads it to decide what a recipient may read now."""
+    small = settings.model_copy(update={"pg_pool_size": 1, "pg_max_overflow": 2})
+    return open_upstream(small, "consent", ReferralService.follows["consent"], app=app)
+
+
+class ConsentAtHead:
+    """A case's consent record, read from the consent log at its head.
+
+    The records read are kept until ``forget`` (the relay forgets them before each batch), so
+    a batch with many messages of one case reads its record once.
+    """
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self._topics = frozenset(upstream.topics)
+        self._records: dict[UUID, list[Event]] = {}
+
+    def events_of(self, case_id: UUID) -> list[Event]:
+        events = self._records.get(case_id)
+        if events is None:
+            stored = self.upstream.recorder.select_events(consent_record_id(case_id))
+            mapper = self.upstream.mapper
+            events = [decode_stored(mapper, s) for s in stored if s.topic in self._topics]
+            self._records[case_id] = events
+        return events
+
+    def release(self, referral: Referral, at: datetime) -> Sight:
+        """What the referral's recipient may read of its data at ``at``."""
+        return recipient_sight(referral, self.events_of(referral.spec.case_id), at)
+
+    def forget(self) -> None:
+        self._records.clear()
+
+
 ProducerFactory = Callable[[KafkaSettings], KafkaProducer]
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A stretch of the referral log, and the messages it makes."""
+    """A stretch of the referral log, the messages it makes and the reads they carry."""
 
     last: int  # the notification id of its last event: the position to track
     events: int
     messages: list[FeedMessage]
+    reads: list[PersonalDataRead] = field(default_factory=list)
 
 
 class FeedRelay:
@@ -98,14 +148,23 @@ class FeedRelay:
         settings: Settings,
         feed: FeedSettings | None = None,
         producer_factory: ProducerFactory = producer,
+        consent: Upstream | None = None,
+        audit: ReadAuditLog | None = None,
     ) -> None:
+        """``consent`` and ``audit`` default to readers and writers of the relay's own (an
+        in-process relay passes the platform's, which it does not close)."""
         self.upstream = upstream
         self.tracking = tracking
         self.kafka = kafka
         self.settings = settings
         self.feed = feed or FeedSettings()
         self.producer_factory = producer_factory
-        self.view = FeedView(upstream.recorder, upstream.mapper, self.feed.cache_size)
+        self._owns = (consent is None, audit is None)
+        self.consent = ConsentAtHead(consent or open_consent_upstream(settings))
+        self.audit = audit or ReadAuditLog(env=audit_env(settings))
+        self.view = FeedView(
+            upstream.recorder, upstream.mapper, self.feed.cache_size, release=self.consent.release
+        )
         self.prompt = threading.Event()
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -115,6 +174,7 @@ class FeedRelay:
         self._topic_names: dict[str, str] = {}  # agency id -> its topic
         self._position: int | None = None
         self._thread: threading.Thread | None = None
+        self._running = False
         # Waits for the broker's acknowledgements while the next batch is read.
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed-flush")
 
@@ -144,6 +204,7 @@ class FeedRelay:
         batch = self._read(self.position())
         if batch is None:
             return 0
+        self._record(batch.reads)
         futures = self._send(batch.messages)
         self._flush()
         self._acknowledged(batch, futures)
@@ -159,6 +220,7 @@ class FeedRelay:
         total = 0
         batch = self._read(self.position())
         while batch is not None and not self.stopping.is_set():
+            self._record(batch.reads)
             futures = self._send(batch.messages)
             flushed = self._flusher.submit(self._flush)
             try:
@@ -178,10 +240,22 @@ class FeedRelay:
         if not notifications:
             return None
         mapper, messages_for = self.upstream.mapper, self.view.messages_for
+        self.consent.forget()  # each batch decides on the consent log as it is now
+        self.view.take_reads()  # what a batch given up before left behind
         messages: list[FeedMessage] = []
         for notification in notifications:
             messages += messages_for(decode_stored(mapper, notification))
-        return Batch(last=notifications[-1].id, events=len(notifications), messages=messages)
+        return Batch(
+            last=notifications[-1].id,
+            events=len(notifications),
+            messages=messages,
+            reads=self.view.take_reads(),
+        )
+
+    def _record(self, reads: list[PersonalDataRead]) -> None:
+        """Record the reads a batch carries, durably, before any of it is sent."""
+        if reads:
+            self.audit.save(*reads)
 
     def _flush(self) -> None:
         if self._producer is not None:
@@ -258,6 +332,18 @@ class FeedRelay:
 
     # -- running -------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether the loop runs and its last round ended without an error."""
+        return self._running and self.error is None
+
+    def lag(self) -> list[Lag]:
+        """How far the acknowledged position is behind the referral log (reads the log)."""
+        position = self._position
+        if position is None:
+            position = self.tracking.max_tracking_id(self.upstream.name) or 0
+        return [upstream_lag(self.upstream, position, self.upstream.topics)]
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="feed-relay", daemon=True)
         self._thread.start()
@@ -280,6 +366,7 @@ class FeedRelay:
         """Publish, then wait for a NOTIFY, a prompt or the poll interval; until stopped."""
         listener: psycopg.Connection[Any] | None = None
         backoff = self.feed.retry_backoff
+        self._running = True
         try:
             while not self.stopping.is_set():
                 try:
@@ -312,6 +399,7 @@ class FeedRelay:
                     listener = None
                     self.stopping.wait(self.feed.poll_interval)
         finally:
+            self._running = False
             _close_connection(listener)
 
     def _listen(self) -> psycopg.Connection[Any] | None:
@@ -340,6 +428,11 @@ class FeedRelay:
             self._producer.close(timeout=5)
             self._producer = None
         close_recorder(self.tracking)
+        owns_consent, owns_audit = self._owns
+        if owns_consent:
+            close_recorder(self.consent.upstream.recorder)
+        if owns_audit:
+            self.audit.close()
 
 
 def prompt_on_save(app: ServiceApplication, relay: FeedRelay) -> None:

@@ -6,10 +6,16 @@ Rules (DESIGN.md, "The agency feed"):
 - a handover's events go to every party;
 - personal data goes only to a referral's recipient, only as a disclosure recorded it: in the
   dispatch (the disclosure it was sent with) and in later disclosures. A referral put on hold
-  shows nothing more until a new disclosure.
+  shows nothing more until a new disclosure;
+- and only as far as the access policy lets the recipient read it at the instant the message
+  is published (``recipient_sight``: the consent in force then, or an emergency override in
+  force then). A disclosure re-published after a withdrawal, an expiry or the person's 18th
+  birthday carries none of the data it no longer covers. Every message that carries data is
+  a read of the person's data, recorded in the read audit before it is sent.
 
 The state an event is judged in is the referral (or handover) rebuilt from the log up to that
-event, so re-publishing any stretch of the log gives the same messages.
+event, so re-publishing any stretch of the log gives the same messages, but for the data the
+consent in force at the time of publishing no longer releases.
 
 Messages are written straight from the event and that state, as plain values serialised with
 orjson, byte for byte as the contract models of ``contracts.feed`` would write them: their
@@ -21,6 +27,8 @@ message to them instead (``tests/unit/test_feed_subscriber.py``).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -28,7 +36,10 @@ import orjson
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 from pydantic import BaseModel
 
-from contracts.envelope import Event
+from contracts.access_policy import Asker, CaseTies, Sight, sight
+from contracts.audit import PersonalDataRead
+from contracts.consent_decision import decide
+from contracts.envelope import Actor, Event
 from contracts.feed import CONTENT_TYPE, SOURCE, SPEC_VERSION, Audience, HandoverStatus
 from contracts.referral import (
     HANDOVER_EVENTS,
@@ -49,9 +60,11 @@ from contracts.referral import (
     ReferralRejected,
     WithdrawalNotedDuringOverride,
 )
+from contracts.vocabulary import DataCategory, Role
 from services.referral.domain import Handover, Referral
-from services.runtime.aggregate import Aggregate
+from services.runtime.aggregate import Aggregate, utcnow
 from services.runtime.persistence import decode_stored
+from services.runtime.read_audit import personal_data_read
 
 FEED_EVENTS: tuple[type[Event], ...] = (*REFERRAL_EVENTS, *HANDOVER_EVENTS)
 _REFERRAL_TYPES = frozenset(REFERRAL_EVENTS)
@@ -63,6 +76,47 @@ _CONTENT_TYPE = ("content-type", CONTENT_TYPE.encode())
 _CE_TYPES = {event_type: ("ce_type", event_type.topic().encode()) for event_type in FEED_EVENTS}
 
 Headers = list[tuple[str, bytes]]
+
+# Who reads a message in the read audit: the recipient agency's feed, as its agency staff.
+FEED_READER = "ketnoi-feed"
+FEED_READ_PATH = "referral.feed"
+FEED_ROLE = Role.AGENCY_STAFF
+
+# What the recipient of a referral may read of its data at an instant (``recipient_sight``
+# with the consent log read at its head, in the relay).
+Release = Callable[[Referral, datetime], Sight]
+
+
+def recipient_sight(referral: Referral, consent_events: Sequence[Event], at: datetime) -> Sight:
+    """What the access policy lets the referral's recipient read of its data at ``at``.
+
+    ``consent_events`` are the case's consent record as its log holds it; the decision is the
+    one every read takes (``contracts.consent_decision.decide``), and an emergency override
+    counts while it is in force at ``at``.
+    """
+    spec = referral.spec
+    agency_id = spec.to_agency.agency_id
+    asker = Asker(
+        user_id=FEED_READER,
+        agency_id=agency_id,
+        province=spec.province,
+        roles=frozenset({FEED_ROLE}),
+    )
+    ties = CaseTies(province=spec.province, recipients=frozenset({agency_id}))
+    decision = decide(
+        consent_events,
+        recipient=spec.to_agency,
+        purpose=spec.purpose,
+        categories=spec.categories,
+        at=at,
+    )
+    return sight(
+        asker,
+        ties,
+        spec.categories,
+        consent=decision,
+        override_id=referral.override_in_force_at(at),
+    )
 
 
 class FeedMessage(NamedTuple):
@@ -97,20 +151,40 @@ class FeedView:
     Keeps the referrals and handovers it has seen (up to ``cache_size``, least recently used
     first out) and rebuilds one from the log whenever its copy is not exactly one event
     behind, as after a restart or when a failed batch is read again.
+
+    ``release`` says what a recipient may read of a referral's data at an instant; the data
+    a message carries is decided when it is built (``clock``), and each such read waits in
+    ``reads`` until the relay records it (``take_reads``).
     """
 
-    def __init__(self, recorder: ApplicationRecorder, mapper: Mapper[UUID], cache_size: int):
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        mapper: Mapper[UUID],
+        cache_size: int,
+        *,
+        release: Release,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.recorder = recorder
         self.mapper = mapper
         self.cache_size = cache_size
+        self.release = release
+        self.clock = clock
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
         self.rebuilt = 0
+        self.reads: list[PersonalDataRead] = []
+
+    def take_reads(self) -> list[PersonalDataRead]:
+        """The reads of personal data the messages built since the last call carry."""
+        reads, self.reads = self.reads, []
+        return reads
 
     def messages_for(self, event: Event) -> list[FeedMessage]:
         if type(event) in _REFERRAL_TYPES:
             referral = self._state_after(event, Referral)
             assert isinstance(referral, Referral)
-            return _referral_messages(referral, event)
+            return self._referral_messages(referral, event)
         if type(event) in _HANDOVER_TYPES:
             handover = self._state_after(event, Handover)
             assert isinstance(handover, Handover)
@@ -137,6 +211,60 @@ class FeedView:
             self._cache.popitem(last=False)
         return state
 
+    def _referral_messages(self, referral: Referral, event: Event) -> list[FeedMessage]:
+        spec = referral.spec
+        key = str(referral.id).encode()
+        headers = cloud_event_headers(event, key)
+        update = referral_update(referral, event)
+        disclosed = _disclosed(referral, event)
+        # The sender reads what was disclosed, never the data; the recipient the data too,
+        # as far as it may read it now.
+        update["audience"] = Audience.SENDER
+        update["disclosure"] = disclosure(disclosed, with_data=False)
+        to_sender = to_json(update)
+        messages = [FeedMessage(spec.from_agency.agency_id, key, headers, to_sender)]
+        if referral.dispatched_at is not None:
+            if disclosed is None:
+                # The same update but for its audience, which comes before any free text.
+                to_recipient = to_sender.replace(_TO_SENDER, _TO_RECIPIENT, 1)
+            else:
+                update["audience"] = Audience.RECIPIENT
+                update["disclosure"] = self._released(referral, disclosed)
+                to_recipient = to_json(update)
+            messages.append(FeedMessage(spec.to_agency.agency_id, key, headers, to_recipient))
+        return messages
+
+    def _released(self, referral: Referral, disclosed: DisclosureRecorded) -> dict[str, Any]:
+        """The disclosure as its recipient may read it now; the read recorded if it shows
+        any data."""
+        at = self.clock()
+        seen = self.release(referral, at)
+        allowed = {category.value for category in seen.categories}
+        data = {name: facts for name, facts in disclosed.data.items() if name in allowed}
+        values = disclosure(disclosed, with_data=bool(data))
+        assert values is not None
+        if not data:
+            return values
+        values["data"] = data
+        assert seen.basis is not None
+        assert seen.role is not None
+        read = personal_data_read(
+            actor=Actor(
+                user_id=FEED_READER, agency_id=referral.spec.to_agency.agency_id, role=seen.role
+            ),
+            case_id=referral.spec.case_id,
+            categories=sorted(DataCategory(name) for name in data),
+            basis=seen.basis,
+            what=FEED_READ_PATH,
+            person_id=disclosed.person_id,
+            grant_ids=seen.grant_ids,
+            override_id=seen.override_id,
+            at=at,
+        )
+        assert read is not None
+        self.reads.append(read)
+        return values
+
 
 # -- the values, as the contract models write them ------------------------------------------
 
@@ -154,29 +282,6 @@ def _fields(value: object) -> dict[str, Any]:
 def to_json(values: dict[str, Any]) -> bytes:
     """The JSON of an update's values, as its contract model's ``model_dump_json`` writes it."""
     return orjson.dumps(values, default=_fields, option=orjson.OPT_UTC_Z)
-
-
-def _referral_messages(referral: Referral, event: Event) -> list[FeedMessage]:
-    spec = referral.spec
-    key = str(referral.id).encode()
-    headers = cloud_event_headers(event, key)
-    update = referral_update(referral, event)
-    disclosed = _disclosed(referral, event)
-    # The sender reads what was disclosed, never the data; the recipient the data too.
-    update["audience"] = Audience.SENDER
-    update["disclosure"] = disclosure(disclosed, with_data=False)
-    to_sender = to_json(update)
-    messages = [FeedMessage(spec.from_agency.agency_id, key, headers, to_sender)]
-    if referral.dispatched_at is not None:
-        if disclosed is None:
-            # The same update but for its audience, which comes before any free text.
-            to_recipient = to_sender.replace(_TO_SENDER, _TO_RECIPIENT, 1)
-        else:
-            update["audience"] = Audience.RECIPIENT
-            update["disclosure"] = disclosure(disclosed, with_data=True)
-            to_recipient = to_json(update)
-        messages.append(FeedMessage(spec.to_agency.agency_id, key, headers, to_recipient))
-    return messages
 
 
 _TO_SENDER = b',"audience":"sender",'

@@ -15,6 +15,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg import sql
 
+from services.runtime.files import private_file
 from services.runtime.persistence import application_env
 from services.runtime.settings import Settings
 
@@ -27,7 +28,7 @@ def tracking_env(settings: Settings, *, create_tables: bool | None = None) -> di
     PostgreSQL, ``feed.sqlite`` in the embedded default."""
     env = application_env(settings, UPSTREAM, create_tables=create_tables)
     if settings.postgres is None:
-        env["SQLITE_DBNAME"] = str(settings.data_dir / f"{FEED}.sqlite")
+        env["SQLITE_DBNAME"] = str(private_file(settings.data_dir / f"{FEED}.sqlite"))
     else:
         env["POSTGRES_SCHEMA"] = settings.schema_for(FEED)
         # One reader and one writer of positions: a small pool.

@@ -3,7 +3,7 @@
 It reads only the lifecycle events (never disclosures), catches up incrementally before
 each use, and can always be rebuilt from the log, so several processes of the service each
 keep their own. What is due, and when an override has ended, it judges with the very rules
-the Referral aggregate applies (``domain.deadlines`` and ``override_past_its_end``), fed by
+the Referral aggregate applies (``contracts.deadlines`` and ``override_past_its_end``), fed by
 the same events, so the deadline check never disagrees with the referral it loads.
 """
 
@@ -16,6 +16,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder
 
+from contracts.deadlines import DueTimes
 from contracts.envelope import Event
 from contracts.referral import (
     TERMINAL_STATUSES,
@@ -41,7 +42,6 @@ from contracts.referral import (
     ReferralStarted,
     ReferralStatus,
 )
-from services.referral.domain.deadlines import DueTimes
 from services.referral.domain.overrides import Override, override_past_its_end
 from services.runtime.follower import topics_of
 from services.runtime.persistence import decode_stored, new_mapper

@@ -30,6 +30,8 @@ from services.runtime.errors import ConcurrentChangeError, IdempotencyKeyReusedE
 from services.runtime.logging import get_logger
 from services.runtime.persistence import OrjsonTranscoder, PydanticMapper
 from services.runtime.positions import note_written
+from services.runtime.seal.keys import policy_from_env
+from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import CommandRetry
 
 log = get_logger("ketnoi.command")
@@ -51,6 +53,9 @@ class ServiceApplication(Application[UUID]):
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env=env)
         self.command_retry = CommandRetry.from_env(self.env)
+        policy = policy_from_env(self.env)
+        if policy is not None and isinstance(self.recorder, PostgresSeal | SQLiteSeal):
+            self.recorder.checkpoints = policy
 
     def construct_mapper(self) -> Mapper[UUID]:
         return self.factory.mapper(transcoder=OrjsonTranscoder(), mapper_class=PydanticMapper)

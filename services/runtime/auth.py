@@ -23,7 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts.access_policy import Asker
 from contracts.envelope import Actor, AgencyId
 from contracts.vocabulary import AgencyKind, Role
-from services.runtime.errors import AuthenticationError, PermissionDeniedError
+from services.runtime.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    UnverifiableTokenError,
+)
+from services.runtime.files import private_dir
+from services.runtime.hardening import Guard, client_address
+from services.runtime.oidc import ProviderKeys, principal_claims
 from services.runtime.settings import Environment, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -72,12 +79,21 @@ class TokenService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._signing_key: Any | None = None
-        if (
+        self._provider: ProviderKeys | None = None
+        self._public_key: Any = None
+        if settings.auth_oidc_issuer_url is not None:
+            # The provider's keys, found by discovery and rotated (fetched when first needed).
+            self._provider = ProviderKeys(
+                settings.auth_oidc_issuer_url,
+                min_refresh_seconds=settings.auth_jwks_min_refresh_seconds,
+                max_age_seconds=settings.auth_jwks_max_age_seconds,
+            )
+        elif (
             settings.environment is Environment.DEVELOPMENT
             and settings.auth_public_key_file is None
         ):
-            self._signing_key = _load_or_create_signing_key(settings.signing_key_path())
-            self._public_key: Any = self._signing_key.public_key()
+            self._signing_key = load_or_create_ed25519_key(settings.signing_key_path())
+            self._public_key = self._signing_key.public_key()
         else:
             path = settings.public_key_path()
             try:
@@ -85,6 +101,11 @@ class TokenService:
             except FileNotFoundError:
                 msg = f"no public key at {path}; set KETNOI_AUTH_PUBLIC_KEY_FILE"
                 raise SettingsError(msg) from None
+
+    @property
+    def public_key(self) -> Any:
+        """The key tokens are verified with (the identity provider's, in production)."""
+        return self._public_key
 
     def issue(
         self,
@@ -131,27 +152,33 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         """The principal a token names; raises AuthenticationError saying why it is refused."""
+        key, issuer = self._public_key, self.settings.auth_issuer
+        if self._provider is not None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.InvalidTokenError:
+                raise UnverifiableTokenError("The access token is not valid for Ketnoi.") from None
+            key = self._provider.key_for(kid).key
+            issuer = self._provider.issuer or issuer
         try:
             claims = jwt.decode(
                 token,
-                self._public_key,
+                key,
                 algorithms=[self.settings.auth_algorithm],
                 audience=self.settings.auth_audience,
-                issuer=self.settings.auth_issuer,
+                issuer=issuer,
                 options={"require": ["exp", "sub", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("The access token has expired; sign in again.") from None
         except jwt.InvalidTokenError:
-            raise AuthenticationError("The access token is not valid for Ketnoi.") from None
+            raise UnverifiableTokenError("The access token is not valid for Ketnoi.") from None
+        settings = self.settings
+        fields = principal_claims(
+            claims, settings.auth_claims, settings.auth_roles_client or settings.auth_audience
+        )
         try:
-            return Principal(
-                user_id=claims["sub"],
-                agency_id=claims.get("agency", ""),
-                agency_kind=claims.get("agency_kind"),
-                province=claims.get("province", ""),
-                roles=frozenset(claims.get("roles") or ()),
-            )
+            return Principal(**fields)
         except ValidationError as exc:
             raise AuthenticationError(_claims_problem(exc)) from None
 
@@ -181,14 +208,16 @@ def _claims_problem(exc: ValidationError) -> str:
     )
 
 
-def _load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+def load_or_create_ed25519_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in a PEM file, created (readable by its owner only) when
+    missing; raises SettingsError when the file holds another kind of key."""
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             msg = f"{path} is not an Ed25519 private key"
             raise SettingsError(msg)
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -199,7 +228,7 @@ def _load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _load_or_create_signing_key(path)
+        return load_or_create_ed25519_key(path)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
     return key
@@ -214,18 +243,34 @@ def authenticate(
 ) -> Principal:
     """FastAPI dependency: the principal of the request's bearer token, or 401.
 
+    An address that presented too many refused tokens lately is locked out (429), and a
+    principal sending faster than its rate limit is refused (429), when the app has a guard.
+
     Where the app knows the agency directory (``app.state.agencies``), the token's agency
     must be in it and active, and the principal's agency kind is the directory's: a token's
     ``agency_kind`` claim is only checked against it, and a disagreement is refused.
     """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError("Send an access token as 'Authorization: Bearer <token>'.")
+    guard: Guard | None = getattr(request.app.state, "guard", None)
+    address = client_address(request.scope)
+    if guard is not None:
+        guard.lockout.check(address)
     tokens: TokenService = request.app.state.tokens
-    principal = tokens.verify(credentials.credentials)
     agencies: AgencyLookup | None = getattr(request.app.state, "agencies", None)
-    if agencies is None:
-        return principal
-    return in_directory(principal, agencies)
+    try:
+        principal = tokens.verify(credentials.credentials)
+        if agencies is not None:
+            principal = in_directory(principal, agencies)
+    except UnverifiableTokenError:
+        # Only tokens that fail verification count: an expired one or an agency since
+        # deactivated is no sign of guessing, and may come from a whole office's address.
+        if guard is not None:
+            guard.lockout.failed(address)
+        raise
+    if guard is not None:
+        guard.principal(f"{principal.agency_id}/{principal.user_id}")
+    return principal
 
 
 def in_directory(principal: Principal, agencies: AgencyLookup) -> Principal:

@@ -17,7 +17,7 @@ class DomainError(Exception):
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
     # Extra response headers of the problem (e.g. Retry-After on a 503).
-    headers: ClassVar[Mapping[str, str]] = {}
+    headers: Mapping[str, str] = {}
 
     def __init__(self, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
@@ -73,6 +73,11 @@ class AuthenticationError(DomainError):
     title = "Authentication required"
 
 
+class UnverifiableTokenError(AuthenticationError):
+    """A token that is malformed, not signed by the identity provider, or not for Ketnoi:
+    what guessing or forging looks like (an expired token is not one)."""
+
+
 class PermissionDeniedError(DomainError):
     status = 403
     slug = "forbidden"
@@ -85,4 +90,4 @@ class UnavailableError(DomainError):
     status = 503
     slug = "unavailable"
     title = "Not available right now"
-    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}
+    headers: Mapping[str, str] = {"Retry-After": "1"}

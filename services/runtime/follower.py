@@ -19,9 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import psycopg
+import structlog
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -87,7 +89,14 @@ class FollowingApplication(ServiceApplication):
         Returns False when the event had already been processed (by this or another process).
         """
         processing = Processing(upstream, notification_id)
-        self.policy(upstream, event, processing)
+        # What a reaction logs carries the correlation id of the request that caused it,
+        # whichever service took that request.
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=str(event.correlation_id) if event.correlation_id else None,
+            upstream=upstream,
+            event_id=str(event.event_id),
+        ):
+            self.policy(upstream, event, processing)
         try:
             recordings = self._record(processing)
         except IntegrityError:
@@ -98,6 +107,16 @@ class FollowingApplication(ServiceApplication):
             raise ConcurrentProcessingError(upstream, notification_id) from None
         self._notify(recordings)
         return True
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far a loop is behind one upstream log: positions to its head, and the age of the
+    oldest event it has yet to handle (0 when it has handled everything it follows)."""
+
+    upstream: str
+    events: int
+    seconds: float
 
 
 @dataclass
@@ -118,6 +137,17 @@ def topics_of(event_types: Iterable[type[Event]]) -> tuple[str, ...]:
         for cls in event_types
         for version in range(1, cls.event_version + 1)
     )
+
+
+def upstream_lag(upstream: Upstream, position: int, topics: Sequence[str]) -> Lag:
+    """The lag of a reader at ``position`` that handles ``topics`` of ``upstream``."""
+    pending = upstream.recorder.select_notifications(start=position + 1, limit=1, topics=topics)
+    if not pending:
+        return Lag(upstream.name, 0, 0.0)
+    head = upstream.recorder.max_notification_id() or pending[0].id
+    event = decode_stored(upstream.mapper, pending[0])
+    age = (datetime.now(UTC) - event.timestamp).total_seconds()
+    return Lag(upstream.name, max(head - position, 1), max(age, 0.0))
 
 
 def open_upstream(
@@ -161,6 +191,15 @@ class WakeLoop:
 
     def catch_up(self) -> int:
         raise NotImplementedError
+
+    def lag(self) -> list[Lag]:
+        """How far behind each upstream this loop is (reads the logs)."""
+        return []
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop's thread lives and its last round ended without an error."""
+        return self._thread is not None and self._thread.is_alive() and self.error is None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -300,6 +339,12 @@ class Follower(WakeLoop):
     def follows(self, upstream_name: str) -> bool:
         """Whether this loop reads that log."""
         return any(u.name == upstream_name for u in self.upstreams)
+
+    def lag(self) -> list[Lag]:
+        return [
+            upstream_lag(upstream, self.app.position(upstream.name), upstream.topics)
+            for upstream in self.upstreams
+        ]
 
     def pending(self, upstream_name: str, up_to: int | None = None) -> bool:
         """Whether the upstream's log holds an event this service has not processed yet (at

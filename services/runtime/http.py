@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+import eventsourcing.persistence
 import psycopg
 import structlog
-from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,8 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.vocabulary import Role
 from services.runtime.aggregate import CommandContext
 from services.runtime.auth import Principal, TokenService
+from services.runtime.docs import serve_docs
 from services.runtime.errors import DomainError, InvalidRequestError
+from services.runtime.hardening import EdgeMiddleware, Guard
+from services.runtime.health import router as health_router
 from services.runtime.logging import get_logger
+from services.runtime.metrics import LATENCY, REQUESTS
 from services.runtime.positions import PositionMiddleware, document_response_header
 from services.runtime.settings import Settings
 
@@ -34,7 +39,7 @@ def problem(
     slug: str,
     title: str,
     detail: str,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> JSONResponse:
     body = {"type": f"urn:ketnoi:problem:{slug}", "title": title, "status": status}
@@ -46,10 +51,13 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _problem_of(exc: DomainError) -> JSONResponse:
+    return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extensions)
+
+
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = getattr(exc, "headers", None)
-    return problem(exc.status, exc.slug, exc.title, exc.detail, headers, **exc.extensions)
+    return _problem_of(exc)
 
 
 # A 422 says what to fix, in a size that does not grow with the input.
@@ -91,16 +99,42 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    # The database went away (a restart, a failover): nothing was decided; ask again soon.
-    log.warning("storage_unavailable", error=type(exc).__name__)
+# What a database that is down or restarting raises: the store's driver, and the event
+# store's own wrapping of it. Answered 503 with Retry-After; the connections recover alone.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+    eventsourcing.persistence.ConnectionUnavailableError,
+)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database_unavailable", error=type(exc).__name__, path_route=_route(request))
     return problem(
         503,
         "unavailable",
         "Not available right now",
-        "Ketnoi cannot reach its database at this moment; try again in a moment.",
-        {"Retry-After": "1"},
+        "Ketnoi cannot reach its database at the moment; try again in a few seconds.",
+        {"Retry-After": "2"},
     )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Logged by the server as well; the client gets a problem, never a stack trace.
+    log.error("unexpected_error", error=type(exc).__name__, path_route=_route(request))
+    return problem(
+        500,
+        "internal-error",
+        "Internal error",
+        "Something went wrong on Ketnoi's side; the request may be retried. If it keeps "
+        "failing, tell your administrator the correlation id of this response.",
+    )
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "?"))
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -120,28 +154,38 @@ def create_app(
 
     The settings are ``state["settings"]`` when given, else the token service's.
     """
-    app = FastAPI(title=title, description=description, version="0.1.0")
+    # The documentation pages are served from local files (services/runtime/docs.py).
+    app = FastAPI(
+        title=title, description=description, version="0.1.0", docs_url=None, redoc_url=None
+    )
+    serve_docs(app)
     app.state.tokens = tokens
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for storage_error in (StoreOperationalError, psycopg.OperationalError):
-        app.add_exception_handler(storage_error, _storage_unavailable)
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)
 
     settings = (state or {}).get("settings")
     if not isinstance(settings, Settings):
         settings = tokens.settings
+    guard = Guard(settings)
+    app.state.guard = guard
     # Added first, so it runs inside the request context and its 413s are logged too.
-    app.add_middleware(RequestBodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestBodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        timeout=settings.http_body_timeout_seconds,
+    )
     app.add_middleware(PositionMiddleware)
+    app.add_middleware(EdgeMiddleware, guard=guard, refuse=_problem_of)
     app.add_middleware(RequestContextMiddleware)
 
-    @app.get("/healthz", tags=["health"], include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.state.settings = settings
+    app.include_router(health_router)
     for router in routers:
         app.include_router(router)
     document_response_header(app)
@@ -183,45 +227,54 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                # The route template, never the concrete path.
-                route = scope.get("route")
+                # The route template, never the concrete path (ids stay out of labels).
+                route = getattr(scope.get("route"), "path", "unmatched")
+                elapsed = time.perf_counter() - started
+                REQUESTS.labels(route, scope["method"], str(status)).inc()
+                LATENCY.labels(route, scope["method"]).observe(elapsed)
                 log.info(
                     "request",
                     method=scope["method"],
-                    route=getattr(route, "path", "?"),
+                    route=route,
                     status=status,
-                    ms=round((time.perf_counter() - started) * 1000, 1),
+                    ms=round(elapsed * 1000, 1),
                 )
 
 
 class RequestBodyLimitMiddleware:
-    """Refuses a request body over ``max_bytes`` with 413 before anything parses it.
+    """Refuses a request body over ``max_bytes`` with 413, and one that does not arrive
+    whole within ``timeout`` seconds with 408, before anything parses it.
 
-    A declared Content-Length over the limit is refused without reading the body. A body
-    without one (chunked) is read here, counting, up to the limit and handed on whole; the
-    first byte over the limit ends the reading with 413. Plain ASGI, like the middleware
-    above.
+    A declared Content-Length over the limit is refused without reading the body. Any other
+    body is read here, counting, up to the limit and handed on whole; the first byte over the
+    limit ends the reading with 413, and a client trickling its body too slowly is cut off
+    (it would otherwise hold a worker for as long as it likes). Plain ASGI, like the
+    middleware above.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None:
-            if declared > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                await self._too_slow(scope, receive, send)
+                return
             if message["type"] != "http.request":  # the client went away
                 await self.app(scope, _replay([message], receive), send)
                 return
@@ -246,6 +299,17 @@ class RequestBodyLimitMiddleware:
             max_bytes=self.max_bytes,
         )
         # The rest of the body is never read: the connection cannot be reused.
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+    async def _too_slow(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(
+            408,
+            "request-timeout",
+            "Request body too slow",
+            f"The request body did not arrive within {self.timeout:g} seconds; send it again "
+            "on a better connection.",
+        )
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
 

@@ -19,6 +19,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessR
 from psycopg import sql
 
 from contracts.envelope import Event, resolve
+from services.runtime.files import private_file
 from services.runtime.settings import SERVICES, Settings
 
 
@@ -140,12 +141,14 @@ def application_env(
         raise ValueError(msg)
     target = settings.postgres
     if target is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": str(settings.data_dir / f"{service}.sqlite"),
+            "SQLITE_DBNAME": str(private_file(settings.data_dir / f"{service}.sqlite")),
             "SQLITE_LOCK_TIMEOUT": "10",
             "CREATE_TABLE": "yes" if create_tables in (None, True) else "no",
+            "APPLICATION_RECORDER_TOPIC": f"{_SEALED}:SealedSQLiteApplicationRecorder",
+            "PROCESS_RECORDER_TOPIC": f"{_SEALED}:SealedSQLiteProcessRecorder",
+            **_seal_env(settings, service),
         }
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -159,10 +162,22 @@ def application_env(
         "POSTGRES_MAX_OVERFLOW": str(settings.pg_max_overflow),
         # Kept off: the database functions break notification ordering.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
-        "APPLICATION_RECORDER_TOPIC": f"{__name__}:WindowedApplicationRecorder",
-        "PROCESS_RECORDER_TOPIC": f"{__name__}:WindowedProcessRecorder",
+        # Every log is sealed in the transaction that stores its events (see seal/).
+        "APPLICATION_RECORDER_TOPIC": f"{_SEALED}:SealedPostgresApplicationRecorder",
+        "PROCESS_RECORDER_TOPIC": f"{_SEALED}:SealedPostgresProcessRecorder",
         "CREATE_TABLE": "yes" if create_tables else "no",
+        **_seal_env(settings, service),
     }
+
+
+_SEALED = "services.runtime.seal.recorders"
+
+
+def _seal_env(settings: Settings, log: str) -> dict[str, str]:
+    # Imported here: the seal's recorders build on the recorders of this module.
+    from services.runtime.seal.keys import seal_env
+
+    return seal_env(settings, log)
 
 
 def create_schemas(settings: Settings, services: tuple[str, ...] = SERVICES) -> None:

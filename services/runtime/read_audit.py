@@ -29,7 +29,9 @@ from contracts.envelope import Actor
 from contracts.vocabulary import DataCategory
 from services.runtime.application import ServiceApplication
 from services.runtime.errors import DomainError
+from services.runtime.files import private_file
 from services.runtime.logging import get_logger
+from services.runtime.metrics import READ_AUDIT_WRITES
 from services.runtime.persistence import application_env, decode_stored
 from services.runtime.settings import Settings
 
@@ -69,8 +71,9 @@ def audit_env(settings: Settings, *, create_tables: bool | None = None) -> dict[
     """The eventsourcing environment of the audit log (schema or file ``audit``)."""
     # The same settings as a service's log, placed in a schema and a file of its own.
     env = application_env(settings, "intake", create_tables=create_tables)
+    env["KETNOI_SEAL_LOG"] = AUDIT
     if settings.postgres is None:
-        env["SQLITE_DBNAME"] = str(settings.data_dir / f"{AUDIT}.sqlite")
+        env["SQLITE_DBNAME"] = str(private_file(settings.data_dir / f"{AUDIT}.sqlite"))
     else:
         env["POSTGRES_SCHEMA"] = settings.schema_for(AUDIT)
         # One writer thread and the occasional auditor's query.
@@ -90,6 +93,46 @@ def migrate_read_audit(settings: Settings) -> None:
                 )
             )
     ReadAuditLog(env=audit_env(settings, create_tables=True)).close()
+
+
+def personal_data_read(
+    *,
+    actor: Actor,
+    case_id: UUID,
+    categories: Iterable[DataCategory],
+    basis: ReadBasis,
+    what: str,
+    person_id: UUID | None = None,
+    grant_ids: Iterable[UUID] = (),
+    override_id: UUID | None = None,
+    reason: str | None = None,
+    correlation_id: UUID | None = None,
+    at: datetime | None = None,
+) -> PersonalDataRead | None:
+    """The event recording one read (None when ``categories`` is empty: nothing personal was
+    read). ``at`` is the instant the read was decided, now unless given.
+
+    Raises pydantic's ValidationError (a ValueError) when the basis and the other fields do
+    not fit together, e.g. a ``break_glass`` read without a reason.
+    """
+    read_categories = tuple(dict.fromkeys(categories))
+    if not read_categories:
+        return None
+    return PersonalDataRead(
+        originator_id=uuid4(),
+        originator_version=1,
+        timestamp=at or datetime.now(UTC),
+        actor=actor,
+        correlation_id=correlation_id,
+        case_id=case_id,
+        person_id=person_id,
+        categories=read_categories,
+        basis=basis,
+        grant_ids=tuple(dict.fromkeys(grant_ids)),
+        override_id=override_id,
+        reason=reason,
+        what=what,
+    )
 
 
 @dataclass(eq=False)
@@ -145,24 +188,20 @@ class ReadAudit:
         (a ValueError) when the basis and the other fields do not fit together, e.g. a
         ``break_glass`` read without a reason or a ``grant`` read without grant ids.
         """
-        read_categories = tuple(dict.fromkeys(categories))
-        if not read_categories:
-            return
-        read = PersonalDataRead(
-            originator_id=uuid4(),
-            originator_version=1,
-            timestamp=datetime.now(UTC),
+        read = personal_data_read(
             actor=actor,
-            correlation_id=correlation_id,
             case_id=case_id,
-            person_id=person_id,
-            categories=read_categories,
+            categories=categories,
             basis=basis,
-            grant_ids=tuple(dict.fromkeys(grant_ids)),
+            what=what,
+            person_id=person_id,
+            grant_ids=grant_ids,
             override_id=override_id,
             reason=reason,
-            what=what,
+            correlation_id=correlation_id,
         )
+        if read is None:
+            return
         waiting = _Waiting(read)
         with self._changed:
             if self._closing:
@@ -251,6 +290,7 @@ class ReadAudit:
             self._failing = True
             failed = True
         else:
+            READ_AUDIT_WRITES.inc(len(batch))
             if self._failing:
                 log.info("read_audit_recovered", reads=len(batch))
                 self._failing = False

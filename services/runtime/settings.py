@@ -33,7 +33,7 @@ class SettingsError(ValueError):
 class PostgresTarget:
     """The parts of a ``postgresql://`` URL that the event store needs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"postgresql", "postgres"}:
             msg = f"KETNOI_DATABASE_URL must start with postgresql:// (got {parts.scheme}://)"
@@ -42,7 +42,7 @@ class PostgresTarget:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 5432
         self.user = unquote(parts.username or "postgres")
-        self.password = unquote(parts.password or "")
+        self.password = password if password is not None else unquote(parts.password or "")
         self.dbname = parts.path.lstrip("/") or "postgres"
 
     def conninfo(self) -> str:
@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     data_dir: Path = Path(".ketnoi")
     database_url: str | None = None
+    # The database password from a file (a container secret) rather than in the URL.
+    database_password_file: Path | None = None
     # Prefix for the service schemas, so several installations (or test runs) share a database.
     schema_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
     pg_pool_size: int = Field(default=10, ge=1)
@@ -74,7 +76,24 @@ class Settings(BaseSettings):
     # the signing key under the data directory when not given.
     auth_public_key_file: Path | None = None
     auth_signing_key_file: Path | None = None
+    # Or: the identity provider's issuer URL; its keys come from OpenID Connect discovery
+    # and its JWKS, fetched again for a key id not seen yet (at most once every
+    # auth_jwks_min_refresh_seconds) and once auth_jwks_max_age_seconds old.
+    auth_oidc_issuer_url: str | None = Field(default=None, pattern=r"^https?://")
+    auth_jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    auth_jwks_max_age_seconds: float = Field(default=3600.0, gt=0)
+    # Where tokens keep roles: "ketnoi" (a flat "roles" claim) or "keycloak" (also the roles
+    # of client auth_roles_client, by default the audience, and the realm's; others ignored).
+    auth_claims: Literal["ketnoi", "keycloak"] = "ketnoi"
+    auth_roles_client: str | None = None
     token_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    # Sign-in to the web app through an OpenID Connect provider (authorisation code with
+    # PKCE). Its access tokens are verified like any bearer token (the key, issuer and
+    # audience above) and carry the claims sub, agency, province and roles.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_scope: str = "openid"
     # How long a read of a person's data may wait for this process to read the consent log
     # up to its head (so that a withdrawal committed before the read is in force for it).
     consent_read_timeout: float = Field(default=2.0, gt=0, le=30)
@@ -98,9 +117,60 @@ class Settings(BaseSettings):
     command_attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
     command_retry_pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
 
+    # The seal: checkpoints of every log signed with this Ed25519 key (PEM). Production
+    # requires it; development creates one under the data directory.
+    seal_signing_key_file: Path | None = None
+    # The origin of every log's checkpoints is "<seal_origin>/<log>"; also the key's name.
+    seal_origin: str = Field(default="ketnoi.localhost", pattern=r"^[^\s+]+$")
+    # A log is checkpointed at least every this many events, and every this many seconds
+    # when it has grown.
+    seal_checkpoint_every: int = Field(default=1000, ge=1)
+    seal_checkpoint_seconds: float = Field(default=60.0, gt=0)
+
     # How old this process's copy of the agency directory may grow before a lookup reads the
     # directory log again (an unknown agency is always looked up at once).
     directory_refresh_seconds: float = Field(default=1.0, gt=0)
+
+    # HTTP: an idle keep-alive connection is closed after this many seconds; a request body
+    # that does not arrive whole within http_body_timeout_seconds is refused (408); past
+    # http_max_connections at once, new ones get 503.
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    http_max_connections: int = Field(default=2048, ge=1)
+
+    # Rate limits (token buckets): requests a second, sustained, with bursts up to the burst
+    # size; 0 turns a limit off. Per principal (a token's user and agency) and per client
+    # address. Past the limit: 429 with Retry-After.
+    rate_limit_per_principal: float = Field(default=50.0, ge=0)
+    rate_limit_principal_burst: int = Field(default=200, ge=1)
+    rate_limit_per_address: float = Field(default=200.0, ge=0)
+    rate_limit_address_burst: int = Field(default=400, ge=1)
+    # After this many refused tokens from one address within the window, that address is
+    # refused (429) for the lockout's length; 0 turns the lockout off.
+    auth_failure_limit: int = Field(default=20, ge=0)
+    auth_failure_window_seconds: float = Field(default=300.0, gt=0)
+    auth_lockout_seconds: float = Field(default=300.0, gt=0)
+
+    # /readyz answers 503 while a follower of this process lags more than this many seconds
+    # behind an upstream log (or stalls on an error).
+    ready_max_lag_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _key_files_exist(self) -> Settings:
+        for variable, path in (
+            ("KETNOI_DATABASE_PASSWORD_FILE", self.database_password_file),
+            ("KETNOI_AUTH_PUBLIC_KEY_FILE", self.auth_public_key_file),
+            ("KETNOI_AUTH_SIGNING_KEY_FILE", self.auth_signing_key_file),
+        ):
+            if path is None or path.is_file():
+                continue
+            # A development signing key is created where it is named; a public key never is.
+            if variable == "KETNOI_AUTH_SIGNING_KEY_FILE" and not path.exists():
+                continue
+            what = "is not a file" if path.exists() else "does not exist"
+            msg = f"{variable} names {path}, which {what}; point it at the file"
+            raise SettingsError(msg)
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -111,10 +181,16 @@ class Settings(BaseSettings):
                     "(the embedded default is for trying Ketnoi out)"
                 )
                 raise SettingsError(msg)
-            if self.auth_public_key_file is None:
+            if self.auth_public_key_file is None and self.auth_oidc_issuer_url is None:
                 msg = (
-                    "KETNOI_AUTH_PUBLIC_KEY_FILE is required in production "
-                    "(the identity provider's public key)"
+                    "KETNOI_AUTH_OIDC_ISSUER_URL or KETNOI_AUTH_PUBLIC_KEY_FILE is required in "
+                    "production (the identity provider's issuer, or its public key)"
+                )
+                raise SettingsError(msg)
+            if self.seal_signing_key_file is None:
+                msg = (
+                    "KETNOI_SEAL_SIGNING_KEY_FILE is required in production "
+                    "(the Ed25519 key, PEM, that signs the logs' checkpoints)"
                 )
                 raise SettingsError(msg)
             if self.auth_signing_key_file is not None:
@@ -125,13 +201,25 @@ class Settings(BaseSettings):
                 raise SettingsError(msg)
         return self
 
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            msg = "KETNOI_OIDC_CLIENT_ID is required with KETNOI_OIDC_ISSUER"
+            raise SettingsError(msg)
+        return self
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None
 
     @property
     def postgres(self) -> PostgresTarget | None:
-        return PostgresTarget(self.database_url) if self.database_url else None
+        if not self.database_url:
+            return None
+        password = None
+        if self.database_password_file is not None:
+            password = self.database_password_file.read_text().strip()
+        return PostgresTarget(self.database_url, password)
 
     @property
     def effective_log_format(self) -> Literal["console", "json"]:
@@ -144,6 +232,9 @@ class Settings(BaseSettings):
 
     def signing_key_path(self) -> Path:
         return self.auth_signing_key_file or self.data_dir / "auth-signing-key.pem"
+
+    def seal_key_path(self) -> Path:
+        return self.seal_signing_key_file or self.data_dir / "seal-signing-key.pem"
 
     def public_key_path(self) -> Path:
         return self.auth_public_key_file or self.data_dir / "auth-public-key.pem"

@@ -13,6 +13,24 @@ from pathlib import Path
 from uuid import UUID
 
 from contracts.audit import PersonalDataRead, ReadBasis
+from contracts.casework import (
+    CaseNoteWritten,
+    ContactLogged,
+    EducationLivelihood,
+    EducationLivelihoodAssessed,
+    Exploitation,
+    ExploitationRecorded,
+    FamilySituation,
+    FamilySituationAssessed,
+    IdentificationRecorded,
+    LegalNeedsAssessed,
+    LegalNeedsAssessment,
+    MedicalExamination,
+    MedicalExaminationRecorded,
+    PsychosocialAssessed,
+    PsychosocialAssessment,
+    ServiceDeclined,
+)
 from contracts.consent import (
     CaseManagerNoted,
     CaseStageNoted,
@@ -56,6 +74,20 @@ from contracts.intake import (
     RiskAssessed,
     StageChanged,
 )
+from contracts.plan import (
+    AgreementMethod,
+    ExitPlanned,
+    Goal,
+    PlanDomain,
+    PlanTaskProgressed,
+    ReintegrationMeasured,
+    ReintegrationPlanAgreed,
+    ReintegrationPlanRevised,
+    Task,
+    TaskStatus,
+    TeamMember,
+    TeamRole,
+)
 from contracts.referral import (
     CaseFactsNoted,
     CaseFileManagerNoted,
@@ -86,12 +118,14 @@ from contracts.referral import (
     ReferralDispatched,
     ReferralFailed,
     ReferralLinked,
+    ReferralProgressReported,
     ReferralPutOnHold,
     ReferralRejected,
     ReferralResumed,
     ReferralStarted,
     ReferralStatus,
     ReleasedField,
+    ServiceFeedbackRecorded,
     Urgency,
     WithdrawalNotedDuringOverride,
     WithheldCategory,
@@ -103,9 +137,18 @@ from contracts.vocabulary import (
     ClosureReason,
     ContactMode,
     DataCategory,
+    DeclineKind,
+    EducationLevel,
+    ExploitationType,
+    IdentificationStatus,
     IdentityDocumentStatus,
+    LegalNeed,
+    LivelihoodStatus,
+    MeansOfControl,
+    MentalState,
     Purpose,
     ReopeningReason,
+    ReturnSafety,
     RiskLevel,
     RiskSubject,
     Role,
@@ -204,10 +247,178 @@ def samples() -> list[Event]:
             result={"case_id": str(CASE)},
             **common,
         ),
+        *casework_samples(),
+        *plan_samples(),
         *consent_samples(),
         *referral_samples(),
         *audit_samples(),
         *directory_samples(),
+    ]
+
+
+def casework_samples() -> list[Event]:
+    health = Actor(user_id="doctor-1", agency_id="dong-thap-swc", role=Role.HEALTH_WORKER)
+    manager = Actor(user_id="manager-1", agency_id="dong-thap-swc", role=Role.CASE_MANAGER)
+    common = {"originator_id": CASE, "timestamp": AT, "actor": manager}
+    return [
+        MedicalExaminationRecorded(
+            originator_version=20,
+            person_id=PERSON,
+            examination=MedicalExamination(
+                examined_at=AT,
+                findings="bruises",
+                urgent_treatment="dressing",
+                follow_up_needed=True,
+                follow_up="in 2 weeks",
+            ),
+            **{**common, "actor": health},
+        ),
+        PsychosocialAssessed(
+            originator_version=21,
+            person_id=PERSON,
+            assessment=PsychosocialAssessment(
+                assessed_at=AT,
+                mental_state=MentalState.DISTRESSED,
+                psychological_support_needed=True,
+                observations="o",
+            ),
+            **common,
+        ),
+        FamilySituationAssessed(
+            originator_version=22,
+            person_id=PERSON,
+            situation=FamilySituation(
+                assessed_at=AT, return_safety=ReturnSafety.SAFE, wishes_to_return_home=True
+            ),
+            **common,
+        ),
+        LegalNeedsAssessed(
+            originator_version=23,
+            person_id=PERSON,
+            assessment=LegalNeedsAssessment(
+                assessed_at=AT, needs=(LegalNeed.CRIMINAL_CASE, LegalNeed.COMPENSATION)
+            ),
+            **common,
+        ),
+        EducationLivelihoodAssessed(
+            originator_version=24,
+            person_id=PERSON,
+            assessment=EducationLivelihood(
+                assessed_at=AT,
+                education_level=EducationLevel.LOWER_SECONDARY,
+                livelihood=LivelihoodStatus.UNEMPLOYED,
+                skills=("sewing",),
+                wishes="garment course",
+            ),
+            **common,
+        ),
+        ExploitationRecorded(
+            originator_version=25,
+            person_id=PERSON,
+            exploitation=Exploitation(
+                types=(ExploitationType.FORCED_LABOUR, ExploitationType.SEXUAL),
+                countries=("KH",),
+                started_on=date(2025, 6, 1),
+                ended_on=date(2026, 2, 20),
+                means_of_control=(MeansOfControl.DEBT_BONDAGE,),
+            ),
+            **common,
+        ),
+        IdentificationRecorded(
+            originator_version=26,
+            person_id=PERSON,
+            status=IdentificationStatus.IDENTIFIED,
+            authority=POLICE,
+            decided_on=date(2026, 3, 1),
+            **common,
+        ),
+        ContactLogged(
+            originator_version=27,
+            person_id=PERSON,
+            contact_id=UUID("5ade7182-ac2f-4d60-a172-8e9fa0b1c2d3"),
+            mode=ContactMode.HOME_VISIT,
+            occurred_at=AT,
+            place="p",
+            note="n",
+            against_preference=True,
+            reason="r",
+            **common,
+        ),
+        ServiceDeclined(
+            originator_version=29,
+            person_id=PERSON,
+            service_type=ServiceType.VOCATIONAL_TRAINING,
+            choice=DeclineKind.DROPPED,
+            in_their_words="w",
+            how_to_come_back="h",
+            **common,
+        ),
+        CaseNoteWritten(
+            originator_version=28,
+            person_id=PERSON,
+            note_id=UUID("6bef8293-bd30-4e71-8283-9fa0b1c2d3e4"),
+            about=DataCategory.PSYCHOSOCIAL,
+            text="t",
+            **common,
+        ),
+    ]
+
+
+def plan_samples() -> list[Event]:
+    manager = Actor(user_id="manager-1", agency_id="dong-thap-swc", role=Role.CASE_MANAGER)
+    common = {"originator_id": CASE, "timestamp": AT, "actor": manager, "person_id": PERSON}
+    goal = Goal(
+        goal_id=UUID("7cf093a4-ce41-4f82-9394-a0b1c2d3e4f5"),
+        domain=PlanDomain.INCOME,
+        goal="A job after a garment course",
+    )
+    task = Task(
+        task_id=UUID("8d01a4b5-df52-4093-a4a5-b1c2d3e4f506"),
+        goal_id=goal.goal_id,
+        action="Enrol in the garment course",
+        responsible=TeamMember(
+            team_role=TeamRole.TRAINER,
+            agency=AgencyRef(agency_id="nghe-an-vtc", kind=AgencyKind.VOCATIONAL_TRAINING_CENTRE),
+        ),
+        due_on=date(2026, 4, 1),
+    )
+    return [
+        ReintegrationPlanRevised(
+            originator_version=30, revision=1, goals=(goal,), tasks=(task,), **common
+        ),
+        ReintegrationPlanAgreed(
+            originator_version=31,
+            revision=1,
+            method=AgreementMethod.SIGNED,
+            person_views="v",
+            **common,
+        ),
+        PlanTaskProgressed(
+            originator_version=32,
+            task_id=task.task_id,
+            from_status=TaskStatus.PLANNED,
+            to_status=TaskStatus.IN_PROGRESS,
+            **common,
+        ),
+        ExitPlanned(
+            originator_version=34,
+            planned_exit_on=date(2026, 6, 1),
+            follow_up_every_days=30,
+            follow_up_until=date(2026, 12, 1),
+            follow_up_modes=(ContactMode.PHONE,),
+            how_to_come_back="Call the centre",
+            **common,
+        ),
+        ReintegrationMeasured(
+            originator_version=33,
+            measured_at=AT,
+            stage=CaseStage.CRISIS,
+            economic=0.2,
+            social=0.35,
+            psychosocial=0.3,
+            baseline=True,
+            **common,
+        ),
     ]
 
 
@@ -409,6 +620,8 @@ def referral_samples() -> list[Event]:
         ),
         ReferralResumed(originator_version=9, to_status=ReferralStatus.IN_PROGRESS, **ref),
         ReferralCompleted(originator_version=10, outcome="done", **ref),
+        ReferralProgressReported(originator_version=30, note="n", **ref),
+        ServiceFeedbackRecorded(originator_version=31, satisfaction=4, comment="c", **ref),
         ReferralRejected(originator_version=11, reason="r", **ref),
         ReferralCancelled(originator_version=12, reason="r", **ref),
         ReferralFailed(originator_version=13, reason="r", **ref),

@@ -34,8 +34,9 @@ entry the operation needs), built in batches with one catch-up of the followers 
 refused cells share one world per operation, since a refusal changes nothing (and a refusal
 that wrongly succeeded fails its cell). Reads share one world per operation. Every personal
 value of every world (the name, a phone number in the contact note, the needs notes, the risk
-plan) is random and searched for in the raw text of every response outside the cells where
-``sight()`` allows a read; the allowed reads of the person's identity must show the name, and
+plan, the findings of the medical examination its holder's health worker recorded) is random
+and searched for in the raw text of every response outside the cells where ``sight()`` allows
+a read; the allowed reads of the person's identity must show the name, and
 each allowed read that showed personal values must be in the read audit.
 
 ``KNOWN_GAPS`` would hold cells whose answer disagrees with the policy (none now). ``-s``
@@ -58,6 +59,7 @@ from fastapi.testclient import TestClient
 
 from contracts.access_policy import Action, Asker, CaseTies, permits, sight
 from contracts.consent_decision import ConsentDecision
+from contracts.envelope import event_id_of
 from contracts.vocabulary import DataCategory, Role
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
@@ -79,7 +81,7 @@ WRITTEN = {
     "language": "vi",
     "withdrawal_explained": True,
 }
-MIN_CELLS = 972  # 54 operations x 6 roles x 3 relations when this was written
+MIN_CELLS = 990  # 55 operations x 6 roles x 3 relations when this was written
 
 
 # Reads that show the person's name to whoever may read their identity.
@@ -88,8 +90,9 @@ NAMED_READS = {
     ("POST", "/intake/cases/{case_id}/break-glass"),
     ("GET", "/referral/referrals"),
     ("GET", "/referral/referrals/{referral_id}"),
+    ("GET", "/projections/cases/{case_id}/copy"),
 }
-MIN_PERSONAL_READS = 13  # the cells of NAMED_READS that sight() lets read the identity
+MIN_PERSONAL_READS = 14  # the cells of NAMED_READS that sight() lets read the identity
 
 
 def _random_text(prefix: str) -> str:
@@ -106,6 +109,7 @@ class World:
     )
     needs_note: str = field(default_factory=lambda: _random_text("needs-note"))
     risk_plan: str = field(default_factory=lambda: _random_text("risk-plan"))
+    findings: str = field(default_factory=lambda: _random_text("findings"))
     case_id: str = ""
     grant_id: str = ""
     refusal_id: str = ""
@@ -115,11 +119,12 @@ class World:
     approved_id: str = ""  # a referral with an approved override
     approved_override_id: str = ""
     handover_id: str = ""
+    task_id: str = ""  # a task of its reintegration plan, agreed to
     agency_id: str = ""  # a directory entry of its own
 
     @property
     def personal(self) -> tuple[str, ...]:
-        return (self.name, self.phone, self.needs_note, self.risk_plan)
+        return (self.name, self.phone, self.needs_note, self.risk_plan, self.findings)
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,23 @@ PARTIES = [
     {"agency": MANAGER, "role": "to", "capacity": "social worker"},
 ]
 REASON = "The person collapsed and the holder cannot be reached tonight."
+ASSESSED = {"assessed_at": (NOW - timedelta(hours=1)).isoformat()}
+PLAN = {
+    "goals": [{"domain": "income", "goal": "A job"}],
+    "tasks": [
+        {
+            "goal": 0,
+            "action": "A course",
+            "responsible": {"team_role": "trainer", "agency": MANAGER},
+            "due_on": (NOW + timedelta(days=30)).date().isoformat(),
+        }
+    ],
+}
+EXAM = {
+    "examined_at": ASSESSED["assessed_at"],
+    "findings": "Bruises",
+    "follow_up_needed": False,
+}
 
 
 def _answer(action: str, prep: tuple[str, ...]) -> Op:
@@ -238,6 +260,122 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("PUT", f"{IN}/{{case_id}}/contact-preference"): Op(
         A.RECORD_FACTS,
         lambda w: _body(f"{IN}/{w.case_id}/contact-preference", {"preferred": ["messaging"]}),
+    ),
+    # intake: case work
+    ("POST", f"{IN}/{{case_id}}/medical-examinations"): Op(
+        A.RECORD_MEDICAL_EXAMINATION,
+        lambda w: _body(f"{IN}/{w.case_id}/medical-examinations", EXAM),
+    ),
+    ("POST", f"{IN}/{{case_id}}/psychosocial-assessments"): Op(
+        A.RECORD_PSYCHOSOCIAL_ASSESSMENT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/psychosocial-assessments",
+            {**ASSESSED, "mental_state": "anxious", "psychological_support_needed": True},
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/family-assessments"): Op(
+        A.RECORD_ASSESSMENT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/family-assessments", {**ASSESSED, "return_safety": "safe"}
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/legal-needs-assessments"): Op(
+        A.RECORD_ASSESSMENT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/legal-needs-assessments", {**ASSESSED, "needs": ["immigration"]}
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/livelihood-assessments"): Op(
+        A.RECORD_ASSESSMENT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/livelihood-assessments", {**ASSESSED, "livelihood": "unemployed"}
+        ),
+    ),
+    ("PUT", f"{IN}/{{case_id}}/exploitation"): Op(
+        A.RECORD_FACTS,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/exploitation",
+            {"types": ["forced_labour"], "means_of_control": ["debt_bondage"]},
+        ),
+    ),
+    ("PUT", f"{IN}/{{case_id}}/identification"): Op(
+        A.RECORD_FACTS,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/identification",
+            {
+                "status": "identified",
+                "authority": RECEIVER,
+                "decided_on": (NOW - timedelta(days=1)).date().isoformat(),
+            },
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/contacts"): Op(
+        A.RECORD_CONTACT,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/contacts", {"mode": "phone", "occurred_at": NOW.isoformat()}
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/declined-services"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/declined-services",
+            {
+                "service_type": "vocational_training",
+                "choice": "refused",
+                "how_to_come_back": "Call the centre",
+            },
+        ),
+    ),
+    ("POST", f"{IN}/{{case_id}}/notes"): Op(
+        A.RECORD_CONTACT,
+        lambda w: _body(f"{IN}/{w.case_id}/notes", {"about": "needs", "text": "A note."}),
+    ),
+    # intake: the reintegration plan
+    ("GET", f"{IN}/{{case_id}}/plan"): Op(
+        A.SEE_PROGRESS,
+        lambda w: _body(f"{IN}/{w.case_id}/plan"),
+        mutates=False,
+        needs=frozenset({"plan"}),
+        reads=frozenset({DataCategory.NEEDS}),
+    ),
+    ("PUT", f"{IN}/{{case_id}}/plan"): Op(
+        A.MANAGE_PLAN, lambda w: _body(f"{IN}/{w.case_id}/plan", PLAN)
+    ),
+    ("POST", f"{IN}/{{case_id}}/plan/agreement"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(f"{IN}/{w.case_id}/plan/agreement", {"method": "signed"}),
+        needs=frozenset({"plan"}),
+    ),
+    ("POST", f"{IN}/{{case_id}}/plan/tasks/{{task_id}}/progress"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(f"{IN}/{w.case_id}/plan/tasks/{w.task_id}/progress", {"to_status": "done"}),
+        needs=frozenset({"plan", "agreed"}),
+    ),
+    ("POST", f"{IN}/{{case_id}}/plan/exit"): Op(
+        A.MANAGE_CASE,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/plan/exit",
+            {
+                "planned_exit_on": (NOW + timedelta(days=1)).date().isoformat(),
+                "follow_up_every_days": 30,
+                "follow_up_until": (NOW + timedelta(days=90)).date().isoformat(),
+                "follow_up_modes": ["phone"],
+                "how_to_come_back": "Call the centre",
+            },
+        ),
+        needs=frozenset({"transitional"}),
+    ),
+    ("POST", f"{IN}/{{case_id}}/plan/measures"): Op(
+        A.MANAGE_PLAN,
+        lambda w: _body(
+            f"{IN}/{w.case_id}/plan/measures",
+            {
+                "measured_at": ASSESSED["assessed_at"],
+                "economic": 0.2,
+                "social": 0.3,
+                "psychosocial": 0.1,
+            },
+        ),
     ),
     ("PUT", f"{IN}/{{case_id}}/case-manager"): Op(
         A.ASSIGN_CASE_MANAGER,
@@ -348,6 +486,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "complete", ("acknowledge", "accept", "start")
     ),
     ("POST", f"{R}/referrals/{{referral_id}}/fail"): _answer("fail", ("acknowledge", "accept")),
+    ("POST", f"{R}/referrals/{{referral_id}}/progress"): _answer(
+        "progress", ("acknowledge", "accept", "start")
+    ),
+    ("POST", f"{R}/referrals/{{referral_id}}/feedback"): Op(
+        A.RECORD_SERVICE_FEEDBACK,
+        lambda w: _body(f"{R}/referrals/{w.referral_id}/feedback", {"satisfaction": 4}),
+        ties="referral",
+        needs=frozenset({"referral"}),
+        prep=("acknowledge", "accept", "start"),
+    ),
     ("POST", f"{R}/referrals/{{referral_id}}/cancel"): Op(
         A.CANCEL_REFERRAL,
         lambda w: _body(f"{R}/referrals/{w.referral_id}/cancel", {"reason": "not needed"}),
@@ -403,6 +551,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         needs=frozenset({"handover"}),
     ),
     # projections
+    ("GET", f"{P}/follow-ups"): Op(
+        None, lambda w: _body(f"{P}/follow-ups?province={PROVINCE}"), mutates=False
+    ),
     ("GET", f"{P}/board"): Op(
         None, lambda w: _body(f"{P}/board?province={PROVINCE}"), mutates=False
     ),
@@ -411,6 +562,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         lambda w: _body(f"{P}/cases/{w.case_id}/timeline"),
         mutates=False,
         reads=DETAILED,
+    ),
+    ("GET", f"{P}/cases/{{case_id}}/copy"): Op(
+        A.GIVE_PERSON_COPY,
+        lambda w: _body(f"{P}/cases/{w.case_id}/copy"),
+        mutates=False,
+        reads=ALL,
     ),
     ("GET", f"{P}/agencies/{{agency_id}}/queue"): Op(
         None, lambda w: _body(f"{P}/agencies/{RECIPIENT}/queue"), own=RECIPIENT, mutates=False
@@ -425,6 +582,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         None, lambda w: _body(f"{P}/statistics.csv?province={PROVINCE}"), mutates=False
     ),
     ("POST", f"{P}/rebuild"): Op(None, lambda w: _body(f"{P}/rebuild?view=cases"), mutates=False),
+    # the seal (every append is checkpointed here, so the case's reception is covered)
+    ("GET", "/seal/checkpoints"): Op(None, lambda w: _body("/seal/checkpoints"), mutates=False),
+    ("POST", "/seal/verify"): Op(None, lambda w: _body("/seal/verify"), mutates=False),
+    ("GET", "/seal/proofs/{event_id}"): Op(
+        None,
+        lambda w: _body(f"/seal/proofs/{event_id_of(UUID(w.case_id), 1)}"),
+        mutates=False,
+    ),
     ("GET", f"{P}/replay/cases/{{case_id}}"): Op(
         A.AUDIT,
         lambda w: _body(f"{P}/replay/cases/{w.case_id}?as_of={_now_query()}"),
@@ -490,11 +655,15 @@ NO_CASE: dict[tuple[str, str], tuple[frozenset[Role], bool]] = {
     ("GET", f"{R}/referrals"): (EVERYONE, False),
     ("GET", f"{R}/handovers"): (EVERYONE, False),
     ("GET", f"{P}/board"): (OVERSIGHT, True),
+    ("GET", f"{P}/follow-ups"): (OVERSIGHT, True),
     ("GET", f"{P}/agencies/{{agency_id}}/queue"): (frozenset({Role.AGENCY_STAFF}), False),
     ("GET", f"{P}/queues"): (OVERSIGHT, True),
     ("GET", f"{P}/statistics"): (OVERSIGHT | {Role.ADMIN}, True),
     ("GET", f"{P}/statistics.csv"): (OVERSIGHT | {Role.ADMIN}, True),
     ("POST", f"{P}/rebuild"): (frozenset({Role.AUDITOR}), False),
+    ("GET", "/seal/checkpoints"): (frozenset({Role.AUDITOR}), False),
+    ("POST", "/seal/verify"): (frozenset({Role.AUDITOR}), False),
+    ("GET", "/seal/proofs/{event_id}"): (frozenset({Role.AUDITOR}), False),
     ("POST", f"{D}/agencies"): (frozenset({Role.ADMIN}), False),
     ("GET", f"{D}/agencies"): (EVERYONE, False),
     ("GET", f"{D}/agencies/{{agency_id}}"): (EVERYONE, False),
@@ -611,6 +780,7 @@ class Api:
         manager = self.token(MANAGER, Role.CASE_MANAGER, "setup-manager")
         staff = self.token(RECIPIENT, Role.AGENCY_STAFF, "setup-staff")
         admin = self.token(MANAGER, Role.ADMIN, "setup-admin")
+        doctor = self.token(MANAGER, Role.HEALTH_WORKER, "setup-doctor")
         for op, w in wanted:
             w.case_id = self.ok(
                 "POST",
@@ -646,6 +816,20 @@ class Api:
             )
             assignment = {"case_manager_id": "setup-manager", "agency": MANAGER}
             self.ok("PUT", f"{case}/case-manager", assignment, coordinator)
+            # The health worker of the agency now holding the case examines the person.
+            self.ok(
+                "POST",
+                f"{case}/medical-examinations",
+                {**EXAM, "findings": w.findings},
+                doctor,
+            )
+            if "plan" in op.needs:
+                self.ok("PUT", f"{case}/plan", PLAN, manager)
+                w.task_id = self.ok("GET", f"{case}/plan", None, manager)["tasks"][0]["task_id"]
+                if "agreed" in op.needs:
+                    self.ok("POST", f"{case}/plan/agreement", {"method": "signed"}, manager)
+            if "transitional" in op.needs:
+                self.ok("POST", f"{case}/stage", {"to_stage": "transitional"}, manager)
             if "closed" in op.needs:
                 self.ok("POST", f"{case}/closure", {"reason": "goals_met"}, manager)
             if "agency" in op.needs:
@@ -704,7 +888,7 @@ class Api:
 @pytest.fixture
 def api(pg_settings: Settings) -> Iterator[Api]:
     # One request at a time: small pools leave the shared server's connections to others.
-    settings = pg_settings.model_copy(update={"pg_pool_size": 2})
+    settings = pg_settings.model_copy(update={"pg_pool_size": 2, "seal_checkpoint_every": 1})
     migrate(settings)
     platform = start(settings, run_followers=False)
     register_agencies(platform)

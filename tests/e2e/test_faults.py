@@ -59,7 +59,6 @@ from services.runtime.tansu import TansuBroker
 from tests.conftest import missing_service
 from tests.support.agencies import register_agencies
 from tests.support.faults import (
-    PROJECTIONS,
     RECIPIENTS,
     SENDER,
     Client,
@@ -327,7 +326,7 @@ def cluster(postgres: LocalPostgres, broker: TansuBroker, tmp_path: Path) -> Ite
         "intake": serve("intake"),
         "consent": serve("consent"),
         "referral": serve("referral"),
-        "projections": Supervised("projections", PROJECTIONS, env, logs, free_port()),
+        "projections": serve("projections"),
         "feed": Supervised("feed", [*KETNOI, "feed"], env, logs, None),
     }
     watcher: FeedWatcher | None = None

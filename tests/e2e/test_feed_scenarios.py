@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -268,6 +269,93 @@ def test_a_withdrawal_holds_the_recipients_data_until_a_new_disclosure(
     assert mine[2].data["status"] == "on-hold"
     assert {w["verdict"] for w in mine[2].data["withheld"]} == {"withdrawn"}
     assert mine[3].data["disclosure"]["data"]["identity"]["full_name"] == NAMES[0]
+
+
+def test_a_feed_published_again_after_a_withdrawal_carries_no_data_and_reads_are_recorded(
+    platform: Platform, pg_settings: Settings, kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """The relay decides what the recipient reads when it publishes, on the consent log at its
+    head: published again after a withdrawal (``ketnoi feed --reset``), the dispatch no longer
+    carries the person's name; each message that did carry it is a recorded read."""
+    seeded = seed(platform, tmp_path)
+    mai = next(c for c in seeded if c.key == "dong-thap-1")
+    created = platform.referral.create_referral(
+        CommandContext(actor=MANAGER),
+        mai.case_id,
+        from_agency=DT_SWC,
+        to_agency_id=DT_HOSPITAL.agency_id,
+        service_type=ServiceType.MEDICAL_CARE,
+        urgency=Urgency.URGENT,
+        purpose=Purpose.SERVICE_PROVISION,
+        categories=(DataCategory.IDENTITY,),
+    )
+    rid = UUID(created["referral_id"])
+    assert platform.read_audit is not None
+    before = [r for r in platform.read_audit.all_reads() if r.what == "referral.feed"]
+
+    reader = FeedReader(kafka, [DT_HOSPITAL.agency_id])
+    try:
+
+        def dispatches() -> list[Received]:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                mine = [r for r in reader.records if r.key.decode() == str(rid)]
+                if published == sum(r.ce_type.endswith(".dispatched.v1") for r in mine):
+                    return [r for r in mine if r.ce_type.endswith(".dispatched.v1")]
+                reader.poll()
+            raise AssertionError("the dispatch did not reach the hospital's topic")
+
+        with relay_for(pg_settings, kafka) as relay:
+            relay.catch_up()
+            published = 1
+            (first,) = dispatches()
+            assert first.data["disclosure"]["data"]["identity"]["full_name"] == NAMES[0]
+
+            record = platform.consent.get_record(mai.case_id)
+            withdrawn_at = datetime.now(UTC)
+            for grant_id in record.grants:
+                platform.consent.withdraw(
+                    CommandContext(actor=MANAGER),
+                    mai.case_id,
+                    grant_id,
+                    heard_by=DT_SWC,
+                    reason="asked",
+                )
+            # The referral service has not read the withdrawal yet: the relay reads the
+            # consent log itself, so its copy lagging behind changes nothing.
+            relay.start_over()
+            relay.catch_up()
+            published = 2
+            _, again = sorted(dispatches(), key=lambda r: r.offset)
+        reader.read_until(10_000, timeout=3)  # the rest of what both runs published
+    finally:
+        reader.close()
+    assert again.ce_id == first.ce_id  # the same event, published again
+    assert again.data["disclosure"]["data"] is None
+    assert again.data["disclosure"]["person_id"] is None
+    assert again.data["disclosure"]["released"] == first.data["disclosure"]["released"]
+    assert NAMES[0] not in json.dumps(again.data, ensure_ascii=False)
+
+    seen_before = {b.originator_id for b in before}
+    reads = [
+        r
+        for r in platform.read_audit.all_reads()
+        if r.what == "referral.feed"
+        and r.originator_id not in seen_before
+        and r.actor.agency_id == DT_HOSPITAL.agency_id
+    ]
+    # Every message to the hospital that carried data, and only those, is a recorded read.
+    carried = [
+        r
+        for r in reader.records
+        if r.data.get("disclosure") and r.data["disclosure"]["data"] is not None
+    ]
+    assert len(reads) == len(carried) >= 1
+    assert all(r.basis.value == "grant" and r.grant_ids for r in reads)
+    assert all(r.actor.user_id == "ketnoi-feed" for r in reads)
+    # Mai's data went out in the first run only, on grants in force then.
+    assert any(r.case_id == mai.case_id for r in reads)
+    assert all(r.timestamp < withdrawn_at for r in reads if r.case_id == mai.case_id)
 
 
 def test_the_reference_subscriber_prints_each_event_once_and_commits(

@@ -128,7 +128,7 @@ def test_a_reception_through_to_reopening(api: Api) -> None:
     )
     r = c.post(
         f"/intake/cases/{case_id}/closure",
-        json={"reason": "safe_independence", "feedback": "Cảm ơn", "satisfaction": 5},
+        json={"reason": "goals_met", "feedback": "Cảm ơn", "satisfaction": 5},
         headers=manager,
     )
     assert r.status_code == 201
@@ -148,7 +148,7 @@ def test_a_reception_through_to_reopening(api: Api) -> None:
     assert case["contact_refused"] == ["home_visit"]
     assert case["case_manager_id"] == "cw-1"
     assert [e["number"] for e in case["episodes"]] == [1, 2]
-    assert case["episodes"][0]["closure_reason"] == "safe_independence"
+    assert case["episodes"][0]["closure_reason"] == "goals_met"
     # The read of her data was recorded before it was returned, on the holder's basis.
     (read,) = api.audit.reads_of_case(UUID(case_id))
     assert read.basis.value == "own_case"

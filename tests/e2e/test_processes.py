@@ -23,7 +23,9 @@ def _tokens(log: Path) -> list[str]:
 
 
 def _case_urls(log: Path) -> list[str]:
-    return re.findall(r"(/intake/cases/[0-9a-f-]{36})", log.read_text())
+    """The API address of each case whose page the demo prints."""
+    ids = re.findall(r"/cases/([0-9a-f-]{36})", log.read_text())
+    return [f"/intake/cases/{case_id}" for case_id in ids]
 
 
 def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> None:
@@ -38,6 +40,11 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         assert "/intake/cases" in docs
         assert "/intake/cases/{case_id}" in docs
         assert httpx.get(f"{base}/docs").status_code == 200
+        # The first address printed is the web app's sign-in page.
+        first = re.search(r"https?://[^\s)]+", log.read_text())
+        assert first is not None
+        assert first.group(0) == f"{base}/signin"
+        assert httpx.get(first.group(0)).status_code == 200
         urls, tokens = _case_urls(log), _tokens(log)
         assert len(urls) == 3
         assert len(tokens) == 2
@@ -182,6 +189,8 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
         assert case.json()["minor"] is True
         assert case.json()["handed_over_by"]["kind"] == "foreign_authority"
         assert httpx.get(f"{base}/intake/cases/{case_id}").status_code == 401
+        # One service serves its API alone; `serve all` adds the web app (below).
+        assert httpx.get(f"{base}/signin").status_code == 404
 
         # The consent service, its own process, learns of the case from the intake log.
         consent_log = tmp_path / "consent.log"
@@ -212,3 +221,11 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
     logged = log.read_text() + consent_log.read_text()
     assert case_id in logged  # ids are logged...
     assert "Secret Name" not in logged  # ...personal data never is
+    # Every service and the web app in one process.
+    all_log = tmp_path / "all.log"
+    with ketnoi_server("serve", "all", port=free_port(), env=env, log=all_log) as (_a, all_base):
+        assert httpx.get(f"{all_base}/").headers["location"] == "/signin"
+        signin = httpx.get(f"{all_base}/signin", headers={"Accept-Language": "vi"})
+        assert signin.status_code == 200
+        assert "Đăng nhập" in signin.text
+        assert httpx.get(f"{all_base}/docs").status_code == 200

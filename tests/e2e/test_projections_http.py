@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contracts.envelope import Actor
-from contracts.vocabulary import AgencyKind, Role, UrgentNeed
+from contracts.vocabulary import AgencyKind, DataCategory, Role, UrgentNeed
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.aggregate import CommandContext
 from services.runtime.auth import TokenService
@@ -128,3 +128,65 @@ def test_rebuild_and_replay_are_for_auditors(api: Api) -> None:
     replay = api.get(url, auditor)
     assert replay["handovers"][0]["waiting_for"] == ["dt-swc"]
     api.get(url, api.as_(Role.AUDITOR, province="lao-cai"), expect=404)
+
+
+def test_the_persons_copy_holds_the_record_consent_disclosures_and_every_read(api: Api) -> None:
+    """Seed 002: the person may see everything held about them. The police, who received her,
+    print her copy: her record, her consent, every disclosure (to whom, on which grant) and
+    every read of her data, the copy itself last. Nobody else may print it."""
+    case_id = dong_thap_night(api.platform)
+    api.platform.catch_up()
+    nurse = api.as_(Role.AGENCY_STAFF, agency="dt-hospital", kind=AgencyKind.HOSPITAL)
+    referrals = api.get(f"/referral/referrals?case_id={case_id}", nurse)
+    assert referrals  # the hospital read its referrals: reads of her identity, recorded
+    police = api.as_(Role.INTAKE_OFFICER, agency="dt-police", kind=AgencyKind.POLICE)
+    copy = api.get(f"/projections/cases/{case_id}/copy", police)
+
+    assert copy["case_id"] == str(case_id)
+    record = {e["what"]: e for e in copy["record"]}
+    assert record["org.ketnoi.intake.person_registered"]["facts"]["details"]["full_name"] == "N"
+    assert record["org.ketnoi.intake.reception_recorded"]["by_agency"] == "dt-police"
+    (granted,) = [e for e in copy["consent"] if e["what"] == "org.ketnoi.consent.granted"]
+    grant_id = granted["facts"]["grant_id"]
+    assert granted["facts"]["categories"] == ["identity"]
+    # Two referrals to the hospital, one to the shelter: each sent with its disclosure.
+    assert sorted(d["to_agency"] for d in copy["disclosures"]) == [
+        "dt-hospital",
+        "dt-hospital",
+        "dt-shelter",
+    ]
+    assert all(d["grant_ids"] == [grant_id] for d in copy["disclosures"])
+    assert all(d["basis"] == "consent" for d in copy["disclosures"])
+    assert len(copy["referrals"]) == 3
+    assert len(copy["handovers"]) == 1
+    reads = copy["reads"]
+    assert [(r["by_agency"], r["what"]) for r in reads][-1] == (
+        "dt-police",
+        "projections.person_copy",
+    )
+    assert ("dt-hospital", "referral.referral") in {(r["by_agency"], r["what"]) for r in reads}
+    # Who did what is told by agency and role, not by the staff's user ids.
+    assert "officer-1" not in str(copy)
+    assert all("actor" not in e["facts"] for e in copy["record"] + copy["consent"])
+
+    # It ends with a signed checkpoint of every log, covering everything it was read from.
+    sealed = {s["log"]: s for s in copy["seal"]}
+    assert {"intake", "consent", "referral", "audit"} <= set(sealed)
+    for log in ("intake", "consent", "referral", "audit"):
+        assert sealed[log]["checkpoint"].startswith(f"ketnoi.localhost/{log}\n")
+        assert sealed[log]["size"] >= 1
+    assert sealed["audit"]["size"] >= len(reads)
+
+    # The copy is a recorded read of everything.
+    recorded = api.platform.read_audit.reads_of_case(case_id)  # type: ignore[union-attr]
+    assert recorded[-1].what == "projections.person_copy"
+    assert recorded[-1].basis.value == "own_case"
+    assert len(recorded[-1].categories) == len(DataCategory)
+
+    # The recipient, the coordinator and the auditor may not print it; a stranger learns
+    # nothing of the case.
+    api.get(f"/projections/cases/{case_id}/copy", nurse, expect=403)
+    api.get(f"/projections/cases/{case_id}/copy", api.as_(Role.COORDINATOR), expect=403)
+    api.get(f"/projections/cases/{case_id}/copy", api.as_(Role.AUDITOR), expect=403)
+    stranger = api.as_(Role.CASE_MANAGER, agency="lc-swc", province="lao-cai")
+    api.get(f"/projections/cases/{case_id}/copy", stranger, expect=404)

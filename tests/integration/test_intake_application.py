@@ -72,7 +72,7 @@ class IntakeApplicationContract:
         )
         intake.assess_needs(ctx(), case_id, (UrgentNeed.SHELTER_TONIGHT,))
         intake.change_stage(ctx(MANAGER), case_id, CaseStage.CRISIS)
-        intake.close_case(ctx(MANAGER), case_id, ClosureReason.SAFE_INDEPENDENCE, "ok", 4)
+        intake.close_case(ctx(MANAGER), case_id, ClosureReason.GOALS_MET, "ok", 4)
         intake.reopen_case(ctx(MANAGER), case_id, ReopeningReason.NEW_CRISIS)
 
         again = self.reopen_service(settings)

@@ -58,51 +58,91 @@ def _find_binary(name: str) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _local_server() -> Iterator[str]:
-    initdb, pg_ctl = _find_binary("initdb"), _find_binary("pg_ctl")
-    if not initdb or not pg_ctl:
-        msg = "no initdb/pg_ctl on this machine"
-        raise RuntimeError(msg)
-    workdir = Path(tempfile.mkdtemp(prefix="ketnoi-pg-"))
-    datadir, port = workdir / "data", _free_port()
-    # PostgreSQL refuses to run as root; run it as the postgres user when we are root.
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(workdir, "postgres")
-    try:
-        subprocess.run(
-            [*as_user, initdb, "-D", str(datadir), "-U", "postgres", "-A", "trust", "--no-sync"],
-            check=True,
-            capture_output=True,
-        )
+INITDB_OPTIONS = ("-U", "postgres", "-A", "trust", "--no-sync")
+
+
+class LocalPostgres:
+    """A throwaway PostgreSQL server from this machine's binaries, in a temporary directory,
+    on a free loopback port; it may be stopped and started again (same port, same data)."""
+
+    def __init__(self) -> None:
+        initdb, pg_ctl = _find_binary("initdb"), _find_binary("pg_ctl")
+        if not initdb or not pg_ctl:
+            msg = "no initdb/pg_ctl on this machine"
+            raise RuntimeError(msg)
+        self.pg_ctl = pg_ctl
+        self.workdir = Path(tempfile.mkdtemp(prefix="ketnoi-pg-"))
+        self.datadir, self.port = self.workdir / "data", _free_port()
+        # PostgreSQL refuses to run as root; run it as the postgres user when we are root.
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.workdir, "postgres")
+        try:
+            subprocess.run(
+                [*self.as_user, initdb, "-D", str(self.datadir), *INITDB_OPTIONS],
+                check=True,
+                capture_output=True,
+            )
+        except BaseException:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
             [
-                *as_user,
-                pg_ctl,
+                *self.as_user,
+                self.pg_ctl,
                 "-D",
-                str(datadir),
+                str(self.datadir),
                 "-l",
-                str(workdir / "log"),
+                str(self.log),
                 "-w",
                 "-o",
-                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                options,
                 "start",
             ],
             check=True,
             capture_output=True,
         )
-        try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            subprocess.run(
-                [*as_user, pg_ctl, "-D", str(datadir), "-m", "immediate", "stop"],
-                check=False,
-                capture_output=True,
-            )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` ends every session; ``immediate`` is a crash."""
+        subprocess.run(
+            [*self.as_user, self.pg_ctl, "-D", str(self.datadir), "-m", mode, "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
+
+    def close(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_postgres() -> Iterator[LocalPostgres]:
+    """A started throwaway server, removed afterwards; raises RuntimeError without binaries."""
+    server = LocalPostgres()
+    try:
+        server.start()
+        yield server
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.close()
+
+
+@contextlib.contextmanager
+def _local_server() -> Iterator[str]:
+    with local_postgres() as server:
+        yield server.url
 
 
 @contextlib.contextmanager

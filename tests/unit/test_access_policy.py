@@ -212,3 +212,52 @@ def test_an_override_in_force_shows_the_recipient_what_the_referral_asked() -> N
     assert seen.categories == wanted
     assert seen.basis is ReadBasis.OVERRIDE
     assert seen.override_id == override
+
+
+def test_each_assessment_is_made_by_the_role_whose_work_it_is() -> None:
+    held = CaseTies(province="dong-thap", holders=frozenset({"swc"}))
+
+    def may(role: Role, action: Action, agency: str = "swc") -> bool:
+        asker = Asker("u", agency, "dong-thap", frozenset({role}))
+        return permits(asker, held, action).allowed
+
+    assert may(Role.HEALTH_WORKER, Action.RECORD_MEDICAL_EXAMINATION)
+    assert not may(Role.CASE_MANAGER, Action.RECORD_MEDICAL_EXAMINATION)
+    assert not may(Role.INTAKE_OFFICER, Action.RECORD_MEDICAL_EXAMINATION)
+    assert not may(Role.HEALTH_WORKER, Action.RECORD_MEDICAL_EXAMINATION, agency="hospital")
+    assert may(Role.HEALTH_WORKER, Action.RECORD_PSYCHOSOCIAL_ASSESSMENT)
+    assert may(Role.CASE_MANAGER, Action.RECORD_PSYCHOSOCIAL_ASSESSMENT)
+    assert may(Role.CASE_MANAGER, Action.RECORD_ASSESSMENT)
+    assert not may(Role.HEALTH_WORKER, Action.RECORD_ASSESSMENT)
+    assert not may(Role.INTAKE_OFFICER, Action.RECORD_ASSESSMENT)
+    for role in (Role.INTAKE_OFFICER, Role.CASE_MANAGER, Role.HEALTH_WORKER):
+        assert may(role, Action.RECORD_CONTACT)
+    for role in (Role.COORDINATOR, Role.AUDITOR, Role.AGENCY_STAFF, Role.ADMIN):
+        assert not may(role, Action.RECORD_CONTACT)
+        assert not may(role, Action.RECORD_MEDICAL_EXAMINATION)
+
+
+def test_a_health_worker_reads_a_referral_as_far_as_consent_allows() -> None:
+    case = CaseTies(province="dong-thap", recipients=frozenset({"hospital"}))
+    asker = Asker("doctor", "hospital", "dong-thap", frozenset({Role.HEALTH_WORKER}))
+    grant = uuid4()
+    decision = ConsentDecision(
+        recipient=AgencyRef(agency_id="hospital", kind=AgencyKind.HOSPITAL),
+        purpose=Purpose.SERVICE_PROVISION,
+        at=AT,
+        categories=(
+            CategoryDecision(
+                category=DataCategory.HEALTH, verdict=Verdict.PERMITTED, grant_id=grant, reason="r"
+            ),
+            CategoryDecision(
+                category=DataCategory.PSYCHOSOCIAL,
+                verdict=Verdict.NOT_GRANTED,
+                grant_id=None,
+                reason="r",
+            ),
+        ),
+    )
+    seen = sight(asker, case, {DataCategory.HEALTH, DataCategory.PSYCHOSOCIAL}, consent=decision)
+    assert seen.categories == {DataCategory.HEALTH}
+    assert seen.basis is ReadBasis.GRANT
+    assert seen.grant_ids == (grant,)

@@ -148,7 +148,7 @@ def test_closed_is_never_reached_by_a_stage_change(stage: CaseStage) -> None:
 def test_closing_and_reopening_keeps_one_record_with_episodes() -> None:
     case = received()
     case.register_person(ctx(), adult())
-    case.close(ctx(10), ClosureReason.SAFE_INDEPENDENCE, "Thank you", 5)
+    case.close(ctx(10), ClosureReason.GOALS_MET, "Thank you", 5)
     assert case.stage is CaseStage.CLOSED
     with pytest.raises(CaseRuleError) as err:
         case.assess_needs(ctx(), (), None)
@@ -160,7 +160,7 @@ def test_closing_and_reopening_keeps_one_record_with_episodes() -> None:
     case.reopen(ctx(20), ReopeningReason.NEW_CRISIS, CaseStage.CRISIS, None)
     assert case.stage is CaseStage.CRISIS
     assert [e.number for e in case.episodes] == [1, 2]
-    assert case.episodes[0].closure_reason is ClosureReason.SAFE_INDEPENDENCE
+    assert case.episodes[0].closure_reason is ClosureReason.GOALS_MET
     assert case.episodes[0].closed_at == NOW + timedelta(minutes=10)
     assert case.episodes[1].reopening_reason is ReopeningReason.NEW_CRISIS
     kinds = [type(e) for e in case.collect_events()]

@@ -11,6 +11,17 @@ from uuid import UUID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.access_policy import Sight
+from contracts.audit import ReadBasis
+from contracts.consent import (
+    Collection,
+    CollectionMethod,
+    ConsentGiver,
+    ConsentGranted,
+    ConsentWithdrawn,
+    GiverKind,
+    Recipient,
+)
 from contracts.consent_decision import Verdict
 from contracts.envelope import AGENCY_ID_PATTERN, Actor, AgencyRef, Event
 from contracts.feed import (
@@ -58,7 +69,13 @@ from contracts.referral import (
 )
 from contracts.vocabulary import AgencyKind, DataCategory, Purpose, Role, ServiceType
 from services.referral.domain import Handover, Referral
-from services.referral.feed_messages import FeedMessage, FeedView
+from services.referral.feed_messages import (
+    FEED_READ_PATH,
+    FEED_READER,
+    FeedMessage,
+    FeedView,
+    recipient_sight,
+)
 from services.runtime.persistence import decode_stored, new_mapper
 
 # -- the relay's messages, held to the contract models -------------------------------------
@@ -117,7 +134,10 @@ def expected_referral_update(
             else None
         ),
         disclosure=(
-            expected_disclosure(disclosed, with_data=audience is Audience.RECIPIENT)
+            # ``everything`` releases every category: the recipient reads all the data there is
+            expected_disclosure(
+                disclosed, with_data=audience is Audience.RECIPIENT and bool(disclosed.data)
+            )
             if disclosed is not None
             else None
         ),
@@ -167,6 +187,21 @@ class NoLog:
         raise AssertionError("the view read the log")
 
 
+ANY_GRANT = UUID("00000000-0000-4000-8000-0000000000f1")
+
+
+def everything(referral: Referral, at: datetime) -> Sight:
+    """A release that lets the recipient read every category the referral asked for (the
+    shape of the messages is what these histories test; ``recipient_sight`` is tested on
+    its own below)."""
+    return Sight(frozenset(DataCategory), ReadBasis.GRANT, Role.AGENCY_STAFF, (ANY_GRANT,))
+
+
+def view_of(release: Any = everything, clock: Any = None) -> FeedView:
+    extra = {} if clock is None else {"clock": clock}
+    return FeedView(NoLog(), new_mapper(), cache_size=10, release=release, **extra)  # type: ignore[arg-type]
+
+
 def check_headers(message: FeedMessage, event: Event) -> None:
     headers = {name: value.decode() for name, value in message.headers}
     parsed = CloudEventHeaders.model_validate(headers)
@@ -190,7 +225,7 @@ def check_history(events: list[Event], kind: type[Referral] | type[Handover]) ->
     """Feed ``events`` to a FeedView as the relay reads them from the log, and hold each
     message to the contract model of the state after its event."""
     mapper = new_mapper()
-    view = FeedView(NoLog(), mapper, cache_size=10)  # type: ignore[arg-type]
+    view = view_of()
     state = kind(events[0].originator_id)
     for written in events:
         event = decode_stored(mapper, mapper.to_stored_event(written))  # as stored and read
@@ -275,7 +310,13 @@ def disclosure_fields(draw: Any, recipient: AgencyRef) -> dict[str, Any]:
                 st.lists(st.tuples(st.sampled_from(DataCategory), texts), max_size=3)
             )
         ),
-        "data": draw(st.dictionaries(texts, st.dictionaries(texts, json_values), max_size=3)),
+        "data": draw(
+            st.dictionaries(
+                st.sampled_from([c.value for c in DataCategory]),
+                st.dictionaries(texts, json_values),
+                max_size=3,
+            )
+        ),
         "override_id": draw(st.none() | st.uuids()),
         "flagged_for_review": basis is DisclosureBasis.VITAL_INTEREST,
     }
@@ -447,7 +488,7 @@ def test_only_the_recipient_reads_the_disclosed_data() -> None:
         ReferralAcknowledged(originator_version=4, **envelope),
     ]
     check_history(events, Referral)
-    view = FeedView(NoLog(), new_mapper(), cache_size=10)  # type: ignore[arg-type]
+    view = view_of()
     read = [[(m.agency_id, json.loads(m.value)) for m in view.messages_for(e)] for e in events]
     assert [[agency for agency, _ in messages] for messages in read] == [
         ["dt-swc"],
@@ -467,3 +508,162 @@ def test_only_the_recipient_reads_the_disclosed_data() -> None:
     assert dispatched_to_hospital["disclosure"]["data"] == {"identity": {"full_name": "Lê Thị Mai"}}
     assert all(update["disclosure"] is None for _, update in read[3])
     assert all("No home visits" not in json.dumps(update) for m in read for _, update in m)
+
+
+# -- what the recipient may read when a message is published ----------------------------------
+
+CASE = UUID("00000000-0000-4000-8000-0000000000c1")
+PERSON = UUID("00000000-0000-4000-8000-0000000000c2")
+GRANT = UUID("00000000-0000-4000-8000-0000000000c3")
+T0 = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
+SWC = AgencyRef(agency_id="dt-swc", kind=AgencyKind.SOCIAL_WORK_CENTRE)
+HOSPITAL = AgencyRef(agency_id="dt-hospital", kind=AgencyKind.HOSPITAL)
+CASE_MANAGER = Actor(user_id="cw-1", agency_id="dt-swc", role=Role.CASE_MANAGER)
+
+
+def consent_to_hospital(*, withdrawn_at: datetime | None = None) -> list[Event]:
+    """A grant of identity and health data to the hospital for a month, perhaps withdrawn."""
+    record = UUID("00000000-0000-4000-8000-0000000000c4")
+    events: list[Event] = [
+        ConsentGranted(
+            originator_id=record,
+            originator_version=1,
+            timestamp=T0,
+            actor=CASE_MANAGER,
+            grant_id=GRANT,
+            person_id=PERSON,
+            categories=(DataCategory.IDENTITY, DataCategory.HEALTH),
+            recipients=(Recipient(agency_id="dt-hospital"),),
+            purposes=(Purpose.SERVICE_PROVISION,),
+            valid_from=T0,
+            valid_until=T0 + timedelta(days=30),
+            collection=Collection(
+                method=CollectionMethod.WRITTEN_FORM,
+                form_reference="form-07",
+                language="vi",
+                withdrawal_explained=True,
+            ),
+            given_by=ConsentGiver(kind=GiverKind.PERSON),
+        )
+    ]
+    if withdrawn_at is not None:
+        events.append(
+            ConsentWithdrawn(
+                originator_id=record,
+                originator_version=2,
+                timestamp=withdrawn_at,
+                actor=CASE_MANAGER,
+                grant_id=GRANT,
+                person_id=PERSON,
+                heard_by=SWC,
+            )
+        )
+    return events
+
+
+def dispatched_referral(categories: tuple[DataCategory, ...]) -> list[Event]:
+    referral_id = UUID("00000000-0000-4000-8000-0000000000c5")
+    envelope = {"originator_id": referral_id, "timestamp": T0, "actor": CASE_MANAGER}
+    return [
+        ReferralCreated(
+            originator_version=1,
+            case_id=CASE,
+            person_id=PERSON,
+            province="dong-thap",
+            from_agency=SWC,
+            to_agency=HOSPITAL,
+            service_type=ServiceType.MEDICAL_CARE,
+            urgency=Urgency.URGENT,
+            purpose=Purpose.SERVICE_PROVISION,
+            categories=categories,
+            **envelope,
+        ),
+        DisclosureRecorded(
+            originator_version=2,
+            disclosure_id=UUID("00000000-0000-4000-8000-0000000000c6"),
+            person_id=PERSON,
+            recipient=HOSPITAL,
+            purpose=Purpose.SERVICE_PROVISION,
+            basis=DisclosureBasis.CONSENT,
+            released=(
+                ReleasedField(category=DataCategory.IDENTITY, field="full_name", grant_id=GRANT),
+                ReleasedField(category=DataCategory.CONTACT, field="phone", grant_id=GRANT),
+            ),
+            data={
+                "identity": {"full_name": "Lê Thị Mai"},
+                "contact": {"phone": "0900 000 000"},
+            },
+            **envelope,
+        ),
+        ReferralDispatched(
+            originator_version=3,
+            acknowledge_by=T0 + timedelta(hours=4),
+            first_service_by=T0 + timedelta(days=1),
+            **envelope,
+        ),
+    ]
+
+
+def referral_after(events: list[Event]) -> Referral:
+    referral = Referral(events[0].originator_id)
+    for event in events:
+        referral.apply(event)
+    return referral
+
+
+def test_the_recipient_reads_what_the_consent_in_force_permits() -> None:
+    referral = referral_after(dispatched_referral((DataCategory.IDENTITY, DataCategory.CONTACT)))
+    seen = recipient_sight(referral, consent_to_hospital(), T0 + timedelta(hours=1))
+    # Contact was never granted to the hospital: identity only, on the grant.
+    assert seen.categories == {DataCategory.IDENTITY}
+    assert seen.basis is ReadBasis.GRANT
+    assert seen.grant_ids == (GRANT,)
+    assert DataCategory.CONTACT in seen.withheld
+
+
+def test_after_a_withdrawal_or_past_its_end_the_grant_releases_nothing() -> None:
+    referral = referral_after(dispatched_referral((DataCategory.IDENTITY,)))
+    withdrawn = consent_to_hospital(withdrawn_at=T0 + timedelta(hours=2))
+    assert recipient_sight(referral, withdrawn, T0 + timedelta(hours=1)).categories
+    assert not recipient_sight(referral, withdrawn, T0 + timedelta(hours=3)).categories
+    expired = T0 + timedelta(days=31)
+    assert not recipient_sight(referral, consent_to_hospital(), expired).categories
+    assert not recipient_sight(referral, [], T0 + timedelta(hours=1)).categories
+
+
+def test_a_message_carries_only_the_data_the_consent_permits_when_it_is_built() -> None:
+    """The dispatch built before the withdrawal carries the name and records the read; built
+    after it (a relay behind, or re-publishing with ``--reset``) it carries nothing."""
+    events = dispatched_referral((DataCategory.IDENTITY, DataCategory.CONTACT))
+    withdrawn_at = T0 + timedelta(hours=2)
+    consent = consent_to_hospital(withdrawn_at=withdrawn_at)
+    for built_at, expected in [
+        (T0 + timedelta(hours=1), {"identity": {"full_name": "Lê Thị Mai"}}),
+        (withdrawn_at + timedelta(seconds=1), None),
+    ]:
+        view = view_of(
+            release=lambda referral, at: recipient_sight(referral, consent, at),
+            clock=lambda at=built_at: at,
+        )
+        messages = [m for e in events for m in view.messages_for(e)]
+        to_hospital = [json.loads(m.value) for m in messages if m.agency_id == "dt-hospital"]
+        (dispatch,) = to_hospital
+        assert dispatch["disclosure"]["data"] == expected
+        assert (dispatch["disclosure"]["person_id"] is None) == (expected is None)
+        # What was disclosed stays on the record, whatever the recipient may read now.
+        assert [r["field"] for r in dispatch["disclosure"]["released"]] == ["full_name", "phone"]
+        assert all(b"0900" not in m.value for m in messages)
+        reads = view.take_reads()
+        if expected is None:
+            assert reads == []
+            continue
+        (read,) = reads
+        assert read.actor.user_id == FEED_READER
+        assert read.actor.agency_id == "dt-hospital"
+        assert read.what == FEED_READ_PATH
+        assert read.case_id == CASE
+        assert read.categories == (DataCategory.IDENTITY,)
+        assert read.basis is ReadBasis.GRANT
+        assert read.grant_ids == (GRANT,)
+        assert read.timestamp == built_at
+        assert view.take_reads() == []

@@ -58,3 +58,42 @@ def test_memory_is_bounded_and_the_file_survives_a_restart(tmp_path: Path) -> No
     out: list[dict[str, Any]] = []
     handle([Record("d"), Record("e")], again, out.append)
     assert [json.dumps(e["id"]) for e in out] == ['"e"']
+
+
+class RebalancingConsumer:
+    """A consumer whose group rebalances at the first commit: the refused commit leaves the
+    batch uncommitted, and the partition's new holder (here, this consumer again) receives
+    it once more after rejoining."""
+
+    def __init__(self, batches: list[list[Record]], refusals: list[Exception]) -> None:
+        self.batches = batches
+        self.refusals = refusals
+        self.committed: list[int] = []
+        self.polls = 0
+
+    def poll(self, timeout_ms: int) -> dict[str, list[Record]]:
+        self.polls += 1
+        return {"tp": self.batches.pop(0)} if self.batches else {}
+
+    def commit(self) -> None:
+        if self.refusals:
+            raise self.refusals.pop(0)
+        self.committed.append(self.polls)
+
+
+def test_a_commit_refused_by_a_rebalance_loses_nothing_and_handles_nothing_twice() -> None:
+    from kafka.errors import CommitFailedError, RebalanceInProgressError
+
+    from services.cli.feed import consume
+
+    first = [Record("a"), Record("b")]
+    consumer = RebalancingConsumer(
+        # After the refused commits the uncommitted records come again, then new ones.
+        [first, first, [*first, Record("c")], [Record("d")]],
+        [RebalanceInProgressError(), CommitFailedError("the group rebalanced")],
+    )
+    out: list[dict[str, Any]] = []
+    handled = consume(consumer, SeenIds(), out.append, max_messages=4, idle_timeout=5)
+    assert handled == 4
+    assert [e["id"] for e in out] == ["a", "b", "c", "d"]  # each once, none lost
+    assert consumer.committed == [3, 4]  # committing resumed once the group settled

@@ -3,7 +3,7 @@ at the end it was asked for, or when it is reviewed. No I/O."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -28,6 +28,7 @@ from contracts.referral import (
     WithdrawalNotedDuringOverride,
 )
 from contracts.vocabulary import AgencyKind, DataCategory, Role
+from services.projections.views import Docs, Fact, QueueView
 from services.referral.domain import CaseFile, Referral, ReferralRuleError
 from services.referral.index import ReferralIndex
 from services.referral.settings import DEFAULT_DEADLINES
@@ -121,6 +122,29 @@ def test_only_the_deadlines_still_owed_move() -> None:
     assert referral.first_service_by == T0 + timedelta(minutes=2 + 60, hours=24)
 
 
+def queue_of(log: list[Any], referral_id: UUID) -> dict[str, Any]:
+    """The projections' queue document of a referral, fed its events as the log holds them."""
+    view = QueueView()
+    handled = set(view.handles["referral"])
+    docs = Docs(lambda _key: None)
+    for event in log:
+        if type(event) in handled:
+            data = event.model_dump(mode="json")
+            fact = Fact(
+                event.event_type,
+                str(event.originator_id),
+                event.originator_version,
+                data["timestamp"],
+                data,
+            )
+            view.apply(docs, "referral", fact)
+    return docs.rows["ref:" + str(referral_id)][2]
+
+
+def instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
 def index_of(log: list[Any]) -> ReferralIndex:
     """The referral index, fed a referral's events as the log holds them."""
     recorder = POPOApplicationRecorder()
@@ -140,7 +164,8 @@ def test_the_index_and_the_aggregate_agree_on_what_is_due(
 ) -> None:
     """Random holds (a gap, then a length), maybe an acknowledgement, and deadline checks
     at random instants: the index finds exactly the referrals the aggregate escalates, with
-    the same due times, and nothing is escalated while the referral is on hold."""
+    the same due times as the aggregate and the agency's queue, and nothing is escalated
+    while the referral is on hold."""
     file = case_file()
     grant_id = grant(file)
     referral = refer(file)
@@ -170,6 +195,10 @@ def test_the_index_and_the_aggregate_agree_on_what_is_due(
             replayed = Referral.project(None, log)
             assert replayed is not None
             assert index.referrals[referral.id].due == replayed.due == referral.due
+            # The agency's queue shows the same due times.
+            queued = queue_of(log, referral.id)
+            assert instant(queued["acknowledge_by"]) == referral.acknowledge_by
+            assert instant(queued["first_service_by"]) == referral.first_service_by
             due = referral.missed_deadlines(now)
             assert (referral.id in index.with_deadlines_due(now)) == bool(due)
             if referral.status is S.ON_HOLD:

@@ -30,6 +30,7 @@ from contracts.referral import (
     HandoverParty,
     PartyRole,
     ReferralStatus,
+    ServiceDelivery,
     Urgency,
 )
 from contracts.vocabulary import AgencyKind, DataCategory, Purpose, Role, ServiceType
@@ -371,3 +372,53 @@ def test_disclosure_event_carries_the_person_id() -> None:
     referral = refer(file)
     disclosures = [e for e in referral.collect_events() if isinstance(e, DisclosureRecorded)]
     assert disclosures[0].person_id == file.person_id
+
+
+# -- progress, the structured outcome, the person's feedback ---------------------------------
+
+
+def test_progress_is_reported_while_the_service_goes_on() -> None:
+    file = case_file()
+    grant(file)
+    referral = refer(file)
+    with pytest.raises(ReferralRuleError, match="accepted or started"):
+        referral.report_progress(ctx(3, STAFF), "Seen today")
+    referral.answer(ctx(3, STAFF), "acknowledge")
+    referral.answer(ctx(4, STAFF), "accept")
+    referral.report_progress(ctx(5, STAFF), "First session held")
+    referral.answer(ctx(6, STAFF), "start")
+    referral.report_progress(ctx(60 * 24 * 14, STAFF), "Two weeks of treatment; improving")
+    assert [p.note for p in referral.progress_reports] == [
+        "First session held",
+        "Two weeks of treatment; improving",
+    ]
+    assert referral.status is S.IN_PROGRESS  # a report moves nothing
+
+
+def test_a_completion_says_how_much_was_delivered_and_why_not_all() -> None:
+    file = case_file()
+    grant(file)
+    referral = refer(file)
+    for n, step in enumerate(("acknowledge", "accept", "start")):
+        referral.answer(ctx(3 + n, STAFF), step)
+    with pytest.raises(ReferralRuleError, match="started"):
+        refer(file).record_feedback(ctx(7), 4, None)
+    referral.record_feedback(ctx(7), 3, "The sessions are far from home")
+    with pytest.raises(InvalidRequestError, match="why"):
+        referral.answer(
+            ctx(8, STAFF), "complete", "Three of six sessions", ServiceDelivery.PARTIALLY_DELIVERED
+        )
+    referral.answer(
+        ctx(8, STAFF),
+        "complete",
+        "Three of six sessions",
+        ServiceDelivery.PARTIALLY_DELIVERED,
+        "She moved back to her village",
+    )
+    assert referral.delivery is ServiceDelivery.PARTIALLY_DELIVERED
+    assert [f.satisfaction for f in referral.feedback] == [3]
+    other = refer(file)
+    for n, step in enumerate(("acknowledge", "accept", "start")):
+        other.answer(ctx(3 + n, STAFF), step)
+    other.answer(ctx(9, STAFF), "complete", "Done")
+    assert other.delivery is ServiceDelivery.DELIVERED  # the default

@@ -372,3 +372,39 @@ def test_the_publisher_is_a_state_authority_named_once() -> None:
         log = CaseLog()
         log.grant(recipients=(recipient,))
         assert counted(rebuilt([log]), AT) == ({str(log.case_id)} if counts else set()), recipient
+
+
+def _with_exploitation(doc: dict[str, Any], legal: bool) -> dict[str, Any]:
+    """A case whose statistics grant covers ``legal_case`` too when ``legal``."""
+    record = uuid4()
+    grant = statistics_grant(record)
+    if legal:
+        grant = grant.model_copy(
+            update={"categories": (DataCategory.IDENTITY, DataCategory.LEGAL_CASE)}
+        )
+    return {
+        **doc,
+        "consent": consent_entries(grant),
+        "exploitation": {
+            "types": ["forced_labour", "forced_criminality"],
+            "means_of_control": ["debt_bondage"],
+        },
+        "identification": "identified",
+    }
+
+
+def test_exploitation_counts_by_the_ctdc_names_where_legal_data_may_count() -> None:
+    legal = [_with_exploitation(case("dong-thap", 3, True, []), legal=True) for _ in range(16)]
+    other = [_with_exploitation(case("dong-thap", 3, True, []), legal=False) for _ in range(12)]
+    counts = raw_counts(legal + other, AT)
+    assert counts[("cases", "dong-thap", "2026-03", "all", "all")] == 28
+    key = ("exploitation", "dong-thap", "2026-03", "typeOfExploit")
+    assert counts[(*key, "isForcedLabour")] == 16  # the other 12 do not permit legal_case
+    assert counts[(*key, "isForcedCriminality")] == 16
+    means = ("means_of_control", "dong-thap", "2026-03", "meansOfControl")
+    assert counts[(*means, "meansOfControlDebtBondage")] == 16
+    assert counts[("identification", "dong-thap", "2026-03", "status", "identified")] == 16
+    cells = {(c.table, c.value): c.count for c in publish(legal + other, at=AT)}
+    assert cells[("exploitation", "isForcedLabour")] == 15  # rounded down to the step
+    few = publish(legal[:12], at=AT)
+    assert all(c.count is None for c in few)  # 10 after rounding: below the threshold

@@ -92,9 +92,12 @@ class CaseFile(Aggregate):
     def note_facts(
         self, ctx: CommandContext, category: DataCategory, facts: dict[str, Any]
     ) -> None:
-        if self.facts.get(category) != facts:
+        """Note the fields ``facts`` gives of ``category``, keeping the category's other
+        fields (another event is their source); the event holds the category whole."""
+        merged = {**self.facts.get(category, {}), **facts}
+        if self.facts.get(category) != merged:
             self.trigger(
-                ctx, CaseFactsNoted, person_id=self.person_id, category=category, facts=facts
+                ctx, CaseFactsNoted, person_id=self.person_id, category=category, facts=merged
             )
 
     @applies(CaseFactsNoted)

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from contracts.consent_decision import ConsentDecision, Verdict
+from contracts.deadlines import DueTimes
 from contracts.envelope import AgencyRef
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
@@ -29,19 +30,21 @@ from contracts.referral import (
     ReferralCreated,
     ReferralDispatched,
     ReferralFailed,
+    ReferralProgressReported,
     ReferralPutOnHold,
     ReferralRejected,
     ReferralResumed,
     ReferralStarted,
     ReferralStatus,
     ReleasedField,
+    ServiceDelivery,
+    ServiceFeedbackRecorded,
     Urgency,
     WithdrawalNotedDuringOverride,
     WithheldCategory,
 )
 from contracts.vocabulary import DataCategory, Purpose, ServiceType
 from services.referral.domain.case_file import CaseFile
-from services.referral.domain.deadlines import DueTimes
 from services.referral.domain.overrides import Override, override_past_its_end
 from services.referral.settings import Deadlines
 from services.runtime.aggregate import Aggregate, CommandContext, applies
@@ -106,6 +109,9 @@ class Referral(Aggregate):
         self.withheld_under_override: set[tuple[DataCategory, Verdict]] = set()
         self.closing_reason: str | None = None
         self.history: list[tuple[datetime, str, ReferralStatus]] = []
+        self.delivery: ServiceDelivery | None = None
+        self.progress_reports: list[ReferralProgressReported] = []
+        self.feedback: list[ServiceFeedbackRecorded] = []
 
     @property
     def acknowledge_by(self) -> datetime | None:
@@ -317,9 +323,24 @@ class Referral(Aggregate):
                 current_status=self.status.value,
             )
 
-    def answer(self, ctx: CommandContext, action: str, text: str | None = None) -> None:
-        """A step of the closed loop (the recipient's answers, or the sender's cancel)."""
+    def answer(
+        self,
+        ctx: CommandContext,
+        action: str,
+        text: str | None = None,
+        delivery: ServiceDelivery | None = None,
+        why: str | None = None,
+    ) -> None:
+        """A step of the closed loop (the recipient's answers, or the sender's cancel). A
+        completion says how much of the service was delivered, and why when not all of it."""
         self.check_step(action)
+        if action == "complete":
+            delivery = delivery or ServiceDelivery.DELIVERED
+            if delivery is not ServiceDelivery.DELIVERED and not (why and why.strip()):
+                raise InvalidRequestError("why", "Say why the service was not delivered in full.")
+            outcome = _required(text, "outcome")
+            self.trigger(ctx, ReferralCompleted, outcome=outcome, delivery=delivery, why=why)
+            return
         if action == "acknowledge":
             self.trigger(ctx, ReferralAcknowledged)
         elif action == "accept":
@@ -328,8 +349,6 @@ class Referral(Aggregate):
             self.trigger(ctx, ReferralRejected, reason=_required(text, "reason"))
         elif action == "start":
             self.trigger(ctx, ReferralStarted)
-        elif action == "complete":
-            self.trigger(ctx, ReferralCompleted, outcome=_required(text, "outcome"))
         elif action == "fail":
             self.trigger(ctx, ReferralFailed, reason=_required(text, "reason"))
         elif action == "cancel":
@@ -357,6 +376,7 @@ class Referral(Aggregate):
     @applies(ReferralCompleted)
     def _completed(self, event: ReferralCompleted) -> None:
         self.closing_reason = event.outcome
+        self.delivery = event.delivery
         self._moved(event.timestamp, "completed", S.COMPLETED)
 
     @applies(ReferralCancelled)
@@ -368,6 +388,36 @@ class Referral(Aggregate):
     def _failed(self, event: ReferralFailed) -> None:
         self.closing_reason = event.reason
         self._moved(event.timestamp, "failed", S.FAILED)
+
+    def report_progress(self, ctx: CommandContext, note: str) -> None:
+        """The recipient reports how the service goes, once accepted and until it ends."""
+        if self.status not in (S.ACCEPTED, S.IN_PROGRESS):
+            raise ReferralRuleError(
+                f"Progress is reported on an accepted or started referral; this one is "
+                f"{self.status.value}.",
+                allowed=next_steps(self.status),
+                current_status=self.status.value,
+            )
+        self.trigger(ctx, ReferralProgressReported, note=note)
+
+    @applies(ReferralProgressReported)
+    def _progress_reported(self, event: ReferralProgressReported) -> None:
+        self.progress_reports.append(event)
+
+    def record_feedback(self, ctx: CommandContext, satisfaction: int, comment: str | None) -> None:
+        """The person's feedback on the service, once it started (or ended)."""
+        if self.status not in (S.IN_PROGRESS, S.COMPLETED, S.FAILED):
+            raise ReferralRuleError(
+                "The person gives feedback on a service that started; this referral is "
+                f"{self.status.value}.",
+                allowed=next_steps(self.status),
+                current_status=self.status.value,
+            )
+        self.trigger(ctx, ServiceFeedbackRecorded, satisfaction=satisfaction, comment=comment)
+
+    @applies(ServiceFeedbackRecorded)
+    def _feedback(self, event: ServiceFeedbackRecorded) -> None:
+        self.feedback.append(event)
 
     def _moved(self, at: datetime, what: str, status: ReferralStatus) -> None:
         self.status = status

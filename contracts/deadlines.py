@@ -1,7 +1,8 @@
 """When a referral's deadlines fall due, and how a hold for consent moves them.
 
-One rule, read by the Referral aggregate and by the referral index alike, so the deadline
-check and the referral it loads never disagree about what is due:
+One rule, read by the Referral aggregate, the referral index and the projections' queue alike,
+so that the deadline check, the referral it loads and the agencies' queues never disagree
+about what is due:
 
 - a deadline waits for its step while the referral is in a status that owes that step
   (acknowledgement: requested; first service: requested, received or accepted) and it has

@@ -1,0 +1,1 @@
+"""The seal: every log an RFC 9162 Merkle tree, with signed checkpoints and offline checks."""

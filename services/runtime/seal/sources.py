@@ -1,0 +1,218 @@
+"""Read a database's sealed logs for checking: PostgreSQL schemas or SQLite files.
+
+Both read in one snapshot (PostgreSQL: a repeatable-read, read-only transaction; SQLite: one
+read transaction per file), so a verification of a live database sees every log as of one
+instant. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import psycopg
+from psycopg import sql
+
+from services.runtime.seal.leaves import SealTables
+from services.runtime.settings import Settings
+
+LeafRow = tuple[int, int, int, bytes]  # idx, position, sealed_at, leaf hash
+EventRow = tuple[int, bytes, int, str, bytes]  # position, originator id, version, topic, state
+
+
+@dataclass(frozen=True)
+class Head:
+    size: int
+    last_position: int
+    frontier: bytes
+
+
+class LogSource(Protocol):
+    """One sealed log, as stored."""
+
+    name: str
+
+    def head(self) -> Head: ...
+
+    def checkpoints(self) -> list[tuple[int, str]]: ...
+
+    def cosignatures(self) -> list[tuple[int, str, str]]: ...
+
+    def leaves(self, from_idx: int, limit: int) -> Sequence[LeafRow]: ...
+
+    def events(self, after: int, upto: int | None) -> Sequence[EventRow]: ...
+
+    def count_events(self) -> int: ...
+
+
+class PostgresLog:
+    def __init__(self, conn: psycopg.Connection[Any], name: str, schema: str, table: str) -> None:
+        self.conn, self.name = conn, name
+        t = SealTables(table)
+        ident = {
+            "s": sql.Identifier(schema),
+            "events": sql.Identifier(table),
+            "leaves": sql.Identifier(t.leaves),
+            "head": sql.Identifier(t.head),
+            "cp": sql.Identifier(t.checkpoints),
+            "co": sql.Identifier(t.cosignatures),
+        }
+        q = {
+            "head": "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1",
+            "cp": "SELECT size, note FROM {s}.{cp} ORDER BY size",
+            "co": "SELECT size, key_name, line FROM {s}.{co} ORDER BY size, key_name",
+            "leaves": "SELECT idx, position, sealed_at, leaf_hash FROM {s}.{leaves} "
+            "WHERE idx >= %s ORDER BY idx LIMIT %s",
+            "events": "SELECT notification_id, uuid_send(originator_id), originator_version, "
+            "topic, state FROM {s}.{events} WHERE notification_id > %s "
+            "AND notification_id <= %s ORDER BY notification_id",
+            "count": "SELECT count(*) FROM {s}.{events}",
+        }
+        self._q = {k: sql.SQL(v).format(**ident) for k, v in q.items()}
+
+    def _all(self, key: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.conn.cursor(binary=True) as cur:
+            cur.execute(self._q[key], params)
+            return cur.fetchall()
+
+    def head(self) -> Head:
+        rows = self._all("head")
+        if not rows:
+            return Head(0, 0, b"")
+        size, last, frontier = rows[0]
+        return Head(size, last, bytes(frontier))
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        return [(s, n) for s, n in self._all("cp")]
+
+    def cosignatures(self) -> list[tuple[int, str, str]]:
+        return [(s, k, line) for s, k, line in self._all("co")]
+
+    def leaves(self, from_idx: int, limit: int) -> Sequence[LeafRow]:
+        return self._all("leaves", (from_idx, limit))
+
+    def events(self, after: int, upto: int | None) -> Sequence[EventRow]:
+        return self._all("events", (after, upto if upto is not None else 2**62))
+
+    def count_events(self) -> int:
+        return int(self._all("count")[0][0])
+
+
+class SQLiteLog:
+    """A log in its SQLite file; its connection may be used from another thread (the
+    verifier reads ahead in one), never from two at once."""
+
+    def __init__(self, conn: sqlite3.Connection, name: str, table: str = "stored_events") -> None:
+        self.conn, self.name, self.table = conn, name, table
+        self.t = SealTables(table)
+
+    def head(self) -> Head:
+        row = self.conn.execute(
+            f"SELECT size, last_position, frontier FROM {self.t.head} WHERE id = 1"
+        ).fetchone()
+        return Head(0, 0, b"") if row is None else Head(row[0], row[1], bytes(row[2]))
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        return list(self.conn.execute(f"SELECT size, note FROM {self.t.checkpoints} ORDER BY size"))
+
+    def cosignatures(self) -> list[tuple[int, str, str]]:
+        return list(
+            self.conn.execute(
+                f"SELECT size, key_name, line FROM {self.t.cosignatures} ORDER BY size, key_name"
+            )
+        )
+
+    def leaves(self, from_idx: int, limit: int) -> Sequence[LeafRow]:
+        return self.conn.execute(
+            f"SELECT idx, position, sealed_at, leaf_hash FROM {self.t.leaves} "
+            "WHERE idx >= ? ORDER BY idx LIMIT ?",
+            (from_idx, limit),
+        ).fetchall()
+
+    def events(self, after: int, upto: int | None) -> Sequence[EventRow]:
+        rows = self.conn.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state FROM "
+            f"{self.table} WHERE rowid > ? AND rowid <= ? ORDER BY rowid",
+            (after, upto if upto is not None else 2**62),
+        ).fetchall()
+        fromhex = bytes.fromhex
+        try:
+            found = [(p, fromhex(o), v, t, s) for p, o, v, t, s in rows]
+        except (TypeError, ValueError):
+            found = []
+        if len(found) != len(rows) or any(len(row[1]) != 16 for row in found):
+            found = [(p, _raw_id(o), v, t, s) for p, o, v, t, s in rows]
+        return found
+
+    def count_events(self) -> int:
+        return int(self.conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+
+
+def _raw_id(stored: object) -> bytes:
+    # A hand-edited id that is not 32 hex digits any more must be named, not crash the
+    # check, and must never hash as some other id would: it becomes a value no leaf takes.
+    try:
+        raw = bytes.fromhex(str(stored))
+    except ValueError:
+        raw = b""
+    return raw if len(raw) == 16 else cast(bytes, None)
+
+
+@contextmanager
+def open_logs(settings: Settings, only: Sequence[str] = ()) -> Iterator[list[LogSource]]:
+    """Every sealed log of the installation (or those named), read in one snapshot."""
+    target = settings.postgres
+    if target is None:
+        with _sqlite_logs(settings.data_dir, only) as files:
+            yield files
+        return
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            rows = conn.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_name LIKE %s ORDER BY table_schema",
+                ("%\\_events\\_leaves",),
+            ).fetchall()
+            logs: list[LogSource] = []
+            prefix = settings.schema_prefix
+            for schema, leaves in rows:
+                if not schema.startswith(prefix):
+                    continue
+                name = schema[len(prefix) :]
+                if only and name not in only:
+                    continue
+                logs.append(PostgresLog(conn, name, schema, leaves.removesuffix("_leaves")))
+            yield logs
+        finally:
+            conn.execute("ROLLBACK")
+
+
+@contextmanager
+def _sqlite_logs(data_dir: Path, only: Sequence[str]) -> Iterator[list[LogSource]]:
+    conns: list[sqlite3.Connection] = []
+    logs: list[LogSource] = []
+    try:
+        for path in sorted(data_dir.glob("*.sqlite")):
+            if only and path.stem not in only:
+                continue
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            conns.append(conn)
+            sealed = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (SealTables("stored_events").leaves,),
+            ).fetchone()
+            if sealed is None:
+                continue
+            conn.execute("BEGIN")
+            logs.append(SQLiteLog(conn, path.stem))
+        yield logs
+    finally:
+        for conn in conns:
+            conn.close()

@@ -1,0 +1,173 @@
+"""Sign-in through the organisation's OpenID Connect provider: the authorisation-code flow
+with PKCE (S256), a state and a nonce per attempt, kept on the server.
+
+The provider's access token is verified as every bearer token is (``TokenService.verify``:
+its key, issuer and audience), so the web session maps to exactly the ``Principal`` the
+API would give the same token: user (``sub``), agency, province and roles are the token's
+claims, and the agency must be active in the directory. The ID token's signature, audience,
+issuer and nonce are checked too.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import jwt
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+
+from services.runtime.auth import TokenService, in_directory
+from services.runtime.errors import AuthenticationError
+from services.runtime.settings import Settings
+from services.web.deps import page_router
+from services.web.home import home_of
+from services.web.render import render
+from services.web.session import SESSION_COOKIE, cookie_options, sessions_of
+
+router = page_router()
+ATTEMPT_COOKIE = "ketnoi_signin"
+ATTEMPT_SECONDS = 600
+HTTP_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class Attempt:
+    verifier: str
+    nonce: str
+    redirect_uri: str
+    expires: float
+
+
+@dataclass
+class Attempts:
+    """Sign-in attempts under way, by state; each is used once."""
+
+    _by_state: dict[str, Attempt] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open(self, attempt: Attempt) -> str:
+        state = secrets.token_urlsafe(24)
+        with self._lock:
+            now = time.monotonic()
+            for old in [k for k, a in self._by_state.items() if a.expires < now]:
+                del self._by_state[old]
+            self._by_state[state] = attempt
+        return state
+
+    def take(self, state: str) -> Attempt | None:
+        with self._lock:
+            attempt = self._by_state.pop(state, None)
+        return attempt if attempt and attempt.expires >= time.monotonic() else None
+
+
+_attempts = Attempts()
+
+
+def _fetch_json(url: str, data: dict[str, str] | None = None) -> dict[str, Any]:
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
+        found: dict[str, Any] = json.loads(answer.read())
+        return found
+
+
+@cache
+def provider(issuer: str) -> dict[str, Any]:
+    """The provider's metadata (OpenID Connect Discovery), read once."""
+    return _fetch_json(issuer.rstrip("/") + "/.well-known/openid-configuration")
+
+
+def enabled(settings: Settings) -> bool:
+    return bool(settings.oidc_issuer)
+
+
+@router.get("/signin/oidc")
+def start_sign_in(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    if not settings.oidc_issuer or not settings.oidc_client_id:
+        return render(request, "error.html", 404, status=404, slug="not-found")
+    verifier = generate_token(64)
+    nonce = generate_token(32)
+    redirect_uri = str(request.url_for("finish_sign_in"))
+    state = _attempts.open(
+        Attempt(verifier, nonce, redirect_uri, time.monotonic() + ATTEMPT_SECONDS)
+    )
+    url = prepare_grant_uri(
+        provider(settings.oidc_issuer)["authorization_endpoint"],
+        client_id=settings.oidc_client_id,
+        response_type="code",
+        redirect_uri=redirect_uri,
+        scope=settings.oidc_scope,
+        state=state,
+        nonce=nonce,
+        code_challenge=create_s256_code_challenge(verifier),
+        code_challenge_method="S256",
+    )
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(ATTEMPT_COOKIE, state, max_age=ATTEMPT_SECONDS, **cookie_options(request))
+    return response
+
+
+@router.get("/signin/callback", name="finish_sign_in")
+def finish_sign_in(request: Request, state: str = "", code: str = "") -> Response:
+    """The provider sends the browser back here with a code for this attempt."""
+    settings: Settings = request.app.state.settings
+    attempt = _attempts.take(state) if state else None
+    if (
+        not settings.oidc_issuer
+        or not code
+        or attempt is None
+        or not secrets.compare_digest(request.cookies.get(ATTEMPT_COOKIE, ""), state)
+    ):
+        return render(request, "signin.html", 400, users=(), oidc=enabled(settings), failed=True)
+    try:
+        principal, access_token = _redeem(request, settings, code, attempt)
+    except (AuthenticationError, OSError, KeyError, ValueError, jwt.InvalidTokenError):
+        return render(request, "signin.html", 401, users=(), oidc=True, failed=True)
+    response = RedirectResponse(home_of(principal), status_code=303)
+    options = cookie_options(request)
+    response.set_cookie(SESSION_COOKIE, sessions_of(request).open(access_token), **options)
+    response.delete_cookie(ATTEMPT_COOKIE, **options)
+    return response
+
+
+def _redeem(request: Request, settings: Settings, code: str, attempt: Attempt) -> tuple[Any, str]:
+    """Exchange the code (with the PKCE verifier) for tokens and check them."""
+    assert settings.oidc_issuer
+    assert settings.oidc_client_id
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": attempt.redirect_uri,
+        "client_id": settings.oidc_client_id,
+        "code_verifier": attempt.verifier,
+    }
+    if settings.oidc_client_secret:
+        form["client_secret"] = settings.oidc_client_secret
+    tokens = _fetch_json(provider(settings.oidc_issuer)["token_endpoint"], form)
+    verifier: TokenService = request.app.state.tokens
+    # The ID token: from this provider, for this client, for this attempt.
+    claims = jwt.decode(
+        tokens["id_token"],
+        verifier.public_key,
+        algorithms=[settings.auth_algorithm],
+        audience=settings.oidc_client_id,
+        issuer=settings.oidc_issuer,
+        options={"require": ["exp", "sub", "aud", "iss", "nonce"]},
+    )
+    if not secrets.compare_digest(str(claims["nonce"]), attempt.nonce):
+        raise AuthenticationError("The sign-in answer is not for this attempt.")
+    access_token = str(tokens["access_token"])
+    principal = in_directory(verifier.verify(access_token), request.app.state.agencies)
+    return principal, access_token
