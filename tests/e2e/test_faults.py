@@ -59,7 +59,6 @@ from services.runtime.tansu import TansuBroker
 from tests.conftest import missing_service
 from tests.support.agencies import register_agencies
 from tests.support.faults import (
-    PROJECTIONS,
     RECIPIENTS,
     SENDER,
     Client,
@@ -120,13 +119,18 @@ class FeedWatcher:
         self.kafka, self.agencies = kafka, agencies
         self.reader = FeedReader(kafka, agencies)
         self.records: list[Received] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # held by the polling thread for one poll at a time
+        self.wanted = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while not self.stopping.is_set():
+            if self.wanted.is_set():
+                # A broker restart takes the reader: let it have the lock.
+                self.stopping.wait(0.01)
+                continue
             with self.lock:
                 self.reader.poll(100)
 
@@ -140,7 +144,9 @@ class FeedWatcher:
 
     def restart_broker(self, broker: TansuBroker, relay: Supervised) -> None:
         """Pause the relay, read all the broker holds, restart it empty, resume the relay."""
+        self.wanted.set()
         with relay.lock, self.lock:
+            self.wanted.clear()
             relay.pause()
             try:
                 deadline = time.monotonic() + 60
@@ -155,8 +161,8 @@ class FeedWatcher:
                 relay.resume()
 
     def all_records(self) -> list[Received]:
-        with self.lock:
-            return self.records + self.reader.records
+        """Everything read so far (a copy; the polling thread only ever appends)."""
+        return [*self.records, *self.reader.records]
 
     def close(self) -> None:
         self.stopping.set()
@@ -320,7 +326,7 @@ def cluster(postgres: LocalPostgres, broker: TansuBroker, tmp_path: Path) -> Ite
         "intake": serve("intake"),
         "consent": serve("consent"),
         "referral": serve("referral"),
-        "projections": Supervised("projections", PROJECTIONS, env, logs, free_port()),
+        "projections": serve("projections"),
         "feed": Supervised("feed", [*KETNOI, "feed"], env, logs, None),
     }
     watcher: FeedWatcher | None = None
@@ -377,13 +383,12 @@ def check_afterwards(cluster: Cluster, outcomes: Outcomes) -> None:
         referral_log.recorder.datastore.close()  # type: ignore[attr-defined]
     wanted = expected_feed(settings)
     topics = watcher.reader.topics
-    wait_until(
-        "every agency to read its events",
-        lambda: all(
-            delivered(watcher.all_records(), topics).get(k) == v for k, v in wanted.items()
-        ),
-        timeout=60,
-    )
+
+    def all_read() -> bool:
+        seen = delivered(watcher.all_records(), topics)
+        return all(seen.get(k) == v for k, v in wanted.items())
+
+    wait_until("every agency to read its events", all_read, timeout=60)
     records = watcher.all_records()
     assert delivered(records, topics) == wanted
     print(
