@@ -32,12 +32,14 @@ CSP = (
 )
 # The pages' own assets (no personal data) may be cached; everything else may not.
 STATIC_PREFIX = "/static/"
-# FastAPI's interactive documentation loads its script and styles from a CDN.
+# The API's documentation (Swagger UI, ReDoc: served by Ketnoi, services/runtime/docs.py)
+# starts with an inline script and ReDoc runs a worker from a blob; images come from this
+# site only (ReDoc's bundle would show its maker's logo from a CDN), so nothing leaves the
+# office.
 DOCS_CSP = (
     "default-src 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'; "
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "img-src 'self' data: https://fastapi.tiangolo.com"
+    "script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:"
 )
 DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
