@@ -20,7 +20,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -32,6 +31,7 @@ from contracts.vocabulary import AgencyKind, Role
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
 from tests.conftest import drop_schemas
+from tests.e2e.test_positions_http import GRANT, RECEPTION
 from tests.support.agencies import register_agencies
 from tests.support.positions import PositionCarrier
 from tests.support.processes import free_port, ketnoi_server, run_ketnoi
@@ -42,27 +42,6 @@ CASES = 200
 CLIENTS = 8
 UNCARRIED_CASES = 32
 WAIT_BOUND = 3.0
-NOW = datetime.now(UTC).replace(microsecond=0)
-GRANT = {
-    "categories": ["identity"],
-    "recipients": [{"kind": "hospital"}],
-    "purposes": ["service_provision"],
-    "valid_from": (NOW - timedelta(days=1)).isoformat(),
-    "valid_until": (NOW + timedelta(days=365)).isoformat(),
-    "collection": {
-        "method": "written_form",
-        "form_reference": "F-1",
-        "language": "vi",
-        "withdrawal_explained": True,
-    },
-    "given_by": {"kind": "person"},
-}
-RECEPTION = {
-    "route": "rescued",
-    "received_at": (NOW - timedelta(hours=2)).isoformat(),
-    "place": {"province": "dong-thap"},
-    "receiving_agency": "dt-police",
-}
 REFERRAL = {"to_agency": "dt-hospital", "service_type": "medical_care", "categories": ["identity"]}
 
 
