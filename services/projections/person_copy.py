@@ -20,26 +20,19 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import EventStore
-
 from contracts import referral as r
 from contracts.audit import PersonalDataRead
 from contracts.consent import consent_record_id
 from contracts.envelope import Event
+from services.projections.replay import history
 from services.runtime.follower import Upstream
-from services.runtime.seal.operations import checkpoint_all
-from services.runtime.seal.sources import open_logs
+from services.runtime.seal.operations import checkpoint_all, latest_checkpoints
 from services.runtime.settings import Settings
 
 COPY_VERSION = "ketnoi-person-copy-1"
 # What an entry of the copy leaves out of an event: ids of the record and of the staff.
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "actor", "caused_by"}
 _ENVELOPE |= {"correlation_id"}
-
-
-def _events(upstream: Upstream, originator_id: UUID) -> list[Event]:
-    store: EventStore[UUID] = EventStore(mapper=upstream.mapper, recorder=upstream.recorder)
-    return [e for e in store.get(originator_id) if isinstance(e, Event)]
 
 
 def entry(event: Event) -> dict[str, Any]:
@@ -92,14 +85,14 @@ def person_copy(
 ) -> dict[str, Any] | None:
     """The copy of everything held about the case's person, or None when intake does not
     hold the case. Entries are in the order they happened within each section."""
-    record = _events(upstreams["intake"], case_id)
+    record = history(upstreams["intake"], case_id)
     if not record:
         return None
-    consent = _events(upstreams["consent"], consent_record_id(case_id))
+    consent = history(upstreams["consent"], consent_record_id(case_id))
     referrals: list[dict[str, Any]] = []
     disclosures: list[dict[str, Any]] = []
     for referral_id in referral_ids:
-        events = _events(upstreams["referral"], UUID(referral_id))
+        events = history(upstreams["referral"], UUID(referral_id))
         if not events or not isinstance(events[0], r.ReferralCreated):
             continue
         created = events[0]
@@ -122,7 +115,7 @@ def person_copy(
         ]
     handovers = []
     for handover_id in handover_ids:
-        events = _events(upstreams["referral"], UUID(handover_id))
+        events = history(upstreams["referral"], UUID(handover_id))
         if events:
             handovers.append({"handover_id": handover_id, "steps": [entry(e) for e in events]})
     person_ids = {str(p) for e in consent if (p := getattr(e, "person_id", None)) is not None}
@@ -144,10 +137,7 @@ def sealed_now(settings: Settings) -> list[dict[str, Any]]:
     """A checkpoint of every log as it stands now (signed first where it grew since its last
     one): the proof that the copy, read before, was read from the sealed record."""
     checkpoint_all(settings)
-    with open_logs(settings) as logs:
-        sealed = []
-        for log in logs:
-            latest = log.checkpoints()
-            size, text = latest[-1] if latest else (0, None)
-            sealed.append({"log": log.name, "size": size, "checkpoint": text})
-    return sealed
+    return [
+        {"log": log, "size": size, "checkpoint": text}
+        for log, size, text in latest_checkpoints(settings)
+    ]

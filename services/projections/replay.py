@@ -26,9 +26,14 @@ class CaseNotKnownError(NotFoundError):
         super().__init__(f"No case {case_id} in the logs you may see.", case_id=str(case_id))
 
 
-def _history(upstream: Upstream, originator_id: UUID, at: datetime) -> list[Event]:
+def history(upstream: Upstream, originator_id: UUID, at: datetime | None = None) -> list[Event]:
+    """One aggregate's events in a log, up to instant ``at`` (all of them without it)."""
     store: EventStore[UUID] = EventStore(mapper=upstream.mapper, recorder=upstream.recorder)
-    return [e for e in store.get(originator_id) if isinstance(e, Event) and e.timestamp <= at]
+    return [
+        e
+        for e in store.get(originator_id)
+        if isinstance(e, Event) and (at is None or e.timestamp <= at)
+    ]
 
 
 def replay_case(
@@ -39,15 +44,15 @@ def replay_case(
     handover_ids: list[str],
 ) -> dict[str, Any]:
     """The case as of ``at``; raises CaseNotKnownError when it was not yet received."""
-    intake_events = _history(upstreams["intake"], case_id, at)
+    intake_events = history(upstreams["intake"], case_id, at)
     if not intake_events:
         raise CaseNotKnownError(case_id)
     case = _fold_intake(intake_events)
-    consent_events = _history(upstreams["consent"], consent_record_id(case_id), at)
+    consent_events = history(upstreams["consent"], consent_record_id(case_id), at)
     consent = _fold_consent(consent_events, at)
     referrals, visible = [], []
     for referral_id in referral_ids:
-        events = _history(upstreams["referral"], UUID(referral_id), at)
+        events = history(upstreams["referral"], UUID(referral_id), at)
         if not events:
             continue  # created after the instant
         referral, disclosure = _fold_referral(events)
@@ -57,7 +62,7 @@ def replay_case(
             visible.append(seen)
     handovers = []
     for handover_id in handover_ids:
-        events = _history(upstreams["referral"], UUID(handover_id), at)
+        events = history(upstreams["referral"], UUID(handover_id), at)
         if events:
             handovers.append(_fold_handover(events))
     return {

@@ -13,8 +13,12 @@ from contracts.vocabulary import Role
 from services.runtime.auth import CurrentPrincipal
 from services.runtime.errors import NotFoundError
 from services.runtime.seal.keys import seal_signer
-from services.runtime.seal.operations import SealOperationError, prove, verify_report
-from services.runtime.seal.sources import open_logs
+from services.runtime.seal.operations import (
+    SealOperationError,
+    latest_checkpoints,
+    prove,
+    verify_report,
+)
 from services.runtime.settings import Settings
 
 router = APIRouter(prefix="/seal", tags=["seal"])
@@ -47,13 +51,10 @@ class LogVerification(BaseModel):
 @router.get("/checkpoints", summary="The latest signed checkpoint of every log (auditors)")
 def checkpoints(settings: CurrentSettings, principal: CurrentPrincipal) -> list[CheckpointPublic]:
     principal.require(Role.AUDITOR)
-    found = []
-    with open_logs(settings) as logs:
-        for log in logs:
-            latest = log.checkpoints()
-            size, text = latest[-1] if latest else (0, None)
-            found.append(CheckpointPublic(log=log.name, size=size, checkpoint=text))
-    return found
+    return [
+        CheckpointPublic(log=log, size=size, checkpoint=text)
+        for log, size, text in latest_checkpoints(settings)
+    ]
 
 
 @router.post("/verify", summary="Recompute every log's tree and check its checkpoints (auditors)")

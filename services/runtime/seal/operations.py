@@ -68,6 +68,18 @@ def checkpoint_all(settings: Settings) -> dict[str, int | None]:
         return {log: recorder.checkpoint_now() for log, recorder in found.items()}
 
 
+def latest_checkpoints(settings: Settings) -> list[tuple[str, int, str | None]]:
+    """Each log's latest signed checkpoint: (log, tree size, signed note), size 0 and no
+    note for a log never checkpointed."""
+    found = []
+    with open_logs(settings) as logs:
+        for log in logs:
+            latest = log.checkpoints()
+            size, text = latest[-1] if latest else (0, None)
+            found.append((log.name, size, text))
+    return found
+
+
 def export_checkpoints(settings: Settings, directory: Path) -> list[Path]:
     """Write every checkpoint (with its co-signatures) as a file
     ``<directory>/<log>/<size>``, and the latest as ``<directory>/<log>/checkpoint``."""
