@@ -20,19 +20,20 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 import orjson
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, Recording
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Mapper, Notification, Recording
 from eventsourcing.utils import EnvType
 
 from contracts.envelope import KETNOI_NAMESPACE, CommandRecorded, Event
 from services.runtime.aggregate import Aggregate, CommandContext
 from services.runtime.errors import ConcurrentChangeError, IdempotencyKeyReusedError
+from services.runtime.group_commit import Group, GroupCommit, GroupRecorder
 from services.runtime.logging import get_logger
 from services.runtime.persistence import OrjsonTranscoder, PydanticMapper
 from services.runtime.positions import note_written
 from services.runtime.seal.keys import policy_from_env
 from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
-from services.runtime.settings import CommandRetry
+from services.runtime.settings import CommandRetry, GroupCommitSettings
 
 log = get_logger("ketnoi.command")
 
@@ -56,6 +57,18 @@ class ServiceApplication(Application[UUID]):
         policy = policy_from_env(self.env)
         if policy is not None and isinstance(self.recorder, PostgresSeal | SQLiteSeal):
             self.recorder.checkpoints = policy
+        # Concurrent saves share transactions (see group_commit.py). A save waits for its
+        # batch without a limit unless save_timeout (seconds) is set.
+        self.save_timeout: float | None = None
+        self.group_commit: GroupCommit | None = None
+        if isinstance(self.recorder, GroupRecorder):
+            batching = GroupCommitSettings.from_env(self.env)
+            self.group_commit = GroupCommit(
+                self.recorder,
+                window_ms=batching.window_ms,
+                max_batch=batching.max_batch,
+                log_name=self.name,
+            )
 
     def construct_mapper(self) -> Mapper[UUID]:
         return self.factory.mapper(transcoder=OrjsonTranscoder(), mapper_class=PydanticMapper)
@@ -78,6 +91,44 @@ class ServiceApplication(Application[UUID]):
         recordings = super().save(*objs, **kwargs)
         if recordings:
             note_written(self.name, max(r.notification.id for r in recordings))
+        return recordings
+
+    def close(self) -> None:
+        """Write the saves pending, stop this log's writer and close the store."""
+        committer = getattr(self, "group_commit", None)
+        if committer is not None:
+            committer.close()
+        super().close()
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        """Store the events (and tracking position) of one save, batched with concurrent
+        saves to this log; returns once they are durable. Raises IntegrityError when another
+        writer stored one of these aggregate versions (or this position) first."""
+        committer = self.group_commit
+        if committer is None or processing_event.saved_kwargs:
+            return super()._record(processing_event)
+        events = processing_event.events
+        if not events and processing_event.tracking is None:
+            return []
+        stored = [self.mapper.to_stored_event(event) for event in events]
+        ids = committer.commit(Group(stored, processing_event.tracking), self.save_timeout)
+        recordings = [
+            Recording(
+                event,
+                Notification(
+                    id=notification_id,
+                    originator_id=s.originator_id,
+                    originator_version=s.originator_version,
+                    topic=s.topic,
+                    state=s.state,
+                ),
+            )
+            for event, s, notification_id in zip(events, stored, ids, strict=True)
+        ]
+        cache = self.repository.cache
+        if cache is not None and not self.repository.fastforward:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                cache.put(aggregate_id, aggregate)
         return recordings
 
     def history(self, aggregate_id: UUID) -> list[Event]:

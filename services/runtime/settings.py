@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES: tuple[str, ...] = ("directory", "intake", "consent", "referral", "projections")
 COMMAND_ATTEMPTS = 5
+GROUP_COMMIT_WINDOW_MS = 0.0
+GROUP_COMMIT_MAX_BATCH = 64
 COMMAND_RETRY_PAUSE_MS = 20
 
 
@@ -119,6 +121,12 @@ class Settings(BaseSettings):
     # here too so that a bad value stops the process at start.
     command_attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
     command_retry_pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
+    # Group commit: concurrent saves to one log go into one transaction. The writer that
+    # takes the lead waits this long for others (0: a batch is what queued while the last
+    # one was written), and writes at most max_batch saves at once. Read by each
+    # application from its environment (GroupCommitSettings.from_env), like the above.
+    group_commit_window_ms: float = Field(default=GROUP_COMMIT_WINDOW_MS, ge=0, le=100)
+    group_commit_max_batch: int = Field(default=GROUP_COMMIT_MAX_BATCH, ge=1, le=10_000)
 
     # The seal: checkpoints of every log signed with this Ed25519 key (PEM). Production
     # requires it; development creates one under the data directory.
@@ -261,5 +269,30 @@ class CommandRetry(BaseModel):
             msg = (
                 "KETNOI_COMMAND_ATTEMPTS must be 1 to 20 and "
                 "KETNOI_COMMAND_RETRY_PAUSE_MS 0 to 1000"
+            )
+            raise SettingsError(msg) from None
+
+
+class GroupCommitSettings(BaseModel):
+    """How a log's writer batches concurrent saves (see ``services/runtime/group_commit.py``)."""
+
+    window_ms: float = Field(default=GROUP_COMMIT_WINDOW_MS, ge=0, le=100)
+    max_batch: int = Field(default=GROUP_COMMIT_MAX_BATCH, ge=1, le=10_000)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GroupCommitSettings:
+        """Read ``KETNOI_GROUP_COMMIT_WINDOW_MS`` and ``KETNOI_GROUP_COMMIT_MAX_BATCH`` from an
+        application's environment (which includes the process's); raises SettingsError."""
+        names = {
+            "window_ms": "KETNOI_GROUP_COMMIT_WINDOW_MS",
+            "max_batch": "KETNOI_GROUP_COMMIT_MAX_BATCH",
+        }
+        values = {key: env.get(var) for key, var in names.items()}
+        try:
+            return cls.model_validate({k: v for k, v in values.items() if v})
+        except ValidationError:
+            msg = (
+                "KETNOI_GROUP_COMMIT_WINDOW_MS must be 0 to 100 and "
+                "KETNOI_GROUP_COMMIT_MAX_BATCH 1 to 10000"
             )
             raise SettingsError(msg) from None

@@ -1,0 +1,195 @@
+"""Group commit: what concurrent writers save to one log goes into one transaction.
+
+The event store serialises writers with a table lock (PostgreSQL) or the file's write lock
+(SQLite), so a log takes only as many transactions a second as one writer can run back to
+back. Concurrent saves (HTTP commands in the thread pool, a follower's reaction, reads for the
+read audit) therefore queue here for the log's writer thread, which takes what is pending
+(waiting a short window for more, or until a batch is full), writes every save with its
+events, tracking position and seal leaves in one transaction, and answers each waiting
+caller once its events are durable.
+
+A save that conflicts (an aggregate version another writer stored first, or a position its
+follower already tracked) fails alone with the library's IntegrityError, which the command
+meets as before and runs again on fresh state; the others in its batch are written. Any other
+failure of the transaction writes nothing of the batch and every writer in it gets the error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+
+CONFLICT = "another writer stored one of these aggregate versions or positions first"
+
+
+@runtime_checkable
+class GroupRecorder(Protocol):
+    """A recorder that writes several writers' saves in one transaction."""
+
+    def insert_groups(self, groups: Sequence[Group]) -> list[Sequence[int] | None]:
+        """Write every group that does not conflict, in one transaction; for each group its
+        notification ids, or None when it conflicts and nothing of it was written. Raises
+        (writing nothing) when the transaction fails."""
+        ...
+
+
+@dataclass(frozen=True)
+class Group:
+    """One writer's save: its stored events and the upstream position it tracks."""
+
+    events: Sequence[StoredEvent]
+    tracking: Tracking | None = None
+
+
+@dataclass(eq=False)
+class _Waiting:
+    group: Group
+    done: threading.Event = field(default_factory=threading.Event)
+    ids: Sequence[int] | None = None
+    error: BaseException | None = None
+
+
+class WaitTimeoutError(TimeoutError):
+    """The writer did not answer in time; the save is still queued and may yet be written."""
+
+
+class GroupCommitClosedError(RuntimeError):
+    """The log's writer was stopped: nothing more is written through it."""
+
+
+class GroupCommit:
+    """Batches concurrent saves to one recorder; ``commit`` blocks until its own are durable.
+
+    One writer thread per log (started with the first save) takes every save pending, waits
+    up to ``window_ms`` after the first for more unless ``max_batch`` are queued sooner, and
+    writes them in one transaction; with no window, a batch is what queued while the last one
+    was written. ``on_batch`` functions are called with each batch's size before it is
+    written (tests count transactions with them).
+    """
+
+    def __init__(
+        self,
+        recorder: GroupRecorder,
+        *,
+        window_ms: float = 0.0,
+        max_batch: int = 64,
+        log_name: str = "",
+    ) -> None:
+        self.recorder = recorder
+        self.window = max(window_ms, 0.0) / 1000
+        self.max_batch = max(max_batch, 1)
+        self.log_name = log_name
+        self.on_batch: list[Callable[[int], None]] = []
+        self._queue: deque[_Waiting] = deque()
+        self._changed = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+
+    @property
+    def pending(self) -> int:
+        """How many saves wait to be taken into a batch."""
+        with self._changed:
+            return len(self._queue)
+
+    def commit(self, group: Group, timeout: float | None = None) -> Sequence[int]:
+        """Write ``group`` with whatever else is pending; returns its notification ids.
+
+        Raises IntegrityError when it conflicts (nothing of it written), whatever the batch's
+        transaction raised when that failed, WaitTimeoutError after ``timeout`` seconds
+        without an answer (the save stays queued and may yet be written), and
+        GroupCommitClosedError once closed.
+        """
+        waiting = _Waiting(group)
+        with self._changed:
+            if self._closing:
+                raise GroupCommitClosedError(f"the writer of {self.log_name} is stopped")
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._run, name=f"group-commit-{self.log_name}", daemon=True
+                )
+                self._writer.start()
+            self._queue.append(waiting)
+            # Wake the writer only when it has something new to do: a first save to wait
+            # for, or a full batch. Every wake-up costs it a turn at the GIL.
+            if len(self._queue) in (1, self.max_batch):
+                self._changed.notify()
+        if not waiting.done.wait(timeout):
+            raise WaitTimeoutError(f"the writer of {self.log_name} did not answer in time")
+        if waiting.error is not None:
+            raise waiting.error
+        assert waiting.ids is not None
+        return waiting.ids
+
+    def close(self) -> None:
+        """Write what is pending, then stop the writer; later saves are refused."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+            writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._write(batch)
+
+    def _next_batch(self) -> list[_Waiting] | None:
+        """Wait for a first save, then up to the window for more; None once closed and done."""
+        with self._changed:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._changed.wait()
+            if self.window:
+                deadline = time.monotonic() + self.window
+                while len(self._queue) < self.max_batch and not self._closing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+            size = min(len(self._queue), self.max_batch)
+            return [self._queue.popleft() for _ in range(size)]
+
+    def _write(self, batch: list[_Waiting]) -> None:
+        for observe in self.on_batch:
+            observe(len(batch))
+        try:
+            outcomes = self._insert([w.group for w in batch])
+        except Exception as exc:
+            # Nothing of the batch was written: every writer in it gets the error.
+            for waiting in batch:
+                waiting.error = exc
+                waiting.done.set()
+            return
+        for waiting, ids in zip(batch, outcomes, strict=True):
+            if ids is None:
+                waiting.error = IntegrityError(CONFLICT)
+            else:
+                waiting.ids = ids
+            waiting.done.set()
+
+    def _insert(self, groups: list[Group]) -> list[Sequence[int] | None]:
+        try:
+            return self.recorder.insert_groups(groups)
+        except IntegrityError:
+            if len(groups) == 1:
+                return [None]
+        # A conflict the recorder did not see coming (a tracking row another process wrote
+        # meanwhile) failed the whole transaction: write each save alone, so that only the
+        # one that conflicts fails.
+        return [self._insert_alone(group) for group in groups]
+
+    def _insert_alone(self, group: Group) -> Sequence[int] | None:
+        try:
+            return self.recorder.insert_groups([group])[0]
+        except IntegrityError:
+            return None
