@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid5
 
 import orjson
@@ -51,6 +51,10 @@ _rerun: ContextVar[bool] = ContextVar("ketnoi_command_rerun", default=False)
 class ServiceApplication(Application[UUID]):
     """An eventsourcing Application that stores ``contracts`` events."""
 
+    # Saves are written by their callers (see group_commit.py), or by a thread of the log's
+    # own, which lets a caller stop waiting after ``save_timeout``.
+    group_commit_writer_thread: ClassVar[bool] = False
+
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env=env)
         self.command_retry = CommandRetry.from_env(self.env)
@@ -68,6 +72,7 @@ class ServiceApplication(Application[UUID]):
                 window_ms=batching.window_ms,
                 max_batch=batching.max_batch,
                 log_name=self.name,
+                writer_thread=self.group_commit_writer_thread,
             )
 
     def construct_mapper(self) -> Mapper[UUID]:

@@ -3,10 +3,10 @@
 The event store serialises writers with a table lock (PostgreSQL) or the file's write lock
 (SQLite), so a log takes only as many transactions a second as one writer can run back to
 back. Concurrent saves (HTTP commands in the thread pool, a follower's reaction, reads for the
-read audit) therefore queue here for the log's writer thread, which takes what is pending
-(waiting a short window for more, or until a batch is full), writes every save with its
-events, tracking position and seal leaves in one transaction, and answers each waiting
-caller once its events are durable.
+read audit) therefore queue here. Whoever writes (the first caller to find nobody writing,
+or the log's writer thread) takes what is pending, waiting a short window for more or until
+a batch is full, writes every save with its events, tracking position and seal leaves in one
+transaction, and answers each waiting caller once its events are durable.
 
 A save that conflicts (an aggregate version another writer stored first, or a position its
 follower already tracked) fails alone with the library's IntegrityError, which the command
@@ -50,7 +50,9 @@ class Group:
 @dataclass(eq=False)
 class _Waiting:
     group: Group
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    answered: bool = False
+    lead: bool = False  # woken to write the next batch, not answered
     ids: Sequence[int] | None = None
     error: BaseException | None = None
 
@@ -66,10 +68,13 @@ class GroupCommitClosedError(RuntimeError):
 class GroupCommit:
     """Batches concurrent saves to one recorder; ``commit`` blocks until its own are durable.
 
-    One writer thread per log (started with the first save) takes every save pending, waits
-    up to ``window_ms`` after the first for more unless ``max_batch`` are queued sooner, and
-    writes them in one transaction; with no window, a batch is what queued while the last one
-    was written. ``on_batch`` functions are called with each batch's size before it is
+    By default the callers write: the first to find nobody writing leads, taking every save
+    queued (up to ``max_batch``, after waiting up to ``window_ms`` for more) into one
+    transaction, and after answering them hands the lead to the first caller still waiting.
+    A lone caller so writes its own save in its own thread, with no hand-over at all. With
+    ``writer_thread`` a thread of the log's own writes every batch instead, so that a caller
+    can stop waiting after a timeout (the read audit refuses a read rather than hang with a
+    store that hangs). ``on_batch`` functions are called with each batch's size before it is
     written (tests count transactions with them).
     """
 
@@ -80,14 +85,17 @@ class GroupCommit:
         window_ms: float = 0.0,
         max_batch: int = 64,
         log_name: str = "",
+        writer_thread: bool = False,
     ) -> None:
         self.recorder = recorder
         self.window = max(window_ms, 0.0) / 1000
         self.max_batch = max(max_batch, 1)
         self.log_name = log_name
+        self.writer_thread = writer_thread
         self.on_batch: list[Callable[[int], None]] = []
         self._queue: deque[_Waiting] = deque()
         self._changed = threading.Condition()
+        self._writing = False  # a caller leads, or the writer thread runs
         self._writer: threading.Thread | None = None
         self._closing = False
 
@@ -101,39 +109,89 @@ class GroupCommit:
         """Write ``group`` with whatever else is pending; returns its notification ids.
 
         Raises IntegrityError when it conflicts (nothing of it written), whatever the batch's
-        transaction raised when that failed, WaitTimeoutError after ``timeout`` seconds
-        without an answer (the save stays queued and may yet be written), and
-        GroupCommitClosedError once closed.
+        transaction raised when that failed, and GroupCommitClosedError once closed. With a
+        writer thread, raises WaitTimeoutError after ``timeout`` seconds without an answer
+        (the save stays queued and may yet be written); callers that write ignore it.
         """
         waiting = _Waiting(group)
         with self._changed:
             if self._closing:
                 raise GroupCommitClosedError(f"the writer of {self.log_name} is stopped")
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._run, name=f"group-commit-{self.log_name}", daemon=True
-                )
-                self._writer.start()
             self._queue.append(waiting)
-            # Wake the writer only when it has something new to do: a first save to wait
-            # for, or a full batch. Every wake-up costs it a turn at the GIL.
+            if self.writer_thread:
+                self._start_writer()
+            elif not self._writing:
+                self._writing = waiting.lead = True
+            # Wake the one writing only when it has something new to do: a first save to
+            # wait for, or a full batch. Every wake-up costs it a turn at the GIL.
             if len(self._queue) in (1, self.max_batch):
                 self._changed.notify()
-        if not waiting.done.wait(timeout):
-            raise WaitTimeoutError(f"the writer of {self.log_name} did not answer in time")
+        if not waiting.lead:
+            wait = timeout if self.writer_thread else None
+            if not waiting.wake.wait(wait):
+                raise WaitTimeoutError(f"the writer of {self.log_name} did not answer in time")
+        if waiting.lead:
+            self._lead(waiting)
         if waiting.error is not None:
             raise waiting.error
         assert waiting.ids is not None
         return waiting.ids
 
     def close(self) -> None:
-        """Write what is pending, then stop the writer; later saves are refused."""
+        """Write what is pending, then stop; later saves are refused."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
             writer = self._writer
+            if writer is None:
+                while self._writing:
+                    self._changed.wait()
         if writer is not None and writer is not threading.current_thread():
             writer.join()
+
+    # -- callers that write -------------------------------------------------------------------
+
+    def _lead(self, mine: _Waiting) -> None:
+        """Write batches until the one holding this caller's save is written, then hand the
+        lead to the first caller still waiting, if any."""
+        try:
+            while not mine.answered:
+                self._write(self._take())
+        finally:
+            with self._changed:
+                if self._queue:
+                    following = self._queue[0]
+                    following.lead = True
+                    following.wake.set()
+                else:
+                    self._writing = False
+                    self._changed.notify_all()
+
+    def _take(self) -> list[_Waiting]:
+        with self._changed:
+            self._wait_for_more()
+            size = min(len(self._queue), self.max_batch)
+            return [self._queue.popleft() for _ in range(size)]
+
+    def _wait_for_more(self) -> None:
+        """Under the lock: wait up to the window for a full batch."""
+        if not self.window:
+            return
+        deadline = time.monotonic() + self.window
+        while len(self._queue) < self.max_batch and not self._closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._changed.wait(remaining)
+
+    # -- the writer thread --------------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._run, name=f"group-commit-{self.log_name}", daemon=True
+            )
+            self._writer.start()
 
     def _run(self) -> None:
         while True:
@@ -149,33 +207,37 @@ class GroupCommit:
                 if self._closing:
                     return None
                 self._changed.wait()
-            if self.window:
-                deadline = time.monotonic() + self.window
-                while len(self._queue) < self.max_batch and not self._closing:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._changed.wait(remaining)
+            self._wait_for_more()
             size = min(len(self._queue), self.max_batch)
             return [self._queue.popleft() for _ in range(size)]
+
+    # -- writing a batch ----------------------------------------------------------------------
 
     def _write(self, batch: list[_Waiting]) -> None:
         for observe in self.on_batch:
             observe(len(batch))
         try:
             outcomes = self._insert([w.group for w in batch])
-        except Exception as exc:
-            # Nothing of the batch was written: every writer in it gets the error.
+        except BaseException as exc:
+            # Nothing of the batch was written: every caller in it gets the error.
             for waiting in batch:
                 waiting.error = exc
-                waiting.done.set()
+                self._answer(waiting)
+            if not isinstance(exc, Exception):
+                raise
             return
         for waiting, ids in zip(batch, outcomes, strict=True):
             if ids is None:
                 waiting.error = IntegrityError(CONFLICT)
             else:
                 waiting.ids = ids
-            waiting.done.set()
+            self._answer(waiting)
+
+    @staticmethod
+    def _answer(waiting: _Waiting) -> None:
+        waiting.answered = True
+        waiting.lead = False
+        waiting.wake.set()
 
     def _insert(self, groups: list[Group]) -> list[Sequence[int] | None]:
         try:

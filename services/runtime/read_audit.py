@@ -63,6 +63,8 @@ class ReadAuditLog(ServiceApplication):
     """The audit log's store: one ``PersonalDataRead`` per read, each its own originator."""
 
     name = "audit"
+    # A caller gives up after its timeout, so the reads are written by a thread of their own.
+    group_commit_writer_thread = True
 
 
 def audit_env(settings: Settings, *, create_tables: bool | None = None) -> dict[str, str]:
