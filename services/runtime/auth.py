@@ -7,8 +7,12 @@ the server verifies both the same way, with a public key only.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -73,11 +77,59 @@ class Principal(BaseModel):
         return Asker(self.user_id, self.agency_id, self.province, self.roles)
 
 
+class VerifiedTokens:
+    """The principals of tokens verified lately, each kept until its token expires.
+
+    Bounded (the least recently used go first) and keyed by a digest of the token, so the
+    cache holds no bearer token. What is cached is the signature and claims check alone:
+    the address lockout, the agency directory and the rate limits are checked on every
+    request as before.
+    """
+
+    def __init__(self, size: int, clock: Callable[[], float] = time.time) -> None:
+        self.size = size
+        self.clock = clock
+        self._entries: OrderedDict[bytes, tuple[Principal, float, str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[Principal, str | None] | None:
+        """The principal and signing key id of a token verified before and not yet expired."""
+        if not self.size:
+            return None
+        key = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            principal, expires, kid = entry
+            if self.clock() >= expires:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return principal, kid
+
+    def put(self, token: str, principal: Principal, expires: float, kid: str | None) -> None:
+        if not self.size:
+            return
+        key = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            self._entries[key] = (principal, expires, kid)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
 class TokenService:
     """Issues (development only) and verifies access tokens."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # A token's signature is checked once; until it expires its principal is reused.
+        self.verified = VerifiedTokens(settings.auth_token_cache_size)
         self._signing_key: Any | None = None
         self._provider: ProviderKeys | None = None
         self._public_key: Any = None
@@ -152,7 +204,14 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         """The principal a token names; raises AuthenticationError saying why it is refused."""
-        key, issuer = self._public_key, self.settings.auth_issuer
+        cached = self.verified.get(token)
+        if cached is not None:
+            principal, kid = cached
+            if self._provider is not None:
+                # A key the provider no longer publishes refuses its tokens, cached or not.
+                self._provider.key_for(kid)
+            return principal
+        key, issuer, kid = self._public_key, self.settings.auth_issuer, None
         if self._provider is not None:
             try:
                 kid = jwt.get_unverified_header(token).get("kid")
@@ -178,9 +237,11 @@ class TokenService:
             claims, settings.auth_claims, settings.auth_roles_client or settings.auth_audience
         )
         try:
-            return Principal(**fields)
+            principal = Principal(**fields)
         except ValidationError as exc:
             raise AuthenticationError(_claims_problem(exc)) from None
+        self.verified.put(token, principal, float(claims["exp"]), kid)
+        return principal
 
 
 _CLAIMS = {

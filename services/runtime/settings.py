@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     auth_claims: Literal["ketnoi", "keycloak"] = "ketnoi"
     auth_roles_client: str | None = None
     token_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    # How many verified tokens each process remembers (until each expires), so that a
+    # token's signature is checked once rather than on every request; 0 checks every time.
+    auth_token_cache_size: int = Field(default=10_000, ge=0)
     # Sign-in to the web app through an OpenID Connect provider (authorisation code with
     # PKCE). Its access tokens are verified like any bearer token (the key, issuer and
     # audience above) and carry the claims sub, agency, province and roles.
