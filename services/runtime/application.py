@@ -54,6 +54,8 @@ class ServiceApplication(Application[UUID]):
     # Saves are written by their callers (see group_commit.py), or by a thread of the log's
     # own, which lets a caller stop waiting after ``save_timeout``.
     group_commit_writer_thread: ClassVar[bool] = False
+    # A save names the position it reached to the request that saved (Ketnoi-Position).
+    names_positions: ClassVar[bool] = True
 
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env=env)
@@ -94,7 +96,7 @@ class ServiceApplication(Application[UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """Save, and name the position reached in this log to the request that saved."""
         recordings = super().save(*objs, **kwargs)
-        if recordings:
+        if recordings and self.names_positions:
             note_written(self.name, max(r.notification.id for r in recordings))
         return recordings
 

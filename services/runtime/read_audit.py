@@ -65,6 +65,8 @@ class ReadAuditLog(ServiceApplication):
     name = "audit"
     # A caller gives up after its timeout, so the reads are written by a thread of their own.
     group_commit_writer_thread = True
+    # A read names no position: no request waits for the audit log.
+    names_positions = False
 
 
 def audit_env(settings: Settings, *, create_tables: bool | None = None) -> dict[str, str]:
