@@ -466,6 +466,8 @@ class Results:
     # Per round: (p50, p99) in milliseconds.
     bare_latency: list[tuple[float, float]] = field(default_factory=list)
     http_latency: list[tuple[float, float]] = field(default_factory=list)
+    # Per HTTP command round: events written / transactions they were written in.
+    per_transaction: list[float] = field(default_factory=list)
     http_sent: int = 0
     http_failures: int = 0
     http_first_failure: str | None = None
@@ -540,7 +542,13 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             results.raw_n.rates.append(raw_concurrent(raw, many, args.count))
             # Alternate which HTTP route goes first, so neither always meets a warmer server.
             paths = [BARE_PATH, COMMAND_PATH] if number % 2 else [COMMAND_PATH, BARE_PATH]
-            rounds = {path: load.run(args.count, path) for path in paths}
+            rounds = {}
+            for path in paths:
+                before = log_position(single, settings)
+                rounds[path] = load.run(args.count, path)
+                if path == COMMAND_PATH:
+                    events, transactions = written_since(single, settings, before)
+                    results.per_transaction.append(events / max(transactions, 1))
             for path, http in rounds.items():
                 series, latency = (
                     (results.bare, results.bare_latency)
@@ -560,10 +568,33 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
                 f"raw{args.clients} {results.raw_n.rates[-1]:,.0f}  "
                 f"bare{args.clients} {results.bare.rates[-1]:,.0f}  "
                 f"http{args.clients} {results.http.rates[-1]:,.0f} "
-                f"(p99 {results.http_latency[-1][1]:.0f} ms)"
+                f"(p99 {results.http_latency[-1][1]:.0f} ms, "
+                f"{results.per_transaction[-1]:.1f} per transaction)"
                 + (f"  ({failed} failed)" if failed else "")
             )
     return results
+
+
+def _events_table(settings: Settings) -> sql.Identifier:
+    return sql.Identifier(settings.schema_for("intake"), "intake_events")
+
+
+def log_position(conn: psycopg.Connection[Any], settings: Settings) -> int:
+    """The intake log's last position."""
+    query = sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}")
+    row = conn.execute(query.format(_events_table(settings))).fetchone()
+    return int(row[0]) if row else 0
+
+
+def written_since(
+    conn: psycopg.Connection[Any], settings: Settings, position: int
+) -> tuple[int, int]:
+    """Events the intake log gained after ``position``, and in how many transactions."""
+    query = sql.SQL(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM {} WHERE notification_id > %s"
+    )
+    row = conn.execute(query.format(_events_table(settings)), (position,)).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def count_problems(server_log: Path, results: Results) -> None:
@@ -653,6 +684,8 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
         f"  HTTP, {n} clients           {r.http.median:8,.0f} requests/s"
         f" = {ratio(r.http, r.bare):.2f} x bare, {ratio(r.http, r.raw_n):.2f} x raw({n}),"
         f" {ratio(r.http, r.raw1):.2f} x raw(1); p50/p99 {latency(r.http_latency)}",
+        f"  HTTP commands per transaction (group commit): "
+        f"{statistics.median(r.per_transaction):.1f}",
         f"  goals: HTTP >= 0.70 x bare ({_met(ratio(r.http, r.bare) >= 0.7)}),"
         f" >= 1.00 x raw({n}) ({_met(ratio(r.http, r.raw_n) >= 1.0)}),"
         f" p99 < 50 ms ({_met(http_p99 < 50)})",
