@@ -320,8 +320,9 @@ def serve(port: int) -> None:
 @contextlib.contextmanager
 def running_server(
     settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
-) -> Iterator[str]:
-    """This module's server on a free loopback port; yields its base URL, stops it by pid."""
+) -> Iterator[tuple[str, int]]:
+    """This module's server on a free loopback port; yields its base URL and pid, stops it
+    by pid."""
     port = free_port()
     # Not ``-m bench.intake_throughput``: the routes would then live in ``__main__``.
     command = [sys.executable, "-c", f"from bench.intake_throughput import serve; serve({port})"]
@@ -335,7 +336,7 @@ def running_server(
         except RuntimeError as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
-        yield base_url
+        yield base_url, process.pid
     finally:
         process.terminate()
         try:
@@ -466,6 +467,9 @@ class Results:
     # Per round: (p50, p99) in milliseconds.
     bare_latency: list[tuple[float, float]] = field(default_factory=list)
     http_latency: list[tuple[float, float]] = field(default_factory=list)
+    # Per HTTP round: the server's CPU milliseconds per request.
+    bare_cpu: list[float] = field(default_factory=list)
+    http_cpu: list[float] = field(default_factory=list)
     # Per HTTP command round: events written / transactions they were written in.
     per_transaction: list[float] = field(default_factory=list)
     http_sent: int = 0
@@ -522,7 +526,7 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         extra = {}
         if args.window_ms is not None:
             extra["KETNOI_GROUP_COMMIT_WINDOW_MS"] = str(args.window_ms)
-        base_url = stack.enter_context(running_server(settings, server_log, extra))
+        base_url, server_pid = stack.enter_context(running_server(settings, server_log, extra))
         load = HttpLoad(base_url, token, args.clients)
         stack.callback(load.close)
 
@@ -545,7 +549,10 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             rounds = {}
             for path in paths:
                 before = log_position(single, settings)
+                cpu = cpu_seconds(server_pid)
                 rounds[path] = load.run(args.count, path)
+                cpu_ms = (cpu_seconds(server_pid) - cpu) * 1000 / args.count
+                (results.bare_cpu if path == BARE_PATH else results.http_cpu).append(cpu_ms)
                 if path == COMMAND_PATH:
                     events, transactions = written_since(single, settings, before)
                     results.per_transaction.append(events / max(transactions, 1))
@@ -573,6 +580,15 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
                 + (f"  ({failed} failed)" if failed else "")
             )
     return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _events_table(settings: Settings) -> sql.Identifier:
@@ -684,6 +700,8 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
         f"  HTTP, {n} clients           {r.http.median:8,.0f} requests/s"
         f" = {ratio(r.http, r.bare):.2f} x bare, {ratio(r.http, r.raw_n):.2f} x raw({n}),"
         f" {ratio(r.http, r.raw1):.2f} x raw(1); p50/p99 {latency(r.http_latency)}",
+        f"  server CPU per request: bare {statistics.median(r.bare_cpu):.2f} ms,"
+        f" command {statistics.median(r.http_cpu):.2f} ms",
         f"  HTTP commands per transaction (group commit): "
         f"{statistics.median(r.per_transaction):.1f}",
         f"  goals: HTTP >= 0.70 x bare ({_met(ratio(r.http, r.bare) >= 0.7)}),"

@@ -21,6 +21,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,7 +39,7 @@ from services.runtime.oidc import ProviderKeys, principal_claims
 from services.runtime.settings import Environment, Settings, SettingsError
 
 if TYPE_CHECKING:
-    from services.runtime.agencies import AgencyLookup
+    from services.runtime.agencies import AgencyLookup, KnownAgency
 
 NATIONAL = "*"  # the province of users who work across provinces
 
@@ -202,6 +203,17 @@ class TokenService:
         }
         return jwt.encode(claims, self._signing_key, algorithm="EdDSA")
 
+    def verified_before(self, token: str) -> Principal | None:
+        """The principal of a token verified before and not expired, when telling needs no
+        fetch of the provider's keys; else None (``verify`` tells)."""
+        cached = self.verified.get(token)
+        if cached is None:
+            return None
+        principal, kid = cached
+        if self._provider is not None and not self._provider.publishes(kid):
+            return None
+        return principal
+
     def verify(self, token: str) -> Principal:
         """The principal a token names; raises AuthenticationError saying why it is refused."""
         cached = self.verified.get(token)
@@ -298,7 +310,7 @@ def load_or_create_ed25519_key(path: Path) -> Ed25519PrivateKey:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -310,6 +322,10 @@ def authenticate(
     Where the app knows the agency directory (``app.state.agencies``), the token's agency
     must be in it and active, and the principal's agency kind is the directory's: a token's
     ``agency_kind`` claim is only checked against it, and a disagreement is refused.
+
+    A token verified before, whose agency the directory's copy in memory knows, is checked
+    here in the event loop; anything that may need I/O (a signature to check, the provider's
+    keys or the directory log to read) runs in the thread pool.
     """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError("Send an access token as 'Authorization: Bearer <token>'.")
@@ -319,8 +335,37 @@ def authenticate(
         guard.lockout.check(address)
     tokens: TokenService = request.app.state.tokens
     agencies: AgencyLookup | None = getattr(request.app.state, "agencies", None)
+    principal = _known(tokens, agencies, credentials.credentials)
+    if principal is None:
+        principal = await run_in_threadpool(
+            _verify, tokens, agencies, credentials.credentials, guard, address
+        )
+    if guard is not None:
+        guard.principal(f"{principal.agency_id}/{principal.user_id}")
+    return principal
+
+
+def _known(tokens: TokenService, agencies: AgencyLookup | None, token: str) -> Principal | None:
+    """The principal, when the token and its agency are known without I/O; else None."""
+    principal = tokens.verified_before(token)
+    if principal is None or agencies is None:
+        return principal
+    peek = getattr(agencies, "peek", None)
+    known = peek(principal.agency_id) if peek is not None else None
+    if known is None:
+        return None
+    return _as_in_directory(principal, known)
+
+
+def _verify(
+    tokens: TokenService,
+    agencies: AgencyLookup | None,
+    token: str,
+    guard: Guard | None,
+    address: str,
+) -> Principal:
     try:
-        principal = tokens.verify(credentials.credentials)
+        principal = tokens.verify(token)
         if agencies is not None:
             principal = in_directory(principal, agencies)
     except UnverifiableTokenError:
@@ -329,8 +374,6 @@ def authenticate(
         if guard is not None:
             guard.lockout.failed(address)
         raise
-    if guard is not None:
-        guard.principal(f"{principal.agency_id}/{principal.user_id}")
     return principal
 
 
@@ -346,6 +389,12 @@ def in_directory(principal: Principal, agencies: AgencyLookup) -> Principal:
             f"The access token names the agency {principal.agency_id!r}, which is not in the "
             "agency directory; ask an administrator to register it."
         )
+    return _as_in_directory(principal, known)
+
+
+def _as_in_directory(principal: Principal, known: KnownAgency) -> Principal:
+    """The principal with its agency's kind from the directory entry ``known``; raises
+    AuthenticationError when that agency is inactive or of another kind."""
     if not known.active:
         raise AuthenticationError(
             f"The agency {principal.agency_id!r} is inactive in the agency directory; its "
