@@ -3,7 +3,8 @@
 Mixins of the sealed recorders. On PostgreSQL the transaction takes the table lock first, so
 the versions already stored cannot change under it: one query finds the saves that would
 break the log's unique key, those are left out, and the rest go in with one insert, sealed as
-the library's own insert is. On SQLite each save is written under a savepoint, and one that
+the library's own insert is (a batch of one save skips the query: its conflict fails its
+insert). On SQLite each save is written under a savepoint, and one that
 breaks a constraint is rolled back alone.
 """
 
@@ -84,7 +85,8 @@ class PostgresGroups:
         ):
             self._lock_table(curs)  # type: ignore[attr-defined]
             keys = [key for index in accepted for key in _keys(groups[index])]
-            if keys:
+            # A save alone needs no look: its conflict fails the insert, and so its batch.
+            if keys and len(groups) > 1:
                 # Under the lock: no other writer can store these versions meanwhile.
                 curs.execute(
                     self._select_taken,
