@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 from fastapi import FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.runtime.errors import InvalidRequestError
@@ -159,34 +160,39 @@ class Reader(Protocol):
     def reach(self, upstream: str, timeout: float, up_to: int | None = None) -> None: ...
 
 
-def wait_for_positions(service: str) -> Callable[..., None]:
+def wait_for_positions(service: str) -> Callable[..., Awaitable[None]]:
     """A route dependency: the request's positions checked, and each log ``service`` follows
     read up to its position before the route decides.
 
-    Raises InvalidPositionError (422), and UnavailableError (503) past the bound.
+    Raises InvalidPositionError (422), and UnavailableError (503) past the bound. Async: a
+    request that names no position (most) goes on without a turn in the thread pool; the
+    waiting itself runs there.
     """
 
-    def wait(
+    async def wait(
         request: Request,
         position: Annotated[str | None, Header(alias=HEADER, description=DESCRIPTION)] = None,
     ) -> None:
         positions = asked(request.scope) if position is not None else {}
-        if not positions:
-            return
-        state = request.app.state
-        timeout: float = state.settings.position_wait_timeout
-        deadline = time.monotonic() + timeout
-        reader: Reader | None = getattr(state, "followers", {}).get(service)
-        agencies = getattr(state, "agencies", None)
-        for log, up_to in positions.items():
-            if log == "directory" and agencies is not None:
-                # Every process keeps the directory in memory: read it again when behind.
-                if agencies.position < up_to:
-                    agencies.refresh()
-            elif reader is not None and log != service and reader.follows(log):
-                reader.reach(log, max(deadline - time.monotonic(), 0.0), up_to)
+        if positions:
+            await run_in_threadpool(_reach, request, service, positions)
 
     return wait
+
+
+def _reach(request: Request, service: str, positions: Positions) -> None:
+    state = request.app.state
+    timeout: float = state.settings.position_wait_timeout
+    deadline = time.monotonic() + timeout
+    reader: Reader | None = getattr(state, "followers", {}).get(service)
+    agencies = getattr(state, "agencies", None)
+    for log, up_to in positions.items():
+        if log == "directory" and agencies is not None:
+            # Every process keeps the directory in memory: read it again when behind.
+            if agencies.position < up_to:
+                agencies.refresh()
+        elif reader is not None and log != service and reader.follows(log):
+            reader.reach(log, max(deadline - time.monotonic(), 0.0), up_to)
 
 
 RESPONSE_DESCRIPTION = (
