@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -74,8 +74,7 @@ class GroupCommit:
     A lone caller so writes its own save in its own thread, with no hand-over at all. With
     ``writer_thread`` a thread of the log's own writes every batch instead, so that a caller
     can stop waiting after a timeout (the read audit refuses a read rather than hang with a
-    store that hangs). ``on_batch`` functions are called with each batch's size before it is
-    written (tests count transactions with them).
+    store that hangs).
     """
 
     def __init__(
@@ -92,7 +91,6 @@ class GroupCommit:
         self.max_batch = max(max_batch, 1)
         self.log_name = log_name
         self.writer_thread = writer_thread
-        self.on_batch: list[Callable[[int], None]] = []
         self._queue: deque[_Waiting] = deque()
         self._changed = threading.Condition()
         self._writing = False  # a caller leads, or the writer thread runs
@@ -214,8 +212,6 @@ class GroupCommit:
     # -- writing a batch ----------------------------------------------------------------------
 
     def _write(self, batch: list[_Waiting]) -> None:
-        for observe in self.on_batch:
-            observe(len(batch))
         try:
             outcomes = self._insert([w.group for w in batch])
         except BaseException as exc:
