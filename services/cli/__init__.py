@@ -57,10 +57,11 @@ def demo(
         platform.checkpoint()  # the seeded logs signed at once, not a minute later
     tokens = TokenService(settings)
     url = f"http://{host}:{port}"
-    console.print(f"[bold green]Ketnoi demo[/bold green]: sign in at {url}/signin")
-    console.print(f"  (API docs: {url}/docs)")
+    # Addresses stay on one line, whatever the terminal's width, so they can be copied.
+    console.print(f"[bold green]Ketnoi demo[/bold green]: sign in at {url}/signin", soft_wrap=True)
+    console.print(f"  (API docs: {url}/docs)", soft_wrap=True)
     for case in seeded:
-        console.print(f"  {case.label}: {url}/cases/{case.case_id}")
+        console.print(f"  {case.label}: {url}/cases/{case.case_id}", soft_wrap=True)
     for province in sorted({c.province for c in seeded}):
         token = tokens.issue(
             user_id=f"{province}-coordinator",
