@@ -166,6 +166,7 @@ def test_past_the_bound_the_page_says_ketnoi_is_still_catching_up(
     assert english.headers["Retry-After"] == "1"
     assert english.headers["content-type"].startswith("text/html")
     assert "still catching up" in english.text
+    assert "<h1>Still catching up</h1>" in english.text
     assert vietnamese.status_code == 503
     assert "đang cập nhật" in vietnamese.text
     assert web.platform.referral.recorder.max_notification_id() == before  # nothing sent
