@@ -4,10 +4,13 @@ any process serving the pages knows every session, and a restart ends none.
 A row per session, keyed by a SHA-256 of the session's id (the cookie's random value is
 never stored as it is): the user's access token, the session's CSRF token, when it expires,
 and the positions in the logs its commands reached (``Ketnoi-Position``, kept so that the
-next page waits for them). On PostgreSQL the table ``sessions`` in the schema ``web``
-(created by ``ketnoi migrate``); in the embedded default a SQLite file of its own under the
-data directory. Expired sessions are deleted as new ones open. ``MemorySessions`` keeps them
-in the process's memory, for tests.
+next page waits for them). Beside them, the sign-ins under way through the identity
+provider (by a hash of their ``state``: the PKCE verifier, the nonce, where to come back),
+each taken once, so the provider's answer may come back to any process. On PostgreSQL the
+tables ``sessions`` and ``sign_ins`` in the schema ``web`` (created by ``ketnoi migrate``);
+in the embedded default a SQLite file of its own under the data directory. Expired rows are
+deleted as new ones are made. ``MemorySessions`` keeps them in the process's memory, for
+tests.
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ class SessionStore(Protocol):
         """Merge positions reached by the session's commands (each log at its highest)."""
         ...
 
+    def open_sign_in(self, attempt: Mapping[str, str], lifetime_seconds: float) -> str:
+        """Keep a sign-in under way; returns its ``state`` (a new random value)."""
+        ...
+
+    def take_sign_in(self, state: str) -> dict[str, str] | None:
+        """The sign-in under way with this ``state``, once; None when there is none (taken
+        already, never made, or expired)."""
+        ...
+
     def shut(self) -> None:
         """Release the store's connections."""
         ...
@@ -82,6 +94,7 @@ class MemorySessions:
     lifetime_seconds: float = LIFETIME_SECONDS
     clock: Callable[[], float] = time.time
     _by_key: dict[str, Session] = field(default_factory=dict)
+    _sign_ins: dict[str, tuple[dict[str, str], float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def open(self, token: str) -> str:
@@ -116,6 +129,19 @@ class MemorySessions:
                     session, positions=merged(session.positions, positions)
                 )
 
+    def open_sign_in(self, attempt: Mapping[str, str], lifetime_seconds: float) -> str:
+        state, now = secrets.token_urlsafe(24), self.clock()
+        with self._lock:
+            for stale in [k for k, (_a, until) in self._sign_ins.items() if until < now]:
+                del self._sign_ins[stale]
+            self._sign_ins[_key(state)] = (dict(attempt), now + lifetime_seconds)
+        return state
+
+    def take_sign_in(self, state: str) -> dict[str, str] | None:
+        with self._lock:
+            found = self._sign_ins.pop(_key(state), None)
+        return found[0] if found is not None and found[1] >= self.clock() else None
+
     def shut(self) -> None:
         pass
 
@@ -141,6 +167,13 @@ def _session(row: Any) -> Session:
     return Session(token, csrf, float(expires), {str(k): int(v) for k, v in positions.items()})
 
 
+def _attempt(row: Any, now: float) -> dict[str, str] | None:
+    if row is None or float(row[1]) < now:
+        return None
+    attempt = orjson.loads(row[0]) if isinstance(row[0], str | bytes) else row[0]
+    return {str(k): str(v) for k, v in attempt.items()}
+
+
 class SQLiteSessions(_Tabled):
     """Sessions in ``web.sqlite`` under the data directory (the embedded default)."""
 
@@ -161,6 +194,10 @@ class SQLiteSessions(_Tabled):
             " csrf TEXT NOT NULL, expires REAL NOT NULL, positions TEXT NOT NULL DEFAULT '{}')"
         )
         self._conn.execute("CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires)")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS sign_ins (state_hash TEXT PRIMARY KEY,"
+            " attempt TEXT NOT NULL, expires REAL NOT NULL)"
+        )
 
     def open(self, token: str) -> str:
         now = self.clock()
@@ -215,6 +252,24 @@ class SQLiteSessions(_Tabled):
                 raise
             self._conn.execute("COMMIT")
 
+    def open_sign_in(self, attempt: Mapping[str, str], lifetime_seconds: float) -> str:
+        state, now = secrets.token_urlsafe(24), self.clock()
+        with self._lock:
+            self._conn.execute("DELETE FROM sign_ins WHERE expires < ?", (now,))
+            self._conn.execute(
+                "INSERT INTO sign_ins (state_hash, attempt, expires) VALUES (?, ?, ?)",
+                (_key(state), orjson.dumps(dict(attempt)).decode(), now + lifetime_seconds),
+            )
+        return state
+
+    def take_sign_in(self, state: str) -> dict[str, str] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "DELETE FROM sign_ins WHERE state_hash = ? RETURNING attempt, expires",
+                (_key(state),),
+            ).fetchone()
+        return _attempt(row, self.clock())
+
     def shut(self) -> None:
         with self._lock:
             self._conn.close()
@@ -234,6 +289,7 @@ class PostgresSessions(_Tabled):
         assert target is not None
         self.lifetime_seconds, self.clock = lifetime_seconds, clock
         self._table = sql.Identifier(settings.schema_for(WEB), "sessions")
+        self._sign_ins = sql.Identifier(settings.schema_for(WEB), "sign_ins")
         self._pool = ConnectionPool(
             target.conninfo(),
             min_size=1,
@@ -302,6 +358,31 @@ class PostgresSessions(_Tabled):
                 (orjson.dumps(dict(positions)).decode(), _key(session_id)),
             )
 
+    def open_sign_in(self, attempt: Mapping[str, str], lifetime_seconds: float) -> str:
+        state, now = secrets.token_urlsafe(24), self.clock()
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE expires < %s").format(self._sign_ins), (now,)
+            )
+            conn.execute(
+                sql.SQL("INSERT INTO {} (state_hash, attempt, expires) VALUES (%s, %s, %s)").format(
+                    self._sign_ins
+                ),
+                (_key(state), orjson.dumps(dict(attempt)).decode(), now + lifetime_seconds),
+            )
+        return state
+
+    def take_sign_in(self, state: str) -> dict[str, str] | None:
+        # Deleted as it is read: of two answers with one state, one finds it.
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE state_hash = %s RETURNING attempt, expires").format(
+                    self._sign_ins
+                ),
+                (_key(state),),
+            ).fetchone()
+        return _attempt(row, self.clock())
+
     def shut(self) -> None:
         self._pool.close()
 
@@ -326,6 +407,12 @@ def migrate_sessions(settings: Settings) -> None:
             sql.SQL("CREATE INDEX IF NOT EXISTS sessions_expires ON {}.sessions (expires)").format(
                 schema
             )
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.sign_ins (state_hash text PRIMARY KEY, "
+                "attempt jsonb NOT NULL, expires double precision NOT NULL)"
+            ).format(schema)
         )
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
-import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import jwt
@@ -47,35 +45,12 @@ HTTP_TIMEOUT = 10
 
 @dataclass(frozen=True)
 class Attempt:
+    """A sign-in under way, kept by its state in the session store (any process may take
+    the provider's answer), used once."""
+
     verifier: str
     nonce: str
     redirect_uri: str
-    expires: float
-
-
-@dataclass
-class Attempts:
-    """Sign-in attempts under way, by state; each is used once."""
-
-    _by_state: dict[str, Attempt] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def open(self, attempt: Attempt) -> str:
-        state = secrets.token_urlsafe(24)
-        with self._lock:
-            now = time.monotonic()
-            for old in [k for k, a in self._by_state.items() if a.expires < now]:
-                del self._by_state[old]
-            self._by_state[state] = attempt
-        return state
-
-    def take(self, state: str) -> Attempt | None:
-        with self._lock:
-            attempt = self._by_state.pop(state, None)
-        return attempt if attempt and attempt.expires >= time.monotonic() else None
-
-
-_attempts = Attempts()
 
 
 def _post_form(url: str, data: dict[str, str]) -> dict[str, Any]:
@@ -105,9 +80,8 @@ def start_sign_in(request: Request) -> Response:
     verifier = generate_token(64)
     nonce = generate_token(32)
     redirect_uri = str(request.url_for("finish_sign_in"))
-    state = _attempts.open(
-        Attempt(verifier, nonce, redirect_uri, time.monotonic() + ATTEMPT_SECONDS)
-    )
+    attempt = Attempt(verifier, nonce, redirect_uri)
+    state = sessions_of(request).open_sign_in(asdict(attempt), ATTEMPT_SECONDS)
     url = prepare_grant_uri(
         provider(request, settings).metadata()["authorization_endpoint"],
         client_id=settings.oidc_client_id,
@@ -128,7 +102,8 @@ def start_sign_in(request: Request) -> Response:
 def finish_sign_in(request: Request, state: str = "", code: str = "") -> Response:
     """The provider sends the browser back here with a code for this attempt."""
     settings: Settings = request.app.state.settings
-    attempt = _attempts.take(state) if state else None
+    taken = sessions_of(request).take_sign_in(state) if state else None
+    attempt = Attempt(**taken) if taken is not None else None
     if (
         not settings.oidc_issuer
         or not code

@@ -99,6 +99,26 @@ def test_sign_in_through_the_provider_opens_a_session_as_the_tokens_principal(
     assert again.status_code == 400
 
 
+def test_the_providers_answer_may_come_back_to_another_process(
+    web: TestClient, provider: Provider
+) -> None:
+    """Sign-ins under way and sessions are in the database: a process that did not begin
+    the sign-in finishes it, and the session it opens is known to the first."""
+    settings = web.app.state.settings  # type: ignore[attr-defined]
+    other = start(settings, run_followers=False)
+    try:
+        with TestClient(http_app(other, TokenService(settings))) as second:
+            location = _to_provider(web)
+            second.cookies.update(web.cookies)  # the same browser, another process
+            answer = second.get(_back_from_provider(location), follow_redirects=False)
+            assert answer.status_code == 303, answer.text
+            web.cookies.update(second.cookies)
+            board = web.get("/board", headers={"Accept-Language": "en"})
+            assert "dt-coordinator-7" in board.text
+    finally:
+        other.close()
+
+
 def test_a_callback_that_is_not_for_this_browsers_attempt_is_refused(
     web: TestClient, provider: Provider
 ) -> None:

@@ -1,6 +1,7 @@
 """The web app's sessions in the database: another store on the same database (another
 process, or this one restarted) knows them; the stored key is a hash of the cookie's id;
-expired sessions are gone, and swept as new ones open. On SQLite and PostgreSQL."""
+expired sessions are gone, and swept as new ones open; a sign-in under way is taken once,
+by any store. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -115,6 +116,22 @@ def test_an_expired_session_is_gone_and_swept_as_others_open(
     assert [token for _key, token in rows()] == ["token-new"]
     assert store.get(never_read) is None
     assert store.get(fresh) is not None
+
+
+def test_a_sign_in_under_way_is_taken_once_by_any_store(
+    backend: tuple[Opener, Callable[[], list[tuple[str, str]]]],
+) -> None:
+    open_store, _rows = backend
+    clock = Clock()
+    began, answered = open_store(clock), open_store(clock)  # two processes
+    attempt = {"verifier": "v" * 64, "nonce": "n" * 32, "redirect_uri": "https://x/cb"}
+    state = began.open_sign_in(attempt, 600)
+    assert answered.take_sign_in(state) == attempt
+    assert began.take_sign_in(state) is None  # used once
+    assert answered.take_sign_in("made-up-state") is None
+    late = began.open_sign_in(attempt, 600)
+    clock.now += 601
+    assert answered.take_sign_in(late) is None  # expired
 
 
 def test_the_memory_store_keeps_the_same_rules() -> None:
