@@ -9,8 +9,7 @@ provider (by a hash of their ``state``: the PKCE verifier, the nonce, where to c
 each taken once, so the provider's answer may come back to any process. On PostgreSQL the
 tables ``sessions`` and ``sign_ins`` in the schema ``web`` (created by ``ketnoi migrate``);
 in the embedded default a SQLite file of its own under the data directory. Expired rows are
-deleted as new ones are made. ``MemorySessions`` keeps them in the process's memory, for
-tests.
+deleted as new ones are made.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -85,65 +84,6 @@ def _key(session_id: str) -> str:
 
 def _new(token: str, lifetime: float, now: float) -> tuple[str, Session]:
     return secrets.token_urlsafe(32), Session(token, secrets.token_urlsafe(32), now + lifetime)
-
-
-@dataclass
-class MemorySessions:
-    """Sessions in this process's memory (tests; a restart ends them)."""
-
-    lifetime_seconds: float = LIFETIME_SECONDS
-    clock: Callable[[], float] = time.time
-    _by_key: dict[str, Session] = field(default_factory=dict)
-    _sign_ins: dict[str, tuple[dict[str, str], float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def open(self, token: str) -> str:
-        now = self.clock()
-        session_id, session = _new(token, self.lifetime_seconds, now)
-        with self._lock:
-            for stale in [k for k, s in self._by_key.items() if s.expires < now]:
-                del self._by_key[stale]
-            self._by_key[_key(session_id)] = session
-        return session_id
-
-    def get(self, session_id: str | None) -> Session | None:
-        if not session_id:
-            return None
-        with self._lock:
-            session = self._by_key.get(_key(session_id))
-            if session is not None and session.expires < self.clock():
-                del self._by_key[_key(session_id)]
-                return None
-            return session
-
-    def close(self, session_id: str | None) -> None:
-        if session_id:
-            with self._lock:
-                self._by_key.pop(_key(session_id), None)
-
-    def note_positions(self, session_id: str, positions: Mapping[str, int]) -> None:
-        with self._lock:
-            session = self._by_key.get(_key(session_id))
-            if session is not None:
-                self._by_key[_key(session_id)] = replace(
-                    session, positions=merged(session.positions, positions)
-                )
-
-    def open_sign_in(self, attempt: Mapping[str, str], lifetime_seconds: float) -> str:
-        state, now = secrets.token_urlsafe(24), self.clock()
-        with self._lock:
-            for stale in [k for k, (_a, until) in self._sign_ins.items() if until < now]:
-                del self._sign_ins[stale]
-            self._sign_ins[_key(state)] = (dict(attempt), now + lifetime_seconds)
-        return state
-
-    def take_sign_in(self, state: str) -> dict[str, str] | None:
-        with self._lock:
-            found = self._sign_ins.pop(_key(state), None)
-        return found[0] if found is not None and found[1] >= self.clock() else None
-
-    def shut(self) -> None:
-        pass
 
 
 class _Tabled:

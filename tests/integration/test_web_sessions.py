@@ -16,7 +16,6 @@ from psycopg import sql
 from services.runtime.settings import Settings
 from services.runtime.web_sessions import (
     WEB,
-    MemorySessions,
     PostgresSessions,
     SessionStore,
     SQLiteSessions,
@@ -132,16 +131,3 @@ def test_a_sign_in_under_way_is_taken_once_by_any_store(
     late = began.open_sign_in(attempt, 600)
     clock.now += 601
     assert answered.take_sign_in(late) is None  # expired
-
-
-def test_the_memory_store_keeps_the_same_rules() -> None:
-    clock = Clock()
-    store = MemorySessions(clock=clock)
-    session_id = store.open("token")
-    store.note_positions(session_id, {"intake": 2})
-    store.note_positions(session_id, {"intake": 1})
-    session = store.get(session_id)
-    assert session is not None
-    assert session.positions == {"intake": 2}
-    clock.now += 12 * 3600 + 1
-    assert store.get(session_id) is None
