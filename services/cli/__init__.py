@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from contracts.vocabulary import AgencyKind, Role
@@ -122,18 +121,10 @@ def _tokens(settings: Settings) -> TokenService:
 
 
 def _run_http(app: object, settings: Settings, host: str, port: int) -> None:
-    """Serve an app with uvicorn: no server banner, and slow or idle clients cut off."""
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        timeout_keep_alive=settings.http_keep_alive_seconds,
-        limit_concurrency=settings.http_max_connections,
-        timeout_graceful_shutdown=10,
-    )
+    """Serve an app: no server banner, and slow, idle or surplus clients cut off."""
+    from services.runtime.serving import serve
+
+    serve(app, settings, host, port)  # type: ignore[arg-type]
 
 
 @app.command()
