@@ -15,6 +15,8 @@ LABELS: dict[str, dict[str, str]] = {
         "agency_staff": N_("Agency staff"),
         "auditor": N_("Auditor"),
         "admin": N_("Administrator"),
+        "health_worker": N_("Health worker"),
+        "supervisor": N_("Supervisor"),
     },
     "stage": {
         "reception": N_("Reception"),
@@ -217,6 +219,20 @@ LABELS: dict[str, dict[str, str]] = {
         "6-24 hours": N_("6-24 hours"),
         "1-3 days": N_("1-3 days"),
         "over 3 days": N_("over 3 days"),
+    },
+    "delivery": {
+        "delivered": N_("Delivered in full"),
+        "partially_delivered": N_("Partly delivered"),
+        "not_delivered": N_("Not delivered"),
+    },
+    "conclusion": {
+        "justified": N_("Justified: the vital interest warranted it"),
+        "not_justified": N_("Not justified: it should not have been approved"),
+    },
+    "giver": {
+        "person": N_("The person themself"),
+        "guardian": N_("A guardian or parent"),
+        "child_protection_authority": N_("The child protection authority"),
     },
     "answer": {
         "acknowledge": N_("Acknowledge"),

@@ -1,0 +1,129 @@
+"""The person's own copy of their record, to print and give them in their language: the
+record, the consents, every disclosure (to whom, when, under which grant), every recorded read
+of their data, and the signed checkpoints that prove the copy complete when it was made. The
+projections service reads it (through the access gate, and records the reading); this page
+only says it in Vietnamese or English."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from services.projections import api as projections_api
+from services.web.deps import User, page_router
+from services.web.i18n import N_, gettext
+from services.web.labels import LABELS
+from services.web.render import render
+from services.web.seal import checkpoint_facts
+
+router = page_router()
+
+# The facts' names, as the person reads them; a name not here is shown as it is written.
+FIELDS = {
+    "full_name": N_("Name"),
+    "sex": N_("Sex"),
+    "date_of_birth": N_("Date of birth"),
+    "estimated_age": N_("Estimated age"),
+    "nationality": N_("Nationality"),
+    "languages": N_("Languages"),
+    "identity_document_status": N_("Identity documents"),
+    "route": N_("How the person came"),
+    "received_at": N_("Received"),
+    "place": N_("Place"),
+    "province": N_("Province"),
+    "district": N_("District"),
+    "location": N_("Place"),
+    "needs": N_("Urgent needs"),
+    "notes": N_("Notes"),
+    "note": N_("Note"),
+    "level": N_("Risk"),
+    "at_risk": N_("Who is at risk"),
+    "management_plan": N_("Risk management plan"),
+    "preferred": N_("Contact preferred"),
+    "refused": N_("Contact refused"),
+    "stage": N_("Stage"),
+    "reason": N_("Reason"),
+    "categories": N_("Information"),
+    "recipients": N_("Shared with"),
+    "purposes": N_("For what purpose"),
+    "except_purposes": N_("Except for"),
+    "valid_from": N_("Valid from"),
+    "valid_until": N_("Valid until"),
+    "given_by": N_("Given by"),
+    "relationship": N_("Relationship"),
+    "child_views": N_("The child's own views"),
+    "statement": N_("In the person's words"),
+    "minor": N_("Minor"),
+    "case_manager_id": N_("Case manager"),
+}
+# The fields a copy leaves out: ids of records and of the people working on them.
+HIDDEN = {"person_id", "case_id", "grant_id", "refusal_id", "event_id", "collection"}
+READS = {
+    "intake.case": N_("The case file"),
+    "intake.case.break_glass": N_("The case file, in an emergency (break-glass)"),
+    "intake.plan": N_("The reintegration plan"),
+    "consent.record": N_("The consent record"),
+    "consent.history": N_("The consent history"),
+    "referral.referral": N_("A referral's data, by its recipient"),
+    "projections.timeline": N_("The case's timeline"),
+    "projections.replay": N_("An auditor's replay"),
+    "projections.person_copy": N_("A copy like this one"),
+}
+BASES = {
+    "grant": N_("the person's consent"),
+    "override": N_("an emergency override"),
+    "break_glass": N_("an emergency read (break-glass)"),
+    "own_case": N_("the agency holds the case"),
+    "audit": N_("an audit"),
+    "consent": N_("the person's consent"),
+    "vital_interest": N_("an emergency override (vital interest)"),
+}
+
+
+def said(value: Any) -> str:
+    """A fact's value in the reader's language: the vocabulary's words where it has them."""
+    if isinstance(value, bool):
+        return gettext(N_("Yes")) if value else gettext(N_("No"))
+    if isinstance(value, list):
+        return ", ".join(said(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{name}: {said(v)}" for name, v in facts(value))
+    text = str(value)
+    for words in LABELS.values():
+        if text in words:
+            return gettext(words[text])
+    return text
+
+
+def field_name(name: str) -> str:
+    """A fact's name in the reader's language (as it is written, where it has none)."""
+    return gettext(FIELDS[name]) if name in FIELDS else name.replace("_", " ")
+
+
+def facts(found: dict[str, Any]) -> list[tuple[str, str]]:
+    """The facts of an entry worth telling the person, each named in their language."""
+    return [
+        (field_name(name), said(value))
+        for name, value in found.items()
+        if name not in HIDDEN and value not in (None, "", [], {})
+    ]
+
+
+@router.get("/cases/{case_id}/copy")
+def person_copy_page(case_id: UUID, request: Request, principal: User) -> Response:
+    """For the agencies holding the case, to print for the person; the copy is itself a
+    recorded read, and the last one it lists."""
+    copy = projections_api.person_copy(case_id, request.app.state.projections, principal, request)
+    return render(
+        request,
+        "person_copy.html",
+        copy=copy,
+        facts=facts,
+        field_name=field_name,
+        read_what=lambda what: gettext(READS[what]) if what in READS else what,
+        basis=lambda b: gettext(BASES[b]) if b in BASES else b,
+        checkpoint_facts=checkpoint_facts,
+    )
