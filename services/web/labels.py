@@ -189,9 +189,11 @@ LABELS: dict[str, dict[str, str]] = {
         "org.ketnoi.referral.override_lapsed": N_("Emergency override lapsed"),
         "org.ketnoi.referral.override_requested": N_("Emergency override requested"),
         "org.ketnoi.referral.override_reviewed": N_("Emergency override reviewed"),
+        "org.ketnoi.referral.progress_reported": N_("Progress reported by the agency"),
         "org.ketnoi.referral.put_on_hold": N_("Referral on hold (consent)"),
         "org.ketnoi.referral.rejected": N_("Referral rejected"),
         "org.ketnoi.referral.resumed": N_("Referral resumed"),
+        "org.ketnoi.referral.service_feedback_recorded": N_("The person's feedback recorded"),
         "org.ketnoi.referral.started": N_("Service started"),
         "org.ketnoi.referral.withdrawal_noted_during_override": N_(
             "Withdrawal noted during an override"
