@@ -6,6 +6,10 @@ only says it in Vietnamese or English."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -14,9 +18,9 @@ from fastapi.responses import Response
 
 from services.projections import api as projections_api
 from services.web.deps import User, page_router
-from services.web.i18n import N_, gettext
-from services.web.labels import LABELS
-from services.web.render import render
+from services.web.i18n import N_, current_locale, day, gettext, when
+from services.web.labels import LABELS, province
+from services.web.render import agency_name, render
 from services.web.seal import checkpoint_facts
 
 router = page_router()
@@ -58,6 +62,23 @@ FIELDS = {
     "statement": N_("In the person's words"),
     "minor": N_("Minor"),
     "case_manager_id": N_("Case manager"),
+    "details": N_("The person"),
+    "receiving_agency": N_("Receiving agency"),
+    "receiving_agency_id": N_("Receiving agency"),
+    "returned_from_country": N_("Returned from (country)"),
+    "present": N_("Present"),
+    "agency": N_("Agency"),
+    "capacity": N_("Capacity"),
+    "from_stage": N_("From stage"),
+    "to_stage": N_("To stage"),
+    "kind": N_("Kind"),
+    "adult_on": N_("Turns 18 on"),
+    "age_is_estimated": N_("Age estimated"),
+    "handed_over_by": N_("Handed over by"),
+    "role": N_("Role"),
+    "parties": N_("Parties"),
+    "to_case_manager_id": N_("To case manager"),
+    "agency_id": N_("Agency"),
 }
 # The fields a copy leaves out: ids of records and of the people working on them.
 HIDDEN = {"person_id", "case_id", "grant_id", "refusal_id", "event_id", "collection"}
@@ -83,19 +104,8 @@ BASES = {
 }
 
 
-def said(value: Any) -> str:
-    """A fact's value in the reader's language: the vocabulary's words where it has them."""
-    if isinstance(value, bool):
-        return gettext(N_("Yes")) if value else gettext(N_("No"))
-    if isinstance(value, list):
-        return ", ".join(said(v) for v in value)
-    if isinstance(value, dict):
-        return "; ".join(f"{name}: {said(v)}" for name, v in facts(value))
-    text = str(value)
-    for words in LABELS.values():
-        if text in words:
-            return gettext(words[text])
-    return text
+ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ISO_MOMENT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 
 
 def field_name(name: str) -> str:
@@ -103,13 +113,41 @@ def field_name(name: str) -> str:
     return gettext(FIELDS[name]) if name in FIELDS else name.replace("_", " ")
 
 
-def facts(found: dict[str, Any]) -> list[tuple[str, str]]:
-    """The facts of an entry worth telling the person, each named in their language."""
-    return [
-        (field_name(name), said(value))
-        for name, value in found.items()
-        if name not in HIDDEN and value not in (None, "", [], {})
-    ]
+@dataclass(frozen=True)
+class Telling:
+    """Says the facts of an entry in the reader's language: the vocabulary's words, dates as
+    their locale writes them, agencies by their name in the directory."""
+
+    agency: Callable[[str], str]
+
+    def said(self, value: Any, name: str = "") -> str:
+        if isinstance(value, bool):
+            return gettext(N_("Yes")) if value else gettext(N_("No"))
+        if isinstance(value, list):
+            return ", ".join(self.said(v, name) for v in value)
+        if isinstance(value, dict):
+            if value.get("agency_id"):
+                return self.agency(str(value["agency_id"]))
+            return "; ".join(f"{field}: {told}" for field, told in self.facts(value))
+        text = str(value)
+        if name == "province" or name.endswith("_agency_id"):
+            return province(text) if name == "province" else self.agency(text)
+        if ISO_DAY.match(text):
+            return day(date.fromisoformat(text))
+        if ISO_MOMENT.match(text):
+            return when(text)
+        for words in LABELS.values():
+            if text in words:
+                return gettext(words[text])
+        return text
+
+    def facts(self, found: dict[str, Any]) -> list[tuple[str, str]]:
+        """The facts of an entry worth telling the person, each named in their language."""
+        return [
+            (field_name(name), self.said(value, name))
+            for name, value in found.items()
+            if name not in HIDDEN and value not in (None, "", [], {})
+        ]
 
 
 @router.get("/cases/{case_id}/copy")
@@ -117,11 +155,12 @@ def person_copy_page(case_id: UUID, request: Request, principal: User) -> Respon
     """For the agencies holding the case, to print for the person; the copy is itself a
     recorded read, and the last one it lists."""
     copy = projections_api.person_copy(case_id, request.app.state.projections, principal, request)
+    telling = Telling(lambda agency_id: agency_name(request, agency_id, current_locale()))
     return render(
         request,
         "person_copy.html",
         copy=copy,
-        facts=facts,
+        facts=telling.facts,
         field_name=field_name,
         read_what=lambda what: gettext(READS[what]) if what in READS else what,
         basis=lambda b: gettext(BASES[b]) if b in BASES else b,
