@@ -20,7 +20,6 @@ from contracts.consent import (
 )
 from contracts.vocabulary import AgencyKind, DataCategory, Purpose
 from services.consent import api as consent_api
-from services.runtime.auth import Principal
 from services.runtime.errors import InvalidRequestError
 from services.web.cases import new_key
 from services.web.deps import Csrf, FormText, User, page_router
@@ -53,14 +52,14 @@ GIVER_FOR_AN_ADULT = N_("The person is an adult: they give their own consent.")
 
 def consent_form(
     request: Request,
-    principal: Principal,
     case_id: UUID,
+    record: Any,
     *,
     values: dict[str, Any],
     error: FormError | None = None,
     key: str | None = None,
 ) -> Response:
-    record = consent_api.read_record(case_id, request.app.state.consent, principal, request)
+    """The form, with the consent record as the consent service shows it to the user."""
     return render(
         request,
         "consent.html",
@@ -87,7 +86,7 @@ def new_consent(case_id: UUID, request: Request, principal: User) -> Response:
         "categories": [],
         "purposes": [],
     }
-    return consent_form(request, principal, case_id, values=values)
+    return consent_form(request, case_id, record, values=values)
 
 
 @router.post("/cases/{case_id}/consent/grant")
@@ -130,9 +129,8 @@ def grant_consent(
         record = consent_api.read_record(case_id, request.app.state.consent, principal, request)
         giver = GIVER_FOR_A_CHILD if record.subject.minor else GIVER_FOR_AN_ADULT
         error = form_error("grant", exc, {**MESSAGES, "kind": giver}, values)
-        return consent_form(
-            request, principal, case_id, values=values, error=error, key=idempotency_key
-        )
+        page_key = idempotency_key.split(":", 1)[0] if idempotency_key else None
+        return consent_form(request, case_id, record, values=values, error=error, key=page_key)
     return RedirectResponse(f"/cases/{case_id}#consent", status_code=303)
 
 
