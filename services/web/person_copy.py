@@ -61,7 +61,6 @@ FIELDS = {
     "child_views": N_("The child's own views"),
     "statement": N_("In the person's words"),
     "minor": N_("Minor"),
-    "case_manager_id": N_("Case manager"),
     "details": N_("The person"),
     "receiving_agency": N_("Receiving agency"),
     "receiving_agency_id": N_("Receiving agency"),
@@ -77,11 +76,17 @@ FIELDS = {
     "handed_over_by": N_("Handed over by"),
     "role": N_("Role"),
     "parties": N_("Parties"),
-    "to_case_manager_id": N_("To case manager"),
     "agency_id": N_("Agency"),
 }
-# The fields a copy leaves out: ids of records and of the people working on them.
-HIDDEN = {"person_id", "case_id", "grant_id", "refusal_id", "event_id", "collection"}
+# The fields a copy leaves out: ids of records and of the people working on them (an
+# agency's id is said as its name), and how a consent was collected (its receipt says it).
+HIDDEN = {"collection", "by_user", "user_id"}
+
+
+def shown(name: str) -> bool:
+    return name not in HIDDEN and (not name.endswith("_id") or name.endswith("agency_id"))
+
+
 READS = {
     "intake.case": N_("The case file"),
     "intake.case.break_glass": N_("The case file, in an emergency (break-glass)"),
@@ -130,7 +135,7 @@ class Telling:
                 return self.agency(str(value["agency_id"]))
             return "; ".join(f"{field}: {told}" for field, told in self.facts(value))
         text = str(value)
-        if name == "province" or name.endswith("_agency_id"):
+        if name == "province" or name.endswith("agency_id"):
             return province(text) if name == "province" else self.agency(text)
         if ISO_DAY.match(text):
             return day(date.fromisoformat(text))
@@ -146,7 +151,7 @@ class Telling:
         return [
             (field_name(name), self.said(value, name))
             for name, value in found.items()
-            if name not in HIDDEN and value not in (None, "", [], {})
+            if shown(name) and value not in (None, "", [], {})
         ]
 
 

@@ -80,6 +80,7 @@ def test_the_copy_says_facts_in_the_readers_language(
             "level": "medium",
             "minor": False,
             "person_id": "9c1f0000-0000-0000-0000-000000000000",  # ids stay out of the copy
+            "case_manager_id": "dt-swc-caseworker-1",  # and so do the staff's user ids
             "notes": None,
         }
     )
