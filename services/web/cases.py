@@ -5,21 +5,14 @@ does not permit is not on the page."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from contracts.consent import (
-    Collection,
-    CollectionMethod,
-    ConsentGiver,
-    GiverKind,
-    Recipient,
-)
-from contracts.vocabulary import AgencyKind, DataCategory, Purpose
+from contracts.consent import Recipient
+from contracts.vocabulary import AgencyKind
 from services.consent import api as consent_api
 from services.intake import api as intake_api
 from services.projections import api as projections_api
@@ -132,41 +125,6 @@ def confirm_handover(
 
 
 # -- consent capture --------------------------------------------------------------------------
-
-
-@router.post("/cases/{case_id}/consent/grant")
-def grant_consent(
-    case_id: UUID,
-    request: Request,
-    principal: User,
-    _csrf: Csrf,
-    categories: Annotated[list[DataCategory], Form()],
-    purposes: Annotated[list[Purpose], Form()],
-    recipient_kind: Annotated[AgencyKind, Form()],
-    form_reference: Annotated[str, Form(min_length=1, max_length=120)],
-    months: Annotated[int, Form(ge=1, le=60)] = 12,
-    idempotency_key: FormText = None,
-) -> Response:
-    """A written consent the person signed: what, to which kind of agency, for what."""
-    now = datetime.now(UTC)
-    body = consent_api.GrantCreate(
-        categories=tuple(categories),
-        recipients=(Recipient(kind=recipient_kind),),
-        purposes=tuple(purposes),
-        valid_from=now,
-        valid_until=now + timedelta(days=30 * months),
-        collection=Collection(
-            method=CollectionMethod.WRITTEN_FORM,
-            form_reference=form_reference,
-            language="vi",
-            withdrawal_explained=True,
-        ),
-        given_by=ConsentGiver(kind=GiverKind.PERSON),
-    )
-    consent_api.grant(
-        case_id, body, service(request, "consent"), principal, request, idempotency_key
-    )
-    return RedirectResponse(f"/cases/{case_id}#consent", status_code=303)
 
 
 @router.post("/cases/{case_id}/consent/refuse")

@@ -1,5 +1,5 @@
-"""The agency's inbox of referrals and its answers, a referral as its recipient sees it, and
-the intake officer's reception form (one screen, large targets, an Idempotency-Key)."""
+"""The agency's inbox of referrals, and the intake officer's reception form (one screen,
+large targets, an Idempotency-Key). A referral's own page and its answers are in ``loop``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from uuid import UUID
 
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from contracts.intake import PersonDetails, Place
@@ -23,7 +22,6 @@ from contracts.vocabulary import (
 )
 from services.intake import api as intake_api
 from services.referral import api as referral_api
-from services.referral.domain import RECIPIENT_ANSWERS
 from services.web.cases import new_key
 from services.web.deps import Csrf, FormText, User, page_router
 from services.web.i18n import N_, TIME_ZONE
@@ -31,13 +29,6 @@ from services.web.positions import service
 from services.web.render import render
 
 router = page_router()
-ANSWER_ROUTES: dict[str, Any] = {
-    route.path.rsplit("/", 1)[1]: route.endpoint
-    for route in referral_api.router.routes
-    if isinstance(route, APIRoute)
-    and route.path.startswith("/referral/referrals/{referral_id}/")
-    and route.path.rsplit("/", 1)[1] in RECIPIENT_ANSWERS
-}
 FormList = Annotated[list[str], Form()]
 
 
@@ -48,46 +39,6 @@ def inbox(request: Request, principal: User) -> Response:
     mine = [r for r in referrals if r.to_agency.agency_id == principal.agency_id]
     mine.sort(key=lambda r: (not r.next_steps, r.timeline[0].at if r.timeline else None))
     return render(request, "inbox.html", referrals=mine)
-
-
-@router.get("/referrals/{referral_id}")
-def referral_page(referral_id: UUID, request: Request, principal: User) -> Response:
-    referral = referral_api.read_referral(
-        referral_id, service(request, "referral"), principal, request
-    )
-    answers = [a for a in referral.next_steps if a in RECIPIENT_ANSWERS]
-    return render(
-        request,
-        "referral.html",
-        referral=referral,
-        answers=answers if principal.agency_id == referral.to_agency.agency_id else [],
-        key=new_key(),
-    )
-
-
-@router.post("/referrals/{referral_id}/{action}")
-def answer_referral(
-    referral_id: UUID,
-    action: str,
-    request: Request,
-    principal: User,
-    _csrf: Csrf,
-    text: FormText = None,
-    idempotency_key: FormText = None,
-) -> Response:
-    """The recipient's answer: acknowledge, accept, reject (with a reason), start, complete
-    (with an outcome), or could not deliver."""
-    if action not in RECIPIENT_ANSWERS:
-        return render(request, "error.html", 404, status=404, slug="not-found")
-    answer = referral_api.Answer(
-        reason=text if action in ("reject", "fail") else None,
-        outcome=text if action == "complete" else None,
-        note=text if action not in ("reject", "fail", "complete") else None,
-    )
-    # The referral service makes one route per answer; the page calls that same route.
-    route = ANSWER_ROUTES[action]
-    route(referral_id, answer, service(request, "referral"), principal, request, idempotency_key)
-    return RedirectResponse(f"/referrals/{referral_id}", status_code=303)
 
 
 # -- the reception form -----------------------------------------------------------------------
