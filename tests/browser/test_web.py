@@ -451,8 +451,8 @@ def test_a_page_that_cannot_wait_for_what_the_user_just_did_says_so(
     sign_in(page, site, "dt-swc-caseworker-1")
     case_page = f"{site.base}/cases/{site.case('dong-thap-1').case_id}"
     page.goto(case_page)
+    page.locator('a[href$="/consent/new"]').click()
     form = page.locator('form[action$="/consent/grant"]')
-    form.locator("xpath=..").evaluate("details => { details.open = true; }")
     form.locator('input[name="categories"][value="identity"]').check()
     form.locator('input[name="purposes"][value="service_provision"]').check()
     form.locator('select[name="recipient_kind"]').select_option("legal_aid_centre")
