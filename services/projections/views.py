@@ -717,7 +717,10 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
         + f" ({d['stage']}): economic {d['economic']:.2f}, social {d['social']:.2f}, "
         + f"psychosocial {d['psychosocial']:.2f}"
     ),
-    MANAGER_: lambda d: f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})",
+    MANAGER_: lambda d: (
+        f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})"
+        + (", by a case transfer" if d.get("handover_id") else "")
+    ),
     GRANTED: lambda d: (
         f"Consent granted by {d['given_by']['kind']}: {_values(d['categories'])} "
         f"for {_values(d['purposes'])}"

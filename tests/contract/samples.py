@@ -64,6 +64,7 @@ from contracts.intake import (
     CaseClosed,
     CaseManagerAssigned,
     CaseReopened,
+    CaseTransferAwaited,
     ContactPreferenceRecorded,
     PartyPresent,
     PersonDetails,
@@ -74,6 +75,7 @@ from contracts.intake import (
     ReceptionRecorded,
     RiskAssessed,
     StageChanged,
+    transfer_id,
 )
 from contracts.plan import (
     AgreementMethod,
@@ -220,7 +222,13 @@ def samples() -> list[Event]:
             refused=(ContactMode.HOME_VISIT,),
             **common,
         ),
-        CaseManagerAssigned(originator_version=7, case_manager_id="cw-1", agency=POLICE, **common),
+        CaseManagerAssigned(
+            originator_version=7,
+            case_manager_id="cw-1",
+            agency=POLICE,
+            handover_id=HANDOVER,
+            **common,
+        ),
         StageChanged(
             originator_version=8,
             from_stage=CaseStage.RECEPTION,
@@ -693,6 +701,16 @@ def referral_samples() -> list[Event]:
             originator_version=3, seconds_by_party={"dong-thap-police": 60.0}, **hand
         ),
         HandoverCancelled(originator_version=4, reason="r", **hand),
+        CaseTransferAwaited(
+            originator_id=transfer_id(HANDOVER),
+            originator_version=1,
+            timestamp=AT,
+            actor=ACTOR,
+            case_id=CASE,
+            handover_id=HANDOVER,
+            to_agency=POLICE,
+            to_case_manager_id="cw-2",
+        ),
     ]
 
 
