@@ -557,6 +557,8 @@ class IntakeService(FollowingApplication):
                     t.responsible.model_dump(mode="json"),
                     t.due_on.isoformat(),
                     str(t.task_id) if t.task_id else None,
+                    # Named only when given: earlier requests keep their digests.
+                    *([t.service_type.value] if t.service_type else []),
                 ]
                 for t in tasks
             ],
@@ -738,7 +740,13 @@ class IntakeService(FollowingApplication):
             "attendees": [a.model_dump(mode="json") for a in attendees],
             "decisions": list(decisions),
             "tasks": [
-                [t.goal, t.action, t.responsible.model_dump(mode="json"), t.due_on.isoformat()]
+                [
+                    t.goal,
+                    t.action,
+                    t.responsible.model_dump(mode="json"),
+                    t.due_on.isoformat(),
+                    *([t.service_type.value] if t.service_type else []),
+                ]
                 for t in tasks
             ],
         }

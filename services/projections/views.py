@@ -189,6 +189,7 @@ STATUS: dict[str, str] = {
     STARTED: "in-progress",
     _name(r.ReferralCompleted): "completed",
     _name(r.ReferralCancelled): "cancelled",
+    _name(r.ReferralDeclinedByPerson): "cancelled",
     _name(r.ReferralFailed): "failed",
     _name(r.ReferralPutOnHold): "on-hold",
 }
@@ -223,6 +224,7 @@ class CasesView(View):
             r.ReferralStarted,
             r.ReferralCompleted,
             r.ReferralCancelled,
+            r.ReferralDeclinedByPerson,
             r.ReferralFailed,
             r.ReferralPutOnHold,
             r.ReferralResumed,
@@ -349,6 +351,8 @@ class CasesView(View):
             docs.put("ref:" + rid, {"case_id": d["case_id"]})
             doc = self.case(docs, d["case_id"], d["province"])
             doc["referrals"][rid] = {
+                "plan_task_id": d.get("plan_task_id"),
+                "family": d.get("family_member") is not None,
                 "service_type": d["service_type"],
                 "to_agency": d["to_agency"]["agency_id"],
                 "from_agency": d["from_agency"]["agency_id"],
@@ -432,6 +436,7 @@ STATUS_EVENTS: tuple[type[Event], ...] = (
     r.ReferralStarted,
     r.ReferralCompleted,
     r.ReferralCancelled,
+    r.ReferralDeclinedByPerson,
     r.ReferralFailed,
     r.ReferralPutOnHold,
 )
@@ -727,7 +732,14 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
     ),
     REFUSED_: lambda _d: "Refusal recorded",
     WITHDRAWN: lambda d: f"Consent withdrawn (heard by {d['heard_by']['agency_id']})",
-    CREATED: lambda d: f"Referral to {d['to_agency']['agency_id']} for {d['service_type']}",
+    CREATED: lambda d: (
+        ("Referral of a family member" if d.get("family_member") else "Referral")
+        + f" to {d['to_agency']['agency_id']} for {d['service_type']}"
+        + (" (a task of the plan)" if d.get("plan_task_id") else "")
+    ),
+    _name(r.ReferralDeclinedByPerson): lambda d: (
+        f"Referral ended: the person {d['choice']} the service (their choice)"
+    ),
     DISCLOSED: lambda d: (
         f"Disclosed {len(d['released'])} fields to {d['recipient']['agency_id']} ({d['basis']})"
     ),

@@ -99,9 +99,14 @@ from contracts.referral import (
     CaseFileOpened,
     ConsentNoted,
     DeadlineKind,
+    CasePlanNoted,
     DeadlineMissed,
     DisclosureBasis,
     DisclosureRecorded,
+    FamilyConsentGiver,
+    FamilyMember,
+    FamilyMemberConsent,
+    FamilyRelationship,
     HandoverCancelled,
     HandoverCompleted,
     HandoverConfirmed,
@@ -114,12 +119,14 @@ from contracts.referral import (
     OverrideRequested,
     OverrideReviewed,
     PartyRole,
+    PlannedTask,
     ReferralAccepted,
     ReferralAcknowledged,
     ReferralBlocked,
     ReferralCancelled,
     ReferralCompleted,
     ReferralCreated,
+    ReferralDeclinedByPerson,
     ReferralDispatched,
     ReferralFailed,
     ReferralLinked,
@@ -403,6 +410,7 @@ def plan_samples() -> list[Event]:
             agency=AgencyRef(agency_id="nghe-an-vtc", kind=AgencyKind.VOCATIONAL_TRAINING_CENTRE),
         ),
         due_on=date(2026, 4, 1),
+        service_type=ServiceType.VOCATIONAL_TRAINING,
     )
     return [
         ReintegrationPlanRevised(
@@ -616,6 +624,19 @@ def referral_samples() -> list[Event]:
             **file,
         ),
         ReferralLinked(originator_version=4, referral_id=REFERRAL, **file),
+        CasePlanNoted(
+            originator_version=5,
+            person_id=PERSON,
+            tasks=(
+                PlannedTask(
+                    task_id=GRANT,
+                    agency_id="dong-thap-hospital",
+                    service_type=ServiceType.MEDICAL_CARE,
+                    status=TaskStatus.PLANNED,
+                ),
+            ),
+            **file,
+        ),
         ReferralCreated(
             originator_version=1,
             case_id=CASE,
@@ -628,6 +649,22 @@ def referral_samples() -> list[Event]:
             purpose=Purpose.SERVICE_PROVISION,
             categories=(DataCategory.IDENTITY,),
             note="n",
+            plan_task_id=GRANT,
+            family_member=FamilyMember(
+                full_name="Sample Child",
+                relationship=FamilyRelationship.CHILD,
+                age=7,
+                consent=FamilyMemberConsent(
+                    given_by=FamilyConsentGiver.GUARDIAN,
+                    collection=Collection(
+                        method=CollectionMethod.WRITTEN_FORM,
+                        form_reference="F-9",
+                        language="vi",
+                        withdrawal_explained=True,
+                    ),
+                    given_on=date(2026, 3, 1),
+                ),
+            ),
             **ref,
         ),
         ReferralBlocked(originator_version=2, withheld=WITHHELD, **ref),
@@ -658,6 +695,12 @@ def referral_samples() -> list[Event]:
         ReferralRejected(originator_version=11, reason="r", **ref),
         ReferralCancelled(originator_version=12, reason="r", **ref),
         ReferralFailed(originator_version=13, reason="r", **ref),
+        ReferralDeclinedByPerson(
+            originator_version=13,
+            choice=DeclineKind.DROPPED,
+            service_declined=GRANT,
+            **ref,
+        ),
         DeadlineMissed(
             originator_version=14,
             deadline=DeadlineKind.ACKNOWLEDGE,
