@@ -569,6 +569,12 @@ class TimelineView(View):
         grant = d.get("grant_id")
         if grant:
             entry["grant_id"] = grant
+        # What the case file needs to tell the consent in force (contracts.consent).
+        for kept in ("valid_until", "refusal_id"):
+            if kept in d:
+                entry[kept] = d[kept]
+        if d.get("against_preference"):
+            entry["against_preference"] = True
         category = DETAILED.get(t) or (d["about"] if t == NOTE_WRITTEN else None)
         if category is not None:
             entry["category"] = category
@@ -590,6 +596,7 @@ class TimelineView(View):
             doc["receiving_agency"] = d["receiving_agency"]["agency_id"]
         elif t == MANAGER_:
             doc["case_manager_agency"] = d["agency"]["agency_id"]
+        _track_work(doc, upstream, fact)
         if province and province != docs.rows[key][0]:
             docs.touch(key, province=province)
         else:
@@ -598,6 +605,43 @@ class TimelineView(View):
     def finalize(self, doc: Doc) -> None:
         if "entries" in doc:
             doc["entries"].sort(key=_entry_order)
+
+
+def _track_work(doc: Doc, upstream: str, fact: Fact) -> None:
+    """Keep the plan's current tasks and each referral's status in the case's document: the
+    case file shows the open tasks with the referrals that serve them
+    (``services.projections.case_file``)."""
+    t, d = fact.type, fact.data
+    if t == PLAN_REVISED:
+        doc["tasks"] = {
+            task["task_id"]: {
+                "task_id": task["task_id"],
+                "action": task["action"],
+                "agency": task["responsible"]["agency"]["agency_id"],
+                "team_role": task["responsible"]["team_role"],
+                "service_type": task.get("service_type"),
+                "due_on": task["due_on"],
+                "status": task["status"],
+            }
+            for task in d["tasks"]
+        }
+    elif t == TASK_PROGRESSED:
+        task = doc.get("tasks", {}).get(d["task_id"])
+        if task is not None:
+            task["status"] = d["to_status"]
+    elif upstream == "referral" and t == CREATED:
+        doc.setdefault("referrals", {})[fact.originator_id] = {
+            "referral_id": fact.originator_id,
+            "to_agency": d["to_agency"]["agency_id"],
+            "service_type": d["service_type"],
+            "plan_task_id": d.get("plan_task_id"),
+            "family": d.get("family_member") is not None,
+            "status": "draft",
+        }
+    elif upstream == "referral" and fact.originator_id in doc.get("referrals", {}):
+        status = d["to_status"] if t == RESUMED else STATUS.get(t)
+        if status:
+            doc["referrals"][fact.originator_id]["status"] = status
 
 
 def _entry_order(entry: Doc) -> tuple[datetime, str, str]:
@@ -612,6 +656,8 @@ NEEDS_ = _name(i.RapidNeedsAssessed)
 RISK_ = _name(i.RiskAssessed)
 CONTACT_ = _name(i.ContactPreferenceRecorded)
 MANAGER_ = _name(i.CaseManagerAssigned)
+PLAN_REVISED = _name(pl.ReintegrationPlanRevised)
+TASK_PROGRESSED = _name(pl.PlanTaskProgressed)
 REFUSED_ = _name(c.ConsentRefused)
 BLOCKED_ = _name(r.ReferralBlocked)
 

@@ -321,3 +321,102 @@ def test_a_family_member_is_referred_on_the_persons_case_with_their_own_consent(
     # The draft waiting for the person's consent is shown to nobody but its sender.
     r = api.client.get(f"/referral/referrals/{waiting['referral_id']}", headers=school)
     assert r.status_code == 404
+
+
+def test_the_case_file_reads_in_the_order_a_newcomer_needs(api: Api) -> None:
+    case_id = api.case()
+    at = f"/intake/cases/{case_id}"
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    coordinator = api.as_("dt-dolisa", Role.COORDINATOR)
+    hospital = api.as_("dt-hospital", Role.AGENCY_STAFF)
+    risk_plan = f"Keep away from the broker {secrets.token_hex(4)}"
+    api.put(
+        f"{at}/contact-preference", {"preferred": ["phone"], "refused": ["home_visit"]}, manager
+    )
+    api.post(
+        f"{at}/risk-assessments",
+        {"level": "high", "at_risk": ["person"], "management_plan": risk_plan},
+        manager,
+    )
+    api.post(
+        f"{at}/contacts",
+        {
+            "mode": "home_visit",
+            "occurred_at": (NOW - timedelta(minutes=30)).isoformat(),
+            "reason": "No phone signal after the flood",
+        },
+        manager,
+    )
+    kept = api.grant(case_id, ["identity"])
+    gone = api.grant(case_id, ["contact"])
+    api.post(f"/consent/cases/{case_id}/grants/{gone}/withdrawal", {}, manager)
+    plan = plan_with_tasks(api, case_id)
+    review, course = plan["tasks"]
+    asked = {
+        "to_agency": "dt-hospital",
+        "service_type": "medical_care",
+        "categories": ["identity"],
+        "plan_task_id": review["task_id"],
+    }
+    sent = api.post(f"/referral/cases/{case_id}/referrals", asked, manager)
+    api.post(f"/referral/referrals/{sent['referral_id']}/acknowledge", {}, hospital, 200)
+    reads_before = len(api.audit.reads_of_case(UUID(case_id)))
+
+    url = f"/projections/cases/{case_id}/case-file"
+    file = api.get(url, manager)
+    assert file["sections"] == ["person", "consent", "plan", "referrals", "risks", "history"]
+    # Who the person is and how to reach them, and who manages the case.
+    person = [e["type"].rsplit(".", 1)[1] for e in file["person"]]
+    assert person == [
+        "reception_recorded",
+        "person_registered",
+        "case_manager_assigned",
+        "contact_preference_recorded",
+    ]
+    assert "Contact: phone; refused: home_visit" in [e["what"] for e in file["person"]]
+    # The consent in force: the withdrawn grant is not.
+    assert [e.get("grant_id") for e in file["consent"]] == [kept]
+    # The current plan, agreed, and its open tasks soonest first, each with its referrals.
+    plan_file = file["plan"]
+    assert plan_file["agreed"] is True
+    # (Both are due the same day: then by id.)
+    assert [t["task_id"] for t in plan_file["open_tasks"]] == sorted(
+        [review["task_id"], course["task_id"]]
+    )
+    [task] = [t for t in plan_file["open_tasks"] if t["task_id"] == review["task_id"]]
+    assert task["action"] == "Review at the hospital"
+    assert task["referrals"] == [
+        {
+            "referral_id": sent["referral_id"],
+            "to_agency": "dt-hospital",
+            "service_type": "medical_care",
+            "plan_task_id": review["task_id"],
+            "family": False,
+            "status": "received",
+        }
+    ]
+    assert [r["referral_id"] for r in file["referrals"]] == [sent["referral_id"]]
+    # The risks: the assessment, and the contact against the person's wish.
+    risks = [e["what"] for e in file["risks"]]
+    assert "Risk assessed: high" in risks
+    assert any("against the person's wish" in what for what in risks)
+    # Then everything, newest first.
+    history = [e["at"] for e in file["history"]]
+    assert history == sorted(history, reverse=True)
+    assert len(file["history"]) == len(api.get(f"/projections/cases/{case_id}/timeline", manager))
+    # Read like every read of the person's data: recorded.
+    reads = api.audit.reads_of_case(UUID(case_id))
+    assert [r.what for r in reads[reads_before:]][0] == "projections.case_file"
+
+    # The coordinator reads the progress, nothing of the person: no read recorded.
+    reads_before = len(api.audit.reads_of_case(UUID(case_id)))
+    r = api.client.get(url, headers=coordinator)
+    assert r.status_code == 200
+    assert risk_plan not in r.text
+    assert "Review at the hospital" not in r.text
+    progress = r.json()
+    assert [t["action"] for t in progress["plan"]["open_tasks"]] == [None, None]
+    assert "Contact: phone" not in r.text
+    assert len(api.audit.reads_of_case(UUID(case_id))) == reads_before
+    # An agency with no part in the case does not learn that it exists.
+    api.get(url, api.as_("dt-hospital-1", Role.CASE_MANAGER), expect=404)
