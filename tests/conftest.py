@@ -13,6 +13,7 @@ from psycopg import sql
 
 from services.runtime.read_audit import AUDIT
 from services.runtime.settings import SERVICES, Settings
+from services.runtime.web_sessions import WEB
 from tests.support.postgres import postgres_server, wait_until_ready
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -43,7 +44,7 @@ def pg_url() -> Iterator[str]:
 
 def drop_schemas(url: str, prefix: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        for log in (*SERVICES, AUDIT):
+        for log in (*SERVICES, AUDIT, WEB):
             conn.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{prefix}{log}"))
             )

@@ -40,6 +40,7 @@ from services.runtime.read_audit import ReadAudit, migrate_read_audit
 from services.runtime.seal.api import router as seal_router
 from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import SERVICES, Settings
+from services.runtime.web_sessions import SessionStore, migrate_sessions, open_sessions
 from services.web import mount_web
 from services.web.session import DemoUser
 
@@ -79,6 +80,7 @@ class Platform:
     projections: ProjectionService | None = None
     periodic: list[Periodic] = field(default_factory=list)
     read_audit: ReadAudit | None = None
+    web_sessions: SessionStore | None = None
 
     @property
     def directory(self) -> DirectoryService:
@@ -142,6 +144,8 @@ class Platform:
             self.projections.close()
         if self.read_audit is not None:
             self.read_audit.close()
+        if self.web_sessions is not None:
+            self.web_sessions.shut()
 
 
 def migrate(settings: Settings) -> list[str]:
@@ -155,7 +159,8 @@ def migrate(settings: Settings) -> list[str]:
     store.close()
     migrate_feed(settings)
     migrate_read_audit(settings)
-    return [*APPLICATIONS, "projections", "feed", "audit"]
+    migrate_sessions(settings)
+    return [*APPLICATIONS, "projections", "feed", "audit", "web"]
 
 
 def start(
@@ -277,5 +282,7 @@ def http_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )
     if set(APPLICATIONS) <= set(platform.apps) and platform.projections is not None:
-        mount_web(app, demo_users)
+        if platform.web_sessions is None:
+            platform.web_sessions = open_sessions(platform.settings)
+        mount_web(app, platform.web_sessions, demo_users)
     return app

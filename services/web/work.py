@@ -27,6 +27,7 @@ from services.referral.domain import RECIPIENT_ANSWERS
 from services.web.cases import new_key
 from services.web.deps import Csrf, FormText, User, page_router
 from services.web.i18n import N_, TIME_ZONE
+from services.web.positions import service
 from services.web.render import render
 
 router = page_router()
@@ -43,7 +44,7 @@ FormList = Annotated[list[str], Form()]
 @router.get("/inbox")
 def inbox(request: Request, principal: User) -> Response:
     """Referrals sent to the user's agency, as the referral service lists them."""
-    referrals = referral_api.list_referrals(request.app.state.referral, principal, request)
+    referrals = referral_api.list_referrals(service(request, "referral"), principal, request)
     mine = [r for r in referrals if r.to_agency.agency_id == principal.agency_id]
     mine.sort(key=lambda r: (not r.next_steps, r.timeline[0].at if r.timeline else None))
     return render(request, "inbox.html", referrals=mine)
@@ -52,7 +53,7 @@ def inbox(request: Request, principal: User) -> Response:
 @router.get("/referrals/{referral_id}")
 def referral_page(referral_id: UUID, request: Request, principal: User) -> Response:
     referral = referral_api.read_referral(
-        referral_id, request.app.state.referral, principal, request
+        referral_id, service(request, "referral"), principal, request
     )
     answers = [a for a in referral.next_steps if a in RECIPIENT_ANSWERS]
     return render(
@@ -85,7 +86,7 @@ def answer_referral(
     )
     # The referral service makes one route per answer; the page calls that same route.
     route = ANSWER_ROUTES[action]
-    route(referral_id, answer, request.app.state.referral, principal, request, idempotency_key)
+    route(referral_id, answer, service(request, "referral"), principal, request, idempotency_key)
     return RedirectResponse(f"/referrals/{referral_id}", status_code=303)
 
 
@@ -221,33 +222,48 @@ def record_reception(
             errors=errors,
             **CHOICES,
         )
-    state = request.app.state
+    agencies = request.app.state.agencies
     created = intake_api.record_reception(
         intake_api.ReceptionCreate(
             route=parsed["route"], received_at=parsed["received_at"], place=parsed["place"]
         ),
-        state.intake,
+        service(request, "intake"),
         principal,
-        state.agencies,
+        agencies,
         request,
         f"{idempotency_key}:reception",
     )
     case_id = UUID(str(created["case_id"]))
     intake_api.register_person(
-        case_id, parsed["person"], state.intake, principal, request, f"{idempotency_key}:person"
+        case_id,
+        parsed["person"],
+        service(request, "intake"),
+        principal,
+        request,
+        f"{idempotency_key}:person",
     )
     intake_api.assess_needs(
-        case_id, parsed["needs"], state.intake, principal, request, f"{idempotency_key}:needs"
+        case_id,
+        parsed["needs"],
+        service(request, "intake"),
+        principal,
+        request,
+        f"{idempotency_key}:needs",
     )
     if "risk" in parsed:
         intake_api.assess_risk(
-            case_id, parsed["risk"], state.intake, principal, request, f"{idempotency_key}:risk"
+            case_id,
+            parsed["risk"],
+            service(request, "intake"),
+            principal,
+            request,
+            f"{idempotency_key}:risk",
         )
     if "contact" in parsed:
         intake_api.record_contact_preference(
             case_id,
             parsed["contact"],
-            state.intake,
+            service(request, "intake"),
             principal,
             request,
             f"{idempotency_key}:contact",
