@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -17,10 +17,11 @@ from contracts.casework import (
     MedicalExamination,
     PsychosocialAssessment,
 )
-from contracts.envelope import AgencyRef
+from contracts.envelope import AgencyRef, Event
 from contracts.envelope import Model as ContractModel
-from contracts.intake import PartyPresent, PersonDetails, Place
+from contracts.intake import PartyPresent, PersonDetails, Place, transfer_id
 from contracts.plan import AgreementMethod, Attendee, TaskStatus
+from contracts.referral import HandoverCompleted, HandoverKind, HandoverStarted, PartyRole
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
@@ -38,14 +39,56 @@ from contracts.vocabulary import (
 )
 from services.intake.domain import Case, CaseNotFoundError
 from services.intake.plan import GoalDraft, TaskDraft
+from services.intake.transfer import Transfer
 from services.runtime.aggregate import CommandContext
-from services.runtime.application import Result, ServiceApplication
+from services.runtime.application import Result
+from services.runtime.follower import FollowingApplication, Processing
 
 
-class IntakeService(ServiceApplication):
-    """Receptions and cases. Every command returns ids, never personal data."""
+class IntakeService(FollowingApplication):
+    """Receptions and cases. Every command returns ids, never personal data. Follows the
+    referral log for one thing: a completed case transfer moves the case to the case
+    manager it names (``services.intake.transfer``)."""
 
     name = "intake"
+    follows: ClassVar[dict[str, tuple[type[Event], ...]]] = {
+        "referral": (HandoverStarted, HandoverCompleted),
+    }
+
+    # -- following the referral log ------------------------------------------------------------
+
+    def policy(self, upstream: str, event: Event, processing: Processing) -> None:
+        # The upstream event's own time and actor: replaying the logs gives the same case.
+        ctx = CommandContext(
+            actor=event.actor,
+            at=event.timestamp,
+            caused_by=event.event_id,
+            correlation_id=event.correlation_id,
+        )
+        if isinstance(event, HandoverStarted):
+            if event.kind is not HandoverKind.CASE_TRANSFER or not event.to_case_manager_id:
+                return
+            to = next(p for p in event.parties if p.role is PartyRole.TO)
+            processing.collect_events(
+                Transfer.await_completion(
+                    ctx,
+                    handover_id=event.originator_id,
+                    case_id=event.case_id,
+                    to_agency=to.agency,
+                    to_case_manager_id=event.to_case_manager_id,
+                )
+            )
+        elif isinstance(event, HandoverCompleted):
+            try:
+                transfer = self.load(Transfer, transfer_id(event.originator_id))
+            except AggregateNotFoundError:
+                return  # a reception handover: it moves no case manager
+            spec = transfer.spec
+            case = self.get_case(spec.case_id)
+            if case.take_over_by_transfer(
+                ctx, spec.handover_id, spec.to_case_manager_id, spec.to_agency
+            ):
+                processing.collect_events(case)
 
     def get_case(self, case_id: UUID) -> Case:
         """The case as it is now; raises CaseNotFoundError."""
@@ -514,6 +557,8 @@ class IntakeService(ServiceApplication):
                     t.responsible.model_dump(mode="json"),
                     t.due_on.isoformat(),
                     str(t.task_id) if t.task_id else None,
+                    # Named only when given: earlier requests keep their digests.
+                    *([t.service_type.value] if t.service_type else []),
                 ]
                 for t in tasks
             ],
@@ -695,7 +740,13 @@ class IntakeService(ServiceApplication):
             "attendees": [a.model_dump(mode="json") for a in attendees],
             "decisions": list(decisions),
             "tasks": [
-                [t.goal, t.action, t.responsible.model_dump(mode="json"), t.due_on.isoformat()]
+                [
+                    t.goal,
+                    t.action,
+                    t.responsible.model_dump(mode="json"),
+                    t.due_on.isoformat(),
+                    *([t.service_type.value] if t.service_type else []),
+                ]
                 for t in tasks
             ],
         }
