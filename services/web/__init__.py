@@ -26,12 +26,22 @@ def mount_web(app: FastAPI, demo_users: Sequence[DemoUser] = ()) -> None:
     ``demo_users`` are listed on the embedded demo's sign-in page; without them the page
     says that sign-in goes through the identity provider.
     """
-    from services.web import board, cases, home, oidc, oversight, referrals, work
+    from services.web import (
+        board,
+        cases,
+        casework,
+        home,
+        oidc,
+        oversight,
+        planning,
+        referrals,
+        work,
+    )
 
     app.state.web_sessions = Sessions()
     app.state.demo_users = tuple(demo_users)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    for module in (home, oidc, board, cases, work, oversight, referrals):
+    for module in (home, oidc, board, cases, casework, planning, work, oversight, referrals):
         app.include_router(module.router)
 
     api_domain_error = app.exception_handlers[DomainError]

@@ -18,7 +18,7 @@ from services.web.i18n import (
     use_locale,
     when,
 )
-from services.web.labels import label, province
+from services.web.labels import country, label, province
 from services.web.session import (
     CSRF_FIELD,
     FORM_COOKIE,
@@ -40,6 +40,8 @@ env.filters["when"] = when
 env.filters["day"] = day
 env.filters["label"] = label
 env.filters["province"] = province
+env.filters["tr"] = gettext  # a message chosen in code (marked there with N_)
+env.filters["country"] = country
 
 
 def agency_name(request: Request, agency_id: str | None, locale: str) -> str:
