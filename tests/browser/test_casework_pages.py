@@ -233,6 +233,30 @@ def test_the_case_manager_makes_the_plan_with_a_task_its_agreement_and_measures(
     assert_translated(page, locale)
     screenshot(page, f"plan-{locale}")
 
+    # A case conference: who attended, what was decided, a task it adds to the plan (a new
+    # revision, for the person to agree to afresh).
+    opened(page, "/plan/conferences")
+    meeting = page.locator('form[action$="/plan/conferences"]')
+    meeting.locator("#attendee_0_agency").select_option("dong-thap-social-work-centre")
+    meeting.locator("#attendee_0_capacity").fill("cán bộ quản lý ca" if locale == "vi" else "CM")
+    meeting.locator("#attendee_1_agency").select_option("dong-thap-legal-aid-centre")
+    meeting.locator("#attendee_1_capacity").fill("luật sư" if locale == "vi" else "lawyer")
+    meeting.locator("#decision_0").fill("Trợ giúp pháp lý" if locale == "vi" else "Legal aid")
+    meeting.locator("#ctask_0_goal").select_option("0")
+    meeting.locator("#ctask_0_action").fill("Gặp luật sư" if locale == "vi" else "See a lawyer")
+    meeting.locator("#ctask_0_role").select_option("lawyer")
+    meeting.locator("#ctask_0_agency").select_option("dong-thap-legal-aid-centre")
+    meeting.locator("#ctask_0_due").fill((date.today() + timedelta(days=14)).isoformat())
+    submit(page, "/plan/conferences")
+    expect(page.locator("#conferences .card")).to_have_count(1)
+    expect(page.locator("#conferences .card")).to_contain_text(
+        "Trợ giúp pháp lý" if locale == "vi" else "Legal aid"
+    )
+    expect(page.locator("#plan .big")).to_contain_text(words["not_agreed"])
+    expect(page.locator("#tasks tbody tr")).to_have_count(2)
+    expect(page.locator("#history li")).to_have_count(2)
+    assert_translated(page, locale)
+
 
 @pytest.mark.parametrize("locale", LOCALES)
 def test_a_contact_against_the_persons_wish_needs_a_reason_and_is_flagged(
@@ -405,6 +429,20 @@ def test_the_case_moves_on_closes_after_its_exit_plan_and_reopens(
         "A new crisis" if locale == "en" else "Khủng hoảng mới"
     )
     assert_translated(page, locale)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_coordinator_sees_the_case_works_progress_and_no_form(
+    site: Site, browser: Browser, contexts: list[BrowserContext], locale: str
+) -> None:
+    page = open_page(browser, contexts, locale)
+    sign_in(page, site, "dong-thap-coordinator")
+    for section in ("/assessments", "/plan", "/contacts", "/reviews"):
+        go(page, site, "dong-thap-1", section)
+        expect(page.locator("main form")).to_have_count(0)
+        expect(page.locator(".withheld").first).to_be_visible()
+        assert "Lê Thị Mai" not in page.content()
+        assert_translated(page, locale)
 
 
 def test_the_case_work_pages_have_no_serious_accessibility_violation(
