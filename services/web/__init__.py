@@ -27,6 +27,7 @@ def mount_web(app: FastAPI, demo_users: Sequence[DemoUser] = ()) -> None:
     says that sign-in goes through the identity provider.
     """
     from services.web import (
+        assessments,
         board,
         cases,
         casework,
@@ -41,7 +42,18 @@ def mount_web(app: FastAPI, demo_users: Sequence[DemoUser] = ()) -> None:
     app.state.web_sessions = Sessions()
     app.state.demo_users = tuple(demo_users)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    for module in (home, oidc, board, cases, casework, planning, work, oversight, referrals):
+    for module in (
+        home,
+        oidc,
+        board,
+        cases,
+        casework,
+        assessments,
+        planning,
+        work,
+        oversight,
+        referrals,
+    ):
         app.include_router(module.router)
 
     api_domain_error = app.exception_handlers[DomainError]
