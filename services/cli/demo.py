@@ -565,6 +565,7 @@ def demo_users() -> list[DemoUser]:
     users = [
         DemoUser("dong-thap-coordinator", "dong-thap-dolisa", "dong-thap", Role.COORDINATOR),
         DemoUser("lao-cai-coordinator", "lao-cai-dolisa", "lao-cai", Role.COORDINATOR),
+        DemoUser("nghe-an-coordinator", "nghe-an-dolisa", "nghe-an", Role.COORDINATOR),
         DemoUser("dt-police-officer-1", DT_POLICE.agency_id, "dong-thap", Role.INTAKE_OFFICER),
         DemoUser("lc-border-guard-1", LC_BORDER_GUARD.agency_id, "lao-cai", Role.INTAKE_OFFICER),
         DemoUser("dt-swc-caseworker-1", DT_SWC.agency_id, "dong-thap", Role.CASE_MANAGER),

@@ -89,6 +89,10 @@ def when(value: datetime | str | None, format: str = "medium") -> str:
     return format_datetime(moment, format=format, tzinfo=TIME_ZONE, locale=_current.get())
 
 
-def day(value: date | None) -> str:
-    """A calendar day (a date of birth) as the user's locale writes it."""
-    return "" if value is None else format_date(value, format="medium", locale=_current.get())
+def day(value: date | str | None) -> str:
+    """A calendar day (a date of birth; an ISO date from a read model) as the user's locale
+    writes it."""
+    if value is None or value == "":
+        return ""
+    calendar_day = date.fromisoformat(value) if isinstance(value, str) else value
+    return format_date(calendar_day, format="medium", locale=_current.get())

@@ -21,8 +21,10 @@ from services.runtime.auth import Principal
 from services.web.casework import done, key, page, read_case
 from services.web.deps import Csrf, User, page_router
 from services.web.forms import Failure, FieldError, Form, Posted, attempt
-from services.web.i18n import N_, TIME_ZONE
+from services.web.i18n import N_, TIME_ZONE, choose_locale
+from services.web.labels import province
 from services.web.referrals import recipients
+from services.web.render import agency_name
 
 router = page_router()
 NEW_TASK_ROWS = 3
@@ -72,6 +74,7 @@ def plan_page(
     current = plan.revisions[-1] if plan.revisions else None
     domain_of = {g.goal_id: g.domain for g in current.goals} if current else {}
     status_of = {t.task_id: t for t in plan.tasks}
+    locale = choose_locale(request)
     return page(
         request,
         principal,
@@ -92,7 +95,11 @@ def plan_page(
         methods=list(AgreementMethod),
         task_statuses=list(TaskStatus),
         follow_up_modes=list(ContactMode),
-        agencies=recipients(request, principal),
+        # Each agency's name once: a page has ten lists of them.
+        agency_options=[
+            (a.agency_id, f"{agency_name(request, a.agency_id, locale)} ({province(a.province)})")
+            for a in recipients(request, principal)
+        ],
         new_rows=range(NEW_TASK_ROWS),
         attendee_rows=range(ATTENDEE_ROWS),
         decision_rows=range(DECISION_ROWS),

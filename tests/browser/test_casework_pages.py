@@ -431,6 +431,13 @@ def test_the_case_moves_on_closes_after_its_exit_plan_and_reopens(
     go(page, site, "nghe-an-1", "/contacts")
     expect(page.locator("#follow-ups tbody tr")).to_have_count(6)
     assert_translated(page, locale)
+    # The province's coordinator sees the follow-up to chase on the board.
+    site.platform.catch_up()
+    board = open_page(browser, contexts, locale)
+    sign_in(board, site, "nghe-an-coordinator")
+    expect(board.locator("#follow-ups-h + table tbody tr")).to_have_count(1)
+    expect(board.locator("#follow-ups-h + table")).to_contain_text("0")
+    assert_translated(board, locale)
 
     go(page, site, "nghe-an-1")
     page.locator('form[action$="/reopening"] input[value="new_crisis"]').check()
