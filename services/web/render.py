@@ -15,6 +15,7 @@ from services.web.i18n import (
     day,
     gettext,
     ngettext,
+    score,
     use_locale,
     when,
 )
@@ -38,6 +39,7 @@ env = Environment(
 env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
 env.filters["when"] = when
 env.filters["day"] = day
+env.filters["score"] = score
 env.filters["label"] = label
 env.filters["province"] = province
 env.filters["tr"] = gettext  # a message chosen in code (marked there with N_)

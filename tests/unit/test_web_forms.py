@@ -162,3 +162,16 @@ def test_the_stage_vocabulary_is_labelled() -> None:
     from services.web.labels import LABELS
 
     assert {s.value for s in CaseStage} <= set(LABELS["stage"])
+
+
+def test_scores_are_written_as_each_language_writes_them() -> None:
+    from services.web.i18n import score, use_locale
+
+    use_locale("vi")
+    assert (score(0.45), score(0.3, signed=True), score(-0.05, signed=True)) == (
+        "0,45",
+        "+0,30",
+        "-0,05",
+    )
+    use_locale("en")
+    assert (score(0.45), score(0.3, signed=True)) == ("0.45", "+0.30")
