@@ -64,6 +64,7 @@ TIMELINE_LINKS: dict[str, str] = {
     },
     _INTAKE + "contact_logged": "contacts#contacts",
     _INTAKE + "case_note_written": "contacts#notes",
+    _INTAKE + "service_declined": "contacts#choices",
     _INTAKE + "case_reviewed": "reviews#reviews",
 }
 

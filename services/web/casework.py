@@ -17,8 +17,10 @@ from contracts.vocabulary import (
     ClosureReason,
     ContactMode,
     DataCategory,
+    DeclineKind,
     ReopeningReason,
     ReviewDecision,
+    ServiceType,
 )
 from services.intake import api as intake_api
 from services.intake import casework_api, plan_api
@@ -37,6 +39,8 @@ router = page_router()
 CHOICES: dict[str, Any] = {
     "modes": list(ContactMode),
     "note_categories": list(DataCategory),
+    "services": list(ServiceType),
+    "decline_kinds": list(DeclineKind),
     "decisions": list(ReviewDecision),
     "closure_reasons": list(ClosureReason),
     "reopening_reasons": list(ReopeningReason),
@@ -200,6 +204,42 @@ def write_note(
     failure = attempt("note", posted, NOTE, send)
     if failure is None:
         return done(case_id, "contacts#notes")
+    return contacts_page(request, principal, case_id, failure)
+
+
+DECLINED = {
+    "service_type": N_("Choose the service the person refused or dropped."),
+    "choice": N_("Say whether the person refused the service or dropped it."),
+    "in_their_words": N_("Keep the person's words under 1000 characters."),
+    "how_to_come_back": N_(
+        "Write what the person was told about coming back to the service: whom to call."
+    ),
+}
+
+
+@router.post("/cases/{case_id}/declined-services")
+def record_declined(
+    case_id: UUID, request: Request, principal: User, _csrf: Csrf, posted: Form
+) -> Response:
+    """A service refused or dropped: the person's choice, never a condition for another
+    one, recorded with what they were told about coming back."""
+
+    def send() -> object:
+        body = casework_api.DeclinedCreate.model_validate(
+            {
+                "service_type": posted.text("service_type") or "",
+                "choice": posted.text("choice") or "",
+                "in_their_words": posted.text("in_their_words"),
+                "how_to_come_back": posted.text("how_to_come_back") or "",
+            }
+        )
+        return casework_api.record_declined(
+            case_id, body, request.app.state.intake, principal, request, key(posted)
+        )
+
+    failure = attempt("declined", posted, DECLINED, send)
+    if failure is None:
+        return done(case_id, "contacts#choices")
     return contacts_page(request, principal, case_id, failure)
 
 

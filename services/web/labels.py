@@ -282,6 +282,10 @@ LABELS: dict[str, dict[str, str]] = {
         "psychosocial": N_("Psychosocial"),
         "composite": N_("Overall"),
     },
+    "decline": {
+        "refused": N_("Refused it before it started"),
+        "dropped": N_("Dropped it after it started"),
+    },
     "follow_up": {
         "made": N_("Made"),
         "missed": N_("Missed"),

@@ -46,6 +46,7 @@ WORDS = {
         "plan_exit_first": "chỉ sau khi đã lập kế hoạch kết thúc",
         "medical_recorded": "Đã ghi nhận khám sức khỏe",
         "exploitation_recorded": "Đã ghi nhận hình thức bóc lột",
+        "refused_it": "Từ chối trước khi bắt đầu",
     },
     "en": {
         "assessments": "Assessments",
@@ -74,6 +75,7 @@ WORDS = {
         "plan_exit_first": "only after its exit is planned",
         "medical_recorded": "Medical examination recorded",
         "exploitation_recorded": "Exploitation recorded",
+        "refused_it": "Refused it before it started",
     },
 }
 
@@ -317,6 +319,16 @@ def test_a_contact_against_the_persons_wish_needs_a_reason_and_is_flagged(
     go(page, site, key, "/contacts")
     expect(notes).to_have_count(notes_before + 1)
     expect(notes.first).to_contain_text("Đã gọi cho chị." if locale == "vi" else "Called her.")
+    assert_translated(page, locale)
+
+    # A service she refused: her choice, with what she was told about coming back.
+    opened(page, "/declined-services")
+    choice = page.locator('form[action$="/declined-services"]')
+    choice.locator("#service_type").select_option("vocational_training")
+    choice.locator('input[name="choice"][value="refused"]').check()
+    choice.locator("#how_to_come_back").fill("Gọi 111" if locale == "vi" else "Call 111")
+    submit(page, "/declined-services")
+    expect(page.locator("#choices tbody tr").first).to_contain_text(words["refused_it"])
     assert_translated(page, locale)
     screenshot(page, f"contacts-{locale}")
 
