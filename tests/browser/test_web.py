@@ -323,7 +323,12 @@ def test_no_page_has_a_serious_accessibility_violation(
     lao_cai = site.case("lao-cai-1").case_id
     visits = {
         "dong-thap-coordinator": ["/signin", "/board", "/statistics", f"/cases/{lao_cai}"],
-        "lc-swc-caseworker-1": ["/cases", f"/cases/{lao_cai}"],
+        # The case file last: its handover link is followed below.
+        "lc-swc-caseworker-1": [
+            "/cases",
+            *(f"/cases/{lao_cai}/{s}" for s in ("assessments", "plan", "contacts", "reviews")),
+            f"/cases/{lao_cai}",
+        ],
         "lc-border-guard-1": ["/reception"],
         "lao-cai-general-hospital-staff-1": ["/inbox"],
         "inspector-1": [f"/audit?case_id={lao_cai}&as_of=2030-01-01T00:00"],
