@@ -3,9 +3,10 @@
 On a PostgreSQL server of its own and a Tansu broker, with intake, consent, referral, the
 projections and the feed relay each their own process, clients send whole sequences of
 commands (reception to a completed referral, the position passed on, every command with an
-Idempotency-Key and asked again while something restarts). Meanwhile the followers (consent,
-referral, projections) and the relay are killed with SIGKILL at random moments and started
-again, PostgreSQL is restarted as after a crash, and so is the broker.
+Idempotency-Key and asked again while something restarts). Meanwhile the followers (intake,
+which follows the referral log's case transfers, consent, referral, projections) and the relay
+are killed with SIGKILL at random moments and started again, PostgreSQL is restarted as after
+a crash, and so is the broker.
 
 Afterwards: every acknowledged command is in its log exactly once; every read model equals
 a rebuild from the logs; every agency has read every event of its referrals, in order, after
@@ -81,7 +82,7 @@ CLIENTS = int(os.environ.get("KETNOI_FAULT_CLIENTS", "4"))
 SEED = int(os.environ.get("KETNOI_FAULT_SEED", str(random.randrange(1 << 30))))
 SOAK_SECONDS = float(os.environ.get("KETNOI_SOAK_SECONDS", "0"))
 SOAK_CLIENTS = int(os.environ.get("KETNOI_SOAK_CLIENTS", "50"))
-FOLLOWERS = ("consent", "referral", "projections", "feed")
+FOLLOWERS = ("intake", "consent", "referral", "projections", "feed")
 
 
 @pytest.fixture
