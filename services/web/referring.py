@@ -100,6 +100,7 @@ def referral_form_page(
         "refer.html",
         failure,
         task=task,
+        decision=None,  # the preview, until the information to send is chosen
         # The case-work pages' own choices name the services already.
         **{k: v for k, v in referral_choices(request, principal).items() if k != "services"},
     )
