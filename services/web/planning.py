@@ -26,7 +26,6 @@ from services.web.i18n import N_, TIME_ZONE, choose_locale
 from services.web.labels import province
 from services.web.positions import service
 from services.web.referrals import recipients
-from services.web.referring import OPEN_TASKS
 from services.web.render import agency_name
 
 router = page_router()
@@ -99,7 +98,6 @@ def plan_page(
         today=datetime.now(TIME_ZONE).date().isoformat(),
         status_of=status_of,
         task_referrals=task_referrals,
-        open_tasks=OPEN_TASKS,
         steps={s.value: list(n) for s, n in TASK_STEPS.items()},
         trend=trend(plan.measures) if plan.measures else None,
         domains=list(PlanDomain),

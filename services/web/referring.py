@@ -13,10 +13,10 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from contracts.consent import CollectionMethod
-from contracts.plan import TaskStatus
 from contracts.referral import Urgency
 from contracts.vocabulary import Purpose
 from services.intake import plan_api
+from services.intake.plan import TASK_STEPS
 from services.referral import api as referral_api
 from services.runtime.auth import Principal
 from services.web import casework
@@ -27,7 +27,6 @@ from services.web.positions import service
 from services.web.referrals import referral_choices
 
 router = page_router()
-OPEN_TASKS = (TaskStatus.PLANNED, TaskStatus.IN_PROGRESS)
 
 
 REFERRAL = {
@@ -80,9 +79,10 @@ def family_member(posted: Posted) -> dict[str, Any] | None:
 
 
 def plan_task(request: Request, principal: Principal, case_id: UUID, task_id: UUID) -> Any:
-    """The open task of the case's plan that ``task_id`` names (None when there is none)."""
+    """The open task of the case's plan that ``task_id`` names (None when there is none):
+    open while it has steps left."""
     plan = plan_api.read_plan(case_id, service(request, "intake"), principal, request)
-    return next((t for t in plan.tasks if t.task_id == task_id and t.status in OPEN_TASKS), None)
+    return next((t for t in plan.tasks if t.task_id == task_id and TASK_STEPS[t.status]), None)
 
 
 def referral_form_page(

@@ -221,6 +221,8 @@ def test_the_case_file_for_a_newcomer_is_in_the_order_to_read_it(
     times = page.locator("#history time").evaluate_all("els => els.map(e => e.dateTime)")
     assert len(times) > 1
     assert times == sorted(times, reverse=True)
+    # Every entry is told in the page's language, none by its event's name.
+    expect(page.locator("main")).not_to_contain_text("org.ketnoi.")
     assert_translated(page, locale)
     no_serious_violation(page, locale)
     screenshot(page, f"case-overview-{locale}")
