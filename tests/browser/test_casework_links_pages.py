@@ -33,6 +33,7 @@ WORDS = {
         "not_shown": "Thông tin của thành viên gia đình không hiển thị cho bạn.",
         "for_family": "cho thành viên gia đình",
         "medical_care": "Chăm sóc y tế",
+        "nothing_released": "Chưa có thông tin nào được chuyển.",
     },
     "en": {
         "refer": "Refer for this task",
@@ -44,6 +45,7 @@ WORDS = {
         "not_shown": "The family member's details are not shown to you.",
         "for_family": "for a family member",
         "medical_care": "Medical care",
+        "nothing_released": "Nothing has been released.",
     },
 }
 
@@ -185,6 +187,10 @@ def test_a_family_member_is_referred_on_their_own_consent(
     expect(family).to_contain_text(name)
     expect(family).to_contain_text(words["parent"])
     expect(family).to_contain_text("45")
+    # None of the person's information was asked for, and none went.
+    expect(page.locator('section[aria-labelledby="data-h"]')).to_contain_text(
+        words["nothing_released"]
+    )
     assert_translated(page, locale)
     no_serious_violation(page, locale)
     screenshot(page, f"family-referral-{locale}")
