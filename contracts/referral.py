@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID, uuid5
 
 from pydantic import Field
@@ -19,6 +19,7 @@ from pydantic import Field
 from contracts.consent import consent_record_id
 from contracts.consent_decision import Verdict
 from contracts.envelope import KETNOI_NAMESPACE, Actor, AgencyId, AgencyRef, Event, Model
+from contracts.personal import PERSONAL
 from contracts.vocabulary import DataCategories, DataCategory, Purpose, ServiceType
 
 PROVINCE_MAX_LENGTH = 60  # as intake's Place.province, which every province here comes from
@@ -123,13 +124,15 @@ class CaseFactsNoted(Event):
 
     person_id: UUID
     category: DataCategory
-    facts: dict[str, Any]
+    facts: Annotated[dict[str, Any], PERSONAL]
 
 
 class ConsentNoted(Event):
     """A copy of one consent event, so the referral service decides on its own view."""
 
     event_type = "org.ketnoi.referral.consent_noted"
+    # The copied event's personal fields are personal here too (contracts.personal).
+    nested_events: ClassVar[dict[str, str]] = {"upstream_state": "upstream_topic"}
 
     person_id: UUID
     upstream_topic: str = Field(max_length=200)
@@ -157,7 +160,7 @@ class ReferralCreated(Event):
     urgency: Urgency
     purpose: Purpose
     categories: DataCategories
-    note: str | None = Field(default=None, max_length=2000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
 
 
 class ReferralBlocked(Event):
@@ -179,7 +182,7 @@ class DisclosureRecorded(Event):
     purpose: Purpose
     basis: DisclosureBasis
     released: tuple[ReleasedField, ...] = Field(max_length=MAX_RELEASED_FIELDS)
-    data: dict[str, dict[str, Any]]
+    data: Annotated[dict[str, dict[str, Any]], PERSONAL]
     override_id: UUID | None = None
     flagged_for_review: bool = False
 
@@ -200,13 +203,17 @@ class ReferralAcknowledged(Event):
 class ReferralAccepted(Event):
     event_type = "org.ketnoi.referral.accepted"
 
-    note: str | None = Field(default=None, max_length=2000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralRejected(Event):
     event_type = "org.ketnoi.referral.rejected"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralStarted(Event):
@@ -224,10 +231,12 @@ class ServiceDelivery(StrEnum):
 class ReferralCompleted(Event):
     event_type = "org.ketnoi.referral.completed"
 
-    outcome: str = Field(min_length=1, max_length=2000)
+    outcome: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
     # Absent in completions recorded before the outcome was structured.
     delivery: ServiceDelivery | None = None
-    why: str | None = Field(default=None, max_length=2000)
+    why: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralProgressReported(Event):
@@ -236,7 +245,9 @@ class ReferralProgressReported(Event):
 
     event_type = "org.ketnoi.referral.progress_reported"
 
-    note: str = Field(min_length=1, max_length=2000)
+    note: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ServiceFeedbackRecorded(Event):
@@ -245,19 +256,25 @@ class ServiceFeedbackRecorded(Event):
     event_type = "org.ketnoi.referral.service_feedback_recorded"
 
     satisfaction: int = Field(ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralCancelled(Event):
     event_type = "org.ketnoi.referral.cancelled"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralFailed(Event):
     event_type = "org.ketnoi.referral.failed"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralPutOnHold(Event):
@@ -298,13 +315,15 @@ class OverrideRequested(Event):
     event_type = "org.ketnoi.referral.override_requested"
 
     override_id: UUID
-    reason: str = Field(min_length=10, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=10, max_length=2000)
     needed_for_hours: int = Field(
         default=OVERRIDE_DEFAULT_HOURS,
         ge=1,
         le=OVERRIDE_MAX_HOURS,
         description="how long the override is needed, from its approval",
     )
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class OverrideApproved(Event):
@@ -328,7 +347,9 @@ class OverrideReviewed(Event):
 
     override_id: UUID
     conclusion: OverrideConclusion
-    note: str = Field(min_length=10, max_length=2000)
+    note: Annotated[str, PERSONAL] = Field(min_length=10, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class OverrideLapsed(Event):

@@ -76,6 +76,9 @@ class ViewStore:
                     self._sqlite_path, timeout=30, isolation_level=None, check_same_thread=False
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
+                # Deleted and replaced documents are overwritten, not left in free pages:
+                # an erased person's documents leave nothing behind in the file.
+                conn.execute("PRAGMA secure_delete=ON")
             else:
                 conn = psycopg.connect(self._conninfo, autocommit=True)
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
@@ -279,6 +282,18 @@ class ViewStore:
                 "ON CONFLICT (upstream) DO UPDATE SET position = excluded.position",
                 list(positions.items()),
             )
+
+    def delete_cases(self, cur: Cursor, tables: Tables, case_ids: Sequence[str]) -> None:
+        """Delete every document of these cases (an erased person's), in the caller's
+        transaction. SQLite overwrites what it deletes (``secure_delete``)."""
+        for start in range(0, len(case_ids), 500):
+            chunk = list(case_ids[start : start + 500])
+            marks = ",".join(["%s"] * len(chunk))
+            if self.backend == "postgres":
+                where = f"(doc::jsonb)->>'case_id' IN ({marks})"
+            else:
+                where = f"json_extract(doc, '$.case_id') IN ({marks})"
+            cur.execute(f"DELETE FROM {tables.docs} WHERE {where}", chunk)
 
     def bulk_load(self, tables: Tables, rows: Iterable[Row]) -> None:
         """Fill empty (shadow) tables fast: COPY on PostgreSQL."""

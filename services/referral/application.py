@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -30,6 +30,7 @@ from contracts.consent import (
 )
 from contracts.directory import PLATFORM_AGENCY_ID
 from contracts.envelope import Actor, AgencyRef, Event
+from contracts.erasure import PersonErased
 from contracts.intake import (
     CaseManagerAssigned,
     ContactPreferenceRecorded,
@@ -86,6 +87,7 @@ INTAKE_FACTS: tuple[type[Event], ...] = (
     EducationLivelihoodAssessed,
     ExploitationRecorded,
     IdentificationRecorded,
+    PersonErased,
 )
 CONSENT_FACTS: tuple[type[Event], ...] = (
     SubjectAgeNoted,
@@ -224,7 +226,7 @@ class ReferralService(FollowingApplication):
     ) -> None:
         super().__init__(env=env)
         self.referral_settings = settings or ReferralSettings()
-        self.index = ReferralIndex(self.recorder)
+        self.index = ReferralIndex(self.recorder, self.mapper)
         # The agency directory, which alone says what kind an agency is (set by the wiring).
         self.agencies = agencies
 
@@ -256,6 +258,11 @@ class ReferralService(FollowingApplication):
             case_file = self._case_file(event.originator_id)
             if isinstance(event, CaseManagerAssigned):
                 case_file.note_case_manager(ctx, event.agency.agency_id)
+            elif isinstance(event, PersonErased):
+                referrals = [self.load(Referral, r) for r in case_file.referral_ids]
+                case_file.record_erased(ctx, told_agencies(referrals))
+                processing.collect_events(case_file)
+                return
         else:
             try:
                 case_file = self.load(CaseFile, case_file_id_of_record(event.originator_id))
@@ -610,3 +617,14 @@ def _handover_summary(handover: Handover) -> Result:
         "status": handover.status,
         "waiting_for": handover.waiting_for,
     }
+
+
+def told_agencies(referrals: Iterable[Referral]) -> tuple[str, ...]:
+    """Every agency the feed told about these referrals: each sender, and each recipient of
+    a referral that was sent (a draft or blocked one never reached it)."""
+    found: dict[str, None] = {}
+    for referral in referrals:
+        found[referral.spec.from_agency.agency_id] = None
+        if referral.dispatched_at is not None:
+            found[referral.spec.to_agency.agency_id] = None
+    return tuple(sorted(found))
