@@ -109,6 +109,7 @@ class Projector(WakeLoop):
         if fresh:
             with self.store.transaction() as cur:
                 self.store.delete_cases(cur, tables, sorted(fresh))
+            self.store.forget_deleted(tables)
             purged |= fresh
             log.info("erased_cases_dropped", view=tables.docs, cases=len(fresh))
         return erased

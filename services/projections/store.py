@@ -295,6 +295,17 @@ class ViewStore:
                 where = f"json_extract(doc, '$.case_id') IN ({marks})"
             cur.execute(f"DELETE FROM {tables.docs} WHERE {where}", chunk)
 
+    def forget_deleted(self, tables: Tables) -> None:
+        """After deleting an erased person's documents: on SQLite, fold the write-ahead log
+        into the file (its frames still hold the pages as they were before); on PostgreSQL,
+        vacuum the table, so the deleted rows go from its pages."""
+        with self._lock:
+            conn = self._connection()
+            if self.backend == "sqlite":
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            else:
+                conn.execute(f"VACUUM {tables.docs}")
+
     def bulk_load(self, tables: Tables, rows: Iterable[Row]) -> None:
         """Fill empty (shadow) tables fast: COPY on PostgreSQL."""
         if self.backend == "sqlite":
