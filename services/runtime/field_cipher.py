@@ -5,8 +5,8 @@ Before an event with a ``person_id`` is stored, the values of its personal field
 person's data key, with the event's identity (originator id, version, stored topic) as
 associated data, so a ciphertext moved to another event does not open:
 
-    {..., "person_id": "...", "_personal": {"v": 1, "p": [["details", "full_name"], ...],
-                                            "n": "<nonce>", "c": "<ciphertext>"}}
+    {..., "person_id": "...",
+     "_personal": {"v": 1, "p": [["details", "full_name"], ...], "c": "<nonce, ciphertext>"}}
 
 ``p`` names where the values go back (field names and item positions: nothing personal).
 Reading puts them back; once the person's key is destroyed every one of them reads as the
@@ -16,14 +16,13 @@ Events stored before this existed have no ``_personal`` and read as they are.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import os
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
 import orjson
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.envelope import current_class
 from contracts.personal import Path, personal_paths
@@ -50,9 +49,9 @@ class FieldCipher:
         found = list(_present(state, _patterns(topic, state)))
         if not found:
             return
-        key = self.keys.key_for_writing(UUID(person))
-        if key is None:
-            erased = _erased_values(topic, state)
+        aead = self.keys.cipher_for_writing(person)
+        if aead is None:
+            erased = _patterns(topic, state)
             for path, _value in found:
                 _put(state, path, erased.get(_pattern(path)))
             return
@@ -60,12 +59,11 @@ class FieldCipher:
             _pop(state, path)
         nonce = os.urandom(NONCE_BYTES)
         plain = orjson.dumps([value for _path, value in found])
-        sealed = AESGCM(key).encrypt(nonce, plain, _aad(topic, originator_id, version))
+        sealed = aead.encrypt(nonce, plain, _aad(topic, originator_id, version))
         state[SEALED] = {
             "v": _VERSION,
             "p": [path for path, _value in found],
-            "n": base64.b64encode(nonce).decode(),
-            "c": base64.b64encode(sealed).decode(),
+            "c": binascii.b2a_base64(nonce + sealed, newline=False).decode(),
         }
 
     def open(self, topic: str, originator_id: Any, version: int, state: dict[str, Any]) -> None:
@@ -75,23 +73,24 @@ class FieldCipher:
         if sealed is None:
             return
         paths: list[Concrete] = sealed["p"]
-        key = self.keys.key(UUID(state["person_id"]))
-        if key is None:
-            erased = _erased_values(topic, state)
+        aead = self.keys.cipher(state["person_id"])
+        if aead is None:
+            erased = _patterns(topic, state)
             for path in paths:
                 _put(state, path, erased.get(_pattern(path)))
             return
-        plain = AESGCM(key).decrypt(
-            base64.b64decode(sealed["n"]),
-            base64.b64decode(sealed["c"]),
-            _aad(topic, originator_id, version),
+        blob = binascii.a2b_base64(sealed["c"])
+        plain = aead.decrypt(
+            blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(topic, originator_id, version)
         )
         for path, value in zip(paths, orjson.loads(plain), strict=True):
             _put(state, path, value)
 
 
 def _aad(topic: str, originator_id: Any, version: int) -> bytes:
-    return f"{originator_id}/{version}/{topic}".encode()
+    """The event's identity: its originator's id (16 bytes), version and stored topic."""
+    ident = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+    return ident.bytes + version.to_bytes(8, "big") + topic.encode()
 
 
 def _patterns(topic: str, state: dict[str, Any]) -> dict[Path, Any]:

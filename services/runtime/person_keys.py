@@ -119,7 +119,8 @@ def _aad(key_id: str) -> bytes:
 
 
 class PersonKeys:
-    """The store of persons' data keys, with a short, bounded cache of unwrapped keys."""
+    """The store of persons' data keys, with a short, bounded cache of unwrapped keys (as
+    ready AES-GCM ciphers)."""
 
     def __init__(
         self, backend: _Backend, wrapper: KeyWrapper, *, cache_seconds: float = 2.0
@@ -127,50 +128,52 @@ class PersonKeys:
         self._backend = backend
         self._wrapper = wrapper
         self.cache_seconds = cache_seconds
-        self._cache: OrderedDict[UUID, tuple[bytes, float]] = OrderedDict()
-        self._erased: set[UUID] = set()  # erasure is for ever: safe to remember
+        self._cache: OrderedDict[str, tuple[AESGCM, float]] = OrderedDict()
+        self._erased: set[str] = set()  # erasure is for ever: safe to remember
         self._lock = threading.Lock()
 
-    def key_for_writing(self, person_id: UUID) -> bytes | None:
-        """The person's data key, made now if they have none; None once they are erased."""
-        key = self.key(person_id)
-        if key is not None or person_id in self._erased:
-            return key
+    def cipher_for_writing(self, person_id: UUID | str) -> AESGCM | None:
+        """The cipher of the person's data key, made now if they have none; None once they
+        are erased."""
+        aead = self.cipher(person_id)
+        if aead is not None or str(person_id) in self._erased:
+            return aead
         wrapped = self._wrapper.wrap(str(person_id), secrets.token_bytes(KEY_BYTES))
-        self._backend.insert(person_id, wrapped)
-        return self.key(person_id)
+        self._backend.insert(UUID(str(person_id)), wrapped)
+        return self.cipher(person_id)
 
-    def key(self, person_id: UUID) -> bytes | None:
-        """The person's data key; None when they have none or were erased."""
+    def cipher(self, person_id: UUID | str) -> AESGCM | None:
+        """The cipher of the person's data key; None when they have none or were erased."""
+        person = str(person_id)
         now = time.monotonic()
         with self._lock:
-            if person_id in self._erased:
+            if person in self._erased:
                 return None
-            cached = self._cache.get(person_id)
+            cached = self._cache.get(person)
             if cached is not None and cached[1] > now:
-                self._cache.move_to_end(person_id)
+                self._cache.move_to_end(person)
                 return cached[0]
-        found, erased = self._backend.select(person_id)
+        found, erased = self._backend.select(UUID(person))
         if erased:
             with self._lock:
-                self._erased.add(person_id)
-                self._cache.pop(person_id, None)
+                self._erased.add(person)
+                self._cache.pop(person, None)
             return None
         if found is None:
             return None
-        key = self._wrapper.unwrap(str(person_id), found)
+        aead = AESGCM(self._wrapper.unwrap(person, found))
         with self._lock:
-            self._cache[person_id] = (key, now + self.cache_seconds)
-            self._cache.move_to_end(person_id)
+            self._cache[person] = (aead, now + self.cache_seconds)
+            self._cache.move_to_end(person)
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return key
+        return aead
 
     def erase(self, person_id: UUID) -> bool:
         """Destroy the person's key (a tombstone stays); False when it was destroyed before."""
         with self._lock:
-            self._cache.pop(person_id, None)
-            self._erased.add(person_id)
+            self._cache.pop(str(person_id), None)
+            self._erased.add(str(person_id))
         return self._backend.erase(person_id, datetime.now(UTC))
 
     def erased(self, person_id: UUID) -> bool:

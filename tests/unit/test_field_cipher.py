@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import orjson
 import pytest
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import StoredEvent
 
 from contracts.envelope import Event
@@ -174,7 +175,7 @@ def test_nothing_new_about_an_erased_person_is_readable_or_gets_a_new_key(
     registered = next(e for e in samples() if isinstance(e, PersonRegistered))
     keys = _keys(mapper)
     keys.erase(registered.person_id)
-    assert keys.key_for_writing(registered.person_id) is None
+    assert keys.cipher_for_writing(registered.person_id) is None
     stored = mapper.to_stored_event(registered)  # a follower writing late, say
     assert registered.details.full_name.encode() not in stored.state
     assert SEALED.encode() not in stored.state
@@ -186,17 +187,23 @@ def test_each_person_has_a_key_of_their_own_wrapped_by_the_master_key(
 ) -> None:
     keys = _keys(mapper)
     first, second = uuid4(), uuid4()
-    a, b = keys.key_for_writing(first), keys.key_for_writing(second)
+    a, b = keys.cipher_for_writing(first), keys.cipher_for_writing(second)
     assert a is not None
     assert b is not None
-    assert a != b
-    assert keys.key_for_writing(first) == a  # made once
+    nonce = b"\x00" * 12
+    assert a.encrypt(nonce, b"x", None) != b.encrypt(nonce, b"x", None)
+    again = keys.cipher_for_writing(first)  # made once
+    assert again is not None
+    assert again.encrypt(nonce, b"x", None) == a.encrypt(nonce, b"x", None)
     backend = keys._backend
     assert isinstance(backend, SQLiteKeys)
     wrapped, erased = backend.select(first)
     assert wrapped is not None
-    assert a not in wrapped
     assert not erased
+    data_key = keys._wrapper.unwrap(str(first), wrapped)
+    assert data_key not in wrapped
+    assert AESGCM(data_key).encrypt(nonce, b"x", None) == a.encrypt(nonce, b"x", None)
+    assert data_key not in backend.path.read_bytes()
     master = settings.master_key_path()
     assert stat.S_IMODE(master.stat().st_mode) == 0o600
     assert master.read_bytes() not in backend.path.read_bytes()
@@ -218,11 +225,11 @@ def test_an_erasure_is_in_force_at_once_in_the_process_that_erases(
     keys = _keys(mapper)
     keys.cache_seconds = 3600  # a cached key would outlive the erasure if the cache won
     person = uuid4()
-    assert keys.key(person) is None
-    assert keys.key_for_writing(person) is not None
-    assert keys.key(person) is not None  # cached now
+    assert keys.cipher(person) is None
+    assert keys.cipher_for_writing(person) is not None
+    assert keys.cipher(person) is not None  # cached now
     keys.erase(person)
-    assert keys.key(person) is None
+    assert keys.cipher(person) is None
 
 
 def test_production_refuses_to_start_without_a_master_key(tmp_path: Path) -> None:
