@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from contracts.casework import MedicalExamination
 from contracts.consent import ConsentGiver, GiverKind, Recipient, RecipientGroup
 from contracts.envelope import Actor
+from contracts.erasure import ErasureReason
 from contracts.intake import PersonDetails, Place
 from contracts.personal import ERASED_TEXT
 from contracts.referral import Urgency
@@ -51,6 +52,7 @@ from services.runtime.settings import Settings
 from tests.integration.test_projections import HOSPITAL, MANAGER, OFFICER, POLICE, SWC, WRITTEN
 from tests.integration.test_projections import staff as staff_of
 from tests.support.agencies import TEST_AGENCIES, register_agencies
+from tests.support.feed import FeedReader, drop_feed_schema, feed_kafka_settings, relay_for
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -355,3 +357,57 @@ def test_an_erased_person_leaves_no_readable_trace(
     stored = stored_bytes(settings, export)
     assert holding(stored, {"case id": str(case_id).encode()})  # the search does read them
     assert holding(stored, who.values) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.kafka
+def test_the_feed_tells_every_agency_and_publishes_nothing_of_the_person_after_erasure(
+    pg_settings: Settings, kafka_bootstrap: str
+) -> None:
+    """On a real broker. What the relay published before the erasure stays in the topics
+    (Kafka is not Ketnoi's to rewrite; the notice asks each agency to delete it): the test
+    shows it is there, then that everything published afterwards, the notices and a whole
+    re-publication of the log, holds nothing of the person."""
+    migrate(pg_settings)
+    platform = start(pg_settings, run_followers=False)
+    register_agencies(platform)
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    reader = FeedReader(kafka, ["dt-hospital", "dt-swc"])
+    try:
+        who = Person()
+        case_id, _referral_id = record_everything(platform, who)
+        with relay_for(pg_settings, kafka) as relay:
+            assert relay.catch_up() > 0
+            before = relay.published  # acknowledged by the broker
+            reader.read_until(before, timeout=30)
+            assert len(reader.records) == before
+            assert any(who.name in r.raw for r in reader.of("dt-hospital"))
+
+            supervisor = Actor(user_id="supervisor-1", agency_id="dt-swc", role=Role.SUPERVISOR)
+            platform.intake.request_erasure(ctx(MANAGER, 60), case_id, ErasureReason.PERSON_REQUEST)
+            platform.intake.approve_erasure(CommandContext(actor=supervisor), case_id)
+            platform.catch_up()
+
+            assert relay.catch_up() == 1  # the referral log's record of the erasure
+            assert relay.published == before + 2
+            reader.read_until(before + 2, timeout=30)
+            notices = reader.records[before:]
+            assert sorted(reader.topics[r.topic] for r in notices) == ["dt-hospital", "dt-swc"]
+            assert {r.ce_type for r in notices} == {"org.ketnoi.referral.person_erased.v1"}
+            assert {r.data["case_id"] for r in notices} == {str(case_id)}
+            assert all(r.key == str(case_id).encode() for r in notices)
+
+            relay.start_over()  # a whole re-publication, as after `ketnoi feed --reset`
+            assert relay.catch_up() > 0
+            assert relay.published == 2 * (before + 2)
+            reader.read_until(2 * (before + 2), timeout=30)
+            again = reader.records[before + 2 :]
+            assert len(again) == before + 2
+            leaked = [r.raw for r in again if any(v in r.raw for v in vars(who).values())]
+            assert leaked == []
+            # What was published before the erasure is still in the broker.
+            assert any(who.name in r.raw for r in reader.records[:before])
+    finally:
+        reader.close()
+        platform.close()
+        drop_feed_schema(pg_settings)
