@@ -220,6 +220,8 @@ class SQLiteKeys:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            # What is deleted or overwritten (an erased person's wrapped key) is zeroed.
+            conn.execute("PRAGMA secure_delete=ON")
             self._local.conn = conn
         yield conn
 
@@ -264,10 +266,9 @@ class SQLiteKeys:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        # The freed pages still hold the old wrapped key: write them over.
+        # The write-ahead log still holds the page as it was: fold it into the file.
         with self._conn() as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("VACUUM")
         return bool(done)
 
     def close(self) -> None:
