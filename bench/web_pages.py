@@ -64,6 +64,7 @@ def main() -> None:
             tokens = TokenService(settings)
             app = http_app(platform, tokens, demo_users=demo_users())
             night = next(c for c in seeded if c.key == "dong-thap-1").case_id
+            child = next(c for c in seeded if c.key == "lao-cai-1").case_id
             referral = platform.referral
             referral.index.refresh()
             handover = next(
@@ -102,6 +103,10 @@ def main() -> None:
                 ),
                 "reception form": ("dt-police-officer-1", "/reception"),
                 "statistics": ("dong-thap-coordinator", "/statistics"),
+                "consent form, a child": ("lc-swc-caseworker-1", f"/cases/{child}/consent/new"),
+                "emergency overrides": ("dong-thap-coordinator", "/overrides"),
+                "the person's copy": ("dt-swc-caseworker-1", f"/cases/{night}/copy"),
+                "proof of the record": ("inspector-1", "/proof"),
             }
             token = tokens.issue(
                 user_id="dt-swc-caseworker-1",

@@ -41,6 +41,7 @@ from services.runtime.read_audit import ReadAudit, migrate_read_audit
 from services.runtime.seal.api import router as seal_router
 from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import SERVICES, Settings
+from services.runtime.web_sessions import SessionStore, migrate_sessions, open_sessions
 from services.web import mount_web
 from services.web.session import DemoUser
 
@@ -82,6 +83,7 @@ class Platform:
     projections: ProjectionService | None = None
     periodic: list[Periodic] = field(default_factory=list)
     read_audit: ReadAudit | None = None
+    web_sessions: SessionStore | None = None
 
     @property
     def directory(self) -> DirectoryService:
@@ -145,6 +147,8 @@ class Platform:
             self.projections.close()
         if self.read_audit is not None:
             self.read_audit.close()
+        if self.web_sessions is not None:
+            self.web_sessions.shut()
 
 
 def migrate(settings: Settings) -> list[str]:
@@ -158,8 +162,9 @@ def migrate(settings: Settings) -> list[str]:
     store.close()
     migrate_feed(settings)
     migrate_read_audit(settings)
+    migrate_sessions(settings)
     migrate_person_keys(settings)
-    return [*APPLICATIONS, "projections", "feed", "audit", "keys"]
+    return [*APPLICATIONS, "projections", "feed", "audit", "web", "keys"]
 
 
 def start(
@@ -288,5 +293,7 @@ def http_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )
     if set(APPLICATIONS) <= set(platform.apps) and platform.projections is not None:
-        mount_web(app, demo_users)
+        if platform.web_sessions is None:
+            platform.web_sessions = open_sessions(platform.settings)
+        mount_web(app, platform.web_sessions, demo_users)
     return app

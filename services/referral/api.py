@@ -39,6 +39,7 @@ from services.referral.domain import (
     ReferralNotFoundError,
     next_steps,
 )
+from services.referral.domain.overrides import Override
 from services.runtime.access import check, record_read, roles_for
 from services.runtime.agencies import Agencies
 from services.runtime.aggregate import utcnow
@@ -125,6 +126,29 @@ class OverrideReview(Body):
     note: str = Field(min_length=10, max_length=2000)
 
 
+class OverridePublic(BaseModel):
+    """An emergency override of the referral: asked for, approved, reviewed or lapsed. Its
+    reason and review note go to those who take part in overrides or in the loop."""
+
+    override_id: UUID
+    requested_at: datetime
+    requested_by_agency: str
+    requested_by_role: Role
+    needed_for_hours: int
+    reason: str | None
+    approved_at: datetime | None
+    approved_by_agency: str | None
+    approved_by_role: Role | None
+    ends_at: datetime | None
+    in_force: bool
+    reviewed_at: datetime | None
+    reviewed_by_agency: str | None
+    reviewed_by_role: Role | None
+    conclusion: OverrideConclusion | None
+    review_note: str | None
+    lapsed_at: datetime | None = Field(description="the end it was asked for, once recorded")
+
+
 class ConsentLostPublic(BaseModel):
     """Consent withdrawn or refused while an override was in force: for its approver."""
 
@@ -199,10 +223,19 @@ class ReferralPublic(BaseModel):
     disclosure: DisclosurePublic | None
     timeline: list[StepPublic]
     delivery: ServiceDelivery | None = None
+    outcome: str | None = Field(
+        default=None,
+        description="the outcome, or the reason it was rejected, cancelled or not delivered, "
+        "to those in the loop",
+    )
+    delivery_why: str | None = Field(
+        default=None, description="why not delivered in full, to those in the loop"
+    )
     progress: list[ProgressPublic] | None = Field(
         default=None, description="the recipient's progress reports, to those in the loop"
     )
     feedback: list[FeedbackPublic] | None = None
+    overrides: list[OverridePublic] = Field(default_factory=list)
 
 
 class HandoverPublic(BaseModel):
@@ -218,11 +251,37 @@ class HandoverPublic(BaseModel):
     to_case_manager_id: str | None
 
 
-def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> ReferralPublic:
+def override_public(override: Override, at: datetime, *, shows_reasons: bool) -> OverridePublic:
+    request, approval, review = override.request, override.approval, override.review
+    return OverridePublic(
+        override_id=request.override_id,
+        requested_at=request.timestamp,
+        requested_by_agency=request.actor.agency_id,
+        requested_by_role=request.actor.role,
+        needed_for_hours=request.needed_for_hours,
+        reason=request.reason if shows_reasons else None,
+        approved_at=approval.timestamp if approval else None,
+        approved_by_agency=approval.actor.agency_id if approval else None,
+        approved_by_role=approval.actor.role if approval else None,
+        ends_at=override.ends_at,
+        in_force=override.in_force_at(at),
+        reviewed_at=review.timestamp if review else None,
+        reviewed_by_agency=review.actor.agency_id if review else None,
+        reviewed_by_role=review.actor.role if review else None,
+        conclusion=review.conclusion if review else None,
+        review_note=review.note if review and shows_reasons else None,
+        lapsed_at=override.lapse.ended_at if override.lapse else None,
+    )
+
+
+def referral_public(
+    referral: Referral, seen: Sight, *, shows_note: bool, shows_reasons: bool = False
+) -> ReferralPublic:
     """The referral as the reader may see it: the released data of the categories ``seen``
     allows now (the consent in force at this instant), the note to those in the loop."""
     spec = referral.spec
     disclosure = referral.disclosure
+    now = utcnow()
     data = None
     if disclosure is not None and seen.categories:
         data = {
@@ -247,7 +306,7 @@ def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> Ref
         acknowledge_by=referral.acknowledge_by,
         first_service_by=referral.first_service_by,
         escalated=sorted(referral.escalated),
-        override_in_force=referral.override_in_force_at(utcnow()),
+        override_in_force=referral.override_in_force_at(now),
         consent_lost_during_override=[
             ConsentLostPublic(
                 at=w.timestamp,
@@ -268,6 +327,8 @@ def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> Ref
         else None,
         timeline=[StepPublic(at=at, what=what, status=s) for at, what, s in referral.history],
         delivery=referral.delivery,
+        outcome=referral.closing_reason if shows_note else None,
+        delivery_why=referral.delivery_why if shows_note else None,
         progress=[
             ProgressPublic(at=p.timestamp, by_agency=p.actor.agency_id, note=p.note)
             for p in referral.progress_reports
@@ -280,6 +341,10 @@ def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> Ref
         ]
         if shows_note
         else None,
+        overrides=[
+            override_public(o, now, shows_reasons=shows_note or shows_reasons)
+            for o in referral.overrides.values()
+        ],
     )
 
 
@@ -419,7 +484,12 @@ def read_as(
         asker.agency_id in ties.holders | ties.senders
         or (recipient and referral.dispatched_at is not None)
     )
-    return referral_public(referral, seen, shows_note=shows_note)
+    # Those who may approve or review an override read why it was asked for and found.
+    shows_reasons = any(
+        permits(asker, ties, action).allowed
+        for action in (Action.APPROVE_OVERRIDE, Action.REVIEW_OVERRIDE)
+    )
+    return referral_public(referral, seen, shows_note=shows_note, shows_reasons=shows_reasons)
 
 
 # -- referrals --------------------------------------------------------------------------------

@@ -143,10 +143,13 @@ class Settings(BaseSettings):
     # directory log again (an unknown agency is always looked up at once).
     directory_refresh_seconds: float = Field(default=1.0, gt=0)
 
-    # HTTP: an idle keep-alive connection is closed after this many seconds; a request body
-    # that does not arrive whole within http_body_timeout_seconds is refused (408); past
-    # http_max_connections at once, new ones get 503.
+    # HTTP: an idle keep-alive connection is closed after this many seconds; a request head
+    # not received whole within http_header_timeout_seconds (of connecting, or of its first
+    # byte) is answered 408 and its connection closed; a request body that does not arrive
+    # whole within http_body_timeout_seconds is refused (408); past http_max_connections at
+    # once, new ones get 503.
     http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     http_max_connections: int = Field(default=2048, ge=1)
 

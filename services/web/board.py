@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from services.projections import api as projections_api
 from services.web.deps import User, page_router
+from services.web.positions import service
 from services.web.render import render
 
 router = page_router()
@@ -25,7 +26,7 @@ def _minutes_since(moment: str | None, now: datetime) -> int | None:
 def board_rows(request: Request, principal: Any, province: str | None) -> list[dict[str, Any]]:
     """The board as the projections service answers it (oversight roles only, own
     province), with the waiting time of each open handover, breached deadlines first."""
-    rows = projections_api.board(request.app.state.projections, principal, province)
+    rows = projections_api.board(service(request, "projections"), principal, province)
     now = datetime.now(UTC)
     for row in rows:
         for handover in row["open_handovers"]:

@@ -15,6 +15,8 @@ LABELS: dict[str, dict[str, str]] = {
         "agency_staff": N_("Agency staff"),
         "auditor": N_("Auditor"),
         "admin": N_("Administrator"),
+        "health_worker": N_("Health worker"),
+        "supervisor": N_("Supervisor"),
     },
     "stage": {
         "reception": N_("Reception"),
@@ -187,9 +189,11 @@ LABELS: dict[str, dict[str, str]] = {
         "org.ketnoi.referral.override_lapsed": N_("Emergency override lapsed"),
         "org.ketnoi.referral.override_requested": N_("Emergency override requested"),
         "org.ketnoi.referral.override_reviewed": N_("Emergency override reviewed"),
+        "org.ketnoi.referral.progress_reported": N_("Progress reported by the agency"),
         "org.ketnoi.referral.put_on_hold": N_("Referral on hold (consent)"),
         "org.ketnoi.referral.rejected": N_("Referral rejected"),
         "org.ketnoi.referral.resumed": N_("Referral resumed"),
+        "org.ketnoi.referral.service_feedback_recorded": N_("The person's feedback recorded"),
         "org.ketnoi.referral.started": N_("Service started"),
         "org.ketnoi.referral.withdrawal_noted_during_override": N_(
             "Withdrawal noted during an override"
@@ -217,6 +221,20 @@ LABELS: dict[str, dict[str, str]] = {
         "6-24 hours": N_("6-24 hours"),
         "1-3 days": N_("1-3 days"),
         "over 3 days": N_("over 3 days"),
+    },
+    "delivery": {
+        "delivered": N_("Delivered in full"),
+        "partially_delivered": N_("Partly delivered"),
+        "not_delivered": N_("Not delivered"),
+    },
+    "conclusion": {
+        "justified": N_("Justified: the vital interest warranted it"),
+        "not_justified": N_("Not justified: it should not have been approved"),
+    },
+    "giver": {
+        "person": N_("The person themself"),
+        "guardian": N_("A guardian or parent"),
+        "child_protection_authority": N_("The child protection authority"),
     },
     "answer": {
         "acknowledge": N_("Acknowledge"),

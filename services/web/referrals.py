@@ -18,6 +18,7 @@ from services.referral import api as referral_api
 from services.runtime.auth import Principal
 from services.runtime.errors import InvalidRequestError
 from services.web.deps import Csrf, FormText, User, page_router
+from services.web.positions import service
 from services.web.render import render
 
 router = page_router()
@@ -65,7 +66,7 @@ def preview_referral(
             consent_api.DecisionRequest(
                 recipient=recipient, purpose=purpose, categories=_categories(categories)
             ),
-            request.app.state.consent,
+            service(request, "consent"),
             principal,
         )
     return render(request, "referral_preview.html", decision=decision)
@@ -95,9 +96,9 @@ def send_referral(
         categories=_categories(categories),
         note=note or None,
     )
-    state = request.app.state
+    agencies = request.app.state.agencies
     created = referral_api.create_referral(
-        case_id, body, state.referral, principal, state.agencies, request, idempotency_key
+        case_id, body, service(request, "referral"), principal, agencies, request, idempotency_key
     )
     return RedirectResponse(f"/referrals/{created['referral_id']}", status_code=303)
 
@@ -107,4 +108,4 @@ def consent_receipt(
     case_id: UUID, grant_id: UUID, request: Request, principal: User
 ) -> HTMLResponse:
     """The grant's receipt for the person, in Vietnamese and English, to print."""
-    return consent_api.read_receipt_page(case_id, grant_id, request.app.state.consent, principal)
+    return consent_api.read_receipt_page(case_id, grant_id, service(request, "consent"), principal)

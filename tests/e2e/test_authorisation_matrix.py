@@ -620,6 +620,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         lambda w: _body(f"/seal/proofs/{event_id_of(UUID(w.case_id), 1)}"),
         mutates=False,
     ),
+    ("GET", "/seal/consistency/{log}"): Op(
+        None, lambda w: _body("/seal/consistency/intake?old=1"), mutates=False
+    ),
     ("GET", f"{P}/replay/cases/{{case_id}}"): Op(
         A.AUDIT,
         lambda w: _body(f"{P}/replay/cases/{w.case_id}?as_of={_now_query()}"),
@@ -694,6 +697,7 @@ NO_CASE: dict[tuple[str, str], tuple[frozenset[Role], bool]] = {
     ("GET", "/seal/checkpoints"): (frozenset({Role.AUDITOR}), False),
     ("POST", "/seal/verify"): (frozenset({Role.AUDITOR}), False),
     ("GET", "/seal/proofs/{event_id}"): (frozenset({Role.AUDITOR}), False),
+    ("GET", "/seal/consistency/{log}"): (frozenset({Role.AUDITOR}), False),
     ("POST", f"{D}/agencies"): (frozenset({Role.ADMIN}), False),
     ("GET", f"{D}/agencies"): (EVERYONE, False),
     ("GET", f"{D}/agencies/{{agency_id}}"): (EVERYONE, False),

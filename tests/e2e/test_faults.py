@@ -62,7 +62,6 @@ from tests.support.faults import (
     RECIPIENTS,
     SENDER,
     Client,
-    LocalPostgres,
     Outcomes,
     Supervised,
     Tokens,
@@ -72,6 +71,7 @@ from tests.support.faults import (
     wait_until,
 )
 from tests.support.feed import FeedReader, Received, feed_kafka_settings, kafka_env
+from tests.support.postgres import LocalPostgres
 from tests.support.processes import KETNOI, free_port, run_ketnoi
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
@@ -87,7 +87,7 @@ FOLLOWERS = ("consent", "referral", "projections", "feed")
 @pytest.fixture
 def postgres() -> Iterator[LocalPostgres]:
     try:
-        server = LocalPostgres()
+        server = LocalPostgres(max_connections=200)  # every process's pools, and the clients'
         server.start()
     except Exception as exc:
         missing_service(f"no throwaway PostgreSQL server for the fault suite ({exc})")

@@ -110,6 +110,7 @@ class Referral(Aggregate):
         self.closing_reason: str | None = None
         self.history: list[tuple[datetime, str, ReferralStatus]] = []
         self.delivery: ServiceDelivery | None = None
+        self.delivery_why: str | None = None
         self.progress_reports: list[ReferralProgressReported] = []
         self.feedback: list[ServiceFeedbackRecorded] = []
 
@@ -382,6 +383,7 @@ class Referral(Aggregate):
     def _completed(self, event: ReferralCompleted) -> None:
         self.closing_reason = event.outcome
         self.delivery = event.delivery
+        self.delivery_why = event.why
         self._moved(event.timestamp, "completed", S.COMPLETED)
 
     @applies(ReferralCancelled)
