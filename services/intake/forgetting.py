@@ -17,11 +17,12 @@ from contracts.intake import CaseClosed
 from contracts.vocabulary import CaseStage
 from services.intake.casework import CaseWork
 from services.runtime.aggregate import CommandContext, applies
-from services.runtime.errors import DomainError, RuleViolationError
+from services.runtime.errors import NotFoundError, RuleViolationError
 
 
-class CaseErasedError(DomainError):
-    """The person of this case was erased: nothing about them can be read or changed."""
+class CaseErasedError(NotFoundError):
+    """The person of this case was erased: nothing about them can be read or changed. A
+    kind of not found (lists and pages leave the case out), answered 410 Gone."""
 
     status: ClassVar[int] = 410
     slug: ClassVar[str] = "erased"
