@@ -16,9 +16,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import StoredEvent
 
+from contracts.consent import ConsentGranted
 from contracts.envelope import Event
 from contracts.intake import PersonRegistered
 from contracts.personal import ERASED_TEXT, personal_paths
+from contracts.referral import ConsentNoted
 from services.runtime.field_cipher import SEALED
 from services.runtime.persistence import (
     PersonalFieldsSealedError,
@@ -268,3 +270,31 @@ def test_person_ids_are_stored_in_clear(mapper: PydanticMapper) -> None:
     registered = next(e for e in samples() if isinstance(e, PersonRegistered))
     state = orjson.loads(mapper.to_stored_event(registered).state)
     assert UUID(state["person_id"]) == registered.person_id
+
+
+def test_a_copied_consent_event_keeps_its_personal_fields_encrypted(
+    mapper: PydanticMapper,
+) -> None:
+    granted = next(e for e in samples() if isinstance(e, ConsentGranted))
+    granted = granted.model_copy(update={"child_views": "I want to live with my aunt"})
+    copied = ConsentNoted(
+        originator_id=uuid4(),
+        originator_version=3,
+        timestamp=granted.timestamp,
+        actor=granted.actor,
+        person_id=granted.person_id,
+        upstream_topic=ConsentGranted.topic(),
+        upstream_state=granted.model_dump(
+            mode="json", exclude={"originator_id", "originator_version"}
+        ),
+    )
+    stored = mapper.to_stored_event(copied)
+    assert b"live with my aunt" not in stored.state
+    assert mapper.to_domain_event(stored) == copied
+    _keys(mapper).erase(granted.person_id)
+    erased = mapper.to_domain_event(stored)
+    assert isinstance(erased, ConsentNoted)
+    assert erased.upstream_state["child_views"] is None
+    # The copy still reads as the consent event it is (the referral service's case file).
+    state = {**erased.upstream_state, "originator_id": uuid4(), "originator_version": 1}
+    assert ConsentGranted.model_validate(state).categories == granted.categories
