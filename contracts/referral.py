@@ -401,6 +401,8 @@ class HandoverStarted(Event):
     kind: HandoverKind
     parties: tuple[HandoverParty, ...] = Field(max_length=MAX_HANDOVER_PARTIES)
     to_case_manager_id: str | None = Field(default=None, max_length=120)
+    # Absent in handovers started before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class HandoverConfirmed(Event):
@@ -423,7 +425,9 @@ class HandoverCompleted(Event):
 class HandoverCancelled(Event):
     event_type = "org.ketnoi.referral.handover_cancelled"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 REFERRAL_EVENTS: tuple[type[Event], ...] = (
