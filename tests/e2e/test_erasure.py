@@ -7,7 +7,10 @@ and nothing personal any more."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -411,3 +414,44 @@ def test_the_feed_tells_every_agency_and_publishes_nothing_of_the_person_after_e
         reader.close()
         platform.close()
         drop_feed_schema(pg_settings)
+
+
+def test_ketnoi_erase_needs_two_people_and_forgets_the_person(
+    sqlite_settings: Settings,
+) -> None:
+    migrate(sqlite_settings)
+    platform = start(sqlite_settings, run_followers=False)
+    register_agencies(platform)
+    try:
+        who = Person()
+        case_id, _referral_id = record_everything(platform, who)
+        person_id = platform.intake.get_case(case_id).person_id
+    finally:
+        platform.close()
+    env = {**os.environ, "KETNOI_DATA_DIR": str(sqlite_settings.data_dir)}
+    env.pop("KETNOI_DATABASE_URL", None)
+
+    def ketnoi(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", "from services.launch import main; main()", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    erase = ["erase", str(person_id), "--reason", "person_request", "--requested-by", "u1"]
+    alone = ketnoi(*erase, "--approved-by", "u1")
+    assert alone.returncode == 1
+    assert "another person" in " ".join(alone.stderr.split())
+    done = ketnoi(*erase, "--approved-by", "u2")
+    assert done.returncode == 0, done.stderr
+    assert f"Erased the person of case {case_id}" in done.stdout
+
+    platform = start(sqlite_settings, run_followers=False)
+    try:
+        case = platform.intake.get_case(case_id)
+        assert case.erased is not None
+        assert case.erased.requested_by.user_id == "u1"
+        assert case.erased.actor.user_id == "u2"
+        assert case.person is not None
+        assert case.person.full_name == ERASED_TEXT
+        assert platform.projections is not None
+        assert platform.projections.case_overview(case_id) is None
+    finally:
+        platform.close()
