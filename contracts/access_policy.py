@@ -298,3 +298,21 @@ def sight(
         return Sight(frozenset(), None, withheld=withheld)
     grants = tuple(dict.fromkeys(g for g in permitted.values() if g is not None))
     return Sight(frozenset(permitted), ReadBasis.GRANT, reading.role, grants, withheld=withheld)
+
+
+def family_member_sight(asker: Asker, case: CaseTies) -> Sight:
+    """Who reads the details of a family member referred on the person's case (the
+    ``family`` category): the agencies holding the case (``own_case``), and the recipient
+    of the referral once it was sent, on the family member's own consent to that recipient
+    (``family_member_consent``); nobody else, coordinators and auditors included. ``case``
+    holds the referral's recipient only once it was sent."""
+    reading = permits(asker, case, Action.READ_PERSONAL)
+    if not reading.allowed:
+        return NOTHING
+    family = frozenset({DataCategory.FAMILY})
+    ties = ties_of(asker, case)
+    if Tie.HOLDER in ties:
+        return Sight(family, ReadBasis.OWN_CASE, reading.role)
+    if Tie.RECIPIENT in ties:
+        return Sight(family, ReadBasis.FAMILY_MEMBER_CONSENT, reading.role)
+    return NOTHING

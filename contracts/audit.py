@@ -29,6 +29,9 @@ class ReadBasis(StrEnum):
     BREAK_GLASS = "break_glass"  # an emergency read with a reason, flagged for review
     OWN_CASE = "own_case"  # the reader's agency holds the case (receiving or case manager's)
     AUDIT = "audit"  # an auditor's replay or check
+    # A family member referred on the person's case consented, for themselves, to this
+    # recipient reading their details (contracts.referral.FamilyMemberConsent).
+    FAMILY_MEMBER_CONSENT = "family_member_consent"
 
 
 class PersonalDataRead(Event):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from pydantic import Field
 
-from contracts.envelope import AgencyRef, Event, Model
+from contracts.envelope import KETNOI_NAMESPACE, AgencyRef, Event, Model
 from contracts.personal import PERSONAL, Personal
 from contracts.vocabulary import (
     ArrivalRoute,
@@ -137,12 +137,16 @@ class ContactPreferenceRecorded(Event):
 
 
 class CaseManagerAssigned(Event):
-    """A social worker now owns the case."""
+    """A social worker now owns the case: assigned, or named by a completed case transfer
+    (``handover_id``, a handover of the referral log)."""
 
     event_type = "org.ketnoi.intake.case_manager_assigned"
 
     case_manager_id: str = Field(min_length=1, max_length=120)
     agency: AgencyRef
+    handover_id: UUID | None = Field(
+        default=None, description="the completed case transfer that made the assignment"
+    )
 
 
 class StageChanged(Event):
@@ -182,6 +186,28 @@ class CaseReopened(Event):
     person_id: UUID | None = None
 
 
+def transfer_id(handover_id: UUID) -> UUID:
+    """The id of intake's note of a case transfer (derived from the handover's id)."""
+    return uuid5(KETNOI_NAMESPACE, f"intake-transfer/{handover_id}")
+
+
+class CaseTransferAwaited(Event):
+    """A case transfer started in the referral log (``HandoverStarted`` of kind
+    ``case_transfer``): when every party has confirmed it, the case manager it names takes
+    the case over. The originator is the transfer (``transfer_id``), not the case; nothing
+    here is personal data."""
+
+    event_type = "org.ketnoi.intake.case_transfer_awaited"
+
+    case_id: UUID
+    handover_id: UUID
+    to_agency: AgencyRef
+    to_case_manager_id: str = Field(min_length=1, max_length=120)
+
+
+# Events of the intake log whose originator is not a case.
+TRANSFER_EVENTS: tuple[type[Event], ...] = (CaseTransferAwaited,)
+
 INTAKE_EVENTS: tuple[type[Event], ...] = (
     ReceptionRecorded,
     PersonRegistered,
@@ -197,9 +223,11 @@ INTAKE_EVENTS: tuple[type[Event], ...] = (
 
 __all__ = [
     "INTAKE_EVENTS",
+    "TRANSFER_EVENTS",
     "CaseClosed",
     "CaseManagerAssigned",
     "CaseReopened",
+    "CaseTransferAwaited",
     "ContactPreferenceRecorded",
     "PartyPresent",
     "PersonDetails",
@@ -210,4 +238,5 @@ __all__ = [
     "ReceptionRecorded",
     "RiskAssessed",
     "StageChanged",
+    "transfer_id",
 ]

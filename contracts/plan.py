@@ -20,7 +20,7 @@ from pydantic import Field
 
 from contracts.envelope import AgencyRef, Event, Model
 from contracts.personal import ERASED_TEXT, PERSONAL, Personal
-from contracts.vocabulary import CaseStage, ContactModes
+from contracts.vocabulary import CaseStage, ContactModes, ServiceType
 
 MAX_GOALS = 24  # a few per domain
 MAX_TASKS = 60
@@ -85,12 +85,16 @@ class TeamMember(Model):
 
 
 class Task(Model):
+    """A task of the plan. ``service_type``: the service it asks of the responsible member's
+    agency, for which a referral to that agency may be made (naming the task)."""
+
     task_id: UUID
     goal_id: UUID
     action: PersonalText
     responsible: TeamMember
     due_on: date
     status: TaskStatus = TaskStatus.PLANNED
+    service_type: ServiceType | None = None
 
 
 class ReintegrationPlanRevised(Event):

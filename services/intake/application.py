@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -19,11 +19,12 @@ from contracts.casework import (
     PsychosocialAssessment,
 )
 from contracts.directory import PLATFORM_AGENCY_ID
-from contracts.envelope import Actor, AgencyRef
+from contracts.envelope import Actor, AgencyRef, Event
 from contracts.envelope import Model as ContractModel
 from contracts.erasure import ErasureReason
-from contracts.intake import CaseClosed, PartyPresent, PersonDetails, Place
+from contracts.intake import CaseClosed, PartyPresent, PersonDetails, Place, transfer_id
 from contracts.plan import AgreementMethod, Attendee, TaskStatus
+from contracts.referral import HandoverCompleted, HandoverKind, HandoverStarted, PartyRole
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
@@ -42,9 +43,10 @@ from contracts.vocabulary import (
 )
 from services.intake.domain import Case, CaseNotFoundError
 from services.intake.plan import GoalDraft, TaskDraft
+from services.intake.transfer import Transfer
 from services.runtime.aggregate import CommandContext
-from services.runtime.application import Result, ServiceApplication
-from services.runtime.follower import topics_of
+from services.runtime.application import Result
+from services.runtime.follower import FollowingApplication, Processing, topics_of
 
 # The platform's own actor when it proposes an erasure at the end of the retention period.
 PLATFORM_ACTOR = Actor(
@@ -52,10 +54,50 @@ PLATFORM_ACTOR = Actor(
 )
 
 
-class IntakeService(ServiceApplication):
-    """Receptions and cases. Every command returns ids, never personal data."""
+class IntakeService(FollowingApplication):
+    """Receptions and cases. Every command returns ids, never personal data. Follows the
+    referral log for one thing: a completed case transfer moves the case to the case
+    manager it names (``services.intake.transfer``)."""
 
     name = "intake"
+    follows: ClassVar[dict[str, tuple[type[Event], ...]]] = {
+        "referral": (HandoverStarted, HandoverCompleted),
+    }
+
+    # -- following the referral log ------------------------------------------------------------
+
+    def policy(self, upstream: str, event: Event, processing: Processing) -> None:
+        # The upstream event's own time and actor: replaying the logs gives the same case.
+        ctx = CommandContext(
+            actor=event.actor,
+            at=event.timestamp,
+            caused_by=event.event_id,
+            correlation_id=event.correlation_id,
+        )
+        if isinstance(event, HandoverStarted):
+            if event.kind is not HandoverKind.CASE_TRANSFER or not event.to_case_manager_id:
+                return
+            to = next(p for p in event.parties if p.role is PartyRole.TO)
+            processing.collect_events(
+                Transfer.await_completion(
+                    ctx,
+                    handover_id=event.originator_id,
+                    case_id=event.case_id,
+                    to_agency=to.agency,
+                    to_case_manager_id=event.to_case_manager_id,
+                )
+            )
+        elif isinstance(event, HandoverCompleted):
+            try:
+                transfer = self.load(Transfer, transfer_id(event.originator_id))
+            except AggregateNotFoundError:
+                return  # a reception handover: it moves no case manager
+            spec = transfer.spec
+            case = self.get_case(spec.case_id)
+            if case.take_over_by_transfer(
+                ctx, spec.handover_id, spec.to_case_manager_id, spec.to_agency
+            ):
+                processing.collect_events(case)
 
     def get_case(self, case_id: UUID) -> Case:
         """The case as it is now; raises CaseNotFoundError."""
@@ -610,6 +652,8 @@ class IntakeService(ServiceApplication):
                     t.responsible.model_dump(mode="json"),
                     t.due_on.isoformat(),
                     str(t.task_id) if t.task_id else None,
+                    # Named only when given: earlier requests keep their digests.
+                    *([t.service_type.value] if t.service_type else []),
                 ]
                 for t in tasks
             ],
@@ -791,7 +835,13 @@ class IntakeService(ServiceApplication):
             "attendees": [a.model_dump(mode="json") for a in attendees],
             "decisions": list(decisions),
             "tasks": [
-                [t.goal, t.action, t.responsible.model_dump(mode="json"), t.due_on.isoformat()]
+                [
+                    t.goal,
+                    t.action,
+                    t.responsible.model_dump(mode="json"),
+                    t.due_on.isoformat(),
+                    *([t.service_type.value] if t.service_type else []),
+                ]
                 for t in tasks
             ],
         }

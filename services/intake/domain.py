@@ -298,6 +298,27 @@ class Case(Forgetting):
             raise CaseRuleError("This case manager is already assigned to the case.")
         self.trigger(ctx, CaseManagerAssigned, case_manager_id=case_manager_id, agency=agency)
 
+    def take_over_by_transfer(
+        self, ctx: CommandContext, handover_id: UUID, case_manager_id: str, agency: AgencyRef
+    ) -> bool:
+        """A completed case transfer makes the case manager it names the owner: a fact of
+        the referral log, recorded whatever the case's stage (a closed case has an owner
+        too), and nothing when that manager already owns it. Returns whether it changed."""
+        current = self.case_manager
+        if current is not None and (current.case_manager_id, current.agency) == (
+            case_manager_id,
+            agency,
+        ):
+            return False
+        self.trigger(
+            ctx,
+            CaseManagerAssigned,
+            case_manager_id=case_manager_id,
+            agency=agency,
+            handover_id=handover_id,
+        )
+        return True
+
     @applies(CaseManagerAssigned)
     def _manager_assigned(self, event: CaseManagerAssigned) -> None:
         self.case_manager = event

@@ -196,6 +196,7 @@ STATUS: dict[str, str] = {
     STARTED: "in-progress",
     _name(r.ReferralCompleted): "completed",
     _name(r.ReferralCancelled): "cancelled",
+    _name(r.ReferralDeclinedByPerson): "cancelled",
     _name(r.ReferralFailed): "failed",
     _name(r.ReferralPutOnHold): "on-hold",
 }
@@ -232,6 +233,7 @@ class CasesView(View):
             r.ReferralStarted,
             r.ReferralCompleted,
             r.ReferralCancelled,
+            r.ReferralDeclinedByPerson,
             r.ReferralFailed,
             r.ReferralPutOnHold,
             r.ReferralResumed,
@@ -363,6 +365,8 @@ class CasesView(View):
             docs.put("ref:" + rid, {"case_id": d["case_id"]})
             doc = self.case(docs, d["case_id"], d["province"])
             doc["referrals"][rid] = {
+                "plan_task_id": d.get("plan_task_id"),
+                "family": d.get("family_member") is not None,
                 "service_type": d["service_type"],
                 "to_agency": d["to_agency"]["agency_id"],
                 "from_agency": d["from_agency"]["agency_id"],
@@ -446,6 +450,7 @@ STATUS_EVENTS: tuple[type[Event], ...] = (
     r.ReferralStarted,
     r.ReferralCompleted,
     r.ReferralCancelled,
+    r.ReferralDeclinedByPerson,
     r.ReferralFailed,
     r.ReferralPutOnHold,
 )
@@ -584,6 +589,12 @@ class TimelineView(View):
         grant = d.get("grant_id")
         if grant:
             entry["grant_id"] = grant
+        # What the case file needs to tell the consent in force (contracts.consent).
+        for kept in ("valid_until", "refusal_id"):
+            if kept in d:
+                entry[kept] = d[kept]
+        if d.get("against_preference"):
+            entry["against_preference"] = True
         category = DETAILED.get(t) or (d["about"] if t == NOTE_WRITTEN else None)
         if category is not None:
             entry["category"] = category
@@ -605,6 +616,7 @@ class TimelineView(View):
             doc["receiving_agency"] = d["receiving_agency"]["agency_id"]
         elif t == MANAGER_:
             doc["case_manager_agency"] = d["agency"]["agency_id"]
+        _track_work(doc, upstream, fact)
         if province and province != docs.rows[key][0]:
             docs.touch(key, province=province)
         else:
@@ -613,6 +625,43 @@ class TimelineView(View):
     def finalize(self, doc: Doc) -> None:
         if "entries" in doc:
             doc["entries"].sort(key=_entry_order)
+
+
+def _track_work(doc: Doc, upstream: str, fact: Fact) -> None:
+    """Keep the plan's current tasks and each referral's status in the case's document: the
+    case file shows the open tasks with the referrals that serve them
+    (``services.projections.case_file``)."""
+    t, d = fact.type, fact.data
+    if t == PLAN_REVISED:
+        doc["tasks"] = {
+            task["task_id"]: {
+                "task_id": task["task_id"],
+                "action": task["action"],
+                "agency": task["responsible"]["agency"]["agency_id"],
+                "team_role": task["responsible"]["team_role"],
+                "service_type": task.get("service_type"),
+                "due_on": task["due_on"],
+                "status": task["status"],
+            }
+            for task in d["tasks"]
+        }
+    elif t == TASK_PROGRESSED:
+        task = doc.get("tasks", {}).get(d["task_id"])
+        if task is not None:
+            task["status"] = d["to_status"]
+    elif upstream == "referral" and t == CREATED:
+        doc.setdefault("referrals", {})[fact.originator_id] = {
+            "referral_id": fact.originator_id,
+            "to_agency": d["to_agency"]["agency_id"],
+            "service_type": d["service_type"],
+            "plan_task_id": d.get("plan_task_id"),
+            "family": d.get("family_member") is not None,
+            "status": "draft",
+        }
+    elif upstream == "referral" and fact.originator_id in doc.get("referrals", {}):
+        status = d["to_status"] if t == RESUMED else STATUS.get(t)
+        if status:
+            doc["referrals"][fact.originator_id]["status"] = status
 
 
 def _entry_order(entry: Doc) -> tuple[datetime, str, str]:
@@ -627,6 +676,8 @@ NEEDS_ = _name(i.RapidNeedsAssessed)
 RISK_ = _name(i.RiskAssessed)
 CONTACT_ = _name(i.ContactPreferenceRecorded)
 MANAGER_ = _name(i.CaseManagerAssigned)
+PLAN_REVISED = _name(pl.ReintegrationPlanRevised)
+TASK_PROGRESSED = _name(pl.PlanTaskProgressed)
 REFUSED_ = _name(c.ConsentRefused)
 BLOCKED_ = _name(r.ReferralBlocked)
 
@@ -737,14 +788,24 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
         + f" ({d['stage']}): economic {d['economic']:.2f}, social {d['social']:.2f}, "
         + f"psychosocial {d['psychosocial']:.2f}"
     ),
-    MANAGER_: lambda d: f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})",
+    MANAGER_: lambda d: (
+        f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})"
+        + (", by a case transfer" if d.get("handover_id") else "")
+    ),
     GRANTED: lambda d: (
         f"Consent granted by {d['given_by']['kind']}: {_values(d['categories'])} "
         f"for {_values(d['purposes'])}"
     ),
     REFUSED_: lambda _d: "Refusal recorded",
     WITHDRAWN: lambda d: f"Consent withdrawn (heard by {d['heard_by']['agency_id']})",
-    CREATED: lambda d: f"Referral to {d['to_agency']['agency_id']} for {d['service_type']}",
+    CREATED: lambda d: (
+        ("Referral of a family member" if d.get("family_member") else "Referral")
+        + f" to {d['to_agency']['agency_id']} for {d['service_type']}"
+        + (" (a task of the plan)" if d.get("plan_task_id") else "")
+    ),
+    _name(r.ReferralDeclinedByPerson): lambda d: (
+        f"Referral ended: the person {d['choice']} the service (their choice)"
+    ),
     DISCLOSED: lambda d: (
         f"Disclosed {len(d['released'])} fields to {d['recipient']['agency_id']} ({d['basis']})"
     ),

@@ -10,13 +10,22 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.access_policy import NOTHING, Action, CaseTies, Sight, permits, sight
+from contracts.access_policy import (
+    NOTHING,
+    Action,
+    CaseTies,
+    Sight,
+    family_member_sight,
+    permits,
+    sight,
+)
 from contracts.envelope import AGENCY_ID_PATTERN, AgencyRef
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
     OVERRIDE_MAX_HOURS,
     DeadlineKind,
     DisclosureBasis,
+    FamilyMember,
     HandoverKind,
     HandoverParty,
     OverrideConclusion,
@@ -27,7 +36,14 @@ from contracts.referral import (
     Urgency,
     WithheldCategory,
 )
-from contracts.vocabulary import DataCategories, DataCategory, Purpose, Role, ServiceType
+from contracts.vocabulary import (
+    DataCategories,
+    DataCategory,
+    DeclineKind,
+    Purpose,
+    Role,
+    ServiceType,
+)
 from services.referral.application import NamedParty, ReferralService
 from services.referral.domain import (
     RECIPIENT_ANSWERS,
@@ -69,8 +85,21 @@ class ReferralCreate(Body):
     service_type: ServiceType
     urgency: Urgency = Urgency.ROUTINE
     purpose: Purpose = Purpose.SERVICE_PROVISION
-    categories: DataCategories = Field(min_length=1)
+    categories: DataCategories = Field(
+        description="the person's data the service needs (at least one, except for a family "
+        "member's referral, which may need none)"
+    )
     note: str | None = Field(default=None, max_length=2000)
+    plan_task_id: UUID | None = Field(
+        default=None,
+        description="the task of the case's reintegration plan this referral serves: it goes "
+        "to the agency responsible for the task, for the task's service",
+    )
+    family_member: FamilyMember | None = Field(
+        default=None,
+        description="a member of the person's family referred on the person's case, with "
+        "their own consent to this recipient reading their details",
+    )
 
 
 class Answer(Body):
@@ -236,6 +265,16 @@ class ReferralPublic(BaseModel):
     )
     feedback: list[FeedbackPublic] | None = None
     overrides: list[OverridePublic] = Field(default_factory=list)
+    plan_task_id: UUID | None = None
+    family_referral: bool = False
+    family_member: FamilyMember | None = Field(
+        default=None,
+        description="the family member referred: to the agencies holding the case, and to the "
+        "recipient once it was sent (on the family member's own consent)",
+    )
+    declined_by_person: DeclineKind | None = Field(
+        default=None, description="the person refused or dropped the service: their choice"
+    )
 
 
 class HandoverPublic(BaseModel):
@@ -275,7 +314,12 @@ def override_public(override: Override, at: datetime, *, shows_reasons: bool) ->
 
 
 def referral_public(
-    referral: Referral, seen: Sight, *, shows_note: bool, shows_reasons: bool = False
+    referral: Referral,
+    seen: Sight,
+    *,
+    shows_note: bool,
+    shows_reasons: bool = False,
+    shows_family: bool = False,
 ) -> ReferralPublic:
     """The referral as the reader may see it: the released data of the categories ``seen``
     allows now (the consent in force at this instant), the note to those in the loop."""
@@ -345,6 +389,10 @@ def referral_public(
             override_public(o, now, shows_reasons=shows_note or shows_reasons)
             for o in referral.overrides.values()
         ],
+        plan_task_id=spec.plan_task_id,
+        family_referral=spec.family_member is not None,
+        family_member=spec.family_member if shows_family else None,
+        declined_by_person=referral.declined_by,
     )
 
 
@@ -489,7 +537,26 @@ def read_as(
         permits(asker, ties, action).allowed
         for action in (Action.APPROVE_OVERRIDE, Action.REVIEW_OVERRIDE)
     )
-    return referral_public(referral, seen, shows_note=shows_note, shows_reasons=shows_reasons)
+    shows_family = False
+    if referral.spec.family_member is not None:
+        # The family member's own details: on the family member's consent, recorded too.
+        family = family_member_sight(asker, ties)
+        shows_family = bool(family.categories)
+        record_read(
+            request,
+            principal,
+            family,
+            case_id=referral.spec.case_id,
+            what="referral.family_member",
+            person_id=referral.spec.person_id,
+        )
+    return referral_public(
+        referral,
+        seen,
+        shows_note=shows_note,
+        shows_reasons=shows_reasons,
+        shows_family=shows_family,
+    )
 
 
 # -- referrals --------------------------------------------------------------------------------
@@ -523,6 +590,8 @@ def create_referral(
         purpose=body.purpose,
         categories=body.categories,
         note=body.note,
+        plan_task_id=body.plan_task_id,
+        family_member=body.family_member,
         scope=case_allows(principal, Action.SEND_REFERRAL),
     )
 

@@ -19,6 +19,7 @@ from contracts.casework import (
     LegalNeedsAssessed,
     MedicalExaminationRecorded,
     PsychosocialAssessed,
+    ServiceDeclined,
 )
 from contracts.consent import (
     ConsentGranted,
@@ -40,12 +41,15 @@ from contracts.intake import (
     ReceptionRecorded,
     RiskAssessed,
 )
+from contracts.plan import PlanTaskProgressed, ReintegrationPlanRevised, Task
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
+    FamilyMember,
     HandoverKind,
     HandoverParty,
     OverrideConclusion,
     PartyRole,
+    PlannedTask,
     ServiceDelivery,
     Urgency,
     case_file_id,
@@ -88,6 +92,11 @@ INTAKE_FACTS: tuple[type[Event], ...] = (
     ExploitationRecorded,
     IdentificationRecorded,
     PersonErased,
+    # Tasks a referral may name, and the person's choice to refuse or drop a referral's
+    # service.
+    ReintegrationPlanRevised,
+    PlanTaskProgressed,
+    ServiceDeclined,
 )
 CONSENT_FACTS: tuple[type[Event], ...] = (
     SubjectAgeNoted,
@@ -199,6 +208,16 @@ def _casework_facts(event: Event) -> tuple[DataCategory, dict[str, Any]] | None:
     return None
 
 
+def planned_task(task: Task) -> PlannedTask:
+    """What the referral service keeps of a plan task: none of its words."""
+    return PlannedTask(
+        task_id=task.task_id,
+        agency_id=task.responsible.agency.agency_id,
+        service_type=task.service_type,
+        status=task.status,
+    )
+
+
 @dataclass(frozen=True)
 class NamedParty:
     """A party to a handover as a request names it: by agency id only (its kind comes from
@@ -263,6 +282,12 @@ class ReferralService(FollowingApplication):
                 case_file.record_erased(ctx, told_agencies(referrals))
                 processing.collect_events(case_file)
                 return
+            elif isinstance(event, ReintegrationPlanRevised):
+                case_file.note_plan(ctx, tuple(planned_task(t) for t in event.tasks))
+            elif isinstance(event, PlanTaskProgressed):
+                case_file.note_task_status(ctx, event.task_id, event.to_status)
+            elif isinstance(event, ServiceDeclined) and event.referral_id is not None:
+                self._declined(ctx, case_file, event, processing)
         else:
             try:
                 case_file = self.load(CaseFile, case_file_id_of_record(event.originator_id))
@@ -277,6 +302,23 @@ class ReferralService(FollowingApplication):
                 referral.reconsider(ctx, case_file, self._deadlines(referral))
                 processing.collect_events(referral)
         processing.collect_events(case_file)
+
+    def _declined(
+        self,
+        ctx: CommandContext,
+        case_file: CaseFile,
+        event: ServiceDeclined,
+        processing: Processing,
+    ) -> None:
+        """The person refused or dropped a referral's service: it ends as their choice. A
+        referral of another case, or unknown here, is left alone (intake cannot check it)."""
+        referral_id = event.referral_id
+        if referral_id not in case_file.referral_ids:
+            log.warning("declined_referral_not_of_case", referral_id=str(referral_id))
+            return
+        referral = self.load(Referral, referral_id)
+        if referral.declined_by_person(ctx, event.choice, event.event_id):
+            processing.collect_events(referral)
 
     def _deadlines(self, referral: Referral) -> Deadlines:
         return self.referral_settings.deadlines_for(referral.spec.service_type)
@@ -318,6 +360,8 @@ class ReferralService(FollowingApplication):
         purpose: Purpose,
         categories: tuple[DataCategory, ...],
         note: str | None = None,
+        plan_task_id: UUID | None = None,
+        family_member: FamilyMember | None = None,
         scope: Callable[[CaseFile], None] | None = None,
     ) -> Result:
         """Create a referral and send it if consent allows; returns its id and status.
@@ -326,7 +370,7 @@ class ReferralService(FollowingApplication):
         InvalidRequestError (422, field ``to_agency``) when the directory does not know the
         agency or it is inactive.
         """
-        request = {
+        request: dict[str, Any] = {
             "case_id": str(case_id),
             "from_agency": from_agency.model_dump(mode="json"),
             "to_agency_id": to_agency_id,
@@ -336,6 +380,11 @@ class ReferralService(FollowingApplication):
             "categories": [c.value for c in categories],
             "note": note,
         }
+        # Absent unless given: earlier requests keep their digests.
+        if plan_task_id is not None:
+            request["plan_task_id"] = str(plan_task_id)
+        if family_member is not None:
+            request["family_member"] = family_member.model_dump(mode="json")
 
         def run() -> tuple[list[Any], Result]:
             case_file = self._case_file(case_id)
@@ -353,6 +402,8 @@ class ReferralService(FollowingApplication):
                 categories=categories,
                 note=note,
                 deadlines=self.referral_settings.deadlines_for(service_type),
+                plan_task_id=plan_task_id,
+                family_member=family_member,
             )
             return [referral, case_file], _summary(referral)
 

@@ -56,6 +56,7 @@ from contracts.referral import (
     OverrideReviewed,
     ReferralCancelled,
     ReferralCompleted,
+    ReferralDeclinedByPerson,
     ReferralDispatched,
     ReferralFailed,
     ReferralRejected,
@@ -308,6 +309,8 @@ def referral_update(referral: Referral, event: Event) -> dict[str, Any]:
     reason: str | None = None
     if isinstance(event, _CLOSING):
         reason = event.reason
+    elif isinstance(event, ReferralDeclinedByPerson):
+        reason = f"The person {event.choice.value} the service: their choice."
     elif isinstance(event, ReferralCompleted):
         reason = event.outcome
     missed = event if isinstance(event, DeadlineMissed) else None

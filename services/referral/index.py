@@ -34,6 +34,7 @@ from contracts.referral import (
     ReferralCancelled,
     ReferralCompleted,
     ReferralCreated,
+    ReferralDeclinedByPerson,
     ReferralDispatched,
     ReferralFailed,
     ReferralPutOnHold,
@@ -55,6 +56,7 @@ STATUS_OF: dict[type[Event], ReferralStatus] = {
     ReferralStarted: S.IN_PROGRESS,
     ReferralCompleted: S.COMPLETED,
     ReferralCancelled: S.CANCELLED,
+    ReferralDeclinedByPerson: S.CANCELLED,
     ReferralFailed: S.FAILED,
     ReferralPutOnHold: S.ON_HOLD,
 }

@@ -26,7 +26,11 @@ from eventsourcing.utils import EnvType
 
 from contracts.envelope import KETNOI_NAMESPACE, CommandRecorded, Event
 from services.runtime.aggregate import Aggregate, CommandContext
-from services.runtime.errors import ConcurrentChangeError, IdempotencyKeyReusedError
+from services.runtime.errors import (
+    ConcurrentChangeError,
+    DomainError,
+    IdempotencyKeyReusedError,
+)
 from services.runtime.field_cipher import FieldCipher
 from services.runtime.logging import get_logger
 from services.runtime.persistence import OrjsonTranscoder, PydanticMapper
@@ -166,7 +170,16 @@ class ServiceApplication(Application[UUID]):
         attempts = self.command_retry.attempts
         for attempt in range(1, attempts + 1):
             with _fresh_reads(attempt > 1):
-                aggregates, result = run()
+                try:
+                    aggregates, result = run()
+                except DomainError:
+                    # The request with the same key (a double tap) may have saved after this
+                    # one looked for its record: its events now trip this one's rules, but
+                    # its result is the answer.
+                    earlier = recorded_meanwhile() if recorded_meanwhile is not None else None
+                    if earlier is None:
+                        raise
+                    return earlier, True
             try:
                 self.save(*aggregates, *extra(result))
             except IntegrityError:

@@ -29,8 +29,10 @@ def mount_web(app: FastAPI, sessions: SessionStore, demo_users: Sequence[DemoUse
     says that sign-in goes through the identity provider.
     """
     from services.web import (
+        assessments,
         board,
         cases,
+        casework,
         consent,
         home,
         loop,
@@ -38,6 +40,7 @@ def mount_web(app: FastAPI, sessions: SessionStore, demo_users: Sequence[DemoUse
         overrides,
         oversight,
         person_copy,
+        planning,
         referrals,
         seal,
         work,
@@ -52,6 +55,9 @@ def mount_web(app: FastAPI, sessions: SessionStore, demo_users: Sequence[DemoUse
         oidc,
         board,
         cases,
+        casework,
+        assessments,
+        planning,
         consent,
         person_copy,
         seal,

@@ -1,4 +1,6 @@
-"""The coordinator's board of a province, live: htmx asks for its rows every few seconds."""
+"""The coordinator's board of a province, live: htmx asks for its rows every few seconds;
+below them the follow-up after exit of the province's closed cases (contacts missed, the
+next one due)."""
 
 from __future__ import annotations
 
@@ -39,11 +41,17 @@ def board_rows(request: Request, principal: Any, province: str | None) -> list[d
 def board(request: Request, principal: User, province: str | None = None) -> Response:
     rows = board_rows(request, principal, province)
     block = "rows" if request.headers.get("hx-request") else None
+    follow_ups = (
+        []
+        if block
+        else projections_api.follow_ups(service(request, "projections"), principal, province)
+    )
     return render(
         request,
         "board.html",
         block=block,
         rows=rows,
+        follow_ups=follow_ups,
         province=province or principal.province,
         refresh=REFRESH_SECONDS,
         updated=datetime.now(UTC),

@@ -12,19 +12,55 @@ from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from contracts.consent import Recipient
-from contracts.vocabulary import AgencyKind
+from contracts.vocabulary import AgencyKind, ClosureReason, ReopeningReason
 from services.consent import api as consent_api
 from services.intake import api as intake_api
+from services.intake import plan_api
+from services.intake.domain import REOPENING_STAGES, STAGE_TRANSITIONS
 from services.projections import api as projections_api
 from services.referral import api as referral_api
 from services.runtime.auth import Principal
 from services.runtime.errors import NotFoundError
 from services.web.deps import Csrf, FormText, User, page_router
+from services.web.forms import Failure, gate
 from services.web.positions import service
 from services.web.referrals import referral_choices
 from services.web.render import render
 
 router = page_router()
+
+
+# Where the timeline's case-work events are told in full (for those who may read them).
+_INTAKE = "org.ketnoi.intake."
+TIMELINE_LINKS: dict[str, str] = {
+    **{
+        _INTAKE + name: f"assessments#{anchor}"
+        for name, anchor in (
+            ("medical_examination_recorded", "medical"),
+            ("psychosocial_assessed", "psychosocial"),
+            ("family_situation_assessed", "family"),
+            ("legal_needs_assessed", "legal"),
+            ("education_livelihood_assessed", "livelihood"),
+            ("exploitation_recorded", "exploitation"),
+            ("identification_recorded", "identification"),
+        )
+    },
+    **{
+        _INTAKE + name: f"plan#{anchor}"
+        for name, anchor in (
+            ("reintegration_plan_revised", "history"),
+            ("reintegration_plan_agreed", "history"),
+            ("plan_task_progressed", "tasks"),
+            ("reintegration_measured", "measures"),
+            ("exit_planned", "exit"),
+            ("case_conference_held", "conferences"),
+        )
+    },
+    _INTAKE + "contact_logged": "contacts#contacts",
+    _INTAKE + "case_note_written": "contacts#notes",
+    _INTAKE + "service_declined": "contacts#choices",
+    _INTAKE + "case_reviewed": "reviews#reviews",
+}
 
 
 def new_key() -> str:
@@ -62,11 +98,30 @@ def case_file(request: Request, principal: Principal, case_id: UUID) -> dict[str
 
 @router.get("/cases/{case_id}")
 def case_page(case_id: UUID, request: Request, principal: User) -> Response:
+    return show_case(request, principal, case_id)
+
+
+def show_case(
+    request: Request, principal: Principal, case_id: UUID, failure: Failure | None = None
+) -> Response:
+    """The case file; with ``failure``, its refused stage, closure or reopening form again."""
+    found = case_file(request, principal, case_id)
+    case = found["case"]
+    plan = plan_api.read_plan(case_id, service(request, "intake"), principal, request)
     return render(
         request,
         "case.html",
-        **case_file(request, principal, case_id),
+        422 if failure else 200,
+        **found,
         **referral_choices(request, principal),
+        plan=plan,
+        may=gate(principal, case),
+        failed=failure,
+        timeline_links=TIMELINE_LINKS,
+        next_stages=list(STAGE_TRANSITIONS.get(case.stage, ())),
+        closure_reasons=list(ClosureReason),
+        reopening_reasons=list(ReopeningReason),
+        reopening_stages=list(REOPENING_STAGES),
         decision=None,
         key=new_key(),
         kinds=list(AgencyKind),

@@ -23,7 +23,7 @@ from services.consent import api as consent_api
 from services.runtime.errors import InvalidRequestError
 from services.web.cases import new_key
 from services.web.deps import Csrf, FormText, User, page_router
-from services.web.forms import FORM_FAILURES, FormError, form_error
+from services.web.form_errors import FORM_FAILURES, FormError, form_error
 from services.web.i18n import N_
 from services.web.positions import service
 from services.web.render import render

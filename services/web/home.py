@@ -29,6 +29,8 @@ router = page_router()
 HOMES = {
     Role.COORDINATOR: "/board",
     Role.CASE_MANAGER: "/cases",
+    Role.HEALTH_WORKER: "/cases",
+    Role.SUPERVISOR: "/cases",
     Role.AGENCY_STAFF: "/inbox",
     Role.INTAKE_OFFICER: "/reception",
     Role.AUDITOR: "/audit",

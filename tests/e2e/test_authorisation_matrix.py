@@ -593,6 +593,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         mutates=False,
         reads=DETAILED,
     ),
+    ("GET", f"{P}/cases/{{case_id}}/case-file"): Op(
+        A.SEE_PROGRESS,
+        lambda w: _body(f"{P}/cases/{w.case_id}/case-file"),
+        mutates=False,
+        reads=DETAILED,
+    ),
     ("GET", f"{P}/cases/{{case_id}}/copy"): Op(
         A.GIVE_PERSON_COPY,
         lambda w: _body(f"{P}/cases/{w.case_id}/copy"),

@@ -14,11 +14,14 @@ from contracts.access_policy import CaseTies
 from contracts.consent_decision import ConsentDecision, decide
 from contracts.envelope import AgencyRef, Event, resolve
 from contracts.erasure import CaseFileErased
+from contracts.plan import TaskStatus
 from contracts.referral import (
     CaseFactsNoted,
     CaseFileManagerNoted,
     CaseFileOpened,
+    CasePlanNoted,
     ConsentNoted,
+    PlannedTask,
     ReferralLinked,
     case_file_id,
 )
@@ -48,6 +51,7 @@ class CaseFile(Aggregate):
         self.consent_events: list[Event] = []
         self.referral_ids: list[UUID] = []
         self.erased = False
+        self.plan_tasks: dict[UUID, PlannedTask] = {}
 
     @classmethod
     def open(
@@ -105,6 +109,22 @@ class CaseFile(Aggregate):
     @applies(CaseFactsNoted)
     def _facts_noted(self, event: CaseFactsNoted) -> None:
         self.facts[event.category] = event.facts
+
+    def note_plan(self, ctx: CommandContext, tasks: tuple[PlannedTask, ...]) -> None:
+        """Note the tasks of the case's current plan (a referral may name one)."""
+        if {t.task_id: t for t in tasks} != self.plan_tasks:
+            self.trigger(ctx, CasePlanNoted, person_id=self.person_id, tasks=tasks)
+
+    @applies(CasePlanNoted)
+    def _plan_noted(self, event: CasePlanNoted) -> None:
+        self.plan_tasks = {t.task_id: t for t in event.tasks}
+
+    def note_task_status(self, ctx: CommandContext, task_id: UUID, status: TaskStatus) -> None:
+        task = self.plan_tasks.get(task_id)
+        if task is not None and task.status is not status:
+            changed = task.model_copy(update={"status": status})
+            tasks = tuple(changed if t.task_id == task_id else t for t in self.plan_tasks.values())
+            self.trigger(ctx, CasePlanNoted, person_id=self.person_id, tasks=tasks)
 
     def note_consent(self, ctx: CommandContext, event: Event) -> None:
         state = event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
