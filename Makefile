@@ -63,6 +63,7 @@ bench: $(STAMP)  ## benchmarks against the raw limits of this machine (PostgreSQ
 	$(BIN)/python -m bench.feed_latency
 	$(BIN)/python -m bench.read_audit
 	$(BIN)/python -m bench.verify
+	$(BIN)/python -m bench.crypto
 	$(BIN)/python -m bench.web_pages
 
 clean:

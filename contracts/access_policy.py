@@ -73,6 +73,8 @@ class Action(StrEnum):
     CONFIRM_HANDOVER = "confirm_handover"
     AUDIT = "audit"  # replay, rebuild, disclosures and reads
     GIVE_PERSON_COPY = "give_person_copy"  # everything held about the person, for them
+    REQUEST_ERASURE = "request_erasure"  # forget the person: asked for by one person...
+    APPROVE_ERASURE = "approve_erasure"  # ...and approved by another, who destroys the key
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,11 @@ RULES: dict[Action, Rule] = {
     Action.AUDIT: _rule((R.AUDITOR,), (T.AUDITOR,)),
     # The person asks the agencies that hold their case, who print it for them.
     Action.GIVE_PERSON_COPY: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), (T.HOLDER,)),
+    # The person asks the agency holding their case to forget them; its case manager or
+    # supervisor asks, and a supervisor of the holding agency or the province's coordinator
+    # (another person, which the case checks) approves.
+    Action.REQUEST_ERASURE: _rule((R.CASE_MANAGER, R.SUPERVISOR), (T.HOLDER,)),
+    Action.APPROVE_ERASURE: _rule((R.SUPERVISOR, R.COORDINATOR), (T.HOLDER, T.COORDINATOR)),
 }
 
 

@@ -1,7 +1,8 @@
 """Events of the intake log: the life of a case from reception to closure and reopening.
 
 The originator of every event here is a case. Fields that hold personal data sit only in
-events that also carry ``person_id``, so per-person keys can later cover exactly them.
+events that also carry ``person_id`` and are marked ``PERSONAL`` (``contracts.personal``): the
+event store encrypts them under that person's key.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from uuid import UUID, uuid5
 from pydantic import Field
 
 from contracts.envelope import KETNOI_NAMESPACE, AgencyRef, Event, Model
+from contracts.personal import PERSONAL, Personal
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
@@ -41,7 +43,7 @@ class Place(Model):
 
     province: str = Field(min_length=2, max_length=60, pattern=PROVINCE_PATTERN)
     district: str | None = Field(default=None, max_length=80)
-    location: str | None = Field(default=None, max_length=200)
+    location: Annotated[str | None, PERSONAL] = Field(default=None, max_length=200)
 
 
 class PartyPresent(Model):
@@ -62,20 +64,24 @@ class ReceptionRecorded(Event):
     place: Place
     receiving_agency: AgencyRef
     handed_over_by: AgencyRef | None = None
-    returned_from_country: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
+    returned_from_country: Annotated[str | None, PERSONAL] = Field(
+        default=None, pattern=COUNTRY_PATTERN
+    )
     present: tuple[PartyPresent, ...] = Field(default=(), max_length=MAX_PARTIES_PRESENT)
 
 
 class PersonDetails(Model):
     """Who the person is, as far as they choose to tell."""
 
-    full_name: str = Field(min_length=1, max_length=200)
-    sex: Sex
-    date_of_birth: date | None = None
-    estimated_age: int | None = Field(default=None, ge=0, le=120)
-    nationality: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
-    languages: tuple[LanguageCode, ...] = Field(default=(), max_length=10)
-    identity_document_status: IdentityDocumentStatus = IdentityDocumentStatus.UNKNOWN
+    full_name: Annotated[str, PERSONAL] = Field(min_length=1, max_length=200)
+    sex: Annotated[Sex, Personal(erased=Sex.NOT_STATED)]
+    date_of_birth: Annotated[date | None, PERSONAL] = None
+    estimated_age: Annotated[int | None, PERSONAL] = Field(default=None, ge=0, le=120)
+    nationality: Annotated[str | None, PERSONAL] = Field(default=None, pattern=COUNTRY_PATTERN)
+    languages: Annotated[tuple[LanguageCode, ...], PERSONAL] = Field(default=(), max_length=10)
+    identity_document_status: Annotated[IdentityDocumentStatus, PERSONAL] = (
+        IdentityDocumentStatus.UNKNOWN
+    )
 
 
 class PersonRegistered(Event):
@@ -105,7 +111,7 @@ class RapidNeedsAssessed(Event):
 
     person_id: UUID
     needs: UrgentNeeds
-    notes: str | None = Field(default=None, max_length=2000)
+    notes: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
 
 
 class RiskAssessed(Event):
@@ -116,7 +122,7 @@ class RiskAssessed(Event):
     person_id: UUID
     level: RiskLevel
     at_risk: RiskSubjects
-    management_plan: str = Field(min_length=1, max_length=4000)
+    management_plan: Annotated[str, PERSONAL] = Field(min_length=1, max_length=4000)
 
 
 class ContactPreferenceRecorded(Event):
@@ -127,7 +133,7 @@ class ContactPreferenceRecorded(Event):
     person_id: UUID
     preferred: ContactModes
     refused: ContactModes = ()
-    note: str | None = Field(default=None, max_length=1000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=1000)
 
 
 class CaseManagerAssigned(Event):
@@ -150,7 +156,9 @@ class StageChanged(Event):
 
     from_stage: CaseStage
     to_stage: CaseStage
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: Annotated[str | None, PERSONAL] = Field(default=None, max_length=1000)
+    # Absent in changes recorded before the reason was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class CaseClosed(Event):
@@ -161,7 +169,7 @@ class CaseClosed(Event):
     person_id: UUID
     from_stage: CaseStage
     reason: ClosureReason
-    feedback: str | None = Field(default=None, max_length=4000)
+    feedback: Annotated[str | None, PERSONAL] = Field(default=None, max_length=4000)
     satisfaction: int | None = Field(default=None, ge=1, le=5)
 
 
@@ -173,7 +181,9 @@ class CaseReopened(Event):
     episode: int = Field(ge=2)
     reason: ReopeningReason
     to_stage: CaseStage
-    note: str | None = Field(default=None, max_length=1000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=1000)
+    # Absent in reopenings recorded before the note was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 def transfer_id(handover_id: UUID) -> UUID:

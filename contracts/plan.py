@@ -19,6 +19,7 @@ from uuid import UUID
 from pydantic import Field
 
 from contracts.envelope import AgencyRef, Event, Model
+from contracts.personal import ERASED_TEXT, PERSONAL, Personal
 from contracts.vocabulary import CaseStage, ContactModes, ServiceType
 
 MAX_GOALS = 24  # a few per domain
@@ -66,12 +67,13 @@ class AgreementMethod(StrEnum):
 
 
 Text = Annotated[str, Field(min_length=1, max_length=1000)]
+PersonalText = Annotated[Text, PERSONAL]  # encrypted under the person's key
 
 
 class Goal(Model):
     goal_id: UUID
     domain: PlanDomain
-    goal: Text
+    goal: PersonalText
 
 
 class TeamMember(Model):
@@ -88,7 +90,7 @@ class Task(Model):
 
     task_id: UUID
     goal_id: UUID
-    action: Text
+    action: PersonalText
     responsible: TeamMember
     due_on: date
     status: TaskStatus = TaskStatus.PLANNED
@@ -105,7 +107,7 @@ class ReintegrationPlanRevised(Event):
     revision: int = Field(ge=1)
     goals: tuple[Goal, ...] = Field(min_length=1, max_length=MAX_GOALS)
     tasks: tuple[Task, ...] = Field(default=(), max_length=MAX_TASKS)
-    reason: Text | None = None
+    reason: PersonalText | None = None
 
 
 class ReintegrationPlanAgreed(Event):
@@ -117,7 +119,7 @@ class ReintegrationPlanAgreed(Event):
     person_id: UUID
     revision: int = Field(ge=1)
     method: AgreementMethod
-    person_views: Text | None = None
+    person_views: PersonalText | None = None
 
 
 class PlanTaskProgressed(Event):
@@ -127,7 +129,7 @@ class PlanTaskProgressed(Event):
     task_id: UUID
     from_status: TaskStatus
     to_status: TaskStatus
-    note: Text | None = None
+    note: PersonalText | None = None
 
 
 Score = Annotated[float, Field(ge=0, le=1)]
@@ -160,7 +162,7 @@ class ExitPlanned(Event):
     follow_up_every_days: int = Field(ge=7, le=180)
     follow_up_until: date
     follow_up_modes: ContactModes = Field(min_length=1)
-    how_to_come_back: Text
+    how_to_come_back: PersonalText
 
 
 class Attendee(Model):
@@ -177,7 +179,9 @@ class CaseConferenceHeld(Event):
     person_id: UUID
     held_on: date
     attendees: tuple[Attendee, ...] = Field(min_length=2, max_length=30)
-    decisions: tuple[Text, ...] = Field(min_length=1, max_length=20)
+    decisions: Annotated[tuple[Text, ...], Personal(erased=(ERASED_TEXT,))] = Field(
+        min_length=1, max_length=20
+    )
     tasks_added: tuple[UUID, ...] = Field(default=(), max_length=MAX_TASKS)
 
 

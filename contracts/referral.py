@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID, uuid5
 
 from pydantic import Field
@@ -19,6 +19,7 @@ from pydantic import Field
 from contracts.consent import Collection, consent_record_id
 from contracts.consent_decision import Verdict
 from contracts.envelope import KETNOI_NAMESPACE, Actor, AgencyId, AgencyRef, Event, Model
+from contracts.personal import PERSONAL
 from contracts.plan import TaskStatus
 from contracts.vocabulary import DataCategories, DataCategory, DeclineKind, Purpose, ServiceType
 
@@ -126,13 +127,15 @@ class CaseFactsNoted(Event):
 
     person_id: UUID
     category: DataCategory
-    facts: dict[str, Any]
+    facts: Annotated[dict[str, Any], PERSONAL]
 
 
 class ConsentNoted(Event):
     """A copy of one consent event, so the referral service decides on its own view."""
 
     event_type = "org.ketnoi.referral.consent_noted"
+    # The copied event's personal fields are personal here too (contracts.personal).
+    nested_events: ClassVar[dict[str, str]] = {"upstream_state": "upstream_topic"}
 
     person_id: UUID
     upstream_topic: str = Field(max_length=200)
@@ -198,7 +201,7 @@ class FamilyMember(Model):
     """A member of the person's family referred to a service on the person's case (seed
     000). Personal data: it sits beside the case's ``person_id``, never in an id."""
 
-    full_name: str = Field(min_length=1, max_length=200)
+    full_name: Annotated[str, PERSONAL] = Field(min_length=1, max_length=200)
     relationship: FamilyRelationship
     age: int = Field(ge=0, le=120)
     consent: FamilyMemberConsent
@@ -224,7 +227,7 @@ class ReferralCreated(Event):
     urgency: Urgency
     purpose: Purpose
     categories: DataCategories
-    note: str | None = Field(default=None, max_length=2000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
     plan_task_id: UUID | None = None
     family_member: FamilyMember | None = None
 
@@ -248,7 +251,7 @@ class DisclosureRecorded(Event):
     purpose: Purpose
     basis: DisclosureBasis
     released: tuple[ReleasedField, ...] = Field(max_length=MAX_RELEASED_FIELDS)
-    data: dict[str, dict[str, Any]]
+    data: Annotated[dict[str, dict[str, Any]], PERSONAL]
     override_id: UUID | None = None
     flagged_for_review: bool = False
 
@@ -269,13 +272,17 @@ class ReferralAcknowledged(Event):
 class ReferralAccepted(Event):
     event_type = "org.ketnoi.referral.accepted"
 
-    note: str | None = Field(default=None, max_length=2000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralRejected(Event):
     event_type = "org.ketnoi.referral.rejected"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralStarted(Event):
@@ -293,10 +300,12 @@ class ServiceDelivery(StrEnum):
 class ReferralCompleted(Event):
     event_type = "org.ketnoi.referral.completed"
 
-    outcome: str = Field(min_length=1, max_length=2000)
+    outcome: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
     # Absent in completions recorded before the outcome was structured.
     delivery: ServiceDelivery | None = None
-    why: str | None = Field(default=None, max_length=2000)
+    why: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralProgressReported(Event):
@@ -305,7 +314,9 @@ class ReferralProgressReported(Event):
 
     event_type = "org.ketnoi.referral.progress_reported"
 
-    note: str = Field(min_length=1, max_length=2000)
+    note: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ServiceFeedbackRecorded(Event):
@@ -314,13 +325,17 @@ class ServiceFeedbackRecorded(Event):
     event_type = "org.ketnoi.referral.service_feedback_recorded"
 
     satisfaction: int = Field(ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralCancelled(Event):
     event_type = "org.ketnoi.referral.cancelled"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralDeclinedByPerson(Event):
@@ -337,7 +352,9 @@ class ReferralDeclinedByPerson(Event):
 class ReferralFailed(Event):
     event_type = "org.ketnoi.referral.failed"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralPutOnHold(Event):
@@ -378,13 +395,15 @@ class OverrideRequested(Event):
     event_type = "org.ketnoi.referral.override_requested"
 
     override_id: UUID
-    reason: str = Field(min_length=10, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=10, max_length=2000)
     needed_for_hours: int = Field(
         default=OVERRIDE_DEFAULT_HOURS,
         ge=1,
         le=OVERRIDE_MAX_HOURS,
         description="how long the override is needed, from its approval",
     )
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class OverrideApproved(Event):
@@ -408,7 +427,9 @@ class OverrideReviewed(Event):
 
     override_id: UUID
     conclusion: OverrideConclusion
-    note: str = Field(min_length=10, max_length=2000)
+    note: Annotated[str, PERSONAL] = Field(min_length=10, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class OverrideLapsed(Event):
@@ -460,6 +481,8 @@ class HandoverStarted(Event):
     kind: HandoverKind
     parties: tuple[HandoverParty, ...] = Field(max_length=MAX_HANDOVER_PARTIES)
     to_case_manager_id: str | None = Field(default=None, max_length=120)
+    # Absent in handovers started before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class HandoverConfirmed(Event):
@@ -482,7 +505,9 @@ class HandoverCompleted(Event):
 class HandoverCancelled(Event):
     event_type = "org.ketnoi.referral.handover_cancelled"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 REFERRAL_EVENTS: tuple[type[Event], ...] = (

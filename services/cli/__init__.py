@@ -175,6 +175,7 @@ def token(
 # Commands defined in their own modules register themselves on ``app``.
 from services.cli import audit as audit  # noqa: E402
 from services.cli import directory as directory  # noqa: E402
+from services.cli import erase as erase  # noqa: E402
 from services.cli import feed as feed  # noqa: E402
 from services.cli import seal as seal  # noqa: E402
 

@@ -35,6 +35,7 @@ from services.runtime.logging import get_logger
 from services.runtime.metrics import lag_registry
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
+from services.runtime.person_keys import migrate_person_keys
 from services.runtime.positions import wait_for_positions
 from services.runtime.read_audit import ReadAudit, migrate_read_audit
 from services.runtime.seal.api import router as seal_router
@@ -51,6 +52,8 @@ DESCRIPTION = (
 )
 
 SEAL_TASK = "seal-checkpoints"
+# How often the intake service looks for cases closed longer than the retention period.
+RETENTION_CHECK_SECONDS = 3600.0
 log = get_logger("ketnoi.platform")
 
 # The services with a log so far, in the order their logs feed each other.
@@ -160,7 +163,8 @@ def migrate(settings: Settings) -> list[str]:
     migrate_feed(settings)
     migrate_read_audit(settings)
     migrate_sessions(settings)
-    return [*APPLICATIONS, "projections", "feed", "audit", "web"]
+    migrate_person_keys(settings)
+    return [*APPLICATIONS, "projections", "feed", "audit", "web", "keys"]
 
 
 def start(
@@ -210,6 +214,13 @@ def start(
             )
             platform.periodic.append(watch)
             watch.start()
+        if "intake" in platform.apps:
+            intake, days = platform.intake, settings.retention_days_after_closure
+            retention = Periodic(
+                "retention-watch", lambda: intake.propose_erasures(days), RETENTION_CHECK_SECONDS
+            )
+            platform.periodic.append(retention)
+            retention.start()
         sealer = Periodic("seal-checkpoints", platform.checkpoint, settings.seal_checkpoint_seconds)
         platform.periodic.append(sealer)
         sealer.start()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -17,9 +18,11 @@ from contracts.casework import (
     MedicalExamination,
     PsychosocialAssessment,
 )
-from contracts.envelope import AgencyRef, Event
+from contracts.directory import PLATFORM_AGENCY_ID
+from contracts.envelope import Actor, AgencyRef, Event
 from contracts.envelope import Model as ContractModel
-from contracts.intake import PartyPresent, PersonDetails, Place, transfer_id
+from contracts.erasure import ErasureReason
+from contracts.intake import CaseClosed, PartyPresent, PersonDetails, Place, transfer_id
 from contracts.plan import AgreementMethod, Attendee, TaskStatus
 from contracts.referral import HandoverCompleted, HandoverKind, HandoverStarted, PartyRole
 from contracts.vocabulary import (
@@ -34,6 +37,7 @@ from contracts.vocabulary import (
     ReviewDecision,
     RiskLevel,
     RiskSubject,
+    Role,
     ServiceType,
     UrgentNeed,
 )
@@ -42,7 +46,12 @@ from services.intake.plan import GoalDraft, TaskDraft
 from services.intake.transfer import Transfer
 from services.runtime.aggregate import CommandContext
 from services.runtime.application import Result
-from services.runtime.follower import FollowingApplication, Processing
+from services.runtime.follower import FollowingApplication, Processing, topics_of
+
+# The platform's own actor when it proposes an erasure at the end of the retention period.
+PLATFORM_ACTOR = Actor(
+    user_id="ketnoi-retention-watch", agency_id=PLATFORM_AGENCY_ID, role=Role.ADMIN
+)
 
 
 class IntakeService(FollowingApplication):
@@ -149,10 +158,96 @@ class IntakeService(FollowingApplication):
             case = self.get_case(case_id)
             if scope is not None:
                 scope(case)
+            case.check_not_erased()
             change(case)
             return [case], case.summary()
 
         return self.execute(ctx, command, {"case_id": str(case_id), **request}, run)
+
+    # -- forgetting ----------------------------------------------------------------------------
+
+    def request_erasure(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        reason: ErasureReason,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Ask for the erasure of the case's person; a second person approves it."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            request_id = case.request_erasure(ctx, reason)
+            return [case], {**case.summary(), "request_id": str(request_id)}
+
+        request = {"case_id": str(case_id), "reason": reason.value}
+        return self.execute(ctx, "request_erasure", request, run)
+
+    def approve_erasure(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Approve the erasure asked for by someone else: destroy the person's key, wait
+        until no process can still hold it in its cache, then record ``PersonErased`` (which
+        the read models and the referral service follow). Raises ErasureRuleError when no
+        request waits or the approver asked for it.
+
+        The key goes first: a failure after it leaves the person erased but not yet recorded,
+        and approving again records it."""
+        case = self.get_case(case_id)
+        if scope is not None:
+            scope(case)
+        case.check_approval(ctx.actor)
+        keys = self.person_keys
+        if keys is None:
+            msg = "the intake service runs without a key store: it cannot erase anyone"
+            raise RuntimeError(msg)
+        keys.erase(case.person_id)
+        time.sleep(keys.cache_seconds)
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            case.record_erased(ctx)
+            return [case], {**case.summary(), "erased": True}
+
+        return self.execute(ctx, "approve_erasure", {"case_id": str(case_id)}, run)
+
+    def propose_erasures(self, retention_days: int, now: datetime | None = None) -> list[UUID]:
+        """Propose the erasure of every case closed for longer than ``retention_days`` to its
+        agency (once per closure); returns the cases proposed now."""
+        ctx = CommandContext(actor=PLATFORM_ACTOR, at=now or datetime.now(UTC))
+        proposed = []
+        for case_id in self._closed_cases():
+            case = self.get_case(case_id)
+            if case.erasure_due(ctx.at, retention_days) is None:
+                continue
+
+            def run(case_id: UUID = case_id) -> tuple[list[Any], Result]:
+                case = self.get_case(case_id)
+                case.propose_erasure(ctx, retention_days)
+                return [case], case.summary()
+
+            self.execute(ctx, "propose_erasure", {"case_id": str(case_id)}, run)
+            proposed.append(case_id)
+        return proposed
+
+    def _closed_cases(self) -> list[UUID]:
+        topics = topics_of([CaseClosed])
+        found: dict[UUID, None] = {}
+        position = 0
+        while True:
+            batch = self.recorder.select_notifications(start=position + 1, limit=500, topics=topics)
+            if not batch:
+                return list(found)
+            for notification in batch:
+                found[UUID(str(notification.originator_id))] = None
+            position = batch[-1].id
 
     def register_person(
         self,

@@ -36,7 +36,8 @@ from contracts.vocabulary import (
     RiskSubject,
     UrgentNeed,
 )
-from services.intake.casework import CLOCK_TOLERANCE, CaseWork
+from services.intake.casework import CLOCK_TOLERANCE
+from services.intake.forgetting import Forgetting
 from services.runtime.aggregate import CommandContext, applies
 from services.runtime.errors import InvalidRequestError, NotFoundError, RuleViolationError
 
@@ -84,7 +85,7 @@ class Episode:
     reopening_reason: ReopeningReason | None = None
 
 
-class Case(CaseWork):
+class Case(Forgetting):
     """A person's case, owned by a case manager, in one province; its case work (assessments,
     exploitation, contacts) in ``services.intake.casework``."""
 
@@ -416,6 +417,7 @@ class Case(CaseWork):
     # -- rules -----------------------------------------------------------------------------
 
     def check_open(self, doing: str) -> None:
+        self.check_not_erased()
         if self.stage is CaseStage.CLOSED:
             raise CaseRuleError(f"The case is closed; reopen it to {doing}.", allowed=["reopen"])
 

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 
 from contracts import casework as w
 from contracts import consent as c
+from contracts import erasure as e
 from contracts import intake as i
 from contracts import plan as pl
 from contracts import referral as r
@@ -31,7 +32,8 @@ from contracts.deadlines import DueTimes
 from contracts.envelope import Event, event_types, resolve
 from contracts.referral import DeadlineKind, ReferralStatus
 from contracts.vocabulary import DataCategory
-from services.runtime.persistence import OrjsonTranscoder
+from services.runtime.field_cipher import SEALED
+from services.runtime.persistence import OrjsonTranscoder, open_personal
 
 Doc = dict[str, Any]
 Loader = Callable[[str], tuple[Any, Any, Any] | None]
@@ -69,7 +71,10 @@ def fact_reader(mapper: Mapper[Any]) -> Callable[[Notification], Fact]:
             state = cipher.decrypt(state)
         if compressor:
             state = compressor.decompress(state)
-        cls, data = resolve(notification.topic, decode(state))
+        data = decode(state)
+        if SEALED in data:
+            open_personal(mapper, notification, data)
+        cls, data = resolve(notification.topic, data)
         uuid = notification.originator_id
         key = uuid.int if isinstance(uuid, UUID) else uuid
         originator_id = ids.get(key)
@@ -152,6 +157,8 @@ NOTE_WRITTEN = _name(w.CaseNoteWritten)
 MEASURED = _name(pl.ReintegrationMeasured)
 EXIT_PLANNED = _name(pl.ExitPlanned)
 REVIEWED = _name(w.CaseReviewed)
+ERASURE_PROPOSED = _name(e.ErasureProposed)
+ERASURE_REQUESTED = _name(e.ErasureRequested)
 RECORD_OPENED = _name(c.ConsentRecordOpened)
 GRANTED = _name(c.ConsentGranted)
 WITHDRAWN = _name(c.ConsentWithdrawn)
@@ -213,6 +220,8 @@ class CasesView(View):
             pl.ReintegrationMeasured,
             pl.ExitPlanned,
             w.CaseReviewed,
+            e.ErasureRequested,
+            e.ErasureProposed,
         ),
         "consent": (c.ConsentRecordOpened, *DECISION_EVENTS),
         "referral": (
@@ -308,6 +317,11 @@ class CasesView(View):
                 doc["measures"]["latest"] = scores
         elif f.type == IDENTIFICATION:
             doc["identification"] = d["status"]
+        elif f.type == ERASURE_PROPOSED:
+            # The retention period after closure ran out: the agency is asked to erase.
+            doc["erasure_proposed"] = {"closed_at": d["closed_at"], "proposed_at": f.at}
+        elif f.type == ERASURE_REQUESTED:
+            doc["erasure_requested_at"] = f.at
         elif f.type == REVIEWED:
             doc["next_review_on"] = d["next_review_on"]
         elif f.type == EXIT_PLANNED:
@@ -532,7 +546,13 @@ class TimelineView(View):
 
     name = "timeline"
     handles = {
-        "intake": (*i.INTAKE_EVENTS, *w.CASEWORK_EVENTS, *pl.PLAN_EVENTS),
+        "intake": (
+            *i.INTAKE_EVENTS,
+            *w.CASEWORK_EVENTS,
+            *pl.PLAN_EVENTS,
+            e.ErasureRequested,
+            e.ErasureProposed,
+        ),
         # Not the facts the consent service copies from intake: the story tells them once.
         "consent": tuple(
             t for t in c.CONSENT_EVENTS if t not in (c.SubjectAgeNoted, c.CaseStageNoted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -31,6 +31,7 @@ from contracts.consent import (
 )
 from contracts.directory import PLATFORM_AGENCY_ID
 from contracts.envelope import Actor, AgencyRef, Event
+from contracts.erasure import PersonErased
 from contracts.intake import (
     CaseManagerAssigned,
     ContactPreferenceRecorded,
@@ -90,6 +91,7 @@ INTAKE_FACTS: tuple[type[Event], ...] = (
     EducationLivelihoodAssessed,
     ExploitationRecorded,
     IdentificationRecorded,
+    PersonErased,
     # Tasks a referral may name, and the person's choice to refuse or drop a referral's
     # service.
     ReintegrationPlanRevised,
@@ -243,7 +245,7 @@ class ReferralService(FollowingApplication):
     ) -> None:
         super().__init__(env=env)
         self.referral_settings = settings or ReferralSettings()
-        self.index = ReferralIndex(self.recorder)
+        self.index = ReferralIndex(self.recorder, self.mapper)
         # The agency directory, which alone says what kind an agency is (set by the wiring).
         self.agencies = agencies
 
@@ -275,6 +277,11 @@ class ReferralService(FollowingApplication):
             case_file = self._case_file(event.originator_id)
             if isinstance(event, CaseManagerAssigned):
                 case_file.note_case_manager(ctx, event.agency.agency_id)
+            elif isinstance(event, PersonErased):
+                referrals = [self.load(Referral, r) for r in case_file.referral_ids]
+                case_file.record_erased(ctx, told_agencies(referrals))
+                processing.collect_events(case_file)
+                return
             elif isinstance(event, ReintegrationPlanRevised):
                 case_file.note_plan(ctx, tuple(planned_task(t) for t in event.tasks))
             elif isinstance(event, PlanTaskProgressed):
@@ -661,3 +668,14 @@ def _handover_summary(handover: Handover) -> Result:
         "status": handover.status,
         "waiting_for": handover.waiting_for,
     }
+
+
+def told_agencies(referrals: Iterable[Referral]) -> tuple[str, ...]:
+    """Every agency the feed told about these referrals: each sender, and each recipient of
+    a referral that was sent (a draft or blocked one never reached it)."""
+    found: dict[str, None] = {}
+    for referral in referrals:
+        found[referral.spec.from_agency.agency_id] = None
+        if referral.dispatched_at is not None:
+            found[referral.spec.to_agency.agency_id] = None
+    return tuple(sorted(found))

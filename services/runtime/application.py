@@ -31,8 +31,10 @@ from services.runtime.errors import (
     DomainError,
     IdempotencyKeyReusedError,
 )
+from services.runtime.field_cipher import FieldCipher
 from services.runtime.logging import get_logger
 from services.runtime.persistence import OrjsonTranscoder, PydanticMapper
+from services.runtime.person_keys import PersonKeys, person_keys_from_env
 from services.runtime.positions import note_written
 from services.runtime.seal.keys import policy_from_env
 from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
@@ -61,8 +63,17 @@ class ServiceApplication(Application[UUID]):
         if policy is not None and isinstance(self.recorder, PostgresSeal | SQLiteSeal):
             self.recorder.checkpoints = policy
 
+    @property
+    def person_keys(self) -> PersonKeys | None:
+        """The installation's store of persons' keys (None where none is configured)."""
+        return person_keys_from_env(self.env)
+
     def construct_mapper(self) -> Mapper[UUID]:
-        return self.factory.mapper(transcoder=OrjsonTranscoder(), mapper_class=PydanticMapper)
+        mapper = self.factory.mapper(transcoder=OrjsonTranscoder(), mapper_class=PydanticMapper)
+        keys = person_keys_from_env(self.env)
+        if keys is not None and isinstance(mapper, PydanticMapper):
+            mapper.fields = FieldCipher(keys)
+        return mapper
 
     def load(self, aggregate_type: type[A], aggregate_id: UUID) -> A:
         """Rebuild an aggregate; raises AggregateNotFoundError when it has no events."""

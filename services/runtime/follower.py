@@ -173,7 +173,7 @@ def open_upstream(
     return Upstream(
         name=service,
         recorder=recorder,
-        mapper=new_mapper(),
+        mapper=new_mapper(settings),
         topics=topics_of(event_types),
         channel=channel if settings.postgres else None,
         close=close,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -10,6 +11,12 @@ import pytest
 from babel.messages.pofile import read_po
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from contracts.envelope import Actor
+from contracts.erasure import ErasureReason
+from contracts.intake import PersonDetails, Place
+from contracts.vocabulary import ArrivalRoute, Role, Sex
+from services.cli.demo import LC_SWC
+from services.runtime.aggregate import CommandContext
 from tests.browser.conftest import Site, open_page, screenshot, sign_in
 
 pytestmark = pytest.mark.postgres
@@ -24,6 +31,7 @@ WORDS = {
         "minutes": "Biên bản bàn giao",
         "health_check": "Khám sức khỏe",
         "nothing": "Không có gì ở đây cho bạn",
+        "erased": "Dữ liệu của người này đã bị xóa",
         "confirmed": "Cơ quan của bạn đã xác nhận.",
         "demo": "Bản trình diễn",
     },
@@ -34,6 +42,7 @@ WORDS = {
         "minutes": "Handover minutes",
         "health_check": "Health check",
         "nothing": "There is nothing here for you",
+        "erased": "This person's data was erased",
         "confirmed": "Your agency has confirmed.",
         "demo": "Demo",
     },
@@ -149,6 +158,51 @@ def test_a_case_url_of_another_province_typed_by_hand_is_refused(
         assert "Cambodia" not in body
         assert "Hồng Ngự" not in body
         assert_translated(page, locale)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_an_erased_person_s_case_says_so_and_shows_nothing_of_them(
+    site: Site, browser: Browser, contexts: list[BrowserContext], locale: str
+) -> None:
+    name = f"Erased Person {locale}"
+    holder = Actor(
+        user_id="lc-swc-caseworker-1", agency_id=LC_SWC.agency_id, role=Role.CASE_MANAGER
+    )
+    intake = site.platform.intake
+    case_id = UUID(
+        str(
+            intake.record_reception(
+                CommandContext(actor=holder),
+                route=ArrivalRoute.SELF_REFERRAL,
+                received_at=datetime.now(UTC) - timedelta(hours=1),
+                place=Place(province="lao-cai", location="A distinctive hamlet"),
+                receiving_agency=LC_SWC,
+            )["case_id"]
+        )
+    )
+    intake.register_person(
+        CommandContext(actor=holder),
+        case_id,
+        PersonDetails(full_name=name, sex=Sex.FEMALE, estimated_age=30),
+    )
+    intake.request_erasure(CommandContext(actor=holder), case_id, ErasureReason.PERSON_REQUEST)
+    supervisor = Actor(
+        user_id="lc-swc-supervisor-9", agency_id=LC_SWC.agency_id, role=Role.SUPERVISOR
+    )
+    intake.approve_erasure(CommandContext(actor=supervisor), case_id)
+    site.platform.catch_up()
+
+    page = open_page(browser, contexts, locale)
+    sign_in(page, site, "lc-swc-caseworker-1")
+    response = page.goto(f"{site.base}/cases/{case_id}")
+    assert response is not None
+    assert response.status == 410
+    expect(page.locator("main")).to_contain_text(WORDS[locale]["erased"])
+    body = page.content()
+    assert name not in body
+    assert "A distinctive hamlet" not in body
+    assert_translated(page, locale)
+    screenshot(page, f"erased-{locale}")
 
 
 def _board_cases(site: Site) -> int:

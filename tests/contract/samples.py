@@ -60,6 +60,13 @@ from contracts.directory import (
     agency_record_id,
 )
 from contracts.envelope import Actor, AgencyRef, CommandRecorded, Event
+from contracts.erasure import (
+    CaseFileErased,
+    ErasureProposed,
+    ErasureReason,
+    ErasureRequested,
+    PersonErased,
+)
 from contracts.intake import (
     CaseClosed,
     CaseManagerAssigned,
@@ -272,6 +279,7 @@ def samples() -> list[Event]:
         *referral_samples(),
         *audit_samples(),
         *directory_samples(),
+        *erasure_samples(),
     ]
 
 
@@ -776,6 +784,35 @@ def audit_samples() -> list[Event]:
             grant_ids=(GRANT,),
             what="referral.referral",
         )
+    ]
+
+
+def erasure_samples() -> list[Event]:
+    common = {"originator_id": CASE, "timestamp": AT, "actor": ACTOR}
+    request = UUID("9e12c5c6-e063-41a4-95b6-c2d3e4f50617")
+    return [
+        ErasureProposed(originator_version=11, closed_at=AT, retention_days=1825, **common),
+        ErasureRequested(
+            originator_version=12, request_id=request, reason=ErasureReason.PERSON_REQUEST, **common
+        ),
+        PersonErased(
+            originator_version=13,
+            person_id=PERSON,
+            request_id=request,
+            reason=ErasureReason.PERSON_REQUEST,
+            requested_by=ACTOR,
+            **common,
+        ),
+        CaseFileErased(
+            originator_id=RECORD,
+            originator_version=9,
+            timestamp=AT,
+            actor=ACTOR,
+            case_id=CASE,
+            person_id=PERSON,
+            referral_ids=(REFERRAL,),
+            notify=("dong-thap-hospital",),
+        ),
     ]
 
 

@@ -222,6 +222,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ),
         ties="reception",
     ),
+    ("POST", f"{IN}/{{case_id}}/erasure"): Op(
+        A.REQUEST_ERASURE,
+        lambda w: _body(f"{IN}/{w.case_id}/erasure", {"reason": "person_request"}),
+    ),
+    # Asked for by the case's case manager in the world; approved by another person.
+    ("POST", f"{IN}/{{case_id}}/erasure/approval"): Op(
+        A.APPROVE_ERASURE,
+        lambda w: _body(f"{IN}/{w.case_id}/erasure/approval"),
+        needs=frozenset({"erasure"}),
+    ),
     ("GET", f"{IN}/{{case_id}}"): Op(
         A.SEE_PROGRESS, lambda w: _body(f"{IN}/{w.case_id}"), mutates=False, reads=ALL
     ),
@@ -862,6 +872,8 @@ class Api:
                 self.ok("POST", f"{case}/stage", {"to_stage": "transitional"}, manager)
             if "closed" in op.needs:
                 self.ok("POST", f"{case}/closure", {"reason": "goals_met"}, manager)
+            if "erasure" in op.needs:
+                self.ok("POST", f"{case}/erasure", {"reason": "person_request"}, manager)
             if "agency" in op.needs:
                 w.agency_id = f"fresh-{secrets.token_hex(4)}"
                 details = {

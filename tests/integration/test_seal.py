@@ -404,10 +404,13 @@ def _empty(sealed: SealedLog) -> str:
 def test_production_refuses_to_start_without_a_seal_key(tmp_path: Path) -> None:
     public = tmp_path / "idp.pem"
     public.write_text("unused")
+    master = tmp_path / "master-key"
+    master.write_text("00" * 32)
     base: dict[str, Any] = {
         "environment": Environment.PRODUCTION,
         "database_url": "postgresql://ketnoi@127.0.0.1/ketnoi",
         "auth_public_key_file": public,
+        "master_key_file": master,
     }
     with pytest.raises(ValueError, match="KETNOI_SEAL_SIGNING_KEY_FILE"):
         Settings(**base)

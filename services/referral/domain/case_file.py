@@ -13,6 +13,7 @@ from uuid import UUID
 from contracts.access_policy import CaseTies
 from contracts.consent_decision import ConsentDecision, decide
 from contracts.envelope import AgencyRef, Event, resolve
+from contracts.erasure import CaseFileErased
 from contracts.plan import TaskStatus
 from contracts.referral import (
     CaseFactsNoted,
@@ -49,6 +50,7 @@ class CaseFile(Aggregate):
         self.facts: dict[DataCategory, dict[str, Any]] = {}
         self.consent_events: list[Event] = []
         self.referral_ids: list[UUID] = []
+        self.erased = False
         self.plan_tasks: dict[UUID, PlannedTask] = {}
 
     @classmethod
@@ -141,6 +143,24 @@ class CaseFile(Aggregate):
         state["originator_id"] = self.id
         state["originator_version"] = len(self.consent_events) + 1
         self.consent_events.append(cls.model_validate(state))
+
+    def record_erased(self, ctx: CommandContext, notify: tuple[str, ...]) -> None:
+        """The person was erased (intake): the agencies in ``notify`` are told on the feed."""
+        if self.erased:
+            return
+        self.trigger(
+            ctx,
+            CaseFileErased,
+            case_id=self.case_id,
+            person_id=self.person_id,
+            referral_ids=tuple(self.referral_ids),
+            notify=notify,
+        )
+
+    @applies(CaseFileErased)
+    def _erased(self, event: CaseFileErased) -> None:
+        self.erased = True
+        self.facts = {}
 
     def link(self, ctx: CommandContext, referral_id: UUID) -> None:
         self.trigger(ctx, ReferralLinked, referral_id=referral_id)

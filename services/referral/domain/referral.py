@@ -169,6 +169,11 @@ class Referral(Aggregate):
         self.declined_by: DeclineKind | None = None
 
     @property
+    def person_id(self) -> UUID | None:
+        """The person referred: their free text in its events is encrypted under their key."""
+        return self.created.person_id if self.created is not None else None
+
+    @property
     def acknowledge_by(self) -> datetime | None:
         """When acknowledgement is due (moved later by any hold for consent)."""
         return self.due.acknowledge_by
