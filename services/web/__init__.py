@@ -42,6 +42,7 @@ def mount_web(app: FastAPI, sessions: SessionStore, demo_users: Sequence[DemoUse
         person_copy,
         planning,
         referrals,
+        referring,
         seal,
         work,
     )
@@ -65,6 +66,7 @@ def mount_web(app: FastAPI, sessions: SessionStore, demo_users: Sequence[DemoUse
         overrides,
         loop,
         oversight,
+        referring,
         referrals,
     )
     for module in routers:

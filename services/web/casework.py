@@ -25,8 +25,10 @@ from contracts.vocabulary import (
 from services.intake import api as intake_api
 from services.intake import casework_api, plan_api
 from services.intake.domain import REOPENING_STAGES
+from services.projections import api as projections_api
 from services.projections.followups import FollowUp, schedule
 from services.runtime.auth import Principal
+from services.runtime.errors import NotFoundError
 from services.web import cases
 from services.web.cases import new_key
 from services.web.deps import Csrf, User, page_router
@@ -275,6 +277,23 @@ def sign_review(
 
     failure = attempt("review", posted, REVIEW, send, REVIEW_RULES)
     return answer(request, principal, case_id, "reviews.html", failure, "reviews#reviews")
+
+
+# -- the case file for a newcomer ----------------------------------------------------------
+
+
+@router.get("/cases/{case_id}/overview")
+def overview(case_id: UUID, request: Request, principal: User) -> Response:
+    """The case file in the order a newcomer taking the case over reads it (the projections'
+    case file): the person, the consent in force, the plan with its open tasks and their
+    referrals, the open referrals, the risks, then the whole history."""
+    try:
+        told = projections_api.case_file(
+            case_id, service(request, "projections"), principal, request
+        )
+    except NotFoundError:
+        told = None  # the projections have not learnt of the case yet
+    return page(request, principal, case_id, "overview.html", file=told)
 
 
 # -- the stage, closure and reopening -------------------------------------------------------

@@ -392,6 +392,22 @@ LABELS: dict[str, dict[str, str]] = {
         "guardian": N_("A guardian or parent"),
         "child_protection_authority": N_("The child protection authority"),
     },
+    "relationship": {
+        "parent": N_("Parent"),
+        "child": N_("Child"),
+        "spouse": N_("Spouse"),
+        "sibling": N_("Brother or sister"),
+        "grandparent": N_("Grandparent"),
+        "other_relative": N_("Other relative"),
+    },
+    "family_giver": {
+        "family_member": N_("The family member themself (18 or over)"),
+        "guardian": N_("Their guardian (under 18)"),
+    },
+    "collection": {
+        "written_form": N_("A signed written form"),
+        "verbal_with_witness": N_("Given aloud, before a witness"),
+    },
     "answer": {
         "acknowledge": N_("Acknowledge"),
         "accept": N_("Accept"),

@@ -17,6 +17,7 @@ from contracts.plan import AgreementMethod, PlanDomain, TaskStatus, TeamRole
 from contracts.vocabulary import ContactMode
 from services.intake import plan_api
 from services.intake.plan import TASK_STEPS
+from services.referral import api as referral_api
 from services.runtime.auth import Principal
 from services.web.casework import done, key, page, read_case
 from services.web.deps import Csrf, User, page_router
@@ -75,6 +76,13 @@ def plan_page(
     current = plan.revisions[-1] if plan.revisions else None
     domain_of = {g.goal_id: g.domain for g in current.goals} if current else {}
     status_of = {t.task_id: t for t in plan.tasks}
+    # Each task's referrals, with their status: read as the referral list tells them.
+    task_referrals: dict[UUID, list[Any]] = {}
+    for referral in referral_api.list_referrals(
+        service(request, "referral"), principal, request, case_id=case_id
+    ):
+        if referral.plan_task_id is not None:
+            task_referrals.setdefault(referral.plan_task_id, []).append(referral)
     locale = choose_locale(request)
     return page(
         request,
@@ -89,6 +97,7 @@ def plan_page(
         goal_text={g.domain.value: g.goal for g in current.goals} if current else {},
         today=datetime.now(TIME_ZONE).date().isoformat(),
         status_of=status_of,
+        task_referrals=task_referrals,
         steps={s.value: list(n) for s, n in TASK_STEPS.items()},
         trend=trend(plan.measures) if plan.measures else None,
         domains=list(PlanDomain),
@@ -144,6 +153,7 @@ def task_row(posted: Posted, prefix: str, goal: Any) -> dict[str, Any] | None:
             "member_id": posted.text(f"{prefix}_member"),
         },
         "due_on": due.isoformat(),
+        "service_type": posted.text(f"{prefix}_service"),
     }
 
 
@@ -196,6 +206,7 @@ def revise_plan(
                             "member_id": task.responsible.member_id,
                         },
                         "due_on": task.due_on.isoformat(),
+                        "service_type": task.service_type,
                         "task_id": str(task.task_id),
                     }
                 )
