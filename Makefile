@@ -42,7 +42,11 @@ LOCALE_DIR := services/web/locale
 
 messages: $(STAMP)  ## extract the web app's strings, update the vi and en catalogues, compile them
 	$(BIN)/pybabel extract --no-location --sort-output -k N_ -F services/web/babel.cfg \
-		--project Ketnoi --copyright-holder "Ketnoi contributors" -o $(LOCALE_DIR)/messages.pot .
+		--project Ketnoi --copyright-holder "Ketnoi contributors" -o $(LOCALE_DIR)/messages.pot.new .
+	@# A template that differs only in its creation date is left as it was.
+	if diff -q -I '^"POT-Creation-Date:' $(LOCALE_DIR)/messages.pot.new $(LOCALE_DIR)/messages.pot >/dev/null 2>&1; \
+		then rm $(LOCALE_DIR)/messages.pot.new; \
+		else mv $(LOCALE_DIR)/messages.pot.new $(LOCALE_DIR)/messages.pot; fi
 	for lang in vi en; do \
 		if [ -f $(LOCALE_DIR)/$$lang/LC_MESSAGES/messages.po ]; then \
 			$(BIN)/pybabel update --no-fuzzy-matching --ignore-pot-creation-date -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -l $$lang; \
@@ -59,6 +63,7 @@ bench: $(STAMP)  ## benchmarks against the raw limits of this machine (PostgreSQ
 	$(BIN)/python -m bench.feed_latency
 	$(BIN)/python -m bench.read_audit
 	$(BIN)/python -m bench.verify
+	$(BIN)/python -m bench.crypto
 	$(BIN)/python -m bench.web_pages
 
 clean:

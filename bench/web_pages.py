@@ -64,6 +64,8 @@ def main() -> None:
             tokens = TokenService(settings)
             app = http_app(platform, tokens, demo_users=demo_users())
             night = next(c for c in seeded if c.key == "dong-thap-1").case_id
+            child = next(c for c in seeded if c.key == "lao-cai-1").case_id
+            livelihood = next(c for c in seeded if c.key == "nghe-an-1").case_id
             referral = platform.referral
             referral.index.refresh()
             handover = next(
@@ -101,7 +103,21 @@ def main() -> None:
                     f"/referrals/{referral_id}",
                 ),
                 "reception form": ("dt-police-officer-1", "/reception"),
+                **{
+                    f"case work: {section}": ("na-swc-caseworker-1", f"/cases/{livelihood}{path}")
+                    for section, path in (
+                        ("case file", ""),
+                        ("assessments", "/assessments"),
+                        ("plan and measures", "/plan"),
+                        ("contacts and notes", "/contacts"),
+                        ("reviews", "/reviews"),
+                    )
+                },
                 "statistics": ("dong-thap-coordinator", "/statistics"),
+                "consent form, a child": ("lc-swc-caseworker-1", f"/cases/{child}/consent/new"),
+                "emergency overrides": ("dong-thap-coordinator", "/overrides"),
+                "the person's copy": ("dt-swc-caseworker-1", f"/cases/{night}/copy"),
+                "proof of the record": ("inspector-1", "/proof"),
             }
             token = tokens.issue(
                 user_id="dt-swc-caseworker-1",

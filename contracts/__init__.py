@@ -7,6 +7,7 @@ from contracts import audit as audit  # registers the audit events
 from contracts import casework as casework  # registers the intake log's case work events
 from contracts import consent as consent  # registers the consent events
 from contracts import directory as directory  # registers the directory events
+from contracts import erasure as erasure  # registers the erasure events
 from contracts import intake as intake  # registers the intake events
 from contracts import plan as plan  # registers the reintegration plan's events
 from contracts import referral as referral  # registers the referral events
@@ -30,6 +31,7 @@ __all__ = [
     "casework",
     "consent",
     "directory",
+    "erasure",
     "event_types",
     "intake",
     "plan",

@@ -73,6 +73,8 @@ class Action(StrEnum):
     CONFIRM_HANDOVER = "confirm_handover"
     AUDIT = "audit"  # replay, rebuild, disclosures and reads
     GIVE_PERSON_COPY = "give_person_copy"  # everything held about the person, for them
+    REQUEST_ERASURE = "request_erasure"  # forget the person: asked for by one person...
+    APPROVE_ERASURE = "approve_erasure"  # ...and approved by another, who destroys the key
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,11 @@ RULES: dict[Action, Rule] = {
     Action.AUDIT: _rule((R.AUDITOR,), (T.AUDITOR,)),
     # The person asks the agencies that hold their case, who print it for them.
     Action.GIVE_PERSON_COPY: _rule((R.INTAKE_OFFICER, R.CASE_MANAGER), (T.HOLDER,)),
+    # The person asks the agency holding their case to forget them; its case manager or
+    # supervisor asks, and a supervisor of the holding agency or the province's coordinator
+    # (another person, which the case checks) approves.
+    Action.REQUEST_ERASURE: _rule((R.CASE_MANAGER, R.SUPERVISOR), (T.HOLDER,)),
+    Action.APPROVE_ERASURE: _rule((R.SUPERVISOR, R.COORDINATOR), (T.HOLDER, T.COORDINATOR)),
 }
 
 
@@ -291,3 +298,21 @@ def sight(
         return Sight(frozenset(), None, withheld=withheld)
     grants = tuple(dict.fromkeys(g for g in permitted.values() if g is not None))
     return Sight(frozenset(permitted), ReadBasis.GRANT, reading.role, grants, withheld=withheld)
+
+
+def family_member_sight(asker: Asker, case: CaseTies) -> Sight:
+    """Who reads the details of a family member referred on the person's case (the
+    ``family`` category): the agencies holding the case (``own_case``), and the recipient
+    of the referral once it was sent, on the family member's own consent to that recipient
+    (``family_member_consent``); nobody else, coordinators and auditors included. ``case``
+    holds the referral's recipient only once it was sent."""
+    reading = permits(asker, case, Action.READ_PERSONAL)
+    if not reading.allowed:
+        return NOTHING
+    family = frozenset({DataCategory.FAMILY})
+    ties = ties_of(asker, case)
+    if Tie.HOLDER in ties:
+        return Sight(family, ReadBasis.OWN_CASE, reading.role)
+    if Tie.RECIPIENT in ties:
+        return Sight(family, ReadBasis.FAMILY_MEMBER_CONSENT, reading.role)
+    return NOTHING

@@ -20,7 +20,14 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from contracts.envelope import Event
-from contracts.feed import CONTENT_TYPE, CloudEventHeaders, HandoverUpdate, ReferralUpdate
+from contracts.erasure import CaseFileErased
+from contracts.feed import (
+    CONTENT_TYPE,
+    CloudEventHeaders,
+    ErasureNotice,
+    HandoverUpdate,
+    ReferralUpdate,
+)
 from contracts.referral import (
     HANDOVER_EVENTS,
     REFERRAL_EVENTS,
@@ -52,6 +59,11 @@ blocked referral) and reads the released personal data only in `disclosure.data`
 dispatched message and in later disclosures. After a referral is put on hold, nothing more
 is released until a new disclosure. Keys and headers never hold personal data.
 
+When a person is erased, every agency the feed told about their case's referrals receives an
+`ErasureNotice` (`ce_type` `org.ketnoi.referral.person_erased.v1`, keyed by the case's id) and
+is to erase what it holds of them; re-published afterwards, their messages carry no personal
+data.
+
 Kafka is never the system of record: everything on it can be re-published from the logs."""
 
 REFERRAL_AUDIENCE = "The sending agency; the recipient once the referral has been dispatched."
@@ -68,6 +80,10 @@ AUDIENCES: dict[type[Event], str] = {
     ),
 }
 HANDOVER_AUDIENCE = "Every party to the handover (from, to and witnesses)."
+ERASURE_AUDIENCE = (
+    "Every agency the feed told about the case's referrals (each sender, and each recipient "
+    "of a referral that was sent): erase what you hold of the person."
+)
 
 
 def message_key(cls: type[Event]) -> str:
@@ -118,6 +134,9 @@ def messages() -> dict[str, dict[str, Any]]:
         found[message_key(cls)] = _message(cls, "ReferralUpdate", "referral", audience)
     for cls in HANDOVER_EVENTS:
         found[message_key(cls)] = _message(cls, "HandoverUpdate", "handover", HANDOVER_AUDIENCE)
+    found[message_key(CaseFileErased)] = _message(
+        CaseFileErased, "ErasureNotice", "case", ERASURE_AUDIENCE
+    )
     return found
 
 
@@ -126,6 +145,7 @@ def schemas() -> dict[str, Any]:
         [
             (ReferralUpdate, "serialization"),
             (HandoverUpdate, "serialization"),
+            (ErasureNotice, "serialization"),
             (CloudEventHeaders, "serialization"),
         ],
         ref_template=SCHEMAS + "{model}",

@@ -8,11 +8,13 @@ it never holds a personal value. Each read is its own originator (a random id, v
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import Field, model_validator
 
 from contracts.envelope import Event
+from contracts.personal import PERSONAL
 from contracts.vocabulary import DataCategory
 
 # A read path's stable name: dotted lower-case words, e.g. "intake.case", "projections.replay".
@@ -27,6 +29,9 @@ class ReadBasis(StrEnum):
     BREAK_GLASS = "break_glass"  # an emergency read with a reason, flagged for review
     OWN_CASE = "own_case"  # the reader's agency holds the case (receiving or case manager's)
     AUDIT = "audit"  # an auditor's replay or check
+    # A family member referred on the person's case consented, for themselves, to this
+    # recipient reading their details (contracts.referral.FamilyMemberConsent).
+    FAMILY_MEMBER_CONSENT = "family_member_consent"
 
 
 class PersonalDataRead(Event):
@@ -45,7 +50,8 @@ class PersonalDataRead(Event):
     basis: ReadBasis
     grant_ids: tuple[UUID, ...] = Field(default=(), max_length=100)
     override_id: UUID | None = None
-    reason: str | None = Field(default=None, max_length=1000)
+    # A break-glass reason tends to describe the person: encrypted when person_id is known.
+    reason: Annotated[str | None, PERSONAL] = Field(default=None, max_length=1000)
     what: str = Field(
         max_length=80, pattern=READ_PATH_PATTERN, description="the read path, e.g. intake.case"
     )

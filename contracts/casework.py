@@ -16,6 +16,7 @@ from pydantic import Field
 
 from contracts.envelope import AgencyRef, Event, Model
 from contracts.intake import COUNTRY_PATTERN
+from contracts.personal import PERSONAL
 from contracts.vocabulary import (
     CaseStage,
     ContactMode,
@@ -36,6 +37,9 @@ from contracts.vocabulary import (
 Country = Annotated[str, Field(pattern=COUNTRY_PATTERN)]
 Text = Annotated[str, Field(min_length=1, max_length=4000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=1000)]
+# The same, the person's data: encrypted under their key (contracts.personal).
+PersonalText = Annotated[Text, PERSONAL]
+PersonalShortText = Annotated[ShortText, PERSONAL]
 
 
 # -- the comprehensive assessments -----------------------------------------------------------
@@ -45,10 +49,10 @@ class MedicalExamination(Model):
     """A medical examination by a health worker (seed 004: "conduct medical examinations")."""
 
     examined_at: datetime
-    findings: Text
-    urgent_treatment: ShortText | None = None
+    findings: PersonalText
+    urgent_treatment: PersonalShortText | None = None
     follow_up_needed: bool
-    follow_up: ShortText | None = Field(
+    follow_up: PersonalShortText | None = Field(
         default=None, description="what follow-up, where and when: needed when follow_up_needed"
     )
 
@@ -70,7 +74,7 @@ class PsychosocialAssessment(Model):
     mental_state: MentalState
     psychological_support_needed: bool
     self_harm_risk: bool = False
-    observations: Text | None = None
+    observations: PersonalText | None = None
 
 
 class PsychosocialAssessed(Event):
@@ -87,10 +91,10 @@ class FamilySituation(Model):
 
     assessed_at: datetime
     return_safety: ReturnSafety
-    wishes_to_return_home: bool | None = None
-    family_aware_of_return: bool | None = None
-    dependants: int = Field(default=0, ge=0, le=30)
-    notes: Text | None = None
+    wishes_to_return_home: Annotated[bool | None, PERSONAL] = None
+    family_aware_of_return: Annotated[bool | None, PERSONAL] = None
+    dependants: Annotated[int, PERSONAL] = Field(default=0, ge=0, le=30)
+    notes: PersonalText | None = None
 
 
 class FamilySituationAssessed(Event):
@@ -108,7 +112,7 @@ class LegalNeedsAssessment(Model):
 
     assessed_at: datetime
     needs: LegalNeeds = ()
-    notes: Text | None = None
+    notes: PersonalText | None = None
 
 
 class LegalNeedsAssessed(Event):
@@ -124,12 +128,12 @@ class EducationLivelihood(Model):
     """Education and livelihood: where the person starts from, and what they wish for."""
 
     assessed_at: datetime
-    education_level: EducationLevel | None = None
+    education_level: Annotated[EducationLevel | None, PERSONAL] = None
     livelihood: LivelihoodStatus
-    skills: tuple[Annotated[str, Field(min_length=1, max_length=80)], ...] = Field(
-        default=(), max_length=20
+    skills: Annotated[tuple[Annotated[str, Field(min_length=1, max_length=80)], ...], PERSONAL] = (
+        Field(default=(), max_length=20)
     )
-    wishes: ShortText | None = Field(
+    wishes: PersonalShortText | None = Field(
         default=None, description="the person's own wishes: a course, a job, school"
     )
 
@@ -152,14 +156,14 @@ class Exploitation(Model):
     ``ctdc_means_of_control``); ``countries`` is the CTDC's CountryOfExploitation."""
 
     types: ExploitationTypes
-    other_type: ShortText | None = None
-    countries: tuple[Country, ...] = Field(default=(), max_length=10)
-    place: ShortText | None = None
-    started_on: date | None = None
-    ended_on: date | None = None
-    duration_months: int | None = Field(default=None, ge=0, le=600)
+    other_type: PersonalShortText | None = None
+    countries: Annotated[tuple[Country, ...], PERSONAL] = Field(default=(), max_length=10)
+    place: PersonalShortText | None = None
+    started_on: Annotated[date | None, PERSONAL] = None
+    ended_on: Annotated[date | None, PERSONAL] = None
+    duration_months: Annotated[int | None, PERSONAL] = Field(default=None, ge=0, le=600)
     means_of_control: MeansOfControlList = ()
-    other_means: ShortText | None = None
+    other_means: PersonalShortText | None = None
 
 
 class ExploitationRecorded(Event):
@@ -180,7 +184,7 @@ class IdentificationRecorded(Event):
     person_id: UUID
     status: IdentificationStatus
     authority: AgencyRef | None = None
-    decided_on: date | None = None
+    decided_on: Annotated[date | None, PERSONAL] = None
 
 
 # -- the contact log and case notes ---------------------------------------------------------
@@ -196,10 +200,10 @@ class ContactLogged(Event):
     contact_id: UUID
     mode: ContactMode
     occurred_at: datetime
-    place: ShortText | None = None
-    note: Text | None = None
+    place: PersonalShortText | None = None
+    note: PersonalText | None = None
     against_preference: bool = False
-    reason: ShortText | None = None
+    reason: PersonalShortText | None = None
 
 
 class CaseNoteWritten(Event):
@@ -211,7 +215,7 @@ class CaseNoteWritten(Event):
     person_id: UUID
     note_id: UUID
     about: DataCategory
-    text: Text
+    text: PersonalText
 
 
 class ServiceDeclined(Event):
@@ -224,10 +228,10 @@ class ServiceDeclined(Event):
     service_type: ServiceType
     choice: DeclineKind
     referral_id: UUID | None = None
-    in_their_words: ShortText | None = Field(
+    in_their_words: PersonalShortText | None = Field(
         default=None, description="the person's reason, if they chose to give one"
     )
-    how_to_come_back: ShortText
+    how_to_come_back: PersonalShortText
 
 
 # How often a case is reviewed in each stage, in days: often while the person is in crisis,
@@ -250,7 +254,7 @@ class CaseReviewed(Event):
     person_id: UUID
     stage: CaseStage
     case_manager_id: str | None = Field(default=None, max_length=120)
-    findings: Text
+    findings: PersonalText
     decisions: ReviewDecisions
     next_review_on: date
 

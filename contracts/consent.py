@@ -14,6 +14,7 @@ from uuid import UUID, uuid5
 from pydantic import AfterValidator, Field, model_validator
 
 from contracts.envelope import KETNOI_NAMESPACE, AgencyId, AgencyRef, Event, Model
+from contracts.personal import PERSONAL, Personal
 from contracts.vocabulary import (
     AgencyKind,
     CaseStage,
@@ -132,7 +133,9 @@ class ConsentGiver(Model):
     """Who gave the consent: the person, or for a child their guardian or the authority."""
 
     kind: GiverKind
-    relationship: str | None = Field(default=None, max_length=80, description="e.g. mother")
+    relationship: Annotated[str | None, PERSONAL] = Field(
+        default=None, max_length=80, description="e.g. mother"
+    )
     agency: AgencyRef | None = None
 
 
@@ -168,7 +171,7 @@ class SubjectAgeNoted(Event):
 
     person_id: UUID
     minor: bool
-    adult_on: date | None
+    adult_on: Annotated[date | None, Personal(erased=None)]
     age_is_estimated: bool
 
 
@@ -198,7 +201,7 @@ class ConsentGranted(Event):
     valid_until: datetime
     collection: Collection
     given_by: ConsentGiver
-    child_views: str | None = Field(default=None, max_length=4000)
+    child_views: Annotated[str | None, PERSONAL] = Field(default=None, max_length=4000)
 
 
 class ConsentRefused(Event):
@@ -217,7 +220,7 @@ class ConsentRefused(Event):
     categories: DataCategories = ()
     purposes: Purposes = ()
     except_purposes: Purposes = ()
-    statement: str | None = Field(default=None, max_length=2000)
+    statement: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
 
 
 class ConsentWithdrawn(Event):
@@ -228,7 +231,7 @@ class ConsentWithdrawn(Event):
     grant_id: UUID
     person_id: UUID
     heard_by: AgencyRef
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
 
 
 class ConsentRenewed(Event):

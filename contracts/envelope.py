@@ -143,6 +143,11 @@ def event_types() -> dict[str, type[Event]]:
     return dict(_CURRENT)
 
 
+def current_class(topic: str) -> type[Event] | None:
+    """The class of a stored topic when it names its type's current version, else None."""
+    return _CURRENT_TOPICS.get(topic)
+
+
 def resolve(topic: str, state: dict[str, Any]) -> tuple[type[Event], dict[str, Any]]:
     """Find the current class for a stored topic and upcast the stored state to it.
 

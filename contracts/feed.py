@@ -74,7 +74,9 @@ class CloudEventHeaders(Model):
         description="the event's type and version, e.g. org.ketnoi.referral.dispatched.v1",
     )
     ce_time: datetime = Field(description="when the event happened (RFC 3339)")
-    ce_subject: UUID = Field(description="the referral's or handover's id; also the key")
+    ce_subject: UUID = Field(
+        description="the referral's or handover's id (a case's, for an erasure); also the key"
+    )
     content_type: Literal["application/json"] = Field(alias="content-type")
 
 
@@ -158,3 +160,15 @@ class HandoverUpdate(Model):
         default=None, max_length=MAX_HANDOVER_PARTIES, description="on handover_completed"
     )
     reason: str | None = Field(default=None, max_length=2000, description="on handover_cancelled")
+
+
+class ErasureNotice(Model):
+    """The person of a case was erased in Ketnoi: erase what you hold of them (their
+    disclosures, and anything you recorded from them). Keyed by the case's id."""
+
+    case_id: UUID
+    person_id: UUID
+    referral_ids: tuple[UUID, ...] = Field(
+        default=(), max_length=1000, description="the case's referrals, yours among them"
+    )
+    erased_at: datetime

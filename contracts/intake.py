@@ -1,18 +1,20 @@
 """Events of the intake log: the life of a case from reception to closure and reopening.
 
 The originator of every event here is a case. Fields that hold personal data sit only in
-events that also carry ``person_id``, so per-person keys can later cover exactly them.
+events that also carry ``person_id`` and are marked ``PERSONAL`` (``contracts.personal``): the
+event store encrypts them under that person's key.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from pydantic import Field
 
-from contracts.envelope import AgencyRef, Event, Model
+from contracts.envelope import KETNOI_NAMESPACE, AgencyRef, Event, Model
+from contracts.personal import PERSONAL, Personal
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
@@ -41,7 +43,7 @@ class Place(Model):
 
     province: str = Field(min_length=2, max_length=60, pattern=PROVINCE_PATTERN)
     district: str | None = Field(default=None, max_length=80)
-    location: str | None = Field(default=None, max_length=200)
+    location: Annotated[str | None, PERSONAL] = Field(default=None, max_length=200)
 
 
 class PartyPresent(Model):
@@ -62,20 +64,24 @@ class ReceptionRecorded(Event):
     place: Place
     receiving_agency: AgencyRef
     handed_over_by: AgencyRef | None = None
-    returned_from_country: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
+    returned_from_country: Annotated[str | None, PERSONAL] = Field(
+        default=None, pattern=COUNTRY_PATTERN
+    )
     present: tuple[PartyPresent, ...] = Field(default=(), max_length=MAX_PARTIES_PRESENT)
 
 
 class PersonDetails(Model):
     """Who the person is, as far as they choose to tell."""
 
-    full_name: str = Field(min_length=1, max_length=200)
-    sex: Sex
-    date_of_birth: date | None = None
-    estimated_age: int | None = Field(default=None, ge=0, le=120)
-    nationality: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
-    languages: tuple[LanguageCode, ...] = Field(default=(), max_length=10)
-    identity_document_status: IdentityDocumentStatus = IdentityDocumentStatus.UNKNOWN
+    full_name: Annotated[str, PERSONAL] = Field(min_length=1, max_length=200)
+    sex: Annotated[Sex, Personal(erased=Sex.NOT_STATED)]
+    date_of_birth: Annotated[date | None, PERSONAL] = None
+    estimated_age: Annotated[int | None, PERSONAL] = Field(default=None, ge=0, le=120)
+    nationality: Annotated[str | None, PERSONAL] = Field(default=None, pattern=COUNTRY_PATTERN)
+    languages: Annotated[tuple[LanguageCode, ...], PERSONAL] = Field(default=(), max_length=10)
+    identity_document_status: Annotated[IdentityDocumentStatus, PERSONAL] = (
+        IdentityDocumentStatus.UNKNOWN
+    )
 
 
 class PersonRegistered(Event):
@@ -105,7 +111,7 @@ class RapidNeedsAssessed(Event):
 
     person_id: UUID
     needs: UrgentNeeds
-    notes: str | None = Field(default=None, max_length=2000)
+    notes: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
 
 
 class RiskAssessed(Event):
@@ -116,7 +122,7 @@ class RiskAssessed(Event):
     person_id: UUID
     level: RiskLevel
     at_risk: RiskSubjects
-    management_plan: str = Field(min_length=1, max_length=4000)
+    management_plan: Annotated[str, PERSONAL] = Field(min_length=1, max_length=4000)
 
 
 class ContactPreferenceRecorded(Event):
@@ -127,16 +133,20 @@ class ContactPreferenceRecorded(Event):
     person_id: UUID
     preferred: ContactModes
     refused: ContactModes = ()
-    note: str | None = Field(default=None, max_length=1000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=1000)
 
 
 class CaseManagerAssigned(Event):
-    """A social worker now owns the case."""
+    """A social worker now owns the case: assigned, or named by a completed case transfer
+    (``handover_id``, a handover of the referral log)."""
 
     event_type = "org.ketnoi.intake.case_manager_assigned"
 
     case_manager_id: str = Field(min_length=1, max_length=120)
     agency: AgencyRef
+    handover_id: UUID | None = Field(
+        default=None, description="the completed case transfer that made the assignment"
+    )
 
 
 class StageChanged(Event):
@@ -146,7 +156,9 @@ class StageChanged(Event):
 
     from_stage: CaseStage
     to_stage: CaseStage
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: Annotated[str | None, PERSONAL] = Field(default=None, max_length=1000)
+    # Absent in changes recorded before the reason was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class CaseClosed(Event):
@@ -157,7 +169,7 @@ class CaseClosed(Event):
     person_id: UUID
     from_stage: CaseStage
     reason: ClosureReason
-    feedback: str | None = Field(default=None, max_length=4000)
+    feedback: Annotated[str | None, PERSONAL] = Field(default=None, max_length=4000)
     satisfaction: int | None = Field(default=None, ge=1, le=5)
 
 
@@ -169,8 +181,32 @@ class CaseReopened(Event):
     episode: int = Field(ge=2)
     reason: ReopeningReason
     to_stage: CaseStage
-    note: str | None = Field(default=None, max_length=1000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=1000)
+    # Absent in reopenings recorded before the note was encrypted under the person's key.
+    person_id: UUID | None = None
 
+
+def transfer_id(handover_id: UUID) -> UUID:
+    """The id of intake's note of a case transfer (derived from the handover's id)."""
+    return uuid5(KETNOI_NAMESPACE, f"intake-transfer/{handover_id}")
+
+
+class CaseTransferAwaited(Event):
+    """A case transfer started in the referral log (``HandoverStarted`` of kind
+    ``case_transfer``): when every party has confirmed it, the case manager it names takes
+    the case over. The originator is the transfer (``transfer_id``), not the case; nothing
+    here is personal data."""
+
+    event_type = "org.ketnoi.intake.case_transfer_awaited"
+
+    case_id: UUID
+    handover_id: UUID
+    to_agency: AgencyRef
+    to_case_manager_id: str = Field(min_length=1, max_length=120)
+
+
+# Events of the intake log whose originator is not a case.
+TRANSFER_EVENTS: tuple[type[Event], ...] = (CaseTransferAwaited,)
 
 INTAKE_EVENTS: tuple[type[Event], ...] = (
     ReceptionRecorded,
@@ -187,9 +223,11 @@ INTAKE_EVENTS: tuple[type[Event], ...] = (
 
 __all__ = [
     "INTAKE_EVENTS",
+    "TRANSFER_EVENTS",
     "CaseClosed",
     "CaseManagerAssigned",
     "CaseReopened",
+    "CaseTransferAwaited",
     "ContactPreferenceRecorded",
     "PartyPresent",
     "PersonDetails",
@@ -200,4 +238,5 @@ __all__ = [
     "ReceptionRecorded",
     "RiskAssessed",
     "StageChanged",
+    "transfer_id",
 ]

@@ -19,7 +19,8 @@ from uuid import UUID
 from pydantic import Field
 
 from contracts.envelope import AgencyRef, Event, Model
-from contracts.vocabulary import CaseStage, ContactModes
+from contracts.personal import ERASED_TEXT, PERSONAL, Personal
+from contracts.vocabulary import CaseStage, ContactModes, ServiceType
 
 MAX_GOALS = 24  # a few per domain
 MAX_TASKS = 60
@@ -66,12 +67,13 @@ class AgreementMethod(StrEnum):
 
 
 Text = Annotated[str, Field(min_length=1, max_length=1000)]
+PersonalText = Annotated[Text, PERSONAL]  # encrypted under the person's key
 
 
 class Goal(Model):
     goal_id: UUID
     domain: PlanDomain
-    goal: Text
+    goal: PersonalText
 
 
 class TeamMember(Model):
@@ -83,12 +85,16 @@ class TeamMember(Model):
 
 
 class Task(Model):
+    """A task of the plan. ``service_type``: the service it asks of the responsible member's
+    agency, for which a referral to that agency may be made (naming the task)."""
+
     task_id: UUID
     goal_id: UUID
-    action: Text
+    action: PersonalText
     responsible: TeamMember
     due_on: date
     status: TaskStatus = TaskStatus.PLANNED
+    service_type: ServiceType | None = None
 
 
 class ReintegrationPlanRevised(Event):
@@ -101,7 +107,7 @@ class ReintegrationPlanRevised(Event):
     revision: int = Field(ge=1)
     goals: tuple[Goal, ...] = Field(min_length=1, max_length=MAX_GOALS)
     tasks: tuple[Task, ...] = Field(default=(), max_length=MAX_TASKS)
-    reason: Text | None = None
+    reason: PersonalText | None = None
 
 
 class ReintegrationPlanAgreed(Event):
@@ -113,7 +119,7 @@ class ReintegrationPlanAgreed(Event):
     person_id: UUID
     revision: int = Field(ge=1)
     method: AgreementMethod
-    person_views: Text | None = None
+    person_views: PersonalText | None = None
 
 
 class PlanTaskProgressed(Event):
@@ -123,7 +129,7 @@ class PlanTaskProgressed(Event):
     task_id: UUID
     from_status: TaskStatus
     to_status: TaskStatus
-    note: Text | None = None
+    note: PersonalText | None = None
 
 
 Score = Annotated[float, Field(ge=0, le=1)]
@@ -156,7 +162,7 @@ class ExitPlanned(Event):
     follow_up_every_days: int = Field(ge=7, le=180)
     follow_up_until: date
     follow_up_modes: ContactModes = Field(min_length=1)
-    how_to_come_back: Text
+    how_to_come_back: PersonalText
 
 
 class Attendee(Model):
@@ -173,7 +179,9 @@ class CaseConferenceHeld(Event):
     person_id: UUID
     held_on: date
     attendees: tuple[Attendee, ...] = Field(min_length=2, max_length=30)
-    decisions: tuple[Text, ...] = Field(min_length=1, max_length=20)
+    decisions: Annotated[tuple[Text, ...], Personal(erased=(ERASED_TEXT,))] = Field(
+        min_length=1, max_length=20
+    )
     tasks_added: tuple[UUID, ...] = Field(default=(), max_length=MAX_TASKS)
 
 

@@ -9,23 +9,27 @@ Three kinds of originator live here:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID, uuid5
 
 from pydantic import Field
 
-from contracts.consent import consent_record_id
+from contracts.consent import Collection, consent_record_id
 from contracts.consent_decision import Verdict
 from contracts.envelope import KETNOI_NAMESPACE, Actor, AgencyId, AgencyRef, Event, Model
-from contracts.vocabulary import DataCategories, DataCategory, Purpose, ServiceType
+from contracts.personal import PERSONAL
+from contracts.plan import TaskStatus
+from contracts.vocabulary import DataCategories, DataCategory, DeclineKind, Purpose, ServiceType
 
 PROVINCE_MAX_LENGTH = 60  # as intake's Place.province, which every province here comes from
 # Fields one disclosure releases: a few per category (identity has about ten).
 MAX_RELEASED_FIELDS = 200
 # Parties to one handover: the agency handing over, the one taking over, and witnesses.
 MAX_HANDOVER_PARTIES = 12
+MAX_PLAN_TASKS = 60  # as a plan's (contracts.plan.MAX_TASKS)
+ADULT_AGE = 18
 
 
 def case_file_id_of_record(consent_record: UUID) -> UUID:
@@ -123,17 +127,39 @@ class CaseFactsNoted(Event):
 
     person_id: UUID
     category: DataCategory
-    facts: dict[str, Any]
+    facts: Annotated[dict[str, Any], PERSONAL]
 
 
 class ConsentNoted(Event):
     """A copy of one consent event, so the referral service decides on its own view."""
 
     event_type = "org.ketnoi.referral.consent_noted"
+    # The copied event's personal fields are personal here too (contracts.personal).
+    nested_events: ClassVar[dict[str, str]] = {"upstream_state": "upstream_topic"}
 
     person_id: UUID
     upstream_topic: str = Field(max_length=200)
     upstream_state: dict[str, Any]
+
+
+class PlannedTask(Model):
+    """A task of the case's reintegration plan as the referral service needs it: whose it
+    is, which service it asks for, and whether it is still open."""
+
+    task_id: UUID
+    agency_id: AgencyId
+    service_type: ServiceType | None = None
+    status: TaskStatus
+
+
+class CasePlanNoted(Event):
+    """The tasks of the case's current plan (from intake), replacing the earlier ones: a
+    referral may name one of them."""
+
+    event_type = "org.ketnoi.referral.case_plan_noted"
+
+    person_id: UUID
+    tasks: tuple[PlannedTask, ...] = Field(max_length=MAX_PLAN_TASKS)
 
 
 class ReferralLinked(Event):
@@ -145,7 +171,51 @@ class ReferralLinked(Event):
 # -- referrals --------------------------------------------------------------------------------
 
 
+class FamilyRelationship(StrEnum):
+    """How a family member referred on the person's case is related to the person."""
+
+    PARENT = "parent"
+    CHILD = "child"
+    SPOUSE = "spouse"
+    SIBLING = "sibling"
+    GRANDPARENT = "grandparent"
+    OTHER_RELATIVE = "other_relative"
+
+
+class FamilyConsentGiver(StrEnum):
+    FAMILY_MEMBER = "family_member"  # an adult family member, for themselves
+    GUARDIAN = "guardian"  # for a family member under 18
+
+
+class FamilyMemberConsent(Model):
+    """The family member's own informed consent to this referral: their details go to this
+    referral's recipient, for its purpose, and to no one else. Written, or verbal with a
+    witness; the family member (or their guardian) was told how to withdraw it."""
+
+    given_by: FamilyConsentGiver
+    collection: Collection
+    given_on: date
+
+
+class FamilyMember(Model):
+    """A member of the person's family referred to a service on the person's case (seed
+    000). Personal data: it sits beside the case's ``person_id``, never in an id."""
+
+    full_name: Annotated[str, PERSONAL] = Field(min_length=1, max_length=200)
+    relationship: FamilyRelationship
+    age: int = Field(ge=0, le=120)
+    consent: FamilyMemberConsent
+
+    @property
+    def minor(self) -> bool:
+        return self.age < ADULT_AGE
+
+
 class ReferralCreated(Event):
+    """A referral was made. ``plan_task_id``: the task of the case's plan it serves.
+    ``family_member``: the referral is for a member of the person's family, on their own
+    consent; ``categories`` are still the person's data it needs (it may need none)."""
+
     event_type = "org.ketnoi.referral.created"
 
     case_id: UUID
@@ -157,7 +227,9 @@ class ReferralCreated(Event):
     urgency: Urgency
     purpose: Purpose
     categories: DataCategories
-    note: str | None = Field(default=None, max_length=2000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    plan_task_id: UUID | None = None
+    family_member: FamilyMember | None = None
 
 
 class ReferralBlocked(Event):
@@ -179,7 +251,7 @@ class DisclosureRecorded(Event):
     purpose: Purpose
     basis: DisclosureBasis
     released: tuple[ReleasedField, ...] = Field(max_length=MAX_RELEASED_FIELDS)
-    data: dict[str, dict[str, Any]]
+    data: Annotated[dict[str, dict[str, Any]], PERSONAL]
     override_id: UUID | None = None
     flagged_for_review: bool = False
 
@@ -200,13 +272,17 @@ class ReferralAcknowledged(Event):
 class ReferralAccepted(Event):
     event_type = "org.ketnoi.referral.accepted"
 
-    note: str | None = Field(default=None, max_length=2000)
+    note: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralRejected(Event):
     event_type = "org.ketnoi.referral.rejected"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralStarted(Event):
@@ -224,10 +300,12 @@ class ServiceDelivery(StrEnum):
 class ReferralCompleted(Event):
     event_type = "org.ketnoi.referral.completed"
 
-    outcome: str = Field(min_length=1, max_length=2000)
+    outcome: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
     # Absent in completions recorded before the outcome was structured.
     delivery: ServiceDelivery | None = None
-    why: str | None = Field(default=None, max_length=2000)
+    why: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralProgressReported(Event):
@@ -236,7 +314,9 @@ class ReferralProgressReported(Event):
 
     event_type = "org.ketnoi.referral.progress_reported"
 
-    note: str = Field(min_length=1, max_length=2000)
+    note: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ServiceFeedbackRecorded(Event):
@@ -245,19 +325,36 @@ class ServiceFeedbackRecorded(Event):
     event_type = "org.ketnoi.referral.service_feedback_recorded"
 
     satisfaction: int = Field(ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: Annotated[str | None, PERSONAL] = Field(default=None, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralCancelled(Event):
     event_type = "org.ketnoi.referral.cancelled"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
+
+
+class ReferralDeclinedByPerson(Event):
+    """The person refused or dropped the service: their choice (seed 002), recorded in
+    intake (``ServiceDeclined`` naming this referral, ``service_declined``). The referral
+    ends (cancelled) and the recipient is told; the service stays open to them."""
+
+    event_type = "org.ketnoi.referral.declined_by_person"
+
+    choice: DeclineKind
+    service_declined: UUID = Field(description="the intake event that recorded the choice")
 
 
 class ReferralFailed(Event):
     event_type = "org.ketnoi.referral.failed"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class ReferralPutOnHold(Event):
@@ -298,13 +395,15 @@ class OverrideRequested(Event):
     event_type = "org.ketnoi.referral.override_requested"
 
     override_id: UUID
-    reason: str = Field(min_length=10, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=10, max_length=2000)
     needed_for_hours: int = Field(
         default=OVERRIDE_DEFAULT_HOURS,
         ge=1,
         le=OVERRIDE_MAX_HOURS,
         description="how long the override is needed, from its approval",
     )
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class OverrideApproved(Event):
@@ -328,7 +427,9 @@ class OverrideReviewed(Event):
 
     override_id: UUID
     conclusion: OverrideConclusion
-    note: str = Field(min_length=10, max_length=2000)
+    note: Annotated[str, PERSONAL] = Field(min_length=10, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class OverrideLapsed(Event):
@@ -380,6 +481,8 @@ class HandoverStarted(Event):
     kind: HandoverKind
     parties: tuple[HandoverParty, ...] = Field(max_length=MAX_HANDOVER_PARTIES)
     to_case_manager_id: str | None = Field(default=None, max_length=120)
+    # Absent in handovers started before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 class HandoverConfirmed(Event):
@@ -402,7 +505,9 @@ class HandoverCompleted(Event):
 class HandoverCancelled(Event):
     event_type = "org.ketnoi.referral.handover_cancelled"
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, PERSONAL] = Field(min_length=1, max_length=2000)
+    # Absent in events recorded before free text was encrypted under the person's key.
+    person_id: UUID | None = None
 
 
 REFERRAL_EVENTS: tuple[type[Event], ...] = (
@@ -416,6 +521,7 @@ REFERRAL_EVENTS: tuple[type[Event], ...] = (
     ReferralStarted,
     ReferralCompleted,
     ReferralCancelled,
+    ReferralDeclinedByPerson,
     ReferralFailed,
     ReferralPutOnHold,
     ReferralResumed,

@@ -11,8 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from services.runtime.person_keys import forget_stores
 from services.runtime.read_audit import AUDIT
 from services.runtime.settings import SERVICES, Settings
+from services.runtime.web_sessions import WEB
 from tests.support.postgres import postgres_server, wait_until_ready
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -42,8 +44,9 @@ def pg_url() -> Iterator[str]:
 
 
 def drop_schemas(url: str, prefix: str) -> None:
+    forget_stores()  # the key store's connections to these schemas
     with psycopg.connect(url, autocommit=True) as conn:
-        for log in (*SERVICES, AUDIT):
+        for log in (*SERVICES, AUDIT, WEB, "keys"):
             conn.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{prefix}{log}"))
             )

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from contracts.vocabulary import AgencyKind, Role
@@ -57,10 +56,11 @@ def demo(
         platform.checkpoint()  # the seeded logs signed at once, not a minute later
     tokens = TokenService(settings)
     url = f"http://{host}:{port}"
-    console.print(f"[bold green]Ketnoi demo[/bold green]: sign in at {url}/signin")
-    console.print(f"  (API docs: {url}/docs)")
+    # Addresses stay on one line, whatever the terminal's width, so they can be copied.
+    console.print(f"[bold green]Ketnoi demo[/bold green]: sign in at {url}/signin", soft_wrap=True)
+    console.print(f"  (API docs: {url}/docs)", soft_wrap=True)
     for case in seeded:
-        console.print(f"  {case.label}: {url}/cases/{case.case_id}")
+        console.print(f"  {case.label}: {url}/cases/{case.case_id}", soft_wrap=True)
     for province in sorted({c.province for c in seeded}):
         token = tokens.issue(
             user_id=f"{province}-coordinator",
@@ -121,18 +121,10 @@ def _tokens(settings: Settings) -> TokenService:
 
 
 def _run_http(app: object, settings: Settings, host: str, port: int) -> None:
-    """Serve an app with uvicorn: no server banner, and slow or idle clients cut off."""
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        timeout_keep_alive=settings.http_keep_alive_seconds,
-        limit_concurrency=settings.http_max_connections,
-        timeout_graceful_shutdown=10,
-    )
+    """Serve an app: no server banner, and slow, idle or surplus clients cut off."""
+    from services.runtime.serving import serve
+
+    serve(app, settings, host, port)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -183,6 +175,7 @@ def token(
 # Commands defined in their own modules register themselves on ``app``.
 from services.cli import audit as audit  # noqa: E402
 from services.cli import directory as directory  # noqa: E402
+from services.cli import erase as erase  # noqa: E402
 from services.cli import feed as feed  # noqa: E402
 from services.cli import seal as seal  # noqa: E402
 

@@ -557,15 +557,23 @@ def seed_referrals(referral: ReferralService, anchor: datetime, cases: list[Seed
             )
 
 
+NA_SWC = "nghe-an-social-work-centre"
+
+
 def demo_users() -> list[DemoUser]:
     """The users of the demo's sign-in page: one per role and agency of the scenarios."""
     users = [
         DemoUser("dong-thap-coordinator", "dong-thap-dolisa", "dong-thap", Role.COORDINATOR),
         DemoUser("lao-cai-coordinator", "lao-cai-dolisa", "lao-cai", Role.COORDINATOR),
+        DemoUser("nghe-an-coordinator", "nghe-an-dolisa", "nghe-an", Role.COORDINATOR),
         DemoUser("dt-police-officer-1", DT_POLICE.agency_id, "dong-thap", Role.INTAKE_OFFICER),
         DemoUser("lc-border-guard-1", LC_BORDER_GUARD.agency_id, "lao-cai", Role.INTAKE_OFFICER),
         DemoUser("dt-swc-caseworker-1", DT_SWC.agency_id, "dong-thap", Role.CASE_MANAGER),
         DemoUser("lc-swc-caseworker-1", LC_SWC.agency_id, "lao-cai", Role.CASE_MANAGER),
+        DemoUser("dt-swc-health-worker-1", DT_SWC.agency_id, "dong-thap", Role.HEALTH_WORKER),
+        DemoUser("dt-swc-supervisor-1", DT_SWC.agency_id, "dong-thap", Role.SUPERVISOR),
+        DemoUser("na-swc-caseworker-1", NA_SWC, "nghe-an", Role.CASE_MANAGER),
+        DemoUser("na-swc-supervisor-1", NA_SWC, "nghe-an", Role.SUPERVISOR),
         DemoUser("inspector-1", "molisa-inspectorate", "*", Role.AUDITOR),
     ]
     staffed = {

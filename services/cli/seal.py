@@ -22,8 +22,9 @@ from services.runtime.seal.operations import (
     cosign,
     export_checkpoints,
     prove,
+    prove_consistency,
 )
-from services.runtime.seal.proof import check_proof
+from services.runtime.seal.proof import check_consistency, check_proof
 from services.runtime.seal.sources import open_logs
 from services.runtime.seal.verify import verify_log
 from services.runtime.settings import Settings, SettingsError
@@ -174,6 +175,48 @@ def check_proof_command(
         console.print(f"[red]The proof does not hold:[/red] {exc}")
         raise typer.Exit(1) from None
     console.print("[green]The event is in the log of the signed checkpoint.[/green]")
+
+
+@seal_app.command("consistency")
+def consistency_command(
+    log: Annotated[str, typer.Argument(help="The log: intake, consent, referral, audit, ...")],
+    old_size: Annotated[int, typer.Argument(help="The size of an earlier checkpoint.")],
+    new_size: Annotated[
+        int | None, typer.Option("--to", help="The size of a later checkpoint (default: latest).")
+    ] = None,
+    database_url: DatabaseOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print, as JSON, the proof (RFC 9162) that a log's later checkpoint extends an earlier
+    one unchanged; check it with 'ketnoi seal check-consistency'."""
+    settings = _where(database_url, data_dir)
+    try:
+        proof = prove_consistency(settings, log, old_size, new_size)
+    except SealOperationError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    sys.stdout.write(json.dumps(proof.as_json(), indent=2, ensure_ascii=False) + "\n")
+
+
+@seal_app.command("check-consistency")
+def check_consistency_command(
+    proof_file: Annotated[
+        Path, typer.Argument(help="A proof printed by 'ketnoi seal consistency'.")
+    ],
+    key: KeyOption = None,
+) -> None:
+    """Check that a log's later checkpoint extends the earlier one: nothing before the
+    earlier checkpoint was altered, removed or reordered since."""
+    keys = _verifiers(key, None)
+    if not keys:
+        console.print("[red]Give the log's public key with --key.[/red]")
+        raise typer.Exit(2)
+    try:
+        old, new = check_consistency(json.loads(proof_file.read_text()), keys)
+    except (ProofError, ValueError) as exc:
+        console.print(f"[red]The proof does not hold:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]The checkpoint of size {new} extends the one of size {old}.[/green]")
 
 
 @seal_app.command("key")

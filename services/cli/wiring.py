@@ -35,11 +35,13 @@ from services.runtime.logging import get_logger
 from services.runtime.metrics import lag_registry
 from services.runtime.periodic import Periodic
 from services.runtime.persistence import application_env, create_schemas
+from services.runtime.person_keys import migrate_person_keys
 from services.runtime.positions import wait_for_positions
 from services.runtime.read_audit import ReadAudit, migrate_read_audit
 from services.runtime.seal.api import router as seal_router
 from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
 from services.runtime.settings import SERVICES, Settings
+from services.runtime.web_sessions import SessionStore, migrate_sessions, open_sessions
 from services.web import mount_web
 from services.web.session import DemoUser
 
@@ -50,6 +52,8 @@ DESCRIPTION = (
 )
 
 SEAL_TASK = "seal-checkpoints"
+# How often the intake service looks for cases closed longer than the retention period.
+RETENTION_CHECK_SECONDS = 3600.0
 log = get_logger("ketnoi.platform")
 
 # The services with a log so far, in the order their logs feed each other.
@@ -79,6 +83,7 @@ class Platform:
     projections: ProjectionService | None = None
     periodic: list[Periodic] = field(default_factory=list)
     read_audit: ReadAudit | None = None
+    web_sessions: SessionStore | None = None
 
     @property
     def directory(self) -> DirectoryService:
@@ -142,6 +147,8 @@ class Platform:
             self.projections.close()
         if self.read_audit is not None:
             self.read_audit.close()
+        if self.web_sessions is not None:
+            self.web_sessions.shut()
 
 
 def migrate(settings: Settings) -> list[str]:
@@ -155,7 +162,9 @@ def migrate(settings: Settings) -> list[str]:
     store.close()
     migrate_feed(settings)
     migrate_read_audit(settings)
-    return [*APPLICATIONS, "projections", "feed", "audit"]
+    migrate_sessions(settings)
+    migrate_person_keys(settings)
+    return [*APPLICATIONS, "projections", "feed", "audit", "web", "keys"]
 
 
 def start(
@@ -205,6 +214,13 @@ def start(
             )
             platform.periodic.append(watch)
             watch.start()
+        if "intake" in platform.apps:
+            intake, days = platform.intake, settings.retention_days_after_closure
+            retention = Periodic(
+                "retention-watch", lambda: intake.propose_erasures(days), RETENTION_CHECK_SECONDS
+            )
+            platform.periodic.append(retention)
+            retention.start()
         sealer = Periodic("seal-checkpoints", platform.checkpoint, settings.seal_checkpoint_seconds)
         platform.periodic.append(sealer)
         sealer.start()
@@ -277,5 +293,7 @@ def http_app(
         title=title, routers=routers, tokens=tokens, description=DESCRIPTION, state=state
     )
     if set(APPLICATIONS) <= set(platform.apps) and platform.projections is not None:
-        mount_web(app, demo_users)
+        if platform.web_sessions is None:
+            platform.web_sessions = open_sessions(platform.settings)
+        mount_web(app, platform.web_sessions, demo_users)
     return app

@@ -31,6 +31,20 @@ WITHDRAWAL = {
 }
 
 
+GIVERS = {
+    "person": ("Chính người được hỗ trợ", "the person themself"),
+    "guardian": ("Người giám hộ hoặc cha mẹ", "a guardian or parent"),
+    "child_protection_authority": ("Cơ quan bảo vệ trẻ em", "the child protection authority"),
+}
+
+
+def giver_text(given_by: dict[str, Any]) -> str:
+    """Who gave the consent, in Vietnamese and English, with the guardian's relationship."""
+    vi, en = GIVERS.get(given_by["kind"], (given_by["kind"], given_by["kind"]))
+    relationship = given_by.get("relationship")
+    return f"{vi} / {en}" + (f" ({relationship})" if relationship else "")
+
+
 def _recipient_text(recipient: Recipient) -> str:
     if recipient.agency_id:
         return f"agency {recipient.agency_id}"
@@ -101,7 +115,12 @@ def receipt_html(data: dict[str, Any]) -> str:
             row("Mục đích", "Purposes", ", ".join(data["purposes"])),
             row("Hiệu lực từ", "Valid from", data["valid_from"]),
             row("Hiệu lực đến", "Valid until", data["valid_until"]),
-            row("Người đồng ý", "Given by", data["given_by"]["kind"]),
+            row("Người đồng ý", "Given by", giver_text(data["given_by"])),
+            *(
+                [row("Ý kiến của trẻ", "The child's own views", "Đã ghi nhận / Recorded")]
+                if data["child_views_recorded"]
+                else []
+            ),
             row("Cách ghi nhận", "How collected", data["collection_method"]),
             row("Ngày ghi nhận", "Recorded on", data["consent_timestamp"]),
             row(

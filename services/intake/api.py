@@ -354,6 +354,7 @@ def allowed(principal: Principal, action: Action) -> Callable[[Case], None]:
 
     def check_case(case: Case) -> None:
         check(principal, case.ties, action, lambda: CaseNotFoundError(case.id))
+        case.check_not_erased()  # to those who may see it: erased (410), not missing
 
     return check_case
 

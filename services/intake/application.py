@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -17,10 +18,13 @@ from contracts.casework import (
     MedicalExamination,
     PsychosocialAssessment,
 )
-from contracts.envelope import AgencyRef
+from contracts.directory import PLATFORM_AGENCY_ID
+from contracts.envelope import Actor, AgencyRef, Event
 from contracts.envelope import Model as ContractModel
-from contracts.intake import PartyPresent, PersonDetails, Place
+from contracts.erasure import ErasureReason
+from contracts.intake import CaseClosed, PartyPresent, PersonDetails, Place, transfer_id
 from contracts.plan import AgreementMethod, Attendee, TaskStatus
+from contracts.referral import HandoverCompleted, HandoverKind, HandoverStarted, PartyRole
 from contracts.vocabulary import (
     ArrivalRoute,
     CaseStage,
@@ -33,19 +37,67 @@ from contracts.vocabulary import (
     ReviewDecision,
     RiskLevel,
     RiskSubject,
+    Role,
     ServiceType,
     UrgentNeed,
 )
 from services.intake.domain import Case, CaseNotFoundError
 from services.intake.plan import GoalDraft, TaskDraft
+from services.intake.transfer import Transfer
 from services.runtime.aggregate import CommandContext
-from services.runtime.application import Result, ServiceApplication
+from services.runtime.application import Result
+from services.runtime.follower import FollowingApplication, Processing, topics_of
+
+# The platform's own actor when it proposes an erasure at the end of the retention period.
+PLATFORM_ACTOR = Actor(
+    user_id="ketnoi-retention-watch", agency_id=PLATFORM_AGENCY_ID, role=Role.ADMIN
+)
 
 
-class IntakeService(ServiceApplication):
-    """Receptions and cases. Every command returns ids, never personal data."""
+class IntakeService(FollowingApplication):
+    """Receptions and cases. Every command returns ids, never personal data. Follows the
+    referral log for one thing: a completed case transfer moves the case to the case
+    manager it names (``services.intake.transfer``)."""
 
     name = "intake"
+    follows: ClassVar[dict[str, tuple[type[Event], ...]]] = {
+        "referral": (HandoverStarted, HandoverCompleted),
+    }
+
+    # -- following the referral log ------------------------------------------------------------
+
+    def policy(self, upstream: str, event: Event, processing: Processing) -> None:
+        # The upstream event's own time and actor: replaying the logs gives the same case.
+        ctx = CommandContext(
+            actor=event.actor,
+            at=event.timestamp,
+            caused_by=event.event_id,
+            correlation_id=event.correlation_id,
+        )
+        if isinstance(event, HandoverStarted):
+            if event.kind is not HandoverKind.CASE_TRANSFER or not event.to_case_manager_id:
+                return
+            to = next(p for p in event.parties if p.role is PartyRole.TO)
+            processing.collect_events(
+                Transfer.await_completion(
+                    ctx,
+                    handover_id=event.originator_id,
+                    case_id=event.case_id,
+                    to_agency=to.agency,
+                    to_case_manager_id=event.to_case_manager_id,
+                )
+            )
+        elif isinstance(event, HandoverCompleted):
+            try:
+                transfer = self.load(Transfer, transfer_id(event.originator_id))
+            except AggregateNotFoundError:
+                return  # a reception handover: it moves no case manager
+            spec = transfer.spec
+            case = self.get_case(spec.case_id)
+            if case.take_over_by_transfer(
+                ctx, spec.handover_id, spec.to_case_manager_id, spec.to_agency
+            ):
+                processing.collect_events(case)
 
     def get_case(self, case_id: UUID) -> Case:
         """The case as it is now; raises CaseNotFoundError."""
@@ -106,10 +158,96 @@ class IntakeService(ServiceApplication):
             case = self.get_case(case_id)
             if scope is not None:
                 scope(case)
+            case.check_not_erased()
             change(case)
             return [case], case.summary()
 
         return self.execute(ctx, command, {"case_id": str(case_id), **request}, run)
+
+    # -- forgetting ----------------------------------------------------------------------------
+
+    def request_erasure(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        reason: ErasureReason,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Ask for the erasure of the case's person; a second person approves it."""
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            if scope is not None:
+                scope(case)
+            request_id = case.request_erasure(ctx, reason)
+            return [case], {**case.summary(), "request_id": str(request_id)}
+
+        request = {"case_id": str(case_id), "reason": reason.value}
+        return self.execute(ctx, "request_erasure", request, run)
+
+    def approve_erasure(
+        self,
+        ctx: CommandContext,
+        case_id: UUID,
+        *,
+        scope: Callable[[Case], None] | None = None,
+    ) -> Result:
+        """Approve the erasure asked for by someone else: destroy the person's key, wait
+        until no process can still hold it in its cache, then record ``PersonErased`` (which
+        the read models and the referral service follow). Raises ErasureRuleError when no
+        request waits or the approver asked for it.
+
+        The key goes first: a failure after it leaves the person erased but not yet recorded,
+        and approving again records it."""
+        case = self.get_case(case_id)
+        if scope is not None:
+            scope(case)
+        case.check_approval(ctx.actor)
+        keys = self.person_keys
+        if keys is None:
+            msg = "the intake service runs without a key store: it cannot erase anyone"
+            raise RuntimeError(msg)
+        keys.erase(case.person_id)
+        time.sleep(keys.cache_seconds)
+
+        def run() -> tuple[list[Any], Result]:
+            case = self.get_case(case_id)
+            case.record_erased(ctx)
+            return [case], {**case.summary(), "erased": True}
+
+        return self.execute(ctx, "approve_erasure", {"case_id": str(case_id)}, run)
+
+    def propose_erasures(self, retention_days: int, now: datetime | None = None) -> list[UUID]:
+        """Propose the erasure of every case closed for longer than ``retention_days`` to its
+        agency (once per closure); returns the cases proposed now."""
+        ctx = CommandContext(actor=PLATFORM_ACTOR, at=now or datetime.now(UTC))
+        proposed = []
+        for case_id in self._closed_cases():
+            case = self.get_case(case_id)
+            if case.erasure_due(ctx.at, retention_days) is None:
+                continue
+
+            def run(case_id: UUID = case_id) -> tuple[list[Any], Result]:
+                case = self.get_case(case_id)
+                case.propose_erasure(ctx, retention_days)
+                return [case], case.summary()
+
+            self.execute(ctx, "propose_erasure", {"case_id": str(case_id)}, run)
+            proposed.append(case_id)
+        return proposed
+
+    def _closed_cases(self) -> list[UUID]:
+        topics = topics_of([CaseClosed])
+        found: dict[UUID, None] = {}
+        position = 0
+        while True:
+            batch = self.recorder.select_notifications(start=position + 1, limit=500, topics=topics)
+            if not batch:
+                return list(found)
+            for notification in batch:
+                found[UUID(str(notification.originator_id))] = None
+            position = batch[-1].id
 
     def register_person(
         self,
@@ -514,6 +652,8 @@ class IntakeService(ServiceApplication):
                     t.responsible.model_dump(mode="json"),
                     t.due_on.isoformat(),
                     str(t.task_id) if t.task_id else None,
+                    # Named only when given: earlier requests keep their digests.
+                    *([t.service_type.value] if t.service_type else []),
                 ]
                 for t in tasks
             ],
@@ -695,7 +835,13 @@ class IntakeService(ServiceApplication):
             "attendees": [a.model_dump(mode="json") for a in attendees],
             "decisions": list(decisions),
             "tasks": [
-                [t.goal, t.action, t.responsible.model_dump(mode="json"), t.due_on.isoformat()]
+                [
+                    t.goal,
+                    t.action,
+                    t.responsible.model_dump(mode="json"),
+                    t.due_on.isoformat(),
+                    *([t.service_type.value] if t.service_type else []),
+                ]
                 for t in tasks
             ],
         }

@@ -34,6 +34,7 @@ from contracts.vocabulary import (
 )
 from services.intake.api import AgencyId, Body, CommandResult, Intake, allowed
 from services.intake.api import router as cases_router
+from services.intake.erasure_api import erasure
 from services.intake.plan_api import plan
 from services.runtime.access import roles_for
 from services.runtime.agencies import Agencies
@@ -356,3 +357,4 @@ router = APIRouter()
 router.include_router(cases_router)
 router.include_router(casework)
 router.include_router(plan)
+router.include_router(erasure)

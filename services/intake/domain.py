@@ -36,7 +36,8 @@ from contracts.vocabulary import (
     RiskSubject,
     UrgentNeed,
 )
-from services.intake.casework import CLOCK_TOLERANCE, CaseWork
+from services.intake.casework import CLOCK_TOLERANCE
+from services.intake.forgetting import Forgetting
 from services.runtime.aggregate import CommandContext, applies
 from services.runtime.errors import InvalidRequestError, NotFoundError, RuleViolationError
 
@@ -84,7 +85,7 @@ class Episode:
     reopening_reason: ReopeningReason | None = None
 
 
-class Case(CaseWork):
+class Case(Forgetting):
     """A person's case, owned by a case manager, in one province; its case work (assessments,
     exploitation, contacts) in ``services.intake.casework``."""
 
@@ -297,6 +298,27 @@ class Case(CaseWork):
             raise CaseRuleError("This case manager is already assigned to the case.")
         self.trigger(ctx, CaseManagerAssigned, case_manager_id=case_manager_id, agency=agency)
 
+    def take_over_by_transfer(
+        self, ctx: CommandContext, handover_id: UUID, case_manager_id: str, agency: AgencyRef
+    ) -> bool:
+        """A completed case transfer makes the case manager it names the owner: a fact of
+        the referral log, recorded whatever the case's stage (a closed case has an owner
+        too), and nothing when that manager already owns it. Returns whether it changed."""
+        current = self.case_manager
+        if current is not None and (current.case_manager_id, current.agency) == (
+            case_manager_id,
+            agency,
+        ):
+            return False
+        self.trigger(
+            ctx,
+            CaseManagerAssigned,
+            case_manager_id=case_manager_id,
+            agency=agency,
+            handover_id=handover_id,
+        )
+        return True
+
     @applies(CaseManagerAssigned)
     def _manager_assigned(self, event: CaseManagerAssigned) -> None:
         self.case_manager = event
@@ -395,6 +417,7 @@ class Case(CaseWork):
     # -- rules -----------------------------------------------------------------------------
 
     def check_open(self, doing: str) -> None:
+        self.check_not_erased()
         if self.stage is CaseStage.CLOSED:
             raise CaseRuleError(f"The case is closed; reopen it to {doing}.", allowed=["reopen"])
 

@@ -24,7 +24,7 @@ from contracts.plan import (
     TaskStatus,
     TeamMember,
 )
-from contracts.vocabulary import CaseStage, ContactMode
+from contracts.vocabulary import CaseStage, ContactMode, ServiceType
 from services.runtime.aggregate import Aggregate, CommandContext, applies
 from services.runtime.errors import InvalidRequestError, RuleViolationError
 
@@ -61,6 +61,7 @@ class TaskDraft:
     responsible: TeamMember
     due_on: date
     task_id: UUID | None = None
+    service_type: ServiceType | None = None
 
 
 class Planning(Aggregate):
@@ -137,6 +138,7 @@ class Planning(Aggregate):
                     responsible=draft.responsible,
                     due_on=draft.due_on,
                     status=status,
+                    service_type=draft.service_type,
                 )
             )
         self.trigger(
@@ -343,6 +345,7 @@ class Planning(Aggregate):
                     action=draft.action,
                     responsible=draft.responsible,
                     due_on=draft.due_on,
+                    service_type=draft.service_type,
                 )
             )
         self.trigger(

@@ -28,7 +28,7 @@ from contracts.plan import (
     TeamMember,
     TeamRole,
 )
-from contracts.vocabulary import CaseStage, ContactModes, DataCategory
+from contracts.vocabulary import CaseStage, ContactModes, DataCategory, ServiceType
 from services.intake.api import AgencyId, Body, Intake, allowed
 from services.intake.domain import Case
 from services.intake.plan import GoalDraft, TaskDraft
@@ -60,6 +60,11 @@ class TaskCreate(Body):
     due_on: date
     task_id: UUID | None = Field(
         default=None, description="a task of the current plan carried over, keeping its status"
+    )
+    service_type: ServiceType | None = Field(
+        default=None,
+        description="the service the task asks of the responsible agency: a referral to that "
+        "agency may name the task (POST /referral/cases/{case_id}/referrals, plan_task_id)",
     )
 
 
@@ -151,6 +156,7 @@ class TaskPublic(BaseModel):
     goal_id: UUID | None = None
     action: str | None = None
     responsible: TeamMember | None = None
+    service_type: ServiceType | None = None
 
 
 class AgreementPublic(BaseModel):
@@ -235,6 +241,7 @@ def plan_public(case: Case, details: bool) -> PlanPublic:
             goal_id=t.goal_id if details else None,
             action=t.action if details else None,
             responsible=t.responsible if details else None,
+            service_type=t.service_type if details else None,
         )
         for t in case.tasks.values()
     ]
@@ -319,6 +326,7 @@ def revise_plan(
             ),
             due_on=t.due_on,
             task_id=t.task_id,
+            service_type=t.service_type,
         )
         for n, t in enumerate(body.tasks)
     )
@@ -463,6 +471,7 @@ def hold_conference(
                 member_id=t.responsible.member_id,
             ),
             due_on=t.due_on,
+            service_type=t.service_type,
         )
         for n, t in enumerate(body.tasks)
     )

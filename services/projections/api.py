@@ -12,8 +12,10 @@ from pydantic import BaseModel
 
 from contracts.access_policy import ALL_CATEGORIES, Action, CaseTies, Sight, sight
 from contracts.audit import ReadBasis
+from contracts.consent_decision import local_date
 from contracts.vocabulary import DataCategory, Role
 from services.projections.application import CaseTimelineNotFoundError, ProjectionService
+from services.projections.case_file import SECTIONS, arrange
 from services.projections.person_copy import sealed_now
 from services.projections.statistics import to_csv
 from services.projections.views import category_of, describe_type
@@ -86,12 +88,46 @@ def timeline(
     if told:
         shown = Sight(frozenset(told), seen.basis, seen.role)
         record_read(request, principal, shown, case_id=case_id, what="projections.timeline")
-    return [
-        e
-        if (category := category_of(e)) is None or category in seen.categories
-        else {**e, "what": describe_type(e["type"])}
-        for e in entries
-    ]
+    return [_tell(e, seen) for e in entries]
+
+
+def _tell(entry: dict[str, Any], seen: Sight) -> dict[str, Any]:
+    """A timeline entry as the reader may read it: its details only in a category they see."""
+    category = category_of(entry)
+    if category is None or category in seen.categories:
+        return entry
+    return {**entry, "what": describe_type(entry["type"])}
+
+
+@router.get(
+    "/cases/{case_id}/case-file",
+    summary="The case file, in the order a newcomer taking the case over reads it",
+)
+def case_file(
+    case_id: UUID, projections: Projections, principal: CurrentPrincipal, request: Request
+) -> dict[str, Any]:
+    """Who the person is and how to reach them, the consent in force, the current plan with
+    its open tasks (each with the referrals that serve it), the open referrals, the risks,
+    then the whole history newest first (``services.projections.case_file``). Told as the
+    timeline tells it: details to the agencies holding the case only (and recorded); the
+    coordinator and auditors read its progress."""
+    ties, doc = projections.case_file(case_id)
+    check(principal, ties, Action.SEE_PROGRESS, lambda: CaseTimelineNotFoundError(case_id))
+    seen = sight(principal.asker, ties)
+    now = utcnow()
+    arranged = arrange(doc, now, local_date(now))
+    told = {c for e in doc["entries"] if (c := category_of(e)) in seen.categories}
+    if told:
+        shown = Sight(frozenset(told), seen.basis, seen.role)
+        record_read(request, principal, shown, case_id=case_id, what="projections.case_file")
+    for section in ("person", "consent", "risks", "history"):
+        arranged[section] = [_tell(e, seen) for e in arranged[section]]
+    plan = arranged["plan"]
+    plan["entries"] = [_tell(e, seen) for e in plan["entries"]]
+    if DataCategory.NEEDS not in seen.categories:  # what each task is: the person's needs
+        plan["open_tasks"] = [{**t, "action": None} for t in plan["open_tasks"]]
+    arranged["sections"] = list(SECTIONS)
+    return arranged
 
 
 @router.get(

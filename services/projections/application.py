@@ -145,6 +145,13 @@ class ProjectionService:
 
     def timeline(self, case_id: UUID) -> tuple[CaseTies, list[dict[str, Any]]]:
         """A case's story, and the ties the access policy judges it by."""
+        ties, doc = self.case_file(case_id)
+        return ties, list(doc["entries"])
+
+    def case_file(self, case_id: UUID) -> tuple[CaseTies, dict[str, Any]]:
+        """A case's timeline document (its entries, current tasks and referrals), and the
+        ties the access policy judges it by; ``services.projections.case_file`` arranges
+        it."""
         found = self.store.load(Tables.of("timeline"), [case_key(case_id)])
         if not found:
             raise CaseTimelineNotFoundError(case_id)
@@ -152,7 +159,7 @@ class ProjectionService:
         ties = CaseTies.held_by(
             province or "", doc.get("receiving_agency"), doc.get("case_manager_agency")
         )
-        return ties, list(doc["entries"])
+        return ties, doc
 
     def queue(self, agency_id: str) -> list[dict[str, Any]]:
         rows = self.store.query(Tables.of("queue"), agency=agency_id)

@@ -310,6 +310,19 @@ def check_read(ledger: Ledger, read: PersonalDataRead) -> Finding:
             f"{agency} read {categories} under override {read.override_id}, which no referral "
             "of the case to it had approved before",
         )
+    if read.basis is ReadBasis.FAMILY_MEMBER_CONSENT:
+        family = [r for r in sent if r.created.family_member is not None]
+        if family and set(read.categories) <= {DataCategory.FAMILY}:
+            return found(
+                Lawfulness.LAWFUL,
+                f"the family member referred by referral {family[0].created.originator_id} "
+                f"consented to {agency} reading their details",
+            )
+        return found(
+            Lawfulness.UNLAWFUL,
+            f"{agency} read {categories} on a family member's consent, but no family "
+            "referral of the case had been sent to it",
+        )
     if not sent:
         return found(
             Lawfulness.UNLAWFUL,

@@ -130,6 +130,7 @@ _STATUS = {
     r.ReferralStarted: "in-progress",
     r.ReferralCompleted: "completed",
     r.ReferralCancelled: "cancelled",
+    r.ReferralDeclinedByPerson: "cancelled",
     r.ReferralFailed: "failed",
     r.ReferralPutOnHold: "on-hold",
 }

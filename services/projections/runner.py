@@ -19,6 +19,7 @@ from typing import Any
 
 from eventsourcing.persistence import Notification
 
+from contracts.erasure import PersonErased
 from services.projections.store import Row, Tables, ViewStore
 from services.projections.views import VIEWS, Docs, Fact, View, fact_reader
 from services.runtime.follower import Lag, Upstream, WakeLoop, behind, topics_of, upstream_lag
@@ -30,8 +31,9 @@ UPSTREAMS = ("intake", "consent", "referral")
 Progress = Callable[[int], None]
 
 
-def _drained(view: View, docs: Docs) -> Iterator[Row]:
-    """Every document of ``docs``, finalized, each let go of as soon as it is handed out.
+def _drained(view: View, docs: Docs, erased: set[str]) -> Iterator[Row]:
+    """Every document of ``docs``, finalized, each let go of as soon as it is handed out;
+    none of an erased person's case.
 
     Freeing hundreds of thousands of small dicts takes a while; done row by row it overlaps
     with PostgreSQL taking in the rows already sent, instead of following the bulk load.
@@ -39,14 +41,18 @@ def _drained(view: View, docs: Docs) -> Iterator[Row]:
     rows = docs.rows
     while rows:
         key, (province, agency, doc) = rows.popitem()
+        if doc.get("case_id") in erased:
+            continue
         view.finalize(doc)
         yield key, province, agency, doc
 
 
-def _rows(view: View, docs: Docs, keys: Iterable[str]) -> list[Row]:
+def _rows(view: View, docs: Docs, keys: Iterable[str], erased: set[str]) -> list[Row]:
     rows = []
     for key in keys:
         province, agency, doc = docs.rows[key]
+        if doc.get("case_id") in erased:
+            continue
         view.finalize(doc)
         rows.append((key, province, agency, doc))
     return rows
@@ -73,6 +79,40 @@ class Projector(WakeLoop):
         self._readers = {u.name: fact_reader(u.mapper) for u in upstreams}
         self.views = views or VIEWS
         self.batch_size = batch_size
+        # The cases whose person was erased (PersonErased in the intake log, read as far as
+        # ``_erased_at``), and those already dropped from each table of documents.
+        self._erased: set[str] = set()
+        self._erased_at = 0
+        self._purged: dict[str, set[str]] = {}
+
+    def erased_cases(self) -> set[str]:
+        """Every case whose person was erased, as far as the intake log says now."""
+        intake = self.upstreams.get("intake")
+        if intake is None:
+            return self._erased
+        topics = topics_of([PersonErased])
+        while True:
+            batch = intake.recorder.select_notifications(
+                start=self._erased_at + 1, limit=500, topics=topics
+            )
+            if not batch:
+                return self._erased
+            self._erased.update(str(n.originator_id) for n in batch)
+            self._erased_at = batch[-1].id
+
+    def _purge(self, tables: Tables) -> set[str]:
+        """Drop the documents of cases erased since this table was last purged; returns
+        every erased case (their documents are never written again)."""
+        erased = self.erased_cases()
+        purged = self._purged.setdefault(tables.docs, set())
+        fresh = erased - purged
+        if fresh:
+            with self.store.transaction() as cur:
+                self.store.delete_cases(cur, tables, sorted(fresh))
+            self.store.forget_deleted(tables)
+            purged |= fresh
+            log.info("erased_cases_dropped", view=tables.docs, cases=len(fresh))
+        return erased
 
     def create_tables(self) -> None:
         for name in self.views:
@@ -110,6 +150,7 @@ class Projector(WakeLoop):
         """Apply one batch of new events to one view; returns how many were applied."""
         view = self.views[name]
         with self.store.view_lock(name):
+            erased = self._purge(tables)
             positions = self.store.positions(tables)
             streams = []
             for order, (upstream_name, types) in enumerate(view.handles.items()):
@@ -133,7 +174,7 @@ class Projector(WakeLoop):
                     new_positions[upstream_name] = notification_id
                     applied += 1
             with self.store.transaction() as cur:
-                self.store.write(cur, tables, _rows(view, docs, docs.dirty), new_positions)
+                self.store.write(cur, tables, _rows(view, docs, docs.dirty, erased), new_positions)
             return applied
 
     def follows(self, upstream_name: str) -> bool:
@@ -206,9 +247,13 @@ class Projector(WakeLoop):
         sizes = {}
         with without_cycle_collection():
             docs = apply_all(self.views, names, self.upstreams, stops, progress)
+            # A rebuild never brings back an erased person: their documents stay out.
+            erased = self.erased_cases()
             for n in names:
-                sizes[n] = len(docs[n].rows)
-                self.store.bulk_load(shadows[n], _drained(self.views[n], docs.pop(n)))
+                sizes[n] = sum(
+                    1 for _p, _a, doc in docs[n].rows.values() if doc.get("case_id") not in erased
+                )
+                self.store.bulk_load(shadows[n], _drained(self.views[n], docs.pop(n), erased))
         for n in names:
             handled = {u: stops[u] for u in self.views[n].handles if stops.get(u)}
             with self.store.transaction() as cur:

@@ -76,6 +76,9 @@ class ViewStore:
                     self._sqlite_path, timeout=30, isolation_level=None, check_same_thread=False
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
+                # Deleted and replaced documents are overwritten, not left in free pages:
+                # an erased person's documents leave nothing behind in the file.
+                conn.execute("PRAGMA secure_delete=ON")
             else:
                 conn = psycopg.connect(self._conninfo, autocommit=True)
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
@@ -279,6 +282,29 @@ class ViewStore:
                 "ON CONFLICT (upstream) DO UPDATE SET position = excluded.position",
                 list(positions.items()),
             )
+
+    def delete_cases(self, cur: Cursor, tables: Tables, case_ids: Sequence[str]) -> None:
+        """Delete every document of these cases (an erased person's), in the caller's
+        transaction. SQLite overwrites what it deletes (``secure_delete``)."""
+        for start in range(0, len(case_ids), 500):
+            chunk = list(case_ids[start : start + 500])
+            marks = ",".join(["%s"] * len(chunk))
+            if self.backend == "postgres":
+                where = f"(doc::jsonb)->>'case_id' IN ({marks})"
+            else:
+                where = f"json_extract(doc, '$.case_id') IN ({marks})"
+            cur.execute(f"DELETE FROM {tables.docs} WHERE {where}", chunk)
+
+    def forget_deleted(self, tables: Tables) -> None:
+        """After deleting an erased person's documents: on SQLite, fold the write-ahead log
+        into the file (its frames still hold the pages as they were before); on PostgreSQL,
+        vacuum the table, so the deleted rows go from its pages."""
+        with self._lock:
+            conn = self._connection()
+            if self.backend == "sqlite":
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            else:
+                conn.execute(f"VACUUM {tables.docs}")
 
     def bulk_load(self, tables: Tables, rows: Iterable[Row]) -> None:
         """Fill empty (shadow) tables fast: COPY on PostgreSQL."""

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 
 from contracts import casework as w
 from contracts import consent as c
+from contracts import erasure as e
 from contracts import intake as i
 from contracts import plan as pl
 from contracts import referral as r
@@ -31,7 +32,8 @@ from contracts.deadlines import DueTimes
 from contracts.envelope import Event, event_types, resolve
 from contracts.referral import DeadlineKind, ReferralStatus
 from contracts.vocabulary import DataCategory
-from services.runtime.persistence import OrjsonTranscoder
+from services.runtime.field_cipher import SEALED
+from services.runtime.persistence import OrjsonTranscoder, open_personal
 
 Doc = dict[str, Any]
 Loader = Callable[[str], tuple[Any, Any, Any] | None]
@@ -69,7 +71,10 @@ def fact_reader(mapper: Mapper[Any]) -> Callable[[Notification], Fact]:
             state = cipher.decrypt(state)
         if compressor:
             state = compressor.decompress(state)
-        cls, data = resolve(notification.topic, decode(state))
+        data = decode(state)
+        if SEALED in data:
+            open_personal(mapper, notification, data)
+        cls, data = resolve(notification.topic, data)
         uuid = notification.originator_id
         key = uuid.int if isinstance(uuid, UUID) else uuid
         originator_id = ids.get(key)
@@ -152,6 +157,8 @@ NOTE_WRITTEN = _name(w.CaseNoteWritten)
 MEASURED = _name(pl.ReintegrationMeasured)
 EXIT_PLANNED = _name(pl.ExitPlanned)
 REVIEWED = _name(w.CaseReviewed)
+ERASURE_PROPOSED = _name(e.ErasureProposed)
+ERASURE_REQUESTED = _name(e.ErasureRequested)
 RECORD_OPENED = _name(c.ConsentRecordOpened)
 GRANTED = _name(c.ConsentGranted)
 WITHDRAWN = _name(c.ConsentWithdrawn)
@@ -189,6 +196,7 @@ STATUS: dict[str, str] = {
     STARTED: "in-progress",
     _name(r.ReferralCompleted): "completed",
     _name(r.ReferralCancelled): "cancelled",
+    _name(r.ReferralDeclinedByPerson): "cancelled",
     _name(r.ReferralFailed): "failed",
     _name(r.ReferralPutOnHold): "on-hold",
 }
@@ -212,6 +220,8 @@ class CasesView(View):
             pl.ReintegrationMeasured,
             pl.ExitPlanned,
             w.CaseReviewed,
+            e.ErasureRequested,
+            e.ErasureProposed,
         ),
         "consent": (c.ConsentRecordOpened, *DECISION_EVENTS),
         "referral": (
@@ -223,6 +233,7 @@ class CasesView(View):
             r.ReferralStarted,
             r.ReferralCompleted,
             r.ReferralCancelled,
+            r.ReferralDeclinedByPerson,
             r.ReferralFailed,
             r.ReferralPutOnHold,
             r.ReferralResumed,
@@ -306,6 +317,11 @@ class CasesView(View):
                 doc["measures"]["latest"] = scores
         elif f.type == IDENTIFICATION:
             doc["identification"] = d["status"]
+        elif f.type == ERASURE_PROPOSED:
+            # The retention period after closure ran out: the agency is asked to erase.
+            doc["erasure_proposed"] = {"closed_at": d["closed_at"], "proposed_at": f.at}
+        elif f.type == ERASURE_REQUESTED:
+            doc["erasure_requested_at"] = f.at
         elif f.type == REVIEWED:
             doc["next_review_on"] = d["next_review_on"]
         elif f.type == EXIT_PLANNED:
@@ -349,6 +365,8 @@ class CasesView(View):
             docs.put("ref:" + rid, {"case_id": d["case_id"]})
             doc = self.case(docs, d["case_id"], d["province"])
             doc["referrals"][rid] = {
+                "plan_task_id": d.get("plan_task_id"),
+                "family": d.get("family_member") is not None,
                 "service_type": d["service_type"],
                 "to_agency": d["to_agency"]["agency_id"],
                 "from_agency": d["from_agency"]["agency_id"],
@@ -432,6 +450,7 @@ STATUS_EVENTS: tuple[type[Event], ...] = (
     r.ReferralStarted,
     r.ReferralCompleted,
     r.ReferralCancelled,
+    r.ReferralDeclinedByPerson,
     r.ReferralFailed,
     r.ReferralPutOnHold,
 )
@@ -527,7 +546,13 @@ class TimelineView(View):
 
     name = "timeline"
     handles = {
-        "intake": (*i.INTAKE_EVENTS, *w.CASEWORK_EVENTS, *pl.PLAN_EVENTS),
+        "intake": (
+            *i.INTAKE_EVENTS,
+            *w.CASEWORK_EVENTS,
+            *pl.PLAN_EVENTS,
+            e.ErasureRequested,
+            e.ErasureProposed,
+        ),
         # Not the facts the consent service copies from intake: the story tells them once.
         "consent": tuple(
             t for t in c.CONSENT_EVENTS if t not in (c.SubjectAgeNoted, c.CaseStageNoted)
@@ -564,6 +589,12 @@ class TimelineView(View):
         grant = d.get("grant_id")
         if grant:
             entry["grant_id"] = grant
+        # What the case file needs to tell the consent in force (contracts.consent).
+        for kept in ("valid_until", "refusal_id"):
+            if kept in d:
+                entry[kept] = d[kept]
+        if d.get("against_preference"):
+            entry["against_preference"] = True
         category = DETAILED.get(t) or (d["about"] if t == NOTE_WRITTEN else None)
         if category is not None:
             entry["category"] = category
@@ -585,6 +616,7 @@ class TimelineView(View):
             doc["receiving_agency"] = d["receiving_agency"]["agency_id"]
         elif t == MANAGER_:
             doc["case_manager_agency"] = d["agency"]["agency_id"]
+        _track_work(doc, upstream, fact)
         if province and province != docs.rows[key][0]:
             docs.touch(key, province=province)
         else:
@@ -593,6 +625,43 @@ class TimelineView(View):
     def finalize(self, doc: Doc) -> None:
         if "entries" in doc:
             doc["entries"].sort(key=_entry_order)
+
+
+def _track_work(doc: Doc, upstream: str, fact: Fact) -> None:
+    """Keep the plan's current tasks and each referral's status in the case's document: the
+    case file shows the open tasks with the referrals that serve them
+    (``services.projections.case_file``)."""
+    t, d = fact.type, fact.data
+    if t == PLAN_REVISED:
+        doc["tasks"] = {
+            task["task_id"]: {
+                "task_id": task["task_id"],
+                "action": task["action"],
+                "agency": task["responsible"]["agency"]["agency_id"],
+                "team_role": task["responsible"]["team_role"],
+                "service_type": task.get("service_type"),
+                "due_on": task["due_on"],
+                "status": task["status"],
+            }
+            for task in d["tasks"]
+        }
+    elif t == TASK_PROGRESSED:
+        task = doc.get("tasks", {}).get(d["task_id"])
+        if task is not None:
+            task["status"] = d["to_status"]
+    elif upstream == "referral" and t == CREATED:
+        doc.setdefault("referrals", {})[fact.originator_id] = {
+            "referral_id": fact.originator_id,
+            "to_agency": d["to_agency"]["agency_id"],
+            "service_type": d["service_type"],
+            "plan_task_id": d.get("plan_task_id"),
+            "family": d.get("family_member") is not None,
+            "status": "draft",
+        }
+    elif upstream == "referral" and fact.originator_id in doc.get("referrals", {}):
+        status = d["to_status"] if t == RESUMED else STATUS.get(t)
+        if status:
+            doc["referrals"][fact.originator_id]["status"] = status
 
 
 def _entry_order(entry: Doc) -> tuple[datetime, str, str]:
@@ -607,6 +676,8 @@ NEEDS_ = _name(i.RapidNeedsAssessed)
 RISK_ = _name(i.RiskAssessed)
 CONTACT_ = _name(i.ContactPreferenceRecorded)
 MANAGER_ = _name(i.CaseManagerAssigned)
+PLAN_REVISED = _name(pl.ReintegrationPlanRevised)
+TASK_PROGRESSED = _name(pl.PlanTaskProgressed)
 REFUSED_ = _name(c.ConsentRefused)
 BLOCKED_ = _name(r.ReferralBlocked)
 
@@ -717,14 +788,24 @@ _DESCRIBE: dict[str, Callable[[Doc], str]] = {
         + f" ({d['stage']}): economic {d['economic']:.2f}, social {d['social']:.2f}, "
         + f"psychosocial {d['psychosocial']:.2f}"
     ),
-    MANAGER_: lambda d: f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})",
+    MANAGER_: lambda d: (
+        f"Case manager {d['case_manager_id']} ({d['agency']['agency_id']})"
+        + (", by a case transfer" if d.get("handover_id") else "")
+    ),
     GRANTED: lambda d: (
         f"Consent granted by {d['given_by']['kind']}: {_values(d['categories'])} "
         f"for {_values(d['purposes'])}"
     ),
     REFUSED_: lambda _d: "Refusal recorded",
     WITHDRAWN: lambda d: f"Consent withdrawn (heard by {d['heard_by']['agency_id']})",
-    CREATED: lambda d: f"Referral to {d['to_agency']['agency_id']} for {d['service_type']}",
+    CREATED: lambda d: (
+        ("Referral of a family member" if d.get("family_member") else "Referral")
+        + f" to {d['to_agency']['agency_id']} for {d['service_type']}"
+        + (" (a task of the plan)" if d.get("plan_task_id") else "")
+    ),
+    _name(r.ReferralDeclinedByPerson): lambda d: (
+        f"Referral ended: the person {d['choice']} the service (their choice)"
+    ),
     DISCLOSED: lambda d: (
         f"Disclosed {len(d['released'])} fields to {d['recipient']['agency_id']} ({d['basis']})"
     ),

@@ -10,13 +10,22 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.access_policy import NOTHING, Action, CaseTies, Sight, permits, sight
+from contracts.access_policy import (
+    NOTHING,
+    Action,
+    CaseTies,
+    Sight,
+    family_member_sight,
+    permits,
+    sight,
+)
 from contracts.envelope import AGENCY_ID_PATTERN, AgencyRef
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
     OVERRIDE_MAX_HOURS,
     DeadlineKind,
     DisclosureBasis,
+    FamilyMember,
     HandoverKind,
     HandoverParty,
     OverrideConclusion,
@@ -27,7 +36,14 @@ from contracts.referral import (
     Urgency,
     WithheldCategory,
 )
-from contracts.vocabulary import DataCategories, DataCategory, Purpose, Role, ServiceType
+from contracts.vocabulary import (
+    DataCategories,
+    DataCategory,
+    DeclineKind,
+    Purpose,
+    Role,
+    ServiceType,
+)
 from services.referral.application import NamedParty, ReferralService
 from services.referral.domain import (
     RECIPIENT_ANSWERS,
@@ -39,6 +55,7 @@ from services.referral.domain import (
     ReferralNotFoundError,
     next_steps,
 )
+from services.referral.domain.overrides import Override
 from services.runtime.access import check, record_read, roles_for
 from services.runtime.agencies import Agencies
 from services.runtime.aggregate import utcnow
@@ -68,8 +85,21 @@ class ReferralCreate(Body):
     service_type: ServiceType
     urgency: Urgency = Urgency.ROUTINE
     purpose: Purpose = Purpose.SERVICE_PROVISION
-    categories: DataCategories = Field(min_length=1)
+    categories: DataCategories = Field(
+        description="the person's data the service needs (at least one, except for a family "
+        "member's referral, which may need none)"
+    )
     note: str | None = Field(default=None, max_length=2000)
+    plan_task_id: UUID | None = Field(
+        default=None,
+        description="the task of the case's reintegration plan this referral serves: it goes "
+        "to the agency responsible for the task, for the task's service",
+    )
+    family_member: FamilyMember | None = Field(
+        default=None,
+        description="a member of the person's family referred on the person's case, with "
+        "their own consent to this recipient reading their details",
+    )
 
 
 class Answer(Body):
@@ -123,6 +153,29 @@ class OverrideCreate(Body):
 class OverrideReview(Body):
     conclusion: OverrideConclusion
     note: str = Field(min_length=10, max_length=2000)
+
+
+class OverridePublic(BaseModel):
+    """An emergency override of the referral: asked for, approved, reviewed or lapsed. Its
+    reason and review note go to those who take part in overrides or in the loop."""
+
+    override_id: UUID
+    requested_at: datetime
+    requested_by_agency: str
+    requested_by_role: Role
+    needed_for_hours: int
+    reason: str | None
+    approved_at: datetime | None
+    approved_by_agency: str | None
+    approved_by_role: Role | None
+    ends_at: datetime | None
+    in_force: bool
+    reviewed_at: datetime | None
+    reviewed_by_agency: str | None
+    reviewed_by_role: Role | None
+    conclusion: OverrideConclusion | None
+    review_note: str | None
+    lapsed_at: datetime | None = Field(description="the end it was asked for, once recorded")
 
 
 class ConsentLostPublic(BaseModel):
@@ -199,10 +252,29 @@ class ReferralPublic(BaseModel):
     disclosure: DisclosurePublic | None
     timeline: list[StepPublic]
     delivery: ServiceDelivery | None = None
+    outcome: str | None = Field(
+        default=None,
+        description="the outcome, or the reason it was rejected, cancelled or not delivered, "
+        "to those in the loop",
+    )
+    delivery_why: str | None = Field(
+        default=None, description="why not delivered in full, to those in the loop"
+    )
     progress: list[ProgressPublic] | None = Field(
         default=None, description="the recipient's progress reports, to those in the loop"
     )
     feedback: list[FeedbackPublic] | None = None
+    overrides: list[OverridePublic] = Field(default_factory=list)
+    plan_task_id: UUID | None = None
+    family_referral: bool = False
+    family_member: FamilyMember | None = Field(
+        default=None,
+        description="the family member referred: to the agencies holding the case, and to the "
+        "recipient once it was sent (on the family member's own consent)",
+    )
+    declined_by_person: DeclineKind | None = Field(
+        default=None, description="the person refused or dropped the service: their choice"
+    )
 
 
 class HandoverPublic(BaseModel):
@@ -218,11 +290,42 @@ class HandoverPublic(BaseModel):
     to_case_manager_id: str | None
 
 
-def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> ReferralPublic:
+def override_public(override: Override, at: datetime, *, shows_reasons: bool) -> OverridePublic:
+    request, approval, review = override.request, override.approval, override.review
+    return OverridePublic(
+        override_id=request.override_id,
+        requested_at=request.timestamp,
+        requested_by_agency=request.actor.agency_id,
+        requested_by_role=request.actor.role,
+        needed_for_hours=request.needed_for_hours,
+        reason=request.reason if shows_reasons else None,
+        approved_at=approval.timestamp if approval else None,
+        approved_by_agency=approval.actor.agency_id if approval else None,
+        approved_by_role=approval.actor.role if approval else None,
+        ends_at=override.ends_at,
+        in_force=override.in_force_at(at),
+        reviewed_at=review.timestamp if review else None,
+        reviewed_by_agency=review.actor.agency_id if review else None,
+        reviewed_by_role=review.actor.role if review else None,
+        conclusion=review.conclusion if review else None,
+        review_note=review.note if review and shows_reasons else None,
+        lapsed_at=override.lapse.ended_at if override.lapse else None,
+    )
+
+
+def referral_public(
+    referral: Referral,
+    seen: Sight,
+    *,
+    shows_note: bool,
+    shows_reasons: bool = False,
+    shows_family: bool = False,
+) -> ReferralPublic:
     """The referral as the reader may see it: the released data of the categories ``seen``
     allows now (the consent in force at this instant), the note to those in the loop."""
     spec = referral.spec
     disclosure = referral.disclosure
+    now = utcnow()
     data = None
     if disclosure is not None and seen.categories:
         data = {
@@ -247,7 +350,7 @@ def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> Ref
         acknowledge_by=referral.acknowledge_by,
         first_service_by=referral.first_service_by,
         escalated=sorted(referral.escalated),
-        override_in_force=referral.override_in_force_at(utcnow()),
+        override_in_force=referral.override_in_force_at(now),
         consent_lost_during_override=[
             ConsentLostPublic(
                 at=w.timestamp,
@@ -268,6 +371,8 @@ def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> Ref
         else None,
         timeline=[StepPublic(at=at, what=what, status=s) for at, what, s in referral.history],
         delivery=referral.delivery,
+        outcome=referral.closing_reason if shows_note else None,
+        delivery_why=referral.delivery_why if shows_note else None,
         progress=[
             ProgressPublic(at=p.timestamp, by_agency=p.actor.agency_id, note=p.note)
             for p in referral.progress_reports
@@ -280,6 +385,14 @@ def referral_public(referral: Referral, seen: Sight, *, shows_note: bool) -> Ref
         ]
         if shows_note
         else None,
+        overrides=[
+            override_public(o, now, shows_reasons=shows_note or shows_reasons)
+            for o in referral.overrides.values()
+        ],
+        plan_task_id=spec.plan_task_id,
+        family_referral=spec.family_member is not None,
+        family_member=spec.family_member if shows_family else None,
+        declined_by_person=referral.declined_by,
     )
 
 
@@ -419,7 +532,31 @@ def read_as(
         asker.agency_id in ties.holders | ties.senders
         or (recipient and referral.dispatched_at is not None)
     )
-    return referral_public(referral, seen, shows_note=shows_note)
+    # Those who may approve or review an override read why it was asked for and found.
+    shows_reasons = any(
+        permits(asker, ties, action).allowed
+        for action in (Action.APPROVE_OVERRIDE, Action.REVIEW_OVERRIDE)
+    )
+    shows_family = False
+    if referral.spec.family_member is not None:
+        # The family member's own details: on the family member's consent, recorded too.
+        family = family_member_sight(asker, ties)
+        shows_family = bool(family.categories)
+        record_read(
+            request,
+            principal,
+            family,
+            case_id=referral.spec.case_id,
+            what="referral.family_member",
+            person_id=referral.spec.person_id,
+        )
+    return referral_public(
+        referral,
+        seen,
+        shows_note=shows_note,
+        shows_reasons=shows_reasons,
+        shows_family=shows_family,
+    )
 
 
 # -- referrals --------------------------------------------------------------------------------
@@ -453,6 +590,8 @@ def create_referral(
         purpose=body.purpose,
         categories=body.categories,
         note=body.note,
+        plan_task_id=body.plan_task_id,
+        family_member=body.family_member,
         scope=case_allows(principal, Action.SEND_REFERRAL),
     )
 

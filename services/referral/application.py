@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -19,6 +19,7 @@ from contracts.casework import (
     LegalNeedsAssessed,
     MedicalExaminationRecorded,
     PsychosocialAssessed,
+    ServiceDeclined,
 )
 from contracts.consent import (
     ConsentGranted,
@@ -30,6 +31,7 @@ from contracts.consent import (
 )
 from contracts.directory import PLATFORM_AGENCY_ID
 from contracts.envelope import Actor, AgencyRef, Event
+from contracts.erasure import PersonErased
 from contracts.intake import (
     CaseManagerAssigned,
     ContactPreferenceRecorded,
@@ -39,12 +41,15 @@ from contracts.intake import (
     ReceptionRecorded,
     RiskAssessed,
 )
+from contracts.plan import PlanTaskProgressed, ReintegrationPlanRevised, Task
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
+    FamilyMember,
     HandoverKind,
     HandoverParty,
     OverrideConclusion,
     PartyRole,
+    PlannedTask,
     ServiceDelivery,
     Urgency,
     case_file_id,
@@ -86,6 +91,12 @@ INTAKE_FACTS: tuple[type[Event], ...] = (
     EducationLivelihoodAssessed,
     ExploitationRecorded,
     IdentificationRecorded,
+    PersonErased,
+    # Tasks a referral may name, and the person's choice to refuse or drop a referral's
+    # service.
+    ReintegrationPlanRevised,
+    PlanTaskProgressed,
+    ServiceDeclined,
 )
 CONSENT_FACTS: tuple[type[Event], ...] = (
     SubjectAgeNoted,
@@ -197,6 +208,16 @@ def _casework_facts(event: Event) -> tuple[DataCategory, dict[str, Any]] | None:
     return None
 
 
+def planned_task(task: Task) -> PlannedTask:
+    """What the referral service keeps of a plan task: none of its words."""
+    return PlannedTask(
+        task_id=task.task_id,
+        agency_id=task.responsible.agency.agency_id,
+        service_type=task.service_type,
+        status=task.status,
+    )
+
+
 @dataclass(frozen=True)
 class NamedParty:
     """A party to a handover as a request names it: by agency id only (its kind comes from
@@ -224,7 +245,7 @@ class ReferralService(FollowingApplication):
     ) -> None:
         super().__init__(env=env)
         self.referral_settings = settings or ReferralSettings()
-        self.index = ReferralIndex(self.recorder)
+        self.index = ReferralIndex(self.recorder, self.mapper)
         # The agency directory, which alone says what kind an agency is (set by the wiring).
         self.agencies = agencies
 
@@ -256,6 +277,17 @@ class ReferralService(FollowingApplication):
             case_file = self._case_file(event.originator_id)
             if isinstance(event, CaseManagerAssigned):
                 case_file.note_case_manager(ctx, event.agency.agency_id)
+            elif isinstance(event, PersonErased):
+                referrals = [self.load(Referral, r) for r in case_file.referral_ids]
+                case_file.record_erased(ctx, told_agencies(referrals))
+                processing.collect_events(case_file)
+                return
+            elif isinstance(event, ReintegrationPlanRevised):
+                case_file.note_plan(ctx, tuple(planned_task(t) for t in event.tasks))
+            elif isinstance(event, PlanTaskProgressed):
+                case_file.note_task_status(ctx, event.task_id, event.to_status)
+            elif isinstance(event, ServiceDeclined) and event.referral_id is not None:
+                self._declined(ctx, case_file, event, processing)
         else:
             try:
                 case_file = self.load(CaseFile, case_file_id_of_record(event.originator_id))
@@ -270,6 +302,23 @@ class ReferralService(FollowingApplication):
                 referral.reconsider(ctx, case_file, self._deadlines(referral))
                 processing.collect_events(referral)
         processing.collect_events(case_file)
+
+    def _declined(
+        self,
+        ctx: CommandContext,
+        case_file: CaseFile,
+        event: ServiceDeclined,
+        processing: Processing,
+    ) -> None:
+        """The person refused or dropped a referral's service: it ends as their choice. A
+        referral of another case, or unknown here, is left alone (intake cannot check it)."""
+        referral_id = event.referral_id
+        if referral_id not in case_file.referral_ids:
+            log.warning("declined_referral_not_of_case", referral_id=str(referral_id))
+            return
+        referral = self.load(Referral, referral_id)
+        if referral.declined_by_person(ctx, event.choice, event.event_id):
+            processing.collect_events(referral)
 
     def _deadlines(self, referral: Referral) -> Deadlines:
         return self.referral_settings.deadlines_for(referral.spec.service_type)
@@ -311,6 +360,8 @@ class ReferralService(FollowingApplication):
         purpose: Purpose,
         categories: tuple[DataCategory, ...],
         note: str | None = None,
+        plan_task_id: UUID | None = None,
+        family_member: FamilyMember | None = None,
         scope: Callable[[CaseFile], None] | None = None,
     ) -> Result:
         """Create a referral and send it if consent allows; returns its id and status.
@@ -319,7 +370,7 @@ class ReferralService(FollowingApplication):
         InvalidRequestError (422, field ``to_agency``) when the directory does not know the
         agency or it is inactive.
         """
-        request = {
+        request: dict[str, Any] = {
             "case_id": str(case_id),
             "from_agency": from_agency.model_dump(mode="json"),
             "to_agency_id": to_agency_id,
@@ -329,6 +380,11 @@ class ReferralService(FollowingApplication):
             "categories": [c.value for c in categories],
             "note": note,
         }
+        # Absent unless given: earlier requests keep their digests.
+        if plan_task_id is not None:
+            request["plan_task_id"] = str(plan_task_id)
+        if family_member is not None:
+            request["family_member"] = family_member.model_dump(mode="json")
 
         def run() -> tuple[list[Any], Result]:
             case_file = self._case_file(case_id)
@@ -346,6 +402,8 @@ class ReferralService(FollowingApplication):
                 categories=categories,
                 note=note,
                 deadlines=self.referral_settings.deadlines_for(service_type),
+                plan_task_id=plan_task_id,
+                family_member=family_member,
             )
             return [referral, case_file], _summary(referral)
 
@@ -610,3 +668,14 @@ def _handover_summary(handover: Handover) -> Result:
         "status": handover.status,
         "waiting_for": handover.waiting_for,
     }
+
+
+def told_agencies(referrals: Iterable[Referral]) -> tuple[str, ...]:
+    """Every agency the feed told about these referrals: each sender, and each recipient of
+    a referral that was sent (a draft or blocked one never reached it)."""
+    found: dict[str, None] = {}
+    for referral in referrals:
+        found[referral.spec.from_agency.agency_id] = None
+        if referral.dispatched_at is not None:
+            found[referral.spec.to_agency.agency_id] = None
+    return tuple(sorted(found))

@@ -40,6 +40,7 @@ from contracts.access_policy import Asker, CaseTies, Sight, sight
 from contracts.audit import PersonalDataRead
 from contracts.consent_decision import decide
 from contracts.envelope import Actor, Event
+from contracts.erasure import CaseFileErased
 from contracts.feed import CONTENT_TYPE, SOURCE, SPEC_VERSION, Audience, HandoverStatus
 from contracts.referral import (
     HANDOVER_EVENTS,
@@ -55,6 +56,7 @@ from contracts.referral import (
     OverrideReviewed,
     ReferralCancelled,
     ReferralCompleted,
+    ReferralDeclinedByPerson,
     ReferralDispatched,
     ReferralFailed,
     ReferralRejected,
@@ -66,7 +68,7 @@ from services.runtime.aggregate import Aggregate, utcnow
 from services.runtime.persistence import decode_stored
 from services.runtime.read_audit import personal_data_read
 
-FEED_EVENTS: tuple[type[Event], ...] = (*REFERRAL_EVENTS, *HANDOVER_EVENTS)
+FEED_EVENTS: tuple[type[Event], ...] = (*REFERRAL_EVENTS, *HANDOVER_EVENTS, CaseFileErased)
 _REFERRAL_TYPES = frozenset(REFERRAL_EVENTS)
 _HANDOVER_TYPES = frozenset(HANDOVER_EVENTS)
 # The headers every message shares, and the ce_type header of each event type, made once.
@@ -181,6 +183,10 @@ class FeedView:
         return reads
 
     def messages_for(self, event: Event) -> list[FeedMessage]:
+        if isinstance(event, CaseFileErased):
+            for referral_id in event.referral_ids:  # their disclosures read as erased now
+                self._cache.pop(referral_id, None)
+            return erasure_messages(event)
         if type(event) in _REFERRAL_TYPES:
             referral = self._state_after(event, Referral)
             assert isinstance(referral, Referral)
@@ -303,6 +309,8 @@ def referral_update(referral: Referral, event: Event) -> dict[str, Any]:
     reason: str | None = None
     if isinstance(event, _CLOSING):
         reason = event.reason
+    elif isinstance(event, ReferralDeclinedByPerson):
+        reason = f"The person {event.choice.value} the service: their choice."
     elif isinstance(event, ReferralCompleted):
         reason = event.outcome
     missed = event if isinstance(event, DeadlineMissed) else None
@@ -389,3 +397,18 @@ def handover_update(handover: Handover, event: Event) -> dict[str, Any]:
         ),
         "reason": event.reason if isinstance(event, HandoverCancelled) else None,
     }
+
+
+def erasure_messages(event: CaseFileErased) -> list[FeedMessage]:
+    """An ``ErasureNotice`` to every agency the feed told about the case."""
+    key = str(event.case_id).encode()
+    headers = cloud_event_headers(event, key)
+    value = to_json(
+        {
+            "case_id": event.case_id,
+            "person_id": event.person_id,
+            "referral_ids": event.referral_ids,
+            "erased_at": event.timestamp,
+        }
+    )
+    return [FeedMessage(agency_id, key, headers, value) for agency_id in event.notify]

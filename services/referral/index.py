@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 from contracts.deadlines import DueTimes
 from contracts.envelope import Event
@@ -34,6 +34,7 @@ from contracts.referral import (
     ReferralCancelled,
     ReferralCompleted,
     ReferralCreated,
+    ReferralDeclinedByPerson,
     ReferralDispatched,
     ReferralFailed,
     ReferralPutOnHold,
@@ -55,6 +56,7 @@ STATUS_OF: dict[type[Event], ReferralStatus] = {
     ReferralStarted: S.IN_PROGRESS,
     ReferralCompleted: S.COMPLETED,
     ReferralCancelled: S.CANCELLED,
+    ReferralDeclinedByPerson: S.CANCELLED,
     ReferralFailed: S.FAILED,
     ReferralPutOnHold: S.ON_HOLD,
 }
@@ -110,13 +112,14 @@ class HandoverEntry:
 @dataclass
 class ReferralIndex:
     recorder: ApplicationRecorder
+    mapper: Mapper[UUID] = field(default_factory=new_mapper)
     position: int = 0
     referrals: dict[UUID, ReferralEntry] = field(default_factory=dict)
     handovers: dict[UUID, HandoverEntry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self) -> None:
-        mapper = new_mapper()
+        mapper = self.mapper
         topics = topics_of(INDEXED)
         with self._lock:
             while True:

@@ -66,7 +66,14 @@ class Aggregate:
         self._pending: list[Event] = []
 
     def trigger(self, ctx: CommandContext, event_type: type[E], **fields: Any) -> E:
-        """Create the next event of this aggregate, apply it, and keep it for saving."""
+        """Create the next event of this aggregate, apply it, and keep it for saving.
+
+        An event type that may name a person is given the aggregate's ``person_id`` when the
+        caller names none, so its personal fields are encrypted under that person's key."""
+        if "person_id" in event_type.model_fields and "person_id" not in fields:
+            person_id = getattr(self, "person_id", None)
+            if isinstance(person_id, UUID) and person_id != self.id:
+                fields["person_id"] = person_id
         event = event_type(
             originator_id=self.id,
             originator_version=self.version + 1,

@@ -26,10 +26,16 @@ from eventsourcing.utils import EnvType
 
 from contracts.envelope import KETNOI_NAMESPACE, CommandRecorded, Event
 from services.runtime.aggregate import Aggregate, CommandContext
-from services.runtime.errors import ConcurrentChangeError, IdempotencyKeyReusedError
+from services.runtime.errors import (
+    ConcurrentChangeError,
+    DomainError,
+    IdempotencyKeyReusedError,
+)
+from services.runtime.field_cipher import FieldCipher
 from services.runtime.group_commit import Group, GroupCommit, GroupRecorder
 from services.runtime.logging import get_logger
 from services.runtime.persistence import OrjsonTranscoder, PydanticMapper
+from services.runtime.person_keys import PersonKeys, person_keys_from_env
 from services.runtime.positions import note_written
 from services.runtime.seal.keys import policy_from_env
 from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
@@ -77,8 +83,17 @@ class ServiceApplication(Application[UUID]):
                 writer_thread=self.group_commit_writer_thread,
             )
 
+    @property
+    def person_keys(self) -> PersonKeys | None:
+        """The installation's store of persons' keys (None where none is configured)."""
+        return person_keys_from_env(self.env)
+
     def construct_mapper(self) -> Mapper[UUID]:
-        return self.factory.mapper(transcoder=OrjsonTranscoder(), mapper_class=PydanticMapper)
+        mapper = self.factory.mapper(transcoder=OrjsonTranscoder(), mapper_class=PydanticMapper)
+        keys = person_keys_from_env(self.env)
+        if keys is not None and isinstance(mapper, PydanticMapper):
+            mapper.fields = FieldCipher(keys)
+        return mapper
 
     def load(self, aggregate_type: type[A], aggregate_id: UUID) -> A:
         """Rebuild an aggregate; raises AggregateNotFoundError when it has no events."""
@@ -213,7 +228,16 @@ class ServiceApplication(Application[UUID]):
         attempts = self.command_retry.attempts
         for attempt in range(1, attempts + 1):
             with _fresh_reads(attempt > 1):
-                aggregates, result = run()
+                try:
+                    aggregates, result = run()
+                except DomainError:
+                    # The request with the same key (a double tap) may have saved after this
+                    # one looked for its record: its events now trip this one's rules, but
+                    # its result is the answer.
+                    earlier = recorded_meanwhile() if recorded_meanwhile is not None else None
+                    if earlier is None:
+                        raise
+                    return earlier, True
             try:
                 self.save(*aggregates, *extra(result))
             except IntegrityError:

@@ -134,13 +134,11 @@ class TokenService:
         self._signing_key: Any | None = None
         self._provider: ProviderKeys | None = None
         self._public_key: Any = None
+        self._providers: dict[str, ProviderKeys] = {}
+        self._providers_lock = threading.Lock()
         if settings.auth_oidc_issuer_url is not None:
             # The provider's keys, found by discovery and rotated (fetched when first needed).
-            self._provider = ProviderKeys(
-                settings.auth_oidc_issuer_url,
-                min_refresh_seconds=settings.auth_jwks_min_refresh_seconds,
-                max_age_seconds=settings.auth_jwks_max_age_seconds,
-            )
+            self._provider = self.provider_keys(settings.auth_oidc_issuer_url)
         elif (
             settings.environment is Environment.DEVELOPMENT
             and settings.auth_public_key_file is None
@@ -154,6 +152,20 @@ class TokenService:
             except FileNotFoundError:
                 msg = f"no public key at {path}; set KETNOI_AUTH_PUBLIC_KEY_FILE"
                 raise SettingsError(msg) from None
+
+    def provider_keys(self, issuer_url: str) -> ProviderKeys:
+        """The discovery document and rotating keys of the provider at ``issuer_url``: one
+        set per provider in this process, shared by the API's tokens and the web's sign-in
+        (the same provider, the same keys and the same pause between fetches)."""
+        url = issuer_url.rstrip("/")
+        with self._providers_lock:
+            if url not in self._providers:
+                self._providers[url] = ProviderKeys(
+                    url,
+                    min_refresh_seconds=self.settings.auth_jwks_min_refresh_seconds,
+                    max_age_seconds=self.settings.auth_jwks_max_age_seconds,
+                )
+            return self._providers[url]
 
     @property
     def public_key(self) -> Any:

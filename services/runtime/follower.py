@@ -128,6 +128,9 @@ class Upstream:
     mapper: Mapper[Any]
     topics: tuple[str, ...]
     channel: str | None = None
+    # Closes the connections of a recorder opened for this reader alone (none when the
+    # upstream is an application of the same process, which closes its own).
+    close: Callable[[], None] | None = None
 
 
 def topics_of(event_types: Iterable[type[Event]]) -> tuple[str, ...]:
@@ -158,18 +161,22 @@ def open_upstream(
 ) -> Upstream:
     """A reader of another service's log: its in-process app when there is one, else a
     recorder of our own on its tables (never created here)."""
+    close = None
     if app is not None:
         recorder = app.recorder
     else:
         env = Environment(service, application_env(settings, service, create_tables=False))
-        recorder = InfrastructureFactory.construct(env).application_recorder()
+        factory = InfrastructureFactory.construct(env)
+        recorder = factory.application_recorder()
+        close = factory.close
     channel = getattr(recorder, "channel_name", None)
     return Upstream(
         name=service,
         recorder=recorder,
-        mapper=new_mapper(),
+        mapper=new_mapper(settings),
         topics=topics_of(event_types),
         channel=channel if settings.postgres else None,
+        close=close,
     )
 
 
@@ -278,6 +285,13 @@ class Follower(WakeLoop):
         self.batch_size = batch_size
         # The loop's thread and an explicit catch_up() in the same process take turns.
         self._processing = threading.Lock()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop, and close the connections of the upstream readers it opened."""
+        super().stop(timeout)
+        for upstream in self.upstreams:
+            if upstream.close is not None:
+                upstream.close()
 
     # -- processing ----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -176,12 +176,25 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-class EdgeMiddleware:
-    """Security headers on every response, and the per-address rate limit.
+def secured(path: str, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A response's headers for ``path`` with the security headers it does not set itself.
 
     ``Cache-Control: no-store`` goes on every response that does not set its own, but the
     pages' static assets: answers about people must never sit in a shared or browser cache.
     """
+    out = list(headers)
+    names = {name.lower() for name, _ in out}
+    out += [h for h in SECURITY_HEADERS if h[0] not in names]
+    if b"content-security-policy" not in names:
+        out.append((b"content-security-policy", (DOCS_CSP if path in DOCS_PATHS else CSP).encode()))
+    if b"cache-control" not in names:
+        static = path.startswith(STATIC_PREFIX)
+        out.append((b"cache-control", b"public, max-age=3600" if static else b"no-store"))
+    return out
+
+
+class EdgeMiddleware:
+    """Security headers on every response (``secured``), and the per-address rate limit."""
 
     def __init__(
         self, app: ASGIApp, guard: Guard, refuse: Callable[[DomainError], ASGIApp]
@@ -195,19 +208,10 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        csp = (DOCS_CSP if path in DOCS_PATHS else CSP).encode()
-        cache_control = b"public, max-age=3600" if path.startswith(STATIC_PREFIX) else b"no-store"
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                names = {name.lower() for name, _ in headers}
-                headers += [h for h in SECURITY_HEADERS if h[0] not in names]
-                if b"content-security-policy" not in names:
-                    headers.append((b"content-security-policy", csp))
-                if b"cache-control" not in names:
-                    headers.append((b"cache-control", cache_control))
-                message["headers"] = headers
+                message["headers"] = secured(path, message.get("headers") or [])
             await send(message)
 
         if path not in UNLIMITED_PATHS:

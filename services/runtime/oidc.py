@@ -61,10 +61,34 @@ class ProviderKeys:
         self.clock = clock
         self.issuer: str | None = None
         self.fetches = 0  # JWKS fetches so far (discovery not counted)
+        self._discovery: Mapping[str, Any] | None = None
         self._jwks_uri: str | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._lock = threading.Lock()
+
+    def metadata(self) -> Mapping[str, Any]:
+        """The provider's discovery document (its endpoints), read once.
+
+        Raises UnavailableError (503) while the provider cannot be reached.
+        """
+        with self._lock:
+            if self._discovery is None:
+                try:
+                    self._discover()
+                except (OSError, ValueError, KeyError) as exc:
+                    log.warning("oidc_discovery_unavailable", error=type(exc).__name__)
+                    raise UnavailableError(
+                        "Ketnoi cannot reach the identity provider; try again in a moment."
+                    ) from None
+            assert self._discovery is not None
+            return self._discovery
+
+    def _discover(self) -> None:
+        discovery = self.fetch(f"{self.issuer_url}/.well-known/openid-configuration")
+        self._jwks_uri = str(discovery["jwks_uri"])
+        self.issuer = str(discovery.get("issuer") or self.issuer_url)
+        self._discovery = discovery
 
     def key_for(self, kid: str | None) -> jwt.PyJWK:
         """The key with this id; raises UnverifiableTokenError for a key the provider does
@@ -98,9 +122,8 @@ class ProviderKeys:
     def _refresh(self, now: float) -> None:
         try:
             if self._jwks_uri is None:
-                discovery = self.fetch(f"{self.issuer_url}/.well-known/openid-configuration")
-                self._jwks_uri = str(discovery["jwks_uri"])
-                self.issuer = str(discovery.get("issuer") or self.issuer_url)
+                self._discover()
+            assert self._jwks_uri is not None
             document = self.fetch(self._jwks_uri)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("jwks_unavailable", error=type(exc).__name__)

@@ -7,7 +7,7 @@ a downstream service decodes an upstream log knowing only ``contracts``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 from uuid import UUID
 
@@ -19,7 +19,9 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessR
 from psycopg import sql
 
 from contracts.envelope import Event, resolve
+from services.runtime.field_cipher import SEALED, FieldCipher
 from services.runtime.files import private_file
+from services.runtime.person_keys import key_store_env, person_keys, person_keys_from_env
 from services.runtime.settings import SERVICES, Settings
 
 
@@ -33,14 +35,26 @@ class OrjsonTranscoder(Transcoder):
         return orjson.loads(data)
 
 
+class PersonalFieldsSealedError(RuntimeError):
+    """A stored event's personal fields are encrypted and this reader has no key store."""
+
+
 class PydanticMapper(Mapper[UUID]):
-    """Maps ``contracts`` events to stored events and back, upcasting old versions."""
+    """Maps ``contracts`` events to stored events and back, upcasting old versions.
+
+    With ``fields`` (a FieldCipher) the personal fields of every event that names a person
+    are encrypted under that person's key, and decrypted (or read as erased) on the way out.
+    """
 
     _ENVELOPE_KEYS: ClassVar[set[str]] = {"originator_id", "originator_version"}
+    fields: FieldCipher | None = None
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         event = cast(Event, domain_event)
         state = event.model_dump(mode="json", exclude=self._ENVELOPE_KEYS)
+        topic = type(event).topic()
+        if self.fields is not None:
+            self.fields.seal(topic, event.originator_id, event.originator_version, state)
         data = self.transcoder.encode(state)
         if self.compressor:
             data = self.compressor.compress(data)
@@ -49,7 +63,7 @@ class PydanticMapper(Mapper[UUID]):
         return StoredEvent(
             originator_id=event.originator_id,
             originator_version=event.originator_version,
-            topic=type(event).topic(),
+            topic=topic,
             state=data,
         )
 
@@ -65,10 +79,28 @@ def decode_stored(mapper: Mapper[UUID], stored_event: StoredEvent) -> Event:
     if mapper.compressor:
         data = mapper.compressor.decompress(data)
     state = mapper.transcoder.decode(data)
+    if SEALED in state:
+        open_personal(mapper, stored_event, state)
     cls, state = resolve(stored_event.topic, state)
     state["originator_id"] = stored_event.originator_id
     state["originator_version"] = stored_event.originator_version
     return cls.model_validate(state)
+
+
+def open_personal(mapper: Mapper[UUID], stored_event: StoredEvent, state: dict[str, Any]) -> None:
+    """Put an event's encrypted personal fields back into its decoded ``state``: decrypted,
+    or erased values once the person's key is destroyed. Raises PersonalFieldsSealedError
+    for a reader opened without the key store."""
+    fields = getattr(mapper, "fields", None)
+    if fields is None:
+        msg = (
+            f"event {stored_event.originator_id}/{stored_event.originator_version} holds "
+            "encrypted personal fields; read the log with the installation's key store"
+        )
+        raise PersonalFieldsSealedError(msg)
+    fields.open(
+        stored_event.topic, stored_event.originator_id, stored_event.originator_version, state
+    )
 
 
 class WindowedApplicationRecorder(PostgresApplicationRecorder):
@@ -123,8 +155,22 @@ class WindowedProcessRecorder(WindowedApplicationRecorder, PostgresProcessRecord
     """A follower's recorder (events and tracking) with the same windowed reads."""
 
 
-def new_mapper() -> PydanticMapper:
-    return PydanticMapper(transcoder=OrjsonTranscoder())
+def new_mapper(settings: Settings | None = None) -> PydanticMapper:
+    """A mapper; with ``settings``, one that encrypts and opens personal fields with the
+    installation's key store."""
+    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    if settings is not None:
+        mapper.fields = FieldCipher(person_keys(settings))
+    return mapper
+
+
+def mapper_for_env(env: Mapping[str, str]) -> PydanticMapper:
+    """A mapper for an application's environment (its key store, when it names one)."""
+    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    keys = person_keys_from_env(env)
+    if keys is not None:
+        mapper.fields = FieldCipher(keys)
+    return mapper
 
 
 def application_env(
@@ -142,6 +188,7 @@ def application_env(
     target = settings.postgres
     if target is None:
         return {
+            **key_store_env(settings),
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(private_file(settings.data_dir / f"{service}.sqlite")),
             "SQLITE_LOCK_TIMEOUT": "10",
@@ -151,6 +198,7 @@ def application_env(
             **_seal_env(settings, service),
         }
     return {
+        **key_store_env(settings),
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": target.dbname,
         "POSTGRES_HOST": target.host,

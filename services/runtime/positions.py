@@ -160,6 +160,31 @@ class Reader(Protocol):
     def reach(self, upstream: str, timeout: float, up_to: int | None = None) -> None: ...
 
 
+def reach(state: Any, service: str, positions: Mapping[str, int], timeout: float) -> None:
+    """Read each log ``service`` follows in this process (``state``: an app's state, with
+    its ``followers`` and ``agencies``) up to its position in ``positions``, within
+    ``timeout`` seconds in all; logs it does not follow, its own included, are ignored.
+
+    Raises UnavailableError (503, naming the log) past the bound.
+    """
+    deadline = time.monotonic() + timeout
+    reader: Reader | None = getattr(state, "followers", {}).get(service)
+    agencies = getattr(state, "agencies", None)
+    for log, up_to in positions.items():
+        if log == "directory" and agencies is not None:
+            # Every process keeps the directory in memory: read it again when behind.
+            if agencies.position < up_to:
+                agencies.refresh()
+        elif reader is not None and log != service and reader.follows(log):
+            reader.reach(log, max(deadline - time.monotonic(), 0.0), up_to)
+
+
+def written() -> Positions:
+    """The positions the current request's commands wrote so far (empty outside one)."""
+    current = _current.get()
+    return dict(current.written) if current is not None else {}
+
+
 def wait_for_positions(service: str) -> Callable[..., Awaitable[None]]:
     """A route dependency: the request's positions checked, and each log ``service`` follows
     read up to its position before the route decides.
@@ -175,24 +200,11 @@ def wait_for_positions(service: str) -> Callable[..., Awaitable[None]]:
     ) -> None:
         positions = asked(request.scope) if position is not None else {}
         if positions:
-            await run_in_threadpool(_reach, request, service, positions)
+            state = request.app.state
+            timeout: float = state.settings.position_wait_timeout
+            await run_in_threadpool(reach, state, service, positions, timeout)
 
     return wait
-
-
-def _reach(request: Request, service: str, positions: Positions) -> None:
-    state = request.app.state
-    timeout: float = state.settings.position_wait_timeout
-    deadline = time.monotonic() + timeout
-    reader: Reader | None = getattr(state, "followers", {}).get(service)
-    agencies = getattr(state, "agencies", None)
-    for log, up_to in positions.items():
-        if log == "directory" and agencies is not None:
-            # Every process keeps the directory in memory: read it again when behind.
-            if agencies.position < up_to:
-                agencies.refresh()
-        elif reader is not None and log != service and reader.follows(log):
-            reader.reach(log, max(deadline - time.monotonic(), 0.0), up_to)
 
 
 RESPONSE_DESCRIPTION = (

@@ -31,6 +31,7 @@ from services.runtime.group_commit import GroupCommitClosedError, WaitTimeoutErr
 from services.runtime.logging import get_logger
 from services.runtime.metrics import READ_AUDIT_WRITES
 from services.runtime.persistence import application_env, decode_stored
+from services.runtime.person_keys import migrate_person_keys
 from services.runtime.settings import Settings
 
 AUDIT = "audit"  # the log's name: its PostgreSQL schema and SQLite file
@@ -95,6 +96,8 @@ def migrate_read_audit(settings: Settings) -> None:
                 )
             )
     ReadAuditLog(env=audit_env(settings, create_tables=True)).close()
+    # A break-glass reason is encrypted under the person's key: the log needs the key store.
+    migrate_person_keys(settings)
 
 
 def personal_data_read(

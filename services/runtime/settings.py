@@ -141,14 +141,26 @@ class Settings(BaseSettings):
     seal_checkpoint_every: int = Field(default=1000, ge=1)
     seal_checkpoint_seconds: float = Field(default=60.0, gt=0)
 
+    # Per-person encryption: the master key (64 hex digits) that wraps every person's data
+    # key. Production requires it; development creates one under the data directory.
+    master_key_file: Path | None = None
+    # How long an unwrapped person's key stays in a process's memory (an erasure waits this
+    # long before the read models drop the person, so no process still holds the key).
+    key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+    # A closed case is proposed for erasure to its agency this many days after its closure.
+    retention_days_after_closure: int = Field(default=5 * 365, ge=1)
+
     # How old this process's copy of the agency directory may grow before a lookup reads the
     # directory log again (an unknown agency is always looked up at once).
     directory_refresh_seconds: float = Field(default=1.0, gt=0)
 
-    # HTTP: an idle keep-alive connection is closed after this many seconds; a request body
-    # that does not arrive whole within http_body_timeout_seconds is refused (408); past
-    # http_max_connections at once, new ones get 503.
+    # HTTP: an idle keep-alive connection is closed after this many seconds; a request head
+    # not received whole within http_header_timeout_seconds (of connecting, or of its first
+    # byte) is answered 408 and its connection closed; a request body that does not arrive
+    # whole within http_body_timeout_seconds is refused (408); past http_max_connections at
+    # once, new ones get 503.
     http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     http_max_connections: int = Field(default=2048, ge=1)
 
@@ -175,6 +187,7 @@ class Settings(BaseSettings):
             ("KETNOI_DATABASE_PASSWORD_FILE", self.database_password_file),
             ("KETNOI_AUTH_PUBLIC_KEY_FILE", self.auth_public_key_file),
             ("KETNOI_AUTH_SIGNING_KEY_FILE", self.auth_signing_key_file),
+            ("KETNOI_MASTER_KEY_FILE", self.master_key_file),
         ):
             if path is None or path.is_file():
                 continue
@@ -205,6 +218,12 @@ class Settings(BaseSettings):
                 msg = (
                     "KETNOI_SEAL_SIGNING_KEY_FILE is required in production "
                     "(the Ed25519 key, PEM, that signs the logs' checkpoints)"
+                )
+                raise SettingsError(msg)
+            if self.master_key_file is None:
+                msg = (
+                    "KETNOI_MASTER_KEY_FILE is required in production "
+                    "(the master key that wraps each person's data key)"
                 )
                 raise SettingsError(msg)
             if self.auth_signing_key_file is not None:
@@ -249,6 +268,9 @@ class Settings(BaseSettings):
 
     def seal_key_path(self) -> Path:
         return self.seal_signing_key_file or self.data_dir / "seal-signing-key.pem"
+
+    def master_key_path(self) -> Path:
+        return self.master_key_file or self.data_dir / "master-key"
 
     def public_key_path(self) -> Path:
         return self.auth_public_key_file or self.data_dir / "auth-public-key.pem"

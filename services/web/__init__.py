@@ -14,24 +14,62 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from services.runtime.errors import DomainError
+from services.runtime.web_sessions import SessionStore
 from services.web.render import render
-from services.web.session import CsrfRejectedError, DemoUser, Sessions, SignInRequiredError
+from services.web.session import CsrfRejectedError, DemoUser, SignInRequiredError
 
 STATIC = Path(__file__).parent / "static"
 
 
-def mount_web(app: FastAPI, demo_users: Sequence[DemoUser] = ()) -> None:
-    """Serve the pages, their assets and their error pages on ``app``.
+def mount_web(app: FastAPI, sessions: SessionStore, demo_users: Sequence[DemoUser] = ()) -> None:
+    """Serve the pages, their assets and their error pages on ``app``, with its sessions
+    kept in ``sessions``.
 
     ``demo_users`` are listed on the embedded demo's sign-in page; without them the page
     says that sign-in goes through the identity provider.
     """
-    from services.web import board, cases, home, oidc, oversight, referrals, work
+    from services.web import (
+        assessments,
+        board,
+        cases,
+        casework,
+        consent,
+        home,
+        loop,
+        oidc,
+        overrides,
+        oversight,
+        person_copy,
+        planning,
+        referrals,
+        referring,
+        seal,
+        work,
+    )
 
-    app.state.web_sessions = Sessions()
+    app.state.web_sessions = sessions
     app.state.demo_users = tuple(demo_users)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    for module in (home, oidc, board, cases, work, oversight, referrals):
+    # The override, progress and feedback routes before a referral's answers (/{action}).
+    routers = (
+        home,
+        oidc,
+        board,
+        cases,
+        casework,
+        assessments,
+        planning,
+        consent,
+        person_copy,
+        seal,
+        work,
+        overrides,
+        loop,
+        oversight,
+        referring,
+        referrals,
+    )
+    for module in routers:
         app.include_router(module.router)
 
     api_domain_error = app.exception_handlers[DomainError]

@@ -1,4 +1,6 @@
-"""The coordinator's board of a province, live: htmx asks for its rows every few seconds."""
+"""The coordinator's board of a province, live: htmx asks for its rows every few seconds;
+below them the follow-up after exit of the province's closed cases (contacts missed, the
+next one due)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from fastapi.responses import Response
 
 from services.projections import api as projections_api
 from services.web.deps import User, page_router
+from services.web.positions import service
 from services.web.render import render
 
 router = page_router()
@@ -25,7 +28,7 @@ def _minutes_since(moment: str | None, now: datetime) -> int | None:
 def board_rows(request: Request, principal: Any, province: str | None) -> list[dict[str, Any]]:
     """The board as the projections service answers it (oversight roles only, own
     province), with the waiting time of each open handover, breached deadlines first."""
-    rows = projections_api.board(request.app.state.projections, principal, province)
+    rows = projections_api.board(service(request, "projections"), principal, province)
     now = datetime.now(UTC)
     for row in rows:
         for handover in row["open_handovers"]:
@@ -38,11 +41,17 @@ def board_rows(request: Request, principal: Any, province: str | None) -> list[d
 def board(request: Request, principal: User, province: str | None = None) -> Response:
     rows = board_rows(request, principal, province)
     block = "rows" if request.headers.get("hx-request") else None
+    follow_ups = (
+        []
+        if block
+        else projections_api.follow_ups(service(request, "projections"), principal, province)
+    )
     return render(
         request,
         "board.html",
         block=block,
         rows=rows,
+        follow_ups=follow_ups,
         province=province or principal.province,
         refresh=REFRESH_SECONDS,
         updated=datetime.now(UTC),

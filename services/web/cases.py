@@ -5,32 +5,62 @@ does not permit is not on the page."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from contracts.consent import (
-    Collection,
-    CollectionMethod,
-    ConsentGiver,
-    GiverKind,
-    Recipient,
-)
-from contracts.vocabulary import AgencyKind, DataCategory, Purpose
+from contracts.consent import Recipient
+from contracts.vocabulary import AgencyKind, ClosureReason, ReopeningReason
 from services.consent import api as consent_api
 from services.intake import api as intake_api
+from services.intake import plan_api
+from services.intake.domain import REOPENING_STAGES, STAGE_TRANSITIONS
 from services.projections import api as projections_api
 from services.referral import api as referral_api
 from services.runtime.auth import Principal
 from services.runtime.errors import NotFoundError
 from services.web.deps import Csrf, FormText, User, page_router
+from services.web.forms import Failure, gate
+from services.web.positions import service
 from services.web.referrals import referral_choices
 from services.web.render import render
 
 router = page_router()
+
+
+# Where the timeline's case-work events are told in full (for those who may read them).
+_INTAKE = "org.ketnoi.intake."
+TIMELINE_LINKS: dict[str, str] = {
+    **{
+        _INTAKE + name: f"assessments#{anchor}"
+        for name, anchor in (
+            ("medical_examination_recorded", "medical"),
+            ("psychosocial_assessed", "psychosocial"),
+            ("family_situation_assessed", "family"),
+            ("legal_needs_assessed", "legal"),
+            ("education_livelihood_assessed", "livelihood"),
+            ("exploitation_recorded", "exploitation"),
+            ("identification_recorded", "identification"),
+        )
+    },
+    **{
+        _INTAKE + name: f"plan#{anchor}"
+        for name, anchor in (
+            ("reintegration_plan_revised", "history"),
+            ("reintegration_plan_agreed", "history"),
+            ("plan_task_progressed", "tasks"),
+            ("reintegration_measured", "measures"),
+            ("exit_planned", "exit"),
+            ("case_conference_held", "conferences"),
+        )
+    },
+    _INTAKE + "contact_logged": "contacts#contacts",
+    _INTAKE + "case_note_written": "contacts#notes",
+    _INTAKE + "service_declined": "contacts#choices",
+    _INTAKE + "case_reviewed": "reviews#reviews",
+}
 
 
 def new_key() -> str:
@@ -40,16 +70,21 @@ def new_key() -> str:
 
 def case_file(request: Request, principal: Principal, case_id: UUID) -> dict[str, Any]:
     """Everything of a case this principal may see, each part read through its service."""
-    state = request.app.state
-    case = intake_api.read_case(case_id, state.intake, principal, request)
+    case = intake_api.read_case(case_id, service(request, "intake"), principal, request)
     try:
-        consent = consent_api.read_record(case_id, state.consent, principal, request)
+        consent = consent_api.read_record(case_id, service(request, "consent"), principal, request)
     except NotFoundError:
         consent = None  # the consent service has not learnt of the case yet
-    referrals = referral_api.list_referrals(state.referral, principal, request, case_id=case_id)
-    handovers = referral_api.list_handovers(state.referral, principal, case_id=case_id)
+    referrals = referral_api.list_referrals(
+        service(request, "referral"), principal, request, case_id=case_id
+    )
+    handovers = referral_api.list_handovers(
+        service(request, "referral"), principal, case_id=case_id
+    )
     try:
-        timeline = projections_api.timeline(case_id, state.projections, principal, request)
+        timeline = projections_api.timeline(
+            case_id, service(request, "projections"), principal, request
+        )
     except NotFoundError:
         timeline = []
     return {
@@ -63,11 +98,30 @@ def case_file(request: Request, principal: Principal, case_id: UUID) -> dict[str
 
 @router.get("/cases/{case_id}")
 def case_page(case_id: UUID, request: Request, principal: User) -> Response:
+    return show_case(request, principal, case_id)
+
+
+def show_case(
+    request: Request, principal: Principal, case_id: UUID, failure: Failure | None = None
+) -> Response:
+    """The case file; with ``failure``, its refused stage, closure or reopening form again."""
+    found = case_file(request, principal, case_id)
+    case = found["case"]
+    plan = plan_api.read_plan(case_id, service(request, "intake"), principal, request)
     return render(
         request,
         "case.html",
-        **case_file(request, principal, case_id),
+        422 if failure else 200,
+        **found,
         **referral_choices(request, principal),
+        plan=plan,
+        may=gate(principal, case),
+        failed=failure,
+        timeline_links=TIMELINE_LINKS,
+        next_stages=list(STAGE_TRANSITIONS.get(case.stage, ())),
+        closure_reasons=list(ClosureReason),
+        reopening_reasons=list(ReopeningReason),
+        reopening_stages=list(REOPENING_STAGES),
         decision=None,
         key=new_key(),
         kinds=list(AgencyKind),
@@ -77,16 +131,17 @@ def case_page(case_id: UUID, request: Request, principal: User) -> Response:
 @router.get("/cases")
 def my_cases(request: Request, principal: User) -> Response:
     """The cases the user's agency takes part in: by their handovers and referrals."""
-    state = request.app.state
     seen: dict[UUID, list[str]] = {}
-    for handover in referral_api.list_handovers(state.referral, principal):
+    for handover in referral_api.list_handovers(service(request, "referral"), principal):
         seen.setdefault(handover.case_id, []).append("handover")
-    for referral in referral_api.list_referrals(state.referral, principal, request):
+    for referral in referral_api.list_referrals(service(request, "referral"), principal, request):
         seen.setdefault(referral.case_id, []).append("referral")
     cases = []
     for case_id in seen:
         try:
-            cases.append(intake_api.read_case(case_id, state.intake, principal, request))
+            cases.append(
+                intake_api.read_case(case_id, service(request, "intake"), principal, request)
+            )
         except NotFoundError:
             continue
     cases.sort(key=lambda c: c.received_at, reverse=True)
@@ -98,7 +153,7 @@ def my_cases(request: Request, principal: User) -> Response:
 
 @router.get("/handovers/{handover_id}")
 def handover_page(handover_id: UUID, request: Request, principal: User) -> Response:
-    handover = referral_api.read_handover(handover_id, request.app.state.referral, principal)
+    handover = referral_api.read_handover(handover_id, service(request, "referral"), principal)
     mine = next((p for p in handover.parties if p.agency.agency_id == principal.agency_id), None)
     return render(
         request,
@@ -119,45 +174,12 @@ def confirm_handover(
     idempotency_key: FormText = None,
 ) -> Response:
     referral_api.confirm_handover(
-        handover_id, request.app.state.referral, principal, request, idempotency_key
+        handover_id, service(request, "referral"), principal, request, idempotency_key
     )
     return RedirectResponse(f"/handovers/{handover_id}", status_code=303)
 
 
 # -- consent capture --------------------------------------------------------------------------
-
-
-@router.post("/cases/{case_id}/consent/grant")
-def grant_consent(
-    case_id: UUID,
-    request: Request,
-    principal: User,
-    _csrf: Csrf,
-    categories: Annotated[list[DataCategory], Form()],
-    purposes: Annotated[list[Purpose], Form()],
-    recipient_kind: Annotated[AgencyKind, Form()],
-    form_reference: Annotated[str, Form(min_length=1, max_length=120)],
-    months: Annotated[int, Form(ge=1, le=60)] = 12,
-    idempotency_key: FormText = None,
-) -> Response:
-    """A written consent the person signed: what, to which kind of agency, for what."""
-    now = datetime.now(UTC)
-    body = consent_api.GrantCreate(
-        categories=tuple(categories),
-        recipients=(Recipient(kind=recipient_kind),),
-        purposes=tuple(purposes),
-        valid_from=now,
-        valid_until=now + timedelta(days=30 * months),
-        collection=Collection(
-            method=CollectionMethod.WRITTEN_FORM,
-            form_reference=form_reference,
-            language="vi",
-            withdrawal_explained=True,
-        ),
-        given_by=ConsentGiver(kind=GiverKind.PERSON),
-    )
-    consent_api.grant(case_id, body, request.app.state.consent, principal, request, idempotency_key)
-    return RedirectResponse(f"/cases/{case_id}#consent", status_code=303)
 
 
 @router.post("/cases/{case_id}/consent/refuse")
@@ -174,7 +196,7 @@ def refuse_consent(
         recipients=(Recipient(kind=recipient_kind),), statement=statement or None
     )
     consent_api.refuse(
-        case_id, body, request.app.state.consent, principal, request, idempotency_key
+        case_id, body, service(request, "consent"), principal, request, idempotency_key
     )
     return RedirectResponse(f"/cases/{case_id}#consent", status_code=303)
 
@@ -191,6 +213,6 @@ def withdraw_consent(
 ) -> Response:
     body = consent_api.WithdrawalCreate(reason=reason or None)
     consent_api.withdraw(
-        case_id, grant_id, body, request.app.state.consent, principal, request, idempotency_key
+        case_id, grant_id, body, service(request, "consent"), principal, request, idempotency_key
     )
     return RedirectResponse(f"/cases/{case_id}#consent", status_code=303)

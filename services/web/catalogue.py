@@ -10,13 +10,20 @@ from services.web.i18n import LOCALE_DIR
 
 
 def fill_english() -> int:
-    """Give every untranslated English message its own text; returns how many."""
+    """Give every untranslated English message its own text (both forms of a plural);
+    returns how many."""
     path = LOCALE_DIR / "en" / "LC_MESSAGES" / "messages.po"
     with path.open("rb") as f:
         catalogue = read_po(f, locale="en")
     filled = 0
     for message in catalogue:
-        if message.id and not message.string:
+        if not message.id:
+            continue
+        if isinstance(message.id, tuple):  # a plural: its singular and plural forms
+            if not (isinstance(message.string, tuple) and all(message.string)):
+                message.string = message.id
+                filled += 1
+        elif not message.string:
             message.string = message.id
             filled += 1
     with path.open("wb") as f:

@@ -1,4 +1,5 @@
-"""What every page route depends on: the page marker and the signed-in user."""
+"""What every page route depends on: the page marker, the signed-in user, and the positions
+its commands reached kept in the session."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 
 from services.runtime.auth import Principal
+from services.web.positions import remember_written
 from services.web.session import CSRF_FIELD, check_csrf, check_form, signed_in
 
 
@@ -36,7 +38,12 @@ FormText = Annotated[str | None, Form()]
 
 
 def page_router() -> APIRouter:
-    return APIRouter(include_in_schema=False, dependencies=[Depends(mark_page)])
+    return APIRouter(
+        include_in_schema=False,
+        # The positions a page's commands reached are kept before its answer leaves, so
+        # the next page (a redirect followed at once) waits for them.
+        dependencies=[Depends(mark_page), Depends(remember_written, scope="function")],
+    )
 
 
 __all__ = ["CSRF_FIELD", "Csrf", "FormCsrf", "FormText", "User", "page_router"]

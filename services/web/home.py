@@ -18,6 +18,7 @@ from services.web.session import (
     SESSION_COOKIE,
     DemoUser,
     SignInRequiredError,
+    close_session,
     cookie_options,
     sessions_of,
     signed_in,
@@ -28,6 +29,8 @@ router = page_router()
 HOMES = {
     Role.COORDINATOR: "/board",
     Role.CASE_MANAGER: "/cases",
+    Role.HEALTH_WORKER: "/cases",
+    Role.SUPERVISOR: "/cases",
     Role.AGENCY_STAFF: "/inbox",
     Role.INTAKE_OFFICER: "/reception",
     Role.AUDITOR: "/audit",
@@ -120,7 +123,7 @@ def sign_in(
 
 @router.post("/signout")
 def sign_out(request: Request, _csrf: Csrf) -> Response:
-    sessions_of(request).close(request.cookies.get(SESSION_COOKIE))
+    close_session(request)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, **cookie_options(request))
     return response

@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime
+from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 from fastapi import Request
 
@@ -89,6 +90,17 @@ def when(value: datetime | str | None, format: str = "medium") -> str:
     return format_datetime(moment, format=format, tzinfo=TIME_ZONE, locale=_current.get())
 
 
-def day(value: date | None) -> str:
-    """A calendar day (a date of birth) as the user's locale writes it."""
-    return "" if value is None else format_date(value, format="medium", locale=_current.get())
+def day(value: date | str | None) -> str:
+    """A calendar day (a date of birth; an ISO date from a read model) as the user's locale
+    writes it."""
+    if value is None or value == "":
+        return ""
+    calendar_day = date.fromisoformat(value) if isinstance(value, str) else value
+    return format_date(calendar_day, format="medium", locale=_current.get())
+
+
+def score(value: float, signed: bool = False) -> str:
+    """A score (0 to 1) with two decimals, as the user's locale writes them (0,45 in
+    Vietnamese); ``signed`` for a change (+0,30)."""
+    pattern = "+0.00;-0.00" if signed else "0.00"
+    return format_decimal(value, format=pattern, locale=_current.get())

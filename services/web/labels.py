@@ -5,7 +5,9 @@ The Vietnamese terms are those of DOMAIN.md; a value without a label is shown as
 
 from __future__ import annotations
 
-from services.web.i18n import N_, gettext
+from babel import Locale
+
+from services.web.i18n import N_, current_locale, gettext
 
 LABELS: dict[str, dict[str, str]] = {
     "role": {
@@ -15,6 +17,8 @@ LABELS: dict[str, dict[str, str]] = {
         "agency_staff": N_("Agency staff"),
         "auditor": N_("Auditor"),
         "admin": N_("Administrator"),
+        "health_worker": N_("Health worker"),
+        "supervisor": N_("Supervisor"),
     },
     "stage": {
         "reception": N_("Reception"),
@@ -151,6 +155,143 @@ LABELS: dict[str, dict[str, str]] = {
         "not_yet_valid": N_("Not yet in force"),
         "superseded": N_("Superseded"),
     },
+    "mental_state": {
+        "stable": N_("Stable"),
+        "anxious": N_("Anxious or fearful, but oriented"),
+        "distressed": N_("Distressed: needs psychological support soon"),
+        "acute_crisis": N_("Acute crisis: needs support now"),
+    },
+    "return_safety": {
+        "safe": N_("Safe"),
+        "unsafe": N_("Not safe"),
+        "uncertain": N_("Uncertain"),
+    },
+    "legal_need": {
+        "criminal_case": N_("Criminal case: statements, trial, a free lawyer"),
+        "immigration": N_("Immigration"),
+        "identity_documents": N_("Identity documents"),
+        "compensation": N_("Compensation"),
+    },
+    "education": {
+        "none": N_("No schooling"),
+        "primary": N_("Primary school"),
+        "lower_secondary": N_("Lower secondary school"),
+        "upper_secondary": N_("Upper secondary school"),
+        "vocational": N_("Vocational training"),
+        "higher": N_("Higher education"),
+    },
+    "livelihood": {
+        "in_school": N_("In school"),
+        "employed": N_("Employed"),
+        "self_employed": N_("Self-employed"),
+        "in_training": N_("In training"),
+        "unemployed": N_("Unemployed"),
+        "unable_to_work": N_("Unable to work"),
+    },
+    "exploitation": {
+        "sexual": N_("Sexual exploitation"),
+        "forced_labour": N_("Forced labour"),
+        "forced_marriage": N_("Forced marriage"),
+        "forced_criminality": N_("Forced criminality"),
+        "organ_removal": N_("Organ removal"),
+        "other": N_("Other"),
+    },
+    "means": {
+        "debt_bondage": N_("Debt bondage"),
+        "takes_earnings": N_("Takes the earnings"),
+        "restricts_financial_access": N_("Restricts access to money"),
+        "threats": N_("Threats"),
+        "psychological_abuse": N_("Psychological abuse"),
+        "physical_abuse": N_("Physical abuse"),
+        "sexual_abuse": N_("Sexual abuse"),
+        "false_promises": N_("False promises"),
+        "psychoactive_substances": N_("Drugs or alcohol"),
+        "restricts_movement": N_("Restricts movement"),
+        "restricts_medical_care": N_("Restricts medical care"),
+        "excessive_working_hours": N_("Excessive working hours"),
+        "uses_children": N_("Uses the children"),
+        "threat_of_law_enforcement": N_("Threat of the police or deportation"),
+        "withholds_necessities": N_("Withholds food, sleep or other necessities"),
+        "withholds_documents": N_("Withholds identity documents"),
+        "other": N_("Other"),
+    },
+    "identification": {
+        "presumed": N_("Presumed victim"),
+        "identified": N_("Identified as a victim"),
+        "not_identified": N_("Not identified as a victim"),
+    },
+    "decision": {
+        "continue": N_("Continue as planned"),
+        "revise_plan": N_("Revise the plan"),
+        "change_stage": N_("Change the stage"),
+        "refer": N_("Refer to another agency"),
+        "plan_exit": N_("Plan the exit"),
+        "close": N_("Close the case"),
+        "case_conference": N_("Hold a case conference"),
+        "reassign": N_("Assign another case manager"),
+    },
+    "closure": {
+        "safe_independence": N_("Safe independence"),
+        "goals_met": N_("Goals met"),
+        "person_declined_further_support": N_("The person declined further support"),
+        "transferred_elsewhere": N_("Transferred elsewhere"),
+        "lost_contact": N_("Contact lost"),
+        "deceased": N_("Deceased"),
+        "other": N_("Other"),
+    },
+    "reopening": {
+        "new_crisis": N_("A new crisis"),
+        "short_term_support": N_("Short-term support"),
+        "referral_elsewhere": N_("A referral elsewhere"),
+        "re_trafficked": N_("Trafficked again"),
+    },
+    "domain": {
+        "safety": N_("Safety"),
+        "health": N_("Health"),
+        "housing": N_("Housing"),
+        "income": N_("Income"),
+        "education": N_("Education"),
+        "legal": N_("Legal"),
+        "family": N_("Family"),
+        "community": N_("Community"),
+    },
+    "team_role": {
+        "social_worker": N_("Social worker"),
+        "psychologist": N_("Psychologist"),
+        "health_worker": N_("Health worker"),
+        "lawyer": N_("Lawyer"),
+        "trainer": N_("Trainer"),
+        "employer": N_("Employer"),
+        "teacher": N_("Teacher"),
+        "other": N_("Other"),
+    },
+    "task_status": {
+        "planned": N_("Planned"),
+        "in_progress": N_("In progress"),
+        "done": N_("Done"),
+        "cancelled": N_("Cancelled"),
+    },
+    "method": {
+        "signed": N_("Signed by the person"),
+        "oral_witnessed": N_("Agreed aloud, before a witness"),
+        "guardian_signed": N_("Signed by the guardian, with the child's own views"),
+    },
+    "dimension": {
+        "economic": N_("Economic"),
+        "social": N_("Social"),
+        "psychosocial": N_("Psychosocial"),
+        "composite": N_("Overall"),
+    },
+    "decline": {
+        "refused": N_("Refused it before it started"),
+        "dropped": N_("Dropped it after it started"),
+    },
+    "follow_up": {
+        "made": N_("Made"),
+        "missed": N_("Missed"),
+        "due": N_("Due now"),
+        "upcoming": N_("Upcoming"),
+    },
     "event": {
         "org.ketnoi.consent.granted": N_("Consent given"),
         "org.ketnoi.consent.record_opened": N_("Consent record opened"),
@@ -167,6 +308,23 @@ LABELS: dict[str, dict[str, str]] = {
         "org.ketnoi.intake.person_registered": N_("Person registered"),
         "org.ketnoi.intake.rapid_needs_assessed": N_("Rapid needs assessed"),
         "org.ketnoi.intake.reception_recorded": N_("Reception recorded"),
+        "org.ketnoi.intake.medical_examination_recorded": N_("Medical examination recorded"),
+        "org.ketnoi.intake.psychosocial_assessed": N_("Mental state assessed"),
+        "org.ketnoi.intake.family_situation_assessed": N_("Family situation assessed"),
+        "org.ketnoi.intake.legal_needs_assessed": N_("Legal needs assessed"),
+        "org.ketnoi.intake.education_livelihood_assessed": N_("Education and livelihood assessed"),
+        "org.ketnoi.intake.exploitation_recorded": N_("Exploitation recorded"),
+        "org.ketnoi.intake.identification_recorded": N_("Identification recorded"),
+        "org.ketnoi.intake.contact_logged": N_("Contact with the person"),
+        "org.ketnoi.intake.case_note_written": N_("Case note written"),
+        "org.ketnoi.intake.service_declined": N_("A service declined: the person's choice"),
+        "org.ketnoi.intake.case_reviewed": N_("Case review signed off"),
+        "org.ketnoi.intake.reintegration_plan_revised": N_("Reintegration plan made or revised"),
+        "org.ketnoi.intake.reintegration_plan_agreed": N_("The person agreed to the plan"),
+        "org.ketnoi.intake.plan_task_progressed": N_("A task of the plan moved on"),
+        "org.ketnoi.intake.reintegration_measured": N_("Reintegration measured"),
+        "org.ketnoi.intake.exit_planned": N_("Exit planned"),
+        "org.ketnoi.intake.case_conference_held": N_("Case conference held"),
         "org.ketnoi.intake.risk_assessed": N_("Risk assessed"),
         "org.ketnoi.intake.stage_changed": N_("Stage changed"),
         "org.ketnoi.referral.accepted": N_("Referral accepted"),
@@ -187,9 +345,11 @@ LABELS: dict[str, dict[str, str]] = {
         "org.ketnoi.referral.override_lapsed": N_("Emergency override lapsed"),
         "org.ketnoi.referral.override_requested": N_("Emergency override requested"),
         "org.ketnoi.referral.override_reviewed": N_("Emergency override reviewed"),
+        "org.ketnoi.referral.progress_reported": N_("Progress reported by the agency"),
         "org.ketnoi.referral.put_on_hold": N_("Referral on hold (consent)"),
         "org.ketnoi.referral.rejected": N_("Referral rejected"),
         "org.ketnoi.referral.resumed": N_("Referral resumed"),
+        "org.ketnoi.referral.service_feedback_recorded": N_("The person's feedback recorded"),
         "org.ketnoi.referral.started": N_("Service started"),
         "org.ketnoi.referral.withdrawal_noted_during_override": N_(
             "Withdrawal noted during an override"
@@ -217,6 +377,36 @@ LABELS: dict[str, dict[str, str]] = {
         "6-24 hours": N_("6-24 hours"),
         "1-3 days": N_("1-3 days"),
         "over 3 days": N_("over 3 days"),
+    },
+    "delivery": {
+        "delivered": N_("Delivered in full"),
+        "partially_delivered": N_("Partly delivered"),
+        "not_delivered": N_("Not delivered"),
+    },
+    "conclusion": {
+        "justified": N_("Justified: the vital interest warranted it"),
+        "not_justified": N_("Not justified: it should not have been approved"),
+    },
+    "giver": {
+        "person": N_("The person themself"),
+        "guardian": N_("A guardian or parent"),
+        "child_protection_authority": N_("The child protection authority"),
+    },
+    "relationship": {
+        "parent": N_("Parent"),
+        "child": N_("Child"),
+        "spouse": N_("Spouse"),
+        "sibling": N_("Brother or sister"),
+        "grandparent": N_("Grandparent"),
+        "other_relative": N_("Other relative"),
+    },
+    "family_giver": {
+        "family_member": N_("The family member themself (18 or over)"),
+        "guardian": N_("Their guardian (under 18)"),
+    },
+    "collection": {
+        "written_form": N_("A signed written form"),
+        "verbal_with_witness": N_("Given aloud, before a witness"),
     },
     "answer": {
         "acknowledge": N_("Acknowledge"),
@@ -246,6 +436,11 @@ PROVINCES = {
     "thua-thien-hue": "Thừa Thiên Huế",
     "yunnan": "Vân Nam",
 }
+
+
+def country(code: str) -> str:
+    """A country's name in the page's language, from the locale's own data."""
+    return str(Locale.parse(current_locale()).territories.get(code, code))
 
 
 def province(slug: str) -> str:

@@ -1,23 +1,24 @@
 """Sign-in through the organisation's OpenID Connect provider: the authorisation-code flow
 with PKCE (S256), a state and a nonce per attempt, kept on the server.
 
+The provider's endpoints and signing keys come from its discovery document and JWKS, through
+the same ``ProviderKeys`` as the API's bearer tokens (one per provider in the process): a
+token signed with a key id not seen yet makes the keys be fetched again, at most once every
+``KETNOI_AUTH_JWKS_MIN_REFRESH_SECONDS``, so the provider may rotate its keys at any time.
 The provider's access token is verified as every bearer token is (``TokenService.verify``:
 its key, issuer and audience), so the web session maps to exactly the ``Principal`` the
 API would give the same token: user (``sub``), agency, province and roles are the token's
-claims, and the agency must be active in the directory. The ID token's signature, audience,
-issuer and nonce are checked too.
+claims, and the agency must be active in the directory. The ID token's signature (by the
+provider's published keys), audience, issuer and nonce are checked too.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import threading
-import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import jwt
@@ -29,6 +30,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.runtime.auth import TokenService, in_directory
 from services.runtime.errors import AuthenticationError
+from services.runtime.oidc import ProviderKeys
 from services.runtime.settings import Settings
 from services.web.deps import page_router
 from services.web.home import home_of
@@ -43,49 +45,27 @@ HTTP_TIMEOUT = 10
 
 @dataclass(frozen=True)
 class Attempt:
+    """A sign-in under way, kept by its state in the session store (any process may take
+    the provider's answer), used once."""
+
     verifier: str
     nonce: str
     redirect_uri: str
-    expires: float
 
 
-@dataclass
-class Attempts:
-    """Sign-in attempts under way, by state; each is used once."""
-
-    _by_state: dict[str, Attempt] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def open(self, attempt: Attempt) -> str:
-        state = secrets.token_urlsafe(24)
-        with self._lock:
-            now = time.monotonic()
-            for old in [k for k, a in self._by_state.items() if a.expires < now]:
-                del self._by_state[old]
-            self._by_state[state] = attempt
-        return state
-
-    def take(self, state: str) -> Attempt | None:
-        with self._lock:
-            attempt = self._by_state.pop(state, None)
-        return attempt if attempt and attempt.expires >= time.monotonic() else None
-
-
-_attempts = Attempts()
-
-
-def _fetch_json(url: str, data: dict[str, str] | None = None) -> dict[str, Any]:
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
+def _post_form(url: str, data: dict[str, str]) -> dict[str, Any]:
+    body = urllib.parse.urlencode(data).encode()
     request = urllib.request.Request(url, data=body, headers={"Accept": "application/json"})
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
         found: dict[str, Any] = json.loads(answer.read())
         return found
 
 
-@cache
-def provider(issuer: str) -> dict[str, Any]:
-    """The provider's metadata (OpenID Connect Discovery), read once."""
-    return _fetch_json(issuer.rstrip("/") + "/.well-known/openid-configuration")
+def provider(request: Request, settings: Settings) -> ProviderKeys:
+    """The sign-in provider's discovery document and keys, shared with the API's tokens."""
+    assert settings.oidc_issuer
+    tokens: TokenService = request.app.state.tokens
+    return tokens.provider_keys(settings.oidc_issuer)
 
 
 def enabled(settings: Settings) -> bool:
@@ -100,11 +80,10 @@ def start_sign_in(request: Request) -> Response:
     verifier = generate_token(64)
     nonce = generate_token(32)
     redirect_uri = str(request.url_for("finish_sign_in"))
-    state = _attempts.open(
-        Attempt(verifier, nonce, redirect_uri, time.monotonic() + ATTEMPT_SECONDS)
-    )
+    attempt = Attempt(verifier, nonce, redirect_uri)
+    state = sessions_of(request).open_sign_in(asdict(attempt), ATTEMPT_SECONDS)
     url = prepare_grant_uri(
-        provider(settings.oidc_issuer)["authorization_endpoint"],
+        provider(request, settings).metadata()["authorization_endpoint"],
         client_id=settings.oidc_client_id,
         response_type="code",
         redirect_uri=redirect_uri,
@@ -123,7 +102,8 @@ def start_sign_in(request: Request) -> Response:
 def finish_sign_in(request: Request, state: str = "", code: str = "") -> Response:
     """The provider sends the browser back here with a code for this attempt."""
     settings: Settings = request.app.state.settings
-    attempt = _attempts.take(state) if state else None
+    taken = sessions_of(request).take_sign_in(state) if state else None
+    attempt = Attempt(**taken) if taken is not None else None
     if (
         not settings.oidc_issuer
         or not code
@@ -155,15 +135,19 @@ def _redeem(request: Request, settings: Settings, code: str, attempt: Attempt) -
     }
     if settings.oidc_client_secret:
         form["client_secret"] = settings.oidc_client_secret
-    tokens = _fetch_json(provider(settings.oidc_issuer)["token_endpoint"], form)
+    keys = provider(request, settings)
+    tokens = _post_form(str(keys.metadata()["token_endpoint"]), form)
     verifier: TokenService = request.app.state.tokens
-    # The ID token: from this provider, for this client, for this attempt.
+    # The ID token: signed with a key the provider publishes (a new key id fetches them
+    # again), from this provider, for this client, for this attempt.
+    id_token = str(tokens["id_token"])
+    key = keys.key_for(jwt.get_unverified_header(id_token).get("kid")).key
     claims = jwt.decode(
-        tokens["id_token"],
-        verifier.public_key,
+        id_token,
+        key,
         algorithms=[settings.auth_algorithm],
         audience=settings.oidc_client_id,
-        issuer=settings.oidc_issuer,
+        issuer=keys.issuer or settings.oidc_issuer,
         options={"require": ["exp", "sub", "aud", "iss", "nonce"]},
     )
     if not secrets.compare_digest(str(claims["nonce"]), attempt.nonce):

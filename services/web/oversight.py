@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from services.projections import api as projections_api
 from services.web.deps import User, page_router
 from services.web.i18n import TIME_ZONE
+from services.web.positions import service
 from services.web.render import render
 
 router = page_router()
@@ -33,7 +34,7 @@ def replay_page(
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=TIME_ZONE)
         replay = projections_api.replay(
-            case_id, moment, request.app.state.projections, principal, request
+            case_id, moment, service(request, "projections"), principal, request
         )
     return render(
         request,
@@ -47,7 +48,7 @@ def replay_page(
 @router.get("/statistics")
 def statistics_page(request: Request, principal: User, province: str | None = None) -> Response:
     """The anonymised statistics, a table per measure; suppressed cells say so."""
-    cells = projections_api.statistics(request.app.state.projections, principal, province)
+    cells = projections_api.statistics(service(request, "projections"), principal, province)
     tables: dict[str, list[Any]] = {name: [] for name in TABLES}
     for cell in cells:
         tables.setdefault(cell.table, []).append(cell)
@@ -56,7 +57,7 @@ def statistics_page(request: Request, principal: User, province: str | None = No
 
 @router.get("/statistics.csv")
 def statistics_csv(request: Request, principal: User, province: str | None = None) -> Response:
-    answer = projections_api.statistics_csv(request.app.state.projections, principal, province)
+    answer = projections_api.statistics_csv(service(request, "projections"), principal, province)
     return PlainTextResponse(
         answer.body,
         media_type="text/csv",

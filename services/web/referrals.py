@@ -1,7 +1,8 @@
-"""The case manager's referral form: before sending, the page shows exactly which of the
-person's data would be released to the chosen agency and which withheld, and why (the
-consent decision in force now); then the referral is sent through the referral service.
-Also the consent receipt, printable and bilingual, as the consent service writes it."""
+"""What the case manager's referral form needs: the agencies to refer to, the choices of
+its fields, and the preview of exactly which of the person's data would be released to the
+chosen agency and which withheld, and why (the consent decision in force now). The form and
+its sending: ``services.web.referring``. Also the consent receipt, printable and bilingual,
+as the consent service writes it."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
-from contracts.referral import Urgency
+from contracts.consent import CollectionMethod
+from contracts.referral import FamilyConsentGiver, FamilyRelationship, Urgency
 from contracts.vocabulary import DataCategory, Purpose, ServiceType
 from services.consent import api as consent_api
-from services.referral import api as referral_api
 from services.runtime.auth import Principal
 from services.runtime.errors import InvalidRequestError
-from services.web.deps import Csrf, FormText, User, page_router
+from services.web.deps import Csrf, User, page_router
+from services.web.positions import service
 from services.web.render import render
 
 router = page_router()
@@ -36,6 +38,9 @@ def referral_choices(request: Request, principal: Principal) -> dict[str, Any]:
         "purposes": list(Purpose),
         "urgencies": list(Urgency),
         "categories": list(DataCategory),
+        "relationships": list(FamilyRelationship),
+        "family_givers": list(FamilyConsentGiver),
+        "collection_methods": list(CollectionMethod),
     }
 
 
@@ -65,41 +70,10 @@ def preview_referral(
             consent_api.DecisionRequest(
                 recipient=recipient, purpose=purpose, categories=_categories(categories)
             ),
-            request.app.state.consent,
+            service(request, "consent"),
             principal,
         )
     return render(request, "referral_preview.html", decision=decision)
-
-
-@router.post("/cases/{case_id}/referrals")
-def send_referral(
-    case_id: UUID,
-    request: Request,
-    principal: User,
-    _csrf: Csrf,
-    to_agency: Annotated[str, Form()],
-    service_type: Annotated[ServiceType, Form()],
-    purpose: Annotated[Purpose, Form()],
-    urgency: Annotated[Urgency, Form()] = Urgency.ROUTINE,
-    categories: Annotated[list[str], Form()] = [],  # noqa: B006
-    note: FormText = None,
-    idempotency_key: FormText = None,
-) -> Response:
-    """Sent at once where the consent in force allows every category; otherwise it waits
-    as a draft, blocked by consent (the referral's page says which and why)."""
-    body = referral_api.ReferralCreate(
-        to_agency=to_agency,
-        service_type=service_type,
-        urgency=urgency,
-        purpose=purpose,
-        categories=_categories(categories),
-        note=note or None,
-    )
-    state = request.app.state
-    created = referral_api.create_referral(
-        case_id, body, state.referral, principal, state.agencies, request, idempotency_key
-    )
-    return RedirectResponse(f"/referrals/{created['referral_id']}", status_code=303)
 
 
 @router.get("/cases/{case_id}/consent/{grant_id}/receipt")
@@ -107,4 +81,4 @@ def consent_receipt(
     case_id: UUID, grant_id: UUID, request: Request, principal: User
 ) -> HTMLResponse:
     """The grant's receipt for the person, in Vietnamese and English, to print."""
-    return consent_api.read_receipt_page(case_id, grant_id, request.app.state.consent, principal)
+    return consent_api.read_receipt_page(case_id, grant_id, service(request, "consent"), principal)

@@ -15,10 +15,11 @@ from services.web.i18n import (
     day,
     gettext,
     ngettext,
+    score,
     use_locale,
     when,
 )
-from services.web.labels import label, province
+from services.web.labels import country, label, province
 from services.web.session import (
     CSRF_FIELD,
     FORM_COOKIE,
@@ -38,8 +39,11 @@ env = Environment(
 env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
 env.filters["when"] = when
 env.filters["day"] = day
+env.filters["score"] = score
 env.filters["label"] = label
 env.filters["province"] = province
+env.filters["tr"] = gettext  # a message chosen in code (marked there with N_)
+env.filters["country"] = country
 
 
 def agency_name(request: Request, agency_id: str | None, locale: str) -> str:

@@ -3,17 +3,16 @@ token, and from it to the same ``Principal`` the API's bearer tokens give.
 
 The cookie holds a random id and nothing else; it is HttpOnly, SameSite=Lax, and Secure
 wherever the app is reached over HTTPS (always in production). Each session has its own
-CSRF token, which every form sends back. Sessions live in the memory of the process that
-serves the pages: signing out, or a restart, ends them.
+CSRF token, which every form sends back. Sessions are kept in the platform's database
+(``services.runtime.web_sessions``), so every process serving the pages knows them and a
+restart ends none; signing out, or the session's expiry, does.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -22,6 +21,7 @@ from contracts.vocabulary import Role
 from services.runtime.auth import Principal, TokenService, in_directory
 from services.runtime.errors import AuthenticationError
 from services.runtime.settings import Environment
+from services.runtime.web_sessions import Session, SessionStore
 
 SESSION_COOKIE = "ketnoi_session"
 # Forms sent before signing in (sign-in, language) carry a token that must match this cookie.
@@ -40,48 +40,6 @@ class DemoUser:
     role: Role
 
 
-@dataclass
-class Session:
-    token: str
-    csrf: str
-    expires: float
-
-
-@dataclass
-class Sessions:
-    """Session id -> the user's access token, for as long as the token lives."""
-
-    lifetime_seconds: float = 12 * 3600
-    _by_id: dict[str, Session] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def open(self, token: str) -> str:
-        session_id = secrets.token_urlsafe(32)
-        with self._lock:
-            now = time.monotonic()
-            for stale in [k for k, s in self._by_id.items() if s.expires < now]:
-                del self._by_id[stale]
-            self._by_id[session_id] = Session(
-                token, secrets.token_urlsafe(32), now + self.lifetime_seconds
-            )
-        return session_id
-
-    def get(self, session_id: str | None) -> Session | None:
-        if not session_id:
-            return None
-        with self._lock:
-            session = self._by_id.get(session_id)
-            if session is None or session.expires < time.monotonic():
-                self._by_id.pop(session_id, None)
-                return None
-            return session
-
-    def close(self, session_id: str | None) -> None:
-        if session_id:
-            with self._lock:
-                self._by_id.pop(session_id, None)
-
-
 class SignInRequiredError(Exception):
     """The page needs a signed-in user; the app answers with the sign-in page."""
 
@@ -90,13 +48,28 @@ class CsrfRejectedError(Exception):
     """A form came back without its session's CSRF token."""
 
 
-def sessions_of(request: Request) -> Sessions:
-    sessions: Sessions = request.app.state.web_sessions
+def sessions_of(request: Request) -> SessionStore:
+    sessions: SessionStore = request.app.state.web_sessions
     return sessions
 
 
+_UNREAD = object()
+
+
 def current_session(request: Request) -> Session | None:
-    return sessions_of(request).get(request.cookies.get(SESSION_COOKIE))
+    """The request's session (read from the store once per request)."""
+    found = getattr(request.state, "web_session", _UNREAD)
+    if found is _UNREAD:
+        found = sessions_of(request).get(request.cookies.get(SESSION_COOKIE))
+        request.state.web_session = found
+    assert found is None or isinstance(found, Session)
+    return found
+
+
+def close_session(request: Request) -> None:
+    """End the request's session (signing out, or a token no longer accepted)."""
+    sessions_of(request).close(request.cookies.get(SESSION_COOKIE))
+    request.state.web_session = None
 
 
 def signed_in(request: Request) -> Principal:
@@ -110,7 +83,7 @@ def signed_in(request: Request) -> Principal:
         principal = tokens.verify(session.token)
         return in_directory(principal, request.app.state.agencies)
     except AuthenticationError:
-        sessions_of(request).close(request.cookies.get(SESSION_COOKIE))
+        close_session(request)
         raise SignInRequiredError from None
 
 

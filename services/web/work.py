@@ -1,5 +1,5 @@
-"""The agency's inbox of referrals and its answers, a referral as its recipient sees it, and
-the intake officer's reception form (one screen, large targets, an Idempotency-Key)."""
+"""The agency's inbox of referrals, and the intake officer's reception form (one screen,
+large targets, an Idempotency-Key). A referral's own page and its answers are in ``loop``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from uuid import UUID
 
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from contracts.intake import PersonDetails, Place
@@ -23,70 +22,23 @@ from contracts.vocabulary import (
 )
 from services.intake import api as intake_api
 from services.referral import api as referral_api
-from services.referral.domain import RECIPIENT_ANSWERS
 from services.web.cases import new_key
 from services.web.deps import Csrf, FormText, User, page_router
 from services.web.i18n import N_, TIME_ZONE
+from services.web.positions import service
 from services.web.render import render
 
 router = page_router()
-ANSWER_ROUTES: dict[str, Any] = {
-    route.path.rsplit("/", 1)[1]: route.endpoint
-    for route in referral_api.router.routes
-    if isinstance(route, APIRoute)
-    and route.path.startswith("/referral/referrals/{referral_id}/")
-    and route.path.rsplit("/", 1)[1] in RECIPIENT_ANSWERS
-}
 FormList = Annotated[list[str], Form()]
 
 
 @router.get("/inbox")
 def inbox(request: Request, principal: User) -> Response:
     """Referrals sent to the user's agency, as the referral service lists them."""
-    referrals = referral_api.list_referrals(request.app.state.referral, principal, request)
+    referrals = referral_api.list_referrals(service(request, "referral"), principal, request)
     mine = [r for r in referrals if r.to_agency.agency_id == principal.agency_id]
     mine.sort(key=lambda r: (not r.next_steps, r.timeline[0].at if r.timeline else None))
     return render(request, "inbox.html", referrals=mine)
-
-
-@router.get("/referrals/{referral_id}")
-def referral_page(referral_id: UUID, request: Request, principal: User) -> Response:
-    referral = referral_api.read_referral(
-        referral_id, request.app.state.referral, principal, request
-    )
-    answers = [a for a in referral.next_steps if a in RECIPIENT_ANSWERS]
-    return render(
-        request,
-        "referral.html",
-        referral=referral,
-        answers=answers if principal.agency_id == referral.to_agency.agency_id else [],
-        key=new_key(),
-    )
-
-
-@router.post("/referrals/{referral_id}/{action}")
-def answer_referral(
-    referral_id: UUID,
-    action: str,
-    request: Request,
-    principal: User,
-    _csrf: Csrf,
-    text: FormText = None,
-    idempotency_key: FormText = None,
-) -> Response:
-    """The recipient's answer: acknowledge, accept, reject (with a reason), start, complete
-    (with an outcome), or could not deliver."""
-    if action not in RECIPIENT_ANSWERS:
-        return render(request, "error.html", 404, status=404, slug="not-found")
-    answer = referral_api.Answer(
-        reason=text if action in ("reject", "fail") else None,
-        outcome=text if action == "complete" else None,
-        note=text if action not in ("reject", "fail", "complete") else None,
-    )
-    # The referral service makes one route per answer; the page calls that same route.
-    route = ANSWER_ROUTES[action]
-    route(referral_id, answer, request.app.state.referral, principal, request, idempotency_key)
-    return RedirectResponse(f"/referrals/{referral_id}", status_code=303)
 
 
 # -- the reception form -----------------------------------------------------------------------
@@ -221,33 +173,48 @@ def record_reception(
             errors=errors,
             **CHOICES,
         )
-    state = request.app.state
+    agencies = request.app.state.agencies
     created = intake_api.record_reception(
         intake_api.ReceptionCreate(
             route=parsed["route"], received_at=parsed["received_at"], place=parsed["place"]
         ),
-        state.intake,
+        service(request, "intake"),
         principal,
-        state.agencies,
+        agencies,
         request,
         f"{idempotency_key}:reception",
     )
     case_id = UUID(str(created["case_id"]))
     intake_api.register_person(
-        case_id, parsed["person"], state.intake, principal, request, f"{idempotency_key}:person"
+        case_id,
+        parsed["person"],
+        service(request, "intake"),
+        principal,
+        request,
+        f"{idempotency_key}:person",
     )
     intake_api.assess_needs(
-        case_id, parsed["needs"], state.intake, principal, request, f"{idempotency_key}:needs"
+        case_id,
+        parsed["needs"],
+        service(request, "intake"),
+        principal,
+        request,
+        f"{idempotency_key}:needs",
     )
     if "risk" in parsed:
         intake_api.assess_risk(
-            case_id, parsed["risk"], state.intake, principal, request, f"{idempotency_key}:risk"
+            case_id,
+            parsed["risk"],
+            service(request, "intake"),
+            principal,
+            request,
+            f"{idempotency_key}:risk",
         )
     if "contact" in parsed:
         intake_api.record_contact_preference(
             case_id,
             parsed["contact"],
-            state.intake,
+            service(request, "intake"),
             principal,
             request,
             f"{idempotency_key}:contact",

@@ -115,7 +115,9 @@ def open_page(
 def sign_in(page: Page, site: Site, user_id: str) -> None:
     page.goto(f"{site.base}/signin")
     page.locator(f'button[name="user_id"][value="{user_id}"]').click()
-    page.wait_for_load_state()
+    # Signed in once the answer has left the sign-in page: a page opened before that would
+    # race the sign-in's own request (and find no session).
+    page.wait_for_url(lambda url: "/signin" not in url)
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -60,10 +60,18 @@ from contracts.directory import (
     agency_record_id,
 )
 from contracts.envelope import Actor, AgencyRef, CommandRecorded, Event
+from contracts.erasure import (
+    CaseFileErased,
+    ErasureProposed,
+    ErasureReason,
+    ErasureRequested,
+    PersonErased,
+)
 from contracts.intake import (
     CaseClosed,
     CaseManagerAssigned,
     CaseReopened,
+    CaseTransferAwaited,
     ContactPreferenceRecorded,
     PartyPresent,
     PersonDetails,
@@ -74,6 +82,7 @@ from contracts.intake import (
     ReceptionRecorded,
     RiskAssessed,
     StageChanged,
+    transfer_id,
 )
 from contracts.plan import (
     AgreementMethod,
@@ -95,11 +104,16 @@ from contracts.referral import (
     CaseFactsNoted,
     CaseFileManagerNoted,
     CaseFileOpened,
+    CasePlanNoted,
     ConsentNoted,
     DeadlineKind,
     DeadlineMissed,
     DisclosureBasis,
     DisclosureRecorded,
+    FamilyConsentGiver,
+    FamilyMember,
+    FamilyMemberConsent,
+    FamilyRelationship,
     HandoverCancelled,
     HandoverCompleted,
     HandoverConfirmed,
@@ -112,12 +126,14 @@ from contracts.referral import (
     OverrideRequested,
     OverrideReviewed,
     PartyRole,
+    PlannedTask,
     ReferralAccepted,
     ReferralAcknowledged,
     ReferralBlocked,
     ReferralCancelled,
     ReferralCompleted,
     ReferralCreated,
+    ReferralDeclinedByPerson,
     ReferralDispatched,
     ReferralFailed,
     ReferralLinked,
@@ -220,7 +236,13 @@ def samples() -> list[Event]:
             refused=(ContactMode.HOME_VISIT,),
             **common,
         ),
-        CaseManagerAssigned(originator_version=7, case_manager_id="cw-1", agency=POLICE, **common),
+        CaseManagerAssigned(
+            originator_version=7,
+            case_manager_id="cw-1",
+            agency=POLICE,
+            handover_id=HANDOVER,
+            **common,
+        ),
         StageChanged(
             originator_version=8,
             from_stage=CaseStage.RECEPTION,
@@ -257,6 +279,7 @@ def samples() -> list[Event]:
         *referral_samples(),
         *audit_samples(),
         *directory_samples(),
+        *erasure_samples(),
     ]
 
 
@@ -395,6 +418,7 @@ def plan_samples() -> list[Event]:
             agency=AgencyRef(agency_id="nghe-an-vtc", kind=AgencyKind.VOCATIONAL_TRAINING_CENTRE),
         ),
         due_on=date(2026, 4, 1),
+        service_type=ServiceType.VOCATIONAL_TRAINING,
     )
     return [
         ReintegrationPlanRevised(
@@ -608,6 +632,19 @@ def referral_samples() -> list[Event]:
             **file,
         ),
         ReferralLinked(originator_version=4, referral_id=REFERRAL, **file),
+        CasePlanNoted(
+            originator_version=5,
+            person_id=PERSON,
+            tasks=(
+                PlannedTask(
+                    task_id=GRANT,
+                    agency_id="dong-thap-hospital",
+                    service_type=ServiceType.MEDICAL_CARE,
+                    status=TaskStatus.PLANNED,
+                ),
+            ),
+            **file,
+        ),
         ReferralCreated(
             originator_version=1,
             case_id=CASE,
@@ -620,6 +657,22 @@ def referral_samples() -> list[Event]:
             purpose=Purpose.SERVICE_PROVISION,
             categories=(DataCategory.IDENTITY,),
             note="n",
+            plan_task_id=GRANT,
+            family_member=FamilyMember(
+                full_name="Sample Child",
+                relationship=FamilyRelationship.CHILD,
+                age=7,
+                consent=FamilyMemberConsent(
+                    given_by=FamilyConsentGiver.GUARDIAN,
+                    collection=Collection(
+                        method=CollectionMethod.WRITTEN_FORM,
+                        form_reference="F-9",
+                        language="vi",
+                        withdrawal_explained=True,
+                    ),
+                    given_on=date(2026, 3, 1),
+                ),
+            ),
             **ref,
         ),
         ReferralBlocked(originator_version=2, withheld=WITHHELD, **ref),
@@ -650,6 +703,12 @@ def referral_samples() -> list[Event]:
         ReferralRejected(originator_version=11, reason="r", **ref),
         ReferralCancelled(originator_version=12, reason="r", **ref),
         ReferralFailed(originator_version=13, reason="r", **ref),
+        ReferralDeclinedByPerson(
+            originator_version=13,
+            choice=DeclineKind.DROPPED,
+            service_declined=GRANT,
+            **ref,
+        ),
         DeadlineMissed(
             originator_version=14,
             deadline=DeadlineKind.ACKNOWLEDGE,
@@ -693,6 +752,16 @@ def referral_samples() -> list[Event]:
             originator_version=3, seconds_by_party={"dong-thap-police": 60.0}, **hand
         ),
         HandoverCancelled(originator_version=4, reason="r", **hand),
+        CaseTransferAwaited(
+            originator_id=transfer_id(HANDOVER),
+            originator_version=1,
+            timestamp=AT,
+            actor=ACTOR,
+            case_id=CASE,
+            handover_id=HANDOVER,
+            to_agency=POLICE,
+            to_case_manager_id="cw-2",
+        ),
     ]
 
 
@@ -715,6 +784,35 @@ def audit_samples() -> list[Event]:
             grant_ids=(GRANT,),
             what="referral.referral",
         )
+    ]
+
+
+def erasure_samples() -> list[Event]:
+    common = {"originator_id": CASE, "timestamp": AT, "actor": ACTOR}
+    request = UUID("9e12c5c6-e063-41a4-95b6-c2d3e4f50617")
+    return [
+        ErasureProposed(originator_version=11, closed_at=AT, retention_days=1825, **common),
+        ErasureRequested(
+            originator_version=12, request_id=request, reason=ErasureReason.PERSON_REQUEST, **common
+        ),
+        PersonErased(
+            originator_version=13,
+            person_id=PERSON,
+            request_id=request,
+            reason=ErasureReason.PERSON_REQUEST,
+            requested_by=ACTOR,
+            **common,
+        ),
+        CaseFileErased(
+            originator_id=RECORD,
+            originator_version=9,
+            timestamp=AT,
+            actor=ACTOR,
+            case_id=CASE,
+            person_id=PERSON,
+            referral_ids=(REFERRAL,),
+            notify=("dong-thap-hospital",),
+        ),
     ]
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from contracts.asyncapi import ASYNCAPI_PATH, document, render
+from contracts.erasure import CaseFileErased
 from contracts.referral import HANDOVER_EVENTS, REFERRAL_EVENTS
 
 
@@ -37,7 +38,8 @@ def test_every_reference_resolves_and_every_event_has_a_message() -> None:
     for ref in _refs(doc):
         _resolve(doc, ref)
     names = {m["name"] for m in doc["components"]["messages"].values()}
-    assert names == {cls.topic() for cls in (*REFERRAL_EVENTS, *HANDOVER_EVENTS)}
+    feed_events = (*REFERRAL_EVENTS, *HANDOVER_EVENTS, CaseFileErased)
+    assert names == {cls.topic() for cls in feed_events}
     channel = doc["channels"]["agencyFeed"]
     assert channel["address"] == "ketnoi.agency.{agencyId}"
     assert set(channel["parameters"]) == {"agencyId"}

@@ -20,7 +20,7 @@ from tests.conftest import missing_service
 DEPLOY = Path(__file__).parents[2] / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 REALM = DEPLOY / "keycloak" / "ketnoi-realm.json"
-KETNOI_CONTAINERS = {*SERVICES, "relay"}
+KETNOI_CONTAINERS = {*SERVICES, "relay", "web"}
 
 
 def _compose_config() -> dict[str, Any]:
@@ -63,6 +63,15 @@ def test_the_compose_file_parses_and_names_every_component() -> None:
     assert services["relay"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name in SERVICES:
         assert services[name]["command"][:2] == ["serve", name]
+    # The web app signs people in through the realm's web client, which sends them back to it.
+    web = services["web"]
+    assert web["command"][:2] == ["serve", "all"]
+    assert web["environment"]["KETNOI_OIDC_CLIENT_ID"] == "ketnoi-web"
+    (published,) = [p["published"] for p in web["ports"]]
+    (client,) = [
+        c for c in json.loads(REALM.read_text())["clients"] if c["clientId"] == "ketnoi-web"
+    ]
+    assert client["redirectUris"] == [f"http://localhost:{published}/*"]
 
 
 def test_the_realm_carries_ketnoi_roles_and_claims() -> None:

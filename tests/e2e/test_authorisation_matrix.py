@@ -222,6 +222,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ),
         ties="reception",
     ),
+    ("POST", f"{IN}/{{case_id}}/erasure"): Op(
+        A.REQUEST_ERASURE,
+        lambda w: _body(f"{IN}/{w.case_id}/erasure", {"reason": "person_request"}),
+    ),
+    # Asked for by the case's case manager in the world; approved by another person.
+    ("POST", f"{IN}/{{case_id}}/erasure/approval"): Op(
+        A.APPROVE_ERASURE,
+        lambda w: _body(f"{IN}/{w.case_id}/erasure/approval"),
+        needs=frozenset({"erasure"}),
+    ),
     ("GET", f"{IN}/{{case_id}}"): Op(
         A.SEE_PROGRESS, lambda w: _body(f"{IN}/{w.case_id}"), mutates=False, reads=ALL
     ),
@@ -583,6 +593,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         mutates=False,
         reads=DETAILED,
     ),
+    ("GET", f"{P}/cases/{{case_id}}/case-file"): Op(
+        A.SEE_PROGRESS,
+        lambda w: _body(f"{P}/cases/{w.case_id}/case-file"),
+        mutates=False,
+        reads=DETAILED,
+    ),
     ("GET", f"{P}/cases/{{case_id}}/copy"): Op(
         A.GIVE_PERSON_COPY,
         lambda w: _body(f"{P}/cases/{w.case_id}/copy"),
@@ -609,6 +625,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         None,
         lambda w: _body(f"/seal/proofs/{event_id_of(UUID(w.case_id), 1)}"),
         mutates=False,
+    ),
+    ("GET", "/seal/consistency/{log}"): Op(
+        None, lambda w: _body("/seal/consistency/intake?old=1"), mutates=False
     ),
     ("GET", f"{P}/replay/cases/{{case_id}}"): Op(
         A.AUDIT,
@@ -684,6 +703,7 @@ NO_CASE: dict[tuple[str, str], tuple[frozenset[Role], bool]] = {
     ("GET", "/seal/checkpoints"): (frozenset({Role.AUDITOR}), False),
     ("POST", "/seal/verify"): (frozenset({Role.AUDITOR}), False),
     ("GET", "/seal/proofs/{event_id}"): (frozenset({Role.AUDITOR}), False),
+    ("GET", "/seal/consistency/{log}"): (frozenset({Role.AUDITOR}), False),
     ("POST", f"{D}/agencies"): (frozenset({Role.ADMIN}), False),
     ("GET", f"{D}/agencies"): (EVERYONE, False),
     ("GET", f"{D}/agencies/{{agency_id}}"): (EVERYONE, False),
@@ -852,6 +872,8 @@ class Api:
                 self.ok("POST", f"{case}/stage", {"to_stage": "transitional"}, manager)
             if "closed" in op.needs:
                 self.ok("POST", f"{case}/closure", {"reason": "goals_met"}, manager)
+            if "erasure" in op.needs:
+                self.ok("POST", f"{case}/erasure", {"reason": "person_request"}, manager)
             if "agency" in op.needs:
                 w.agency_id = f"fresh-{secrets.token_hex(4)}"
                 details = {

@@ -455,6 +455,7 @@ def test_the_reintegration_plan_made_with_the_person_and_its_measures(api: Api) 
             "goal_id": None,
             "action": None,
             "responsible": None,
+            "service_type": None,
         }
     ]
     assert len(api.audit.reads_of_case(UUID(case_id))) == len(reads)

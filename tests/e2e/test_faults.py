@@ -3,9 +3,10 @@
 On a PostgreSQL server of its own and a Tansu broker, with intake, consent, referral, the
 projections and the feed relay each their own process, clients send whole sequences of
 commands (reception to a completed referral, the position passed on, every command with an
-Idempotency-Key and asked again while something restarts). Meanwhile the followers (consent,
-referral, projections) and the relay are killed with SIGKILL at random moments and started
-again, PostgreSQL is restarted as after a crash, and so is the broker.
+Idempotency-Key and asked again while something restarts). Meanwhile the followers (intake,
+which follows the referral log's case transfers, consent, referral, projections) and the relay
+are killed with SIGKILL at random moments and started again, PostgreSQL is restarted as after
+a crash, and so is the broker.
 
 Afterwards: every acknowledged command is in its log exactly once; every read model equals
 a rebuild from the logs; every agency has read every event of its referrals, in order, after
@@ -62,7 +63,6 @@ from tests.support.faults import (
     RECIPIENTS,
     SENDER,
     Client,
-    LocalPostgres,
     Outcomes,
     Supervised,
     Tokens,
@@ -72,6 +72,7 @@ from tests.support.faults import (
     wait_until,
 )
 from tests.support.feed import FeedReader, Received, feed_kafka_settings, kafka_env
+from tests.support.postgres import LocalPostgres
 from tests.support.processes import KETNOI, free_port, run_ketnoi
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
@@ -81,13 +82,13 @@ CLIENTS = int(os.environ.get("KETNOI_FAULT_CLIENTS", "4"))
 SEED = int(os.environ.get("KETNOI_FAULT_SEED", str(random.randrange(1 << 30))))
 SOAK_SECONDS = float(os.environ.get("KETNOI_SOAK_SECONDS", "0"))
 SOAK_CLIENTS = int(os.environ.get("KETNOI_SOAK_CLIENTS", "50"))
-FOLLOWERS = ("consent", "referral", "projections", "feed")
+FOLLOWERS = ("intake", "consent", "referral", "projections", "feed")
 
 
 @pytest.fixture
 def postgres() -> Iterator[LocalPostgres]:
     try:
-        server = LocalPostgres()
+        server = LocalPostgres(max_connections=200)  # every process's pools, and the clients'
         server.start()
     except Exception as exc:
         missing_service(f"no throwaway PostgreSQL server for the fault suite ({exc})")

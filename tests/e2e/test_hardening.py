@@ -1,15 +1,21 @@
 """Protection at the edge: security headers, rate limits (429 + Retry-After), the lockout
-after refused tokens, a body that trickles in too slowly (408), private data files, and a
-missing key file reported as a configuration error. On the embedded default (SQLite)."""
+after refused tokens, a request head or body that trickles in too slowly (408), the
+connection limit's 503, private data files, and a missing key file reported as a
+configuration error. On the embedded default (SQLite); the head and the connection limit
+against a served process, over raw sockets."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import select
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Message
@@ -20,7 +26,7 @@ from services.runtime.auth import TokenService
 from services.runtime.http import RequestBodyLimitMiddleware
 from services.runtime.settings import Settings
 from tests.support.agencies import register_agencies
-from tests.support.processes import KETNOI
+from tests.support.processes import KETNOI, free_port, ketnoi_server
 
 AGENCY = "dong-thap-swc"
 
@@ -173,3 +179,100 @@ def test_a_missing_key_file_is_a_configuration_error(tmp_path: Path) -> None:
     assert "Configuration error" in done.stderr
     assert "KETNOI_AUTH_PUBLIC_KEY_FILE" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _served(tmp_path: Path, name: str, **settings: str) -> Any:
+    """``ketnoi serve directory`` as a process of its own, on the embedded default."""
+    env = {"KETNOI_DATABASE_URL": "", "KETNOI_DATA_DIR": str(tmp_path / f"{name}-data")}
+    env.update({f"KETNOI_{key.upper()}": value for key, value in settings.items()})
+    return ketnoi_server(
+        "serve", "directory", port=free_port(), env=env, log=tmp_path / f"{name}.log"
+    )
+
+
+def _port(base: str) -> int:
+    return int(base.rsplit(":", 1)[1])
+
+
+def _read_to_end(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    conn.settimeout(60)  # far past every bound here: a server that never closes fails
+    received = b""
+    while chunk := conn.recv(4096):
+        received += chunk
+    return received
+
+
+def _headers(answer: bytes) -> dict[str, str]:
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in head)}
+
+
+def test_a_request_head_that_trickles_in_is_cut_off(tmp_path: Path) -> None:
+    """uvicorn alone would wait for a head sent a byte at a time as long as it keeps
+    coming; a served Ketnoi closes the connection once the bound is past, mid-head."""
+    with _served(tmp_path, "slow", http_header_timeout_seconds="1") as (_proc, base):
+        head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 300 + b"\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", _port(base))) as slow:
+            sent, cut = 0, False
+            # A byte every 0.1 s: the whole head would take 30 s, thirty times the bound.
+            while sent < len(head):
+                readable, _, _ = select.select([slow], [], [], 0.1)
+                if readable:
+                    cut = True
+                    break
+                try:
+                    slow.sendall(head[sent : sent + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    cut = True
+                    break
+                sent += 1
+            assert cut
+            assert sent < len(head)  # cut off before the head was whole
+
+        # A client that connects and sends nothing, or stops within the head of its next
+        # request on a kept-alive connection, is answered 408 with the security headers.
+        with socket.create_connection(("127.0.0.1", _port(base))) as idle:
+            answer = _read_to_end(idle)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert _headers(answer)["x-content-type-options"] == "nosniff"
+        with socket.create_connection(("127.0.0.1", _port(base))) as kept:
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            first = b""
+            while b'"ok"' not in first and b"\r\n\r\n{" not in first:
+                first += kept.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200 ")
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+            answer = _read_to_end(kept)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert "frame-ancestors 'none'" in _headers(answer)["content-security-policy"]
+        # A whole request is served as ever.
+        assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+def test_past_the_connection_limit_the_503_carries_the_security_headers(
+    tmp_path: Path,
+) -> None:
+    with _served(tmp_path, "full", http_max_connections="2", http_header_timeout_seconds="120") as (
+        _proc,
+        base,
+    ):
+        address = ("127.0.0.1", _port(base))
+        # Two connections held open (accepted before the third: the queue is in order).
+        with (
+            socket.create_connection(address),
+            socket.create_connection(address),
+            socket.create_connection(address) as third,
+        ):
+            third.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = _read_to_end(third)
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    headers = _headers(answer)
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["retry-after"] == "1"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["type"] == "urn:ketnoi:problem:unavailable"

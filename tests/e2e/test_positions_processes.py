@@ -269,3 +269,68 @@ def test_a_follower_held_back_is_waited_for_within_the_bound(
                 # Asked again once the follower has caught up, the same request succeeds.
                 again = http.post(url, json=GRANT, headers=desk.manager)
                 assert again.status_code == 201, again.text
+
+
+def test_a_case_transfer_completed_in_the_referral_process_moves_the_case_in_every_one(
+    services: dict[str, str], pg_settings: Settings
+) -> None:
+    """Intake, its own process, follows the referral log: the last confirmation's position
+    is waited for, and the new manager owns the case at once; consent and referral, each its
+    own process, learn it from intake's log (eventually: a reaction's position is not
+    passed on, so the client waits for them within a bound)."""
+    desk = Desk(pg_settings)
+    tokens = TokenService(pg_settings)
+
+    def as_(agency: str, kind: AgencyKind, role: Role = Role.CASE_MANAGER) -> dict[str, str]:
+        token = tokens.issue(
+            user_id=f"{agency}-{role.value}",
+            agency_id=agency,
+            province="dong-thap",
+            roles=[role],
+            agency_kind=kind,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    swc = AgencyKind.SOCIAL_WORK_CENTRE
+    new = as_("dt-swc-2", swc)
+    carrier = PositionCarrier()
+    with carrier.client(timeout=30) as http:
+        case = open_case(http, services, desk)
+        body = {
+            "kind": "case_transfer",
+            "parties": [
+                {"agency": "dt-swc", "role": "from", "capacity": "case manager"},
+                {"agency": "dt-swc-2", "role": "to", "capacity": "case manager"},
+            ],
+            "to_case_manager_id": "dt-swc-2-case_manager",
+        }
+        referral = services["referral"]
+        r = http.post(
+            f"{referral}/referral/cases/{case}/handovers", json=body, headers=desk.manager
+        )
+        assert r.status_code == 201, r.text
+        handover = r.json()["handover_id"]
+        for who in (desk.manager, new):
+            r = http.post(f"{referral}/referral/handovers/{handover}/confirmations", headers=who)
+            assert r.status_code == 201, r.text
+        assert r.json()["status"] == "completed"
+        assert "referral" in carrier.positions
+
+        r = http.get(f"{services['intake']}/intake/cases/{case}", headers=new)
+        assert r.status_code == 200, r.text
+        assert r.json()["case_manager_id"] == "dt-swc-2-case_manager"
+
+        deadline = time.monotonic() + 30
+        url = f"{services['consent']}/consent/cases/{case}/grants"
+        while (grant := http.post(url, json=GRANT, headers=new)).status_code == 404:
+            assert time.monotonic() < deadline, grant.text
+            time.sleep(0.05)
+        assert grant.status_code == 201, grant.text
+        url = f"{referral}/referral/cases/{case}/referrals"
+        while (sent := http.post(url, json=REFERRAL, headers=new)).status_code == 404:
+            assert time.monotonic() < deadline, sent.text
+            time.sleep(0.05)
+        assert sent.status_code == 201, sent.text
+        # The agency that handed over holds the case no more, in any process.
+        r = http.get(f"{services['intake']}/intake/cases/{case}", headers=desk.manager)
+        assert r.status_code == 404, r.text

@@ -353,6 +353,44 @@ def test_emergency_override_through_http(api: Api) -> None:
     assert seen["disclosure"]["basis"] == "vital_interest"
     assert seen["disclosure"]["flagged_for_review"] is True
 
+    # The override on the referral: who asked, who approved, why, until when; then its review.
+    [asked] = api.get(f"/referral/referrals/{rid}", coordinator)["overrides"]
+    assert asked["reason"] == "Unconscious after an injury; needs surgery tonight."
+    assert (asked["requested_by_agency"], asked["requested_by_role"]) == ("dt-swc", "case_manager")
+    assert asked["approved_by_role"] == "coordinator"
+    assert asked["in_force"] is True
+    assert asked["needed_for_hours"] == 24
+    approved_at = datetime.fromisoformat(asked["approved_at"])
+    assert datetime.fromisoformat(asked["ends_at"]) - approved_at == timedelta(hours=24)
+    auditor = api.as_("dt-dolisa", Role.AUDITOR)
+    found = "The injury was life-threatening; consent could not be had."
+    review = {"conclusion": "justified", "note": found}
+    api.post(f"/referral/referrals/{rid}/overrides/{oid}/review", review, auditor, expect=200)
+    [reviewed] = api.get(f"/referral/referrals/{rid}", manager)["overrides"]
+    assert reviewed["in_force"] is False
+    assert (reviewed["conclusion"], reviewed["review_note"]) == ("justified", found)
+    assert reviewed["reviewed_by_role"] == "auditor"
+
+
+def test_the_outcome_and_why_not_in_full_go_to_those_in_the_loop(api: Api) -> None:
+    manager = api.as_("dt-swc", Role.CASE_MANAGER)
+    hospital = api.as_("dt-hospital", Role.AGENCY_STAFF)
+    case = api.receive("dt-police", "dong-thap", 30)
+    api.grant(case, manager)
+    body = {"to_agency": "dt-hospital", "service_type": "medical_care", "categories": ["identity"]}
+    rid = api.post(f"/referral/cases/{case}/referrals", body, manager)["referral_id"]
+    at = f"/referral/referrals/{rid}"
+    for step in ("acknowledge", "accept", "start"):
+        api.post(f"{at}/{step}", {}, hospital, expect=200)
+    why = "She went home to her family after four weeks."
+    partial = {"outcome": "Four of six weeks of care", "delivery": "partially_delivered"}
+    api.post(f"{at}/complete", {**partial, "why": why}, hospital, expect=200)
+    seen = api.get(at, manager)
+    assert (seen["outcome"], seen["delivery_why"]) == ("Four of six weeks of care", why)
+    r = api.client.get(at, headers=api.as_("dt-dolisa", Role.COORDINATOR))
+    assert r.json()["outcome"] is None
+    assert why not in r.text
+
 
 def test_agency_access_is_limited_to_its_own_referrals(api: Api) -> None:
     manager = api.as_("dt-swc", Role.CASE_MANAGER)

@@ -1,5 +1,6 @@
 """The seal end to end: a platform's logs verified by ``ketnoi verify`` and by the auditors'
-API on PostgreSQL, a hand edit named by the command, a proof printed and checked."""
+API on PostgreSQL, a hand edit named by the command, inclusion and consistency proofs printed
+and checked."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from psycopg import sql
 from typer.testing import CliRunner
@@ -19,6 +21,8 @@ from services.cli import app as cli
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.auth import TokenService
 from services.runtime.seal.keys import seal_signer
+from services.runtime.seal.note import Signer
+from services.runtime.seal.proof import check_consistency
 from services.runtime.settings import Settings
 from tests.integration.test_projections import dong_thap_night
 from tests.support.agencies import register_agencies
@@ -74,6 +78,27 @@ def test_ketnoi_verify_passes_then_names_a_hand_edit(
     checked = runner.invoke(cli, ["seal", "check-proof", str(proof_file), "--key", key])
     assert checked.exit_code == 0, checked.output
 
+    # The log grows and is signed again: the new checkpoint extends the published one.
+    with psycopg.connect(pg_settings.database_url or "") as conn:
+        (published,) = conn.execute(
+            sql.SQL("SELECT max(size) FROM {}.intake_events_checkpoints").format(schema)
+        ).fetchone() or (None,)
+    dong_thap_night(platform)
+    assert runner.invoke(cli, ["seal", "checkpoint"], env=env).exit_code == 0
+    extended = runner.invoke(cli, ["seal", "consistency", "intake", str(published)], env=env)
+    assert extended.exit_code == 0, extended.output
+    assert json.loads(extended.stdout)["consistency_path"]
+    consistency_file = tmp_path / "consistency.json"
+    consistency_file.write_text(extended.stdout)
+    checked = runner.invoke(cli, ["seal", "check-consistency", str(consistency_file), "--key", key])
+    assert checked.exit_code == 0, checked.output
+    assert f"extends the one of size {published}" in " ".join(checked.output.split())
+    other = Signer("other", Ed25519PrivateKey.generate()).verifier.vkey()
+    refused = runner.invoke(
+        cli, ["seal", "check-consistency", str(consistency_file), "--key", other]
+    )
+    assert refused.exit_code == 1
+
     # Someone edits the intake log by hand: the command fails and names the row.
     with psycopg.connect(pg_settings.database_url or "") as conn:
         position = conn.execute(
@@ -114,6 +139,16 @@ def test_auditors_see_checkpoints_and_verification_on_the_api(
         assert by_log["intake"]["checkpoint"].startswith(
             f"{pg_settings.seal_origin}/intake\n{by_log['intake']['size']}\n"
         )
+        first = by_log["intake"]["size"]
+        dong_thap_night(platform)
+        platform.checkpoint()
+        extended = client.get(f"/seal/consistency/intake?old={first}", headers=auditor)
+        assert extended.status_code == 200, extended.text
+        keys = [seal_signer(pg_settings).verifier]
+        old, new = check_consistency(extended.json(), keys)
+        assert old == first < new
+        missing = client.get(f"/seal/consistency/intake?old={new + 1}", headers=auditor)
+        assert missing.status_code == 404
         verified = client.post("/seal/verify", headers=auditor)
         assert verified.status_code == 200, verified.text
         assert all(log["ok"] for log in verified.json())

@@ -1,5 +1,6 @@
 """Signing in to the web app through an OpenID Connect provider (authorisation code with
-PKCE), and the session and CSRF rules every page keeps. On PostgreSQL."""
+PKCE; its keys by discovery and JWKS, rotated), and the session and CSRF rules every page
+keeps. On PostgreSQL."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def web(pg_settings: Settings, provider: Provider) -> Iterator[TestClient]:
     settings = pg_settings.model_copy(
         update={
             "pg_pool_size": 2,
-            "auth_public_key_file": provider.public_key_file,
+            # The API's tokens and the web's sign-in: the same provider, found by discovery.
+            "auth_oidc_issuer_url": provider.base,
             "oidc_issuer": provider.base,
             "oidc_client_id": CLIENT_ID,
         }
@@ -95,6 +97,26 @@ def test_sign_in_through_the_provider_opens_a_session_as_the_tokens_principal(
     # The same code, or the same state, cannot be used twice.
     again = web.get(callback, follow_redirects=False)
     assert again.status_code == 400
+
+
+def test_the_providers_answer_may_come_back_to_another_process(
+    web: TestClient, provider: Provider
+) -> None:
+    """Sign-ins under way and sessions are in the database: a process that did not begin
+    the sign-in finishes it, and the session it opens is known to the first."""
+    settings = web.app.state.settings  # type: ignore[attr-defined]
+    other = start(settings, run_followers=False)
+    try:
+        with TestClient(http_app(other, TokenService(settings))) as second:
+            location = _to_provider(web)
+            second.cookies.update(web.cookies)  # the same browser, another process
+            answer = second.get(_back_from_provider(location), follow_redirects=False)
+            assert answer.status_code == 303, answer.text
+            web.cookies.update(second.cookies)
+            board = web.get("/board", headers={"Accept-Language": "en"})
+            assert "dt-coordinator-7" in board.text
+    finally:
+        other.close()
 
 
 def test_a_callback_that_is_not_for_this_browsers_attempt_is_refused(
@@ -156,3 +178,34 @@ def test_the_forms_before_signing_in_carry_a_token_of_their_own(web: TestClient)
         follow_redirects=False,
     )
     assert away.headers["location"] == "/"
+
+
+def test_sign_in_follows_the_providers_key_rotation_at_most_once_a_pause(
+    web: TestClient, provider: Provider
+) -> None:
+    """The sign-in reads the provider's keys through the same key set as the API's tokens:
+    a new key id fetches them again, but not twice within the pause."""
+    assert web.get(_back_from_provider(_to_provider(web))).status_code == 200
+    assert provider.jwks_requests == 1  # the ID token and the access token: one fetch
+    tokens: TokenService = web.app.state.tokens  # type: ignore[attr-defined]
+    keys = tokens.provider_keys(provider.base)
+    started = keys.clock()
+    keys.clock = lambda: started + 1  # within the pause after that fetch
+
+    provider.rotate()
+    again = TestClient(web.app)
+    refused = again.get(_back_from_provider(_to_provider(again)), follow_redirects=False)
+    assert refused.status_code == 401  # signed with a key not fetched yet, and no fetch now
+    assert provider.jwks_requests == 1
+
+    keys.clock = lambda: started + 31  # the pause is over
+    answer = again.get(_back_from_provider(_to_provider(again)), follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    assert provider.jwks_requests == 2
+    assert again.get("/board").status_code == 200
+    # The API takes the new key's access token without fetching again, as does the old
+    # session's page (its token signed with the old key, still published).
+    bearer = {"Authorization": f"Bearer {provider.issued[-1]}"}
+    assert again.get("/projections/board", headers=bearer).status_code == 200
+    assert web.get("/board").status_code == 200
+    assert provider.jwks_requests == 2

@@ -26,6 +26,7 @@ from contracts.referral import ReferralAccepted, Urgency, case_file_id
 from contracts.vocabulary import (
     AgencyKind,
     ArrivalRoute,
+    CaseStage,
     DataCategory,
     Purpose,
     Role,
@@ -205,6 +206,33 @@ def test_a_concurrent_request_with_the_same_key_is_replayed_not_run_again(
     assert attempts == [1, 2]  # ours, then the winner's; ours was never run again
     assert mine == results[0]
     assert len(platform.referral.get_case_file(case_id).referral_ids) == 1
+
+
+def test_a_request_with_the_same_key_that_won_before_the_rules_ran_is_replayed(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double tap: this request looked for its key's record before the other one saved;
+    the other's events then trip this one's rules (the case is already in that stage), yet
+    the answer is the other's result, not a rule violation."""
+    intake = platform.intake
+    case_id = add_case(platform)
+    ctx = CommandContext(actor=MANAGER, idempotency_key="stage-race-0001")
+    looked_up = intake._recorded
+    winner: list[dict[str, Any]] = []
+    raced: list[bool] = []
+
+    def recorded(record_id: UUID) -> Any:
+        found = looked_up(record_id)
+        if not raced:  # ours found nothing; the other request then runs to its end
+            raced.append(True)
+            winner.append(intake.change_stage(ctx, case_id, CaseStage.CRISIS, "tonight"))
+        return found
+
+    monkeypatch.setattr(intake, "_recorded", recorded)
+    mine = intake.change_stage(ctx, case_id, CaseStage.CRISIS, "tonight")
+
+    assert mine == winner[0]
+    assert [type(e).__name__ for e in intake.history(case_id)].count("StageChanged") == 1
 
 
 def test_a_writer_that_always_interferes_gets_409_after_the_attempts(

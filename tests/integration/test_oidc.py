@@ -142,6 +142,21 @@ def test_unknown_key_ids_refresh_the_keys_at_most_once_a_pause(
     assert provider.jwks_requests == 1  # the made-up key ids cost the provider nothing
 
 
+def test_one_key_set_per_provider_shared_by_the_api_and_the_sign_in(
+    provider: Provider, tmp_path: Any
+) -> None:
+    """The web's sign-in asks the token service for its provider's keys: the same provider
+    (however its URL ends) is the same discovery document and the same keys."""
+    provider.add_key("k1")
+    tokens = _service(provider, tmp_path, auth_jwks_min_refresh_seconds=3600)
+    tokens.verify(provider.token("k1", roles=["case_manager"]))
+    sign_in = tokens.provider_keys(provider.issuer + "/")
+    assert sign_in is tokens.provider_keys(provider.issuer)
+    assert sign_in.metadata()["jwks_uri"].endswith("/protocol/openid-connect/certs")
+    assert sign_in.key_for("k1").key_id == "k1"
+    assert provider.jwks_requests == 1  # the API's fetch served the sign-in too
+
+
 def test_keycloak_roles_and_a_service_account(provider: Provider, tmp_path: Any) -> None:
     provider.add_key("k1")
     tokens = _service(provider, tmp_path)

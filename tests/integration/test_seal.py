@@ -3,6 +3,7 @@ and named; checkpoints are signed, co-signed, exported and prove an event's incl
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import stat
@@ -26,16 +27,17 @@ from contracts.envelope import event_id_of
 from services.intake.application import IntakeService
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.seal.keys import policy_from_env, seal_signer
-from services.runtime.seal.merkle import ProofError
-from services.runtime.seal.note import Signer, parse_note
+from services.runtime.seal.merkle import ProofError, consistency_proof, root_of
+from services.runtime.seal.note import Checkpoint, Signer, parse_note
 from services.runtime.seal.operations import (
     SealOperationError,
     checkpoint_all,
     cosign,
     export_checkpoints,
     prove,
+    prove_consistency,
 )
-from services.runtime.seal.proof import check_proof
+from services.runtime.seal.proof import check_consistency, check_proof
 from services.runtime.seal.sources import LogSource, PostgresLog, SQLiteLog, open_logs
 from services.runtime.seal.verify import verify_log
 from services.runtime.settings import Environment, Settings, SettingsError
@@ -274,6 +276,71 @@ def test_an_event_is_proven_against_a_published_checkpoint(sealed: SealedLog) ->
         prove(sealed.settings, uuid.uuid4())
 
 
+def test_every_later_checkpoint_is_proven_to_extend_every_earlier_one(sealed: SealedLog) -> None:
+    checkpoint_all(sealed.settings)
+    with open_logs(sealed.settings) as logs:
+        (log,) = [log for log in logs if log.name == "intake"]
+        sizes = [size for size, _ in log.checkpoints()]
+    keys = _keys(sealed.settings)
+    assert len(sizes) >= 4
+    for i, old in enumerate(sizes):
+        for new in sizes[i:]:
+            proof = json.loads(
+                json.dumps(prove_consistency(sealed.settings, "intake", old, new).as_json())
+            )
+            assert check_consistency(proof, keys) == (old, new)
+    latest = prove_consistency(sealed.settings, "intake", sizes[0]).as_json()
+    assert check_consistency(latest, keys) == (sizes[0], sizes[-1])
+    with pytest.raises(ProofError, match="trusted key"):
+        check_consistency(latest, [Signer("x", Ed25519PrivateKey.generate()).verifier])
+    with pytest.raises(ProofError, match="larger"):
+        check_consistency(
+            {
+                **latest,
+                "old_checkpoint": latest["new_checkpoint"],
+                "new_checkpoint": latest["old_checkpoint"],
+            },
+            keys,
+        )
+    with pytest.raises(SealOperationError, match="no checkpoint of size"):
+        prove_consistency(sealed.settings, "intake", sizes[0] + 1)
+    with pytest.raises(SealOperationError, match="no log named"):
+        prove_consistency(sealed.settings, "nowhere", sizes[0])
+
+
+def test_a_history_rewritten_and_signed_again_is_not_consistent_with_what_was_published(
+    sealed: SealedLog,
+) -> None:
+    # Even the holder of the signing key cannot rewrite a row before a published
+    # checkpoint: the new checkpoint fails its consistency proof against the published one.
+    checkpoint_all(sealed.settings)
+    with sealed.tamper() as (_, log):
+        published_size, published = log.checkpoints()[0]
+        hashes = [bytes(leaf[3]) for leaf in log.leaves(0, EVENTS)]
+    signer = seal_signer(sealed.settings)
+    origin = parse_note(published).checkpoint.origin
+    rewritten = list(hashes)
+    rewritten[1] = bytes(32)
+    forged = Checkpoint(origin, EVENTS, root_of(rewritten)).sign(signer)
+    proof = {
+        "log": "intake",
+        "old_checkpoint": published,
+        "new_checkpoint": forged,
+        "consistency_path": [
+            base64.b64encode(h).decode()
+            for h in consistency_proof(rewritten, published_size, EVENTS)
+        ],
+    }
+    with pytest.raises(ProofError, match="not consistent"):
+        check_consistency(proof, _keys(sealed.settings))
+    honest = Checkpoint(origin, EVENTS, root_of(hashes)).sign(signer)
+    proof["new_checkpoint"] = honest
+    proof["consistency_path"] = [
+        base64.b64encode(h).decode() for h in consistency_proof(hashes, published_size, EVENTS)
+    ]
+    assert check_consistency(proof, _keys(sealed.settings)) == (published_size, EVENTS)
+
+
 def test_a_witness_cosigns_only_a_log_that_verifies(sealed: SealedLog, tmp_path: Path) -> None:
     witness = Signer("witness.example", Ed25519PrivateKey.generate())
     keys = _keys(sealed.settings)
@@ -337,10 +404,13 @@ def _empty(sealed: SealedLog) -> str:
 def test_production_refuses_to_start_without_a_seal_key(tmp_path: Path) -> None:
     public = tmp_path / "idp.pem"
     public.write_text("unused")
+    master = tmp_path / "master-key"
+    master.write_text("00" * 32)
     base: dict[str, Any] = {
         "environment": Environment.PRODUCTION,
         "database_url": "postgresql://ketnoi@127.0.0.1/ketnoi",
         "auth_public_key_file": public,
+        "master_key_file": master,
     }
     with pytest.raises(ValueError, match="KETNOI_SEAL_SIGNING_KEY_FILE"):
         Settings(**base)

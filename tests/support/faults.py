@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -29,78 +27,6 @@ import httpx
 from services.runtime.auth import TokenService
 from services.runtime.positions import HEADER, merged, parse, render
 from services.runtime.settings import Settings
-from tests.support.postgres import _find_binary, _free_port, wait_until_ready
-
-
-class LocalPostgres:
-    """A PostgreSQL server of its own in a temporary directory, on a loopback port."""
-
-    def __init__(self) -> None:
-        initdb, pg_ctl = _find_binary("initdb"), _find_binary("pg_ctl")
-        if not initdb or not pg_ctl:
-            msg = "no initdb/pg_ctl on this machine"
-            raise RuntimeError(msg)
-        self.initdb, self.pg_ctl = initdb, pg_ctl
-        self.workdir = Path(tempfile.mkdtemp(prefix="ketnoi-faults-pg-"))
-        self.datadir = self.workdir / "data"
-        self.port = _free_port()
-        # PostgreSQL refuses to run as root; run it as the postgres user when we are root.
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-            shutil.chown(self.workdir, "postgres")
-        self.restarts = 0
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _ctl(self, *args: str) -> None:
-        subprocess.run(
-            [*self.as_user, self.pg_ctl, "-D", str(self.datadir), *args],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    def start(self) -> None:
-        if not self.datadir.exists():
-            subprocess.run(
-                [
-                    *self.as_user,
-                    self.initdb,
-                    "-D",
-                    str(self.datadir),
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "--no-sync",
-                ],
-                check=True,
-                capture_output=True,
-            )
-        options = (
-            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200"
-        )
-        self._ctl("-l", str(self.workdir / "log"), "-w", "-o", options, "start")
-        wait_until_ready(self.url)
-
-    def restart(self) -> None:
-        """Stop at once (as a crash would: no checkpoint, connections cut), then start."""
-        self._ctl("-m", "immediate", "-w", "stop")
-        self.start()
-        self.restarts += 1
-
-    def close(self) -> None:
-        if self.datadir.exists():
-            subprocess.run(
-                [*self.as_user, self.pg_ctl, "-D", str(self.datadir), "-m", "immediate", "stop"],
-                check=False,
-                capture_output=True,
-            )
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class Supervised:

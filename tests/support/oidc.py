@@ -1,13 +1,16 @@
-"""A small OpenID Connect provider for tests: discovery, an authorisation endpoint that
-signs the user in at once, and a token endpoint that checks the PKCE verifier.
+"""A small OpenID Connect provider for tests: discovery, its keys as a JWKS, an
+authorisation endpoint that signs the user in at once, and a token endpoint that checks the
+PKCE verifier.
 
-It signs with an Ed25519 key whose public half a Ketnoi under test is configured with, and
-puts Ketnoi's claims (agency, province, roles) in its access tokens."""
+It signs with an Ed25519 key named by a key id, published in its JWKS (``rotate`` replaces
+it with a new one), and puts Ketnoi's claims (agency, province, roles) in its access
+tokens, whose issuer is the provider's own."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import threading
 import time
@@ -21,7 +24,6 @@ from urllib.parse import urlencode
 
 import jwt
 import uvicorn
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Form, HTTPException
 from fastapi.responses import RedirectResponse
@@ -34,10 +36,25 @@ CLIENT_ID = "ketnoi-web"
 @dataclass
 class Provider:
     base: str
-    public_key_file: Path
     user: dict[str, Any]
+    keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+    current: str = ""
     issued: list[str] = field(default_factory=list)
     tokens_asked: int = 0
+    jwks_requests: int = 0
+
+    def rotate(self) -> str:
+        """Sign with a new key from now on, published beside the old; returns its id."""
+        self.current = f"key-{len(self.keys) + 1}"
+        self.keys[self.current] = Ed25519PrivateKey.generate()
+        return self.current
+
+    def jwks(self) -> dict[str, Any]:
+        keys = []
+        for kid, key in self.keys.items():
+            jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "EdDSA"})
+        return {"keys": keys}
 
 
 def _s256(verifier: str) -> str:
@@ -48,16 +65,10 @@ def _s256(verifier: str) -> str:
 @contextmanager
 def oidc_provider(tmp_path: Path, user: dict[str, Any]) -> Iterator[Provider]:
     """Serve the provider on a loopback port; ``user`` holds the claims it signs in with."""
-    key = Ed25519PrivateKey.generate()
-    public_key_file = tmp_path / "idp-public-key.pem"
-    public_key_file.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    provider = Provider(base, public_key_file, user)
+    provider = Provider(base, user)
+    provider.rotate()
     codes: dict[str, dict[str, str]] = {}
     app = FastAPI()
 
@@ -67,8 +78,14 @@ def oidc_provider(tmp_path: Path, user: dict[str, Any]) -> Iterator[Provider]:
             "issuer": base,
             "authorization_endpoint": f"{base}/authorize",
             "token_endpoint": f"{base}/token",
+            "jwks_uri": f"{base}/jwks",
             "code_challenge_methods_supported": ["S256"],
         }
+
+    @app.get("/jwks")
+    def jwks() -> dict[str, Any]:
+        provider.jwks_requests += 1
+        return provider.jwks()
 
     @app.get("/authorize")
     def authorize(
@@ -107,13 +124,18 @@ def oidc_provider(tmp_path: Path, user: dict[str, Any]) -> Iterator[Provider]:
             raise HTTPException(400, "invalid_grant")
         now = datetime.now(UTC)
         common = {"sub": provider.user["sub"], "iat": now, "exp": now + timedelta(hours=1)}
+        key, named = provider.keys[provider.current], {"kid": provider.current}
         access = jwt.encode(
-            {**common, "iss": "ketnoi", "aud": "ketnoi", **provider.user}, key, algorithm="EdDSA"
+            {**common, "iss": base, "aud": "ketnoi", **provider.user},
+            key,
+            algorithm="EdDSA",
+            headers=named,
         )
         identity = jwt.encode(
             {**common, "iss": base, "aud": CLIENT_ID, "nonce": asked["nonce"]},
             key,
             algorithm="EdDSA",
+            headers=named,
         )
         provider.issued.append(access)
         return {"access_token": access, "id_token": identity, "token_type": "Bearer"}

@@ -65,7 +65,7 @@ class LocalPostgres:
     """A throwaway PostgreSQL server from this machine's binaries, in a temporary directory,
     on a free loopback port; it may be stopped and started again (same port, same data)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_connections: int = 100) -> None:
         initdb, pg_ctl = _find_binary("initdb"), _find_binary("pg_ctl")
         if not initdb or not pg_ctl:
             msg = "no initdb/pg_ctl on this machine"
@@ -73,6 +73,8 @@ class LocalPostgres:
         self.pg_ctl = pg_ctl
         self.workdir = Path(tempfile.mkdtemp(prefix="ketnoi-pg-"))
         self.datadir, self.port = self.workdir / "data", _free_port()
+        self.max_connections = max_connections
+        self.restarts = 0
         # PostgreSQL refuses to run as root; run it as the postgres user when we are root.
         self.as_user: list[str] = []
         if os.geteuid() == 0:
@@ -97,7 +99,10 @@ class LocalPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = (
+            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c max_connections={self.max_connections}"
+        )
         subprocess.run(
             [
                 *self.as_user,
@@ -122,6 +127,13 @@ class LocalPostgres:
             check=False,
             capture_output=True,
         )
+
+    def restart(self) -> None:
+        """Stop at once (as a crash would: no checkpoint, connections cut), then start."""
+        self.stop("immediate")
+        self.start()
+        wait_until_ready(self.url)
+        self.restarts += 1
 
     def close(self) -> None:
         self.stop("immediate")

@@ -27,6 +27,10 @@ from contracts.intake import CaseManagerAssigned, Place, ReceptionRecorded
 from contracts.referral import (
     DisclosureBasis,
     DisclosureRecorded,
+    FamilyConsentGiver,
+    FamilyMember,
+    FamilyMemberConsent,
+    FamilyRelationship,
     OverrideApproved,
     ReferralCreated,
     ReferralDispatched,
@@ -570,3 +574,32 @@ def test_check_all_counts_what_it_checked_since_an_instant() -> None:
     assert (since.disclosures, since.reads) == (1, 2)
     assert since.findings[0].id == bad.disclosure_id
     assert since.count(Lawfulness.UNLAWFUL) == 2
+
+
+def test_a_family_members_details_are_read_on_their_consent_by_a_family_referrals_recipient() -> (
+    None
+):
+    family = FamilyMember(
+        full_name="Trần Văn An",
+        relationship=FamilyRelationship.CHILD,
+        age=7,
+        consent=FamilyMemberConsent(
+            given_by=FamilyConsentGiver.GUARDIAN, collection=WRITTEN, given_on=T0.date()
+        ),
+    )
+    created, dispatched = referral()
+    assert isinstance(created, ReferralCreated)
+    for_family = created.model_copy(update={"family_member": family})
+    events = [*history(), for_family, dispatched]
+    hospital = staff(HOSPITAL)
+    details = (DataCategory.FAMILY,)
+    on_consent = ReadBasis.FAMILY_MEMBER_CONSENT
+    assert verdict(events, read(on_consent, 45, hospital, details)) is Lawfulness.LAWFUL
+    # Before it was sent; by another agency; beyond the family member's details; or on a
+    # referral of the person alone.
+    assert verdict(events, read(on_consent, 35, hospital, details)) is Lawfulness.UNLAWFUL
+    assert verdict(events, read(on_consent, 45, staff(POLICE), details)) is Lawfulness.UNLAWFUL
+    both = (DataCategory.FAMILY, DataCategory.IDENTITY)
+    assert verdict(events, read(on_consent, 45, hospital, both)) is Lawfulness.UNLAWFUL
+    person_only = [*history(), *referral()]
+    assert verdict(person_only, read(on_consent, 45, hospital, details)) is Lawfulness.UNLAWFUL

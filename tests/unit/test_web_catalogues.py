@@ -24,7 +24,19 @@ def catalogue(language: str, suffix: str = "po") -> dict[str, str]:
     with path.open("rb") as f:
         found = read_po(f) if suffix == "po" else read_mo(f)
     assert not found.fuzzy or suffix == "mo", f"{path} is marked fuzzy"
-    return {str(m.id): str(m.string) for m in found if m.id and not m.fuzzy}
+    return {_singular(m.id): _translated(m.string) for m in found if m.id and not m.fuzzy}
+
+
+def _singular(msgid: object) -> str:
+    """A plural message by its singular, as the extraction names it."""
+    return str(msgid[0] if isinstance(msgid, tuple | list) else msgid)
+
+
+def _translated(string: object) -> str:
+    """The translation; a plural's forms joined, and empty when any form is."""
+    if isinstance(string, tuple | list):
+        return " | ".join(string) if all(string) else ""
+    return str(string)
 
 
 def extracted() -> set[str]:

@@ -13,11 +13,15 @@ from uuid import UUID
 from contracts.access_policy import CaseTies
 from contracts.consent_decision import ConsentDecision, decide
 from contracts.envelope import AgencyRef, Event, resolve
+from contracts.erasure import CaseFileErased
+from contracts.plan import TaskStatus
 from contracts.referral import (
     CaseFactsNoted,
     CaseFileManagerNoted,
     CaseFileOpened,
+    CasePlanNoted,
     ConsentNoted,
+    PlannedTask,
     ReferralLinked,
     case_file_id,
 )
@@ -46,6 +50,8 @@ class CaseFile(Aggregate):
         self.facts: dict[DataCategory, dict[str, Any]] = {}
         self.consent_events: list[Event] = []
         self.referral_ids: list[UUID] = []
+        self.erased = False
+        self.plan_tasks: dict[UUID, PlannedTask] = {}
 
     @classmethod
     def open(
@@ -104,6 +110,22 @@ class CaseFile(Aggregate):
     def _facts_noted(self, event: CaseFactsNoted) -> None:
         self.facts[event.category] = event.facts
 
+    def note_plan(self, ctx: CommandContext, tasks: tuple[PlannedTask, ...]) -> None:
+        """Note the tasks of the case's current plan (a referral may name one)."""
+        if {t.task_id: t for t in tasks} != self.plan_tasks:
+            self.trigger(ctx, CasePlanNoted, person_id=self.person_id, tasks=tasks)
+
+    @applies(CasePlanNoted)
+    def _plan_noted(self, event: CasePlanNoted) -> None:
+        self.plan_tasks = {t.task_id: t for t in event.tasks}
+
+    def note_task_status(self, ctx: CommandContext, task_id: UUID, status: TaskStatus) -> None:
+        task = self.plan_tasks.get(task_id)
+        if task is not None and task.status is not status:
+            changed = task.model_copy(update={"status": status})
+            tasks = tuple(changed if t.task_id == task_id else t for t in self.plan_tasks.values())
+            self.trigger(ctx, CasePlanNoted, person_id=self.person_id, tasks=tasks)
+
     def note_consent(self, ctx: CommandContext, event: Event) -> None:
         state = event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
         self.trigger(
@@ -121,6 +143,24 @@ class CaseFile(Aggregate):
         state["originator_id"] = self.id
         state["originator_version"] = len(self.consent_events) + 1
         self.consent_events.append(cls.model_validate(state))
+
+    def record_erased(self, ctx: CommandContext, notify: tuple[str, ...]) -> None:
+        """The person was erased (intake): the agencies in ``notify`` are told on the feed."""
+        if self.erased:
+            return
+        self.trigger(
+            ctx,
+            CaseFileErased,
+            case_id=self.case_id,
+            person_id=self.person_id,
+            referral_ids=tuple(self.referral_ids),
+            notify=notify,
+        )
+
+    @applies(CaseFileErased)
+    def _erased(self, event: CaseFileErased) -> None:
+        self.erased = True
+        self.facts = {}
 
     def link(self, ctx: CommandContext, referral_id: UUID) -> None:
         self.trigger(ctx, ReferralLinked, referral_id=referral_id)

@@ -75,6 +75,7 @@ class Handover(Aggregate):
             kind=kind,
             parties=parties,
             to_case_manager_id=to_case_manager_id,
+            person_id=case_file.person_id,
         )
         return handover
 
@@ -86,6 +87,11 @@ class Handover(Aggregate):
     def spec(self) -> HandoverStarted:
         assert self.started is not None
         return self.started
+
+    @property
+    def person_id(self) -> UUID | None:
+        """The person handed over: a cancellation's reason is encrypted under their key."""
+        return self.started.person_id if self.started is not None else None
 
     @property
     def party_ids(self) -> list[str]:

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 from contracts.consent_decision import ConsentDecision, Verdict
 from contracts.deadlines import DueTimes
 from contracts.envelope import AgencyRef
+from contracts.plan import TaskStatus
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
     OVERRIDE_MAX_HOURS,
@@ -17,6 +18,8 @@ from contracts.referral import (
     DeadlineMissed,
     DisclosureBasis,
     DisclosureRecorded,
+    FamilyConsentGiver,
+    FamilyMember,
     OverrideApproved,
     OverrideConclusion,
     OverrideLapsed,
@@ -28,6 +31,7 @@ from contracts.referral import (
     ReferralCancelled,
     ReferralCompleted,
     ReferralCreated,
+    ReferralDeclinedByPerson,
     ReferralDispatched,
     ReferralFailed,
     ReferralProgressReported,
@@ -43,7 +47,7 @@ from contracts.referral import (
     WithdrawalNotedDuringOverride,
     WithheldCategory,
 )
-from contracts.vocabulary import DataCategory, Purpose, ServiceType
+from contracts.vocabulary import DataCategory, DeclineKind, Purpose, ServiceType
 from services.referral.domain.case_file import CaseFile
 from services.referral.domain.overrides import Override, override_past_its_end
 from services.referral.settings import Deadlines
@@ -87,6 +91,55 @@ class ReferralRuleError(RuleViolationError):
     """A step the referral's state machine does not allow now."""
 
 
+def check_plan_task(
+    case_file: CaseFile, task_id: UUID, to_agency: AgencyRef, service_type: ServiceType
+) -> None:
+    """A plan task's referral goes to the agency responsible for the task, for the task's
+    service (when it names one), while the task is open."""
+    task = case_file.plan_tasks.get(task_id)
+    if task is None:
+        raise InvalidRequestError(
+            "plan_task_id",
+            "No such task in the case's current plan. A plan revised a moment ago appears "
+            "here within seconds; otherwise check the task id.",
+        )
+    if task.status in (TaskStatus.DONE, TaskStatus.CANCELLED):
+        raise ReferralRuleError(
+            f"The task is {task.status.value}: revise the plan for a new task first.",
+            current_status=task.status.value,
+        )
+    if to_agency.agency_id != task.agency_id:
+        raise InvalidRequestError(
+            "to_agency",
+            f"A plan task's referral goes to the agency responsible for it: {task.agency_id}.",
+        )
+    if task.service_type is not None and service_type is not task.service_type:
+        raise InvalidRequestError(
+            "service_type", f"The task asks for the service {task.service_type.value}."
+        )
+
+
+def check_family_consent(member: FamilyMember) -> None:
+    """A family member consents for themselves; a family member under 18 through their
+    guardian. Either way they were told how to withdraw it."""
+    consent = member.consent
+    if member.minor and consent.given_by is not FamilyConsentGiver.GUARDIAN:
+        raise InvalidRequestError(
+            "family_member.consent.given_by",
+            "A family member under 18 is referred with their guardian's consent (guardian).",
+        )
+    if not member.minor and consent.given_by is not FamilyConsentGiver.FAMILY_MEMBER:
+        raise InvalidRequestError(
+            "family_member.consent.given_by",
+            "An adult family member consents for themselves (family_member).",
+        )
+    if not consent.collection.withdrawal_explained:
+        raise InvalidRequestError(
+            "family_member.consent.collection.withdrawal_explained",
+            "Tell the family member how to withdraw their consent, and record that you did.",
+        )
+
+
 class Referral(Aggregate):
     def __init__(self, aggregate_id: UUID) -> None:
         super().__init__(aggregate_id)
@@ -110,8 +163,15 @@ class Referral(Aggregate):
         self.closing_reason: str | None = None
         self.history: list[tuple[datetime, str, ReferralStatus]] = []
         self.delivery: ServiceDelivery | None = None
+        self.delivery_why: str | None = None
         self.progress_reports: list[ReferralProgressReported] = []
         self.feedback: list[ServiceFeedbackRecorded] = []
+        self.declined_by: DeclineKind | None = None
+
+    @property
+    def person_id(self) -> UUID | None:
+        """The person referred: their free text in its events is encrypted under their key."""
+        return self.created.person_id if self.created is not None else None
 
     @property
     def acknowledge_by(self) -> datetime | None:
@@ -139,10 +199,27 @@ class Referral(Aggregate):
         categories: tuple[DataCategory, ...],
         note: str | None,
         deadlines: Deadlines,
+        plan_task_id: UUID | None = None,
+        family_member: FamilyMember | None = None,
     ) -> Referral:
-        """A new referral, sent at once if the consent in force allows, else blocked."""
+        """A new referral, sent at once if the consent in force allows, else blocked.
+
+        A referral naming a task of the case's plan goes to the agency responsible for the
+        task, for the task's service, while the task is open. A referral of a family member
+        carries their own consent; the person's data it asks for (``categories``, which may
+        be none) waits for the person's consent like any referral's. Raises
+        InvalidRequestError naming the field at fault, ReferralRuleError for a task done or
+        cancelled."""
         if to_agency == from_agency:
             raise RuleViolationError("An agency does not refer a person to itself.")
+        if plan_task_id is not None:
+            check_plan_task(case_file, plan_task_id, to_agency, service_type)
+        if family_member is not None:
+            check_family_consent(family_member)
+        elif not categories:
+            raise InvalidRequestError(
+                "categories", "Name the categories of the person's data the service needs."
+            )
         referral = cls(uuid4())
         referral.trigger(
             ctx,
@@ -157,6 +234,8 @@ class Referral(Aggregate):
             purpose=purpose,
             categories=tuple(dict.fromkeys(categories)),
             note=note,
+            plan_task_id=plan_task_id,
+            family_member=family_member,
         )
         case_file.link(ctx, referral.id)
         referral.reconsider(ctx, case_file, deadlines)
@@ -377,12 +456,32 @@ class Referral(Aggregate):
     def _completed(self, event: ReferralCompleted) -> None:
         self.closing_reason = event.outcome
         self.delivery = event.delivery
+        self.delivery_why = event.why
         self._moved(event.timestamp, "completed", S.COMPLETED)
 
     @applies(ReferralCancelled)
     def _cancelled(self, event: ReferralCancelled) -> None:
         self.closing_reason = event.reason
         self._moved(event.timestamp, "cancelled", S.CANCELLED)
+
+    def declined_by_person(
+        self, ctx: CommandContext, choice: DeclineKind, service_declined: UUID
+    ) -> bool:
+        """The person refused or dropped the service (recorded in intake): the referral
+        ends as their choice, and the recipient is told. Nothing when it has already ended.
+        Returns whether it changed."""
+        if self.status in TERMINAL_STATUSES:
+            return False
+        self.trigger(
+            ctx, ReferralDeclinedByPerson, choice=choice, service_declined=service_declined
+        )
+        return True
+
+    @applies(ReferralDeclinedByPerson)
+    def _declined_by_person(self, event: ReferralDeclinedByPerson) -> None:
+        self.closing_reason = f"The person {event.choice.value} the service: their choice."
+        self.declined_by = event.choice
+        self._moved(event.timestamp, f"{event.choice.value} by the person", S.CANCELLED)
 
     @applies(ReferralFailed)
     def _failed(self, event: ReferralFailed) -> None:

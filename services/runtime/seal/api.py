@@ -1,12 +1,13 @@
 """The seal on the API, for auditors: the latest checkpoints, a verification of every log
-now, and the inclusion proof of an event. None of it holds personal data."""
+now, the inclusion proof of an event, and the consistency proof between two checkpoints of a
+log. None of it holds personal data."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from contracts.vocabulary import Role
@@ -17,6 +18,7 @@ from services.runtime.seal.operations import (
     SealOperationError,
     latest_checkpoints,
     prove,
+    prove_consistency,
     verify_report,
 )
 from services.runtime.settings import Settings
@@ -82,5 +84,25 @@ def proof(event_id: UUID, settings: CurrentSettings, principal: CurrentPrincipal
     principal.require(Role.AUDITOR)
     try:
         return prove(settings, event_id).as_json()
+    except SealOperationError as exc:
+        raise NotFoundError(str(exc)) from None
+
+
+@router.get(
+    "/consistency/{log}",
+    summary="The proof that a later checkpoint of a log extends an earlier one (auditors)",
+)
+def consistency(
+    log: str,
+    settings: CurrentSettings,
+    principal: CurrentPrincipal,
+    old: Annotated[int, Query(ge=1, description="The size of the earlier checkpoint.")],
+    new: Annotated[
+        int | None, Query(ge=1, description="The size of the later one (default: latest).")
+    ] = None,
+) -> dict[str, Any]:
+    principal.require(Role.AUDITOR)
+    try:
+        return prove_consistency(settings, log, old, new).as_json()
     except SealOperationError as exc:
         raise NotFoundError(str(exc)) from None

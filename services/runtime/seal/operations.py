@@ -1,5 +1,6 @@
 """What an operator or an auditor does with the seal: sign checkpoints now, export them,
-co-sign them as a witness, prove that an event is in a log, check every log."""
+co-sign them as a witness, prove that an event is in a log or that a later checkpoint extends
+an earlier one, check every log."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from contracts.envelope import event_id_of
 from services.runtime.persistence import application_env
 from services.runtime.read_audit import AUDIT, audit_env
 from services.runtime.seal.keys import policy_from_env
-from services.runtime.seal.merkle import inclusion_proof
+from services.runtime.seal.merkle import consistency_proof, inclusion_proof
 from services.runtime.seal.note import Signer, Verifier, parse_note
-from services.runtime.seal.proof import InclusionProof
+from services.runtime.seal.proof import ConsistencyProof, InclusionProof
 from services.runtime.seal.recorders import PostgresSeal, SealedRecorder, SQLiteSeal
 from services.runtime.seal.sources import LogSource, open_logs
 from services.runtime.seal.verify import LogReport, verify_log
@@ -158,19 +159,30 @@ def _find(source: LogSource, event_id: UUID) -> tuple[int, UUID, int, str] | Non
     return None
 
 
-def _proof(
-    source: LogSource, event_id: UUID, position: int, originator: UUID, version: int, topic: str
-) -> InclusionProof:
+def _leaf_hashes(
+    source: LogSource, upto: int | None = None, position: int | None = None
+) -> tuple[list[bytes], tuple[int, int] | None]:
+    """The log's leaf hashes in order (the first ``upto`` of them, or all), and the index
+    and sealing time of the leaf of the event at ``position`` when it is among them."""
     hashes: list[bytes] = []
-    index = sealed_at = None
-    while True:
-        leaves = source.leaves(len(hashes), 100_000)
+    found = None
+    while upto is None or len(hashes) < upto:
+        want = 100_000 if upto is None else min(100_000, upto - len(hashes))
+        leaves = source.leaves(len(hashes), want)
         if not leaves:
             break
         for idx, leaf_position, at, leaf in leaves:
             if leaf_position == position:
-                index, sealed_at = idx, at
+                found = idx, at
             hashes.append(bytes(leaf))
+    return hashes, found
+
+
+def _proof(
+    source: LogSource, event_id: UUID, position: int, originator: UUID, version: int, topic: str
+) -> InclusionProof:
+    hashes, found = _leaf_hashes(source, position=position)
+    index, sealed_at = found if found is not None else (None, None)
     if index is None or sealed_at is None:
         raise SealOperationError(f"the event {event_id} is stored but was never sealed")
     for size, text in reversed(source.checkpoints()):
@@ -193,6 +205,35 @@ def _proof(
         f"no checkpoint of log {source.name} covers the event {event_id} yet; "
         "run 'ketnoi seal checkpoint' and ask again"
     )
+
+
+def prove_consistency(
+    settings: Settings, log: str, old_size: int, new_size: int | None = None
+) -> ConsistencyProof:
+    """The proof that the log's checkpoint of ``old_size`` is a prefix of its checkpoint of
+    ``new_size`` (by default its latest). Raises SealOperationError when the log or either
+    checkpoint does not exist."""
+    with open_logs(settings, [log]) as sources:
+        source = next((s for s in sources if s.name == log), None)
+        if source is None:
+            raise SealOperationError(f"there is no log named {log!r}")
+        checkpoints = dict(source.checkpoints())
+        if not checkpoints:
+            raise SealOperationError(f"log {log} has no checkpoint yet")
+        new_size = max(checkpoints) if new_size is None else new_size
+        for size in (old_size, new_size):
+            if size not in checkpoints:
+                sizes = ", ".join(str(s) for s in sorted(checkpoints)[-10:])
+                raise SealOperationError(
+                    f"log {log} has no checkpoint of size {size} (the latest: {sizes})"
+                )
+        if old_size > new_size:
+            raise SealOperationError("the older checkpoint must not be larger than the newer")
+        hashes, _ = _leaf_hashes(source, new_size)
+    if len(hashes) < new_size:
+        raise SealOperationError(f"log {log} holds fewer leaves than its checkpoint {new_size}")
+    path = [] if old_size == new_size else consistency_proof(hashes, old_size, new_size)
+    return ConsistencyProof(log, checkpoints[old_size], checkpoints[new_size], path)
 
 
 def verify_report(

@@ -1,0 +1,457 @@
+"""Forgetting a person, end to end, on PostgreSQL and on SQLite: a person with data in intake,
+consent, a referral with its disclosure and case work is erased through the API (asked for by
+one person, approved by another); then every log still verifies, no table, file or export
+holds any of their distinctive values, a rebuild of the read models does not bring them back,
+the case reads as erased, and the feed publishes an erasure notice to every agency it told
+and nothing personal any more."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg import sql
+from typer.testing import CliRunner
+
+from contracts.casework import MedicalExamination
+from contracts.consent import ConsentGiver, GiverKind, Recipient, RecipientGroup
+from contracts.envelope import Actor
+from contracts.erasure import ErasureReason
+from contracts.intake import PersonDetails, Place
+from contracts.personal import ERASED_TEXT
+from contracts.referral import Urgency
+from contracts.vocabulary import (
+    AgencyKind,
+    ArrivalRoute,
+    ContactMode,
+    DataCategory,
+    Purpose,
+    RiskLevel,
+    RiskSubject,
+    Role,
+    ServiceType,
+    Sex,
+    UrgentNeed,
+)
+from services.cli import app as cli
+from services.cli.wiring import Platform, http_app, migrate, start
+from services.referral.feed import ConsentAtHead, open_consent_upstream, open_feed_upstream
+from services.referral.feed_messages import FeedMessage, FeedView
+from services.runtime.aggregate import CommandContext
+from services.runtime.auth import TokenService
+from services.runtime.persistence import decode_stored
+from services.runtime.seal.keys import seal_signer
+from services.runtime.settings import Settings
+from tests.integration.test_projections import HOSPITAL, MANAGER, OFFICER, POLICE, SWC, WRITTEN
+from tests.integration.test_projections import staff as staff_of
+from tests.support.agencies import TEST_AGENCIES, register_agencies
+from tests.support.feed import FeedReader, drop_feed_schema, feed_kafka_settings, relay_for
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+class Person:
+    """Everything distinctive about one person, random so no other test can hold it."""
+
+    def __init__(self) -> None:
+        tag = secrets.token_hex(5).upper()
+        self.name = f"Tran Thi Erasable {tag}"
+        self.phone = "09" + secrets.token_hex(4)
+        self.location = f"hamlet-{secrets.token_hex(5)}"
+        self.needs_note = f"needs-note-{secrets.token_hex(5)}"
+        self.risk_plan = f"risk-plan-{secrets.token_hex(5)}"
+        self.findings = f"findings-{secrets.token_hex(5)}"
+        self.contact_note = f"contact-note-{secrets.token_hex(5)}"
+        self.case_note = f"case-note-{secrets.token_hex(5)}"
+        self.referral_note = f"referral-note-{secrets.token_hex(5)}"
+        self.accepted_note = f"accepted-note-{secrets.token_hex(5)}"
+        self.child_views = f"views-{secrets.token_hex(5)}"
+
+    @property
+    def values(self) -> dict[str, bytes]:
+        return {k: v.encode() for k, v in vars(self).items()}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    name = "pg_settings" if request.param == "postgres" else "sqlite_settings"
+    found: Settings = request.getfixturevalue(name)
+    return found
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    migrate(settings)
+    running = start(settings, run_followers=False)
+    register_agencies(running)
+    yield running
+    running.close()
+
+
+def ctx(actor: Actor, minutes: float = 0) -> CommandContext:
+    return CommandContext(actor=actor, at=NOW - timedelta(hours=2) + timedelta(minutes=minutes))
+
+
+def record_everything(p: Platform, who: Person) -> tuple[UUID, UUID]:
+    """A person's data in intake, consent, a referral with its disclosure, and case work;
+    returns the case's and the referral's ids."""
+    case_id = UUID(
+        str(
+            p.intake.record_reception(
+                ctx(OFFICER),
+                route=ArrivalRoute.RESCUED,
+                received_at=NOW - timedelta(hours=3),
+                place=Place(province="dong-thap", location=who.location),
+                receiving_agency=POLICE,
+            )["case_id"]
+        )
+    )
+    intake = p.intake
+    intake.register_person(
+        ctx(OFFICER, 1),
+        case_id,
+        PersonDetails(full_name=who.name, sex=Sex.FEMALE, estimated_age=16),
+    )
+    intake.assign_case_manager(ctx(OFFICER, 2), case_id, MANAGER.user_id, SWC)
+    intake.assess_needs(ctx(MANAGER, 3), case_id, (UrgentNeed.SHELTER_TONIGHT,), who.needs_note)
+    intake.assess_risk(
+        ctx(MANAGER, 4), case_id, RiskLevel.HIGH, (RiskSubject.PERSON,), who.risk_plan
+    )
+    intake.record_contact_preference(
+        ctx(MANAGER, 5), case_id, (ContactMode.PHONE,), note=f"call {who.phone}"
+    )
+    intake.record_medical_examination(
+        ctx(MANAGER, 6),
+        case_id,
+        MedicalExamination(
+            examined_at=NOW - timedelta(hours=2), findings=who.findings, follow_up_needed=False
+        ),
+    )
+    intake.log_contact(
+        ctx(MANAGER, 7),
+        case_id,
+        mode=ContactMode.PHONE,
+        occurred_at=NOW - timedelta(hours=2, minutes=30),
+        note=who.contact_note,
+    )
+    intake.write_note(ctx(MANAGER, 8), case_id, DataCategory.NEEDS, who.case_note)
+    p.catch_up()
+    p.consent.grant(
+        ctx(MANAGER, 10),
+        case_id,
+        categories=(DataCategory.IDENTITY, DataCategory.CONTACT, DataCategory.HEALTH),
+        recipients=(Recipient(group=RecipientGroup.ANY),),
+        purposes=(Purpose.SERVICE_PROVISION,),
+        valid_from=NOW - timedelta(hours=3),
+        valid_until=NOW + timedelta(days=365),
+        collection=WRITTEN,
+        given_by=ConsentGiver(kind=GiverKind.GUARDIAN, relationship="aunt"),
+        child_views=who.child_views,
+    )
+    p.catch_up()
+    referral_id = UUID(
+        str(
+            p.referral.create_referral(
+                ctx(MANAGER, 20),
+                case_id,
+                from_agency=SWC,
+                to_agency_id=HOSPITAL.agency_id,
+                service_type=ServiceType.HEALTH_CHECK,
+                urgency=Urgency.URGENT,
+                purpose=Purpose.SERVICE_PROVISION,
+                categories=(DataCategory.IDENTITY, DataCategory.CONTACT),
+                note=who.referral_note,
+            )["referral_id"]
+        )
+    )
+    hospital = staff_of(HOSPITAL)
+    p.referral.answer(ctx(hospital, 30), referral_id, "acknowledge")
+    p.referral.answer(ctx(hospital, 31), referral_id, "accept", who.accepted_note)
+    p.catch_up()
+    p.checkpoint()
+    return case_id, referral_id
+
+
+def feed_messages(p: Platform) -> list[FeedMessage]:
+    """Every message the relay publishes for the whole referral log, built now (as after
+    ``ketnoi feed --reset``) by the relay's own view of it."""
+    upstream = open_feed_upstream(p.settings, app=p.referral)
+    consent = ConsentAtHead(open_consent_upstream(p.settings, app=p.consent))
+    view = FeedView(upstream.recorder, upstream.mapper, 100, release=consent.release)
+    found: list[FeedMessage] = []
+    for n in upstream.recorder.select_notifications(start=1, limit=100_000, topics=upstream.topics):
+        found += view.messages_for(decode_stored(upstream.mapper, n))
+    return found
+
+
+def stored_bytes(settings: Settings, export: Path) -> dict[str, bytes]:
+    """Every table of every Ketnoi schema (PostgreSQL, every row, every column, as bytes), or
+    every file of the data directory (SQLite), and every exported file."""
+    found: dict[str, bytes] = {}
+    for path in export.rglob("*"):
+        if path.is_file():
+            found[str(path)] = path.read_bytes()
+    if settings.postgres is None:
+        for path in settings.data_dir.rglob("*"):
+            if path.is_file():
+                found[str(path)] = path.read_bytes()
+        return found
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema LIKE %s",
+            (settings.schema_prefix.replace("_", "\\_") + "%",),
+        ).fetchall()
+        assert len(tables) >= 10  # every log, the read models, the seal, the audit, the keys
+        for schema, table in tables:
+            rows = conn.execute(
+                sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            ).fetchall()
+            found[f"{schema}.{table}"] = b"\n".join(
+                b"|".join(_as_bytes(value) for value in row) for row in rows
+            )
+    return found
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
+def holding(stored: dict[str, bytes], needles: dict[str, bytes]) -> list[tuple[str, str]]:
+    return [
+        (where, what)
+        for where, data in stored.items()
+        for what, needle in needles.items()
+        if needle in data
+    ]
+
+
+def test_an_erased_person_leaves_no_readable_trace(
+    platform: Platform, settings: Settings, tmp_path: Path
+) -> None:
+    who = Person()
+    case_id, referral_id = record_everything(platform, who)
+    tokens = TokenService(settings)
+
+    def as_(role: Role, agency: str, user: str) -> dict[str, str]:
+        kind = TEST_AGENCIES[agency][0]
+        token = tokens.issue(
+            user_id=user, agency_id=agency, province="dong-thap", roles=[role], agency_kind=kind
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    manager = as_(Role.CASE_MANAGER, "dt-swc", MANAGER.user_id)
+    supervisor = as_(Role.SUPERVISOR, "dt-swc", "supervisor-1")
+    runner = CliRunner()
+    env = {
+        "KETNOI_DATABASE_URL": settings.database_url or "",
+        "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
+        "KETNOI_DATA_DIR": str(settings.data_dir),
+    }
+    if settings.database_url is None:
+        del env["KETNOI_DATABASE_URL"]
+
+    # Before: the holder reads the person; the hospital's feed carries her name; the events
+    # hold her values encrypted only (the events of other people are stored the same way).
+    before = [m for m in feed_messages(platform) if m.agency_id == "dt-hospital"]
+    assert any(who.name.encode() in m.value for m in before)
+    with TestClient(http_app(platform, tokens)) as client:
+        read = client.get(f"/intake/cases/{case_id}", headers=manager)
+        assert read.status_code == 200, read.text
+        assert read.json()["person"]["full_name"] == who.name
+        assert who.findings in read.text
+
+        # One person asks; the same person cannot approve; another does.
+        asked = client.post(
+            f"/intake/cases/{case_id}/erasure", json={"reason": "person_request"}, headers=manager
+        )
+        assert asked.status_code == 201, asked.text
+        same = client.post(f"/intake/cases/{case_id}/erasure/approval", headers=manager)
+        assert same.status_code == 403  # a case manager may not approve at all
+        self_approval = client.post(
+            f"/intake/cases/{case_id}/erasure/approval",
+            headers=as_(Role.SUPERVISOR, "dt-swc", MANAGER.user_id),
+        )
+        assert self_approval.status_code == 409, self_approval.text
+        approved = client.post(f"/intake/cases/{case_id}/erasure/approval", headers=supervisor)
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["erased"] is True
+        platform.catch_up()
+        platform.checkpoint()
+
+        # The case reads as erased to those who may see it, and stays unknown to strangers.
+        gone = client.get(f"/intake/cases/{case_id}", headers=manager)
+        assert gone.status_code == 410, gone.text
+        assert who.name not in gone.text
+        stranger = {
+            "Authorization": "Bearer "
+            + tokens.issue(
+                user_id="lc-1",
+                agency_id="lc-swc",
+                province="lao-cai",
+                roles=[Role.CASE_MANAGER],
+                agency_kind=AgencyKind.SOCIAL_WORK_CENTRE,
+            )
+        }
+        assert client.get(f"/intake/cases/{case_id}", headers=stranger).status_code == 404
+        # Nothing more can be recorded about her.
+        again = client.post(
+            f"/intake/cases/{case_id}/erasure", json={"reason": "person_request"}, headers=manager
+        )
+        assert again.status_code == 410
+        timeline = client.get(f"/projections/cases/{case_id}/timeline", headers=manager)
+        assert timeline.status_code == 404  # the read models dropped her case
+        copy = client.get(f"/projections/cases/{case_id}/copy", headers=manager)
+        assert not holding({"copy": copy.content}, who.values)
+        recipient = as_(Role.AGENCY_STAFF, "dt-hospital", "dt-hospital-1")
+        referral = client.get(f"/referral/referrals/{referral_id}", headers=recipient)
+        assert not holding({"referral": referral.content}, who.values)
+
+    # Every event of every log still decodes (a follower, a replay or a rebuild goes on),
+    # her fields reading as erased.
+    case = platform.intake.get_case(case_id)
+    assert case.person is not None
+    assert case.person.full_name == ERASED_TEXT
+    assert case.erased is not None
+    for app in platform.apps.values():
+        for n in app.recorder.select_notifications(start=1, limit=100_000):
+            decode_stored(app.mapper, n)
+
+    # The seal: every log and checkpoint verifies.
+    key = seal_signer(settings).verifier.vkey()
+    verified = runner.invoke(cli, ["verify", "--key", key], env=env)
+    assert verified.exit_code == 0, verified.output
+    for log in ("intake", "consent", "referral", "audit"):
+        assert f"{log}: ok" in verified.output
+
+    # The feed, published again from the start: an erasure notice to the sender and the
+    # recipient, and nothing of hers in any message.
+    after = feed_messages(platform)
+    notices = [
+        m
+        for m in after
+        if dict(m.headers)["ce_type"].startswith(b"org.ketnoi.referral.person_erased")
+    ]
+    assert sorted(m.agency_id for m in notices) == ["dt-hospital", "dt-swc"]
+    assert all(m.key == str(case_id).encode() for m in notices)
+    assert not [m for m in after if any(v in m.value for v in who.values.values())]
+
+    # A rebuild of every read model does not bring her back.
+    assert platform.projections is not None
+    platform.projections.rebuild()
+    assert platform.projections.case_overview(case_id) is None
+
+    # No table, file or export holds any of her values.
+    export = tmp_path / "export"
+    exported = runner.invoke(cli, ["seal", "export", str(export)], env=env)
+    assert exported.exit_code == 0, exported.output
+    stored = stored_bytes(settings, export)
+    assert holding(stored, {"case id": str(case_id).encode()})  # the search does read them
+    assert holding(stored, who.values) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.kafka
+def test_the_feed_tells_every_agency_and_publishes_nothing_of_the_person_after_erasure(
+    pg_settings: Settings, kafka_bootstrap: str
+) -> None:
+    """On a real broker. What the relay published before the erasure stays in the topics
+    (Kafka is not Ketnoi's to rewrite; the notice asks each agency to delete it): the test
+    shows it is there, then that everything published afterwards, the notices and a whole
+    re-publication of the log, holds nothing of the person."""
+    migrate(pg_settings)
+    platform = start(pg_settings, run_followers=False)
+    register_agencies(platform)
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    reader = FeedReader(kafka, ["dt-hospital", "dt-swc"])
+    try:
+        who = Person()
+        case_id, _referral_id = record_everything(platform, who)
+        with relay_for(pg_settings, kafka) as relay:
+            assert relay.catch_up() > 0
+            before = relay.published  # acknowledged by the broker
+            reader.read_until(before, timeout=30)
+            assert len(reader.records) == before
+            assert any(who.name in r.raw for r in reader.of("dt-hospital"))
+
+            supervisor = Actor(user_id="supervisor-1", agency_id="dt-swc", role=Role.SUPERVISOR)
+            platform.intake.request_erasure(ctx(MANAGER, 60), case_id, ErasureReason.PERSON_REQUEST)
+            platform.intake.approve_erasure(CommandContext(actor=supervisor), case_id)
+            platform.catch_up()
+
+            assert relay.catch_up() == 1  # the referral log's record of the erasure
+            assert relay.published == before + 2
+            reader.read_until(before + 2, timeout=30)
+            notices = reader.records[before:]
+            assert sorted(reader.topics[r.topic] for r in notices) == ["dt-hospital", "dt-swc"]
+            assert {r.ce_type for r in notices} == {"org.ketnoi.referral.person_erased.v1"}
+            assert {r.data["case_id"] for r in notices} == {str(case_id)}
+            assert all(r.key == str(case_id).encode() for r in notices)
+
+            relay.start_over()  # a whole re-publication, as after `ketnoi feed --reset`
+            assert relay.catch_up() > 0
+            assert relay.published == 2 * (before + 2)
+            reader.read_until(2 * (before + 2), timeout=30)
+            again = reader.records[before + 2 :]
+            assert len(again) == before + 2
+            leaked = [r.raw for r in again if any(v in r.raw for v in vars(who).values())]
+            assert leaked == []
+            # What was published before the erasure is still in the broker.
+            assert any(who.name in r.raw for r in reader.records[:before])
+    finally:
+        reader.close()
+        platform.close()
+        drop_feed_schema(pg_settings)
+
+
+def test_ketnoi_erase_needs_two_people_and_forgets_the_person(
+    sqlite_settings: Settings,
+) -> None:
+    migrate(sqlite_settings)
+    platform = start(sqlite_settings, run_followers=False)
+    register_agencies(platform)
+    try:
+        who = Person()
+        case_id, _referral_id = record_everything(platform, who)
+        person_id = platform.intake.get_case(case_id).person_id
+    finally:
+        platform.close()
+    env = {**os.environ, "KETNOI_DATA_DIR": str(sqlite_settings.data_dir)}
+    env.pop("KETNOI_DATABASE_URL", None)
+
+    def ketnoi(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", "from services.launch import main; main()", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    erase = ["erase", str(person_id), "--reason", "person_request", "--requested-by", "u1"]
+    alone = ketnoi(*erase, "--approved-by", "u1")
+    assert alone.returncode == 1
+    assert "another person" in " ".join(alone.stderr.split())
+    done = ketnoi(*erase, "--approved-by", "u2")
+    assert done.returncode == 0, done.stderr
+    assert f"Erased the person of case {case_id}" in done.stdout
+
+    platform = start(sqlite_settings, run_followers=False)
+    try:
+        case = platform.intake.get_case(case_id)
+        assert case.erased is not None
+        assert case.erased.requested_by.user_id == "u1"
+        assert case.erased.actor.user_id == "u2"
+        assert case.person is not None
+        assert case.person.full_name == ERASED_TEXT
+        assert platform.projections is not None
+        assert platform.projections.case_overview(case_id) is None
+    finally:
+        platform.close()
