@@ -4,7 +4,7 @@ Run ``python -m bench.intake_throughput`` (or ``make bench``). It creates a thro
 the server named by ``KETNOI_BENCH_DATABASE_URL`` (a maintenance connection, by default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), measures, and drops the database again.
 
-Four measurements, interleaved round by round so that a noisy neighbour hits them all alike:
+Five measurements, interleaved round by round so that a noisy neighbour hits them all alike:
 
 * raw limit, 1 connection: a plain psycopg loop doing per transaction exactly what the
   eventsourcing PostgreSQL recorder does per insert (lock the table, notify, insert one row,
@@ -12,9 +12,14 @@ Four measurements, interleaved round by round so that a noisy neighbour hits the
 * application: ``IntakeService.record_reception`` in one thread;
 * raw limit, N connections: the same raw loop on N concurrent connections (the table lock
   serialises them, so this is the ceiling for concurrent writers);
-* HTTP: ``POST /intake/cases`` from N concurrent clients to the real server (``ketnoi serve``).
+* bare HTTP: ``POST /bench/bare/cases`` from N concurrent clients, a route on the same server
+  with the same authentication, body validation and checks as ``POST /intake/cases`` that
+  stores nothing: the HTTP stack's own limit;
+* HTTP: ``POST /intake/cases`` from N concurrent clients to the server, built as ``ketnoi serve
+  intake`` builds it.
 
-The report gives medians and ratios of medians. It asserts nothing about speed.
+The report gives medians and ratios of medians, and the latency percentiles of the HTTP
+rounds. It asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -44,18 +49,26 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
+from fastapi import APIRouter, Request, status
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
 from bench.agencies import register_agencies
+from contracts.access_policy import Action
 from contracts.envelope import Actor, AgencyRef
-from contracts.intake import Place
-from contracts.vocabulary import AgencyKind, ArrivalRoute, Role
-from services.cli.wiring import migrate
+from contracts.intake import PartyPresent, Place
+from contracts.vocabulary import AgencyKind, ArrivalRoute, CaseStage, Role
+from services.cli import _run_http
+from services.cli.wiring import http_app, migrate, start
+from services.intake.api import CommandResult, ReceptionCreate
 from services.intake.application import IntakeService
+from services.runtime.access import roles_for
+from services.runtime.agencies import Agencies
 from services.runtime.aggregate import CommandContext
-from services.runtime.auth import TokenService
+from services.runtime.auth import CurrentPrincipal, TokenService
+from services.runtime.errors import PermissionDeniedError
+from services.runtime.http import IdempotencyKey, command_context
 from services.runtime.logging import configure_logging
 from services.runtime.persistence import application_env
 from services.runtime.settings import Environment, Settings
@@ -66,6 +79,8 @@ SCHEMA_PREFIX = "bench_"
 RAW_SCHEMA = "bench_raw"
 RAW_TABLE = "raw_events"
 TOPIC = "org.ketnoi.intake.reception_recorded.v1"
+COMMAND_PATH = "/intake/cases"
+BARE_PATH = "/bench/bare/cases"
 # A ReceptionRecorded state is about 470 bytes of JSON; the raw row is a little heavier.
 RAW_STATE = (b'{"padding":"' + b"x" * 600)[:588] + b'"}'
 PROVINCE = "dong-thap"
@@ -262,18 +277,58 @@ def server_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+bench_router = APIRouter(prefix="/bench", include_in_schema=False)
+
+
+@bench_router.post("/bare/cases", status_code=status.HTTP_201_CREATED, response_model=CommandResult)
+def record_reception_bare(
+    body: ReceptionCreate,
+    principal: CurrentPrincipal,
+    agencies: Agencies,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
+    """``POST /intake/cases`` up to the command, which it does not send: the same body,
+    authentication, role, province and agency checks, and a result of the same shape."""
+    command_context(request, principal, roles_for(Action.RECORD_RECEPTION), idempotency_key)
+    if not principal.covers_province(body.place.province):
+        raise PermissionDeniedError("You can record receptions only in your own province.")
+    if body.receiving_agency not in (None, principal.agency_id):
+        raise PermissionDeniedError("You can record only receptions by your own agency.")
+    agencies.resolve(principal.agency_id, "receiving_agency")
+    _present = tuple(
+        PartyPresent(agency=agencies.resolve(p.agency, f"present.{i}.agency"), capacity=p.capacity)
+        for i, p in enumerate(body.present)
+    )
+    return {"case_id": uuid.uuid4(), "version": 1, "stage": CaseStage.RECEPTION}
+
+
+def serve(port: int) -> None:
+    """The server process: ``ketnoi serve intake`` (configured from KETNOI_* variables, served
+    as it serves), plus the bare route."""
+    settings = Settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    running = start(settings, ("intake",))
+    try:
+        app = http_app(running, TokenService(settings), title="Ketnoi intake")
+        app.include_router(bench_router)
+        _run_http(app, settings, "127.0.0.1", port)
+    finally:
+        running.close()
+
+
 @contextlib.contextmanager
-def running_server(settings: Settings, log_path: Path) -> Iterator[str]:
-    """``ketnoi serve intake`` on a free loopback port; yields its base URL, stops it by pid."""
+def running_server(
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """This module's server on a free loopback port; yields its base URL and pid, stops it
+    by pid."""
     port = free_port()
-    command = [
-        sys.executable, "-c", "from services.launch import main; main()",
-        "serve", "intake", "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
+    # Not ``-m bench.intake_throughput``: the routes would then live in ``__main__``.
+    command = [sys.executable, "-c", f"from bench.intake_throughput import serve; serve({port})"]
+    env = {**server_environment(settings), **(extra_env or {})}
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command, env=server_environment(settings), cwd=PROJECT_ROOT, stdout=log, stderr=log
-        )
+        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log)
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:
@@ -281,7 +336,7 @@ def running_server(settings: Settings, log_path: Path) -> Iterator[str]:
         except RuntimeError as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
-        yield base_url
+        yield base_url, process.pid
     finally:
         process.terminate()
         try:
@@ -311,6 +366,8 @@ class HttpRound:
     sent: int
     failures: int
     client_cpu: float  # CPU seconds the load generator itself used per wall second
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
     first_failure: str | None = None
 
 
@@ -338,20 +395,23 @@ class HttpLoad:
         self.runner.run(self.client.aclose())
         self.runner.close()
 
-    def run(self, count: int) -> HttpRound:
-        return self.runner.run(self._round(count))
+    def run(self, count: int, path: str = "/intake/cases") -> HttpRound:
+        return self.runner.run(self._round(count, path))
 
-    async def _round(self, count: int) -> HttpRound:
+    async def _round(self, count: int, path: str) -> HttpRound:
         remaining = count
         failures = 0
         first_failure: str | None = None
+        latencies: list[float] = []
 
         async def worker() -> None:
             nonlocal remaining, failures, first_failure
             while remaining > 0:
                 remaining -= 1
+                sent = time.perf_counter()
                 try:
-                    response = await self.client.post("/intake/cases", content=self.body)
+                    response = await self.client.post(path, content=self.body)
+                    latencies.append(time.perf_counter() - sent)
                 except httpx.HTTPError as exc:
                     failures += 1
                     first_failure = first_failure or f"{type(exc).__name__}: {exc}"
@@ -364,13 +424,23 @@ class HttpLoad:
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(self.clients)))
         elapsed = time.perf_counter() - started
+        latencies.sort()
         return HttpRound(
             rate=(count - failures) / elapsed,
             sent=count,
             failures=failures,
             client_cpu=(time.process_time() - cpu) / elapsed,
+            p50_ms=percentile(latencies, 0.50) * 1000,
+            p99_ms=percentile(latencies, 0.99) * 1000,
             first_failure=first_failure,
         )
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of sorted values (0 when there are none)."""
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 # --- Rounds and the report -------------------------------------------------------------------
@@ -392,7 +462,16 @@ class Results:
     raw1: Series = field(default_factory=lambda: Series("raw limit, 1 connection", "tx/s"))
     app: Series = field(default_factory=lambda: Series("application, 1 thread", "commands/s"))
     raw_n: Series = field(default_factory=lambda: Series("raw limit, N connections", "tx/s"))
+    bare: Series = field(default_factory=lambda: Series("bare HTTP, N clients", "requests/s"))
     http: Series = field(default_factory=lambda: Series("HTTP, N clients", "requests/s"))
+    # Per round: (p50, p99) in milliseconds.
+    bare_latency: list[tuple[float, float]] = field(default_factory=list)
+    http_latency: list[tuple[float, float]] = field(default_factory=list)
+    # Per HTTP round: the server's CPU milliseconds per request.
+    bare_cpu: list[float] = field(default_factory=list)
+    http_cpu: list[float] = field(default_factory=list)
+    # Per HTTP command round: events written / transactions they were written in.
+    per_transaction: list[float] = field(default_factory=list)
     http_sent: int = 0
     http_failures: int = 0
     http_first_failure: str | None = None
@@ -406,6 +485,7 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
     results = Results()
     results.raw_n.label = f"raw limit, {args.clients} connections"
     results.http.label = f"HTTP, {args.clients} clients"
+    results.bare.label = f"bare HTTP, {args.clients} clients"
     with contextlib.ExitStack() as stack:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ketnoi-bench-")))
         log = stack.enter_context((data_dir / "bench.log").open("w"))
@@ -443,7 +523,10 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         stack.callback(service.close)
         server_log = data_dir / "server.log"
         stack.callback(count_problems, server_log, results)
-        base_url = stack.enter_context(running_server(settings, server_log))
+        extra = {}
+        if args.window_ms is not None:
+            extra["KETNOI_GROUP_COMMIT_WINDOW_MS"] = str(args.window_ms)
+        base_url, server_pid = stack.enter_context(running_server(settings, server_log, extra))
         load = HttpLoad(base_url, token, args.clients)
         stack.callback(load.close)
 
@@ -451,29 +534,83 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         raw_single(raw, single, args.warmup)
         raw_concurrent(raw, many, args.warmup)
         app_single(service, args.warmup)
-        warm = load.run(args.warmup)
-        if warm.failures:
-            msg = f"HTTP warm-up failed {warm.failures} times; first: {warm.first_failure}"
-            raise RuntimeError(msg)
+        for path in (BARE_PATH, COMMAND_PATH):
+            warm = load.run(args.warmup, path)
+            if warm.failures:
+                msg = f"HTTP warm-up failed {warm.failures} times; first: {warm.first_failure}"
+                raise RuntimeError(msg)
 
         for number in range(1, args.rounds + 1):
             results.raw1.rates.append(raw_single(raw, single, args.count))
             results.app.rates.append(app_single(service, args.count))
             results.raw_n.rates.append(raw_concurrent(raw, many, args.count))
-            http = load.run(args.count)
-            results.http.rates.append(http.rate)
-            results.http_sent += http.sent
-            results.http_failures += http.failures
-            results.http_first_failure = results.http_first_failure or http.first_failure
-            results.client_cpu.append(http.client_cpu)
+            # Alternate which HTTP route goes first, so neither always meets a warmer server.
+            paths = [BARE_PATH, COMMAND_PATH] if number % 2 else [COMMAND_PATH, BARE_PATH]
+            rounds = {}
+            for path in paths:
+                before = log_position(single, settings)
+                cpu = cpu_seconds(server_pid)
+                rounds[path] = load.run(args.count, path)
+                cpu_ms = (cpu_seconds(server_pid) - cpu) * 1000 / args.count
+                (results.bare_cpu if path == BARE_PATH else results.http_cpu).append(cpu_ms)
+                if path == COMMAND_PATH:
+                    events, transactions = written_since(single, settings, before)
+                    results.per_transaction.append(events / max(transactions, 1))
+            for path, http in rounds.items():
+                series, latency = (
+                    (results.bare, results.bare_latency)
+                    if path == BARE_PATH
+                    else (results.http, results.http_latency)
+                )
+                series.rates.append(http.rate)
+                latency.append((http.p50_ms, http.p99_ms))
+                results.http_sent += http.sent
+                results.http_failures += http.failures
+                results.http_first_failure = results.http_first_failure or http.first_failure
+                results.client_cpu.append(http.client_cpu)
+            failed = sum(h.failures for h in rounds.values())
             console.print(
                 f"Round {number}/{args.rounds}: "
                 f"raw1 {results.raw1.rates[-1]:,.0f}  app {results.app.rates[-1]:,.0f}  "
                 f"raw{args.clients} {results.raw_n.rates[-1]:,.0f}  "
-                f"http{args.clients} {http.rate:,.0f}"
-                + (f"  ({http.failures} failed)" if http.failures else "")
+                f"bare{args.clients} {results.bare.rates[-1]:,.0f}  "
+                f"http{args.clients} {results.http.rates[-1]:,.0f} "
+                f"(p99 {results.http_latency[-1][1]:.0f} ms, "
+                f"{results.per_transaction[-1]:.1f} per transaction)"
+                + (f"  ({failed} failed)" if failed else "")
             )
     return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _events_table(settings: Settings) -> sql.Identifier:
+    return sql.Identifier(settings.schema_for("intake"), "intake_events")
+
+
+def log_position(conn: psycopg.Connection[Any], settings: Settings) -> int:
+    """The intake log's last position."""
+    query = sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}")
+    row = conn.execute(query.format(_events_table(settings))).fetchone()
+    return int(row[0]) if row else 0
+
+
+def written_since(
+    conn: psycopg.Connection[Any], settings: Settings, position: int
+) -> tuple[int, int]:
+    """Events the intake log gained after ``position``, and in how many transactions."""
+    query = sql.SQL(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM {} WHERE notification_id > %s"
+    )
+    row = conn.execute(query.format(_events_table(settings)), (position,)).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def count_problems(server_log: Path, results: Results) -> None:
@@ -506,15 +643,34 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
     table.add_column("Min - max", justify="right")
     table.add_column("vs raw, 1 conn", justify="right")
     table.add_column(f"vs raw, {args.clients} conns", justify="right")
+    table.add_column("vs bare", justify="right")
+    table.add_column("p50 / p99", justify="right")
 
-    def row(series: Series, vs1: str = "", vs_n: str = "") -> None:
+    def row(
+        series: Series, vs1: str = "", vs_n: str = "", vs_bare: str = "", lat: str = ""
+    ) -> None:
         spread = f"{min(series.rates):,.0f} - {max(series.rates):,.0f}"
-        table.add_row(series.label, f"{series.median:,.0f} {series.unit}", spread, vs1, vs_n)
+        table.add_row(
+            series.label, f"{series.median:,.0f} {series.unit}", spread, vs1, vs_n, vs_bare, lat
+        )
 
     row(r.raw1, "1.00")
     row(r.app, f"{ratio(r.app, r.raw1):.2f}")
     row(r.raw_n, f"{ratio(r.raw_n, r.raw1):.2f}", "1.00")
-    row(r.http, f"{ratio(r.http, r.raw1):.2f}", f"{ratio(r.http, r.raw_n):.2f}")
+    row(
+        r.bare,
+        f"{ratio(r.bare, r.raw1):.2f}",
+        f"{ratio(r.bare, r.raw_n):.2f}",
+        "1.00",
+        latency(r.bare_latency),
+    )
+    row(
+        r.http,
+        f"{ratio(r.http, r.raw1):.2f}",
+        f"{ratio(r.http, r.raw_n):.2f}",
+        f"{ratio(r.http, r.bare):.2f}",
+        latency(r.http_latency),
+    )
     out.print(table)
     out.print(
         f"HTTP failures: {r.http_failures} of {r.http_sent} requests"
@@ -526,19 +682,31 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
         )
 
     n = args.clients
+    http_p99 = statistics.median(p99 for _, p99 in r.http_latency)
+    window = "the default" if args.window_ms is None else f"{args.window_ms:g} ms"
     lines = [
         "Intake throughput (python -m bench.intake_throughput)",
         f"  {context['when']}; PostgreSQL {context['postgres']}; {context['cpus']} CPUs; "
         f"Python {context['python']}; eventsourcing {context['eventsourcing']}",
         f"  median of {args.rounds} rounds x {args.count}, after {args.warmup} warm-up each; "
-        "one event per command",
+        f"one event per command; group commit window {window}",
         f"  raw limit, 1 connection    {r.raw1.median:8,.0f} tx/s",
         f"  raw limit, {n} connections  {r.raw_n.median:8,.0f} tx/s"
         f"   = {ratio(r.raw_n, r.raw1):.2f} x raw(1)",
         f"  application, 1 thread      {r.app.median:8,.0f} commands/s"
         f" = {ratio(r.app, r.raw1):.2f} x raw(1)",
+        f"  bare HTTP, {n} clients      {r.bare.median:8,.0f} requests/s"
+        f" = {ratio(r.bare, r.raw_n):.2f} x raw({n}); p50/p99 {latency(r.bare_latency)}",
         f"  HTTP, {n} clients           {r.http.median:8,.0f} requests/s"
-        f" = {ratio(r.http, r.raw_n):.2f} x raw({n}), {ratio(r.http, r.raw1):.2f} x raw(1)",
+        f" = {ratio(r.http, r.bare):.2f} x bare, {ratio(r.http, r.raw_n):.2f} x raw({n}),"
+        f" {ratio(r.http, r.raw1):.2f} x raw(1); p50/p99 {latency(r.http_latency)}",
+        f"  server CPU per request: bare {statistics.median(r.bare_cpu):.2f} ms,"
+        f" command {statistics.median(r.http_cpu):.2f} ms",
+        f"  HTTP commands per transaction (group commit): "
+        f"{statistics.median(r.per_transaction):.1f}",
+        f"  goals: HTTP >= 0.70 x bare ({_met(ratio(r.http, r.bare) >= 0.7)}),"
+        f" >= 1.00 x raw({n}) ({_met(ratio(r.http, r.raw_n) >= 1.0)}),"
+        f" p99 < 50 ms ({_met(http_p99 < 50)})",
         f"  HTTP failures {r.http_failures}/{r.http_sent}; server log warnings/errors"
         f" {r.server_problems}",
         f"  the HTTP load generator runs on the same machine and used"
@@ -546,6 +714,17 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
     ]
     print(flush=True)
     print("\n".join(lines), flush=True)
+
+
+def latency(rounds: list[tuple[float, float]]) -> str:
+    """The medians over rounds of each round's p50 and p99, in milliseconds."""
+    p50 = statistics.median(p for p, _ in rounds)
+    p99 = statistics.median(p for _, p in rounds)
+    return f"{p50:.1f} / {p99:.1f} ms"
+
+
+def _met(met: bool) -> str:
+    return "met" if met else "not met"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -557,6 +736,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=1500, help="operations per measurement")
     parser.add_argument("--warmup", type=int, default=200, help="untimed operations first")
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--window-ms",
+        type=float,
+        default=None,
+        help="the server's group commit window, KETNOI_GROUP_COMMIT_WINDOW_MS (default: its own)",
+    )
     args = parser.parse_args(argv)
     for name in ("rounds", "count", "clients"):
         if getattr(args, name) < 1:

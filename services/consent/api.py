@@ -45,7 +45,7 @@ FREE_TEXT = frozenset({"child_views", "statement", "reason"})
 # Any agency that hears a withdrawal may record it.
 
 
-def consent_service(request: Request) -> ConsentService:
+async def consent_service(request: Request) -> ConsentService:
     service: ConsentService = request.app.state.consent
     return service
 

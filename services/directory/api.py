@@ -19,7 +19,7 @@ from services.runtime.http import IdempotencyKey, command_context
 WRITERS = (Role.ADMIN,)
 
 
-def directory_service(request: Request) -> DirectoryService:
+async def directory_service(request: Request) -> DirectoryService:
     service: DirectoryService = request.app.state.directory
     return service
 

@@ -51,7 +51,7 @@ OWNERS = roles_for(Action.MANAGE_CASE)
 ASSIGNERS = roles_for(Action.ASSIGN_CASE_MANAGER)
 
 
-def intake_service(request: Request) -> IntakeService:
+async def intake_service(request: Request) -> IntakeService:
     service: IntakeService = request.app.state.intake
     return service
 

@@ -28,7 +28,7 @@ OVERSIGHT = (Role.COORDINATOR, Role.AUDITOR)
 POLICY = (Role.COORDINATOR, Role.AUDITOR, Role.ADMIN)
 
 
-def projection_service(request: Request) -> ProjectionService:
+async def projection_service(request: Request) -> ProjectionService:
     service: ProjectionService = request.app.state.projections
     return service
 

@@ -64,7 +64,7 @@ from services.runtime.errors import PermissionDeniedError
 from services.runtime.http import IdempotencyKey, command_context
 
 
-def referral_service(request: Request) -> ReferralService:
+async def referral_service(request: Request) -> ReferralService:
     service: ReferralService = request.app.state.referral
     return service
 

@@ -115,6 +115,13 @@ class AgencyRegister:
             found = self._agencies.get(agency_id)
         return found
 
+    def peek(self, agency_id: str) -> KnownAgency | None:
+        """The agency as last read, when that read is recent enough and knows it; None when
+        only ``lookup`` (which may read the directory log) can tell."""
+        if time.monotonic() - self._checked_at > self.max_age:
+            return None
+        return self._agencies.get(agency_id)
+
     def resolve(self, agency_id: str, field: str) -> AgencyRef:
         """See ``resolve_agency``."""
         return resolve_agency(self, agency_id, field)
@@ -225,8 +232,8 @@ def resolve_agency(agencies: AgencyLookup, agency_id: str, field: str) -> Agency
     return found.ref()
 
 
-def agency_register(request: Request) -> AgencyRegister:
-    """FastAPI dependency: the app's agency register."""
+async def agency_register(request: Request) -> AgencyRegister:
+    """FastAPI dependency: the app's agency register (async: no thread is needed for it)."""
     register: AgencyRegister = request.app.state.agencies
     return register
 

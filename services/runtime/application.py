@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid5
 
 import orjson
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, Recording
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Mapper, Notification, Recording
 from eventsourcing.utils import EnvType
 
 from contracts.envelope import KETNOI_NAMESPACE, CommandRecorded, Event
@@ -32,13 +32,14 @@ from services.runtime.errors import (
     IdempotencyKeyReusedError,
 )
 from services.runtime.field_cipher import FieldCipher
+from services.runtime.group_commit import Group, GroupCommit, GroupRecorder
 from services.runtime.logging import get_logger
 from services.runtime.persistence import OrjsonTranscoder, PydanticMapper
 from services.runtime.person_keys import PersonKeys, person_keys_from_env
 from services.runtime.positions import note_written
 from services.runtime.seal.keys import policy_from_env
 from services.runtime.seal.recorders import PostgresSeal, SQLiteSeal
-from services.runtime.settings import CommandRetry
+from services.runtime.settings import CommandRetry, GroupCommitSettings
 
 log = get_logger("ketnoi.command")
 
@@ -56,12 +57,31 @@ _rerun: ContextVar[bool] = ContextVar("ketnoi_command_rerun", default=False)
 class ServiceApplication(Application[UUID]):
     """An eventsourcing Application that stores ``contracts`` events."""
 
+    # Saves are written by their callers (see group_commit.py), or by a thread of the log's
+    # own, which lets a caller stop waiting after ``save_timeout``.
+    group_commit_writer_thread: ClassVar[bool] = False
+    # A save names the position it reached to the request that saved (Ketnoi-Position).
+    names_positions: ClassVar[bool] = True
+
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env=env)
         self.command_retry = CommandRetry.from_env(self.env)
         policy = policy_from_env(self.env)
         if policy is not None and isinstance(self.recorder, PostgresSeal | SQLiteSeal):
             self.recorder.checkpoints = policy
+        # Concurrent saves share transactions (see group_commit.py). A save waits for its
+        # batch without a limit unless save_timeout (seconds) is set.
+        self.save_timeout: float | None = None
+        self.group_commit: GroupCommit | None = None
+        if isinstance(self.recorder, GroupRecorder):
+            batching = GroupCommitSettings.from_env(self.env)
+            self.group_commit = GroupCommit(
+                self.recorder,
+                window_ms=batching.window_ms,
+                max_batch=batching.max_batch,
+                log_name=self.name,
+                writer_thread=self.group_commit_writer_thread,
+            )
 
     @property
     def person_keys(self) -> PersonKeys | None:
@@ -91,8 +111,46 @@ class ServiceApplication(Application[UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """Save, and name the position reached in this log to the request that saved."""
         recordings = super().save(*objs, **kwargs)
-        if recordings:
+        if recordings and self.names_positions:
             note_written(self.name, max(r.notification.id for r in recordings))
+        return recordings
+
+    def close(self) -> None:
+        """Write the saves pending, stop this log's writer and close the store."""
+        committer = getattr(self, "group_commit", None)
+        if committer is not None:
+            committer.close()
+        super().close()
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        """Store the events (and tracking position) of one save, batched with concurrent
+        saves to this log; returns once they are durable. Raises IntegrityError when another
+        writer stored one of these aggregate versions (or this position) first."""
+        committer = self.group_commit
+        if committer is None or processing_event.saved_kwargs:
+            return super()._record(processing_event)
+        events = processing_event.events
+        if not events and processing_event.tracking is None:
+            return []
+        stored = [self.mapper.to_stored_event(event) for event in events]
+        ids = committer.commit(Group(stored, processing_event.tracking), self.save_timeout)
+        recordings = [
+            Recording(
+                event,
+                Notification(
+                    id=notification_id,
+                    originator_id=s.originator_id,
+                    originator_version=s.originator_version,
+                    topic=s.topic,
+                    state=s.state,
+                ),
+            )
+            for event, s, notification_id in zip(events, stored, ids, strict=True)
+        ]
+        cache = self.repository.cache
+        if cache is not None and not self.repository.fastforward:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                cache.put(aggregate_id, aggregate)
         return recordings
 
     def history(self, aggregate_id: UUID) -> list[Event]:

@@ -7,9 +7,12 @@ the server verifies both the same way, with a public key only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,6 +21,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -35,7 +39,7 @@ from services.runtime.oidc import ProviderKeys, principal_claims
 from services.runtime.settings import Environment, Settings, SettingsError
 
 if TYPE_CHECKING:
-    from services.runtime.agencies import AgencyLookup
+    from services.runtime.agencies import AgencyLookup, KnownAgency
 
 NATIONAL = "*"  # the province of users who work across provinces
 
@@ -74,11 +78,59 @@ class Principal(BaseModel):
         return Asker(self.user_id, self.agency_id, self.province, self.roles)
 
 
+class VerifiedTokens:
+    """The principals of tokens verified lately, each kept until its token expires.
+
+    Bounded (the least recently used go first) and keyed by a digest of the token, so the
+    cache holds no bearer token. What is cached is the signature and claims check alone:
+    the address lockout, the agency directory and the rate limits are checked on every
+    request as before.
+    """
+
+    def __init__(self, size: int, clock: Callable[[], float] = time.time) -> None:
+        self.size = size
+        self.clock = clock
+        self._entries: OrderedDict[bytes, tuple[Principal, float, str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[Principal, str | None] | None:
+        """The principal and signing key id of a token verified before and not yet expired."""
+        if not self.size:
+            return None
+        key = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            principal, expires, kid = entry
+            if self.clock() >= expires:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return principal, kid
+
+    def put(self, token: str, principal: Principal, expires: float, kid: str | None) -> None:
+        if not self.size:
+            return
+        key = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            self._entries[key] = (principal, expires, kid)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
 class TokenService:
     """Issues (development only) and verifies access tokens."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # A token's signature is checked once; until it expires its principal is reused.
+        self.verified = VerifiedTokens(settings.auth_token_cache_size)
         self._signing_key: Any | None = None
         self._provider: ProviderKeys | None = None
         self._public_key: Any = None
@@ -163,9 +215,27 @@ class TokenService:
         }
         return jwt.encode(claims, self._signing_key, algorithm="EdDSA")
 
+    def verified_before(self, token: str) -> Principal | None:
+        """The principal of a token verified before and not expired, when telling needs no
+        fetch of the provider's keys; else None (``verify`` tells)."""
+        cached = self.verified.get(token)
+        if cached is None:
+            return None
+        principal, kid = cached
+        if self._provider is not None and not self._provider.publishes(kid):
+            return None
+        return principal
+
     def verify(self, token: str) -> Principal:
         """The principal a token names; raises AuthenticationError saying why it is refused."""
-        key, issuer = self._public_key, self.settings.auth_issuer
+        cached = self.verified.get(token)
+        if cached is not None:
+            principal, kid = cached
+            if self._provider is not None:
+                # A key the provider no longer publishes refuses its tokens, cached or not.
+                self._provider.key_for(kid)
+            return principal
+        key, issuer, kid = self._public_key, self.settings.auth_issuer, None
         if self._provider is not None:
             try:
                 kid = jwt.get_unverified_header(token).get("kid")
@@ -191,9 +261,11 @@ class TokenService:
             claims, settings.auth_claims, settings.auth_roles_client or settings.auth_audience
         )
         try:
-            return Principal(**fields)
+            principal = Principal(**fields)
         except ValidationError as exc:
             raise AuthenticationError(_claims_problem(exc)) from None
+        self.verified.put(token, principal, float(claims["exp"]), kid)
+        return principal
 
 
 _CLAIMS = {
@@ -250,7 +322,7 @@ def load_or_create_ed25519_key(path: Path) -> Ed25519PrivateKey:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -262,6 +334,10 @@ def authenticate(
     Where the app knows the agency directory (``app.state.agencies``), the token's agency
     must be in it and active, and the principal's agency kind is the directory's: a token's
     ``agency_kind`` claim is only checked against it, and a disagreement is refused.
+
+    A token verified before, whose agency the directory's copy in memory knows, is checked
+    here in the event loop; anything that may need I/O (a signature to check, the provider's
+    keys or the directory log to read) runs in the thread pool.
     """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError("Send an access token as 'Authorization: Bearer <token>'.")
@@ -271,8 +347,37 @@ def authenticate(
         guard.lockout.check(address)
     tokens: TokenService = request.app.state.tokens
     agencies: AgencyLookup | None = getattr(request.app.state, "agencies", None)
+    principal = _known(tokens, agencies, credentials.credentials)
+    if principal is None:
+        principal = await run_in_threadpool(
+            _verify, tokens, agencies, credentials.credentials, guard, address
+        )
+    if guard is not None:
+        guard.principal(f"{principal.agency_id}/{principal.user_id}")
+    return principal
+
+
+def _known(tokens: TokenService, agencies: AgencyLookup | None, token: str) -> Principal | None:
+    """The principal, when the token and its agency are known without I/O; else None."""
+    principal = tokens.verified_before(token)
+    if principal is None or agencies is None:
+        return principal
+    peek = getattr(agencies, "peek", None)
+    known = peek(principal.agency_id) if peek is not None else None
+    if known is None:
+        return None
+    return _as_in_directory(principal, known)
+
+
+def _verify(
+    tokens: TokenService,
+    agencies: AgencyLookup | None,
+    token: str,
+    guard: Guard | None,
+    address: str,
+) -> Principal:
     try:
-        principal = tokens.verify(credentials.credentials)
+        principal = tokens.verify(token)
         if agencies is not None:
             principal = in_directory(principal, agencies)
     except UnverifiableTokenError:
@@ -281,8 +386,6 @@ def authenticate(
         if guard is not None:
             guard.lockout.failed(address)
         raise
-    if guard is not None:
-        guard.principal(f"{principal.agency_id}/{principal.user_id}")
     return principal
 
 
@@ -298,6 +401,12 @@ def in_directory(principal: Principal, agencies: AgencyLookup) -> Principal:
             f"The access token names the agency {principal.agency_id!r}, which is not in the "
             "agency directory; ask an administrator to register it."
         )
+    return _as_in_directory(principal, known)
+
+
+def _as_in_directory(principal: Principal, known: KnownAgency) -> Principal:
+    """The principal with its agency's kind from the directory entry ``known``; raises
+    AuthenticationError when that agency is inactive or of another kind."""
     if not known.active:
         raise AuthenticationError(
             f"The agency {principal.agency_id!r} is inactive in the agency directory; its "

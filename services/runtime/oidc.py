@@ -109,6 +109,16 @@ class ProviderKeys:
             "sign in again."
         )
 
+    def publishes(self, kid: str | None) -> bool | None:
+        """Whether the keys as last fetched, if not stale, hold this key; None when only
+        ``key_for`` (which may fetch them) can tell."""
+        with self._lock:
+            if self._fetched_at is None or self.clock() - self._fetched_at > self.max_age:
+                return None
+            if kid is None:
+                return len(self._keys) == 1
+            return kid in self._keys
+
     def _refresh(self, now: float) -> None:
         try:
             if self._jwks_uri is None:

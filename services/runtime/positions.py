@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 from fastapi import FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.runtime.errors import InvalidRequestError
@@ -184,21 +185,24 @@ def written() -> Positions:
     return dict(current.written) if current is not None else {}
 
 
-def wait_for_positions(service: str) -> Callable[..., None]:
+def wait_for_positions(service: str) -> Callable[..., Awaitable[None]]:
     """A route dependency: the request's positions checked, and each log ``service`` follows
     read up to its position before the route decides.
 
-    Raises InvalidPositionError (422), and UnavailableError (503) past the bound.
+    Raises InvalidPositionError (422), and UnavailableError (503) past the bound. Async: a
+    request that names no position (most) goes on without a turn in the thread pool; the
+    waiting itself runs there.
     """
 
-    def wait(
+    async def wait(
         request: Request,
         position: Annotated[str | None, Header(alias=HEADER, description=DESCRIPTION)] = None,
     ) -> None:
         positions = asked(request.scope) if position is not None else {}
         if positions:
             state = request.app.state
-            reach(state, service, positions, state.settings.position_wait_timeout)
+            timeout: float = state.settings.position_wait_timeout
+            await run_in_threadpool(reach, state, service, positions, timeout)
 
     return wait
 

@@ -2,10 +2,11 @@
 
 ``ReadAudit.record`` blocks its caller until the read is durably in the audit log. Callers run
 concurrently (FastAPI runs sync routes in a thread pool), and the event store serialises
-writers with a table lock, so one writer thread takes every read pending, waits a moment for
-more, and saves them all in one transaction: throughput comes from batching, not from threads.
-If a save fails, every caller of that batch gets ``ReadAuditUnavailableError`` (503): nothing
-is returned to a user without its record. The next batch simply tries again.
+writers with a table lock, so the audit log's group commit (the mechanism every log writes
+through) takes every read pending, waits a moment for more, and saves them all in one
+transaction: throughput comes from batching, not from threads. If a save fails, every caller
+of that batch gets ``ReadAuditUnavailableError`` (503): nothing is returned to a user without
+its record. The next batch simply tries again.
 
 The log is ``audit``: its own PostgreSQL schema (``<prefix>audit``, created by ``ketnoi
 migrate``) or its own SQLite file in the embedded default.
@@ -13,11 +14,7 @@ migrate``) or its own SQLite file in the embedded default.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -30,6 +27,7 @@ from contracts.vocabulary import DataCategory
 from services.runtime.application import ServiceApplication
 from services.runtime.errors import DomainError
 from services.runtime.files import private_file
+from services.runtime.group_commit import GroupCommitClosedError, WaitTimeoutError
 from services.runtime.logging import get_logger
 from services.runtime.metrics import READ_AUDIT_WRITES
 from services.runtime.persistence import application_env, decode_stored
@@ -66,6 +64,10 @@ class ReadAuditLog(ServiceApplication):
     """The audit log's store: one ``PersonalDataRead`` per read, each its own originator."""
 
     name = "audit"
+    # A caller gives up after its timeout, so the reads are written by a thread of their own.
+    group_commit_writer_thread = True
+    # A read names no position: no request waits for the audit log.
+    names_positions = False
 
 
 def audit_env(settings: Settings, *, create_tables: bool | None = None) -> dict[str, str]:
@@ -138,20 +140,12 @@ def personal_data_read(
     )
 
 
-@dataclass(eq=False)
-class _Waiting:
-    """One caller's read, and the answer the writer gives it."""
-
-    read: PersonalDataRead
-    done: threading.Event = field(default_factory=threading.Event)
-    failed: bool = False
-
-
 class ReadAudit:
     """Records reads of personal data, batched across concurrent callers.
 
-    ``window_ms`` and ``max_batch`` default to ``KETNOI_READ_AUDIT_WINDOW_MS`` and
-    ``KETNOI_READ_AUDIT_MAX_BATCH``.
+    The reads go through the audit log's group commit (``services/runtime/group_commit.py``),
+    as every other log's saves do; ``window_ms`` and ``max_batch`` default to
+    ``KETNOI_READ_AUDIT_WINDOW_MS`` and ``KETNOI_READ_AUDIT_MAX_BATCH``.
     """
 
     def __init__(
@@ -159,16 +153,19 @@ class ReadAudit:
     ) -> None:
         self.settings = settings
         window = settings.read_audit_window_ms if window_ms is None else window_ms
-        self.window = max(window, 0.0) / 1000
-        self.max_batch = max(max_batch or settings.read_audit_max_batch, 1)
         self.timeout = settings.read_audit_timeout_seconds
         self.log = ReadAuditLog(env=audit_env(settings))
-        self._queue: deque[_Waiting] = deque()
-        self._changed = threading.Condition()
+        committer = self.log.group_commit
+        if committer is None:
+            msg = "the audit log's store writes no batches: use the sealed recorders"
+            raise RuntimeError(msg)
+        self.committer = committer
+        committer.window = max(window, 0.0) / 1000
+        committer.max_batch = max(max_batch or settings.read_audit_max_batch, 1)
+        # A caller gives up after the timeout; its read may still be stored later.
+        self.log.save_timeout = self.timeout
         self._closing = False
         self._failing = False
-        self._writer = threading.Thread(target=self._run, name="read-audit-writer", daemon=True)
-        self._writer.start()
 
     def record(
         self,
@@ -205,28 +202,32 @@ class ReadAudit:
         )
         if read is None:
             return
-        waiting = _Waiting(read)
-        with self._changed:
-            if self._closing:
-                raise ReadAuditUnavailableError()
-            self._queue.append(waiting)
-            # Wake the writer only when it has something new to do: a first read to wait
-            # for, or a full batch. Every wake-up costs it a turn at the GIL.
-            if len(self._queue) in (1, self.max_batch):
-                self._changed.notify()
-        if not waiting.done.wait(self.timeout):
+        if self._closing:
+            raise ReadAuditUnavailableError()
+        try:
+            self.log.save(read)
+        except WaitTimeoutError:
             # The writer is stuck (a database that hangs): refuse rather than wait on. The
             # read may still be stored later, which errs on the side of the record.
             log.warning("read_audit_timeout", seconds=self.timeout, what=what)
-            raise ReadAuditUnavailableError()
-        if waiting.failed:
-            raise ReadAuditUnavailableError()
+            raise ReadAuditUnavailableError() from None
+        except GroupCommitClosedError:
+            raise ReadAuditUnavailableError() from None
+        except Exception as exc:
+            # Never the read itself in the log line: its kind and the error's only.
+            if not self._failing:
+                log.error("read_audit_save_failed", error=type(exc).__name__, what=what)
+            self._failing = True
+            raise ReadAuditUnavailableError() from None
+        READ_AUDIT_WRITES.inc()
+        if self._failing:
+            log.info("read_audit_recovered")
+            self._failing = False
 
     @property
     def pending(self) -> int:
         """How many reads wait to be taken into a batch."""
-        with self._changed:
-            return len(self._queue)
+        return self.committer.pending
 
     def reads_of_case(self, case_id: UUID) -> list[PersonalDataRead]:
         """Every recorded read of one case, oldest first.
@@ -252,51 +253,5 @@ class ReadAudit:
 
     def close(self) -> None:
         """Store what is pending, stop the writer and close the log. Later reads are refused."""
-        with self._changed:
-            self._closing = True
-            self._changed.notify_all()
-        self._writer.join()
+        self._closing = True
         self.log.close()
-
-    # -- the writer ---------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._write(batch)
-
-    def _next_batch(self) -> list[_Waiting] | None:
-        """Wait for a first read, then up to the window for more; None once closed and done."""
-        with self._changed:
-            while not self._queue:
-                if self._closing:
-                    return None
-                self._changed.wait()
-            deadline = time.monotonic() + self.window
-            while len(self._queue) < self.max_batch and not self._closing:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-            size = min(len(self._queue), self.max_batch)
-            return [self._queue.popleft() for _ in range(size)]
-
-    def _write(self, batch: list[_Waiting]) -> None:
-        failed = False
-        try:
-            self.log.save(*(waiting.read for waiting in batch))
-        except Exception as exc:
-            # Never the reads themselves in the log line: ids and counts only.
-            log.error("read_audit_save_failed", reads=len(batch), error=type(exc).__name__)
-            self._failing = True
-            failed = True
-        else:
-            READ_AUDIT_WRITES.inc(len(batch))
-            if self._failing:
-                log.info("read_audit_recovered", reads=len(batch))
-                self._failing = False
-        for waiting in batch:
-            waiting.failed = failed
-            waiting.done.set()

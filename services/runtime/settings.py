@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES: tuple[str, ...] = ("directory", "intake", "consent", "referral", "projections")
 COMMAND_ATTEMPTS = 5
+GROUP_COMMIT_WINDOW_MS = 0.0
+GROUP_COMMIT_MAX_BATCH = 64
 COMMAND_RETRY_PAUSE_MS = 20
 
 
@@ -90,6 +92,9 @@ class Settings(BaseSettings):
     auth_claims: Literal["ketnoi", "keycloak"] = "ketnoi"
     auth_roles_client: str | None = None
     token_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    # How many verified tokens each process remembers (until each expires), so that a
+    # token's signature is checked once rather than on every request; 0 checks every time.
+    auth_token_cache_size: int = Field(default=10_000, ge=0)
     # Sign-in to the web app through an OpenID Connect provider (authorisation code with
     # PKCE). Its access tokens are verified like any bearer token (the key, issuer and
     # audience above) and carry the claims sub, agency, province and roles.
@@ -119,6 +124,12 @@ class Settings(BaseSettings):
     # here too so that a bad value stops the process at start.
     command_attempts: int = Field(default=COMMAND_ATTEMPTS, ge=1, le=20)
     command_retry_pause_ms: int = Field(default=COMMAND_RETRY_PAUSE_MS, ge=0, le=1000)
+    # Group commit: concurrent saves to one log go into one transaction. The writer that
+    # takes the lead waits this long for others (0: a batch is what queued while the last
+    # one was written), and writes at most max_batch saves at once. Read by each
+    # application from its environment (GroupCommitSettings.from_env), like the above.
+    group_commit_window_ms: float = Field(default=GROUP_COMMIT_WINDOW_MS, ge=0, le=100)
+    group_commit_max_batch: int = Field(default=GROUP_COMMIT_MAX_BATCH, ge=1, le=10_000)
 
     # The seal: checkpoints of every log signed with this Ed25519 key (PEM). Production
     # requires it; development creates one under the data directory.
@@ -283,5 +294,30 @@ class CommandRetry(BaseModel):
             msg = (
                 "KETNOI_COMMAND_ATTEMPTS must be 1 to 20 and "
                 "KETNOI_COMMAND_RETRY_PAUSE_MS 0 to 1000"
+            )
+            raise SettingsError(msg) from None
+
+
+class GroupCommitSettings(BaseModel):
+    """How a log's writer batches concurrent saves (see ``services/runtime/group_commit.py``)."""
+
+    window_ms: float = Field(default=GROUP_COMMIT_WINDOW_MS, ge=0, le=100)
+    max_batch: int = Field(default=GROUP_COMMIT_MAX_BATCH, ge=1, le=10_000)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GroupCommitSettings:
+        """Read ``KETNOI_GROUP_COMMIT_WINDOW_MS`` and ``KETNOI_GROUP_COMMIT_MAX_BATCH`` from an
+        application's environment (which includes the process's); raises SettingsError."""
+        names = {
+            "window_ms": "KETNOI_GROUP_COMMIT_WINDOW_MS",
+            "max_batch": "KETNOI_GROUP_COMMIT_MAX_BATCH",
+        }
+        values = {key: env.get(var) for key, var in names.items()}
+        try:
+            return cls.model_validate({k: v for k, v in values.items() if v})
+        except ValidationError:
+            msg = (
+                "KETNOI_GROUP_COMMIT_WINDOW_MS must be 0 to 100 and "
+                "KETNOI_GROUP_COMMIT_MAX_BATCH 1 to 10000"
             )
             raise SettingsError(msg) from None

@@ -145,17 +145,18 @@ def test_concurrent_reads_are_all_stored_in_fewer_transactions(
     audit: ReadAudit, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saves: list[int] = []
-    real_save = audit.log.save
+    recorder = audit.log.recorder
+    real_insert = recorder.insert_groups
 
-    def counting_save(*reads: Any) -> Any:
-        saves.append(len(reads))
+    def counting_insert(groups: Any) -> Any:
+        saves.append(len(groups))
         if len(saves) == 1:
             # Hold the first transaction until every other thread waits on its first read:
             # the next batch must then take all of them at once, however threads are run.
-            hold_until(lambda: len(reads) + audit.pending == THREADS)
-        return real_save(*reads)
+            hold_until(lambda: len(groups) + audit.pending == THREADS)
+        return real_insert(groups)
 
-    monkeypatch.setattr(audit.log, "save", counting_save)
+    monkeypatch.setattr(recorder, "insert_groups", counting_insert)
     case_id = uuid4()
     sent = [[uuid4() for _ in range(READS_EACH)] for _ in range(THREADS)]
 
@@ -190,18 +191,19 @@ def test_a_failed_save_refuses_every_caller_and_the_next_batch_succeeds(
     saves: list[int] = []
     broken = threading.Event()
     broken.set()
-    real_save = audit.log.save
+    recorder = audit.log.recorder
+    real_insert = recorder.insert_groups
 
-    def failing_save(*reads: Any) -> Any:
-        saves.append(len(reads))
+    def failing_insert(groups: Any) -> Any:
+        saves.append(len(groups))
         if broken.is_set():
             if len(saves) == 1:
-                hold_until(lambda: len(reads) + audit.pending == callers)
+                hold_until(lambda: len(groups) + audit.pending == callers)
             msg = "the database is unreachable"
             raise OperationalError(msg)
-        return real_save(*reads)
+        return real_insert(groups)
 
-    monkeypatch.setattr(audit.log, "save", failing_save)
+    monkeypatch.setattr(recorder, "insert_groups", failing_insert)
     case_id = uuid4()
     errors = run_threads(callers, lambda _: own_case_read(audit, case_id))
     assert len(errors) == callers
@@ -261,13 +263,14 @@ def test_a_caller_is_refused_when_the_store_hangs_and_the_read_is_kept_after(
 ) -> None:
     audit = ReadAudit(settings.model_copy(update={"read_audit_timeout_seconds": 0.05}))
     release = threading.Event()
-    real_save = audit.log.save
+    recorder = audit.log.recorder
+    real_insert = recorder.insert_groups
 
-    def hanging_save(*reads: Any) -> Any:
+    def hanging_insert(groups: Any) -> Any:
         release.wait()
-        return real_save(*reads)
+        return real_insert(groups)
 
-    monkeypatch.setattr(audit.log, "save", hanging_save)
+    monkeypatch.setattr(recorder, "insert_groups", hanging_insert)
     try:
         with pytest.raises(ReadAuditUnavailableError):
             own_case_read(audit, uuid4())

@@ -35,6 +35,7 @@ from services.runtime.persistence import (
     WindowedApplicationRecorder,
     WindowedProcessRecorder,
 )
+from services.runtime.seal.groups import PostgresGroups, SQLiteGroups
 from services.runtime.seal.leaves import SealTables, leaf_hashes, sealed_at_now
 from services.runtime.seal.merkle import Frontier
 from services.runtime.seal.note import Checkpoint, Signer
@@ -257,11 +258,11 @@ class PostgresSeal:
             return len(events)
 
 
-class SealedPostgresApplicationRecorder(PostgresSeal, WindowedApplicationRecorder):
+class SealedPostgresApplicationRecorder(PostgresGroups, PostgresSeal, WindowedApplicationRecorder):
     """A service's log on PostgreSQL, sealed."""
 
 
-class SealedPostgresProcessRecorder(PostgresSeal, WindowedProcessRecorder):
+class SealedPostgresProcessRecorder(PostgresGroups, PostgresSeal, WindowedProcessRecorder):
     """A following service's log (events and tracking) on PostgreSQL, sealed."""
 
 
@@ -380,11 +381,11 @@ class SQLiteSeal:
             return len(events)
 
 
-class SealedSQLiteApplicationRecorder(SQLiteSeal, SQLiteApplicationRecorder):
+class SealedSQLiteApplicationRecorder(SQLiteGroups, SQLiteSeal, SQLiteApplicationRecorder):
     """A service's log in its SQLite file, sealed."""
 
 
-class SealedSQLiteProcessRecorder(SQLiteSeal, SQLiteProcessRecorder):
+class SealedSQLiteProcessRecorder(SQLiteGroups, SQLiteSeal, SQLiteProcessRecorder):
     """A following service's log (events and tracking) in its SQLite file, sealed."""
 
 
