@@ -150,17 +150,21 @@ class IntakeService(FollowingApplication):
         case_id: UUID,
         command: str,
         request: dict[str, Any],
-        change: Callable[[Case], None],
+        change: Callable[[Case], Any],
         *,
         scope: Callable[[Case], None] | None = None,
+        answer: Callable[[Any], Result] | None = None,
     ) -> Result:
+        """Run ``change`` on the case (in the caller's ``scope``, never on an erased case);
+        the result is the case's summary with ``answer`` of what ``change`` returned."""
+
         def run() -> tuple[list[Any], Result]:
             case = self.get_case(case_id)
             if scope is not None:
                 scope(case)
             case.check_not_erased()
-            change(case)
-            return [case], case.summary()
+            made = change(case)
+            return [case], {**case.summary(), **(answer(made) if answer else {})}
 
         return self.execute(ctx, command, {"case_id": str(case_id), **request}, run)
 
@@ -581,24 +585,24 @@ class IntakeService(FollowingApplication):
     ) -> Result:
         """Log a contact with the person; returns its contact_id."""
 
-        def run() -> tuple[list[Any], Result]:
-            case = self.get_case(case_id)
-            if scope is not None:
-                scope(case)
-            contact_id = case.log_contact(
-                ctx, mode=mode, occurred_at=occurred_at, place=place, note=note, reason=reason
-            )
-            return [case], {**case.summary(), "contact_id": str(contact_id)}
-
         request = {
-            "case_id": str(case_id),
             "mode": mode.value,
             "occurred_at": occurred_at.isoformat(),
             "place": place,
             "note": note,
             "reason": reason,
         }
-        return self.execute(ctx, "log_contact", request, run)
+        return self._on_case(
+            ctx,
+            case_id,
+            "log_contact",
+            request,
+            lambda case: case.log_contact(
+                ctx, mode=mode, occurred_at=occurred_at, place=place, note=note, reason=reason
+            ),
+            scope=scope,
+            answer=lambda contact_id: {"contact_id": str(contact_id)},
+        )
 
     def write_note(
         self,
@@ -611,15 +615,15 @@ class IntakeService(FollowingApplication):
     ) -> Result:
         """Write a case note; returns its note_id."""
 
-        def run() -> tuple[list[Any], Result]:
-            case = self.get_case(case_id)
-            if scope is not None:
-                scope(case)
-            note_id = case.write_note(ctx, about, text)
-            return [case], {**case.summary(), "note_id": str(note_id)}
-
-        request = {"case_id": str(case_id), "about": about.value, "text": text}
-        return self.execute(ctx, "write_note", request, run)
+        return self._on_case(
+            ctx,
+            case_id,
+            "write_note",
+            {"about": about.value, "text": text},
+            lambda case: case.write_note(ctx, about, text),
+            scope=scope,
+            answer=lambda note_id: {"note_id": str(note_id)},
+        )
 
     # -- the reintegration plan and measures --------------------------------------------------
 
@@ -635,15 +639,7 @@ class IntakeService(FollowingApplication):
     ) -> Result:
         """Make the plan's next revision; returns its number as ``revision``."""
 
-        def run() -> tuple[list[Any], Result]:
-            case = self.get_case(case_id)
-            if scope is not None:
-                scope(case)
-            revision = case.revise_plan(ctx, goals, tasks, reason)
-            return [case], {**case.summary(), "revision": revision}
-
         request = {
-            "case_id": str(case_id),
             "goals": [[g.domain.value, g.goal] for g in goals],
             "tasks": [
                 [
@@ -659,7 +655,15 @@ class IntakeService(FollowingApplication):
             ],
             "reason": reason,
         }
-        return self.execute(ctx, "revise_plan", request, run)
+        return self._on_case(
+            ctx,
+            case_id,
+            "revise_plan",
+            request,
+            lambda case: case.revise_plan(ctx, goals, tasks, reason),
+            scope=scope,
+            answer=lambda revision: {"revision": revision},
+        )
 
     def agree_plan(
         self,
@@ -795,19 +799,15 @@ class IntakeService(FollowingApplication):
     ) -> Result:
         """A supervisor's review, signed off; returns when the next one is due."""
 
-        def run() -> tuple[list[Any], Result]:
-            case = self.get_case(case_id)
-            if scope is not None:
-                scope(case)
-            next_review = case.review(ctx, findings, decisions)
-            return [case], {**case.summary(), "next_review_on": next_review.isoformat()}
-
-        request = {
-            "case_id": str(case_id),
-            "findings": findings,
-            "decisions": [d.value for d in decisions],
-        }
-        return self.execute(ctx, "review_case", request, run)
+        return self._on_case(
+            ctx,
+            case_id,
+            "review_case",
+            {"findings": findings, "decisions": [d.value for d in decisions]},
+            lambda case: case.review(ctx, findings, decisions),
+            scope=scope,
+            answer=lambda next_review: {"next_review_on": next_review.isoformat()},
+        )
 
     def hold_conference(
         self,
@@ -822,15 +822,7 @@ class IntakeService(FollowingApplication):
     ) -> Result:
         """Record a case conference; returns the ids of the tasks it added to the plan."""
 
-        def run() -> tuple[list[Any], Result]:
-            case = self.get_case(case_id)
-            if scope is not None:
-                scope(case)
-            added = case.hold_conference(ctx, held_on, attendees, decisions, tasks)
-            return [case], {**case.summary(), "tasks_added": [str(t) for t in added]}
-
         request = {
-            "case_id": str(case_id),
             "held_on": held_on.isoformat(),
             "attendees": [a.model_dump(mode="json") for a in attendees],
             "decisions": list(decisions),
@@ -845,4 +837,12 @@ class IntakeService(FollowingApplication):
                 for t in tasks
             ],
         }
-        return self.execute(ctx, "hold_conference", request, run)
+        return self._on_case(
+            ctx,
+            case_id,
+            "hold_conference",
+            request,
+            lambda case: case.hold_conference(ctx, held_on, attendees, decisions, tasks),
+            scope=scope,
+            answer=lambda added: {"tasks_added": [str(t) for t in added]},
+        )
