@@ -6,6 +6,7 @@ and the identification as a victim."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +36,7 @@ from services.intake import casework_api
 from services.runtime.auth import Principal
 from services.web.casework import answer, key, page
 from services.web.deps import Csrf, User, page_router
-from services.web.forms import Form, attempt
+from services.web.forms import Form, Posted, attempt
 from services.web.i18n import N_
 from services.web.positions import service
 from services.web.referrals import recipients
@@ -69,6 +70,30 @@ def assessments(case_id: UUID, request: Request, principal: User) -> Response:
     return page(request, principal, case_id, "assessments.html", **choices(request, principal))
 
 
+def _recorded(
+    request: Request,
+    principal: Principal,
+    case_id: UUID,
+    form: str,
+    posted: Posted,
+    messages: Mapping[str, str],
+    send: Callable[[], object],
+    rules: Mapping[str, str] | None = None,
+) -> Response:
+    """Send one assessment form; the page again, with the form's error beside it when it
+    was refused."""
+    failure = attempt(form, posted, messages, send, rules)
+    return answer(
+        request,
+        principal,
+        case_id,
+        "assessments.html",
+        failure,
+        f"assessments#{form}",
+        **choices(request, principal),
+    )
+
+
 MEDICAL = {
     "examined_at": N_("Give the date and time of the examination (not in the future)."),
     "findings": N_("Write what the examination found."),
@@ -98,16 +123,7 @@ def record_medical(
             case_id, exam, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("medical", posted, MEDICAL, send)
-    return answer(
-        request,
-        principal,
-        case_id,
-        "assessments.html",
-        failure,
-        "assessments#medical",
-        **choices(request, principal),
-    )
+    return _recorded(request, principal, case_id, "medical", posted, MEDICAL, send)
 
 
 PSYCHOSOCIAL = {
@@ -141,16 +157,7 @@ def record_psychosocial(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("psychosocial", posted, PSYCHOSOCIAL, send)
-    return answer(
-        request,
-        principal,
-        case_id,
-        "assessments.html",
-        failure,
-        "assessments#psychosocial",
-        **choices(request, principal),
-    )
+    return _recorded(request, principal, case_id, "psychosocial", posted, PSYCHOSOCIAL, send)
 
 
 FAMILY = {
@@ -180,16 +187,7 @@ def record_family(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("family", posted, FAMILY, send)
-    return answer(
-        request,
-        principal,
-        case_id,
-        "assessments.html",
-        failure,
-        "assessments#family",
-        **choices(request, principal),
-    )
+    return _recorded(request, principal, case_id, "family", posted, FAMILY, send)
 
 
 LEGAL = {
@@ -215,16 +213,7 @@ def record_legal(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("legal", posted, LEGAL, send)
-    return answer(
-        request,
-        principal,
-        case_id,
-        "assessments.html",
-        failure,
-        "assessments#legal",
-        **choices(request, principal),
-    )
+    return _recorded(request, principal, case_id, "legal", posted, LEGAL, send)
 
 
 LIVELIHOOD = {
@@ -254,16 +243,7 @@ def record_livelihood(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("livelihood", posted, LIVELIHOOD, send)
-    return answer(
-        request,
-        principal,
-        case_id,
-        "assessments.html",
-        failure,
-        "assessments#livelihood",
-        **choices(request, principal),
-    )
+    return _recorded(request, principal, case_id, "livelihood", posted, LIVELIHOOD, send)
 
 
 EXPLOITATION = {
@@ -304,15 +284,8 @@ def record_exploitation(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("exploitation", posted, EXPLOITATION, send, EXPLOITATION_RULES)
-    return answer(
-        request,
-        principal,
-        case_id,
-        "assessments.html",
-        failure,
-        "assessments#exploitation",
-        **choices(request, principal),
+    return _recorded(
+        request, principal, case_id, "exploitation", posted, EXPLOITATION, send, EXPLOITATION_RULES
     )
 
 
@@ -349,13 +322,13 @@ def record_identification(
             key(posted),
         )
 
-    failure = attempt("identification", posted, IDENTIFICATION, send, IDENTIFICATION_RULES)
-    return answer(
+    return _recorded(
         request,
         principal,
         case_id,
-        "assessments.html",
-        failure,
-        "assessments#identification",
-        **choices(request, principal),
+        "identification",
+        posted,
+        IDENTIFICATION,
+        send,
+        IDENTIFICATION_RULES,
     )
