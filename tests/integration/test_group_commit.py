@@ -26,6 +26,7 @@ from services.runtime.seal.keys import seal_signer
 from services.runtime.seal.sources import open_logs
 from services.runtime.seal.verify import verify_log
 from services.runtime.settings import GroupCommitSettings, Settings, SettingsError
+from tests.support.threads import run_threads
 
 OFFICER = Actor(user_id="officer-1", agency_id="dt-police", role=Role.INTAKE_OFFICER)
 POLICE = AgencyRef(agency_id="dt-police", kind=AgencyKind.POLICE)
@@ -56,26 +57,6 @@ def receive(intake: IntakeService, key: str | None = None) -> dict[str, Any]:
         place=Place(province="dong-thap"),
         receiving_agency=POLICE,
     )
-
-
-def run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
-    """Run ``work(i)`` in ``count`` threads started together; returns what they raised."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def run(number: int) -> None:
-        barrier.wait()
-        try:
-            work(number)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
 
 
 def batches(

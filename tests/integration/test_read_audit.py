@@ -35,6 +35,7 @@ from services.runtime.read_audit import (
     migrate_read_audit,
 )
 from services.runtime.settings import Settings
+from tests.support.threads import run_threads
 
 ACTOR = Actor(user_id="cw-1", agency_id="dong-thap-swc", role=Role.CASE_MANAGER)
 THREADS = 50
@@ -80,26 +81,6 @@ def own_case_read(audit: ReadAudit, case_id: UUID, correlation_id: UUID | None =
         what="intake.case",
         correlation_id=correlation_id,
     )
-
-
-def run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
-    """Run ``work(i)`` in ``count`` threads started together; returns what they raised."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def run(number: int) -> None:
-        barrier.wait()
-        try:
-            work(number)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
 
 
 def hold_until(condition: Callable[[], bool]) -> None:
