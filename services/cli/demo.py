@@ -291,7 +291,9 @@ def seed_receptions(intake: IntakeService, anchor: datetime) -> list[SeededCase]
         },
     )
     seeded.append(
-        SeededCase("Lao Cai border handover (a minor: guardian consent)", "lao-cai", case_id, "lao-cai-1")
+        SeededCase(
+            "Lao Cai border handover (a minor: guardian consent)", "lao-cai", case_id, "lao-cai-1"
+        )
     )
     return seeded
 
