@@ -148,7 +148,7 @@ def person_copy(
     flush_reads(request)  # stored before the list of reads is read: the copy lists its own
     reads = request.app.state.read_audit.reads_of_case(case_id)
     copy = projections.person_copy(case_id, reads, utcnow())
-    copy["seal"] = sealed_now(request.app.state.settings)
+    copy["seal"] = sealed_now(projections.checkpoints)
     return copy
 
 
