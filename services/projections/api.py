@@ -19,7 +19,7 @@ from services.projections.case_file import SECTIONS, arrange
 from services.projections.person_copy import sealed_now
 from services.projections.statistics import to_csv
 from services.projections.views import category_of, describe_type
-from services.runtime.access import check, record_read
+from services.runtime.access import check, flush_reads, record_read
 from services.runtime.aggregate import utcnow
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import InvalidRequestError, PermissionDeniedError
@@ -145,9 +145,10 @@ def person_copy(
     seen = sight(principal.asker, ties)
     assert seen.categories == ALL_CATEGORIES  # a holder's own case: everything
     record_read(request, principal, seen, case_id=case_id, what="projections.person_copy")
+    flush_reads(request)  # stored before the list of reads is read: the copy lists its own
     reads = request.app.state.read_audit.reads_of_case(case_id)
     copy = projections.person_copy(case_id, reads, utcnow())
-    copy["seal"] = sealed_now(request.app.state.settings)
+    copy["seal"] = sealed_now(projections.checkpoints)
     return copy
 
 

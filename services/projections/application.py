@@ -20,6 +20,7 @@ from services.projections.store import Tables, ViewStore
 from services.projections.views import STEP_SERVICES, case_key
 from services.runtime.errors import NotFoundError
 from services.runtime.follower import Upstream
+from services.runtime.seal.operations import Checkpoints
 from services.runtime.settings import Settings
 
 
@@ -40,8 +41,11 @@ class ProjectionService:
         self.projector = Projector(
             self.store, upstreams, settings=settings, poll_interval=poll_interval
         )
+        # The person's copy ends with every log's checkpoint: the logs, opened at the first.
+        self.checkpoints = Checkpoints(settings)
 
     def close(self) -> None:
+        self.checkpoints.close()
         self.store.close()
 
     # -- the coordinator's board ------------------------------------------------------------

@@ -9,8 +9,9 @@ the staff's user ids.
 
 A copy is itself a read of everything about the person: the route records it before it
 answers, and it appears in the next copy's reads. It ends with a signed checkpoint of every
-log, made after it was read (``sealed_now``): anyone with Ketnoi's public key can check that
-the logs the copy was read from held those events, and that nothing was removed since.
+log, made after it was read (``sealed_now``, through recorders the service keeps open):
+anyone with Ketnoi's public key can check that the logs the copy was read from held those
+events, and that nothing was removed since.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from contracts.consent import consent_record_id
 from contracts.envelope import Event
 from services.projections.replay import history
 from services.runtime.follower import Upstream
-from services.runtime.seal.operations import checkpoint_all, latest_checkpoints
-from services.runtime.settings import Settings
+from services.runtime.seal.operations import Checkpoints
 
 COPY_VERSION = "ketnoi-person-copy-1"
 # What an entry of the copy leaves out of an event: ids of the record and of the staff.
@@ -133,11 +133,11 @@ def person_copy(
     }
 
 
-def sealed_now(settings: Settings) -> list[dict[str, Any]]:
+def sealed_now(checkpoints: Checkpoints) -> list[dict[str, Any]]:
     """A checkpoint of every log as it stands now (signed first where it grew since its last
-    one): the proof that the copy, read before, was read from the sealed record."""
-    checkpoint_all(settings)
+    one, else the latest stored, which covers the log's head): the proof that the copy, read
+    before, was read from the sealed record."""
     return [
         {"log": log, "size": size, "checkpoint": text}
-        for log, size, text in latest_checkpoints(settings)
+        for log, size, text in checkpoints.sealed_now()
     ]

@@ -4,11 +4,15 @@ these few functions, and every read of a person's data is recorded before it is 
 Services pass in the ties their own log knows and the error that says "no such case" in
 their words; the gate turns the policy's answer into that 404 (the case does not exist for
 this principal), a 403 (it does, and this is not theirs to do), or the role to act in.
+
+A request's reads are stored one by one as they are made, or, in a request that depends on
+``reads_recorded_together`` (every web page), together in one write once the route has
+read and before its answer leaves; either way nothing is sent that was read without its record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -55,7 +59,10 @@ def record_read(
     reason: str | None = None,
 ) -> None:
     """Record a read of personal data durably, before the response leaves; nothing is
-    recorded when the sight holds no category (a read of progress only)."""
+    recorded when the sight holds no category (a read of progress only).
+
+    In a request whose reads are recorded together (``reads_recorded_together``), the read
+    is added to the request's batch, stored with the others before the answer leaves."""
     if sight.basis is None or not sight.categories:
         return
     assert sight.role is not None
@@ -71,4 +78,33 @@ def record_read(
         override_id=sight.override_id,
         reason=reason,
         correlation_id=getattr(request.state, "correlation_id", None),
+        batch=getattr(request.state, "read_batch", None),
     )
+
+
+def flush_reads(request: Request) -> None:
+    """Store now the reads this request has made so far, for a route that goes on to read the
+    audit log itself (the person's copy lists its own read). Raises ReadAuditUnavailableError
+    when they cannot be stored."""
+    batch = getattr(request.state, "read_batch", None)
+    if batch is not None:
+        batch.flush()
+
+
+def reads_recorded_together(request: Request) -> Iterator[None]:
+    """A route dependency (``scope="function"``): the route's reads of personal data are
+    stored together, in one write of the read audit, when the route returns and before its
+    answer is sent. When they cannot be stored the answer is not sent: the route's exit
+    raises ReadAuditUnavailableError (503) instead. Reads made before a route failed are
+    stored too, erring on the side of the record."""
+    audit: Any = getattr(request.app.state, "read_audit", None)
+    if audit is None:
+        yield
+        return
+    batch = audit.batch()
+    request.state.read_batch = batch
+    try:
+        yield
+    finally:
+        request.state.read_batch = None
+        batch.flush()

@@ -14,18 +14,24 @@ migrate``) or its own SQLite file in the embedded default.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
+from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from contracts.audit import PersonalDataRead, ReadBasis
 from contracts.envelope import Actor
+from contracts.personal import personal_paths
 from contracts.vocabulary import DataCategory
 from services.runtime.application import ServiceApplication
 from services.runtime.errors import DomainError
+from services.runtime.field_cipher import SEALED
 from services.runtime.files import private_file
 from services.runtime.group_commit import GroupCommitClosedError, WaitTimeoutError
 from services.runtime.logging import get_logger
@@ -37,8 +43,12 @@ from services.runtime.settings import Settings
 AUDIT = "audit"  # the log's name: its PostgreSQL schema and SQLite file
 RETRY_AFTER_SECONDS = 5
 _PAGE = 1000
+_CASES_KEPT = 64  # the cases whose reads are kept decoded (``ReadAudit.reads_of_case``)
 
 log = get_logger("ketnoi.read_audit")
+
+# A read of ``reads_of_case`` kept decoded, or as stored when it holds a sealed field.
+_Entry = PersonalDataRead | StoredEvent
 
 
 class ReadAuditUnavailableError(DomainError):
@@ -166,6 +176,8 @@ class ReadAudit:
         self.log.save_timeout = self.timeout
         self._closing = False
         self._failing = False
+        self._cases: OrderedDict[str, tuple[int, list[_Entry]]] = OrderedDict()
+        self._cases_lock = threading.Lock()
 
     def record(
         self,
@@ -180,9 +192,12 @@ class ReadAudit:
         override_id: UUID | None = None,
         reason: str | None = None,
         correlation_id: UUID | None = None,
+        batch: ReadBatch | None = None,
     ) -> None:
         """Blocks until the read is durably stored; raises ReadAuditUnavailableError (503,
-        Retry-After) when it cannot be.
+        Retry-After) when it cannot be. With ``batch``, the read is only added to it: it is
+        stored with the batch's other reads when the batch is flushed, and the data read must
+        not leave before that.
 
         Nothing is recorded when ``categories`` is empty. Raises pydantic's ValidationError
         (a ValueError) when the basis and the other fields do not fit together, e.g. a
@@ -202,10 +217,25 @@ class ReadAudit:
         )
         if read is None:
             return
+        if batch is not None:
+            batch.add(read)
+        else:
+            self.store([read])
+
+    def batch(self) -> ReadBatch:
+        """An empty batch of reads, to be stored together in one write (``ReadBatch``)."""
+        return ReadBatch(self)
+
+    def store(self, reads: Sequence[PersonalDataRead]) -> None:
+        """Store ``reads`` durably in one save (one transaction); raises
+        ReadAuditUnavailableError when they cannot be, and then none of them is stored."""
+        if not reads:
+            return
+        what = ",".join(dict.fromkeys(read.what for read in reads))
         if self._closing:
             raise ReadAuditUnavailableError()
         try:
-            self.log.save(read)
+            self.log.save(*reads)
         except WaitTimeoutError:
             # The writer is stuck (a database that hangs): refuse rather than wait on. The
             # read may still be stored later, which errs on the side of the record.
@@ -219,7 +249,7 @@ class ReadAudit:
                 log.error("read_audit_save_failed", error=type(exc).__name__, what=what)
             self._failing = True
             raise ReadAuditUnavailableError() from None
-        READ_AUDIT_WRITES.inc()
+        READ_AUDIT_WRITES.inc(len(reads))
         if self._failing:
             log.info("read_audit_recovered")
             self._failing = False
@@ -232,9 +262,24 @@ class ReadAudit:
     def reads_of_case(self, case_id: UUID) -> list[PersonalDataRead]:
         """Every recorded read of one case, oldest first.
 
-        A scan of the audit log: an auditor's query, not a path for every request.
+        A scan of the audit log, an auditor's query (and the person's copy). The reads of the
+        last cases asked are kept decoded with the position they were read up to, so that
+        asking again reads only what was recorded since: a stored read never changes, except
+        a break-glass reason sealed under the person's key (erased with the key): a read with
+        one is decoded again at each asking.
         """
-        return [read for read in self.all_reads() if read.case_id == case_id]
+        key = str(case_id)
+        with self._cases_lock:
+            upto, known = self._cases.pop(key, (0, []))
+        fresh, upto = self._scan(key, upto)
+        entries = [*known, *fresh]
+        with self._cases_lock:
+            kept = self._cases.get(key)
+            if kept is None or kept[0] < upto:
+                self._cases[key] = (upto, entries)
+            while len(self._cases) > _CASES_KEPT:
+                self._cases.popitem(last=False)
+        return [self._decoded(entry) for entry in entries]
 
     def all_reads(self) -> Iterator[PersonalDataRead]:
         """Every recorded read, in the order they were stored."""
@@ -244,14 +289,107 @@ class ReadAudit:
         while True:
             page = recorder.select_notifications(start, _PAGE, topics=topics)
             for notification in page:
-                read = decode_stored(self.log.mapper, notification)
-                assert isinstance(read, PersonalDataRead)
-                yield read
+                yield self._decoded(notification)
             if len(page) < _PAGE:
                 return
             start = page[-1].id + 1
+
+    def _scan(self, case_id: str, after: int) -> tuple[list[_Entry], int]:
+        """The reads of the case stored after position ``after``, each decoded (or, with a
+        sealed field, as stored), and the last position read."""
+        recorder = self.log.recorder
+        mapper = self.log.mapper
+        topics = [PersonalDataRead.topic()]
+        found: list[_Entry] = []
+        start = after + 1
+        while True:
+            page = recorder.select_notifications(start, _PAGE, topics=topics)
+            for notification in page:
+                # Another case's read is passed over once its document names that case,
+                # before its decoding into the event (validation, sealed fields opened).
+                state = _document(mapper, notification)
+                named = state.get("case_id")
+                if isinstance(named, str) and named != case_id:
+                    continue
+                read = self._decoded(notification)
+                if str(read.case_id) != case_id:
+                    continue
+                keyless = SEALED not in state or _reads_as_erased(read, state[SEALED]["p"])
+                found.append(read if keyless else notification)
+            if page:
+                after = page[-1].id
+            if len(page) < _PAGE:
+                return found, after
+            start = page[-1].id + 1
+
+    def _decoded(self, entry: _Entry) -> PersonalDataRead:
+        if isinstance(entry, PersonalDataRead):
+            return entry
+        read = decode_stored(self.log.mapper, entry)
+        assert isinstance(read, PersonalDataRead)
+        return read
 
     def close(self) -> None:
         """Store what is pending, stop the writer and close the log. Later reads are refused."""
         self._closing = True
         self.log.close()
+
+
+def _document(mapper: Any, stored: StoredEvent) -> dict[str, Any]:
+    """The stored event's document as stored: decrypted and decompressed, not decoded."""
+    data = stored.state
+    if mapper.cipher:
+        data = mapper.cipher.decrypt(data)
+    if mapper.compressor:
+        data = mapper.compressor.decompress(data)
+    document: dict[str, Any] = mapper.transcoder.decode(data)
+    return document
+
+
+def _reads_as_erased(read: PersonalDataRead, sealed: list[list[str | int]]) -> bool:
+    """Whether each of the read's sealed fields holds the value it reads as once the person
+    is erased (a read with no reason), so that it reads the same with or without their key."""
+    erased = personal_paths(PersonalDataRead)
+    document: Any = read.model_dump(mode="json")
+    for path in sealed:
+        value = document
+        for step in path:
+            value = value[step]
+        pattern = tuple("*" if isinstance(step, int) else step for step in path)
+        if pattern not in erased or value != erased[pattern]:
+            return False
+    return True
+
+
+class ReadBatch:
+    """The reads of personal data one answer is made of, stored together in one write.
+
+    A page that reads a case, its consent record, its timeline and its plan records four
+    reads: each stored on its own, they are four durable writes one after the other. Added to
+    a batch instead, they are stored in one save (one transaction of the audit log) by
+    ``flush``, which the caller runs after the reading and before the answer leaves: what was
+    read is held in the server until then, and when the batch cannot be stored, ``flush``
+    raises ReadAuditUnavailableError and nothing of it may be sent.
+    """
+
+    def __init__(self, audit: ReadAudit) -> None:
+        self.audit = audit
+        self._reads: list[PersonalDataRead] = []
+        self._lock = threading.Lock()
+
+    def add(self, read: PersonalDataRead) -> None:
+        with self._lock:
+            self._reads.append(read)
+
+    @property
+    def pending(self) -> int:
+        """How many reads wait for ``flush``."""
+        with self._lock:
+            return len(self._reads)
+
+    def flush(self) -> None:
+        """Store every read added since the last flush, in one write; raises
+        ReadAuditUnavailableError (and stores none of them) when they cannot be stored."""
+        with self._lock:
+            reads, self._reads = self._reads, []
+        self.audit.store(reads)

@@ -1,5 +1,5 @@
-"""What every page route depends on: the page marker, the signed-in user, and the positions
-its commands reached kept in the session."""
+"""What every page route depends on: the page marker, the signed-in user, the positions its
+commands reached kept in the session, and its reads of personal data recorded together."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 
+from services.runtime.access import reads_recorded_together
 from services.runtime.auth import Principal
 from services.web.positions import remember_written
 from services.web.session import CSRF_FIELD, check_csrf, check_form, signed_in
@@ -41,8 +42,13 @@ def page_router() -> APIRouter:
     return APIRouter(
         include_in_schema=False,
         # The positions a page's commands reached are kept before its answer leaves, so
-        # the next page (a redirect followed at once) waits for them.
-        dependencies=[Depends(mark_page), Depends(remember_written, scope="function")],
+        # the next page (a redirect followed at once) waits for them. A page's reads of
+        # personal data are stored in one write once it has read, before it is sent.
+        dependencies=[
+            Depends(mark_page),
+            Depends(remember_written, scope="function"),
+            Depends(reads_recorded_together, scope="function"),
+        ],
     )
 
 

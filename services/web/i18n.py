@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -86,8 +86,15 @@ def when(value: datetime | str | None, format: str = "medium") -> str:
     """A moment as the user's locale writes it, in Vietnam's time zone; empty for none."""
     if value is None or value == "":
         return ""
+    return _when(value, format, _current.get())
+
+
+@lru_cache(maxsize=4096)
+def _when(value: datetime | str, format: str, locale: str) -> str:
+    # A page shows the same moments again and again (a case's timeline at each visit):
+    # Babel's formatting is the costly part of its rendering, so each is formatted once.
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return format_datetime(moment, format=format, tzinfo=TIME_ZONE, locale=_current.get())
+    return format_datetime(moment, format=format, tzinfo=TIME_ZONE, locale=locale)
 
 
 def day(value: date | str | None) -> str:

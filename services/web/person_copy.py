@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from services.projections import api as projections_api
 from services.web.deps import User, page_router
 from services.web.i18n import N_, current_locale, day, gettext, when
-from services.web.labels import LABELS, province
+from services.web.labels import LABELS, label, province
 from services.web.positions import service
 from services.web.render import agency_name, render
 from services.web.seal import checkpoint_facts
@@ -156,6 +156,52 @@ class Telling:
         ]
 
 
+@dataclass(frozen=True)
+class ReadRow:
+    """A recorded read as the copy's table says it."""
+
+    at: str
+    who: str
+    what: str
+    reason: str | None
+    information: str
+    allowed: str
+    grants: tuple[str, ...]
+    exceptional: bool
+
+
+def read_rows(reads: list[dict[str, Any]], agency: Callable[[str], str]) -> list[ReadRow]:
+    """The copy's reads in the reader's language. A copy lists every read of the person's
+    data, hundreds of them and most alike (one agency in one role reading one part on one
+    basis): each kind is said once, not once per row."""
+    said: dict[tuple[Any, ...], tuple[str, str, str, str]] = {}
+    rows = []
+    for read in reads:
+        kind = (read["by_agency"], read["by_role"], read["what"], *read["categories"])
+        kind += (read["basis"],)
+        words = said.get(kind)
+        if words is None:
+            words = said[kind] = (
+                f"{agency(read['by_agency'])} ({label(read['by_role'], 'role')})",
+                gettext(READS[read["what"]]) if read["what"] in READS else read["what"],
+                ", ".join(label(c, "category") for c in read["categories"]),
+                gettext(BASES[read["basis"]]) if read["basis"] in BASES else read["basis"],
+            )
+        rows.append(
+            ReadRow(
+                at=when(read["at"], "short"),
+                who=words[0],
+                what=words[1],
+                reason=read["reason"],
+                information=words[2],
+                allowed=words[3],
+                grants=tuple(g[:8] for g in read["grant_ids"]),
+                exceptional=read["basis"] in ("override", "break_glass"),
+            )
+        )
+    return rows
+
+
 @router.get("/cases/{case_id}/copy")
 def person_copy_page(case_id: UUID, request: Request, principal: User) -> Response:
     """For the agencies holding the case, to print for the person; the copy is itself a
@@ -166,9 +212,10 @@ def person_copy_page(case_id: UUID, request: Request, principal: User) -> Respon
         request,
         "person_copy.html",
         copy=copy,
+        # Said as the page is rendered, in its language.
+        reads=lambda: read_rows(copy["reads"], telling.agency),
         facts=telling.facts,
         field_name=field_name,
-        read_what=lambda what: gettext(READS[what]) if what in READS else what,
         basis=lambda b: gettext(BASES[b]) if b in BASES else b,
         checkpoint_facts=checkpoint_facts,
     )

@@ -31,6 +31,7 @@ from services.runtime.read_audit import (
     ReadAudit,
     ReadAuditLog,
     ReadAuditUnavailableError,
+    ReadBatch,
     audit_env,
     migrate_read_audit,
 )
@@ -195,6 +196,113 @@ def test_a_failed_save_refuses_every_caller_and_the_next_batch_succeeds(
     broken.clear()
     own_case_read(audit, case_id)
     assert len(stored_reads(settings)) == 1
+
+
+def counted_saves(audit: ReadAudit, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Each transaction of the audit log, as the number of reads of each save it held."""
+    recorder = audit.log.recorder
+    real_insert = recorder.insert_groups
+    saves: list[list[int]] = []
+
+    def counting_insert(groups: Any) -> Any:
+        saves.append([len(g.events) for g in groups])
+        return real_insert(groups)
+
+    monkeypatch.setattr(recorder, "insert_groups", counting_insert)
+    return saves
+
+
+def batched_read(audit: ReadAudit, batch: ReadBatch, case_id: UUID, what: str) -> None:
+    audit.record(
+        actor=ACTOR,
+        case_id=case_id,
+        categories=[DataCategory.IDENTITY],
+        basis=ReadBasis.OWN_CASE,
+        what=what,
+        batch=batch,
+    )
+
+
+def test_a_batch_of_reads_is_stored_in_one_transaction_when_flushed_and_not_before(
+    audit: ReadAudit, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves = counted_saves(audit, monkeypatch)
+    case_id = uuid4()
+    batch = audit.batch()
+    parts = ["intake.case", "intake.plan", "projections.timeline"]
+    for what in parts:
+        batched_read(audit, batch, case_id, what)
+    assert batch.pending == len(parts)
+    assert stored_reads(settings) == []  # added, not stored: what was read must wait
+    assert saves == []
+
+    batch.flush()
+    assert [r.what for r in stored_reads(settings)] == parts
+    assert saves == [[len(parts)]]  # one save of them all, in one transaction
+    batch.flush()  # nothing more to store
+    assert saves == [[len(parts)]]
+
+
+def test_a_batch_that_cannot_be_stored_is_refused_whole(
+    audit: ReadAudit, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = audit.log.recorder
+    real_insert = recorder.insert_groups
+
+    def failing_insert(_groups: Any) -> Any:
+        msg = "the database is unreachable"
+        raise OperationalError(msg)
+
+    monkeypatch.setattr(recorder, "insert_groups", failing_insert)
+    case_id = uuid4()
+    batch = audit.batch()
+    batched_read(audit, batch, case_id, "intake.case")
+    batched_read(audit, batch, case_id, "intake.plan")
+    with pytest.raises(ReadAuditUnavailableError):
+        batch.flush()
+    assert stored_reads(settings) == []
+    # Refused reads are not kept for later: their data was never sent.
+    assert batch.pending == 0
+
+    monkeypatch.setattr(recorder, "insert_groups", real_insert)
+    batched_read(audit, batch, case_id, "intake.case")
+    batch.flush()
+    assert [r.what for r in stored_reads(settings)] == ["intake.case"]
+
+
+def test_the_reads_of_a_case_asked_again_hold_the_new_ones_as_a_fresh_reader_reads_them(
+    audit: ReadAudit, settings: Settings
+) -> None:
+    case_id, person_id = uuid4(), uuid4()
+    reason = "unconscious at the border post"
+
+    def read(what: str, **fields: Any) -> None:
+        audit.record(
+            actor=ACTOR,
+            case_id=case_id,
+            person_id=person_id,
+            categories=[DataCategory.IDENTITY],
+            what=what,
+            **{"basis": ReadBasis.OWN_CASE, **fields},
+        )
+
+    read("intake.case")
+    read("intake.case.break_glass", basis=ReadBasis.BREAK_GLASS, reason=reason)
+    own_case_read(audit, uuid4())  # another case's
+    first = audit.reads_of_case(case_id)
+    assert [r.reason for r in first] == [None, reason]
+
+    read("projections.timeline")
+    own_case_read(audit, uuid4())
+    again = audit.reads_of_case(case_id)
+    assert [r.what for r in again] == [
+        "intake.case",
+        "intake.case.break_glass",
+        "projections.timeline",
+    ]
+    assert again[:2] == first
+    # Kept between askings, the reads are those a reader that keeps nothing finds.
+    assert again == [r for r in stored_reads(settings) if r.case_id == case_id]
 
 
 @pytest.mark.postgres

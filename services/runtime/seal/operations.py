@@ -4,8 +4,9 @@ an earlier one, check every log."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -67,6 +68,47 @@ def checkpoint_all(settings: Settings) -> dict[str, int | None]:
     """Sign a checkpoint of every log that grew since its last one: {log: size or None}."""
     with recorders(settings) as found:
         return {log: recorder.checkpoint_now() for log, recorder in found.items()}
+
+
+class Checkpoints:
+    """Every log's sealed recorder, opened at the first use and kept until ``close``: signs
+    a checkpoint of each log that grew and gives each log's latest, as often as asked, without
+    opening the logs again each time (``checkpoint_all`` and ``latest_checkpoints`` do, once
+    for an operator's command). The logs are those found at the first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._opened: ExitStack | None = None
+        self._recorders: dict[str, Any] = {}
+        self._closed = False
+
+    def sealed_now(self) -> list[tuple[str, int, str | None]]:
+        """Sign a checkpoint of every log that grew since its last one, then each log's
+        latest: (log, tree size, signed note), in the order of the logs' names; size 0 and
+        no note for a log with no checkpoint (nothing in it, or no signer configured)."""
+        with self._lock:
+            if self._closed:
+                raise SealOperationError("the checkpoints were closed")
+            if self._opened is None:
+                opened = ExitStack()
+                self._recorders = opened.enter_context(recorders(self.settings))
+                self._opened = opened
+            found = []
+            for log in sorted(self._recorders):
+                recorder = self._recorders[log]
+                recorder.checkpoint_now()
+                latest = recorder.latest_checkpoint()
+                size, text = latest if latest is not None else (0, None)
+                found.append((log, size, text))
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._opened is not None:
+                self._opened.close()
+                self._opened = None
 
 
 def latest_checkpoints(settings: Settings) -> list[tuple[str, int, str | None]]:

@@ -154,6 +154,9 @@ class PostgresSeal:
         self._select_last_checkpoint = SQL(
             "SELECT max(size) AS size FROM {s}.{checkpoints}"
         ).format(**ident)
+        self._select_latest_checkpoint = SQL(
+            "SELECT size, note FROM {s}.{checkpoints} ORDER BY size DESC LIMIT 1"
+        ).format(**ident)
         self._select_backlog = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {s}.{events} WHERE notification_id > %s ORDER BY notification_id"
@@ -230,6 +233,14 @@ class PostgresSeal:
             size, root, note = self.checkpoints.note(frontier)
             curs.execute(self._insert_checkpoint, (size, root, datetime.now(UTC), note))
             return size
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """The latest signed checkpoint (its tree size and note), None before the first."""
+        datastore = self.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_latest_checkpoint)
+            row = curs.fetchone()
+        return None if row is None else (int(row["size"]), str(row["note"]))
 
     def add_cosignature(self, size: int, key_name: str, line: str) -> None:
         """Store a witness's signature line over the checkpoint of ``size``."""
@@ -345,6 +356,16 @@ class SQLiteSeal:
             size, root, note = self.checkpoints.note(frontier)
             c.execute(self._insert_checkpoint, (size, root, datetime.now(UTC).isoformat(), note))
             return size
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """The latest signed checkpoint (its tree size and note), None before the first."""
+        datastore = self.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT size, note FROM {self.seal_tables.checkpoints} ORDER BY size DESC LIMIT 1"
+            )
+            row = c.fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
 
     def add_cosignature(self, size: int, key_name: str, line: str) -> None:
         """Store a witness's signature line over the checkpoint of ``size``."""
