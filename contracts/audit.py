@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import Field, model_validator
 
 from contracts.envelope import Event
-from contracts.personal import PERSONAL
+from contracts.personal import ERASED_TEXT, Personal
 from contracts.vocabulary import DataCategory
 
 # A read path's stable name: dotted lower-case words, e.g. "intake.case", "projections.replay".
@@ -50,8 +50,11 @@ class PersonalDataRead(Event):
     basis: ReadBasis
     grant_ids: tuple[UUID, ...] = Field(default=(), max_length=100)
     override_id: UUID | None = None
-    # A break-glass reason tends to describe the person: encrypted when person_id is known.
-    reason: Annotated[str | None, PERSONAL] = Field(default=None, max_length=1000)
+    # A break-glass reason tends to describe the person: encrypted when person_id is known,
+    # and read as erased text once the person is erased (a break-glass read keeps a reason).
+    reason: Annotated[str | None, Personal(erased=ERASED_TEXT)] = Field(
+        default=None, max_length=1000
+    )
     what: str = Field(
         max_length=80, pattern=READ_PATH_PATTERN, description="the read path, e.g. intake.case"
     )

@@ -125,7 +125,8 @@ def _present(state: Any, patterns: dict[Path, Any]) -> Iterator[tuple[Concrete, 
 
 def _expand(node: Any, pattern: Path, done: Concrete) -> Iterator[tuple[Concrete, Any]]:
     if not pattern:
-        yield done, node
+        if node is not None:  # an absent value (None) says nothing of the person: not sealed
+            yield done, node
         return
     step, rest = pattern[0], pattern[1:]
     if step == "*":

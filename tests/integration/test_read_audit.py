@@ -20,12 +20,14 @@ from typer.testing import CliRunner
 
 from contracts.audit import PersonalDataRead, ReadBasis
 from contracts.envelope import Actor
+from contracts.personal import ERASED_TEXT
 from contracts.vocabulary import DataCategory, Role
 from services.cli import app as cli
 from services.cli import audit as cli_audit
 from services.cli.wiring import http_app, migrate, start
 from services.runtime.auth import TokenService
 from services.runtime.persistence import decode_stored
+from services.runtime.person_keys import person_keys
 from services.runtime.read_audit import (
     AUDIT,
     ReadAudit,
@@ -303,6 +305,41 @@ def test_the_reads_of_a_case_asked_again_hold_the_new_ones_as_a_fresh_reader_rea
     assert again[:2] == first
     # Kept between askings, the reads are those a reader that keeps nothing finds.
     assert again == [r for r in stored_reads(settings) if r.case_id == case_id]
+
+
+def test_reads_of_an_erased_person_still_read_back_their_break_glass_reason_erased(
+    audit: ReadAudit, settings: Settings
+) -> None:
+    """Erasure destroys the key a break-glass reason was sealed under: the read stays in the
+    log and reads back with the reason erased, so an auditor can still list it."""
+    case_id, person_id = uuid4(), uuid4()
+    reason = "found unconscious by the river"
+    for basis, fields in (
+        (ReadBasis.OWN_CASE, {}),
+        (ReadBasis.BREAK_GLASS, {"reason": reason}),
+    ):
+        audit.record(
+            actor=ACTOR,
+            case_id=case_id,
+            person_id=person_id,
+            categories=[DataCategory.IDENTITY],
+            basis=basis,
+            what="intake.case",
+            **fields,
+        )
+    assert [r.reason for r in audit.reads_of_case(case_id)] == [None, reason]
+
+    keys = person_keys(settings)
+    assert keys.erase(person_id)
+
+    after = ReadAudit(settings)
+    try:
+        assert [r.reason for r in after.reads_of_case(case_id)] == [None, ERASED_TEXT]
+        listed = [r for r in after.all_reads() if r.case_id == case_id]
+        assert [r.basis for r in listed] == [ReadBasis.OWN_CASE, ReadBasis.BREAK_GLASS]
+        assert reason not in repr(listed)
+    finally:
+        after.close()
 
 
 @pytest.mark.postgres
