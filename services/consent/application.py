@@ -78,12 +78,13 @@ class ConsentService(FollowingApplication):
             if details.date_of_birth is not None:
                 turns_18 = adult_on(details.date_of_birth) if event.minor else None
                 record.note_age(ctx, minor=event.minor, adult_on=turns_18, estimated=False)
-            else:
-                assert details.estimated_age is not None
+            elif details.estimated_age is not None:
                 assert record.received_at is not None
                 received = local_date(record.received_at)
                 turns_18 = estimated_adult_on(details.estimated_age, received)
                 record.note_age(ctx, minor=event.minor, adult_on=turns_18, estimated=True)
+            # Else no age to note: the person was erased before this service read the details
+            # (they read as erased), and a follower must not stall on that.
         elif isinstance(event, CaseManagerAssigned):
             record.note_case_manager(ctx, event.agency.agency_id)
         elif isinstance(event, StageChanged):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from contracts.access_policy import ALL_CATEGORIES, Action, CaseTies, Sight, sight
+from contracts.access_policy import ALL_CATEGORIES, Action, CaseTies, Sight, permits, sight
 from contracts.audit import ReadBasis
 from contracts.consent_decision import local_date
 from contracts.vocabulary import DataCategory, Role
@@ -19,7 +19,7 @@ from services.projections.case_file import SECTIONS, arrange
 from services.projections.person_copy import sealed_now
 from services.projections.statistics import to_csv
 from services.projections.views import category_of, describe_type
-from services.runtime.access import check, flush_reads, record_read
+from services.runtime.access import check, flush_reads, record_read, roles_for
 from services.runtime.aggregate import utcnow
 from services.runtime.auth import CurrentPrincipal, Principal
 from services.runtime.errors import InvalidRequestError, PermissionDeniedError
@@ -163,6 +163,35 @@ def agency_queue(
     if not own:
         raise PermissionDeniedError("Agency staff see their own agency's queue.")
     return projections.queue(agency_id)
+
+
+@router.get("/agencies/{agency_id}/cases", summary="The cases an agency holds")
+def agency_cases(
+    agency_id: str, projections: Projections, principal: CurrentPrincipal
+) -> list[dict[str, Any]]:
+    """For the agency's own staff: the cases it holds as the access policy counts holding
+    (the agency that received the person, and the current case manager's; a completed case
+    transfer moves the case to the agency it names), each passed through the policy, newest
+    first. Progress only (when and how the case came, its stage, who holds it): nothing of
+    the person, so no read to record; the person's details are read case by case."""
+    principal.require(*roles_for(Action.SEE_PROGRESS))
+    if principal.agency_id != agency_id:
+        raise PermissionDeniedError("Agency staff see the cases their own agency holds.")
+    listed = [
+        {
+            "case_id": case["case_id"],
+            "province": case.get("province"),
+            "received_at": case.get("received_at"),
+            "route": case.get("route"),
+            "stage": case.get("stage"),
+            "closed": case.get("closed", False),
+            "receiving_agency": case.get("receiving_agency"),
+            "case_manager_agency": case.get("case_manager_agency"),
+        }
+        for ties, case in projections.held_cases(agency_id)
+        if permits(principal.asker, ties, Action.SEE_PROGRESS).allowed
+    ]
+    return sorted(listed, key=lambda c: c["received_at"] or "", reverse=True)
 
 
 @router.get("/queues", summary="Every referral queue of a province")

@@ -17,7 +17,7 @@ from services.projections.replay import replay_case
 from services.projections.runner import Projector
 from services.projections.statistics import STEP, THRESHOLD, Cell, publish
 from services.projections.store import Tables, ViewStore
-from services.projections.views import STEP_SERVICES, case_key
+from services.projections.views import STEP_SERVICES, case_key, case_ties
 from services.runtime.errors import NotFoundError
 from services.runtime.follower import Upstream
 from services.runtime.seal.operations import Checkpoints
@@ -140,6 +140,15 @@ class ProjectionService:
                 }
             )
         return sorted(listed, key=lambda row: row["closed_at"])
+
+    def held_cases(self, agency_id: str) -> list[tuple[CaseTies, dict[str, Any]]]:
+        """The cases ``agency_id`` holds (the cases view's index of holders), each with the
+        ties the access policy judges it by."""
+        cases = Tables.of("cases")
+        index = self.store.query(cases, agency=agency_id, key_prefix="held:")
+        keys = [case_key(doc["case_id"]) for *_, doc in index if doc.get("held")]
+        found = self.store.load(cases, keys)
+        return [(case_ties(doc), doc) for *_, doc in found.values()]
 
     def case_overview(self, case_id: UUID) -> dict[str, Any] | None:
         found = self.store.load(Tables.of("cases"), [case_key(case_id)])

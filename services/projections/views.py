@@ -28,6 +28,7 @@ from contracts import erasure as e
 from contracts import intake as i
 from contracts import plan as pl
 from contracts import referral as r
+from contracts.access_policy import CaseTies
 from contracts.deadlines import DueTimes
 from contracts.envelope import Event, event_types, resolve
 from contracts.referral import DeadlineKind, ReferralStatus
@@ -146,6 +147,7 @@ def _case_of(docs: Docs, link: str) -> str | None:
 # -- the case overview: the coordinator's board, and the statistics ---------------------------
 
 RECEPTION = _name(i.ReceptionRecorded)
+ASSIGNED = _name(i.CaseManagerAssigned)
 PERSON = {_name(i.PersonRegistered), _name(i.PersonDetailsCorrected)}
 STAGE = _name(i.StageChanged)
 CLOSED = _name(i.CaseClosed)
@@ -203,12 +205,15 @@ STATUS: dict[str, str] = {
 
 
 class CasesView(View):
-    """One document per case: where it stands, its handovers, and each referral's steps."""
+    """One document per case: where it stands, who holds it, its handovers, and each
+    referral's steps; and an index of the agencies holding each case (``held:<case>:<agency>``,
+    the agency as its column), for an agency's list of the cases it holds."""
 
     name = "cases"
     handles = {
         "intake": (
             i.ReceptionRecorded,
+            i.CaseManagerAssigned,
             i.PersonRegistered,
             i.PersonDetailsCorrected,
             i.StageChanged,
@@ -283,14 +288,21 @@ class CasesView(View):
         d = f.data
         if f.type == RECEPTION:
             doc = self.case(docs, f.originator_id, d["place"]["province"])
+            held = holders(doc)
             doc.update(
                 received_at=d["received_at"],
                 route=d["route"],
                 receiving_agency=d["receiving_agency"]["agency_id"],
             )
             doc["stage"] = doc["stage"] or "reception"
+            _index_holders(docs, doc, held)
             return
         doc = self.case(docs, f.originator_id)
+        if f.type == ASSIGNED:
+            held = holders(doc)
+            doc["case_manager_agency"] = d["agency"]["agency_id"]
+            _index_holders(docs, doc, held)
+            return
         if f.type in PERSON:
             doc["minor"] = d["minor"]
         elif f.type == STAGE:
@@ -425,6 +437,33 @@ class CasesView(View):
             ref["ended_at"] = f.at
         if status:
             ref["status"] = status
+
+
+def case_ties(doc: Doc) -> CaseTies:
+    """A case document's ties, as the access policy reads them: held by the agency that
+    received the person and by the current case manager's (``CaseTies.held_by``)."""
+    return CaseTies.held_by(
+        doc.get("province") or "", doc.get("receiving_agency"), doc.get("case_manager_agency")
+    )
+
+
+def holders(doc: Doc) -> frozenset[str]:
+    return case_ties(doc).holders
+
+
+def _index_holders(docs: Docs, doc: Doc, before: frozenset[str]) -> None:
+    """Keep the index of the agencies holding a case in step with its document: an agency
+    that no longer holds it keeps a row with no agency (documents are never deleted here)."""
+    case_id, now = doc["case_id"], holders(doc)
+    for agency in before - now:
+        docs.put(f"held:{case_id}:{agency}", {"case_id": case_id, "held": False})
+    for agency in now - before:
+        docs.put(
+            f"held:{case_id}:{agency}",
+            {"case_id": case_id, "held": True},
+            province=doc.get("province"),
+            agency=agency,
+        )
 
 
 def consent_events(doc: Doc) -> list[Event]:

@@ -34,9 +34,9 @@ from contracts.vocabulary import (
 )
 from services.intake import casework_api
 from services.runtime.auth import Principal
-from services.web.casework import answer, key, page
+from services.web.casework import key, page, recorded
 from services.web.deps import Csrf, User, page_router
-from services.web.forms import Form, Posted, attempt
+from services.web.forms import Form, Posted
 from services.web.i18n import N_
 from services.web.positions import service
 from services.web.referrals import recipients
@@ -82,15 +82,21 @@ def _recorded(
 ) -> Response:
     """Send one assessment form; the page again, with the form's error beside it when it
     was refused."""
-    failure = attempt(form, posted, messages, send, rules)
-    return answer(
-        request,
-        principal,
-        case_id,
-        "assessments.html",
-        failure,
-        f"assessments#{form}",
-        **choices(request, principal),
+    return recorded(
+        form,
+        posted,
+        messages,
+        send,
+        where=f"/cases/{case_id}/assessments#{form}",
+        again=lambda failure: page(
+            request,
+            principal,
+            case_id,
+            "assessments.html",
+            failure,
+            **choices(request, principal),
+        ),
+        rules=rules,
     )
 
 

@@ -12,6 +12,7 @@ from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from contracts.consent import Recipient
+from contracts.referral import PartyRole
 from contracts.vocabulary import AgencyKind, ClosureReason, ReopeningReason
 from services.consent import api as consent_api
 from services.intake import api as intake_api
@@ -20,7 +21,7 @@ from services.intake.domain import REOPENING_STAGES, STAGE_TRANSITIONS
 from services.projections import api as projections_api
 from services.referral import api as referral_api
 from services.runtime.auth import Principal
-from services.runtime.errors import NotFoundError
+from services.runtime.errors import NotFoundError, PermissionDeniedError
 from services.web.deps import Csrf, FormText, User, page_router
 from services.web.forms import Failure, gate
 from services.web.positions import service
@@ -130,14 +131,32 @@ def show_case(
 
 @router.get("/cases")
 def my_cases(request: Request, principal: User) -> Response:
-    """The cases the user's agency takes part in: by their handovers and referrals."""
-    seen: dict[UUID, list[str]] = {}
+    """The cases the user's agency holds (the projections' list, as the access policy counts
+    holding), then those it takes part in by its handovers and referrals. Each case is read
+    through intake's gated read, which records the read of the person's details it shows."""
+    projections = service(request, "projections")
+    try:
+        held = projections_api.agency_cases(principal.agency_id, projections, principal)
+    except PermissionDeniedError:
+        held = []  # a role that follows no case
+    held_ids = [UUID(c["case_id"]) for c in held]
+    others: dict[UUID, None] = {}
     for handover in referral_api.list_handovers(service(request, "referral"), principal):
-        seen.setdefault(handover.case_id, []).append("handover")
+        others.setdefault(handover.case_id)
     for referral in referral_api.list_referrals(service(request, "referral"), principal, request):
-        seen.setdefault(referral.case_id, []).append("referral")
+        others.setdefault(referral.case_id)
+    return render(
+        request,
+        "cases.html",
+        held=_read_cases(request, principal, held_ids),
+        cases=_read_cases(request, principal, [c for c in others if c not in set(held_ids)]),
+    )
+
+
+def _read_cases(request: Request, principal: Principal, case_ids: list[UUID]) -> list[Any]:
+    """Each case as intake lets this principal read it, newest first (one gone: left out)."""
     cases = []
-    for case_id in seen:
+    for case_id in case_ids:
         try:
             cases.append(
                 intake_api.read_case(case_id, service(request, "intake"), principal, request)
@@ -145,7 +164,7 @@ def my_cases(request: Request, principal: User) -> Response:
         except NotFoundError:
             continue
     cases.sort(key=lambda c: c.received_at, reverse=True)
-    return render(request, "cases.html", cases=cases)
+    return cases
 
 
 # -- handovers --------------------------------------------------------------------------------
@@ -155,11 +174,14 @@ def my_cases(request: Request, principal: User) -> Response:
 def handover_page(handover_id: UUID, request: Request, principal: User) -> Response:
     handover = referral_api.read_handover(handover_id, service(request, "referral"), principal)
     mine = next((p for p in handover.parties if p.agency.agency_id == principal.agency_id), None)
+    # A completed case transfer: the agency taking over, whose case manager it named.
+    taking_over = next((p for p in handover.parties if p.role == PartyRole.TO), None)
     return render(
         request,
         "handover.html",
         handover=handover,
         mine=mine,
+        taking_over=taking_over,
         key=new_key(),
         printable=request.query_params.get("print") == "1",
     )

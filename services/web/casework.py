@@ -6,6 +6,7 @@ through the service's own route, and is shown only to whom the access policy let
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -85,23 +86,23 @@ def page(
     )
 
 
-def done(case_id: UUID, where: str) -> Response:
-    return RedirectResponse(f"/cases/{case_id}/{where}", status_code=303)
-
-
-def answer(
-    request: Request,
-    principal: Principal,
-    case_id: UUID,
-    template: str,
-    failure: Failure | None,
+def recorded(
+    form: str,
+    posted: Posted,
+    messages: Mapping[str, str],
+    send: Callable[[], object],
+    *,
     where: str,
-    **extra: Any,
+    again: Callable[[Failure], Response],
+    rules: Mapping[str, str] | None = None,
 ) -> Response:
-    """Back to the page's form once recorded; else the page again, with the form's errors."""
+    """Send one form's command (``forms.attempt``): once recorded, back to ``where`` on its
+    page (a path); else ``again``, the page again with the form's errors beside it and what
+    was typed kept. Every case-work form ends here."""
+    failure = attempt(form, posted, messages, send, rules)
     if failure is None:
-        return done(case_id, where)
-    return page(request, principal, case_id, template, failure, **extra)
+        return RedirectResponse(where, status_code=303)
+    return again(failure)
 
 
 def key(posted: Posted) -> str | None:
@@ -180,10 +181,15 @@ def log_contact(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("contact", posted, CONTACT, send, CONTACT_RULES)
-    if failure is None:
-        return done(case_id, "contacts#contacts")
-    return contacts_page(request, principal, case_id, failure)
+    return recorded(
+        "contact",
+        posted,
+        CONTACT,
+        send,
+        where=f"/cases/{case_id}/contacts#contacts",
+        again=lambda failure: contacts_page(request, principal, case_id, failure),
+        rules=CONTACT_RULES,
+    )
 
 
 NOTE = {
@@ -204,10 +210,14 @@ def write_note(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("note", posted, NOTE, send)
-    if failure is None:
-        return done(case_id, "contacts#notes")
-    return contacts_page(request, principal, case_id, failure)
+    return recorded(
+        "note",
+        posted,
+        NOTE,
+        send,
+        where=f"/cases/{case_id}/contacts#notes",
+        again=lambda failure: contacts_page(request, principal, case_id, failure),
+    )
 
 
 DECLINED = {
@@ -240,10 +250,14 @@ def record_declined(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("declined", posted, DECLINED, send)
-    if failure is None:
-        return done(case_id, "contacts#choices")
-    return contacts_page(request, principal, case_id, failure)
+    return recorded(
+        "declined",
+        posted,
+        DECLINED,
+        send,
+        where=f"/cases/{case_id}/contacts#choices",
+        again=lambda failure: contacts_page(request, principal, case_id, failure),
+    )
 
 
 # -- reviews --------------------------------------------------------------------------------
@@ -275,8 +289,15 @@ def sign_review(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("review", posted, REVIEW, send, REVIEW_RULES)
-    return answer(request, principal, case_id, "reviews.html", failure, "reviews#reviews")
+    return recorded(
+        "review",
+        posted,
+        REVIEW,
+        send,
+        where=f"/cases/{case_id}/reviews#reviews",
+        again=lambda failure: page(request, principal, case_id, "reviews.html", failure),
+        rules=REVIEW_RULES,
+    )
 
 
 # -- the case file for a newcomer ----------------------------------------------------------
@@ -333,10 +354,14 @@ def change_stage(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("stage", posted, STAGE, send)
-    if failure is None:
-        return RedirectResponse(f"/cases/{case_id}#stage", status_code=303)
-    return case_file_again(request, principal, case_id, failure)
+    return recorded(
+        "stage",
+        posted,
+        STAGE,
+        send,
+        where=f"/cases/{case_id}#stage",
+        again=lambda failure: case_file_again(request, principal, case_id, failure),
+    )
 
 
 @router.post("/cases/{case_id}/closure")
@@ -355,10 +380,14 @@ def close_case(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("closure", posted, CLOSURE, send)
-    if failure is None:
-        return RedirectResponse(f"/cases/{case_id}#stage", status_code=303)
-    return case_file_again(request, principal, case_id, failure)
+    return recorded(
+        "closure",
+        posted,
+        CLOSURE,
+        send,
+        where=f"/cases/{case_id}#stage",
+        again=lambda failure: case_file_again(request, principal, case_id, failure),
+    )
 
 
 @router.post("/cases/{case_id}/reopening")
@@ -377,7 +406,11 @@ def reopen_case(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("reopening", posted, REOPENING, send)
-    if failure is None:
-        return RedirectResponse(f"/cases/{case_id}#stage", status_code=303)
-    return case_file_again(request, principal, case_id, failure)
+    return recorded(
+        "reopening",
+        posted,
+        REOPENING,
+        send,
+        where=f"/cases/{case_id}#stage",
+        again=lambda failure: case_file_again(request, principal, case_id, failure),
+    )

@@ -23,7 +23,7 @@ from services.consent import api as consent_api
 from services.runtime.errors import InvalidRequestError
 from services.web.cases import new_key
 from services.web.deps import Csrf, FormText, User, page_router
-from services.web.form_errors import FORM_FAILURES, FormError, form_error
+from services.web.forms import FORM_FAILURES, Failure, refusal
 from services.web.i18n import N_
 from services.web.positions import service
 from services.web.render import render
@@ -57,7 +57,7 @@ def consent_form(
     record: Any,
     *,
     values: dict[str, Any],
-    error: FormError | None = None,
+    error: Failure | None = None,
     key: str | None = None,
 ) -> Response:
     """The form, with the consent record as the consent service shows it to the user."""
@@ -129,7 +129,7 @@ def grant_consent(
     except FORM_FAILURES as exc:
         record = consent_api.read_record(case_id, service(request, "consent"), principal, request)
         giver = GIVER_FOR_A_CHILD if record.subject.minor else GIVER_FOR_AN_ADULT
-        error = form_error("grant", exc, {**MESSAGES, "kind": giver}, values)
+        error = refusal("grant", exc, {**MESSAGES, "kind": giver}, values)
         page_key = idempotency_key.split(":", 1)[0] if idempotency_key else None
         return consent_form(request, case_id, record, values=values, error=error, key=page_key)
     return RedirectResponse(f"/cases/{case_id}#consent", status_code=303)

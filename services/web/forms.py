@@ -1,15 +1,19 @@
-"""What the case-work forms share: the posted values, the checks of their fields, and the
-errors shown next to them in the user's language.
+"""What the web app's forms share: the posted values, the checks of their fields, and a form
+that could not be recorded (``Failure``): what went wrong, in the user's words, next to the
+field, with what was typed kept.
 
-A form is checked whole before anything is sent, and each sends one command, so a form with
-an error records nothing; the page comes back with what was typed and the error beside its
-field.
+A case-work form is checked whole before anything is sent, and each sends one command
+(``attempt``), so a form with an error records nothing; the page comes back with what was
+typed and the error beside its field. The consent and referral pages say a service's refusal
+again (``refusal``): by the field the service named, else by the kind of problem. The rules
+stay in the services; a page only says their answer again in the user's language.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -19,7 +23,13 @@ from starlette.datastructures import FormData
 
 from contracts.access_policy import Action, CaseTies, permits
 from services.runtime.auth import Principal
-from services.runtime.errors import InvalidRequestError, RuleViolationError
+from services.runtime.errors import (
+    ConcurrentChangeError,
+    IdempotencyKeyReusedError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RuleViolationError,
+)
 from services.web.i18n import N_, TIME_ZONE
 
 GENERIC = N_("This step could not be done. Check what you entered and try again.")
@@ -122,11 +132,24 @@ Form = Annotated[Posted, Depends(read_posted)]
 
 @dataclass
 class Failure:
-    """Why a form was refused: messages (to translate) by field; ``_`` is the whole form."""
+    """Why a form was refused: messages (``N_`` texts, translated where they are shown) by
+    field, ``_`` for the whole form; what was typed; the status the page answers with."""
 
     form: str
-    errors: dict[str, str] = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    status: int = 422
+
+    @property
+    def field(self) -> str | None:
+        """The field the (first) error is beside; None for the whole form."""
+        named = next(iter(self.errors), "_")
+        return None if named == "_" else named
+
+    @property
+    def message(self) -> str:
+        """The (first) error's message."""
+        return next(iter(self.errors.values()), GENERIC)
 
 
 # What to do when a rule of the case refused the step, by the next steps the rule allows.
@@ -188,3 +211,58 @@ def gate(principal: Principal, case: Any) -> dict[str, bool]:
     manager = case.case_manager_agency.agency_id if case.case_manager_agency else None
     ties = CaseTies.held_by(case.province, case.receiving_agency.agency_id, manager)
     return {a.value: permits(principal.asker, ties, a).allowed for a in Action}
+
+
+# -- a service's refusal, said again ---------------------------------------------------------
+
+# What a consent or referral form answers with its own page again; anything else (a case not
+# the user's to see, a database away) is answered by the error page.
+FORM_FAILURES: tuple[type[Exception], ...] = (
+    ValidationError,
+    InvalidRequestError,
+    RuleViolationError,
+    ConcurrentChangeError,
+    PermissionDeniedError,
+    IdempotencyKeyReusedError,
+)
+BY_KIND = {
+    "invalid-request": N_("Check what you entered and try again."),
+    "rule-violation": N_(
+        "This step is not possible now. Reload the page to see where things stand."
+    ),
+    "concurrent-change": N_(
+        "Someone changed this at the same time. Reload the page and try again."
+    ),
+    "forbidden": N_("Your role does not allow this step here."),
+    "idempotency-key-reused": N_(
+        "This form was already sent with other answers. Reload the page and send it again."
+    ),
+}
+
+
+def refusal(
+    form: str,
+    exc: Exception,
+    messages: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> Failure:
+    """The failure ``exc`` of ``form`` as the page says it: by the field the service named
+    (``messages``: field or problem kind -> message), else by the kind of problem; at the
+    status of the problem."""
+    messages = messages or {}
+    if isinstance(exc, ValidationError):
+        found = exc.errors()
+        named = ".".join(str(p) for p in found[0]["loc"]) if found else None
+        status, kind = 422, "invalid-request"
+    else:
+        named = exc.field if isinstance(exc, InvalidRequestError) else None
+        status, kind = getattr(exc, "status", 400), getattr(exc, "slug", "invalid-request")
+    field_name = named.split(".")[-1] if named else None
+    message = (
+        messages.get(named or "")
+        or messages.get(field_name or "")
+        or messages.get(kind)
+        or BY_KIND.get(kind)
+        or BY_KIND["invalid-request"]
+    )
+    return Failure(form, {field_name or "_": message}, values or {}, status)

@@ -20,7 +20,7 @@ from services.referral.domain import RECIPIENT_ANSWERS
 from services.runtime.auth import Principal
 from services.web.cases import new_key
 from services.web.deps import Csrf, FormText, User, page_router
-from services.web.form_errors import FORM_FAILURES, FormError, form_error
+from services.web.forms import FORM_FAILURES, Failure, refusal
 from services.web.i18n import N_
 from services.web.positions import service
 from services.web.render import render
@@ -51,7 +51,7 @@ def referral_view(
     request: Request,
     principal: Principal,
     referral_id: UUID,
-    error: FormError | None = None,
+    error: Failure | None = None,
     key: str | None = None,
 ) -> Response:
     """The referral as the service shows it to ``principal``; with ``error``, the form that
@@ -99,7 +99,7 @@ def step(
     try:
         call()
     except FORM_FAILURES as exc:
-        error = form_error(form, exc, messages, values)
+        error = refusal(form, exc, messages, values)
         # Each form's key is the page's key and the form's name: the page's is kept.
         page_key = key.split(":", 1)[0] if key else None
         return referral_view(request, principal, referral_id, error, page_key)

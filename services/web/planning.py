@@ -6,6 +6,7 @@ written through the intake service's plan routes, which ask the access gate."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -19,9 +20,9 @@ from services.intake import plan_api
 from services.intake.plan import TASK_STEPS
 from services.referral import api as referral_api
 from services.runtime.auth import Principal
-from services.web.casework import done, key, page, read_case
+from services.web.casework import key, page, read_case, recorded
 from services.web.deps import Csrf, User, page_router
-from services.web.forms import Failure, FieldError, Form, Posted, attempt
+from services.web.forms import Failure, FieldError, Form, Posted
 from services.web.i18n import N_, TIME_ZONE, choose_locale
 from services.web.labels import province
 from services.web.positions import service
@@ -123,12 +124,28 @@ def plan(case_id: UUID, request: Request, principal: User) -> Response:
     return plan_page(request, principal, case_id)
 
 
-def answer(
-    request: Request, principal: Principal, case_id: UUID, failure: Failure | None, where: str
+def _recorded(
+    request: Request,
+    principal: Principal,
+    case_id: UUID,
+    form: str,
+    posted: Posted,
+    messages: Mapping[str, str],
+    send: Callable[[], object],
+    where: str,
+    rules: Mapping[str, str] | None = None,
 ) -> Response:
-    if failure is None:
-        return done(case_id, f"plan#{where}")
-    return plan_page(request, principal, case_id, failure)
+    """Send one form of the plan's page: back to ``where`` on it once recorded; else the
+    page again, with the form's error beside it."""
+    return recorded(
+        form,
+        posted,
+        messages,
+        send,
+        where=f"/cases/{case_id}/plan#{where}",
+        again=lambda failure: plan_page(request, principal, case_id, failure),
+        rules=rules,
+    )
 
 
 def task_row(posted: Posted, prefix: str, goal: Any) -> dict[str, Any] | None:
@@ -227,7 +244,7 @@ def revise_plan(
             key(posted),
         )
 
-    return answer(request, principal, case_id, attempt("revision", posted, REVISION, send), "plan")
+    return _recorded(request, principal, case_id, "revision", posted, REVISION, send, "plan")
 
 
 AGREEMENT = {
@@ -252,8 +269,9 @@ def agree_plan(
         )
 
     rules = {"_": N_("The person has already agreed to the plan as it stands.")}
-    failure = attempt("agreement", posted, AGREEMENT, send, rules)
-    return answer(request, principal, case_id, failure, "plan")
+    return _recorded(
+        request, principal, case_id, "agreement", posted, AGREEMENT, send, "plan", rules
+    )
 
 
 PROGRESS = {
@@ -279,8 +297,9 @@ def progress_task(
             case_id, task_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt(f"task-{task_id}", posted, PROGRESS, send)
-    return answer(request, principal, case_id, failure, "tasks")
+    return _recorded(
+        request, principal, case_id, f"task-{task_id}", posted, PROGRESS, send, "tasks"
+    )
 
 
 MEASURE = {
@@ -307,8 +326,9 @@ def measure(
             case_id, body, service(request, "intake"), principal, request, key(posted)
         )
 
-    failure = attempt("measure", posted, MEASURE, send, MEASURE_RULES)
-    return answer(request, principal, case_id, failure, "measures")
+    return _recorded(
+        request, principal, case_id, "measure", posted, MEASURE, send, "measures", MEASURE_RULES
+    )
 
 
 EXIT = {
@@ -346,8 +366,7 @@ def plan_exit(
             "external support stage."
         )
     }
-    failure = attempt("exit", posted, EXIT, send, rules)
-    return answer(request, principal, case_id, failure, "exit")
+    return _recorded(request, principal, case_id, "exit", posted, EXIT, send, "exit", rules)
 
 
 CONFERENCE = {
@@ -407,5 +426,6 @@ def hold_conference(
             key(posted),
         )
 
-    failure = attempt("conference", posted, CONFERENCE, send)
-    return answer(request, principal, case_id, failure, "conferences")
+    return _recorded(
+        request, principal, case_id, "conference", posted, CONFERENCE, send, "conferences"
+    )

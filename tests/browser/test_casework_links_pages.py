@@ -27,7 +27,7 @@ WORDS = {
         "refer": "Chuyển gửi cho nhiệm vụ này",
         "for_task": "Cho một nhiệm vụ của kế hoạch tái hòa nhập",
         "referral_to": "Chuyển gửi đến",
-        "newcomer": "Cho cán bộ mới tiếp nhận",
+        "newcomer": "Cho cán bộ mới",
         "parent": "Cha hoặc mẹ",
         "family": "Cho một thành viên gia đình của người được hỗ trợ",
         "not_shown": "Thông tin của thành viên gia đình không hiển thị cho bạn.",

@@ -57,7 +57,7 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.access_policy import Action, Asker, CaseTies, permits, sight
+from contracts.access_policy import RULES, Action, Asker, CaseTies, permits, sight
 from contracts.consent_decision import ConsentDecision
 from contracts.envelope import event_id_of
 from contracts.vocabulary import DataCategory, Role
@@ -608,6 +608,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", f"{P}/agencies/{{agency_id}}/queue"): Op(
         None, lambda w: _body(f"{P}/agencies/{RECIPIENT}/queue"), own=RECIPIENT, mutates=False
     ),
+    ("GET", f"{P}/agencies/{{agency_id}}/cases"): Op(
+        None, lambda w: _body(f"{P}/agencies/{MANAGER}/cases"), mutates=False
+    ),
     ("GET", f"{P}/queues"): Op(
         None, lambda w: _body(f"{P}/queues?province={PROVINCE}"), mutates=False
     ),
@@ -690,12 +693,15 @@ def _now_query() -> str:
 # Routes with no case: the roles they admit, and whether the province must be the principal's.
 EVERYONE = frozenset(Role)
 OVERSIGHT = frozenset({Role.COORDINATOR, Role.AUDITOR})
+HELD_CASES = ("GET", f"{P}/agencies/{{agency_id}}/cases")
 NO_CASE: dict[tuple[str, str], tuple[frozenset[Role], bool]] = {
     ("GET", f"{R}/referrals"): (EVERYONE, False),
     ("GET", f"{R}/handovers"): (EVERYONE, False),
     ("GET", f"{P}/board"): (OVERSIGHT, True),
     ("GET", f"{P}/follow-ups"): (OVERSIGHT, True),
     ("GET", f"{P}/agencies/{{agency_id}}/queue"): (frozenset({Role.AGENCY_STAFF}), False),
+    # An agency's own list of the cases it holds: the roles that may follow a case.
+    HELD_CASES: (RULES[Action.SEE_PROGRESS].roles, False),
     ("GET", f"{P}/queues"): (OVERSIGHT, True),
     ("GET", f"{P}/statistics"): (OVERSIGHT | {Role.ADMIN}, True),
     ("GET", f"{P}/statistics.csv"): (OVERSIGHT | {Role.ADMIN}, True),
@@ -774,6 +780,8 @@ def expected_status(key: tuple[str, str], op: Op, asker: Asker, relation: str) -
         if bound and not asker.covers(PROVINCE):
             return 403
         if key == ("GET", f"{P}/agencies/{{agency_id}}/queue") and asker.agency_id != RECIPIENT:
+            return 403
+        if key == HELD_CASES and asker.agency_id != MANAGER:
             return 403
         return 2
     permission = permits(asker, ties_for(op, asker), op.action)
@@ -1052,6 +1060,10 @@ def test_every_cell_answers_what_the_policy_says(api: Api) -> None:
             mine = {world.referral_id, world.handover_id} & listed_ids
             if mine and not permits(asker, ties_for(op, asker), Action.SEE_PROGRESS).allowed:
                 leaks.append(f"{key[0]} {key[1]} {role.value} {rel}: lists {mine}")
+        # The holding agency's list has its case (and, as for every cell, no personal value).
+        held = key == HELD_CASES and got == 200
+        if held and world.case_id not in {c["case_id"] for c in response.json()}:
+            hidden.append(f"{key[0]} {key[1]} {role.value} {rel}: its case not listed")
 
     size = f"{len(OPERATIONS)} operations x {len(roles)} roles x {len(RELATIONS)} relations"
     print(f"\nauthorisation matrix: {size} = {exercised} cells, {len(fresh)} fresh worlds")

@@ -108,6 +108,44 @@ def test_a_completed_case_transfer_makes_the_named_person_the_case_manager(api: 
     assert str(moved.handover_id) == handover_id
 
 
+def held(api: Api, agency: str, role: Role = Role.CASE_MANAGER) -> list[str]:
+    listed = api.get(f"/projections/agencies/{agency}/cases", api.as_(agency, role))
+    return [c["case_id"] for c in listed]
+
+
+def test_an_agency_lists_the_cases_it_holds_and_a_transfer_moves_one(api: Api) -> None:
+    """The agencies holding a case, as the access policy counts them: the police who received
+    the person and the case manager's centre; a completed case transfer moves it to the
+    agency it names. The list tells nothing of the person, and records no read."""
+    case_id, other = api.case(), api.case()
+    assert set(held(api, "dt-swc")) == {case_id, other}
+    assert set(held(api, "dt-police", Role.INTAKE_OFFICER)) == {case_id, other}
+    [listed] = [
+        c
+        for c in api.get("/projections/agencies/dt-swc/cases", api.as_("dt-swc", Role.SUPERVISOR))
+        if c["case_id"] == case_id
+    ]
+    assert listed["receiving_agency"] == "dt-police"
+    assert listed["case_manager_agency"] == "dt-swc"
+    assert listed["stage"] == "reception"
+    assert "Tran Thi Mai" not in str(listed)
+    assert api.audit.reads_of_case(UUID(case_id)) == []
+    # A recipient of a referral does not hold the case; nor does an agency with no part.
+    assert held(api, "dt-hospital", Role.AGENCY_STAFF) == []
+    assert held(api, "dt-swc-1") == []
+    # Only one's own agency's list, and only in a role that follows cases.
+    api.get("/projections/agencies/dt-swc/cases", api.as_("dt-swc-1", Role.CASE_MANAGER), 403)
+    api.get("/projections/agencies/dt-swc/cases", api.as_("dt-swc", Role.ADMIN), 403)
+
+    handover_id = transfer(api, case_id, "dt-swc-1", "dt-swc-1-case_manager")
+    confirm(api, handover_id, "dt-swc", "dt-swc-1")
+    assert held(api, "dt-swc-1") == []  # not before every party has confirmed
+    confirm(api, handover_id, "dt-commune")
+    assert held(api, "dt-swc-1") == [case_id]
+    assert held(api, "dt-swc") == [other]
+    assert set(held(api, "dt-police", Role.INTAKE_OFFICER)) == {case_id, other}
+
+
 def test_a_reception_handover_moves_no_case_manager(api: Api) -> None:
     case_id = api.case()
     at = f"/intake/cases/{case_id}"

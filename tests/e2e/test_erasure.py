@@ -455,3 +455,28 @@ def test_ketnoi_erase_needs_two_people_and_forgets_the_person(
         assert platform.projections.case_overview(case_id) is None
     finally:
         platform.close()
+
+
+def test_a_person_erased_before_the_consent_service_read_them_stalls_no_follower(
+    platform: Platform,
+) -> None:
+    """Erased between their registration and the consent service's reading of it: the
+    registration reads as erased (no age), and every follower still catches up."""
+    case_id = UUID(
+        platform.intake.record_reception(
+            ctx(OFFICER),
+            route=ArrivalRoute.RESCUED,
+            received_at=NOW - timedelta(hours=2),
+            place=Place(province="dong-thap"),
+            receiving_agency=POLICE,
+        )["case_id"]
+    )
+    platform.intake.register_person(
+        ctx(OFFICER, 1), case_id, PersonDetails(full_name="N", sex=Sex.FEMALE, estimated_age=30)
+    )
+    platform.intake.assign_case_manager(ctx(OFFICER, 2), case_id, "cw-1", SWC)
+    platform.intake.request_erasure(ctx(MANAGER, 3), case_id, ErasureReason.PERSON_REQUEST)
+    supervisor = Actor(user_id="supervisor-1", agency_id="dt-swc", role=Role.SUPERVISOR)
+    platform.intake.approve_erasure(CommandContext(actor=supervisor), case_id)
+    platform.catch_up()  # raised AssertionError from the consent service's follower
+    assert all(f.error is None for f in platform.followers.values())

@@ -12,7 +12,7 @@ from services.runtime.errors import (
     PermissionDeniedError,
     RuleViolationError,
 )
-from services.web.form_errors import BY_KIND, form_error
+from services.web.forms import BY_KIND, refusal
 from services.web.i18n import use_locale
 from services.web.person_copy import Telling
 
@@ -20,7 +20,7 @@ MESSAGES = {"why": "Say why.", "forbidden": "Another role approves."}
 
 
 def test_a_field_the_service_names_gets_the_pages_message_for_it() -> None:
-    error = form_error("complete", InvalidRequestError("why", "Say why ..."), MESSAGES, {"a": 1})
+    error = refusal("complete", InvalidRequestError("why", "Say why ..."), MESSAGES, {"a": 1})
     assert (error.form, error.field, error.message, error.status) == (
         "complete",
         "why",
@@ -33,14 +33,14 @@ def test_a_field_the_service_names_gets_the_pages_message_for_it() -> None:
 def test_a_schema_error_names_its_last_field() -> None:
     with pytest.raises(ValidationError) as raised:
         FeedbackCreate.model_validate({"satisfaction": 9})
-    error = form_error("feedback", raised.value, {"satisfaction": "From 1 to 5."})
+    error = refusal("feedback", raised.value, {"satisfaction": "From 1 to 5."})
     assert (error.field, error.message, error.status) == ("satisfaction", "From 1 to 5.", 422)
 
 
 def test_other_problems_are_said_by_their_kind() -> None:
-    refused = form_error("approve", PermissionDeniedError("no"), MESSAGES)
+    refused = refusal("approve", PermissionDeniedError("no"), MESSAGES)
     assert (refused.message, refused.status, refused.field) == ("Another role approves.", 403, None)
-    late = form_error("start", RuleViolationError("no"))
+    late = refusal("start", RuleViolationError("no"))
     assert (late.message, late.status) == (BY_KIND["rule-violation"], 409)
 
 

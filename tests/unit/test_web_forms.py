@@ -175,3 +175,39 @@ def test_scores_are_written_as_each_language_writes_them() -> None:
     )
     use_locale("en")
     assert (score(0.45), score(0.3, signed=True)) == ("0.45", "+0.30")
+
+
+def test_every_case_work_form_ends_in_one_send_and_answer() -> None:
+    """Recorded: back to its place on the page (303); refused: the page again, given why."""
+    from fastapi.responses import Response
+
+    from services.web.casework import recorded
+
+    pages: list[Any] = []
+
+    def again(failure: Any) -> Response:
+        pages.append(failure)
+        return Response(status_code=422)
+
+    sent = recorded("note", posted(("text", "x")), {}, lambda: None, where="/a#b", again=again)
+    assert (sent.status_code, sent.headers["location"], pages) == (303, "/a#b", [])
+
+    def refuse() -> object:
+        raise FieldError("text")
+
+    told = {"text": "Write the note."}
+    refused = recorded("note", posted(("text", "")), told, refuse, where="/a#b", again=again)
+    assert refused.status_code == 422
+    [failure] = pages
+    assert (failure.form, failure.errors, failure.values) == (
+        "note",
+        {"text": "Write the note."},
+        {"text": ""},
+    )
+
+    def broken_rule() -> object:
+        raise RuleViolationError("closed", allowed=("reopen",))
+
+    rules = {"_": "Only a supervisor."}
+    recorded("x", posted(), {}, broken_rule, where="/", again=again, rules=rules)
+    assert pages[-1].errors == {"_": "Only a supervisor."}
