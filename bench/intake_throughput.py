@@ -350,7 +350,8 @@ def running_server(
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_until_ready(process, base_url)
+            # Each worker is a new interpreter that imports and builds everything itself.
+            wait_until_ready(process, base_url, timeout=60 if workers == 1 else 240)
         except RuntimeError as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None

@@ -192,7 +192,8 @@ def running_server(
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_until_ready(process, base_url)
+            # Each worker is a new interpreter that imports and builds everything itself.
+            wait_until_ready(process, base_url, timeout=60 if workers == 1 else 240)
         except RuntimeError as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
@@ -451,7 +452,7 @@ def fill_history(conn: psycopg.Connection[Any], settings: Settings, log: str, si
             sql.SQL(
                 "INSERT INTO {} (originator_id, originator_version, topic, state) "
                 "SELECT md5(c.n::text || t.originator_id::text)::uuid, t.originator_version, "
-                "t.topic, t.state FROM generate_series(%s, %s) AS c(n) CROSS JOIN ({}) AS t "
+                "t.topic, t.state FROM generate_series(%s::bigint, %s::bigint) AS c(n) CROSS JOIN ({}) AS t "
                 "ORDER BY c.n, t.originator_id, t.originator_version"
             ).format(table, template),
             (held, held + copies - 1),
