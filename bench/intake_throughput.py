@@ -20,7 +20,8 @@ Five measurements, interleaved round by round so that a noisy neighbour hits the
 
 With ``--workers N`` the server runs as ``ketnoi serve intake --workers N`` does: N worker
 processes share its port (the bare route in each), one of them elected to run what runs
-once; the server's CPU per request then counts every worker.
+once; the server's CPU per request then counts every worker, and the workers share one
+process's connections (pools of 10 // N, at least 2, each).
 
 The report gives medians and ratios of medians, and the latency percentiles of the HTTP
 rounds. It asserts nothing about speed.
@@ -517,6 +518,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             log_level="info",
             auth_public_key_file=None,
             auth_signing_key_file=None,
+            # Several workers share one process's connection budget (at least 2 each).
+            pg_pool_size=max(2, 10 // args.workers),
+            pg_max_overflow=max(2, 10 // args.workers),
         )
         # Production-like logging (JSON, info) into a file, as the server's goes into its log.
         with contextlib.redirect_stderr(log):
@@ -558,7 +562,11 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         for path in (BARE_PATH, COMMAND_PATH):
             warm = load.run(args.warmup, path)
             if warm.failures:
-                msg = f"HTTP warm-up failed {warm.failures} times; first: {warm.first_failure}"
+                count_problems(server_log, results)
+                msg = (
+                    f"HTTP warm-up failed {warm.failures} times; first: {warm.first_failure};"
+                    f" the server's first problem: {results.first_server_problem}"
+                )
                 raise RuntimeError(msg)
 
         for number in range(1, args.rounds + 1):

@@ -484,6 +484,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             log_level="info",
             auth_public_key_file=None,
             auth_signing_key_file=None,
+            # Several workers share one process's connection budget (at least 2 each).
+            pg_pool_size=max(2, 10 // args.workers),
+            pg_max_overflow=max(2, 10 // args.workers),
         )
         with contextlib.redirect_stderr(log):
             configure_logging(settings.effective_log_format, settings.log_level)
