@@ -452,7 +452,8 @@ def fill_history(conn: psycopg.Connection[Any], settings: Settings, log: str, si
             sql.SQL(
                 "INSERT INTO {} (originator_id, originator_version, topic, state) "
                 "SELECT md5(c.n::text || t.originator_id::text)::uuid, t.originator_version, "
-                "t.topic, t.state FROM generate_series(%s::bigint, %s::bigint) AS c(n) CROSS JOIN ({}) AS t "
+                "t.topic, t.state FROM generate_series(%s::bigint, %s::bigint) AS c(n) "
+                "CROSS JOIN ({}) AS t "
                 "ORDER BY c.n, t.originator_id, t.originator_version"
             ).format(table, template),
             (held, held + copies - 1),

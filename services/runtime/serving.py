@@ -13,7 +13,8 @@ every other response carries; here the same limit answers a problem document wit
 
 ``serve_workers`` serves with several processes sharing one port (``ketnoi serve
 --workers``): uvicorn's supervisor binds the socket, starts each worker (a new interpreter,
-which builds its own app from the factory it is named) and starts again one that dies.
+which builds its own app from the factory it is named) and starts again one that dies or
+stops answering its pings for 30 seconds.
 """
 
 from __future__ import annotations
@@ -154,6 +155,10 @@ def serve_workers(factory: str, settings: Settings, host: str, port: int, worker
         timeout_keep_alive=settings.http_keep_alive_seconds,
         limit_concurrency=settings.http_max_connections,
         timeout_graceful_shutdown=10,
+        # The supervisor kills a worker that does not answer its ping in time and starts
+        # another: a busy worker on a loaded machine may take seconds to answer, and killing
+        # it drops every request it holds.
+        timeout_worker_healthcheck=30,
     )
 
 
