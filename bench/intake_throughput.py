@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -347,7 +348,10 @@ def running_server(
     command = [sys.executable, "-c", code]
     env = {**server_environment(settings), **(extra_env or {})}
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log)
+        # A session of its own: stopping it stops its workers too.
+        process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log, start_new_session=True
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:
@@ -358,12 +362,19 @@ def running_server(
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
         yield base_url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_server(process)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started in a session of its own, and its workers, by its pid."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def wait_until_ready(process: subprocess.Popen[bytes], base_url: str, timeout: float = 60) -> None:

@@ -71,6 +71,7 @@ from bench.intake_throughput import (
     raw_single,
     server_environment,
     server_version,
+    stop_server,
     wait_until_ready,
     with_dbname,
 )
@@ -188,7 +189,10 @@ def running_server(
     code = f"from bench.read_audit import serve; serve({port}, {workers})"
     command = [sys.executable, "-c", code]
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log)
+        # A session of its own: stopping it stops its workers too.
+        process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log, start_new_session=True
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:
@@ -199,12 +203,7 @@ def running_server(
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
         yield base_url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_server(process)
 
 
 # --- The load --------------------------------------------------------------------------------
