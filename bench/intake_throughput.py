@@ -18,6 +18,11 @@ Five measurements, interleaved round by round so that a noisy neighbour hits the
 * HTTP: ``POST /intake/cases`` from N concurrent clients to the server, built as ``ketnoi serve
   intake`` builds it.
 
+With ``--workers N`` the server runs as ``ketnoi serve intake --workers N`` does: N worker
+processes share its port (the bare route in each), one of them elected to run what runs
+once; the server's CPU per request then counts every worker, and the workers share one
+process's connections (pools of 10 // N, at least 2, each).
+
 The report gives medians and ratios of medians, and the latency percentiles of the HTTP
 rounds. It asserts nothing about speed.
 """
@@ -31,6 +36,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -49,7 +55,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, FastAPI, Request, status
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
@@ -59,7 +65,7 @@ from contracts.access_policy import Action
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import PartyPresent, Place
 from contracts.vocabulary import AgencyKind, ArrivalRoute, CaseStage, Role
-from services.cli import _run_http
+from services.cli import _run_http, wiring
 from services.cli.wiring import http_app, migrate, start
 from services.intake.api import CommandResult, ReceptionCreate
 from services.intake.application import IntakeService
@@ -71,6 +77,7 @@ from services.runtime.errors import PermissionDeniedError
 from services.runtime.http import IdempotencyKey, command_context
 from services.runtime.logging import configure_logging
 from services.runtime.persistence import application_env
+from services.runtime.serving import serve_workers
 from services.runtime.settings import Environment, Settings
 
 DEFAULT_MAINTENANCE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -303,11 +310,20 @@ def record_reception_bare(
     return {"case_id": uuid.uuid4(), "version": 1, "stage": CaseStage.RECEPTION}
 
 
-def serve(port: int) -> None:
+def worker_app() -> FastAPI:
+    """One worker of ``ketnoi serve intake --workers N``, plus the bare route."""
+    return wiring.worker_app(routers=[bench_router])
+
+
+def serve(port: int, workers: int = 1) -> None:
     """The server process: ``ketnoi serve intake`` (configured from KETNOI_* variables, served
-    as it serves), plus the bare route."""
+    as it serves, with ``workers`` processes when more than one), plus the bare route."""
     settings = Settings()
     configure_logging(settings.effective_log_format, settings.log_level)
+    if workers > 1:
+        os.environ[wiring.WORKER_SERVICE] = "intake"
+        serve_workers("bench.intake_throughput:worker_app", settings, "127.0.0.1", port, workers)
+        return
     running = start(settings, ("intake",))
     try:
         app = http_app(running, TokenService(settings), title="Ketnoi intake")
@@ -319,31 +335,46 @@ def serve(port: int) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+    settings: Settings,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[str, int]]:
     """This module's server on a free loopback port; yields its base URL and pid, stops it
-    by pid."""
+    by pid (its workers stop with it)."""
     port = free_port()
     # Not ``-m bench.intake_throughput``: the routes would then live in ``__main__``.
-    command = [sys.executable, "-c", f"from bench.intake_throughput import serve; serve({port})"]
+    code = f"from bench.intake_throughput import serve; serve({port}, {workers})"
+    command = [sys.executable, "-c", code]
     env = {**server_environment(settings), **(extra_env or {})}
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log)
+        # A session of its own: stopping it stops its workers too.
+        process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log, start_new_session=True
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_until_ready(process, base_url)
+            # Each worker is a new interpreter that imports and builds everything itself.
+            wait_until_ready(process, base_url, timeout=60 if workers == 1 else 240)
         except RuntimeError as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
         yield base_url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_server(process)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started in a session of its own, and its workers, by its pid."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def wait_until_ready(process: subprocess.Popen[bytes], base_url: str, timeout: float = 60) -> None:
@@ -498,6 +529,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             log_level="info",
             auth_public_key_file=None,
             auth_signing_key_file=None,
+            # Several workers share one process's connection budget (at least 2 each).
+            pg_pool_size=max(2, 10 // args.workers),
+            pg_max_overflow=max(2, 10 // args.workers),
         )
         # Production-like logging (JSON, info) into a file, as the server's goes into its log.
         with contextlib.redirect_stderr(log):
@@ -526,7 +560,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         extra = {}
         if args.window_ms is not None:
             extra["KETNOI_GROUP_COMMIT_WINDOW_MS"] = str(args.window_ms)
-        base_url, server_pid = stack.enter_context(running_server(settings, server_log, extra))
+        base_url, server_pid = stack.enter_context(
+            running_server(settings, server_log, extra, args.workers)
+        )
         load = HttpLoad(base_url, token, args.clients)
         stack.callback(load.close)
 
@@ -537,7 +573,11 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         for path in (BARE_PATH, COMMAND_PATH):
             warm = load.run(args.warmup, path)
             if warm.failures:
-                msg = f"HTTP warm-up failed {warm.failures} times; first: {warm.first_failure}"
+                count_problems(server_log, results)
+                msg = (
+                    f"HTTP warm-up failed {warm.failures} times; first: {warm.first_failure};"
+                    f" the server's first problem: {results.first_server_problem}"
+                )
                 raise RuntimeError(msg)
 
         for number in range(1, args.rounds + 1):
@@ -583,12 +623,15 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    """User and system CPU time of a process and its living children (the workers) so far
+    (Linux /proc; 0 elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def _events_table(settings: Settings) -> sql.Identifier:
@@ -689,7 +732,8 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
         f"  {context['when']}; PostgreSQL {context['postgres']}; {context['cpus']} CPUs; "
         f"Python {context['python']}; eventsourcing {context['eventsourcing']}",
         f"  median of {args.rounds} rounds x {args.count}, after {args.warmup} warm-up each; "
-        f"one event per command; group commit window {window}",
+        f"one event per command; group commit window {window};"
+        f" {args.workers} server worker process{'es' if args.workers > 1 else ''}",
         f"  raw limit, 1 connection    {r.raw1.median:8,.0f} tx/s",
         f"  raw limit, {n} connections  {r.raw_n.median:8,.0f} tx/s"
         f"   = {ratio(r.raw_n, r.raw1):.2f} x raw(1)",
@@ -737,13 +781,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="untimed operations first")
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of the server (ketnoi serve --workers)",
+    )
+    parser.add_argument(
         "--window-ms",
         type=float,
         default=None,
         help="the server's group commit window, KETNOI_GROUP_COMMIT_WINDOW_MS (default: its own)",
     )
     args = parser.parse_args(argv)
-    for name in ("rounds", "count", "clients"):
+    for name in ("rounds", "count", "clients", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.count < args.clients:

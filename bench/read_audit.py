@@ -10,6 +10,20 @@ read cases through each in turn, round by round, and the report gives medians of
 second and of p50/p99 latency, the ratio of the two, and beside them the raw rate of a plain
 psycopg single-row insert transaction on the same database.
 
+Beside the two, a third route, ``bare``, answers the same request (the same authentication and
+response) with a case read once and kept in memory: no database, the HTTP stack's own limit.
+
+Each set of rounds runs at a size of history: before them, the intake log and the audit log
+are filled up to ``--history`` events each (by default 10,000, then 1,000,000) by copying the
+events the application itself wrote for the seeded cases and reads (the same topics and the
+same encoded, encrypted state, each copy a new aggregate id) in bulk ``INSERT ... SELECT``
+statements, then ``ANALYZE``. The copies carry no seal leaves: the seal only needs the
+positions to grow. The report gives, at each size, the audited reads beside the bare route,
+and how the p99 of audited reads grows from the first size to the last.
+
+With ``--workers N`` the server runs N worker processes on one port (``ketnoi serve
+--workers``).
+
 It also measures, in process, the two ways of laying out a batch of reads in the log: each
 read its own originator (version 1 of a fresh id; what ``ReadAudit`` does) against one
 originator per batch holding the reads as versions 1..n.
@@ -40,8 +54,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import psycopg
-import uvicorn
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
@@ -51,12 +64,14 @@ from bench.intake_throughput import (
     DEFAULT_MAINTENANCE_URL,
     PROJECT_ROOT,
     RawLog,
+    cpu_seconds,
     create_database,
     drop_database,
     free_port,
     raw_single,
     server_environment,
     server_version,
+    stop_server,
     wait_until_ready,
     with_dbname,
 )
@@ -65,6 +80,7 @@ from contracts.audit import PersonalDataRead, ReadBasis
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import PersonDetails, Place
 from contracts.vocabulary import AgencyKind, ArrivalRoute, DataCategory, Role, Sex
+from services.cli import _run_http, wiring
 from services.cli.wiring import http_app, migrate, start
 from services.intake.api import CasePublic, allowed
 from services.intake.application import IntakeService
@@ -74,6 +90,7 @@ from services.runtime.auth import CurrentPrincipal, TokenService
 from services.runtime.logging import configure_logging
 from services.runtime.persistence import application_env
 from services.runtime.read_audit import AUDIT, ReadAudit, ReadAuditLog, audit_env
+from services.runtime.serving import serve_workers
 from services.runtime.settings import Environment, Settings
 
 SCHEMA_PREFIX = "bench_"
@@ -83,6 +100,7 @@ READERS = (Role.CASE_MANAGER, Role.INTAKE_OFFICER)
 # What CasePublic returns of the person: the categories the audited route records.
 CATEGORIES = (DataCategory.IDENTITY, DataCategory.NEEDS, DataCategory.RISK, DataCategory.CONTACT)
 EVENTS_TABLE = "audit_events"
+ROUTES = ("bare", "plain", "audited")
 
 console = Console(stderr=True)
 
@@ -122,47 +140,70 @@ def read_case_audited(
     return CasePublic.of(case, seen)
 
 
-def serve(port: int) -> None:
+_BARE: dict[UUID, CasePublic] = {}
+
+
+@bench_router.get("/bare/cases/{case_id}", response_model=CasePublic)
+def read_case_bare(case_id: UUID, intake: Intake, principal: CurrentPrincipal) -> CasePublic:
+    """The same request and answer, from memory: the case is read once, the first time."""
+    found = _BARE.get(case_id)
+    if found is None:
+        case = intake.get_case(case_id)
+        allowed(principal, Action.SEE_PROGRESS)(case)
+        found = _BARE[case_id] = CasePublic.of(case, sight(principal.asker, case.ties))
+    return found
+
+
+def worker_app() -> FastAPI:
+    """One worker of ``ketnoi serve intake --workers N``, plus the bench's routes."""
+    return wiring.worker_app(routers=[bench_router])
+
+
+def serve(port: int, workers: int = 1) -> None:
     """The server process: configured from KETNOI_* variables as ``ketnoi serve intake``."""
     settings = Settings()
     configure_logging(settings.effective_log_format, settings.log_level)
+    if workers > 1:
+        os.environ[wiring.WORKER_SERVICE] = "intake"
+        serve_workers("bench.read_audit:worker_app", settings, "127.0.0.1", port, workers)
+        return
     running = start(settings, ("intake",))
     try:
         app = http_app(running, TokenService(settings), title="Ketnoi read-audit bench")
         app.include_router(bench_router)
-        uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+        _run_http(app, settings, "127.0.0.1", port)
     finally:
         running.close()
 
 
 @contextlib.contextmanager
 def running_server(
-    settings: Settings, window_ms: float, log_path: Path
+    settings: Settings, window_ms: float, log_path: Path, workers: int = 1
 ) -> Iterator[tuple[str, int]]:
     """This module's server on a free loopback port; yields its base URL and pid, stops it
-    by pid."""
+    by pid (its workers stop with it)."""
     port = free_port()
     env = server_environment(settings)
     env["KETNOI_READ_AUDIT_WINDOW_MS"] = str(window_ms)
     # Not ``-m bench.read_audit``: the routes would then live in ``__main__``.
-    command = [sys.executable, "-c", f"from bench.read_audit import serve; serve({port})"]
+    code = f"from bench.read_audit import serve; serve({port}, {workers})"
+    command = [sys.executable, "-c", code]
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log)
+        # A session of its own: stopping it stops its workers too.
+        process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log, start_new_session=True
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_until_ready(process, base_url)
+            # Each worker is a new interpreter that imports and builds everything itself.
+            wait_until_ready(process, base_url, timeout=60 if workers == 1 else 240)
         except RuntimeError as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
         yield base_url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_server(process)
 
 
 # --- The load --------------------------------------------------------------------------------
@@ -330,11 +371,24 @@ class Series:
 
 
 @dataclass
-class Results:
+class AtSize:
+    """The HTTP rounds at one size of history."""
+
+    history: int
+    bare: Series = field(default_factory=lambda: Series("GET a case, bare (from memory)"))
     plain: Series = field(default_factory=lambda: Series("GET a case, no read audit"))
     audited: Series = field(default_factory=lambda: Series("GET a case, read audit on"))
-    raw: list[float] = field(default_factory=list)
     paired: list[float] = field(default_factory=list)  # each round's audited / plain
+    paired_bare: list[float] = field(default_factory=list)  # each round's audited / bare
+    intake_events: int = 0
+    audit_events: int = 0
+    fill_seconds: float = 0.0
+
+
+@dataclass
+class Results:
+    sizes: list[AtSize] = field(default_factory=list)
+    raw: list[float] = field(default_factory=list)
     own: list[float] = field(default_factory=list)  # layout: one originator per read
     in_process: list[float] = field(default_factory=list)  # record() from N threads
     shared: list[float] = field(default_factory=list)  # layout: one originator per batch
@@ -369,6 +423,42 @@ def seed_cases(service: IntakeService, count: int) -> list[UUID]:
     return cases
 
 
+def events_table(settings: Settings, log: str) -> sql.Identifier:
+    return sql.Identifier(settings.schema_for(log), f"{log}_events")
+
+
+def fill_history(conn: psycopg.Connection[Any], settings: Settings, log: str, size: int) -> int:
+    """Bring ``log`` up to ``size`` events by copying its own first events (those the
+    application wrote: the seeded cases, or the warm-up's reads) under new aggregate ids, in
+    bulk; returns the events it holds then."""
+    table = events_table(settings, log)
+    template = sql.SQL(
+        "SELECT originator_id, originator_version, topic, state FROM {} "
+        "WHERE originator_id IN (SELECT originator_id FROM {} ORDER BY notification_id LIMIT 50)"
+    ).format(table, table)
+    rows = conn.execute(sql.SQL("SELECT count(*) FROM ({}) t").format(template)).fetchone()
+    per_copy = int(rows[0]) if rows else 0
+    assert per_copy, f"the {log} log is empty: nothing to copy"
+    step = 100_000
+    while True:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        held = int(row[0]) if row else 0
+        if held >= size:
+            return held
+        copies = max(1, min(size - held, step) // per_copy)
+        # Each copy of the template's aggregates gets ids of its own; events keep their order.
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "SELECT md5(c.n::text || t.originator_id::text)::uuid, t.originator_version, "
+                "t.topic, t.state FROM generate_series(%s::bigint, %s::bigint) AS c(n) "
+                "CROSS JOIN ({}) AS t "
+                "ORDER BY c.n, t.originator_id, t.originator_version"
+            ).format(table, template),
+            (held, held + copies - 1),
+        )
+
+
 def audit_counts(conn: psycopg.Connection[Any], settings: Settings) -> tuple[int, int]:
     """Reads in the audit log, and the transactions they were written in."""
     row = conn.execute(
@@ -394,6 +484,9 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
             log_level="info",
             auth_public_key_file=None,
             auth_signing_key_file=None,
+            # Several workers share one process's connection budget (at least 2 each).
+            pg_pool_size=max(2, 10 // args.workers),
+            pg_max_overflow=max(2, 10 // args.workers),
         )
         with contextlib.redirect_stderr(log):
             configure_logging(settings.effective_log_format, settings.log_level)
@@ -420,14 +513,14 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         server_log = data_dir / "server.log"
         stack.callback(count_problems, server_log, results)
         base_url, server_pid = stack.enter_context(
-            running_server(settings, args.window_ms, server_log)
+            running_server(settings, args.window_ms, server_log, args.workers)
         )
         load = ReadLoad(base_url, token, args.clients, cases)
         stack.callback(load.close)
 
         console.print(f"Warming up ({args.warmup} of each)")
         raw_single(raw, single, args.warmup)
-        for path in ("plain", "audited"):
+        for path in ROUTES:
             warm = load.run(path, args.warmup)
             if warm.failures:
                 msg = f"warm-up of {path} failed {warm.failures} times: {warm.first_failure}"
@@ -435,46 +528,71 @@ def measure(args: argparse.Namespace, bench_url: str) -> Results:
         layout_rate(layout_log, args.layout_batch, 5, one_originator=False)
         layout_rate(layout_log, args.layout_batch, 5, one_originator=True)
         record_rate(audit, args.clients, args.warmup)
-        stored_before = audit_counts(single, settings)
-        in_process_tx = 0
 
-        for number in range(1, args.rounds + 1):
-            results.raw.append(raw_single(raw, single, args.raw_count))
-            # Alternate which goes first, so drift hits both alike.
-            order = ("plain", "audited") if number % 2 else ("audited", "plain")
-            got: dict[str, ReadRound] = {}
-            for path in order:
-                cpu = cpu_seconds(server_pid)
-                got[path] = load.run(path, args.count)
-                got[path].server_cpu_ms = (cpu_seconds(server_pid) - cpu) * 1000 / args.count
-                results.failures += got[path].failures
-                results.first_failure = results.first_failure or got[path].first_failure
-            results.plain.add(got["plain"])
-            results.audited.add(got["audited"])
-            results.paired.append(got["audited"].rate / got["plain"].rate)
-            before = audit_counts(single, settings)[1]
-            results.in_process.append(record_rate(audit, args.clients, args.count))
-            in_process_tx += audit_counts(single, settings)[1] - before
-            if number % 2:
-                results.own.append(layout_log_rate(layout_log, args, one_originator=False))
-                results.shared.append(layout_log_rate(layout_log, args, one_originator=True))
-            else:
-                results.shared.append(layout_log_rate(layout_log, args, one_originator=True))
-                results.own.append(layout_log_rate(layout_log, args, one_originator=False))
-            console.print(
-                f"Round {number}/{args.rounds}: raw {results.raw[-1]:,.0f} tx/s  "
-                f"plain {got['plain'].rate:,.0f}/s p99 {got['plain'].p99_ms:.1f} ms  "
-                f"audited {got['audited'].rate:,.0f}/s p99 {got['audited'].p99_ms:.1f} ms  "
-                f"in process {results.in_process[-1]:,.0f}/s  "
-                f"layout {results.own[-1]:,.0f} vs {results.shared[-1]:,.0f} reads/s"
-            )
-        stored_after = audit_counts(single, settings)
-        layout_reads = 2 * args.rounds * args.layout_batch * args.layout_batches
-        layout_reads += args.rounds * args.count  # and record() in process
-        layout_tx = 2 * args.rounds * args.layout_batches
-        results.reads_stored = stored_after[0] - stored_before[0] - layout_reads
-        results.transactions = stored_after[1] - stored_before[1] - layout_tx
-        results.transactions -= in_process_tx
+        for index, size in enumerate(args.history):
+            at = AtSize(size)
+            results.sizes.append(at)
+            started = time.perf_counter()
+            console.print(f"Filling the intake and audit logs up to {size:,} events each")
+            at.intake_events = fill_history(single, settings, "intake", size)
+            at.audit_events = fill_history(single, settings, AUDIT, size)
+            single.execute("ANALYZE")
+            at.fill_seconds = time.perf_counter() - started
+            first = index == 0
+            stored_before = audit_counts(single, settings)
+            in_process_tx = 0
+            for number in range(1, args.rounds + 1):
+                results.raw.append(raw_single(raw, single, args.raw_count))
+                # Rotate which goes first, so drift hits all alike.
+                shift = number % len(ROUTES)
+                order = ROUTES[shift:] + ROUTES[:shift]
+                got: dict[str, ReadRound] = {}
+                for path in order:
+                    cpu = cpu_seconds(server_pid)
+                    got[path] = load.run(path, args.count)
+                    got[path].server_cpu_ms = (cpu_seconds(server_pid) - cpu) * 1000 / args.count
+                    results.failures += got[path].failures
+                    results.first_failure = results.first_failure or got[path].first_failure
+                at.bare.add(got["bare"])
+                at.plain.add(got["plain"])
+                at.audited.add(got["audited"])
+                at.paired.append(got["audited"].rate / got["plain"].rate)
+                at.paired_bare.append(got["audited"].rate / got["bare"].rate)
+                line = (
+                    f"History {size:,}, round {number}/{args.rounds}: "
+                    f"raw {results.raw[-1]:,.0f} tx/s  "
+                    f"bare {got['bare'].rate:,.0f}/s p99 {got['bare'].p99_ms:.1f} ms  "
+                    f"plain {got['plain'].rate:,.0f}/s p99 {got['plain'].p99_ms:.1f} ms  "
+                    f"audited {got['audited'].rate:,.0f}/s p99 {got['audited'].p99_ms:.1f} ms"
+                )
+                if first:
+                    # The in-process measurements, once (they do not depend on the history).
+                    before = audit_counts(single, settings)[1]
+                    results.in_process.append(record_rate(audit, args.clients, args.count))
+                    in_process_tx += audit_counts(single, settings)[1] - before
+                    if number % 2:
+                        results.own.append(layout_log_rate(layout_log, args, one_originator=False))
+                        results.shared.append(
+                            layout_log_rate(layout_log, args, one_originator=True)
+                        )
+                    else:
+                        results.shared.append(
+                            layout_log_rate(layout_log, args, one_originator=True)
+                        )
+                        results.own.append(layout_log_rate(layout_log, args, one_originator=False))
+                    line += (
+                        f"  in process {results.in_process[-1]:,.0f}/s  "
+                        f"layout {results.own[-1]:,.0f} vs {results.shared[-1]:,.0f} reads/s"
+                    )
+                console.print(line)
+            if first:
+                stored_after = audit_counts(single, settings)
+                layout_reads = 2 * args.rounds * args.layout_batch * args.layout_batches
+                layout_reads += args.rounds * args.count  # and record() in process
+                layout_tx = 2 * args.rounds * args.layout_batches
+                results.reads_stored = stored_after[0] - stored_before[0] - layout_reads
+                results.transactions = stored_after[1] - stored_before[1] - layout_tx
+                results.transactions -= in_process_tx
     return results
 
 
@@ -502,15 +620,6 @@ def latency(series: Series) -> str:
     return f"p50 {p50:5.1f} ms  p99 {p99:5.1f} ms  server CPU {cpu:.2f} ms/req"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def report(results: Results, args: argparse.Namespace, context: dict[str, str]) -> None:
     r = results
     raw = statistics.median(r.raw)
@@ -519,35 +628,56 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
         title=f"Reading a case over HTTP, {args.clients} clients: "
         f"median of {args.rounds} rounds x {args.count}"
     )
-    for column in ("Measurement", "Median", "Min - max", "p50", "p99", "vs raw tx/s"):
+    columns = ("History", "Measurement", "Median", "Min - max", "p50", "p99", "vs bare")
+    for column in columns:
         table.add_column(column, justify="left" if column == "Measurement" else "right")
-    for series in (r.plain, r.audited):
-        table.add_row(
-            series.label,
-            f"{series.median:,.0f} req/s",
-            f"{min(series.rates):,.0f} - {max(series.rates):,.0f}",
-            f"{statistics.median(series.p50):.1f} ms",
-            f"{statistics.median(series.p99):.1f} ms",
-            f"{series.median / raw:.2f}",
-        )
-    table.add_row("raw insert, 1 connection", f"{raw:,.0f} tx/s", "", "", "", "1.00")
+    for at in r.sizes:
+        for series in (at.bare, at.plain, at.audited):
+            table.add_row(
+                f"{at.history:,}",
+                series.label,
+                f"{series.median:,.0f} req/s",
+                f"{min(series.rates):,.0f} - {max(series.rates):,.0f}",
+                f"{statistics.median(series.p50):.1f} ms",
+                f"{statistics.median(series.p99):.1f} ms",
+                f"{series.median / at.bare.median:.2f}",
+            )
+    table.add_row("", "raw insert, 1 connection", f"{raw:,.0f} tx/s", "", "", "", "")
     out.print(table)
 
     batch = r.reads_stored / r.transactions if r.transactions else 0.0
+    workers = f"; {args.workers} server workers" if args.workers > 1 else ""
     lines = [
         "Read audit (python -m bench.read_audit)",
         f"  {context['when']}; PostgreSQL {context['postgres']}; {context['cpus']} CPUs; "
         f"Python {context['python']}; eventsourcing {context['eventsourcing']}",
         f"  median of {args.rounds} rounds x {args.count} reads, {args.clients} clients, "
-        f"after {args.warmup} warm-up each; window {args.window_ms} ms",
-        f"  GET a case, no read audit   {r.plain.median:8,.0f} req/s  {latency(r.plain)}",
-        f"  GET a case, read audit on   {r.audited.median:8,.0f} req/s  {latency(r.audited)}",
-        f"  audited / plain             {r.audited.median / r.plain.median:8.2f}"
-        f"  (median of paired rounds {statistics.median(r.paired):.2f})",
-        f"  raw insert tx, 1 connection {raw:8,.0f} tx/s"
-        f"  (audited reads/s = {r.audited.median / raw:.2f} x raw)",
-        f"  reads stored during the rounds {r.reads_stored:,} in {r.transactions:,} transactions"
-        f" ({batch:.1f} reads per transaction)",
+        f"after {args.warmup} warm-up each; window {args.window_ms} ms{workers}",
+    ]
+    for at in r.sizes:
+        lines += [
+            f"  history {at.history:,} events (intake log {at.intake_events:,}, audit log"
+            f" {at.audit_events:,} before the rounds; filled in {at.fill_seconds:.0f} s)",
+            f"    GET a case, bare            {at.bare.median:8,.0f} req/s  {latency(at.bare)}",
+            f"    GET a case, no read audit   {at.plain.median:8,.0f} req/s  {latency(at.plain)}",
+            f"    GET a case, read audit on   {at.audited.median:8,.0f} req/s  "
+            f"{latency(at.audited)}",
+            f"    audited / bare {at.audited.median / at.bare.median:.2f}"
+            f" (paired rounds {statistics.median(at.paired_bare):.2f}),"
+            f" audited / plain {at.audited.median / at.plain.median:.2f}"
+            f" (paired rounds {statistics.median(at.paired):.2f})",
+        ]
+    first, last = r.sizes[0], r.sizes[-1]
+    growth = statistics.median(last.audited.p99) / statistics.median(first.audited.p99)
+    worst = min(at.audited.median / at.bare.median for at in r.sizes)
+    lines += [
+        f"  audited p99 at {last.history:,} / at {first.history:,} events: {growth:.2f}",
+        f"  goals: audited >= 0.50 x bare ({'met' if worst >= 0.5 else 'not met'}),"
+        f" p99 within 1.2 x from {first.history:,} to {last.history:,}"
+        f" ({'met' if growth <= 1.2 else 'not met'})",
+        f"  raw insert tx, 1 connection {raw:8,.0f} tx/s",
+        f"  reads stored during the first rounds {r.reads_stored:,} in {r.transactions:,}"
+        f" transactions ({batch:.1f} reads per transaction)",
         f"  layout, {args.layout_batch} reads per transaction: one originator per read"
         f" {statistics.median(r.own):,.0f} reads/s, one per batch"
         f" {statistics.median(r.shared):,.0f} reads/s",
@@ -556,7 +686,7 @@ def report(results: Results, args: argparse.Namespace, context: dict[str, str]) 
         f" = {statistics.median(r.in_process) / raw:.2f} x raw",
         f"  HTTP failures {r.failures}; server log warnings/errors {r.server_problems}",
         f"  the load generator runs on the same machine and used"
-        f" {statistics.median(r.plain.cpu + r.audited.cpu):.0%} of one CPU",
+        f" {statistics.median([c for at in r.sizes for c in at.audited.cpu]):.0%} of one CPU",
     ]
     if r.first_failure:
         lines.append(f"  first failure: {r.first_failure}")
@@ -580,14 +710,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--window-ms", type=float, default=2.0, help="the read audit's batching window"
     )
+    parser.add_argument(
+        "--history",
+        type=lambda text: [int(size) for size in text.split(",")],
+        default=[10_000, 1_000_000],
+        help="events in the intake and audit logs before each set of rounds, ascending "
+        "(comma-separated)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--layout-batch", type=int, default=64, help="reads per layout batch")
     parser.add_argument("--layout-batches", type=int, default=20, help="layout batches a round")
     args = parser.parse_args(argv)
-    for name in ("rounds", "count", "clients", "cases", "raw_count", "layout_batch"):
+    for name in ("rounds", "count", "clients", "cases", "raw_count", "layout_batch", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.count < args.clients:
         parser.error("--count must be at least --clients")
+    if not args.history or args.history != sorted(args.history) or args.history[0] < 1:
+        parser.error("--history must be ascending sizes of at least 1")
     return args
 
 

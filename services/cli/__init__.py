@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -92,10 +93,18 @@ def serve(
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the port (PostgreSQL only); one of them, elected, "
+            "runs the followers and the periodic jobs.",
+        ),
+    ] = 1,
 ) -> None:
     """Run one service as its own process, or all of them and the web app in one, configured
     from KETNOI_* variables."""
-    from services.cli.wiring import http_app, start
+    from services.cli.wiring import WORKER_SERVICE, http_app, start
 
     if service != "all" and service not in SERVICES:
         console.print(
@@ -105,6 +114,19 @@ def serve(
     settings = _settings()
     configure_logging(settings.effective_log_format, settings.log_level)
     tokens = _tokens(settings)
+    if workers > 1:
+        if settings.postgres is None:
+            console.print(
+                "[red]--workers needs PostgreSQL.[/red] The embedded SQLite default serves "
+                "from one process: set KETNOI_DATABASE_URL, or leave out --workers."
+            )
+            raise typer.Exit(2)
+        from services.runtime.serving import serve_workers
+
+        # Each worker is a new interpreter: it reads the same KETNOI_* variables, and this one.
+        os.environ[WORKER_SERVICE] = service
+        serve_workers("services.cli.wiring:worker_app", settings, host, port, workers)
+        return
     platform = start(settings, SERVICES if service == "all" else (service,))
     try:
         _run_http(http_app(platform, tokens, title=f"Ketnoi {service}"), settings, host, port)

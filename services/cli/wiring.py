@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -31,6 +34,7 @@ from services.runtime.follower import (
     prompt_on_save,
 )
 from services.runtime.http import create_app
+from services.runtime.leadership import Leadership, Role, lock_key
 from services.runtime.logging import get_logger
 from services.runtime.metrics import lag_registry
 from services.runtime.periodic import Periodic
@@ -84,6 +88,7 @@ class Platform:
     periodic: list[Periodic] = field(default_factory=list)
     read_audit: ReadAudit | None = None
     web_sessions: SessionStore | None = None
+    leadership: Leadership | None = None
 
     @property
     def directory(self) -> DirectoryService:
@@ -129,15 +134,60 @@ class Platform:
             if isinstance(recorder, PostgresSeal | SQLiteSeal)
         }
 
-    def close(self) -> None:
+    @property
+    def role(self) -> Role:
+        """``leader`` where this process runs the singletons (always, without an election),
+        ``standby`` in a worker that waits to take over."""
+        return "leader" if self.leadership is None else self.leadership.role
+
+    def start_singletons(self) -> None:
+        """Start what runs in one process at a time: the followers' loops (the projector's
+        too), the deadline watch, the retention watch and the seal's periodic checkpoints."""
+        for loop in self.followers.values():
+            loop.start()
+        if "referral" in self.apps:
+            referral = self.referral
+            self.periodic.append(
+                Periodic(
+                    "deadline-watch",
+                    referral.check_deadlines,
+                    referral.referral_settings.deadline_check_seconds,
+                )
+            )
+        if "intake" in self.apps:
+            intake, days = self.intake, self.settings.retention_days_after_closure
+            self.periodic.append(
+                Periodic(
+                    "retention-watch",
+                    lambda: intake.propose_erasures(days),
+                    RETENTION_CHECK_SECONDS,
+                )
+            )
+        self.periodic.append(
+            Periodic(SEAL_TASK, self.checkpoint, self.settings.seal_checkpoint_seconds)
+        )
         for task in self.periodic:
+            task.start()
+
+    def halt_singletons(self) -> None:
+        """Stop what ``start_singletons`` started, leaving every log this process wrote
+        checkpointed; the followers keep their readers (``reach`` still works)."""
+        periodic, self.periodic = self.periodic, []
+        for task in periodic:
             task.stop()
-        if any(task.name == SEAL_TASK for task in self.periodic):
+        if any(task.name == SEAL_TASK for task in periodic):
             # A serving process leaves every log it wrote checkpointed as it stops.
             try:
                 self.checkpoint()
             except Exception:
                 log.exception("seal_checkpoint_failed")
+        for loop in self.followers.values():
+            loop.halt()
+
+    def close(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()  # the singletons stop, then the lock is released
+        self.halt_singletons()
         for follower in self.followers.values():
             follower.stop()
         self.agencies.close()
@@ -173,8 +223,13 @@ def start(
     *,
     run_followers: bool = True,
     poll_interval: float = 1.0,
+    elect: bool = False,
 ) -> Platform:
-    """Start the named services; followers run in background threads unless told not to."""
+    """Start the named services; followers run in background threads unless told not to.
+
+    With ``elect`` (one of several worker processes, on PostgreSQL) the followers' loops and
+    the periodic jobs run only while this process is the elected leader (``leadership.py``).
+    """
     apps: dict[str, ServiceApplication] = {}
     for service, app_cls in APPLICATIONS.items():
         if service in services:
@@ -202,28 +257,16 @@ def start(
                 prompt_on_save(platform.apps[name], [follower])
     if "projections" in services:
         _start_projections(platform, poll_interval)
-    if run_followers:
-        for loop in platform.followers.values():
-            loop.start()
-        if "referral" in platform.apps:
-            referral = platform.referral
-            watch = Periodic(
-                "deadline-watch",
-                referral.check_deadlines,
-                referral.referral_settings.deadline_check_seconds,
-            )
-            platform.periodic.append(watch)
-            watch.start()
-        if "intake" in platform.apps:
-            intake, days = platform.intake, settings.retention_days_after_closure
-            retention = Periodic(
-                "retention-watch", lambda: intake.propose_erasures(days), RETENTION_CHECK_SECONDS
-            )
-            platform.periodic.append(retention)
-            retention.start()
-        sealer = Periodic("seal-checkpoints", platform.checkpoint, settings.seal_checkpoint_seconds)
-        platform.periodic.append(sealer)
-        sealer.start()
+    if elect:
+        platform.leadership = Leadership(
+            settings,
+            lock_key(settings, services),
+            on_gain=platform.start_singletons,
+            on_loss=platform.halt_singletons,
+        )
+        platform.leadership.start()
+    elif run_followers:
+        platform.start_singletons()
     return platform
 
 
@@ -278,6 +321,7 @@ def http_app(
         "settings": platform.settings,
         "followers": platform.followers,
         "agencies": platform.agencies,
+        "role": lambda: platform.role,
         **platform.apps,
     }
     names = [name for name in platform.apps if name in ROUTERS]
@@ -296,4 +340,34 @@ def http_app(
         if platform.web_sessions is None:
             platform.web_sessions = open_sessions(platform.settings)
         mount_web(app, platform.web_sessions, demo_users)
+    return app
+
+
+# The service (or ``all``) a worker of ``ketnoi serve --workers`` serves, set by the command.
+WORKER_SERVICE = "KETNOI_SERVE_WORKER_SERVICE"
+
+
+def worker_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The app of one worker process of ``ketnoi serve --workers`` (uvicorn's factory): the
+    services named by the command (and any other ``routers``), the singletons only while
+    this worker is elected."""
+    from services.runtime.logging import configure_logging
+    from services.runtime.serving import configure_worker
+
+    service = os.environ[WORKER_SERVICE]
+    settings = Settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    configure_worker(settings)
+    tokens = TokenService(settings)
+    platform = start(settings, SERVICES if service == "all" else (service,), elect=True)
+    app = http_app(platform, tokens, title=f"Ketnoi {service}")
+    for router in routers:
+        app.include_router(router)
+
+    @contextlib.asynccontextmanager
+    async def closing(_app: object) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(platform.close)
+
+    app.router.lifespan_context = closing
     return app

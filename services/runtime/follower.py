@@ -209,14 +209,23 @@ class WakeLoop:
         return self._thread is not None and self._thread.is_alive() and self.error is None
 
     def start(self) -> None:
+        """Start the loop's thread (again, after ``halt``)."""
+        self.stopping.clear()
+        self.error = None
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def halt(self, timeout: float = 10.0) -> None:
+        """Stop the loop's thread and keep what it reads with: ``start`` runs it again, and
+        ``reach`` works meanwhile (a worker that is not the leader, ``leadership.py``)."""
         self.stopping.set()
         self.prompt.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            self._thread = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.halt(timeout)
 
     def prompt_soon(self) -> None:
         """Wake the loop (in-process upstreams call this after they save)."""

@@ -3,6 +3,11 @@
 Ready means: its database answers, every loop that follows an upstream log runs without an
 error, and none lags more than ``KETNOI_READY_MAX_LAG_SECONDS`` behind. An orchestrator
 sends traffic only to a ready process and restarts one that stops living.
+
+Of several worker processes (``ketnoi serve --workers``) one, the ``leader``, runs the loops;
+the others are on ``standby`` (``leadership.py``). Both endpoints name the worker's role; a
+standby is ready when its database answers and the leader's loops keep up (their positions
+are in the database), without running them itself.
 """
 
 from __future__ import annotations
@@ -38,10 +43,14 @@ def database_problem(settings: Settings) -> str | None:
     return None
 
 
-def readiness(settings: Settings, loops: Mapping[str, Lagging]) -> tuple[bool, dict[str, Any]]:
-    """Whether the process is ready, and what each check found (no personal data)."""
+def readiness(
+    settings: Settings, loops: Mapping[str, Lagging], role: str | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """Whether the process is ready, and what each check found (no personal data). A
+    ``standby`` worker does not run the loops: only their lag counts."""
     problem = database_problem(settings)
     checks: dict[str, Any] = {"database": problem or "ok"}
+    runs = role != "standby"
     ready = problem is None
     bound = settings.ready_max_lag_seconds
     for name, loop in loops.items():
@@ -56,11 +65,14 @@ def readiness(settings: Settings, loops: Mapping[str, Lagging]) -> tuple[bool, d
         behind = found["lag_seconds"] is None or any(
             s > bound for s in found["lag_seconds"].values()
         )
-        ok = loop.running and not behind
+        ok = (loop.running or not runs) and not behind
         found["ready"] = ok
         ready = ready and ok
         checks[name] = found
-    return ready, {"status": "ready" if ready else "not ready", "checks": checks}
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+    if role is not None:
+        body["role"] = role
+    return ready, body
 
 
 def _loops(request: Request) -> Mapping[str, Lagging]:
@@ -68,15 +80,21 @@ def _loops(request: Request) -> Mapping[str, Lagging]:
     return loops
 
 
+def _role(request: Request) -> str | None:
+    role: Callable[[], str] | None = getattr(request.app.state, "role", None)
+    return role() if role is not None else None
+
+
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process lives and answers HTTP."""
-    return {"status": "ok"}
+def healthz(request: Request) -> dict[str, str]:
+    """The process lives and answers HTTP; and its role, ``leader`` or ``standby``."""
+    role = _role(request)
+    return {"status": "ok"} if role is None else {"status": "ok", "role": role}
 
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
-    ready, body = readiness(request.app.state.settings, _loops(request))
+    ready, body = readiness(request.app.state.settings, _loops(request), _role(request))
     if ready:
         return JSONResponse(body)
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})

@@ -10,6 +10,11 @@ connection is answered 408 and closed. (The body has its own bound, in the app:
 
 Past ``KETNOI_HTTP_MAX_CONNECTIONS`` uvicorn answers 503 by itself, without the headers
 every other response carries; here the same limit answers a problem document with them.
+
+``serve_workers`` serves with several processes sharing one port (``ketnoi serve
+--workers``): uvicorn's supervisor binds the socket, starts each worker (a new interpreter,
+which builds its own app from the factory it is named) and starts again one that dies or
+stops answering its pings for 30 seconds.
 """
 
 from __future__ import annotations
@@ -120,6 +125,40 @@ def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
         "GuardedH11Protocol",
         (GuardedH11Protocol,),
         {"header_timeout": settings.http_header_timeout_seconds},
+    )
+
+
+class WorkerH11Protocol(GuardedH11Protocol):
+    """The protocol of a worker process, named by reference (the supervisor passes its
+    configuration to each new process); its factory sets the bound (``configure_worker``)."""
+
+
+def configure_worker(settings: Settings) -> None:
+    """In a worker process: this installation's bound on a request head."""
+    WorkerH11Protocol.header_timeout = settings.http_header_timeout_seconds
+
+
+def serve_workers(factory: str, settings: Settings, host: str, port: int, workers: int) -> None:
+    """Serve with ``workers`` processes on one port until stopped, each building its app by
+    calling ``factory`` (``module:function``); otherwise as ``serve``. A worker that dies is
+    started again."""
+    uvicorn.run(
+        factory,
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        http=WorkerH11Protocol,
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        limit_concurrency=settings.http_max_connections,
+        timeout_graceful_shutdown=10,
+        # The supervisor kills a worker that does not answer its ping in time and starts
+        # another: a busy worker on a loaded machine may take seconds to answer, and killing
+        # it drops every request it holds.
+        timeout_worker_healthcheck=30,
     )
 
 

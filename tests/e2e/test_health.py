@@ -49,9 +49,11 @@ def test_ready_while_followers_run_and_not_once_one_stops(
     running: tuple[TestClient, Platform, dict[str, str]],
 ) -> None:
     client, platform, _headers = running
-    assert client.get("/healthz").json() == {"status": "ok"}
+    # One process runs its followers itself: the leader, without an election.
+    assert client.get("/healthz").json() == {"status": "ok", "role": "leader"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
+    assert ready.json()["role"] == "leader"
     checks = ready.json()["checks"]
     assert checks["database"] == "ok"
     assert {"consent", "referral", "projections"} <= set(checks)
