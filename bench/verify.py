@@ -5,10 +5,12 @@ Run ``python -m bench.verify`` (or ``make bench``). It creates a database of its
 server named by ``KETNOI_BENCH_DATABASE_URL`` (a maintenance connection; default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) and drops it at the end, also on failure.
 
-- **Append**: transactions of one event (about 600 bytes, the size of a reception) and of
-  ten events, through the library's recorder as the services used it before the seal
-  (``WindowedApplicationRecorder``) and through the sealed one, in alternating rounds on
-  logs of their own. Goal: the seal costs at most 10% of the write rate.
+- **Append**: saves of one event (about 600 bytes, the size of a reception) and of ten
+  events, one writer at a time, and saves of one event from 8 concurrent writers, all
+  through group commit as the services save (``GroupCommit.commit``), to the sealed recorder
+  and to the same recorder without the seal (``WindowedApplicationRecorder`` with the same
+  group insert), in alternating rounds on logs of their own. Goal: the seal costs at most
+  10% of the write rate.
 - **Verify**: a sealed log of ``--events`` events (default 1,000,000, checkpointed every
   10,000) is read in the same run, in alternating rounds, by a *raw* reader (select every
   row in windows of positions, as the verifier does, and parse each event's JSON) and by
@@ -25,6 +27,7 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,7 +42,13 @@ from eventsourcing.utils import Environment
 from psycopg import sql
 from rich.console import Console
 
-from services.runtime.persistence import application_env, create_schemas
+from services.runtime.group_commit import Group, GroupCommit
+from services.runtime.persistence import (
+    WindowedApplicationRecorder,
+    application_env,
+    create_schemas,
+)
+from services.runtime.seal.groups import PostgresGroups
 from services.runtime.seal.keys import policy_from_env, seal_signer
 from services.runtime.seal.merkle import Frontier
 from services.runtime.seal.recorders import CheckpointPolicy, PostgresSeal, seal_events
@@ -52,6 +61,11 @@ MAINTENANCE = os.environ.get(
     "KETNOI_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TOPIC = "org.ketnoi.intake.reception_recorded.v1"
+WRITERS = 8
+
+
+class UnsealedGroupRecorder(PostgresGroups, WindowedApplicationRecorder):
+    """The services' recorder without the seal: the same group insert, no leaves."""
 
 
 def _state(i: int) -> bytes:
@@ -92,9 +106,7 @@ def _recorder(settings: Settings, log: str, sealed: bool) -> tuple[object, Infra
     env["POSTGRES_SCHEMA"] = settings.schema_for(log)
     env["KETNOI_SEAL_LOG"] = log
     if not sealed:
-        env["APPLICATION_RECORDER_TOPIC"] = (
-            "services.runtime.persistence:WindowedApplicationRecorder"
-        )
+        env["APPLICATION_RECORDER_TOPIC"] = "bench.verify:UnsealedGroupRecorder"
     factory = InfrastructureFactory.construct(Environment(log, env))
     recorder = factory.application_recorder()
     policy = policy_from_env(env)
@@ -105,6 +117,25 @@ def _recorder(settings: Settings, log: str, sealed: bool) -> tuple[object, Infra
 
 def _median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def _write_alone(commit: GroupCommit, batches: list[list[StoredEvent]]) -> None:
+    for batch in batches:
+        commit.commit(Group(batch))
+
+
+def _write_concurrently(commit: GroupCommit, batches: list[list[StoredEvent]]) -> None:
+    """``WRITERS`` threads, each saving its share of the batches one after the other."""
+
+    def run(k: int) -> None:
+        for batch in batches[k::WRITERS]:
+            commit.commit(Group(batch))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def bench_append(settings: Settings, rounds: int, transactions: int, *, durable: bool) -> None:
@@ -124,32 +155,37 @@ def bench_append(settings: Settings, rounds: int, transactions: int, *, durable:
         create_schemas(settings, (log,))
     plain, f1 = _recorder(settings, "plain", sealed=False)
     sealed, f2 = _recorder(settings, "sealed", sealed=True)
+    commits = {"plain": GroupCommit(plain), "sealed": GroupCommit(sealed)}  # type: ignore[arg-type]
+    cases: list[tuple[str, int, Callable[[GroupCommit, list[list[StoredEvent]]], None]]] = [
+        ("1 writer, 1 event per save", 1, _write_alone),
+        ("1 writer, 10 events per save", 10, _write_alone),
+        (f"{WRITERS} writers, 1 event per save", 1, _write_concurrently),
+    ]
     try:
-        for per_tx in (1, 10):
+        for label, per_tx, write in cases:
             rates: dict[str, list[float]] = {"plain": [], "sealed": []}
             ratios: list[float] = []
             for r in range(rounds):
                 measured: dict[str, float] = {}
-                order = [("plain", plain), ("sealed", sealed)]
+                order = ["plain", "sealed"]
                 if r % 2:
                     order.reverse()
-                for name, recorder in order:
+                for name in order:
                     batches = [_events(per_tx, i * per_tx) for i in range(transactions)]
                     started = time.perf_counter()
-                    for batch in batches:
-                        recorder.insert_events(batch)  # type: ignore[attr-defined]
+                    write(commits[name], batches)
                     elapsed = time.perf_counter() - started
                     measured[name] = transactions * per_tx / elapsed
                     rates[name].append(measured[name])
                 ratios.append(measured["sealed"] / measured["plain"])
                 console.print(
-                    f"  {per_tx:>2} event(s)/tx round {r + 1}: without {measured['plain']:,.0f} "
+                    f"  {label}, round {r + 1}: without {measured['plain']:,.0f} "
                     f"ev/s, sealed {measured['sealed']:,.0f} ev/s "
                     f"({measured['sealed'] / measured['plain']:.3f})"
                 )
             p, s = _median(rates["plain"]), _median(rates["sealed"])
             print(
-                f"append ({mode}), {per_tx} event(s) per transaction: without seal {p:,.0f} ev/s, "
+                f"append ({mode}), {label}: without seal {p:,.0f} ev/s, "
                 f"sealed {s:,.0f} ev/s; sealed/without {s / p:.3f} (median paired "
                 f"{_median(ratios):.3f}); cost {100 * (1 - _median(ratios)):.1f}% (goal <= 10%)"
             )
