@@ -264,12 +264,16 @@ class PostgresSeal:
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         super()._insert_stored_events(curs, stored_events, **kwargs)  # type: ignore[misc]
-        cursor = curs.connection.cursor()
         cached = self.head_cache.get()
         if cached is None:
-            # Under the table lock the insert just took: queued in the same pipeline.
+            # Under the table lock the insert just took: queued in the same pipeline, on a
+            # cursor of its own (the insert's ids are still to be read).
+            cursor = curs.connection.cursor()
             cursor.execute(self._select_head, prepare=True)
-        self._pending.head = (cursor, cached)
+            self._pending.head = (cursor, None)
+        else:
+            # The leaves are written on the insert's cursor, once its ids are read.
+            self._pending.head = (curs, cached)
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
