@@ -10,7 +10,9 @@ server named by ``KETNOI_BENCH_DATABASE_URL`` (a maintenance connection; default
   through group commit as the services save (``GroupCommit.commit``), to the sealed recorder
   and to the same recorder without the seal (``WindowedApplicationRecorder`` with the same
   group insert), in alternating rounds on logs of their own. Goal: the seal costs at most
-  10% of the write rate.
+  10% of the write rate. Beside each rate, the CPU time per event of this process and of the
+  database's server processes (read from ``/proc`` when the server runs on this machine): on
+  a shared machine the rates move with the load, the CPU time much less.
 - **Verify**: a sealed log of ``--events`` events (default 1,000,000, checkpointed every
   10,000) is read in the same run, in alternating rounds, by a *raw* reader (select every
   row in windows of positions, as the verifier does, and parse each event's JSON) and by
@@ -115,6 +117,29 @@ def _recorder(settings: Settings, log: str, sealed: bool) -> tuple[object, Infra
     return recorder, factory
 
 
+def _process_cpu(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(settings: Settings) -> float:
+    """CPU time so far of the server processes connected to the benchmark's database."""
+    assert settings.postgres is not None
+    with psycopg.connect(MAINTENANCE, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                (settings.postgres.dbname,),
+            )
+        ]
+    return sum(_process_cpu(pid) for pid in pids)
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -164,6 +189,7 @@ def bench_append(settings: Settings, rounds: int, transactions: int, *, durable:
     try:
         for label, per_tx, write in cases:
             rates: dict[str, list[float]] = {"plain": [], "sealed": []}
+            cpu: dict[str, list[float]] = {"plain": [], "sealed": []}
             ratios: list[float] = []
             for r in range(rounds):
                 measured: dict[str, float] = {}
@@ -172,11 +198,15 @@ def bench_append(settings: Settings, rounds: int, transactions: int, *, durable:
                     order.reverse()
                 for name in order:
                     batches = [_events(per_tx, i * per_tx) for i in range(transactions)]
+                    server = _server_cpu(settings)
+                    client = time.process_time()
                     started = time.perf_counter()
                     write(commits[name], batches)
                     elapsed = time.perf_counter() - started
+                    used = time.process_time() - client + _server_cpu(settings) - server
                     measured[name] = transactions * per_tx / elapsed
                     rates[name].append(measured[name])
+                    cpu[name].append(1e6 * used / (transactions * per_tx))
                 ratios.append(measured["sealed"] / measured["plain"])
                 console.print(
                     f"  {label}, round {r + 1}: without {measured['plain']:,.0f} "
@@ -184,10 +214,13 @@ def bench_append(settings: Settings, rounds: int, transactions: int, *, durable:
                     f"({measured['sealed'] / measured['plain']:.3f})"
                 )
             p, s = _median(rates["plain"]), _median(rates["sealed"])
+            cp, cs = _median(cpu["plain"]), _median(cpu["sealed"])
             print(
                 f"append ({mode}), {label}: without seal {p:,.0f} ev/s, "
                 f"sealed {s:,.0f} ev/s; sealed/without {s / p:.3f} (median paired "
-                f"{_median(ratios):.3f}); cost {100 * (1 - _median(ratios)):.1f}% (goal <= 10%)"
+                f"{_median(ratios):.3f}); cost {100 * (1 - _median(ratios)):.1f}% (goal <= 10%); "
+                f"CPU per event (client and server) without {cp:,.0f} us, sealed {cs:,.0f} us "
+                f"({cp / cs:.3f})"
             )
     finally:
         f1.close()
