@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -126,18 +127,10 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _server_cpu(settings: Settings) -> float:
+def _server_cpu(conn: psycopg.Connection[Any], dbname: str) -> float:
     """CPU time so far of the server processes connected to the benchmark's database."""
-    assert settings.postgres is not None
-    with psycopg.connect(MAINTENANCE, autocommit=True) as conn:
-        pids = [
-            row[0]
-            for row in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s",
-                (settings.postgres.dbname,),
-            )
-        ]
-    return sum(_process_cpu(pid) for pid in pids)
+    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (dbname,))
+    return sum(_process_cpu(row[0]) for row in rows)
 
 
 def _median(values: list[float]) -> float:
@@ -178,6 +171,8 @@ def bench_append(settings: Settings, rounds: int, transactions: int, *, durable:
         )
     for log in ("plain", "sealed"):
         create_schemas(settings, (log,))
+    watch = psycopg.connect(MAINTENANCE, autocommit=True)
+    dbname = settings.postgres.dbname
     plain, f1 = _recorder(settings, "plain", sealed=False)
     sealed, f2 = _recorder(settings, "sealed", sealed=True)
     commits = {"plain": GroupCommit(plain), "sealed": GroupCommit(sealed)}  # type: ignore[arg-type]
@@ -198,12 +193,12 @@ def bench_append(settings: Settings, rounds: int, transactions: int, *, durable:
                     order.reverse()
                 for name in order:
                     batches = [_events(per_tx, i * per_tx) for i in range(transactions)]
-                    server = _server_cpu(settings)
+                    server = _server_cpu(watch, dbname)
                     client = time.process_time()
                     started = time.perf_counter()
                     write(commits[name], batches)
                     elapsed = time.perf_counter() - started
-                    used = time.process_time() - client + _server_cpu(settings) - server
+                    used = time.process_time() - client + _server_cpu(watch, dbname) - server
                     measured[name] = transactions * per_tx / elapsed
                     rates[name].append(measured[name])
                     cpu[name].append(1e6 * used / (transactions * per_tx))
@@ -225,6 +220,7 @@ def bench_append(settings: Settings, rounds: int, transactions: int, *, durable:
     finally:
         f1.close()
         f2.close()
+        watch.close()
 
 
 def fill(settings: Settings, events: int) -> None:
