@@ -5,10 +5,14 @@ Run ``python -m bench.verify`` (or ``make bench``). It creates a database of its
 server named by ``KETNOI_BENCH_DATABASE_URL`` (a maintenance connection; default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) and drops it at the end, also on failure.
 
-- **Append**: transactions of one event (about 600 bytes, the size of a reception) and of
-  ten events, through the library's recorder as the services used it before the seal
-  (``WindowedApplicationRecorder``) and through the sealed one, in alternating rounds on
-  logs of their own. Goal: the seal costs at most 10% of the write rate.
+- **Append**: saves of one event (about 600 bytes, the size of a reception) and of ten
+  events, one writer at a time, and saves of one event from 8 concurrent writers, all
+  through group commit as the services save (``GroupCommit.commit``), to the sealed recorder
+  and to the same recorder without the seal (``WindowedApplicationRecorder`` with the same
+  group insert), in alternating rounds on logs of their own. Goal: the seal costs at most
+  10% of the write rate. Beside each rate, the CPU time per event of this process and of the
+  database's server processes (read from ``/proc`` when the server runs on this machine): on
+  a shared machine the rates move with the load, the CPU time much less.
 - **Verify**: a sealed log of ``--events`` events (default 1,000,000, checkpointed every
   10,000) is read in the same run, in alternating rounds, by a *raw* reader (select every
   row in windows of positions, as the verifier does, and parse each event's JSON) and by
@@ -25,11 +29,13 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -39,7 +45,13 @@ from eventsourcing.utils import Environment
 from psycopg import sql
 from rich.console import Console
 
-from services.runtime.persistence import application_env, create_schemas
+from services.runtime.group_commit import Group, GroupCommit
+from services.runtime.persistence import (
+    WindowedApplicationRecorder,
+    application_env,
+    create_schemas,
+)
+from services.runtime.seal.groups import PostgresGroups
 from services.runtime.seal.keys import policy_from_env, seal_signer
 from services.runtime.seal.merkle import Frontier
 from services.runtime.seal.recorders import CheckpointPolicy, PostgresSeal, seal_events
@@ -52,6 +64,11 @@ MAINTENANCE = os.environ.get(
     "KETNOI_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TOPIC = "org.ketnoi.intake.reception_recorded.v1"
+WRITERS = 8
+
+
+class UnsealedGroupRecorder(PostgresGroups, WindowedApplicationRecorder):
+    """The services' recorder without the seal: the same group insert, no leaves."""
 
 
 def _state(i: int) -> bytes:
@@ -92,9 +109,7 @@ def _recorder(settings: Settings, log: str, sealed: bool) -> tuple[object, Infra
     env["POSTGRES_SCHEMA"] = settings.schema_for(log)
     env["KETNOI_SEAL_LOG"] = log
     if not sealed:
-        env["APPLICATION_RECORDER_TOPIC"] = (
-            "services.runtime.persistence:WindowedApplicationRecorder"
-        )
+        env["APPLICATION_RECORDER_TOPIC"] = "bench.verify:UnsealedGroupRecorder"
     factory = InfrastructureFactory.construct(Environment(log, env))
     recorder = factory.application_recorder()
     policy = policy_from_env(env)
@@ -103,8 +118,42 @@ def _recorder(settings: Settings, log: str, sealed: bool) -> tuple[object, Infra
     return recorder, factory
 
 
+def _process_cpu(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(conn: psycopg.Connection[Any], dbname: str) -> float:
+    """CPU time so far of the server processes connected to the benchmark's database."""
+    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (dbname,))
+    return sum(_process_cpu(row[0]) for row in rows)
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def _write_alone(commit: GroupCommit, batches: list[list[StoredEvent]]) -> None:
+    for batch in batches:
+        commit.commit(Group(batch))
+
+
+def _write_concurrently(commit: GroupCommit, batches: list[list[StoredEvent]]) -> None:
+    """``WRITERS`` threads, each saving its share of the batches one after the other."""
+
+    def run(k: int) -> None:
+        for batch in batches[k::WRITERS]:
+            commit.commit(Group(batch))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def bench_append(settings: Settings, rounds: int, transactions: int, *, durable: bool) -> None:
@@ -122,40 +171,56 @@ def bench_append(settings: Settings, rounds: int, transactions: int, *, durable:
         )
     for log in ("plain", "sealed"):
         create_schemas(settings, (log,))
+    watch = psycopg.connect(MAINTENANCE, autocommit=True)
+    dbname = settings.postgres.dbname
     plain, f1 = _recorder(settings, "plain", sealed=False)
     sealed, f2 = _recorder(settings, "sealed", sealed=True)
+    commits = {"plain": GroupCommit(plain), "sealed": GroupCommit(sealed)}  # type: ignore[arg-type]
+    cases: list[tuple[str, int, Callable[[GroupCommit, list[list[StoredEvent]]], None]]] = [
+        ("1 writer, 1 event per save", 1, _write_alone),
+        ("1 writer, 10 events per save", 10, _write_alone),
+        (f"{WRITERS} writers, 1 event per save", 1, _write_concurrently),
+    ]
     try:
-        for per_tx in (1, 10):
+        for label, per_tx, write in cases:
             rates: dict[str, list[float]] = {"plain": [], "sealed": []}
+            cpu: dict[str, list[float]] = {"plain": [], "sealed": []}
             ratios: list[float] = []
             for r in range(rounds):
                 measured: dict[str, float] = {}
-                order = [("plain", plain), ("sealed", sealed)]
+                order = ["plain", "sealed"]
                 if r % 2:
                     order.reverse()
-                for name, recorder in order:
+                for name in order:
                     batches = [_events(per_tx, i * per_tx) for i in range(transactions)]
+                    server = _server_cpu(watch, dbname)
+                    client = time.process_time()
                     started = time.perf_counter()
-                    for batch in batches:
-                        recorder.insert_events(batch)  # type: ignore[attr-defined]
+                    write(commits[name], batches)
                     elapsed = time.perf_counter() - started
+                    used = time.process_time() - client + _server_cpu(watch, dbname) - server
                     measured[name] = transactions * per_tx / elapsed
                     rates[name].append(measured[name])
+                    cpu[name].append(1e6 * used / (transactions * per_tx))
                 ratios.append(measured["sealed"] / measured["plain"])
                 console.print(
-                    f"  {per_tx:>2} event(s)/tx round {r + 1}: without {measured['plain']:,.0f} "
+                    f"  {label}, round {r + 1}: without {measured['plain']:,.0f} "
                     f"ev/s, sealed {measured['sealed']:,.0f} ev/s "
                     f"({measured['sealed'] / measured['plain']:.3f})"
                 )
             p, s = _median(rates["plain"]), _median(rates["sealed"])
+            cp, cs = _median(cpu["plain"]), _median(cpu["sealed"])
             print(
-                f"append ({mode}), {per_tx} event(s) per transaction: without seal {p:,.0f} ev/s, "
+                f"append ({mode}), {label}: without seal {p:,.0f} ev/s, "
                 f"sealed {s:,.0f} ev/s; sealed/without {s / p:.3f} (median paired "
-                f"{_median(ratios):.3f}); cost {100 * (1 - _median(ratios)):.1f}% (goal <= 10%)"
+                f"{_median(ratios):.3f}); cost {100 * (1 - _median(ratios)):.1f}% (goal <= 10%); "
+                f"CPU per event (client and server) without {cp:,.0f} us, sealed {cs:,.0f} us "
+                f"({cp / cs:.3f})"
             )
     finally:
         f1.close()
         f2.close()
+        watch.close()
 
 
 def fill(settings: Settings, events: int) -> None:

@@ -25,6 +25,7 @@ from psycopg import sql
 
 from contracts.envelope import event_id_of
 from services.intake.application import IntakeService
+from services.runtime.group_commit import Group
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.seal.keys import policy_from_env, seal_signer
 from services.runtime.seal.merkle import ProofError, consistency_proof, root_of
@@ -461,6 +462,47 @@ def test_concurrent_writers_of_one_log_keep_one_tree(sealed: SealedLog) -> None:
     assert report.ok, report.problems
     assert report.size == report.events == EVENTS + 3 * 24
     assert report.checkpoints == report.checkpoints_verified
+
+
+def test_writers_with_their_own_head_caches_interleaved_keep_one_tree(sealed: SealedLog) -> None:
+    # Two instances of a service on the same log, as two processes would be. On PostgreSQL
+    # each appends from the head it last committed, unread, once it found nobody else moved
+    # it: here each then appends after the other moved it, once through group commit and
+    # once through the library's insert.
+    apps = {w: IntakeService(env=application_env(sealed.settings, "intake")) for w in "AB"}
+    steps = "Ag Ae Ag Bg Be Bg Ag Ae Ag Be Bg Ae Bg"
+    written, stale_appends, previous = 0, [], ""
+    try:
+        for step in steps.split():
+            app = apps[step[0]]
+            cache = getattr(app.recorder, "head_cache", None)
+            cached = cache.get() if cache is not None else None
+            if step[1] == "g":
+                assert app.group_commit is not None
+                app.group_commit.commit(Group([_event(written)]))
+                written += 1
+            else:
+                app.recorder.insert_events([_event(written), _event(written + 1)])
+                written += 2
+            if cache is not None and cached is not None and step[0] != previous:
+                # It found the head moved, wrote nothing, and appended again reading it.
+                stale_appends.append(step)
+                assert cache.get() is None
+            previous = step[0]
+    finally:
+        for app in apps.values():
+            app.close()
+    if sealed.settings.postgres is not None:
+        assert stale_appends == ["Ag", "Be", "Ae", "Bg"]
+    with sealed.tamper() as (_, log):
+        report = verify_log(log, _keys(sealed.settings))
+        assert report.ok, report.problems
+        assert report.size == report.events == EVENTS + written
+        assert log.count_events() == EVENTS + written
+
+
+def _event(n: int) -> StoredEvent:
+    return StoredEvent(uuid.uuid4(), 1, "org.ketnoi.test.v1", b'{"n": %d}' % n)
 
 
 def test_events_whose_seal_cannot_be_written_are_not_stored(sealed: SealedLog) -> None:

@@ -10,15 +10,21 @@ the events table, in the same schema or SQLite file, a log keeps:
 - ``<events>_cosignatures``: a witness's signature lines over those checkpoints.
 
 On PostgreSQL the library locks the events table for every insert (so positions follow
-commit order); the seal reads its head and writes its leaves inside that lock, pipelined with
-the insert, without an extra round trip. On SQLite the insert holds the file's write lock.
+commit order); the seal writes its leaves and moves its head inside that lock, pipelined with
+the insert and the commit, without an extra round trip. A recorder keeps the head it last
+committed (``HeadCache``): while no other writer moves the log, it appends from that head
+without reading it. The write names the size it expects and fails, writing nothing, when the
+head has moved (another process, another recorder on the same log); the recorder then runs the
+transaction again reading the head under the lock, and reads it before every append until an
+append finds the head as it left it. On SQLite the insert holds the file's write lock, and the
+seal reads its head under it (an in-process read).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +37,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
+from services.runtime.group_commit import Group
 from services.runtime.persistence import (
     WindowedApplicationRecorder,
     WindowedProcessRecorder,
@@ -43,6 +50,53 @@ from services.runtime.seal.note import Checkpoint, Signer
 
 class SealError(RuntimeError):
     """The seal cannot follow the log (a position out of order): nothing is written."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """A log's seal head: the tree's size, the last sealed position and the frontier."""
+
+    size: int
+    last_position: int
+    frontier: bytes
+
+
+class HeadCache:
+    """The head this process last committed to a log, and whether to append from it unread.
+
+    It is only a guess: the append's statement checks it under the table lock. After a
+    transaction that found the head moved (``missed``), appends read the head again, and trust
+    the cache only once a read finds the head as this process left it (``check``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._head: Head | None = None
+        self._trusted = False
+
+    def get(self) -> Head | None:
+        """The head to append from without reading it, or None to read it."""
+        with self._lock:
+            return self._head if self._trusted else None
+
+    def check(self, read: Head) -> None:
+        """A head read under the lock: trust the cache from now on if it is the same."""
+        with self._lock:
+            self._trusted = read == self._head
+
+    def committed(self, head: Head) -> None:
+        """The head a transaction of this process committed (a later one may have won)."""
+        with self._lock:
+            if self._head is None or head.size > self._head.size:
+                self._head = head
+
+    def missed(self) -> None:
+        with self._lock:
+            self._head, self._trusted = None, False
+
+
+class StaleHeadError(RuntimeError):
+    """The head an append expected had moved: nothing of its transaction was written."""
 
 
 @dataclass
@@ -133,16 +187,22 @@ class PostgresSeal:
             .format(**ident)
             .as_bytes(None)
         )
-        # One statement writes the leaves and moves the head; parameters go in binary.
+        # One statement moves the head from the size it expects and writes the leaves after
+        # it; parameters go in binary. When the head is not at that size (another writer
+        # moved it, or it is missing) no row is updated, the leaves' index is NULL and the
+        # statement fails: the transaction commits nothing.
         self._write_leaves = (
             SQL(
-                "WITH leaves AS (INSERT INTO {s}.{leaves} (idx, position, sealed_at, leaf_hash) "
-                "SELECT * FROM unnest(%b::int8[], %b::int8[], %b::int8[], %b::bytea[])) "
-                "UPDATE {s}.{head} SET size = %b, last_position = %b, frontier = %b WHERE id = 1"
+                "WITH head AS (UPDATE {s}.{head} SET size = %b, last_position = %b, "
+                "frontier = %b WHERE id = 1 AND size = %b RETURNING size) "
+                "INSERT INTO {s}.{leaves} (idx, position, sealed_at, leaf_hash) "
+                "SELECT (SELECT size FROM head) - %b + u.n - 1, u.p, %b::int8, u.h "
+                "FROM unnest(%b::int8[], %b::bytea[]) WITH ORDINALITY AS u(p, h, n)"
             )
             .format(**ident)
             .as_bytes(None)
         )
+        self.head_cache = HeadCache()
         self._insert_checkpoint = SQL(
             "INSERT INTO {s}.{checkpoints} (size, root, signed_at, note) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
@@ -162,14 +222,61 @@ class PostgresSeal:
             "FROM {s}.{events} WHERE notification_id > %s ORDER BY notification_id"
         ).format(events=Identifier(self.events_table_name), **ident)
 
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        return self._with_head(  # type: ignore[no-any-return]
+            lambda: super(PostgresSeal, self).insert_events(stored_events, **kwargs)  # type: ignore[misc]
+        )
+
+    def insert_groups(self, groups: Sequence[Group]) -> list[Sequence[int] | None]:
+        """See ``GroupRecorder``."""
+        return self._with_head(  # type: ignore[no-any-return]
+            lambda: super(PostgresSeal, self).insert_groups(groups)  # type: ignore[misc]
+        )
+
+    def _with_head(self, write: Callable[[], Any]) -> Any:
+        """Run an inserting transaction; when it found the seal's head moved (nothing was
+        written), run it again reading the head. Remember the head it committed."""
+        pending = self._pending
+        for attempt in (1, 2):
+            pending.written = None
+            try:
+                result = write()
+            except Exception as exc:
+                self.head_cache.missed()
+                if attempt == 1 and self._head_moved(exc):
+                    continue
+                raise
+            written: Head | None = pending.__dict__.pop("written", None)
+            if written is not None:
+                self.head_cache.committed(written)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _head_moved(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the append's statement finding the head not where expected."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, psycopg.errors.NotNullViolation):
+                return cause.diag.table_name == self.seal_tables.leaves
+            cause = cause.__cause__
+        return False
+
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         super()._insert_stored_events(curs, stored_events, **kwargs)  # type: ignore[misc]
-        # Under the table lock the insert just took: queued in the same pipeline.
-        head = curs.connection.cursor()
-        head.execute(self._select_head, prepare=True)
-        self._pending.head = head
+        cached = self.head_cache.get()
+        if cached is None:
+            # Under the table lock the insert just took: queued in the same pipeline, on a
+            # cursor of its own (the insert's ids are still to be read).
+            cursor = curs.connection.cursor()
+            cursor.execute(self._select_head, prepare=True)
+            self._pending.head = (cursor, None)
+        else:
+            # The leaves are written on the insert's cursor, once its ids are read.
+            self._pending.head = (curs, cached)
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -177,15 +284,17 @@ class PostgresSeal:
         ids = super()._fetch_ids_after_insert_events(  # type: ignore[misc]
             curs, stored_events, **kwargs
         )
-        head: Cursor[DictRow] = self._pending.__dict__.pop("head")
+        cursor: Cursor[DictRow]
+        cursor, cached = self._pending.__dict__.pop("head")
         try:
-            self._write_seal(head, stored_events, ids)
+            head = cached if cached is not None else self._read_head(cursor)
+            self._pending.written = self._write_seal(cursor, head, stored_events, ids)
         except Exception as exc:
             # The library re-raises this only after leaving its transaction block, which
             # would commit the events unsealed: a statement that fails in the same
             # transaction makes that commit roll back instead.
             with contextlib.suppress(psycopg.Error):
-                head.execute(
+                cursor.execute(
                     SQL("DO $$ BEGIN RAISE EXCEPTION USING MESSAGE = {}; END $$").format(
                         Literal(f"the seal of {self.events_table_name} failed: {exc}")
                     )
@@ -193,24 +302,40 @@ class PostgresSeal:
             raise
         return ids  # type: ignore[no-any-return]
 
-    def _write_seal(
-        self, head: Cursor[DictRow], events: Sequence[StoredEvent], ids: Sequence[int]
-    ) -> None:
-        row = head.fetchone()
+    def _read_head(self, cursor: Cursor[DictRow]) -> Head:
+        row = cursor.fetchone()
         if row is None:
             raise SealError(f"the seal of {self.events_table_name} is missing: run ketnoi migrate")
-        frontier = Frontier.from_bytes(row["size"], bytes(row["frontier"]))
-        before = frontier.size
-        leaves, last = seal_events(frontier, events, ids, row["last_position"])
-        columns = [list(c) for c in zip(*leaves, strict=True)]
-        head.execute(
+        head = Head(row["size"], row["last_position"], bytes(row["frontier"]))
+        self.head_cache.check(head)
+        return head
+
+    def _write_seal(
+        self, cursor: Cursor[DictRow], head: Head, events: Sequence[StoredEvent], ids: Sequence[int]
+    ) -> Head:
+        """Queue the statement that appends ``events`` stored at ``ids`` to the tree at
+        ``head`` (and signs a checkpoint when one is due); returns the head it moves to."""
+        frontier = Frontier.from_bytes(head.size, head.frontier)
+        leaves, last = seal_events(frontier, events, ids, head.last_position)
+        after = Head(frontier.size, last, frontier.to_bytes())
+        cursor.execute(
             self._write_leaves,
-            [*columns, frontier.size, last, frontier.to_bytes()],
+            [
+                after.size,
+                last,
+                after.frontier,
+                head.size,
+                len(leaves),
+                leaves[0][2],
+                [leaf[1] for leaf in leaves],
+                [leaf[3] for leaf in leaves],
+            ],
             prepare=True,
         )
-        if self.checkpoints.due(before, frontier.size):
+        if self.checkpoints.due(head.size, frontier.size):
             size, root, note = self.checkpoints.note(frontier)
-            head.execute(self._insert_checkpoint, (size, root, datetime.now(UTC), note))
+            cursor.execute(self._insert_checkpoint, (size, root, datetime.now(UTC), note))
+        return after
 
     def create_table(self) -> None:
         super().create_table()  # type: ignore[misc]
@@ -255,6 +380,8 @@ class PostgresSeal:
             self._lock_table(curs)  # type: ignore[attr-defined]
             curs.execute(self._select_head)
             row = curs.fetchone()
+            if row is None:
+                raise SealError(f"the seal of {self.events_table_name} is missing")
             curs.execute(self._select_backlog, (row["last_position"],))
             backlog = curs.fetchall()
             if not backlog:
@@ -264,16 +391,17 @@ class PostgresSeal:
                 for r in backlog
             ]
             ids = [r["notification_id"] for r in backlog]
-            curs.execute(self._select_head)
-            self._write_seal(curs, events, ids)
-            return len(events)
+            head = Head(row["size"], row["last_position"], bytes(row["frontier"]))
+            self._write_seal(curs, head, events, ids)
+        self.head_cache.missed()
+        return len(events)
 
 
-class SealedPostgresApplicationRecorder(PostgresGroups, PostgresSeal, WindowedApplicationRecorder):
+class SealedPostgresApplicationRecorder(PostgresSeal, PostgresGroups, WindowedApplicationRecorder):
     """A service's log on PostgreSQL, sealed."""
 
 
-class SealedPostgresProcessRecorder(PostgresGroups, PostgresSeal, WindowedProcessRecorder):
+class SealedPostgresProcessRecorder(PostgresSeal, PostgresGroups, WindowedProcessRecorder):
     """A following service's log (events and tracking) on PostgreSQL, sealed."""
 
 
