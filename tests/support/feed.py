@@ -15,11 +15,16 @@ from typing import Any, Protocol
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kafka import KafkaConsumer, TopicPartition
+from fastapi.testclient import TestClient
 from psycopg import sql
+
+from contracts.vocabulary import Role
+from services.cli.wiring import Platform, http_app
 
 from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
 from services.referral.feed_tracking import FEED, tracking_recorder
 from services.runtime.kafka import KafkaSettings, ensure_topics, topic_for_agency
+from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
 
 # Fast group joins and fetches on Tansu (see tests/integration/test_kafka_runtime.py).
@@ -95,6 +100,28 @@ class FeedKeyClient:
 
     def forget(self) -> None:
         self.keys.clear()
+
+
+@contextmanager
+def agency_keys(platform: Platform) -> Iterator[FeedKeyClient]:
+    """Keys fetched from the platform's API as each agency's staff would, with a token of
+    its own (the agency, its kind and province from the platform's directory)."""
+    tokens = TokenService(platform.settings)
+
+    def headers_for(agency_id: str) -> dict[str, str]:
+        known = platform.agencies.lookup(agency_id)
+        assert known is not None, agency_id
+        token = tokens.issue(
+            user_id=f"{agency_id}-staff",
+            agency_id=agency_id,
+            province=known.province,
+            roles=[Role.AGENCY_STAFF],
+            agency_kind=known.kind,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    with TestClient(http_app(platform, tokens)) as client:
+        yield FeedKeyClient(client, headers_for)
 
 
 def open_sealed(key: bytes, value: dict[str, Any]) -> dict[str, Any]:
