@@ -35,9 +35,9 @@ from tests.support.feed import (
     FeedKeyClient,
     FeedReader,
     Received,
+    agency_keys,
     drop_feed_schema,
     feed_kafka_settings,
-    agency_keys,
     kafka_env,
     relay_for,
 )

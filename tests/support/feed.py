@@ -14,17 +14,16 @@ from typing import Any, Protocol
 
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from kafka import KafkaConsumer, TopicPartition
 from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
 from contracts.vocabulary import Role
 from services.cli.wiring import Platform, http_app
-
 from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
 from services.referral.feed_tracking import FEED, tracking_recorder
-from services.runtime.kafka import KafkaSettings, ensure_topics, topic_for_agency
 from services.runtime.auth import TokenService
+from services.runtime.kafka import KafkaSettings, ensure_topics, topic_for_agency
 from services.runtime.settings import Settings
 
 # Fast group joins and fetches on Tansu (see tests/integration/test_kafka_runtime.py).
@@ -177,8 +176,29 @@ class Received:
         return self.headers["ce_type"]
 
     @property
+    def on_the_wire(self) -> bytes:
+        """The key, the headers and the value, as bytes: what a byte search reads."""
+        headers = b"".join(f"{k}={v}\n".encode() for k, v in self.headers.items())
+        return self.key + b"\n" + headers + self.value
+
+    @property
     def raw(self) -> str:
         return json.dumps([self.key.decode(), self.headers, self.data], ensure_ascii=False)
+
+
+def written_agencies(kafka: KafkaSettings) -> list[str]:
+    """The agencies with a topic under ``kafka``'s prefix on the broker: every topic the
+    relay wrote to (tests give each run a prefix of its own)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_list(), request_timeout_ms=kafka.request_timeout_ms
+    )
+    try:
+        topics = consumer.topics()
+    finally:
+        consumer.close()
+    return sorted(
+        t.removeprefix(kafka.topic_prefix) for t in topics if t.startswith(kafka.topic_prefix)
+    )
 
 
 class FeedReader:
