@@ -24,7 +24,9 @@ from contracts.erasure import CaseFileErased
 from contracts.feed import (
     CONTENT_TYPE,
     CloudEventHeaders,
+    DisclosedData,
     ErasureNotice,
+    FeedKey,
     HandoverUpdate,
     ReferralUpdate,
 )
@@ -55,14 +57,25 @@ event's stable id: de-duplicate by it, and commit offsets only after handling.
 What an agency reads is limited to what was disclosed to it. The sending agency and the
 parties to a handover read ids, statuses, the service asked for, deadlines and reasons. The
 recipient of a referral hears of it once it has been dispatched (never of a draft or a
-blocked referral) and reads the released personal data only in `disclosure.data`: in the
+blocked referral) and reads the released personal data only in `disclosure.sealed`: in the
 dispatched message and in later disclosures. After a referral is put on hold, nothing more
 is released until a new disclosure. Keys and headers never hold personal data.
 
-When a person is erased, every agency the feed told about their case's referrals receives an
-`ErasureNotice` (`ce_type` `org.ketnoi.referral.person_erased.v1`, keyed by the case's id) and
-is to erase what it holds of them; re-published afterwards, their messages carry no personal
-data.
+The personal part of a disclosure travels encrypted (`SealedData`: AES-256-GCM, the 12-byte
+`nonce` and the `ciphertext` with its tag in base64, the associated data
+`<referral_id>/<version>/<disclosure_id>` of the message in UTF-8), under a key derived from
+the person's own data key for the recipient and the referral. Fetch the key that `key_id`
+names from the referral API, `GET /referral/feed/keys/{key_id}` with your agency's token
+(`FeedKey`: `key`, 32 bytes in base64); it is a read of the person's data, decided by the
+access policy (your agency must be the referral's recipient, on the consent in force or an
+emergency override) and recorded in the read audit. The plaintext is the JSON of a
+`DisclosedData`: `person_id` and `data`, the released fields by data category.
+
+When a person is erased, their key is destroyed: every key derived from it answers 410 and
+every message about them, published before the erasure too, stays ciphertext for good. Every
+agency the feed told about their case's referrals receives an `ErasureNotice` (`ce_type`
+`org.ketnoi.referral.person_erased.v1`, keyed by the case's id) and is to erase what it holds
+of them; re-published afterwards, their messages carry no personal data.
 
 Kafka is never the system of record: everything on it can be re-published from the logs."""
 
@@ -147,6 +160,10 @@ def schemas() -> dict[str, Any]:
             (HandoverUpdate, "serialization"),
             (ErasureNotice, "serialization"),
             (CloudEventHeaders, "serialization"),
+            # Not messages: what a sealed disclosure holds, and the referral API's answer
+            # with the key that opens it.
+            (DisclosedData, "serialization"),
+            (FeedKey, "serialization"),
         ],
         ref_template=SCHEMAS + "{model}",
     )

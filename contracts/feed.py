@@ -7,10 +7,18 @@ event's stable id (``Event.event_id``), the same however often the event is re-p
 subscribers de-duplicate by it.
 
 An update holds only what the agency may see: ids, statuses, the service asked for,
-deadlines and reasons; personal data only in ``disclosure.data``, and only for the recipient
-of a referral, exactly as the disclosure recorded it. Free-text notes and the reasons given
-for an emergency override stay out (they tend to describe the person); read them through
-the referral API. Nothing personal ever goes into keys or headers.
+deadlines and reasons; personal data only in ``disclosure.sealed``, and only for the
+recipient of a referral, exactly as the disclosure recorded it. Free-text notes and the
+reasons given for an emergency override stay out (they tend to describe the person); read
+them through the referral API. Nothing personal ever goes into keys or headers.
+
+The personal part of a disclosure (:class:`SealedData`: the person's id and the released
+data, :class:`DisclosedData` once opened) travels encrypted with AES-256-GCM under a key
+derived from the person's own data key for the recipient and the referral. The recipient
+fetches that key (:class:`FeedKey`) from ``GET /referral/feed/keys/{key_id}``, a read of the
+person's data like any other (the access policy decides, the read audit records it). Once
+the person is erased their key is destroyed: the API answers 410 and every message ever
+published about them, before the erasure too, stays ciphertext for good.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from contracts.vocabulary import DataCategory, Purpose, ServiceType
 SPEC_VERSION = "1.0"
 SOURCE = "/ketnoi/referral"
 CONTENT_TYPE = "application/json"
+SEAL_ALGORITHM = "A256GCM"
+FEED_KEY_PATH = "/referral/feed/keys/{key_id}"
 
 
 class Audience(StrEnum):
@@ -80,9 +90,54 @@ class CloudEventHeaders(Model):
     content_type: Literal["application/json"] = Field(alias="content-type")
 
 
+def sealed_data_aad(referral_id: UUID | str, version: int, disclosure_id: UUID | str) -> bytes:
+    """The associated data of a message's sealed part: ``<referral_id>/<version>/
+    <disclosure_id>`` in UTF-8, all three as the message's value holds them, so a sealed part
+    opens only in the message it was written for."""
+    return f"{referral_id}/{version}/{disclosure_id}".encode()
+
+
+class SealedData(Model):
+    """The personal part of a disclosure, encrypted: AES-256-GCM of the JSON of a
+    :class:`DisclosedData` under the key ``key_id`` names, with ``sealed_data_aad`` of the
+    message as associated data. Fetch the key from ``GET /referral/feed/keys/{key_id}``."""
+
+    key_id: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="which key opens it: opaque, nothing personal",
+    )
+    alg: Literal["A256GCM"] = Field(description="AES-256-GCM with a 96-bit nonce")
+    nonce: str = Field(max_length=24, description="the 12-byte nonce, base64")
+    ciphertext: str = Field(
+        max_length=2_000_000, description="the ciphertext with its 16-byte tag at the end, base64"
+    )
+
+
+class DisclosedData(Model):
+    """What a :class:`SealedData` holds, once opened."""
+
+    person_id: UUID
+    data: dict[str, dict[str, Any]] = Field(
+        description="the released fields by data category, as far as the recipient may read "
+        "them when the message was published"
+    )
+
+
+class FeedKey(Model):
+    """The answer of ``GET /referral/feed/keys/{key_id}``: the key that opens the sealed
+    disclosures of one referral for its recipient. Keep it no longer than you keep the data
+    it opens; after the person's erasure it is gone (410)."""
+
+    key_id: str
+    alg: Literal["A256GCM"]
+    key: str = Field(description="the 256-bit key, base64")
+
+
 class Disclosure(Model):
     """A disclosure to the recipient: what was released, on what basis, and (to the
-    recipient only) the released data itself."""
+    recipient only) the released data itself, sealed."""
 
     disclosure_id: UUID
     basis: DisclosureBasis
@@ -91,10 +146,9 @@ class Disclosure(Model):
     flagged_for_review: bool = False
     override_id: UUID | None = None
     disclosed_at: datetime
-    person_id: UUID | None = Field(default=None, description="recipient only")
-    data: dict[str, dict[str, Any]] | None = Field(
+    sealed: SealedData | None = Field(
         default=None,
-        description="the released fields by data category; recipient only",
+        description="recipient only: the person's id and the released data, encrypted",
     )
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.access_policy import (
@@ -20,6 +20,7 @@ from contracts.access_policy import (
     sight,
 )
 from contracts.envelope import AGENCY_ID_PATTERN, AgencyRef
+from contracts.feed import FEED_KEY_PATH, SEAL_ALGORITHM, FeedKey
 from contracts.referral import (
     OVERRIDE_DEFAULT_HOURS,
     OVERRIDE_MAX_HOURS,
@@ -56,11 +57,12 @@ from services.referral.domain import (
     next_steps,
 )
 from services.referral.domain.overrides import Override
+from services.referral.feed_keys import FeedKeys, b64, referral_of
 from services.runtime.access import check, record_read, roles_for
 from services.runtime.agencies import Agencies
 from services.runtime.aggregate import utcnow
 from services.runtime.auth import CurrentPrincipal, Principal
-from services.runtime.errors import PermissionDeniedError
+from services.runtime.errors import NotFoundError, PermissionDeniedError, UnavailableError
 from services.runtime.http import IdempotencyKey, command_context
 
 
@@ -899,3 +901,94 @@ def confirm_handover(
     ctx = command_context(request, principal, roles_for(Action.CONFIRM_HANDOVER), idempotency_key)
     scope = handover_allows(principal, Action.CONFIRM_HANDOVER)
     return referrals.confirm_handover(ctx, handover_id, principal.agency_id, scope=scope)
+
+
+# -- the agency feed's keys -------------------------------------------------------------------
+
+
+class FeedKeyNotFoundError(NotFoundError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"No feed key {key_id} visible to you.", key_id=key_id)
+
+
+class FeedKeyGoneError(NotFoundError):
+    """The person was erased: their key, and every key derived from it, is destroyed."""
+
+    status = 410
+    slug = "erased"
+    title = "The person was erased"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"The person whose data feed key {key_id} opened was erased; it opens nothing any "
+            "more. Erase what you hold of them.",
+            key_id=key_id,
+        )
+
+
+KeyId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+@router.get(
+    FEED_KEY_PATH.removeprefix(router.prefix),
+    response_model=FeedKey,
+    summary="The key that opens the personal data your agency's feed carries of a referral",
+    responses={410: {"description": "the person was erased: the key is destroyed"}},
+)
+def read_feed_key(
+    key_id: KeyId,
+    referrals: Referrals,
+    principal: CurrentPrincipal,
+    request: Request,
+    response: Response,
+) -> Any:
+    """For the recipient of the referral, as far as the access policy lets it read the
+    person's data now (consent in force, or an emergency override); a recorded read, like
+    reading the referral itself. 410 once the person is erased."""
+    referral_id = referral_of(key_id)
+    if referral_id is None:
+        raise FeedKeyNotFoundError(key_id)
+    read_consent_to_head(request)  # a withdrawal committed before this request counts
+    try:
+        referral = referrals.get_referral(referral_id)
+    except ReferralNotFoundError:
+        raise FeedKeyNotFoundError(key_id) from None
+    case_file = referrals.get_case_file(referral.spec.case_id)
+    ties = referral_ties(referral, case_file)
+    check(principal, ties, Action.SEE_PROGRESS, lambda: FeedKeyNotFoundError(key_id))
+    if principal.agency_id not in ties.recipients or referral.disclosure is None:
+        raise PermissionDeniedError("Only the recipient of a referral reads its feed's key.")
+    # Only the recipient's own tie counts, as when it reads the referral.
+    as_recipient = CaseTies(province=ties.province, recipients=ties.recipients)
+    check(principal, as_recipient, Action.READ_PERSONAL, lambda: FeedKeyNotFoundError(key_id))
+    if case_file.erased:
+        raise FeedKeyGoneError(key_id)
+    now = utcnow()
+    seen = sight(
+        principal.asker,
+        as_recipient,
+        referral.spec.categories,
+        consent=referral.decision(case_file, now),
+        override_id=referral.override_in_force_at(now),
+    )
+    if not seen.categories:
+        raise PermissionDeniedError(
+            "The consent in force does not let your agency read this person's data now."
+        )
+    store = referrals.person_keys
+    if store is None:
+        raise UnavailableError("This installation has no store of persons' keys.")
+    person_id = referral.disclosure.person_id
+    key = FeedKeys(store).key(person_id, principal.agency_id, referral.id)
+    if key is None:
+        raise FeedKeyGoneError(key_id)
+    record_read(
+        request,
+        principal,
+        seen,
+        case_id=referral.spec.case_id,
+        what="referral.feed_key",
+        person_id=person_id,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return FeedKey(key_id=key_id, alg=SEAL_ALGORITHM, key=b64(key))

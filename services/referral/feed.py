@@ -13,8 +13,9 @@ in-process prompt, and polls as a safety net.
 
 Personal data in a message passes the access policy when the message is built, against the
 consent log read at its head (``ConsentAtHead``), not against the referral service's copy of
-it; each message that carries data is recorded in the read audit before its batch is sent, and
-a batch whose reads cannot be recorded is not sent (it is retried like any failed batch).
+it, and is sealed under a key derived from the person's data key (``feed_keys``); each message
+that carries data is recorded in the read audit before its batch is sent, and a batch whose
+reads cannot be recorded is not sent (it is retried like any failed batch).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from contracts.consent import consent_record_id
 from contracts.envelope import Event
 from services.referral.application import ReferralService
 from services.referral.domain import Referral
+from services.referral.feed_keys import FeedKeys
 from services.referral.feed_messages import FEED_EVENTS, FeedMessage, FeedView, recipient_sight
 from services.referral.feed_tracking import UPSTREAM, close_recorder, forget_position
 from services.runtime.application import ServiceApplication
@@ -59,6 +61,7 @@ from services.runtime.kafka import (
 )
 from services.runtime.logging import get_logger
 from services.runtime.persistence import decode_stored
+from services.runtime.person_keys import person_keys
 from services.runtime.read_audit import ReadAuditLog, audit_env
 from services.runtime.settings import Settings
 
@@ -163,7 +166,11 @@ class FeedRelay:
         self.consent = ConsentAtHead(consent or open_consent_upstream(settings))
         self.audit = audit or ReadAuditLog(env=audit_env(settings))
         self.view = FeedView(
-            upstream.recorder, upstream.mapper, self.feed.cache_size, release=self.consent.release
+            upstream.recorder,
+            upstream.mapper,
+            self.feed.cache_size,
+            release=self.consent.release,
+            keys=FeedKeys(person_keys(settings)),
         )
         self.prompt = threading.Event()
         self.stopping = threading.Event()

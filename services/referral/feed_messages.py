@@ -11,7 +11,10 @@ Rules (DESIGN.md, "The agency feed"):
   is published (``recipient_sight``: the consent in force then, or an emergency override in
   force then). A disclosure re-published after a withdrawal, an expiry or the person's 18th
   birthday carries none of the data it no longer covers. Every message that carries data is
-  a read of the person's data, recorded in the read audit before it is sent.
+  a read of the person's data, recorded in the read audit before it is sent;
+- the data travels sealed, under a key derived from the person's data key for the recipient
+  and the referral (``feed_keys``), so erasing the person makes every message about them
+  unreadable, those published before the erasure included.
 
 The state an event is judged in is the referral (or handover) rebuilt from the log up to that
 event, so re-publishing any stretch of the log gives the same messages, but for the data the
@@ -64,6 +67,7 @@ from contracts.referral import (
 )
 from contracts.vocabulary import DataCategory, Role
 from services.referral.domain import Handover, Referral
+from services.referral.feed_keys import FeedKeys
 from services.runtime.aggregate import Aggregate, utcnow
 from services.runtime.persistence import decode_stored
 from services.runtime.read_audit import personal_data_read
@@ -155,8 +159,8 @@ class FeedView:
     behind, as after a restart or when a failed batch is read again.
 
     ``release`` says what a recipient may read of a referral's data at an instant; the data
-    a message carries is decided when it is built (``clock``), and each such read waits in
-    ``reads`` until the relay records it (``take_reads``).
+    a message carries is decided when it is built (``clock``), sealed with ``keys``, and each
+    such read waits in ``reads`` until the relay records it (``take_reads``).
     """
 
     def __init__(
@@ -166,12 +170,14 @@ class FeedView:
         cache_size: int,
         *,
         release: Release,
+        keys: FeedKeys,
         clock: Callable[[], datetime] = utcnow,
     ):
         self.recorder = recorder
         self.mapper = mapper
         self.cache_size = cache_size
         self.release = release
+        self.keys = keys
         self.clock = clock
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
         self.rebuilt = 0
@@ -226,7 +232,7 @@ class FeedView:
         # The sender reads what was disclosed, never the data; the recipient the data too,
         # as far as it may read it now.
         update["audience"] = Audience.SENDER
-        update["disclosure"] = disclosure(disclosed, with_data=False)
+        update["disclosure"] = disclosure(disclosed)
         to_sender = to_json(update)
         messages = [FeedMessage(spec.from_agency.agency_id, key, headers, to_sender)]
         if referral.dispatched_at is not None:
@@ -241,17 +247,27 @@ class FeedView:
         return messages
 
     def _released(self, referral: Referral, disclosed: DisclosureRecorded) -> dict[str, Any]:
-        """The disclosure as its recipient may read it now; the read recorded if it shows
-        any data."""
+        """The disclosure as its recipient may read it now, its data sealed; the read
+        recorded if it shows any data."""
         at = self.clock()
         seen = self.release(referral, at)
         allowed = {category.value for category in seen.categories}
         data = {name: facts for name, facts in disclosed.data.items() if name in allowed}
-        values = disclosure(disclosed, with_data=bool(data))
+        values = disclosure(disclosed)
         assert values is not None
         if not data:
             return values
-        values["data"] = data
+        sealed = self.keys.seal(
+            person_id=disclosed.person_id,
+            agency_id=referral.spec.to_agency.agency_id,
+            referral_id=referral.id,
+            version=referral.version,
+            disclosure_id=disclosed.disclosure_id,
+            data=data,
+        )
+        if sealed is None:  # erased since the event was read: nothing of theirs to send
+            return values
+        values["sealed"] = sealed
         assert seen.basis is not None
         assert seen.role is not None
         read = personal_data_read(
@@ -349,8 +365,8 @@ def _disclosed(referral: Referral, event: Event) -> DisclosureRecorded | None:
     return None
 
 
-def disclosure(event: DisclosureRecorded | None, *, with_data: bool) -> dict[str, Any] | None:
-    """The values of a ``Disclosure``; the person and the data only ``with_data``."""
+def disclosure(event: DisclosureRecorded | None) -> dict[str, Any] | None:
+    """The values of a ``Disclosure`` without its sealed data (the recipient's alone)."""
     if event is None:
         return None
     return {
@@ -361,8 +377,7 @@ def disclosure(event: DisclosureRecorded | None, *, with_data: bool) -> dict[str
         "flagged_for_review": event.flagged_for_review,
         "override_id": event.override_id,
         "disclosed_at": event.timestamp,
-        "person_id": event.person_id if with_data else None,
-        "data": event.data if with_data else None,
+        "sealed": None,
     }
 
 

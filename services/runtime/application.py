@@ -11,6 +11,7 @@ conflict between two people appears on the re-run as the rule refusing the secon
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -66,6 +67,7 @@ class ServiceApplication(Application[UUID]):
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env=env)
         self.command_retry = CommandRetry.from_env(self.env)
+        self._digest_key: bytes | None = None  # see _digest
         policy = policy_from_env(self.env)
         if policy is not None and isinstance(self.recorder, PostgresSeal | SQLiteSeal):
             self.recorder.checkpoints = policy
@@ -180,10 +182,10 @@ class ServiceApplication(Application[UUID]):
             return result
 
         record_id = self._idempotency_record_id(ctx)
-        digest = _digest(command, request)
+        digest = self._digest(command, request)
         earlier = self._recorded(record_id)
         if earlier is not None:
-            result = _replay(earlier, command, digest)
+            result = _replay(earlier, command, digest, request)
             _log(command, result, replayed=True)
             self._note_head()
             return result
@@ -205,7 +207,7 @@ class ServiceApplication(Application[UUID]):
         def recorded_meanwhile() -> Result | None:
             # A concurrent request with the same key won: its result is the answer.
             earlier = self._recorded(record_id)
-            return None if earlier is None else _replay(earlier, command, digest)
+            return None if earlier is None else _replay(earlier, command, digest, request)
 
         result, replayed = self._run_until_saved(command, run, record, recorded_meanwhile)
         _log(command, result, replayed=replayed)
@@ -260,6 +262,20 @@ class ServiceApplication(Application[UUID]):
         if base:
             time.sleep(base * attempt * random.uniform(0.5, 1.5))
 
+    def _digest(self, command: str, request: Mapping[str, Any]) -> str:
+        """What a command's record keeps of its request: an HMAC under a key of the
+        installation's (wrapped by the master key beside the persons' keys), so the
+        personal text in a request cannot be guessed back from it by trying candidates; a
+        plain SHA-256 where no key store is configured."""
+        key = self._digest_key
+        if key is None:
+            keys = self.person_keys
+            if keys is None:
+                return _plain_digest(command, request)
+            key = self._digest_key = keys.derive(_DIGEST_KEY_OWNER, _DIGEST_INFO, create=True)
+            assert key is not None  # the installation's key is never erased
+        return KEYED_DIGEST + hmac.new(key, _request_body(command, request), "sha256").hexdigest()
+
     @staticmethod
     def _idempotency_record_id(ctx: CommandContext) -> UUID:
         # Keys are the client's; scope them to the user so two clients cannot collide.
@@ -282,13 +298,28 @@ def _fresh_reads(fresh: bool) -> Iterator[None]:
         _rerun.reset(token)
 
 
-def _digest(command: str, request: Mapping[str, Any]) -> str:
-    body = orjson.dumps({"command": command, "request": request}, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(body).hexdigest()
+# The key of the digests of idempotent requests: one for the installation, kept as a
+# person's key would be, under an id no person has.
+_DIGEST_KEY_OWNER = uuid5(KETNOI_NAMESPACE, "installation/idempotency-digest")
+_DIGEST_INFO = b"ketnoi-idempotency-digest/v1"
+KEYED_DIGEST = "hmac-sha256:"
 
 
-def _replay(earlier: CommandRecorded, command: str, digest: str) -> Result:
-    if earlier.command != command or earlier.request_digest != digest:
+def _request_body(command: str, request: Mapping[str, Any]) -> bytes:
+    return orjson.dumps({"command": command, "request": request}, option=orjson.OPT_SORT_KEYS)
+
+
+def _plain_digest(command: str, request: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_request_body(command, request)).hexdigest()
+
+
+def _replay(
+    earlier: CommandRecorded, command: str, digest: str, request: Mapping[str, Any]
+) -> Result:
+    # A record made before digests were keyed (or without a key store) holds a plain one.
+    if not earlier.request_digest.startswith(KEYED_DIGEST):
+        digest = _plain_digest(command, request)
+    if earlier.command != command or not hmac.compare_digest(earlier.request_digest, digest):
         raise IdempotencyKeyReusedError(
             "This Idempotency-Key was already used for a different request; "
             "use a new key for a new request."

@@ -35,7 +35,9 @@ from uuid import UUID
 
 import psycopg
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -128,7 +130,8 @@ class PersonKeys:
         self._backend = backend
         self._wrapper = wrapper
         self.cache_seconds = cache_seconds
-        self._cache: OrderedDict[str, tuple[AESGCM, float]] = OrderedDict()
+        # person -> (cipher, the key itself for ``derive``, when it is forgotten)
+        self._cache: OrderedDict[str, tuple[AESGCM, bytes, float]] = OrderedDict()
         self._erased: set[str] = set()  # erasure is for ever: safe to remember
         self._lock = threading.Lock()
 
@@ -144,15 +147,33 @@ class PersonKeys:
 
     def cipher(self, person_id: UUID | str) -> AESGCM | None:
         """The cipher of the person's data key; None when they have none or were erased."""
+        found = self._unwrapped(person_id)
+        return found[0] if found is not None else None
+
+    def derive(self, person_id: UUID | str, info: bytes, *, create: bool = False) -> bytes | None:
+        """A 256-bit key derived from the person's data key for ``info`` (HKDF-SHA256), for
+        data sealed outside the event store that erasure must reach too (the agency feed);
+        None when the person was erased, or has no key and ``create`` is false (with it, the
+        key is made as for writing, as for a person whose events predate encryption)."""
+        if create:
+            self.cipher_for_writing(person_id)
+        found = self._unwrapped(person_id)
+        if found is None:
+            return None
+        return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(
+            found[1]
+        )
+
+    def _unwrapped(self, person_id: UUID | str) -> tuple[AESGCM, bytes] | None:
         person = str(person_id)
         now = time.monotonic()
         with self._lock:
             if person in self._erased:
                 return None
             cached = self._cache.get(person)
-            if cached is not None and cached[1] > now:
+            if cached is not None and cached[2] > now:
                 self._cache.move_to_end(person)
-                return cached[0]
+                return cached[0], cached[1]
         found, erased = self._backend.select(UUID(person))
         if erased:
             with self._lock:
@@ -161,13 +182,14 @@ class PersonKeys:
             return None
         if found is None:
             return None
-        aead = AESGCM(self._wrapper.unwrap(person, found))
+        key = self._wrapper.unwrap(person, found)
+        aead = AESGCM(key)
         with self._lock:
-            self._cache[person] = (aead, now + self.cache_seconds)
+            self._cache[person] = (aead, key, now + self.cache_seconds)
             self._cache.move_to_end(person)
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return aead
+        return aead, key
 
     def erase(self, person_id: UUID) -> bool:
         """Destroy the person's key (a tombstone stays); False when it was destroyed before."""

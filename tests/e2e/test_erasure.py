@@ -3,10 +3,13 @@ consent, a referral with its disclosure and case work is erased through the API 
 one person, approved by another); then every log still verifies, no table, file or export
 holds any of their distinctive values, a rebuild of the read models does not bring them back,
 the case reads as erased, and the feed publishes an erasure notice to every agency it told
-and nothing personal any more."""
+and nothing personal any more. What the feed published before holds nothing of them in clear
+either: their data was sealed under a key derived from theirs, gone with it."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import subprocess
@@ -46,16 +49,26 @@ from contracts.vocabulary import (
 from services.cli import app as cli
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.referral.feed import ConsentAtHead, open_consent_upstream, open_feed_upstream
+from services.referral.feed_keys import FeedKeys
 from services.referral.feed_messages import FeedMessage, FeedView
 from services.runtime.aggregate import CommandContext
 from services.runtime.auth import TokenService
 from services.runtime.persistence import decode_stored
+from services.runtime.person_keys import person_keys
 from services.runtime.seal.keys import seal_signer
 from services.runtime.settings import Settings
 from tests.integration.test_projections import HOSPITAL, MANAGER, OFFICER, POLICE, SWC, WRITTEN
 from tests.integration.test_projections import staff as staff_of
 from tests.support.agencies import TEST_AGENCIES, register_agencies
-from tests.support.feed import FeedReader, drop_feed_schema, feed_kafka_settings, relay_for
+from tests.support.feed import (
+    FeedReader,
+    agency_keys,
+    drop_feed_schema,
+    feed_kafka_settings,
+    open_sealed,
+    relay_for,
+    written_agencies,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -187,7 +200,8 @@ def feed_messages(p: Platform) -> list[FeedMessage]:
     ``ketnoi feed --reset``) by the relay's own view of it."""
     upstream = open_feed_upstream(p.settings, app=p.referral)
     consent = ConsentAtHead(open_consent_upstream(p.settings, app=p.consent))
-    view = FeedView(upstream.recorder, upstream.mapper, 100, release=consent.release)
+    keys = FeedKeys(person_keys(p.settings))
+    view = FeedView(upstream.recorder, upstream.mapper, 100, release=consent.release, keys=keys)
     found: list[FeedMessage] = []
     for n in upstream.recorder.select_notifications(start=1, limit=100_000, topics=upstream.topics):
         found += view.messages_for(decode_stored(upstream.mapper, n))
@@ -263,15 +277,29 @@ def test_an_erased_person_leaves_no_readable_trace(
     if settings.database_url is None:
         del env["KETNOI_DATABASE_URL"]
 
-    # Before: the holder reads the person; the hospital's feed carries her name; the events
-    # hold her values encrypted only (the events of other people are stored the same way).
-    before = [m for m in feed_messages(platform) if m.agency_id == "dt-hospital"]
-    assert any(who.name.encode() in m.value for m in before)
+    # Before: the holder reads the person; the hospital's feed carries her name, sealed: no
+    # message holds any of her values in clear, and the hospital opens its disclosure with
+    # the key it fetches from the API. The events hold her values encrypted only (the events
+    # of other people are stored the same way).
+    before = feed_messages(platform)
+    assert not [m for m in before if any(v in m.value for v in who.values.values())]
+    sealed = [
+        value
+        for value in (json.loads(m.value) for m in before if m.agency_id == "dt-hospital")
+        if (value.get("disclosure") or {}).get("sealed")
+    ]
+    assert sealed
+    key_id = sealed[0]["disclosure"]["sealed"]["key_id"]
+    recipient = as_(Role.AGENCY_STAFF, "dt-hospital", "dt-hospital-1")
     with TestClient(http_app(platform, tokens)) as client:
         read = client.get(f"/intake/cases/{case_id}", headers=manager)
         assert read.status_code == 200, read.text
         assert read.json()["person"]["full_name"] == who.name
         assert who.findings in read.text
+        fetched = client.get(f"/referral/feed/keys/{key_id}", headers=recipient)
+        assert fetched.status_code == 200, fetched.text
+        key = base64.b64decode(fetched.json()["key"])
+        assert all(open_sealed(key, v)["data"]["identity"]["full_name"] == who.name for v in sealed)
 
         # One person asks; the same person cannot approve; another does.
         asked = client.post(
@@ -315,9 +343,15 @@ def test_an_erased_person_leaves_no_readable_trace(
         assert timeline.status_code == 404  # the read models dropped her case
         copy = client.get(f"/projections/cases/{case_id}/copy", headers=manager)
         assert not holding({"copy": copy.content}, who.values)
-        recipient = as_(Role.AGENCY_STAFF, "dt-hospital", "dt-hospital-1")
         referral = client.get(f"/referral/referrals/{referral_id}", headers=recipient)
         assert not holding({"referral": referral.content}, who.values)
+        # The key of what the feed sealed for her is gone with hers: nothing published about
+        # her, before the erasure either, opens any more.
+        gone_key = client.get(f"/referral/feed/keys/{key_id}", headers=recipient)
+        assert gone_key.status_code == 410, gone_key.text
+        assert "key" not in gone_key.json()
+    person_id = platform.intake.get_case(case_id).person_id
+    assert FeedKeys(person_keys(settings)).key(person_id, "dt-hospital", referral_id) is None
 
     # Every event of every log still decodes (a follower, a replay or a rebuild goes on),
     # her fields reading as erased.
@@ -364,27 +398,40 @@ def test_an_erased_person_leaves_no_readable_trace(
 
 @pytest.mark.postgres
 @pytest.mark.kafka
-def test_the_feed_tells_every_agency_and_publishes_nothing_of_the_person_after_erasure(
+def test_nothing_the_feed_ever_published_about_the_person_reads_after_erasure(
     pg_settings: Settings, kafka_bootstrap: str
 ) -> None:
     """On a real broker. What the relay published before the erasure stays in the topics
-    (Kafka is not Ketnoi's to rewrite; the notice asks each agency to delete it): the test
-    shows it is there, then that everything published afterwards, the notices and a whole
-    re-publication of the log, holds nothing of the person."""
+    (Kafka is not Ketnoi's to rewrite), but her data in it is sealed under a key derived from
+    hers: the recipient opens it while she is known, and once she is erased the key is gone
+    (410), every agency is told, and a byte search of every message on every topic the relay
+    wrote, before the erasure and after, finds none of her values; none of what was sealed
+    opens any more."""
     migrate(pg_settings)
     platform = start(pg_settings, run_followers=False)
     register_agencies(platform)
     kafka = feed_kafka_settings(kafka_bootstrap)
-    reader = FeedReader(kafka, ["dt-hospital", "dt-swc"])
+    readers: list[FeedReader] = []
     try:
         who = Person()
-        case_id, _referral_id = record_everything(platform, who)
-        with relay_for(pg_settings, kafka) as relay:
+        case_id, referral_id = record_everything(platform, who)
+        with relay_for(pg_settings, kafka) as relay, agency_keys(platform) as keys:
+            reader = FeedReader(kafka, ["dt-hospital", "dt-swc"], keys)
+            readers.append(reader)
             assert relay.catch_up() > 0
             before = relay.published  # acknowledged by the broker
             reader.read_until(before, timeout=30)
             assert len(reader.records) == before
+            # The hospital reads her name once it opened its disclosure; on the wire it is
+            # ciphertext, under the key of her referral.
             assert any(who.name in r.raw for r in reader.of("dt-hospital"))
+            assert not [r for r in reader.records if who.name.encode() in r.on_the_wire]
+            key_ids = {
+                r.wire["disclosure"]["sealed"]["key_id"]
+                for r in reader.records
+                if (r.wire.get("disclosure") or {}).get("sealed")
+            }
+            assert key_ids == {str(referral_id)}
 
             supervisor = Actor(user_id="supervisor-1", agency_id="dt-swc", role=Role.SUPERVISOR)
             platform.intake.request_erasure(ctx(MANAGER, 60), case_id, ErasureReason.PERSON_REQUEST)
@@ -403,15 +450,42 @@ def test_the_feed_tells_every_agency_and_publishes_nothing_of_the_person_after_e
             relay.start_over()  # a whole re-publication, as after `ketnoi feed --reset`
             assert relay.catch_up() > 0
             assert relay.published == 2 * (before + 2)
-            reader.read_until(2 * (before + 2), timeout=30)
-            again = reader.records[before + 2 :]
-            assert len(again) == before + 2
-            leaked = [r.raw for r in again if any(v in r.raw for v in vars(who).values())]
+
+            # The hospital asks for the key again: gone.
+            keys.forget()
+            asked = len(keys.answers)
+            assert keys.key("dt-hospital", str(referral_id)) is None
+            assert keys.answers[-1] == ("dt-hospital", str(referral_id), 410)
+
+            # Every message on every topic the relay wrote, from the first: before the
+            # erasure, the notices, the re-publication.
+            agencies = written_agencies(kafka)
+            assert {"dt-hospital", "dt-swc"} <= set(agencies)
+            everything = FeedReader(kafka, agencies, keys)
+            readers.append(everything)
+            everything.read_until(2 * (before + 2), timeout=30, settle=1.0)
+            assert len(everything.records) == 2 * (before + 2)
+            needles = list(who.values.values())
+            assert any(str(case_id).encode() in r.on_the_wire for r in everything.records)
+            leaked = [
+                r.on_the_wire
+                for r in everything.records
+                if any(v in r.on_the_wire for v in needles)
+            ]
             assert leaked == []
-            # What was published before the erasure is still in the broker.
-            assert any(who.name in r.raw for r in reader.records[:before])
+            # What was sealed before the erasure is still there, and opens for no one.
+            sealed_before = [
+                r for r in everything.records if (r.wire.get("disclosure") or {}).get("sealed")
+            ]
+            assert sealed_before
+            assert all(r.data["disclosure"]["data"] is None for r in sealed_before)
+            # Each of them made the hospital ask for the key again: gone every time.
+            answers = keys.answers[asked:]
+            assert len(answers) == 1 + len(sealed_before)
+            assert {status for _, _, status in answers} == {410}
     finally:
-        reader.close()
+        for reader in readers:
+            reader.close()
         platform.close()
         drop_feed_schema(pg_settings)
 

@@ -32,8 +32,10 @@ from services.runtime.aggregate import CommandContext
 from services.runtime.kafka import KafkaSettings
 from services.runtime.settings import Settings
 from tests.support.feed import (
+    FeedKeyClient,
     FeedReader,
     Received,
+    agency_keys,
     drop_feed_schema,
     feed_kafka_settings,
     kafka_env,
@@ -74,6 +76,13 @@ def kafka(kafka_bootstrap: str) -> KafkaSettings:
     return feed_kafka_settings(kafka_bootstrap)
 
 
+@pytest.fixture
+def keys(platform: Platform) -> Iterator[FeedKeyClient]:
+    """Each agency opens its sealed disclosures with keys it fetches from the API."""
+    with agency_keys(platform) as found:
+        yield found
+
+
 def types_of(records: list[Received]) -> list[str]:
     return [r.ce_type.removeprefix("org.ketnoi.referral.").removesuffix(".v1") for r in records]
 
@@ -90,15 +99,20 @@ def check_envelope(record: Received) -> None:
     CloudEventHeaders.model_validate(record.headers)
     # The value is exactly its contract model's JSON: nothing missing, nothing extra.
     model = HandoverUpdate if ".handover_" in record.ce_type else ReferralUpdate
-    assert model.model_validate(record.data).model_dump(mode="json") == record.data
-    # Nothing personal in keys or headers, ever.
+    assert model.model_validate(record.wire).model_dump(mode="json") == record.wire
+    # Nothing personal in keys, headers or values in clear, ever.
     for name in NAMES:
         assert name not in record.key.decode()
         assert all(name not in v for v in record.headers.values())
+        assert name.encode() not in record.value
 
 
 def test_dong_thap_each_agency_reads_only_what_was_disclosed_to_it(
-    platform: Platform, pg_settings: Settings, kafka: KafkaSettings, tmp_path: Path
+    platform: Platform,
+    pg_settings: Settings,
+    kafka: KafkaSettings,
+    keys: FeedKeyClient,
+    tmp_path: Path,
 ) -> None:
     seeded = seed(platform, tmp_path)
     lan = next(c for c in seeded if c.key == "dong-thap-2")
@@ -120,7 +134,7 @@ def test_dong_thap_each_agency_reads_only_what_was_disclosed_to_it(
         assert relay.catch_up() > 0
         assert relay.catch_up() == 0
     agencies = [a.agency_id for a in (DT_POLICE, DT_BORDER_GUARD, DT_SWC, DT_HOSPITAL)]
-    reader = FeedReader(kafka, agencies)
+    reader = FeedReader(kafka, agencies, keys)
     try:
         reader.read_until(12 + 10 + 29 + 9, settle=1.0)
     finally:
@@ -170,6 +184,15 @@ def test_dong_thap_each_agency_reads_only_what_was_disclosed_to_it(
     assert {r.data["disclosure"]["data"]["identity"]["full_name"] for r in with_data} == set(NAMES)
     assert all(set(r.data["disclosure"]["data"]) == {"identity"} for r in with_data)
     assert all(r.data["audience"] == "recipient" for r in hospital)
+    # Only the recipient gets the key: the sender reads what went, never the data; an
+    # agency with no tie to the referral does not learn it exists.
+    key_id = with_data[0].wire["disclosure"]["sealed"]["key_id"]
+    assert keys.key(DT_SWC.agency_id, key_id) is None
+    assert keys.key("lao-cai-police", key_id) is None
+    assert keys.answers[-2:] == [
+        (DT_SWC.agency_id, key_id, 403),
+        ("lao-cai-police", key_id, 404),
+    ]
 
     # The social work centre sent every referral: it reads each step, never the data.
     assert Counter(types_of(swc)) == {
@@ -210,7 +233,11 @@ def test_dong_thap_each_agency_reads_only_what_was_disclosed_to_it(
 
 
 def test_a_withdrawal_holds_the_recipients_data_until_a_new_disclosure(
-    platform: Platform, pg_settings: Settings, kafka: KafkaSettings, tmp_path: Path
+    platform: Platform,
+    pg_settings: Settings,
+    kafka: KafkaSettings,
+    keys: FeedKeyClient,
+    tmp_path: Path,
 ) -> None:
     seeded = seed(platform, tmp_path)
     mai = next(c for c in seeded if c.key == "dong-thap-1")
@@ -251,7 +278,7 @@ def test_a_withdrawal_holds_the_recipients_data_until_a_new_disclosure(
 
     with relay_for(pg_settings, kafka) as relay:
         relay.catch_up()
-    reader = FeedReader(kafka, [DT_HOSPITAL.agency_id])
+    reader = FeedReader(kafka, [DT_HOSPITAL.agency_id], keys)
     try:
         reader.read_until(1_000, timeout=3)
     finally:
@@ -272,7 +299,11 @@ def test_a_withdrawal_holds_the_recipients_data_until_a_new_disclosure(
 
 
 def test_a_feed_published_again_after_a_withdrawal_carries_no_data_and_reads_are_recorded(
-    platform: Platform, pg_settings: Settings, kafka: KafkaSettings, tmp_path: Path
+    platform: Platform,
+    pg_settings: Settings,
+    kafka: KafkaSettings,
+    keys: FeedKeyClient,
+    tmp_path: Path,
 ) -> None:
     """The relay decides what the recipient reads when it publishes, on the consent log at its
     head: published again after a withdrawal (``ketnoi feed --reset``), the dispatch no longer
@@ -293,7 +324,7 @@ def test_a_feed_published_again_after_a_withdrawal_carries_no_data_and_reads_are
     assert platform.read_audit is not None
     before = [r for r in platform.read_audit.all_reads() if r.what == "referral.feed"]
 
-    reader = FeedReader(kafka, [DT_HOSPITAL.agency_id])
+    reader = FeedReader(kafka, [DT_HOSPITAL.agency_id], keys)
     try:
 
         def dispatches() -> list[Received]:
@@ -348,7 +379,7 @@ def test_a_feed_published_again_after_a_withdrawal_carries_no_data_and_reads_are
     carried = [
         r
         for r in reader.records
-        if r.data.get("disclosure") and r.data["disclosure"]["data"] is not None
+        if r.wire.get("disclosure") and r.wire["disclosure"]["sealed"] is not None
     ]
     assert len(reads) == len(carried) >= 1
     assert all(r.basis.value == "grant" and r.grant_ids for r in reads)
@@ -356,6 +387,19 @@ def test_a_feed_published_again_after_a_withdrawal_carries_no_data_and_reads_are
     # Mai's data went out in the first run only, on grants in force then.
     assert any(r.case_id == mai.case_id for r in reads)
     assert all(r.timestamp < withdrawn_at for r in reads if r.case_id == mai.case_id)
+    # Fetching the key that opened it is a recorded read too; after the withdrawal the
+    # hospital no longer gets it.
+    key_reads = [
+        r
+        for r in platform.read_audit.all_reads()
+        if r.what == "referral.feed_key" and r.case_id == mai.case_id
+    ]
+    assert key_reads
+    assert all(r.actor.agency_id == DT_HOSPITAL.agency_id for r in key_reads)
+    assert all(r.timestamp < withdrawn_at for r in key_reads)
+    keys.forget()
+    assert keys.key(DT_HOSPITAL.agency_id, str(rid)) is None
+    assert keys.answers[-1] == (DT_HOSPITAL.agency_id, str(rid), 403)
 
 
 def test_the_reference_subscriber_prints_each_event_once_and_commits(

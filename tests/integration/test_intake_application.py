@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+import orjson
 import psycopg
 import pytest
 from psycopg import sql
@@ -27,6 +29,7 @@ from services.cli.wiring import migrate
 from services.intake.application import IntakeService
 from services.intake.domain import CaseNotFoundError, CaseRuleError
 from services.runtime.aggregate import CommandContext
+from services.runtime.application import _replay
 from services.runtime.errors import IdempotencyKeyReusedError, InvalidRequestError
 from services.runtime.persistence import application_env
 from services.runtime.settings import Settings
@@ -115,6 +118,43 @@ class IntakeApplicationContract:
         # One reception and one record of the command, nothing more.
         topics = [n.topic for n in intake.recorder.select_notifications(start=None, limit=10)]
         assert topics == [ReceptionRecorded.topic(), CommandRecorded.topic()]
+
+    def test_a_commands_record_keeps_no_guessable_digest_of_its_request(
+        self, intake: IntakeService
+    ) -> None:
+        """The record of an idempotent command keeps an HMAC of the request under the
+        installation's key, not a SHA-256 anyone could match against guessed names; a retry
+        still matches it, and so does a record made before (a plain digest)."""
+        case_id = UUID(str(receive(intake)["case_id"]))
+        details = PersonDetails(full_name="Guessable Name", sex=Sex.FEMALE, estimated_age=17)
+        intake.register_person(ctx(key="person-key-1"), case_id, details)
+        (record,) = [
+            e
+            for n in intake.recorder.select_notifications(start=None, limit=100)
+            if n.topic == CommandRecorded.topic()
+            for e in [intake.mapper.to_domain_event(n)]
+            if isinstance(e, CommandRecorded) and e.command == "register_person"
+        ]
+        request = {"case_id": str(case_id), "details": details.model_dump(mode="json")}
+        body = orjson.dumps(
+            {"command": "register_person", "request": request}, option=orjson.OPT_SORT_KEYS
+        )
+        assert record.request_digest.startswith("hmac-sha256:")
+        assert hashlib.sha256(body).hexdigest() not in record.request_digest
+        # A retry matches it; another request under the same key does not.
+        assert intake.register_person(ctx(key="person-key-1"), case_id, details) == dict(
+            record.result
+        )
+        other = PersonDetails(full_name="Another Name", sex=Sex.FEMALE, estimated_age=17)
+        with pytest.raises(IdempotencyKeyReusedError):
+            intake.register_person(ctx(key="person-key-1"), case_id, other)
+        # A record with a plain digest, as made before digests were keyed, still replays.
+        plain = record.model_copy(update={"request_digest": hashlib.sha256(body).hexdigest()})
+        keyed = record.request_digest
+        assert _replay(plain, "register_person", keyed, request) == dict(record.result)
+        changed = {**request, "details": other.model_dump(mode="json")}
+        with pytest.raises(IdempotencyKeyReusedError):
+            _replay(plain, "register_person", keyed, changed)
 
     def test_a_key_reused_for_another_request_is_refused(self, intake: IntakeService) -> None:
         case_id = UUID(str(receive(intake)["case_id"]))

@@ -1,21 +1,28 @@
-"""Helpers of the agency feed tests: settings of a test's own, a raw reader, the relay."""
+"""Helpers of the agency feed tests: settings of a test's own, a raw reader that opens the
+sealed disclosures as an agency would (its key fetched from the referral API), the relay."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
+from contracts.vocabulary import Role
+from services.cli.wiring import Platform, http_app
 from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
 from services.referral.feed_tracking import FEED, tracking_recorder
+from services.runtime.auth import TokenService
 from services.runtime.kafka import KafkaSettings, ensure_topics, topic_for_agency
 from services.runtime.settings import Settings
 
@@ -56,13 +63,108 @@ def drop_feed_schema(settings: Settings) -> None:
         )
 
 
+class HttpClient(Protocol):
+    def get(self, url: str, *, headers: dict[str, str]) -> Any: ...
+
+
+class FeedKeyClient:
+    """Fetches the keys of sealed disclosures as each agency does: ``GET
+    /referral/feed/keys/{key_id}`` with a token of one of its staff (``headers_for``).
+
+    Keeps the keys it got (``forget`` drops them) and every answer's status in ``answers``.
+    """
+
+    def __init__(self, client: HttpClient, headers_for: Callable[[str], dict[str, str]]):
+        self.client = client
+        self.headers_for = headers_for
+        self.keys: dict[tuple[str, str], bytes] = {}
+        self.answers: list[tuple[str, str, int]] = []  # agency, key id, status
+
+    def key(self, agency_id: str, key_id: str) -> bytes | None:
+        found = self.keys.get((agency_id, key_id))
+        if found is not None:
+            return found
+        answer = self.client.get(
+            f"/referral/feed/keys/{key_id}", headers=self.headers_for(agency_id)
+        )
+        self.answers.append((agency_id, key_id, answer.status_code))
+        if answer.status_code != 200:
+            return None
+        body = answer.json()
+        assert body["key_id"] == key_id
+        assert body["alg"] == "A256GCM"
+        assert answer.headers["cache-control"] == "no-store"
+        self.keys[agency_id, key_id] = key = base64.b64decode(body["key"])
+        return key
+
+    def forget(self) -> None:
+        self.keys.clear()
+
+
+@contextmanager
+def agency_keys(platform: Platform) -> Iterator[FeedKeyClient]:
+    """Keys fetched from the platform's API as each agency's staff would, with a token of
+    its own (the agency, its kind and province from the platform's directory)."""
+    tokens = TokenService(platform.settings)
+
+    def headers_for(agency_id: str) -> dict[str, str]:
+        known = platform.agencies.lookup(agency_id)
+        assert known is not None, agency_id
+        token = tokens.issue(
+            user_id=f"{agency_id}-staff",
+            agency_id=agency_id,
+            province=known.province,
+            roles=[Role.AGENCY_STAFF],
+            agency_kind=known.kind,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    with TestClient(http_app(platform, tokens)) as client:
+        yield FeedKeyClient(client, headers_for)
+
+
+def open_sealed(key: bytes, value: dict[str, Any]) -> dict[str, Any]:
+    """The ``DisclosedData`` a referral update's sealed disclosure holds, opened as the
+    contract describes it (AES-256-GCM, the associated data ``<referral_id>/<version>/
+    <disclosure_id>``). Raises InvalidTag when the key or the message is not its own."""
+    disclosure = value["disclosure"]
+    sealed = disclosure["sealed"]
+    aad = f"{value['referral_id']}/{value['version']}/{disclosure['disclosure_id']}".encode()
+    plain = AESGCM(key).decrypt(
+        base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["ciphertext"]), aad
+    )
+    opened: dict[str, Any] = json.loads(plain)
+    return opened
+
+
+def opened(agency_id: str, value: dict[str, Any], keys: FeedKeyClient | None) -> dict[str, Any]:
+    """A message's value as its agency reads it: a disclosure with ``person_id`` and
+    ``data`` (None when it carries none, or its key could not be had) instead of ``sealed``."""
+    disclosure = value.get("disclosure")
+    if not disclosure:
+        return value
+    found: dict[str, Any] = {"person_id": None, "data": None}
+    sealed = disclosure["sealed"]
+    if sealed is not None and keys is not None:
+        key = keys.key(agency_id, sealed["key_id"])
+        if key is not None:
+            found = open_sealed(key, value)
+    rest = {k: v for k, v in disclosure.items() if k != "sealed"}
+    return {**value, "disclosure": {**rest, **found}}
+
+
 @dataclass(frozen=True)
 class Received:
+    """One record: ``value`` as published, ``wire`` its JSON, ``data`` as its agency reads it
+    (the disclosure opened when the reader has keys)."""
+
     topic: str
     partition: int
     offset: int
     key: bytes
     headers: dict[str, str]
+    value: bytes
+    wire: dict[str, Any]
     data: dict[str, Any]
 
     @property
@@ -74,15 +176,43 @@ class Received:
         return self.headers["ce_type"]
 
     @property
+    def on_the_wire(self) -> bytes:
+        """The key, the headers and the value, as bytes: what a byte search reads."""
+        headers = b"".join(f"{k}={v}\n".encode() for k, v in self.headers.items())
+        return self.key + b"\n" + headers + self.value
+
+    @property
     def raw(self) -> str:
         return json.dumps([self.key.decode(), self.headers, self.data], ensure_ascii=False)
 
 
-class FeedReader:
-    """Reads agencies' topics from the beginning, without a group, and keeps every record."""
+def written_agencies(kafka: KafkaSettings) -> list[str]:
+    """The agencies with a topic under ``kafka``'s prefix on the broker: every topic the
+    relay wrote to (tests give each run a prefix of its own)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_list(), request_timeout_ms=kafka.request_timeout_ms
+    )
+    try:
+        topics = consumer.topics()
+    finally:
+        consumer.close()
+    return sorted(
+        t.removeprefix(kafka.topic_prefix) for t in topics if t.startswith(kafka.topic_prefix)
+    )
 
-    def __init__(self, kafka: KafkaSettings, agencies: Iterable[str]) -> None:
+
+class FeedReader:
+    """Reads agencies' topics from the beginning, without a group, and keeps every record;
+    with ``keys``, opens each sealed disclosure as the record's agency would."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        agencies: Iterable[str],
+        keys: FeedKeyClient | None = None,
+    ) -> None:
         self.kafka = kafka
+        self.keys = keys
         self.topics = {topic_for_agency(kafka, a): a for a in agencies}
         ensure_topics(kafka, list(self.topics))
         self.consumer = KafkaConsumer(
@@ -104,8 +234,10 @@ class FeedReader:
         for records in self.consumer.poll(timeout_ms=timeout_ms).values():
             for r in records:
                 headers = {k: v.decode() for k, v in r.headers}
+                wire = json.loads(r.value)
+                data = opened(self.topics[r.topic], wire, self.keys)
                 self.records.append(
-                    Received(r.topic, r.partition, r.offset, r.key, headers, json.loads(r.value))
+                    Received(r.topic, r.partition, r.offset, r.key, headers, r.value, wire, data)
                 )
                 got += 1
         return got

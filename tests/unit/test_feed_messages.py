@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,10 +30,13 @@ from contracts.envelope import AGENCY_ID_PATTERN, Actor, AgencyRef, Event
 from contracts.feed import (
     Audience,
     CloudEventHeaders,
+    DisclosedData,
     Disclosure,
     HandoverStatus,
     HandoverUpdate,
     ReferralUpdate,
+    SealedData,
+    sealed_data_aad,
 )
 from contracts.referral import (
     DeadlineKind,
@@ -69,6 +75,7 @@ from contracts.referral import (
 )
 from contracts.vocabulary import AgencyKind, DataCategory, Purpose, Role, ServiceType
 from services.referral.domain import Handover, Referral
+from services.referral.feed_keys import FeedKeys
 from services.referral.feed_messages import (
     FEED_READ_PATH,
     FEED_READER,
@@ -77,6 +84,56 @@ from services.referral.feed_messages import (
     recipient_sight,
 )
 from services.runtime.persistence import decode_stored, new_mapper
+from services.runtime.person_keys import LocalMasterKey, PersonKeys
+
+
+class MemoryKeys:
+    """A store of wrapped keys in memory (the real ones are tested in test_person_keys)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[UUID, bytes | None] = {}
+
+    def create(self) -> None: ...
+
+    def insert(self, person_id: UUID, wrapped: bytes) -> None:
+        self.rows.setdefault(person_id, wrapped)
+
+    def select(self, person_id: UUID) -> tuple[bytes | None, bool]:
+        if person_id not in self.rows:
+            return None, False
+        wrapped = self.rows[person_id]
+        return wrapped, wrapped is None
+
+    def erase(self, person_id: UUID, at: datetime) -> bool:
+        erased = self.rows.get(person_id, b"") is not None
+        self.rows[person_id] = None
+        return erased
+
+    def close(self) -> None: ...
+
+
+def new_keys() -> FeedKeys:
+    return FeedKeys(PersonKeys(MemoryKeys(), LocalMasterKey(os.urandom(32))))
+
+
+KEYS = new_keys()
+
+
+def opened(keys: FeedKeys, agency_id: str, value: dict[str, Any], person: UUID) -> DisclosedData:
+    """The sealed part of a message, opened with the key its agency fetches (the person's,
+    for the agency and the referral), as the contract describes it."""
+    sealed = SealedData.model_validate(value["disclosure"]["sealed"])
+    referral_id = UUID(value["referral_id"])
+    assert sealed.key_id == str(referral_id)
+    assert sealed.alg == "A256GCM"
+    key = keys.key(person, agency_id, referral_id)
+    assert key is not None
+    aad = sealed_data_aad(referral_id, value["version"], value["disclosure"]["disclosure_id"])
+    plain = AESGCM(key).decrypt(
+        base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), aad
+    )
+    return DisclosedData.model_validate_json(plain)
+
 
 # -- the relay's messages, held to the contract models -------------------------------------
 #
@@ -86,21 +143,27 @@ from services.runtime.persistence import decode_stored, new_mapper
 # state: the model fills in any field the relay left out, and writes every value its own way.
 
 
+def disclosed_by(referral: Referral, event: Event) -> DisclosureRecorded | None:
+    """The disclosure a message of ``event`` carries."""
+    if isinstance(event, DisclosureRecorded):
+        return event
+    if isinstance(event, ReferralDispatched):
+        return referral.disclosure
+    return None
+
+
 def expected_referral_update(
-    referral: Referral, event: Event, audience: Audience
+    referral: Referral, event: Event, audience: Audience, sealed: SealedData | None = None
 ) -> ReferralUpdate:
-    """What ``audience`` may read of ``referral`` after ``event``, as the contract model."""
+    """What ``audience`` may read of ``referral`` after ``event``, as the contract model;
+    ``sealed`` is what the recipient's message sealed (opened and checked by the caller)."""
     spec = referral.spec
     reason: str | None = None
     if isinstance(event, ReferralRejected | ReferralCancelled | ReferralFailed):
         reason = event.reason
     elif isinstance(event, ReferralCompleted):
         reason = event.outcome
-    disclosed: DisclosureRecorded | None = None
-    if isinstance(event, DisclosureRecorded):
-        disclosed = event
-    elif isinstance(event, ReferralDispatched):
-        disclosed = referral.disclosure
+    disclosed = disclosed_by(referral, event)
     return ReferralUpdate(
         referral_id=referral.id,
         version=event.originator_version,
@@ -134,9 +197,8 @@ def expected_referral_update(
             else None
         ),
         disclosure=(
-            # ``everything`` releases every category: the recipient reads all the data there is
             expected_disclosure(
-                disclosed, with_data=audience is Audience.RECIPIENT and bool(disclosed.data)
+                disclosed, sealed=sealed if audience is Audience.RECIPIENT else None
             )
             if disclosed is not None
             else None
@@ -144,7 +206,7 @@ def expected_referral_update(
     )
 
 
-def expected_disclosure(event: DisclosureRecorded, *, with_data: bool) -> Disclosure:
+def expected_disclosure(event: DisclosureRecorded, *, sealed: SealedData | None) -> Disclosure:
     return Disclosure(
         disclosure_id=event.disclosure_id,
         basis=event.basis,
@@ -153,8 +215,7 @@ def expected_disclosure(event: DisclosureRecorded, *, with_data: bool) -> Disclo
         flagged_for_review=event.flagged_for_review,
         override_id=event.override_id,
         disclosed_at=event.timestamp,
-        person_id=event.person_id if with_data else None,
-        data=event.data if with_data else None,
+        sealed=sealed,
     )
 
 
@@ -197,9 +258,9 @@ def everything(referral: Referral, at: datetime) -> Sight:
     return Sight(frozenset(DataCategory), ReadBasis.GRANT, Role.AGENCY_STAFF, (ANY_GRANT,))
 
 
-def view_of(release: Any = everything, clock: Any = None) -> FeedView:
+def view_of(release: Any = everything, clock: Any = None, keys: FeedKeys = KEYS) -> FeedView:
     extra = {} if clock is None else {"clock": clock}
-    return FeedView(NoLog(), new_mapper(), cache_size=10, release=release, **extra)  # type: ignore[arg-type]
+    return FeedView(NoLog(), new_mapper(), cache_size=10, release=release, keys=keys, **extra)  # type: ignore[arg-type]
 
 
 def check_headers(message: FeedMessage, event: Event) -> None:
@@ -236,10 +297,21 @@ def check_history(events: list[Event], kind: type[Referral] | type[Handover]) ->
             audiences = [(spec.from_agency.agency_id, Audience.SENDER)]
             if state.dispatched_at is not None:  # the recipient hears from the dispatch on
                 audiences.append((spec.to_agency.agency_id, Audience.RECIPIENT))
-            expected = [
-                (agency, expected_referral_update(state, event, audience))
-                for agency, audience in audiences
-            ]
+            disclosed = disclosed_by(state, event)
+            expected = []
+            for (agency, audience), message in zip(audiences, messages, strict=False):
+                sealed = None
+                # ``everything`` releases every category: the recipient reads all there is,
+                # sealed under its key, and only the recipient.
+                if audience is Audience.RECIPIENT and disclosed is not None and disclosed.data:
+                    value = json.loads(message.value)
+                    found = opened(KEYS, agency, value, disclosed.person_id)
+                    assert found == DisclosedData(
+                        person_id=disclosed.person_id, data=disclosed.data
+                    )
+                    sealed = SealedData.model_validate(value["disclosure"]["sealed"])
+                model = expected_referral_update(state, event, audience, sealed)
+                expected.append((agency, model))
         else:
             update = expected_handover_update(state, event)
             expected = [(party, update) for party in state.party_ids]
@@ -501,13 +573,48 @@ def test_only_the_recipient_reads_the_disclosed_data() -> None:
         read[2][0],
         read[2][1],
     )
-    assert disclosed["disclosure"]["data"] is None
-    assert disclosed["disclosure"]["person_id"] is None
-    assert dispatched_to_swc["disclosure"]["data"] is None
+    assert disclosed["disclosure"]["sealed"] is None
+    assert dispatched_to_swc["disclosure"]["sealed"] is None
     assert dispatched_to_hospital["audience"] == "recipient"
-    assert dispatched_to_hospital["disclosure"]["data"] == {"identity": {"full_name": "Lê Thị Mai"}}
+    person = UUID("00000000-0000-4000-8000-000000000003")
+    found = opened(KEYS, "dt-hospital", dispatched_to_hospital, person)
+    assert found == DisclosedData(person_id=person, data={"identity": {"full_name": "Lê Thị Mai"}})
     assert all(update["disclosure"] is None for _, update in read[3])
     assert all("No home visits" not in json.dumps(update) for m in read for _, update in m)
+    # The name is on no topic in clear: only the hospital's key opens it.
+    again = view_of()
+    messages = [m for e in events for m in again.messages_for(e)]
+    assert all("Lê Thị Mai".encode() not in m.value for m in messages)
+    assert all(b"00000000-0000-4000-8000-000000000003" not in m.value for m in messages)
+
+
+def test_erasing_the_person_leaves_what_was_published_unreadable() -> None:
+    """The key is the person's for one recipient and one referral: another agency's key or
+    another referral's does not open it, and once the person's key is destroyed no key can
+    be had and nothing more is sealed for them."""
+    keys = new_keys()
+    events = dispatched_referral((DataCategory.IDENTITY, DataCategory.CONTACT))
+    first = view_of(keys=keys)
+    before = [m for e in events for m in first.messages_for(e)]
+    (dispatch,) = [json.loads(m.value) for m in before if m.agency_id == "dt-hospital"]
+    assert opened(keys, "dt-hospital", dispatch, PERSON).data["identity"] == {
+        "full_name": "Lê Thị Mai"
+    }
+    referral_id = UUID(dispatch["referral_id"])
+    theirs = keys.key(PERSON, "dt-hospital", referral_id)
+    assert theirs is not None
+    assert keys.key(PERSON, "dt-swc", referral_id) not in (None, theirs)
+    assert keys.key(PERSON, "dt-hospital", CASE) not in (None, theirs)
+    # Published again, the same event writes the same bytes (subscribers de-duplicate).
+    second = view_of(keys=keys)
+    assert [m.value for e in events for m in second.messages_for(e)] == [m.value for m in before]
+
+    assert keys.keys.erase(PERSON)
+    assert keys.key(PERSON, "dt-hospital", referral_id) is None
+    view = view_of(keys=keys)
+    after = [json.loads(m.value) for e in events for m in view.messages_for(e)]
+    assert all(not (v["disclosure"] or {}).get("sealed") for v in after)
+    assert view.take_reads() == []  # nothing sent, nothing read
 
 
 # -- what the recipient may read when a message is published ----------------------------------
@@ -648,8 +755,10 @@ def test_a_message_carries_only_the_data_the_consent_permits_when_it_is_built() 
         messages = [m for e in events for m in view.messages_for(e)]
         to_hospital = [json.loads(m.value) for m in messages if m.agency_id == "dt-hospital"]
         (dispatch,) = to_hospital
-        assert dispatch["disclosure"]["data"] == expected
-        assert (dispatch["disclosure"]["person_id"] is None) == (expected is None)
+        if expected is None:
+            assert dispatch["disclosure"]["sealed"] is None
+        else:
+            assert opened(KEYS, "dt-hospital", dispatch, PERSON).data == expected
         # What was disclosed stays on the record, whatever the recipient may read now.
         assert [r["field"] for r in dispatch["disclosure"]["released"]] == ["full_name", "phone"]
         assert all(b"0900" not in m.value for m in messages)
