@@ -12,6 +12,7 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError
 from psycopg import sql
 
 from contracts.envelope import Actor, AgencyRef
@@ -239,6 +240,41 @@ def test_idempotency_records_replay_and_one_key_in_one_batch_runs_once(
     again = {key: receive(intake, key) for key in by_key}
     assert {key: {str(r["case_id"])} for key, r in again.items()} == by_key
     assert stored_events(intake) == written
+
+
+@pytest.mark.postgres
+def test_a_commit_whose_answer_is_lost_is_answered_as_written_not_run_again(
+    pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after the server committed but before the answer arrived: the
+    attempt after it finds the batch's own events and answers them, so the reception is
+    recorded once (without an Idempotency-Key, running it again would make a second case)."""
+    migrate(pg_settings)
+    intake = IntakeService(env=application_env(pg_settings, "intake"))
+    try:
+        start = stored_events(intake)
+        receive(intake)
+        per_reception = stored_events(intake) - start
+        recorder = intake.recorder
+        real = recorder._insert_groups  # type: ignore[attr-defined]
+        attempts: list[bool] = []
+
+        def insert(groups: Sequence[Group], *, look_for_own: bool) -> Any:
+            attempts.append(look_for_own)
+            outcome = real(groups, look_for_own=look_for_own)
+            if len(attempts) == 1:
+                raise OperationalError("server closed the connection unexpectedly")
+            return outcome
+
+        monkeypatch.setattr(recorder, "_insert_groups", insert)
+        before = stored_events(intake)
+        answer = receive(intake)
+        assert attempts == [False, True]
+        assert stored_events(intake) == before + per_reception
+        assert intake.get_case(UUID(str(answer["case_id"]))).version == 1
+        assert_sealed(pg_settings, stored_events(intake))
+    finally:
+        intake.close()
 
 
 def test_a_batch_that_fails_writes_nothing_and_every_caller_gets_the_error(

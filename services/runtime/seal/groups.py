@@ -11,6 +11,8 @@ breaks a constraint is rolled back alone.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -20,12 +22,14 @@ from eventsourcing.persistence import (
     InterfaceError,
     OperationalError,
 )
-from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 from services.runtime.group_commit import Group
 
 Key = tuple[UUID | str, int]
+
+_ATTEMPTS = 10
+_PAUSE_SECONDS = 0.2
 
 
 def _keys(group: Group) -> set[Key]:
@@ -70,11 +74,33 @@ class PostgresGroups:
             "JOIN unnest(%s::uuid[], %s::int8[]) AS k(id, version) "
             "ON e.originator_id = k.id AND e.originator_version = k.version"
         ).format(events=Identifier(self.datastore.schema, self.events_table_name))
+        self._select_stored = SQL(
+            "SELECT e.originator_id, e.originator_version, e.state, e.notification_id "
+            "FROM {events} e JOIN unnest(%s::uuid[], %s::int8[]) AS k(id, version) "
+            "ON e.originator_id = k.id AND e.originator_version = k.version"
+        ).format(events=Identifier(self.datastore.schema, self.events_table_name))
+        self._holding = threading.local()
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_groups(self, groups: Sequence[Group]) -> list[Sequence[int] | None]:
-        """See ``GroupRecorder``."""
+        """See ``GroupRecorder``. Tried again on a lost connection; a connection lost while
+        committing leaves it unknown whether the transaction committed, so each attempt after
+        the first looks for the batch's own events first (its versions holding its very
+        bytes) and answers those saves as written instead of running their commands twice."""
+        attempt = 1
+        while True:
+            try:
+                return self._insert_groups(groups, look_for_own=attempt > 1)
+            except (InterfaceError, OperationalError):
+                if attempt >= _ATTEMPTS:
+                    raise
+                attempt += 1
+                time.sleep(_PAUSE_SECONDS)
+
+    def _insert_groups(
+        self, groups: Sequence[Group], *, look_for_own: bool
+    ) -> list[Sequence[int] | None]:
         accepted = _first_of_each_key(groups)
+        written: dict[int, list[int]] = {}
         ids: Sequence[int] = []
         # An exception anywhere below leaves the transaction block, which rolls it back.
         with (
@@ -83,33 +109,82 @@ class PostgresGroups:
             conn.transaction(),
             conn.cursor() as curs,
         ):
-            self._lock_table(curs)  # type: ignore[attr-defined]
-            keys = [key for index in accepted for key in _keys(groups[index])]
-            # A save alone needs no look: its conflict fails the insert, and so its batch.
-            if keys and len(groups) > 1:
-                # Under the lock: no other writer can store these versions meanwhile.
-                curs.execute(
-                    self._select_taken,
-                    ([k[0] for k in keys], [k[1] for k in keys]),
-                    prepare=True,
-                )
-                pipeline.sync()
-                taken = {(r["originator_id"], r["originator_version"]) for r in curs}
-                accepted = [i for i in accepted if _keys(groups[i]).isdisjoint(taken)]
-            for index in accepted:
-                tracking = groups[index].tracking
-                if tracking is not None:
-                    # Raises IntegrityError when another process tracked it first: the
-                    # whole batch is rolled back and its saves are written one by one.
-                    self._insert_tracking(curs, tracking)  # type: ignore[attr-defined]
-            events = [e for index in accepted for e in groups[index].events]
-            if events:
-                self._insert_stored_events(curs, events)  # type: ignore[attr-defined]
-                pipeline.sync()
-                ids = self._fetch_ids_after_insert_events(  # type: ignore[attr-defined]
-                    curs, events
-                )
-        return _split(groups, accepted, ids)
+            self._lock_table(curs)
+            self._holding.conn = conn  # the insert below need not take the lock again
+            try:
+                keys = [key for index in accepted for key in _keys(groups[index])]
+                if keys and look_for_own:
+                    curs.execute(
+                        self._select_stored,
+                        ([k[0] for k in keys], [k[1] for k in keys]),
+                        prepare=True,
+                    )
+                    pipeline.sync()
+                    stored = {
+                        (r["originator_id"], r["originator_version"]): (
+                            bytes(r["state"]),
+                            r["notification_id"],
+                        )
+                        for r in curs
+                    }
+                    for index in accepted:
+                        own = _own_ids(groups[index], stored)
+                        if own is not None:
+                            written[index] = own
+                    accepted = [
+                        i
+                        for i in accepted
+                        if i not in written and _keys(groups[i]).isdisjoint(stored)
+                    ]
+                # A save alone needs no look: its conflict fails the insert, and its batch.
+                elif keys and len(groups) > 1:
+                    # Under the lock: no other writer can store these versions meanwhile.
+                    curs.execute(
+                        self._select_taken,
+                        ([k[0] for k in keys], [k[1] for k in keys]),
+                        prepare=True,
+                    )
+                    pipeline.sync()
+                    taken = {(r["originator_id"], r["originator_version"]) for r in curs}
+                    accepted = [i for i in accepted if _keys(groups[i]).isdisjoint(taken)]
+                for index in accepted:
+                    tracking = groups[index].tracking
+                    if tracking is not None:
+                        # Raises IntegrityError when another process tracked it first: the
+                        # whole batch is rolled back and its saves are written one by one.
+                        self._insert_tracking(curs, tracking)  # type: ignore[attr-defined]
+                events = [e for index in accepted for e in groups[index].events]
+                if events:
+                    self._insert_stored_events(curs, events)  # type: ignore[attr-defined]
+                    pipeline.sync()
+                    ids = self._fetch_ids_after_insert_events(  # type: ignore[attr-defined]
+                        curs, events
+                    )
+            finally:
+                self._holding.conn = None
+        outcomes = _split(groups, accepted, ids)
+        for index, own in written.items():
+            outcomes[index] = own
+        return outcomes
+
+    def _lock_table(self, curs: Any) -> None:
+        """The library's table lock, taken once per transaction of ``insert_groups`` (its
+        insert asks for it again)."""
+        if getattr(self._holding, "conn", None) is curs.connection:
+            return
+        super()._lock_table(curs)  # type: ignore[misc]
+
+
+def _own_ids(group: Group, stored: dict[Key, tuple[bytes, int]]) -> list[int] | None:
+    """The positions of ``group``'s events when each is stored with the very bytes of the
+    group's (an earlier attempt of this batch committed it); None otherwise."""
+    found = []
+    for event in group.events:
+        row = stored.get((event.originator_id, event.originator_version))
+        if row is None or row[0] != bytes(event.state):
+            return None
+        found.append(row[1])
+    return found or None
 
 
 class SQLiteGroups:
