@@ -95,6 +95,10 @@ READS = {
     "consent.record": N_("The consent record"),
     "consent.history": N_("The consent history"),
     "referral.referral": N_("A referral's data, by its recipient"),
+    "referral.family_member": N_("A family member's details, by the referral's recipient"),
+    "referral.feed": N_("A referral's data, sent to its recipient's system"),
+    "referral.feed_key": N_("The key to a referral's data, fetched by its recipient's system"),
+    "projections.case_file": N_("The case file for a new case worker"),
     "projections.timeline": N_("The case's timeline"),
     "projections.replay": N_("An auditor's replay"),
     "projections.person_copy": N_("A copy like this one"),
@@ -107,6 +111,7 @@ BASES = {
     "audit": N_("an audit"),
     "consent": N_("the person's consent"),
     "vital_interest": N_("an emergency override (vital interest)"),
+    "family_member_consent": N_("the family member's own consent"),
 }
 
 
