@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from eventsourcing.persistence import StoredEvent
+
 from contracts.consent import (
     Collection,
     CollectionMethod,
@@ -64,8 +66,6 @@ from contracts.vocabulary import (
     Sex,
     UrgentNeed,
 )
-from eventsourcing.persistence import StoredEvent
-
 from services.cli.wiring import Platform
 from services.consent.domain import ConsentRecord
 from services.intake.domain import Case

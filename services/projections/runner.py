@@ -392,6 +392,7 @@ class Windows:
         self._stored: dict[str, set[str]] = {}
         self._absent: dict[str, set[str]] = {}
         self.loaded = 0  # documents read back from earlier windows, for the benchmark
+        self.written: set[str] = set()  # the views with documents in their shadow table
         for n in names:
             self._fresh(n)
 
@@ -400,7 +401,7 @@ class Windows:
         absent: set[str] = set()
 
         def load(key: str) -> tuple[Any, Any, Any] | None:
-            if key in absent:
+            if key in absent or name not in self.written:
                 return None
             found = self.store.load(self.shadows[name], [key]).get(key)
             if found is None:
@@ -446,6 +447,8 @@ class Windows:
                 rows.append((key, province, agency, doc))
             replaced = sorted(self._stored[name] & docs.dirty)
             self.store.rewrite(self.shadows[name], replaced, rows)
+            if rows:
+                self.written.add(name)
             self._fresh(name)
         # The documents hold no cycles, but what else ran may have: collect them while the
         # heap is small, so nothing piles up over a long log.
@@ -491,12 +494,13 @@ def apply_bounded(
             done = low
             for batch in _prefetched(upstream, tuple(routes), chunk, high, low + 1):
                 facts = [(notification.topic, read(notification)) for notification in batch]
-                keys: dict[str, list[str]] = {}
-                for topic, fact in facts:
-                    for n in wanted[topic]:
-                        keys.setdefault(n, []).extend(keys_of(upstream_name, fact))
-                for n, view_keys in keys.items():
-                    windows.preload(n, view_keys)
+                if window:  # the first window has nothing written to read back
+                    keys: dict[str, list[str]] = {}
+                    for topic, fact in facts:
+                        for n in wanted[topic]:
+                            keys.setdefault(n, []).extend(keys_of(upstream_name, fact))
+                    for n, view_keys in keys.items():
+                        windows.preload(n, view_keys)
                 for topic, fact in facts:
                     for call in routes[topic]:
                         call(fact)

@@ -138,7 +138,8 @@ def keys_of(upstream: str, fact: Fact) -> list[str]:
     oid = fact.originator_id
     if upstream == "intake":
         return ["case:" + oid]
-    keys = [prefix + oid for prefix in LINK_PREFIXES[upstream]]
+    # An aggregate's first event makes its link: there is none to read yet.
+    keys = [] if fact.version == 1 else [prefix + oid for prefix in LINK_PREFIXES[upstream]]
     case_id = fact.data.get("case_id")
     if case_id:
         keys.append("case:" + str(case_id))
