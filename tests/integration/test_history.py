@@ -38,7 +38,7 @@ def history(pg_settings: Settings) -> Iterator[History]:
             writer,
             200,
             chunk_cases=60,
-            years=1,
+            years=3,
             end=datetime(2026, 12, 1, tzinfo=UTC),
             progress=lambda done, written: seen.append((done, written)),
         )
