@@ -465,6 +465,9 @@ def copy_sealed(recorder: Any, stored: list[Any]) -> None:
     transaction under the table's write lock."""
     table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
     with recorder.datastore.transaction(commit=True) as curs:
+        # The seal hashes a whole chunk in Python between two statements: longer than the
+        # recorder's idle-in-transaction timeout allows on a busy machine.
+        curs.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         recorder._lock_table(curs)
         with curs.copy(
             f"COPY {table} (originator_id, originator_version, topic, state) "
