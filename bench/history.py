@@ -549,6 +549,19 @@ def generate(
     return written
 
 
+def register_directory(settings: Any) -> None:
+    """Every agency the history names, and each province's coordination office (the
+    coordinators' agency), in the directory."""
+    from bench.agencies import register_agencies
+
+    for province, _ in PROVINCES:
+        a = AGENCIES[province]
+        office = AgencyRef(agency_id=f"{province}-dolisa", kind=AgencyKind.LOCAL_AUTHORITY)
+        register_agencies(
+            settings, (a.police, a.border, a.swc, a.hospital, a.legal, office), province
+        )
+
+
 def main() -> None:
     import os
 
@@ -573,6 +586,7 @@ def main() -> None:
     gen.add_argument("--chunk", type=int, default=500, help="cases per transaction")
     gen.add_argument("--years", type=int, default=5)
     gen.add_argument("--seed", type=int, default=15)
+    sub.add_parser("agencies", help="register the history's agencies in the directory")
     args = parser.parse_args()
     configure_logging("console", "warning")
     if not os.environ.get("KETNOI_DATABASE_URL"):
@@ -582,6 +596,9 @@ def main() -> None:
     os.environ.setdefault("KETNOI_KEY_CACHE_SECONDS", "60")
     settings = Settings()
     migrate(settings)
+    register_directory(settings)
+    if args.command == "agencies":
+        return
     platform = start(settings, ("intake", "consent", "referral"), run_followers=False)
     started = time.perf_counter()
     try:

@@ -136,7 +136,8 @@ def reads(args: argparse.Namespace) -> None:
     from services.runtime.auth import TokenService
 
     settings = Settings()
-    platform = start(settings, run_followers=False)
+    # The services the two routes read (and the directory, which knows the agencies).
+    platform = start(settings, ("directory", "projections"), run_followers=False)
     tokens = TokenService(settings)
     token = tokens.issue(
         user_id="bench-coordinator",
