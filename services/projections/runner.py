@@ -21,7 +21,15 @@ from eventsourcing.persistence import Notification
 
 from contracts.erasure import PersonErased
 from services.projections.store import Row, Tables, ViewStore
-from services.projections.views import VIEWS, Docs, Fact, View, fact_reader
+from services.projections.views import (
+    VIEWS,
+    Docs,
+    Fact,
+    View,
+    fact_reader,
+    keys_of,
+    linked_key,
+)
 from services.runtime.follower import Lag, Upstream, WakeLoop, behind, topics_of, upstream_lag
 from services.runtime.logging import get_logger
 from services.runtime.settings import Settings
@@ -228,32 +236,51 @@ class Projector(WakeLoop):
         self,
         names: Sequence[str] | None = None,
         progress: Progress | None = None,
+        batch_events: int | None = None,
     ) -> dict[str, int]:
         """Rebuild views from zero into shadow tables and swap them in; returns the number
-        of documents of each rebuilt view."""
+        of documents of each rebuilt view.
+
+        With ``batch_events`` (by default the setting ``rebuild_batch_events``) the logs are
+        read in windows of about that many events, and the documents each window touched are
+        written before the next is read: memory is bounded by the window, not by the logs.
+        With 0, every document is held until the end and bulk-loaded at once."""
         names = list(names or self.views)
         unknown = [n for n in names if n not in self.views]
         if unknown:
             msg = f"unknown view {unknown[0]!r}; choose from {', '.join(self.views)}"
             raise ValueError(msg)
+        if batch_events is None:
+            batch_events = self.settings.rebuild_batch_events
+        bounded = batch_events > 0 and self.store.backend == "postgres"
         shadows = {n: Tables.of(n, "_rebuild") for n in names}
         for tables in shadows.values():
-            self.store.create(tables, replace=True, shadow=True)
+            # A bounded rebuild reads back what it wrote: its shadow has its key index now.
+            self.store.create(tables, replace=True, shadow=not bounded)
         # Everything up to these positions goes into the shadow tables; the rest is caught up.
         stops = {
             name: upstream.recorder.max_notification_id() or 0
             for name, upstream in self.upstreams.items()
         }
         sizes = {}
-        with without_cycle_collection():
-            docs = apply_all(self.views, names, self.upstreams, stops, progress)
+        if bounded:
             # A rebuild never brings back an erased person: their documents stay out.
             erased = self.erased_cases()
+            windows = Windows(self.store, self.views, names, shadows, erased)
+            apply_bounded(self.views, names, self.upstreams, stops, windows, batch_events, progress)
             for n in names:
-                sizes[n] = sum(
-                    1 for _p, _a, doc in docs[n].rows.values() if doc.get("case_id") not in erased
-                )
-                self.store.bulk_load(shadows[n], _drained(self.views[n], docs.pop(n), erased))
+                sizes[n] = self.store.count(shadows[n])
+        else:
+            with without_cycle_collection():
+                docs = apply_all(self.views, names, self.upstreams, stops, progress)
+                erased = self.erased_cases()
+                for n in names:
+                    sizes[n] = sum(
+                        1
+                        for _p, _a, doc in docs[n].rows.values()
+                        if doc.get("case_id") not in erased
+                    )
+                    self.store.bulk_load(shadows[n], _drained(self.views[n], docs.pop(n), erased))
         for n in names:
             handled = {u: stops[u] for u in self.views[n].handles if stops.get(u)}
             with self.store.transaction() as cur:
@@ -322,9 +349,10 @@ def apply_all(
 
 
 def _prefetched(
-    upstream: Upstream, topics: tuple[str, ...], chunk: int, stop: int
+    upstream: Upstream, topics: tuple[str, ...], chunk: int, stop: int, start: int = 1
 ) -> Iterator[Sequence[Notification]]:
-    """Chunks of a log up to ``stop``, the next fetched by a thread while this one is used."""
+    """Chunks of a log from ``start`` up to ``stop``, the next fetched by a thread while this
+    one is used."""
     with ThreadPoolExecutor(max_workers=1) as pool:
 
         def fetch(start: int) -> Sequence[Notification]:
@@ -332,10 +360,158 @@ def _prefetched(
                 start=start, limit=chunk, stop=stop, topics=topics
             )
 
-        pending = pool.submit(fetch, 1)
+        pending = pool.submit(fetch, start)
         while True:
             batch = pending.result()
             if not batch:
                 return
             pending = pool.submit(fetch, batch[-1].id + 1)
             yield batch
+
+
+class Windows:
+    """The documents of the views being rebuilt in bounded memory: those one window of events
+    touched, loaded ahead from the shadow tables where earlier windows wrote them, and
+    written back when the window ends."""
+
+    def __init__(
+        self,
+        store: ViewStore,
+        views: dict[str, View],
+        names: Sequence[str],
+        shadows: dict[str, Tables],
+        erased: set[str],
+    ) -> None:
+        self.store = store
+        self.views = views
+        self.shadows = shadows
+        self.erased = erased
+        self.docs: dict[str, Docs] = {}
+        # Per view: keys found in the shadow (rewritten at the end of the window) and keys
+        # known to be absent from it (not asked for again in this window).
+        self._stored: dict[str, set[str]] = {}
+        self._absent: dict[str, set[str]] = {}
+        self.loaded = 0  # documents read back from earlier windows, for the benchmark
+        self.written: set[str] = set()  # the views with documents in their shadow table
+        for n in names:
+            self._fresh(n)
+
+    def _fresh(self, name: str) -> None:
+        stored: set[str] = set()
+        absent: set[str] = set()
+
+        def load(key: str) -> tuple[Any, Any, Any] | None:
+            if key in absent or name not in self.written:
+                return None
+            found = self.store.load(self.shadows[name], [key]).get(key)
+            if found is None:
+                absent.add(key)
+                return None
+            stored.add(key)
+            self.loaded += 1
+            return found[1], found[2], found[3]
+
+        self.docs[name] = Docs(load)
+        self._stored[name] = stored
+        self._absent[name] = absent
+
+    def preload(self, name: str, keys: Iterable[str]) -> None:
+        """Load ahead, in one query per round, the documents these keys name and the cases
+        the links among them point to."""
+        docs, absent = self.docs[name], self._absent[name]
+        wanted = {k for k in keys if k not in docs.rows and k not in absent}
+        while wanted:
+            found = self.store.load(self.shadows[name], sorted(wanted))
+            absent.update(wanted - found.keys())
+            self._stored[name].update(found)
+            self.loaded += len(found)
+            linked = set()
+            for key, (_key, province, agency, doc) in found.items():
+                docs.rows[key] = (province, agency, doc)
+                case = linked_key(key, doc)
+                if case is not None:
+                    linked.add(case)
+            wanted = {k for k in linked if k not in docs.rows and k not in absent}
+
+    def flush(self) -> None:
+        """Write every document the window touched into the shadow tables, and let go of
+        them all."""
+        for name, docs in self.docs.items():
+            view, erased = self.views[name], self.erased
+            rows = []
+            for key in docs.dirty:
+                province, agency, doc = docs.rows[key]
+                if doc.get("case_id") in erased:
+                    continue
+                view.finalize(doc)
+                rows.append((key, province, agency, doc))
+            replaced = sorted(self._stored[name] & docs.dirty)
+            self.store.rewrite(self.shadows[name], replaced, rows)
+            if rows:
+                self.written.add(name)
+            self._fresh(name)
+        # The documents hold no cycles, but what else ran may have: collect them while the
+        # heap is small, so nothing piles up over a long log.
+        gc.collect()
+
+
+def apply_bounded(
+    views: dict[str, View],
+    names: Sequence[str],
+    upstreams: dict[str, Upstream],
+    stops: dict[str, int],
+    windows: Windows,
+    batch_events: int,
+    progress: Progress | None = None,
+    chunk: int = 5000,
+) -> None:
+    """Apply every event up to ``stops`` in windows of about ``batch_events`` events, each
+    window taking the same share of every log (logs grow together, so a window holds the
+    events of the same weeks), its documents written before the next window is read."""
+    total = sum(stops.get(u, 0) for u in upstreams)
+    count = max(1, -(-total // batch_events))
+    plans = []
+    for upstream_name, upstream in upstreams.items():
+        interested = [n for n in names if upstream_name in views[n].handles]
+        if not interested or not stops.get(upstream_name):
+            continue
+        routes: dict[str, list[Callable[[Fact], None]]] = {}
+        wanted: dict[str, set[str]] = {}
+        for n in interested:
+            call: Callable[[Fact], None] = functools.partial(
+                _apply_to, views[n], windows, n, upstream_name
+            )
+            for topic in topics_of(views[n].handles[upstream_name]):
+                routes.setdefault(topic, []).append(call)
+                wanted.setdefault(topic, set()).add(n)
+        plans.append((upstream_name, upstream, routes, wanted, fact_reader(upstream.mapper)))
+    for window in range(count):
+        for upstream_name, upstream, routes, wanted, read in plans:
+            stop = stops[upstream_name]
+            low, high = stop * window // count, stop * (window + 1) // count
+            if high <= low:
+                continue
+            done = low
+            for batch in _prefetched(upstream, tuple(routes), chunk, high, low + 1):
+                facts = [(notification.topic, read(notification)) for notification in batch]
+                if window:  # the first window has nothing written to read back
+                    keys: dict[str, list[str]] = {}
+                    for topic, fact in facts:
+                        for n in wanted[topic]:
+                            keys.setdefault(n, []).extend(keys_of(upstream_name, fact))
+                    for n, view_keys in keys.items():
+                        windows.preload(n, view_keys)
+                for topic, fact in facts:
+                    for call in routes[topic]:
+                        call(fact)
+                if progress is not None:
+                    progress(batch[-1].id - done)
+                done = batch[-1].id
+            if progress is not None and high > done:
+                progress(high - done)
+        windows.flush()
+
+
+def _apply_to(view: View, windows: Windows, name: str, upstream: str, fact: Fact) -> None:
+    # The window's documents change when it is flushed: look them up at each call.
+    view.apply(windows.docs[name], upstream, fact)

@@ -219,6 +219,15 @@ class ViewStore:
 
     def load(self, tables: Tables, keys: Sequence[str]) -> dict[str, Row]:
         found: dict[str, Row] = {}
+        if self.backend == "postgres" and len(keys) > 1:
+            with self.transaction() as cur:
+                cur.execute(
+                    f"SELECT key, province, agency, doc FROM {tables.docs} WHERE key = ANY(%s)",
+                    [list(keys)],
+                )
+                for key, province, agency, doc in cur.fetchall():
+                    found[key] = (key, province, agency, _doc(doc))
+            return found
         with self.transaction() as cur:
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
@@ -322,6 +331,23 @@ class ViewStore:
                     copy.write_row((key, province, agency, orjson.dumps(doc)))
         with conn.transaction():
             conn.execute(f"ALTER TABLE {tables.docs} ADD PRIMARY KEY (key)")
+
+    def rewrite(self, tables: Tables, replaced: Sequence[str], rows: Iterable[Row]) -> None:
+        """Replace the documents ``replaced`` and add the others of ``rows``, in one
+        transaction: PostgreSQL deletes the old ones and COPYs every row in (a row whose key
+        is still there and was not named fails the COPY, loudly)."""
+        if self.backend == "sqlite":
+            with self.transaction() as cur:
+                self.write(cur, tables, rows, {})
+            return
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            if replaced:
+                cur.execute(f"DELETE FROM {tables.docs} WHERE key = ANY(%s)", [list(replaced)])
+            cur.adapters.register_dumper(bytes, _Utf8TextDumper)
+            with cur.copy(f"COPY {tables.docs} (key, province, agency, doc) FROM STDIN") as copy:
+                for key, province, agency, doc in rows:
+                    copy.write_row((key, province, agency, orjson.dumps(doc)))
 
     def count(self, tables: Tables) -> int:
         with self.transaction() as cur:

@@ -128,6 +128,33 @@ class Docs:
         self.dirty.add(key)
 
 
+LINK_PREFIXES = {"intake": (), "consent": ("rec:",), "referral": ("ref:", "hand:")}
+
+
+def keys_of(upstream: str, fact: Fact) -> list[str]:
+    """The documents a view may read for a fact, as every view keys them: the case (by the
+    originator in the intake log, by ``case_id`` where the event names it), and the links
+    from a consent record, referral or handover to its case. A rebuild in bounded memory
+    loads them ahead, many in one query; a key missed here is still read, one at a time."""
+    oid = fact.originator_id
+    if upstream == "intake":
+        return ["case:" + oid]
+    # An aggregate's first event makes its link: there is none to read yet.
+    keys = [] if fact.version == 1 else [prefix + oid for prefix in LINK_PREFIXES[upstream]]
+    case_id = fact.data.get("case_id")
+    if case_id:
+        keys.append("case:" + str(case_id))
+    return keys
+
+
+def linked_key(key: str, doc: Doc) -> str | None:
+    """The case document a link document points to."""
+    if key.startswith("case:"):
+        return None
+    case_id = doc.get("case_id")
+    return None if case_id is None else "case:" + str(case_id)
+
+
 class View:
     name: ClassVar[str]
     handles: ClassVar[dict[str, tuple[type[Event], ...]]]

@@ -145,6 +145,23 @@ class PersonKeys:
         self._backend.insert(UUID(str(person_id)), wrapped)
         return self.cipher(person_id)
 
+    def create_many(self, person_ids: list[UUID]) -> None:
+        """Make the data keys of many new persons at once (an import of history), in one
+        transaction, and keep them ready in the cache; a person who has a key keeps it."""
+        made = {p: secrets.token_bytes(KEY_BYTES) for p in person_ids}
+        stored = self._backend.insert_many(
+            [(p, self._wrapper.wrap(str(p), key)) for p, key in made.items()]
+        )
+        now = time.monotonic()
+        for person, key in made.items():
+            if person not in stored:
+                self.cipher(person)  # had a key already: read it back
+                continue
+            with self._lock:
+                self._cache[str(person)] = (AESGCM(key), now + self.cache_seconds)
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+
     def cipher(self, person_id: UUID | str) -> AESGCM | None:
         """The cipher of the person's data key; None when they have none or were erased."""
         found = self._unwrapped(person_id)
@@ -216,6 +233,10 @@ class _Backend(Protocol):
 
     def insert(self, person_id: UUID, wrapped: bytes) -> None: ...
 
+    def insert_many(self, rows: list[tuple[UUID, bytes]]) -> set[UUID]:
+        """Insert these keys where the person has none; returns the persons inserted."""
+        ...
+
     def select(self, person_id: UUID) -> tuple[bytes | None, bool]: ...
 
     def erase(self, person_id: UUID, at: datetime) -> bool: ...
@@ -258,6 +279,22 @@ class SQLiteKeys:
                 "ON CONFLICT (person_id) DO NOTHING",
                 (str(person_id), wrapped, datetime.now(UTC).isoformat()),
             )
+
+    def insert_many(self, rows: list[tuple[UUID, bytes]]) -> set[UUID]:
+        now = datetime.now(UTC).isoformat()
+        inserted = set()
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for person, wrapped in rows:
+                done = conn.execute(
+                    "INSERT INTO person_keys (person_id, wrapped, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (person_id) DO NOTHING",
+                    (str(person), wrapped, now),
+                ).rowcount
+                if done:
+                    inserted.add(person)
+            conn.execute("COMMIT")
+        return inserted
 
     def select(self, person_id: UUID) -> tuple[bytes | None, bool]:
         with self._conn() as conn:
@@ -331,6 +368,16 @@ class PostgresKeys:
                 "ON CONFLICT (person_id) DO NOTHING",
                 (person_id, wrapped),
             )
+
+    def insert_many(self, rows: list[tuple[UUID, bytes]]) -> set[UUID]:
+        with self._pool.connection() as conn:
+            found = conn.execute(
+                "INSERT INTO person_keys (person_id, wrapped, created_at) "
+                "SELECT p, w, now() FROM unnest(%s::uuid[], %s::bytea[]) AS k(p, w) "
+                "ON CONFLICT (person_id) DO NOTHING RETURNING person_id",
+                ([p for p, _ in rows], [w for _, w in rows]),
+            ).fetchall()
+        return {row[0] for row in found}
 
     def select(self, person_id: UUID) -> tuple[bytes | None, bool]:
         with self._pool.connection() as conn:

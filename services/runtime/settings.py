@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     group_commit_window_ms: float = Field(default=GROUP_COMMIT_WINDOW_MS, ge=0, le=100)
     group_commit_max_batch: int = Field(default=GROUP_COMMIT_MAX_BATCH, ge=1, le=10_000)
 
+    # ``ketnoi rebuild`` holds in memory the documents touched by at most this many events,
+    # writing them to the new tables before it reads on, so its memory is bounded by this
+    # and not by the size of the logs; 0 holds every document until the end (fastest on a
+    # small log, memory grows with it).
+    rebuild_batch_events: int = Field(default=500_000, ge=0)
     # The seal: checkpoints of every log signed with this Ed25519 key (PEM). Production
     # requires it; development creates one under the data directory.
     seal_signing_key_file: Path | None = None

@@ -1,0 +1,279 @@
+"""National scale: the rebuild in bounded memory, the province's board and statistics, and the
+relay, over a history written by ``bench/history.py``, each beside its raw limit in one run.
+
+    KETNOI_DATABASE_URL=postgresql://.../ketnoi_scale python -m bench.scale rebuild
+    KETNOI_DATABASE_URL=... python -m bench.scale reads --province lao-cai
+    KETNOI_DATABASE_URL=... python -m bench.scale feed
+
+``rebuild`` alternates, round by round, the raw read-and-decode of every log (as
+``bench/rebuild_rate.py`` measures it, the cycle collector paused) and ``ketnoi rebuild`` of
+every view with ``KETNOI_REBUILD_BATCH_EVENTS`` (``--batch``), each in a fresh process that
+reports its own peak resident memory (``ru_maxrss``). ``reads`` asks the JSON API, in process
+through Starlette's test client as a coordinator of the province, for the board
+(``GET /projections/board``) and the statistics (``GET /projections/statistics``), beside
+``GET /healthz``; medians and p99 in milliseconds. ``feed`` does what ``ketnoi feed --reset``
+does (forget the feed's position, publish the whole referral log) on a throwaway Tansu broker
+(or ``KETNOI_BENCH_KAFKA_BOOTSTRAP``), and measures the raw producer (``bench/kafka_raw.py``)
+with messages of the same size, between rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from services.runtime.logging import configure_logging
+from services.runtime.settings import Settings
+
+
+def say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- one measurement, in a process of its own ------------------------------------------------
+
+
+def measure_once(what: str, batch: int) -> dict[str, Any]:
+    from bench.rebuild_rate import raw_read_and_decode
+    from services.cli.wiring import start
+
+    settings = Settings()
+    platform = start(settings, ("projections",), run_followers=False)
+    assert platform.projections is not None
+    try:
+        before = _peak_mb()
+        if what == "raw":
+            count, seconds = raw_read_and_decode(platform, gc_paused=True)
+            extra: dict[str, Any] = {}
+        else:
+            projector = platform.projections.projector
+            count = projector.total_events(list(projector.views))
+            started = time.perf_counter()
+            extra = {"sizes": projector.rebuild(batch_events=batch)}
+            seconds = time.perf_counter() - started
+    finally:
+        platform.close()
+    return {
+        "what": what,
+        "events": count,
+        "seconds": seconds,
+        "rate": count / seconds,
+        "peak_mb": _peak_mb(),
+        "peak_mb_at_start": before,
+        **extra,
+    }
+
+
+def _child(what: str, batch: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "once", what, "--batch", str(batch)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def rebuild(args: argparse.Namespace) -> None:
+    raws, builds, paired = [], [], []
+    for round_ in range(1, args.rounds + 1):
+        raw = _child("raw", args.batch)
+        built = _child("rebuild", args.batch)
+        raws.append(raw)
+        builds.append(built)
+        paired.append(built["rate"] / raw["rate"])
+        say(
+            f"round {round_}: raw {raw['rate']:,.0f} events/s (peak {raw['peak_mb']:,.0f} MB), "
+            f"rebuild {built['rate']:,.0f} events/s in {built['seconds']:.0f} s "
+            f"(peak {built['peak_mb']:,.0f} MB), {paired[-1]:.2f} x raw"
+        )
+    raw_rate = statistics.median(r["rate"] for r in raws)
+    built_rate = statistics.median(b["rate"] for b in builds)
+    print(f"Rebuild in bounded memory (python -m bench.scale rebuild --batch {args.batch})")
+    print(f"  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs; {args.rounds} rounds")
+    print(f"  log: {builds[0]['events']:,} events; views: {builds[-1]['sizes']}")
+    print(
+        f"  raw read + decode   {raw_rate:>10,.0f} events/s, peak RSS {raws[0]['peak_mb']:,.0f} MB"
+    )
+    print(
+        f"  rebuild             {built_rate:>10,.0f} events/s = {built_rate / raw_rate:.2f} x raw "
+        f"(goal 0.70); peak RSS {max(b['peak_mb'] for b in builds):,.0f} MB "
+        f"with KETNOI_REBUILD_BATCH_EVENTS={args.batch}"
+    )
+    print(
+        f"  paired ratios: {', '.join(f'{x:.2f}' for x in paired)}; "
+        f"median {statistics.median(paired):.2f}"
+    )
+
+
+# -- the board and the statistics ------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def reads(args: argparse.Namespace) -> None:
+    from starlette.testclient import TestClient
+
+    from contracts.vocabulary import Role
+    from services.cli.wiring import http_app, start
+    from services.runtime.auth import TokenService
+
+    settings = Settings()
+    # The services the two routes read (and the directory, which knows the agencies).
+    platform = start(settings, ("directory", "projections"), run_followers=False)
+    tokens = TokenService(settings)
+    token = tokens.issue(
+        user_id="bench-coordinator",
+        agency_id=f"{args.province}-dolisa",
+        province=args.province,
+        roles=[Role.COORDINATOR],
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    paths = {
+        "GET /healthz (raw)": "/healthz",
+        "board": "/projections/board",
+        "statistics": "/projections/statistics",
+    }
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    sizes: dict[str, int] = {}
+    try:
+        with TestClient(http_app(platform, tokens)) as client:
+            for name, path in paths.items():  # warm-up
+                answer = client.get(path, headers=headers)
+                assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
+                sizes[name] = len(answer.json()) if isinstance(answer.json(), list) else 0
+            for _ in range(args.count):
+                for name, path in paths.items():
+                    started = time.perf_counter()
+                    answer = client.get(path, headers=headers)
+                    times[name].append((time.perf_counter() - started) * 1000)
+                    assert answer.status_code == 200
+    finally:
+        platform.close()
+    print(f"Board and statistics of {args.province} (python -m bench.scale reads)")
+    print(f"  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {args.count} requests each, interleaved")
+    for name, values in times.items():
+        print(
+            f"  {name:<20} median {statistics.median(values):8.1f} ms  "
+            f"p99 {_percentile(values, 0.99):8.1f} ms  ({sizes[name]:,} rows)"
+        )
+
+
+# -- the relay --------------------------------------------------------------------------------
+
+
+def feed(args: argparse.Namespace) -> None:
+    import uuid
+
+    from bench.kafka_raw import bench_broker, producer_throughput
+    from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
+    from services.referral.feed_tracking import tracking_recorder
+    from services.runtime.kafka import KafkaSettings, ensure_topics
+
+    settings = Settings()
+    relay_settings = FeedSettings()
+    rates, raws, sizes = [], [], []
+    with bench_broker() as (bootstrap, what):
+        say(f"broker: {what} at {bootstrap}")
+        for round_ in range(1, args.rounds + 1):
+            kafka = KafkaSettings(
+                bootstrap_servers=bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}."
+            )
+            upstream = open_feed_upstream(settings)
+            tracking = tracking_recorder(settings, create_tables=False)
+            relay = FeedRelay(upstream, tracking, kafka, settings=settings, feed=relay_settings)
+            measured: list[int] = []
+            send = relay._send
+
+            def sized(messages: Any, send: Any = send, measured: list[int] = measured) -> Any:
+                measured.extend(len(m.value) for m in messages[:20])
+                return send(messages)
+
+            relay._send = sized  # type: ignore[method-assign]
+            try:
+                relay.start_over()  # as `ketnoi feed --reset`
+                started = time.perf_counter()
+                events = relay.catch_up()
+                seconds = time.perf_counter() - started
+            finally:
+                relay.close()
+                upstream.recorder.datastore.close()  # type: ignore[attr-defined]
+            size = int(statistics.mean(measured)) if measured else 300
+            rates.append((events / seconds, relay.published / seconds, events, relay.published))
+            sizes.append(size)
+            tuned = KafkaSettings(
+                bootstrap_servers=bootstrap,
+                linger_ms=relay_settings.linger_ms,
+                batch_size=relay_settings.batch_bytes,
+            )
+            topic = f"bench.raw-{uuid.uuid4().hex[:8]}"
+            ensure_topics(tuned, [topic])
+            raws.append(producer_throughput(tuned, topic, args.raw_messages, size))
+            say(
+                f"round {round_}: relay {events:,} events, {relay.published:,} messages in "
+                f"{seconds:.0f} s: {rates[-1][1]:,.0f} messages/s; raw producer "
+                f"{raws[-1]:,.0f} messages/s ({size} B); {rates[-1][1] / raws[-1]:.2f} x raw"
+            )
+    relay_rate = statistics.median(r[1] for r in rates)
+    raw_rate = statistics.median(raws)
+    print("The relay over the history (python -m bench.scale feed)")
+    print(f"  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {args.rounds} rounds; broker {what}")
+    print(
+        f"  ketnoi feed --reset: {rates[0][2]:,} events, {rates[0][3]:,} messages; "
+        f"{statistics.median(r[0] for r in rates):,.0f} events/s"
+    )
+    print(
+        f"  relay {relay_rate:,.0f} messages/s; raw producer {raw_rate:,.0f} messages/s "
+        f"(the relay's producer settings, {statistics.median(sizes)} B); "
+        f"{relay_rate / raw_rate:.2f} x raw (goal 0.80)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("rebuild", help="rebuild in bounded memory beside raw read-and-decode")
+    r.add_argument("--batch", type=int, default=Settings().rebuild_batch_events)
+    r.add_argument("--rounds", type=int, default=3)
+    once = sub.add_parser("once", help="one measurement in this process (JSON)")
+    once.add_argument("what", choices=("raw", "rebuild"))
+    once.add_argument("--batch", type=int, default=Settings().rebuild_batch_events)
+    q = sub.add_parser("reads", help="the board and statistics of one province")
+    q.add_argument("--province", default="lao-cai")
+    q.add_argument("--count", type=int, default=100)
+    f = sub.add_parser("feed", help="ketnoi feed --reset beside the raw producer")
+    f.add_argument("--rounds", type=int, default=2)
+    f.add_argument("--raw-messages", type=int, default=50_000)
+    args = parser.parse_args()
+    configure_logging("console", "warning")
+    if not os.environ.get("KETNOI_DATABASE_URL"):
+        parser.error("set KETNOI_DATABASE_URL to the database bench/history.py wrote")
+    if args.command == "once":
+        print(json.dumps(measure_once(args.what, args.batch)))
+    elif args.command == "rebuild":
+        rebuild(args)
+    elif args.command == "reads":
+        reads(args)
+    else:
+        feed(args)
+
+
+if __name__ == "__main__":
+    main()
