@@ -72,6 +72,7 @@ from services.intake.domain import Case
 from services.referral.domain import CaseFile, Handover, Referral
 from services.referral.settings import DEFAULT_DEADLINES, OTHERWISE
 from services.runtime.aggregate import CommandContext
+from services.runtime.seal.recorders import Head
 
 # Provinces and their share of receptions: the northern border and the Mekong delta receive
 # most people coming back.
@@ -487,8 +488,10 @@ def copy_sealed(recorder: Any, stored: list[Any]) -> None:
             StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
             for r in backlog
         ]
-        curs.execute(recorder._select_head)
-        recorder._write_seal(curs, events, [r["notification_id"] for r in backlog])
+        head = Head(row["size"], row["last_position"], bytes(row["frontier"]))
+        recorder._write_seal(curs, head, events, [r["notification_id"] for r in backlog])
+    # The head this process last committed is no longer the log's: read it again next time.
+    recorder.head_cache.missed()
 
 
 def mark_followed(platform: Platform) -> None:

@@ -158,7 +158,7 @@ class PersonKeys:
                 self.cipher(person)  # had a key already: read it back
                 continue
             with self._lock:
-                self._cache[str(person)] = (AESGCM(key), now + self.cache_seconds)
+                self._cache[str(person)] = (AESGCM(key), key, now + self.cache_seconds)
                 while len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
 
