@@ -61,7 +61,7 @@ from services.intake.domain import Case
 from services.projections.runner import without_cycle_collection
 from services.projections.views import fact_reader
 from services.referral.domain import CaseFile, Handover, Referral
-from services.referral.settings import DEFAULT_DEADLINES
+from services.referral.settings import DEFAULT_DEADLINES, OTHERWISE
 from services.runtime.aggregate import CommandContext
 from services.runtime.logging import configure_logging
 from services.runtime.persistence import decode_stored
@@ -130,6 +130,7 @@ def one_case(n: int, t0: datetime) -> tuple[list[Any], list[Any], list[Any]]:
         person_id=case.person_id,
         province=province,
         received_at=t0,
+        receiving_agency_id=POLICE.agency_id,
     )
     record.note_age(ctx(1, OFFICER), minor=False, adult_on=None, estimated=True)
     record.grant(
@@ -161,7 +162,7 @@ def one_case(n: int, t0: datetime) -> tuple[list[Any], list[Any], list[Any]]:
             purpose=Purpose.SERVICE_PROVISION,
             categories=(DataCategory.IDENTITY,),
             note=None,
-            deadlines=DEFAULT_DEADLINES[service],
+            deadlines=DEFAULT_DEADLINES.get(service, OTHERWISE),
         )
         for minutes, action in (
             (offset + 1, "acknowledge"),
