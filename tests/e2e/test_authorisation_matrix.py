@@ -508,6 +508,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         needs=frozenset({"referral"}),
         reads=frozenset({DataCategory.IDENTITY, DataCategory.NEEDS}),
     ),
+    # The key that opens what the feed sealed for the recipient: the recipient's own read of
+    # the person's data, decided as the route does with the recipient's tie alone.
+    ("GET", f"{R}/feed/keys/{{key_id}}"): Op(
+        A.READ_PERSONAL,
+        lambda w: _body(f"{R}/feed/keys/{w.referral_id}"),
+        ties="recipient",
+        own=RECIPIENT,
+        mutates=False,
+        needs=frozenset({"referral"}),
+    ),
     ("POST", f"{R}/referrals/{{referral_id}}/acknowledge"): _answer("acknowledge", ()),
     ("POST", f"{R}/referrals/{{referral_id}}/accept"): _answer("accept", ("acknowledge",)),
     ("POST", f"{R}/referrals/{{referral_id}}/reject"): _answer("reject", ()),
@@ -723,6 +733,8 @@ Cell = tuple[str, str, Role, str]  # method, path, role, relation
 CM, CO, AU, AD = Role.CASE_MANAGER, Role.COORDINATOR, Role.AUDITOR, Role.ADMIN
 APPROVAL = f"{R}/referrals/{{referral_id}}/overrides/{{override_id}}/approval"
 REVIEW = f"{R}/referrals/{{referral_id}}/overrides/{{override_id}}/review"
+FEED_KEY = f"{R}/feed/keys/{{key_id}}"
+HIDDEN_REFERRAL = "a referral of another province is not visible to its oversight roles"
 SECOND_APPROVER = "an override needs a second approver in another role than the requester's"
 THIRD_REVIEWER = "an override is reviewed in a third role (requested by a coordinator, approved "
 # Cells where the domain refuses for its own reasons; (status, why). The test's override was
@@ -739,6 +751,10 @@ DOMAIN: dict[Cell, tuple[int, str]] = {
     ("POST", REVIEW, CM, "own"): (403, THIRD_REVIEWER + "by a case manager)"),
     ("POST", REVIEW, CO, "own"): (403, THIRD_REVIEWER + "by a case manager)"),
     ("POST", REVIEW, CO, "same"): (403, THIRD_REVIEWER + "by a case manager)"),
+    # The feed's key route first asks whether the principal may see the referral at all, as
+    # reading the referral does: another province's oversight does not learn it exists.
+    ("GET", FEED_KEY, CO, "other"): (404, HIDDEN_REFERRAL),
+    ("GET", FEED_KEY, AU, "other"): (404, HIDDEN_REFERRAL),
 }
 
 
@@ -762,6 +778,8 @@ def ties_for(op: Op, asker: Asker) -> CaseTies:
         return CaseTies(PROVINCE, frozenset({asker.agency_id}))
     if op.ties == "referral":
         return CaseTies(PROVINCE, holders, frozenset({RECIPIENT}), frozenset({MANAGER}))
+    if op.ties == "recipient":
+        return CaseTies(PROVINCE, recipients=frozenset({RECIPIENT}))
     if op.ties == "draft":
         return CaseTies(PROVINCE, holders, senders=frozenset({MANAGER}))
     if op.ties == "approved":
