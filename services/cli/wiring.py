@@ -18,6 +18,7 @@ from services.intake.application import IntakeService
 from services.intake.casework_api import router as intake_router
 from services.projections.api import router as projections_router
 from services.projections.application import ProjectionService
+from services.projections.runner import warn_rebuild_needed
 from services.projections.store import Tables, ViewStore
 from services.projections.views import VIEWS
 from services.referral.api import router as referral_router
@@ -208,7 +209,8 @@ def migrate(settings: Settings) -> list[str]:
         app_cls(env=application_env(settings, service, create_tables=True)).close()
     store = ViewStore(settings)
     for view in VIEWS:
-        store.create(Tables.of(view))
+        if store.create(Tables.of(view)):
+            warn_rebuild_needed(view)
     store.close()
     migrate_feed(settings)
     migrate_read_audit(settings)

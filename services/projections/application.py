@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from collections import Counter
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
 from contracts.access_policy import CaseTies
 from contracts.audit import PersonalDataRead
-from contracts.casework import REVIEW_INTERVAL_DAYS
-from contracts.consent_decision import local_date
-from contracts.vocabulary import CaseStage
+from services.projections.board import shown
 from services.projections.followups import schedule
 from services.projections.person_copy import person_copy
 from services.projections.replay import replay_case
 from services.projections.runner import Projector
-from services.projections.statistics import STEP, THRESHOLD, Cell, publish
+from services.projections.statistics import STEP, THRESHOLD, Cell, Key, instant, publishable
 from services.projections.store import Tables, ViewStore
-from services.projections.views import STEP_SERVICES, case_key, case_ties
+from services.projections.views import case_key, case_ties
 from services.runtime.errors import NotFoundError
 from services.runtime.follower import Upstream
 from services.runtime.seal.operations import Checkpoints
@@ -52,63 +51,9 @@ class ProjectionService:
 
     def board(self, province: str) -> list[dict[str, Any]]:
         """Open cases of a province: handovers waiting on a party, how long each step took,
-        and the deadlines breached."""
-        rows = self.store.query(Tables.of("cases"), province=province, key_prefix="case:")
-        today = local_date(datetime.now(UTC))
-        board = []
-        for _key, _province, _agency, case in rows:
-            if case.get("closed"):
-                continue
-            steps = {}
-            for service in STEP_SERVICES:
-                started = [
-                    ref["started_at"]
-                    for ref in case["referrals"].values()
-                    if ref["service_type"] == service and ref.get("started_at")
-                ]
-                steps[service] = (
-                    _minutes(case.get("received_at"), min(started)) if started else None
-                )
-            review_due = review_due_on(case)
-            board.append(
-                {
-                    "case_id": case["case_id"],
-                    "received_at": case.get("received_at"),
-                    "stage": case.get("stage"),
-                    "minor": case.get("minor"),
-                    "open_handovers": [
-                        {
-                            "handover_id": hid,
-                            "waiting_for": h["waiting_for"],
-                            "started_at": h["started_at"],
-                        }
-                        for hid, h in case["handovers"].items()
-                        if h["status"] == "open"
-                    ],
-                    "minutes_from_reception": steps,
-                    "open_referrals": [
-                        {
-                            "referral_id": rid,
-                            "service_type": ref["service_type"],
-                            "to_agency": ref["to_agency"],
-                            "status": ref["status"],
-                        }
-                        for rid, ref in case["referrals"].items()
-                        if ref["status"] not in ("completed", "rejected", "cancelled", "failed")
-                    ],
-                    "review_due_on": review_due.isoformat() if review_due else None,
-                    "review_overdue": review_due is not None and review_due < today,
-                    # Contacts in a mode the person refused (a home visit, say): breaches
-                    # of their wish, each with the reason on the case's own record.
-                    "contacts_against_preference": case.get("contacts_against_preference", []),
-                    "deadlines_breached": [
-                        {"referral_id": rid, "service_type": ref["service_type"], **missed}
-                        for rid, ref in case["referrals"].items()
-                        for missed in ref["escalations"]
-                    ],
-                }
-            )
-        return sorted(board, key=lambda row: row["received_at"] or "")
+        and the deadlines breached. Read from the province's open cases only
+        (``services.projections.board``), not from every case it ever had."""
+        return shown(self.store.open_cases(Tables.of("cases"), province))
 
     def follow_ups(self, province: str, now: datetime | None = None) -> list[dict[str, Any]]:
         """Closed cases of a province with a follow-up schedule after exit: the contacts
@@ -195,8 +140,27 @@ class ProjectionService:
     ) -> list[Cell]:
         """The published cells, counting the cases whose consent covers statistics at
         ``at`` (now when not given)."""
-        rows = self.store.query(Tables.of("cases"), province=province, key_prefix="case:")
-        return publish((doc for *_, doc in rows), threshold, step, at)
+        return [
+            Cell(table, province, period, dimension, value, publishable(n, threshold, step))
+            for (table, province, period, dimension, value), n in sorted(
+                self.counted(province, at).items()
+            )
+        ]
+
+    def counted(self, province: str | None = None, at: datetime | None = None) -> Counter[Key]:
+        """The raw counts at ``at`` (now when not given), as ``statistics.raw_counts`` counts
+        them over every case, summed from the counters the projector keeps
+        (``services.projections.derived``): the months and days before ``at``, then the
+        changes of its day up to the instant."""
+        when = instant(at or datetime.now(UTC))
+        sums, moments = self.store.counted(Tables.of("cases"), province, when)
+        counts: Counter[Key] = Counter()
+        for table, where, period, dimension, value, n in sums:
+            counts[(table, where, period, dimension, value)] = int(n)
+        for at_, table, where, period, dimension, value, n in moments:
+            if at_ <= when:
+                counts[(table, where, period, dimension, value)] += n
+        return +counts  # cells back at zero are no cells
 
     # -- audit ---------------------------------------------------------------------------
 
@@ -230,23 +194,3 @@ class ProjectionService:
 
     def rebuild(self, views: list[str] | None = None, progress: Any = None) -> dict[str, int]:
         return self.projector.rebuild(views, progress)
-
-
-def review_due_on(case: dict[str, Any]) -> date | None:
-    """When an open case's next review falls due: as its last review said, or by its stage
-    from its reception (or reopening) before any review (``REVIEW_INTERVAL_DAYS``)."""
-    if case.get("next_review_on"):
-        return date.fromisoformat(case["next_review_on"])
-    since = case.get("reopened_at") or case.get("received_at")
-    interval = REVIEW_INTERVAL_DAYS.get(CaseStage(case["stage"])) if case.get("stage") else None
-    if since is None or interval is None:
-        return None
-    return local_date(datetime.fromisoformat(since)) + timedelta(days=interval)
-
-
-def _minutes(start: str | None, end: str) -> float | None:
-    if start is None:
-        return None
-    return round(
-        (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() / 60, 1
-    )

@@ -20,6 +20,7 @@ from typing import Any
 from eventsourcing.persistence import Notification
 
 from contracts.erasure import PersonErased
+from services.projections.derived import Derived
 from services.projections.store import Row, Tables, ViewStore
 from services.projections.views import (
     VIEWS,
@@ -39,7 +40,9 @@ UPSTREAMS = ("intake", "consent", "referral")
 Progress = Callable[[int], None]
 
 
-def _drained(view: View, docs: Docs, erased: set[str]) -> Iterator[Row]:
+def _drained(
+    view: View, docs: Docs, erased: set[str], derived: Derived | None = None
+) -> Iterator[Row]:
     """Every document of ``docs``, finalized, each let go of as soon as it is handed out;
     none of an erased person's case.
 
@@ -51,19 +54,43 @@ def _drained(view: View, docs: Docs, erased: set[str]) -> Iterator[Row]:
         key, (province, agency, doc) = rows.popitem()
         if doc.get("case_id") in erased:
             continue
+        if derived is not None:
+            derived.case(key, province, doc)  # before finalize, which counts it again
         view.finalize(doc)
         yield key, province, agency, doc
 
 
-def _rows(view: View, docs: Docs, keys: Iterable[str], erased: set[str]) -> list[Row]:
+def _rows(
+    view: View, docs: Docs, keys: Iterable[str], erased: set[str], derived: Derived | None
+) -> list[Row]:
+    """The documents of ``keys``, finalized, none of an erased person's case; what they
+    change beside them (the board, the counters) gathered into ``derived``."""
     rows = []
     for key in keys:
         province, agency, doc = docs.rows[key]
         if doc.get("case_id") in erased:
             continue
+        if derived is not None:
+            derived.case(key, province, doc)  # before finalize, which counts it again
         view.finalize(doc)
         rows.append((key, province, agency, doc))
     return rows
+
+
+def _derived(tables: Tables) -> Derived | None:
+    """Somewhere to gather what documents change beside them, for a view that keeps tables
+    beside its documents."""
+    return Derived() if tables.derived else None
+
+
+def warn_rebuild_needed(view: str) -> None:
+    """An existing view got its tables beside the documents now, empty: say what fills
+    them."""
+    log.warning(
+        "view_needs_rebuild",
+        view=view,
+        hint=f"new tables beside its documents are empty: run `ketnoi rebuild {view}`",
+    )
 
 
 class Projector(WakeLoop):
@@ -115,7 +142,15 @@ class Projector(WakeLoop):
         purged = self._purged.setdefault(tables.docs, set())
         fresh = erased - purged
         if fresh:
+            derived = _derived(tables)
+            if derived is not None:
+                # What their cases counted and showed on the board goes with them.
+                found = self.store.load(tables, [f"case:{case_id}" for case_id in sorted(fresh)])
+                for *_, doc in found.values():
+                    derived.forget(doc)
             with self.store.transaction() as cur:
+                if derived:
+                    self.store.write_derived(cur, tables, derived)
                 self.store.delete_cases(cur, tables, sorted(fresh))
             self.store.forget_deleted(tables)
             purged |= fresh
@@ -124,7 +159,8 @@ class Projector(WakeLoop):
 
     def create_tables(self) -> None:
         for name in self.views:
-            self.store.create(Tables.of(name))
+            if self.store.create(Tables.of(name)):
+                warn_rebuild_needed(name)
 
     # -- live -----------------------------------------------------------------------------
 
@@ -181,8 +217,12 @@ class Projector(WakeLoop):
                     view.apply(docs, upstream_name, fact)
                     new_positions[upstream_name] = notification_id
                     applied += 1
+            derived = _derived(tables)
+            rows = _rows(view, docs, docs.dirty, erased, derived)
             with self.store.transaction() as cur:
-                self.store.write(cur, tables, _rows(view, docs, docs.dirty, erased), new_positions)
+                self.store.write(cur, tables, rows, new_positions)
+                if derived:
+                    self.store.write_derived(cur, tables, derived)
             return applied
 
     def follows(self, upstream_name: str) -> bool:
@@ -280,7 +320,13 @@ class Projector(WakeLoop):
                         for _p, _a, doc in docs[n].rows.values()
                         if doc.get("case_id") not in erased
                     )
-                    self.store.bulk_load(shadows[n], _drained(self.views[n], docs.pop(n), erased))
+                    derived = _derived(shadows[n])
+                    self.store.bulk_load(
+                        shadows[n], _drained(self.views[n], docs.pop(n), erased, derived)
+                    )
+                    if derived:
+                        with self.store.transaction() as cur:
+                            self.store.write_derived(cur, shadows[n], derived)
         for n in names:
             handled = {u: stops[u] for u in self.views[n].handles if stops.get(u)}
             with self.store.transaction() as cur:
@@ -437,16 +483,10 @@ class Windows:
         """Write every document the window touched into the shadow tables, and let go of
         them all."""
         for name, docs in self.docs.items():
-            view, erased = self.views[name], self.erased
-            rows = []
-            for key in docs.dirty:
-                province, agency, doc = docs.rows[key]
-                if doc.get("case_id") in erased:
-                    continue
-                view.finalize(doc)
-                rows.append((key, province, agency, doc))
+            derived = _derived(self.shadows[name])
+            rows = _rows(self.views[name], docs, docs.dirty, self.erased, derived)
             replaced = sorted(self._stored[name] & docs.dirty)
-            self.store.rewrite(self.shadows[name], replaced, rows)
+            self.store.rewrite(self.shadows[name], replaced, rows, derived)
             if rows:
                 self.written.add(name)
             self._fresh(name)

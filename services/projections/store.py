@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.adapt import Dumper
 
+from services.projections.derived import Derived
 from services.runtime.files import private_file
 from services.runtime.settings import Settings
 
@@ -33,16 +34,42 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
+# The views with tables beside their documents (``services.projections.derived``): the
+# case overview keeps its open cases (the board) and the statistics' counters.
+WITH_DERIVED = frozenset({"cases"})
+
+
 @dataclass(frozen=True)
 class Tables:
     """The table names of one view (live, or a shadow being rebuilt)."""
 
     docs: str
     tracking: str
+    # Beside the documents, for the views in WITH_DERIVED: open cases, counters, moments.
+    open: str | None = None
+    counts: str | None = None
+    moments: str | None = None
 
     @classmethod
     def of(cls, view: str, suffix: str = "") -> Tables:
-        return cls(docs=f"view_{view}{suffix}", tracking=f"view_{view}_tracking{suffix}")
+        docs = f"view_{view}{suffix}"
+        if view not in WITH_DERIVED:
+            return cls(docs=docs, tracking=f"view_{view}_tracking{suffix}")
+        return cls(
+            docs=docs,
+            tracking=f"view_{view}_tracking{suffix}",
+            open=f"view_{view}_open{suffix}",
+            counts=f"view_{view}_counts{suffix}",
+            moments=f"view_{view}_moments{suffix}",
+        )
+
+    @property
+    def derived(self) -> tuple[str, ...]:
+        return tuple(t for t in (self.open, self.counts, self.moments) if t is not None)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.docs, self.tracking, *self.derived)
 
 
 class ViewStore:
@@ -152,15 +179,19 @@ class ViewStore:
 
     # -- schema -------------------------------------------------------------------------
 
-    def create(self, tables: Tables, *, replace: bool = False, shadow: bool = False) -> None:
+    def create(self, tables: Tables, *, replace: bool = False, shadow: bool = False) -> bool:
         """Create a view's tables. A shadow gets its key index after the bulk load, which
-        builds it in one pass instead of row by row."""
+        builds it in one pass instead of row by row.
+
+        Returns True when the tables beside the documents were made now for documents
+        already there: they are empty until ``ketnoi rebuild`` fills them."""
         with self.transaction() as cur:
             if self.backend == "postgres":
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             if replace:
-                cur.execute(f"DROP TABLE IF EXISTS {tables.docs}")
-                cur.execute(f"DROP TABLE IF EXISTS {tables.tracking}")
+                for table in tables.all:
+                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+            missing = [t for t in tables.derived if not self._exists(cur, t)]
             key = "key text" if shadow and self.backend == "postgres" else "key text PRIMARY KEY"
             # Large documents are compressed out of line; lz4 costs a fraction of pglz.
             doc = "doc text COMPRESSION lz4" if self.backend == "postgres" else "doc text"
@@ -172,19 +203,69 @@ class ViewStore:
                 f"CREATE TABLE IF NOT EXISTS {tables.tracking} "
                 "(upstream text PRIMARY KEY, position bigint NOT NULL)"
             )
+            self._create_derived(cur, tables)
+            if not missing or replace:
+                return False
+            cur.execute(f"SELECT 1 FROM {tables.docs} LIMIT 1")
+            return bool(cur.fetchall())
+
+    def _exists(self, cur: Cursor, table: str) -> bool:
+        if self.backend == "sqlite":
+            cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [table])
+        else:
+            cur.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s "
+                "AND table_name = %s",
+                [self.schema, table],
+            )
+        return bool(cur.fetchall())
+
+    def _create_derived(self, cur: Cursor, tables: Tables) -> None:
+        """The tables beside the documents (``services.projections.derived``), each keyed
+        for the question it answers: a province's open cases; a province's counters by month
+        and day; a province's moments of one day (and each case's, to replace them). Instants
+        and days are compared as text: bytewise on PostgreSQL too."""
+        if tables.open is None or tables.counts is None or tables.moments is None:
+            return
+        text = 'text COLLATE "C"' if self.backend == "postgres" else "text"
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {tables.open} (province text NOT NULL, "
+            "case_id text NOT NULL, row text NOT NULL, "
+            "PRIMARY KEY (province, case_id), UNIQUE (case_id))"
+        )
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {tables.counts} (province text NOT NULL, "
+            f"level text NOT NULL, bucket {text} NOT NULL, tbl text NOT NULL, "
+            "period text NOT NULL, dimension text NOT NULL, value text NOT NULL, "
+            "n bigint NOT NULL, "
+            "PRIMARY KEY (province, level, bucket, tbl, period, dimension, value))"
+        )
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {tables.moments} (province text NOT NULL, "
+            f"day {text} NOT NULL, case_id text NOT NULL, changes text NOT NULL, "
+            "PRIMARY KEY (case_id, day), UNIQUE (province, day, case_id))"
+        )
 
     def swap(self, view: str, shadow: Tables) -> None:
-        """Put a rebuilt view in place of the live one, atomically."""
+        """Put a rebuilt view in place of the live one, atomically. On PostgreSQL the
+        tables beside the documents are analysed first: the planner then sums a province's
+        counters by hashing, not by sorting them."""
         live, old = Tables.of(view), Tables.of(view, "_old")
+        if self.backend == "postgres":
+            with self._lock:
+                for table in shadow.derived:
+                    self._connection().execute(f"ANALYZE {table}")
         with self.transaction() as cur:
-            for table in (old.docs, old.tracking):
+            for table in old.all:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
-            cur.execute(f"ALTER TABLE {live.docs} RENAME TO {old.docs}")
-            cur.execute(f"ALTER TABLE {live.tracking} RENAME TO {old.tracking}")
-            cur.execute(f"ALTER TABLE {shadow.docs} RENAME TO {live.docs}")
-            cur.execute(f"ALTER TABLE {shadow.tracking} RENAME TO {live.tracking}")
-            for table in (old.docs, old.tracking):
-                cur.execute(f"DROP TABLE {table}")
+            # A database from before a view had its tables beside it has none to set aside.
+            alter = "ALTER TABLE IF EXISTS" if self.backend == "postgres" else "ALTER TABLE"
+            for live_table, old_table in zip(live.all, old.all, strict=True):
+                cur.execute(f"{alter} {live_table} RENAME TO {old_table}")
+            for shadow_table, live_table in zip(shadow.all, live.all, strict=True):
+                cur.execute(f"ALTER TABLE {shadow_table} RENAME TO {live_table}")
+            for table in old.all:
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
 
     @contextmanager
     def view_lock(self, view: str) -> Iterator[None]:
@@ -292,6 +373,103 @@ class ViewStore:
                 list(positions.items()),
             )
 
+    def write_derived(self, cur: Cursor, tables: Tables, derived: Derived) -> None:
+        """Apply what a batch of case documents changed beside them, inside the caller's
+        transaction: counters added to (a cell back to zero goes), each changed case's
+        moments replaced, open cases' board rows put and closed cases' taken out."""
+        if tables.open is None or tables.counts is None or tables.moments is None:
+            return
+        counts = [(*key, n) for key, n in derived.counts.items() if n]
+        if counts:
+            cur.executemany(
+                f"INSERT INTO {tables.counts} "
+                "(province, level, bucket, tbl, period, dimension, value, n) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (province, level, bucket, tbl, period, dimension, value) "
+                f"DO UPDATE SET n = {tables.counts}.n + excluded.n",
+                counts,
+            )
+            # A cell back at zero goes (from either side: a change due later can be taken
+            # off before what it follows is added).
+            fell = [row[:7] for row in counts]
+            if fell:
+                cur.executemany(
+                    f"DELETE FROM {tables.counts} WHERE province = %s AND level = %s "
+                    "AND bucket = %s AND tbl = %s AND period = %s AND dimension = %s "
+                    "AND value = %s AND n = 0",
+                    fell,
+                )
+        if derived.moments:
+            self._delete_by_case(cur, tables.moments, sorted(derived.moments))
+            rows = [
+                (province, day, case_id, changes.decode())
+                for case_id, days in derived.moments.items()
+                for province, day, changes in days
+            ]
+            if rows:
+                cur.executemany(
+                    f"INSERT INTO {tables.moments} (province, day, case_id, changes) "
+                    "VALUES (%s, %s, %s, %s)",
+                    rows,
+                )
+        if derived.closed:
+            self._delete_by_case(cur, tables.open, sorted(derived.closed))
+        if derived.open:
+            cur.executemany(
+                f"INSERT INTO {tables.open} (province, case_id, row) VALUES (%s, %s, %s) "
+                "ON CONFLICT (case_id) DO UPDATE SET province = excluded.province, "
+                "row = excluded.row",
+                [
+                    (province, case_id, row.decode())
+                    for case_id, (province, row) in derived.open.items()
+                ],
+            )
+
+    def _delete_by_case(self, cur: Cursor, table: str, case_ids: Sequence[str]) -> None:
+        if self.backend == "postgres":
+            cur.execute(f"DELETE FROM {table} WHERE case_id = ANY(%s)", [list(case_ids)])
+            return
+        for start in range(0, len(case_ids), 500):
+            chunk = list(case_ids[start : start + 500])
+            marks = ",".join(["%s"] * len(chunk))
+            cur.execute(f"DELETE FROM {table} WHERE case_id IN ({marks})", chunk)
+
+    def open_cases(self, tables: Tables, province: str) -> list[dict[str, Any]]:
+        """The board rows of a province's open cases."""
+        assert tables.open is not None
+        with self.transaction() as cur:
+            cur.execute(f"SELECT row FROM {tables.open} WHERE province = %s", [province])
+            return [_doc(row) for (row,) in cur.fetchall()]
+
+    def counted(
+        self, tables: Tables, province: str | None, at: str
+    ) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """What the statistics at instant ``at`` (``statistics.instant``) sum: the counters
+        of the months before its month and of the days of its month before its day, summed
+        per cell (cells at zero left out), and the moments of its day, to be summed up to
+        the instant by the caller. Of one province, or of every one."""
+        assert tables.counts is not None
+        assert tables.moments is not None
+        month, day = at[:7], at[:10]
+        where, params = ("province = %s AND ", [province]) if province else ("", [])
+        with self.transaction() as cur:
+            cur.execute(
+                "SELECT tbl, province, period, dimension, value, SUM(n) FROM ("
+                f"SELECT tbl, province, period, dimension, value, n FROM {tables.counts} "
+                f"WHERE {where}level = 'm' AND bucket < %s "
+                "UNION ALL "
+                f"SELECT tbl, province, period, dimension, value, n FROM {tables.counts} "
+                f"WHERE {where}level = 'd' AND bucket >= %s AND bucket < %s"
+                ") AS c GROUP BY tbl, province, period, dimension, value HAVING SUM(n) <> 0",
+                [*params, month, *params, month, day],
+            )
+            sums = cur.fetchall()
+            cur.execute(
+                f"SELECT changes FROM {tables.moments} WHERE {where}day = %s", [*params, day]
+            )
+            moments = [change for (changes,) in cur.fetchall() for change in orjson.loads(changes)]
+        return sums, moments
+
     def delete_cases(self, cur: Cursor, tables: Tables, case_ids: Sequence[str]) -> None:
         """Delete every document of these cases (an erased person's), in the caller's
         transaction. SQLite overwrites what it deletes (``secure_delete``)."""
@@ -332,16 +510,27 @@ class ViewStore:
         with conn.transaction():
             conn.execute(f"ALTER TABLE {tables.docs} ADD PRIMARY KEY (key)")
 
-    def rewrite(self, tables: Tables, replaced: Sequence[str], rows: Iterable[Row]) -> None:
+    def rewrite(
+        self,
+        tables: Tables,
+        replaced: Sequence[str],
+        rows: Iterable[Row],
+        derived: Derived | None = None,
+    ) -> None:
         """Replace the documents ``replaced`` and add the others of ``rows``, in one
-        transaction: PostgreSQL deletes the old ones and COPYs every row in (a row whose key
-        is still there and was not named fails the COPY, loudly)."""
+        transaction (with what they change beside them): PostgreSQL deletes the old ones and
+        COPYs every row in (a row whose key is still there and was not named fails the COPY,
+        loudly)."""
         if self.backend == "sqlite":
             with self.transaction() as cur:
                 self.write(cur, tables, rows, {})
+                if derived:
+                    self.write_derived(cur, tables, derived)
             return
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
+            if derived:
+                self.write_derived(_PgCursor(cur), tables, derived)
             if replaced:
                 cur.execute(f"DELETE FROM {tables.docs} WHERE key = ANY(%s)", [list(replaced)])
             cur.adapters.register_dumper(bytes, _Utf8TextDumper)

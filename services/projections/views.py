@@ -30,9 +30,10 @@ from contracts import plan as pl
 from contracts import referral as r
 from contracts.access_policy import CaseTies
 from contracts.deadlines import DueTimes
-from contracts.envelope import Event, event_types, resolve
+from contracts.envelope import Event, resolve
 from contracts.referral import DeadlineKind, ReferralStatus
 from contracts.vocabulary import DataCategory
+from services.projections.statistics import counted
 from services.runtime.field_cipher import SEALED
 from services.runtime.persistence import OrjsonTranscoder, open_personal
 
@@ -303,6 +304,11 @@ class CasesView(View):
             docs.dirty.add(key)  # the common case, on every event: no new row tuple
         return doc
 
+    def finalize(self, doc: Doc) -> None:
+        # What the case adds to the statistics' counters over time (``derived``).
+        if "referrals" in doc:
+            doc["counted"] = counted(doc, doc.get("counted"))
+
     def apply(self, docs: Docs, upstream: str, fact: Fact) -> None:
         if upstream == "intake":
             self._intake(docs, fact)
@@ -491,19 +497,6 @@ def _index_holders(docs: Docs, doc: Doc, before: frozenset[str]) -> None:
             province=doc.get("province"),
             agency=agency,
         )
-
-
-def consent_events(doc: Doc) -> list[Event]:
-    """A case document's consent events, as the consent decision reads them (in the
-    consent log's order; free text left out)."""
-    types = event_types()
-    record_id = c.consent_record_id(UUID(doc["case_id"]))
-    return [
-        types[event_type].model_validate(
-            {**data, "originator_id": record_id, "originator_version": n}
-        )
-        for n, (event_type, data) in enumerate(doc.get("consent", ()), start=1)
-    ]
 
 
 # -- the agency queue ---------------------------------------------------------------------

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from orjson import loads
 
 from bench.history import generate
 from services.cli.wiring import Platform, migrate, start
+from services.projections.application import ProjectionService
+from services.projections.statistics import publish
 from services.projections.store import Tables
 from services.runtime.seal.keys import seal_signer
 from services.runtime.seal.sources import open_logs
@@ -98,9 +102,39 @@ def test_a_generated_history_reads_back_verifies_and_rebuilds_the_same_in_window
     assert closed
     assert reopened
     assert len({province for _k, province, _a, _d in live["cases"]}) > 5
+    live_beside = beside(projections)
+    assert all(live_beside.values())  # open cases, counters and moments, all kept live
+
+    # The board and the statistics read from the tables beside the documents say what the
+    # documents say: every open case of the province, once; the same cells at instants
+    # before, within and after the history (the grants of its first cases expire within
+    # it), including one in the middle of a day that changed, and one before it began.
+    cases = [(province, doc) for key, province, _a, doc in live["cases"] if key[:5] == "case:"]
+    for province in {p for p, _ in cases if p}:
+        board = projections.board(province)
+        opened = sorted(
+            (doc["received_at"] or "", doc["case_id"])
+            for p, doc in cases
+            if p == province and not doc["closed"]
+        )
+        assert [(row["received_at"] or "", row["case_id"]) for row in board] == opened
+    moments = [at for day in live_beside["view_cases_moments"] for at, *_ in loads(day[3])]
+    middle = datetime.fromisoformat(sorted(moments)[len(moments) // 2]).replace(tzinfo=UTC)
+    for at in (
+        datetime(2023, 12, 1, tzinfo=UTC),
+        datetime(2025, 6, 15, 9, tzinfo=UTC),
+        middle,
+        middle - timedelta(microseconds=1),
+        datetime(2028, 1, 1, tzinfo=UTC),
+    ):
+        expected = publish((doc for _p, doc in cases), threshold=1, step=1, at=at)
+        assert projections.statistics(None, threshold=1, step=1, at=at) == expected
+        if at.year in (2025, middle.year):
+            assert any(cell.count for cell in expected)
 
     one_pass = projections.projector.rebuild(batch_events=0)
     assert {v: projections.store.query(Tables.of(v)) for v in VIEWS} == live
+    assert beside(projections) == live_beside
     # Windows of 700 events: most cases' later events come in a later window, so their
     # documents are read back from the new tables, changed and written again.
     reported: list[int] = []
@@ -108,3 +142,14 @@ def test_a_generated_history_reads_back_verifies_and_rebuilds_the_same_in_window
     assert sum(reported) == projections.projector.total_events(list(VIEWS))
     assert windowed == one_pass
     assert {v: projections.store.query(Tables.of(v)) for v in VIEWS} == live
+    assert beside(projections) == live_beside
+
+
+def beside(projections: ProjectionService) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the tables the cases view keeps beside its documents, in order."""
+    found = {}
+    with projections.store.transaction() as cur:
+        for table in Tables.of("cases").derived:
+            cur.execute(f"SELECT * FROM {table}")
+            found[table] = sorted(cur.fetchall())
+    return found

@@ -36,6 +36,7 @@ from contracts.vocabulary import (
 )
 from services.cli.wiring import Platform, migrate, start
 from services.projections.runner import apply_all
+from services.projections.statistics import Cell, publish
 from services.projections.store import Tables
 from services.projections.views import VIEWS
 from services.referral.application import NamedParty
@@ -459,3 +460,62 @@ def test_statistics_count_only_consent_in_force_live_and_after_a_rebuild(
         "org.ketnoi.consent.subject_age_noted",
         "org.ketnoi.consent.granted",
     ]
+
+
+@pytest.fixture
+def embedded(sqlite_settings: Settings) -> Iterator[Platform]:
+    migrate(sqlite_settings)
+    platform = start(sqlite_settings, run_followers=False)
+    register_agencies(platform)
+    yield platform
+    platform.close()
+
+
+def test_the_board_and_the_statistics_read_from_their_own_tables_on_sqlite(
+    embedded: Platform,
+) -> None:
+    """The embedded demo keeps the open cases and the counters too: the board lists the
+    open cases, and the statistics at any instant are what the case documents say, live
+    and after a rebuild."""
+    cases = [dong_thap_night(embedded) for _ in range(12)]
+    embedded.intake.close_case(at(600), cases[0], ClosureReason.GOALS_MET)
+    embedded.catch_up()
+    projections = embedded.projections
+    assert projections is not None
+    instants = (T0 - timedelta(days=1), T0 + timedelta(days=1), T0 + timedelta(days=800))
+
+    def from_documents(when: datetime) -> list[Cell]:
+        rows = projections.store.query(Tables.of("cases"), key_prefix="case:")
+        return publish((doc for *_, doc in rows), threshold=1, step=1, at=when)
+
+    def statistics() -> list[list[Cell]]:
+        return [projections.statistics("dong-thap", 1, 1, when) for when in instants]
+
+    board = projections.board("dong-thap")
+    assert sorted(row["case_id"] for row in board) == sorted(str(c) for c in cases[1:])
+    live = statistics()
+    assert live == [from_documents(when) for when in instants]
+    assert any(cell.count for cell in live[1])
+    projections.rebuild()
+    assert projections.board("dong-thap") == board
+    assert statistics() == live
+
+
+def test_an_existing_case_overview_is_told_to_rebuild_for_its_new_tables(
+    platform: Platform,
+) -> None:
+    """A database whose case overview came before the board's and the statistics' tables:
+    migrating makes them, empty, and says that ``ketnoi rebuild cases`` fills them."""
+    dong_thap_night(platform)
+    platform.catch_up()
+    projections = platform.projections
+    assert projections is not None
+    store, tables = projections.store, Tables.of("cases")
+    with store.transaction() as cur:
+        for table in tables.derived:
+            cur.execute(f"DROP TABLE {table}")
+    assert store.create(tables) is True  # made now, beside documents already there
+    assert store.create(tables) is False  # there already: nothing to say
+    assert projections.board("dong-thap") == []
+    projections.rebuild(["cases"])
+    assert len(projections.board("dong-thap")) == 1
