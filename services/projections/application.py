@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from contracts.access_policy import CaseTies
 from contracts.audit import PersonalDataRead
 from services.projections.board import shown
@@ -51,7 +53,12 @@ class ProjectionService:
 
     def board(self, province: str) -> list[dict[str, Any]]:
         """Open cases of a province: handovers waiting on a party, how long each step took,
-        and the deadlines breached. Read from the province's open cases only
+        and the deadlines breached."""
+        rows: list[dict[str, Any]] = orjson.loads(self.board_json(province))
+        return rows
+
+    def board_json(self, province: str) -> bytes:
+        """The board of a province as JSON, read from the province's open cases only
         (``services.projections.board``), not from every case it ever had."""
         return shown(self.store.open_cases(Tables.of("cases"), province))
 

@@ -38,7 +38,8 @@ class Derived:
     # case -> rows of (province, day, changes as JSON); replaced whole when the case's
     # contribution changed
     moments: dict[str, list[tuple[str, str, bytes]]] = field(default_factory=dict)
-    open: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # case -> province, row
+    # case -> its board row: province, received_at, review_due_on, the row as JSON
+    open: dict[str, tuple[str, str | None, str | None, bytes]] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
@@ -58,7 +59,13 @@ class Derived:
             self._add(now, 1)
             self.moments[case_id] = _moments(now)
         if province and not doc.get("closed"):
-            self.open[case_id] = (province, orjson.dumps(board_row(doc)))
+            row = board_row(doc)
+            self.open[case_id] = (
+                province,
+                row["received_at"],
+                row["review_due_on"],
+                orjson.dumps(row),
+            )
             self.closed.discard(case_id)
         else:
             self.open.pop(case_id, None)

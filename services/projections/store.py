@@ -230,7 +230,7 @@ class ViewStore:
         text = 'text COLLATE "C"' if self.backend == "postgres" else "text"
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {tables.open} (province text NOT NULL, "
-            "case_id text NOT NULL, row text NOT NULL, "
+            "case_id text NOT NULL, received_at text, review_due_on text, row text NOT NULL, "
             "PRIMARY KEY (province, case_id), UNIQUE (case_id))"
         )
         cur.execute(
@@ -416,12 +416,16 @@ class ViewStore:
             self._delete_by_case(cur, tables.open, sorted(derived.closed))
         if derived.open:
             cur.executemany(
-                f"INSERT INTO {tables.open} (province, case_id, row) VALUES (%s, %s, %s) "
-                "ON CONFLICT (case_id) DO UPDATE SET province = excluded.province, "
-                "row = excluded.row",
+                f"INSERT INTO {tables.open} "
+                "(province, case_id, received_at, review_due_on, row) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (case_id) DO UPDATE SET "
+                "province = excluded.province, received_at = excluded.received_at, "
+                "review_due_on = excluded.review_due_on, row = excluded.row",
                 [
-                    (province, case_id, row.decode())
-                    for case_id, (province, row) in derived.open.items()
+                    (province, case_id, received_at, review_due_on, row.decode())
+                    for case_id, (province, received_at, review_due_on, row) in (
+                        derived.open.items()
+                    )
                 ],
             )
 
@@ -434,12 +438,17 @@ class ViewStore:
             marks = ",".join(["%s"] * len(chunk))
             cur.execute(f"DELETE FROM {table} WHERE case_id IN ({marks})", chunk)
 
-    def open_cases(self, tables: Tables, province: str) -> list[dict[str, Any]]:
-        """The board rows of a province's open cases."""
+    def open_cases(self, tables: Tables, province: str) -> list[tuple[str, str, str, str]]:
+        """The board rows of a province's open cases: (received_at or "", case_id,
+        review_due_on or "", the row as JSON), oldest reception first."""
         assert tables.open is not None
         with self.transaction() as cur:
-            cur.execute(f"SELECT row FROM {tables.open} WHERE province = %s", [province])
-            return [_doc(row) for (row,) in cur.fetchall()]
+            cur.execute(
+                "SELECT COALESCE(received_at, ''), case_id, COALESCE(review_due_on, ''), row "
+                f"FROM {tables.open} WHERE province = %s",
+                [province],
+            )
+            return sorted(cur.fetchall())
 
     def counted(
         self, tables: Tables, province: str | None, at: str
