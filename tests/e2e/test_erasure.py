@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,6 +68,7 @@ from tests.support.feed import (
     relay_for,
     written_agencies,
 )
+from tests.support.processes import KETNOI, settings_env
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -269,13 +269,7 @@ def test_an_erased_person_leaves_no_readable_trace(
     manager = as_(Role.CASE_MANAGER, "dt-swc", MANAGER.user_id)
     supervisor = as_(Role.SUPERVISOR, "dt-swc", "supervisor-1")
     runner = CliRunner()
-    env = {
-        "KETNOI_DATABASE_URL": settings.database_url or "",
-        "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(settings.data_dir),
-    }
-    if settings.database_url is None:
-        del env["KETNOI_DATABASE_URL"]
+    env = settings_env(settings, log_format=None)
 
     # Before: the holder reads the person; the hospital's feed carries her name, sealed: no
     # message holds any of her values in clear, and the hospital opens its disclosure with
@@ -506,8 +500,9 @@ def test_ketnoi_erase_needs_two_people_and_forgets_the_person(
     env.pop("KETNOI_DATABASE_URL", None)
 
     def ketnoi(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-c", "from services.launch import main; main()", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [*KETNOI, *args], env=env, capture_output=True, text=True, timeout=300
+        )
 
     erase = ["erase", str(person_id), "--reason", "person_request", "--requested-by", "u1"]
     alone = ketnoi(*erase, "--approved-by", "u1")

@@ -58,7 +58,7 @@ from tests.support.feed import (
     feed_kafka_settings,
     kafka_env,
 )
-from tests.support.processes import KETNOI, free_port
+from tests.support.processes import KETNOI, free_port, settings_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 
@@ -188,10 +188,7 @@ class RelayProcess:
         self.args = args
         self.env = {
             **os.environ,
-            "KETNOI_DATABASE_URL": settings.database_url or "",
-            "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
-            "KETNOI_DATA_DIR": str(settings.data_dir),
-            "KETNOI_LOG_FORMAT": "json",
+            **settings_env(settings),
             **kafka_env(kafka),
             **{f"KETNOI_{k.upper()}": v for k, v in feed.items()},
         }
