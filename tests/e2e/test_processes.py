@@ -55,6 +55,8 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         first = re.search(r"https?://[^\s)]+", log.read_text())
         assert first is not None
         assert first.group(0) == f"{base}/signin"
+        # Nothing comes before it: the seeding's log lines are left out of the terminal.
+        assert log.read_text().lstrip().startswith(f"Ketnoi demo: sign in at {base}/signin")
         assert get(first.group(0)).status_code == 200
         urls, all_tokens = _case_urls(log), _tokens(log)
         assert len(urls) == 4
