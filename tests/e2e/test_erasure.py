@@ -48,6 +48,7 @@ from contracts.vocabulary import (
     UrgentNeed,
 )
 from services.cli import app as cli
+from services.cli.erase import events_in_clear
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.referral.feed import ConsentAtHead, open_consent_upstream, open_feed_upstream
 from services.referral.feed_keys import FeedKeys
@@ -539,6 +540,18 @@ def test_ketnoi_erase_needs_two_people_and_forgets_the_person(
         who = Person()
         case_id, _referral_id = record_everything(platform, who)
         person_id = platform.intake.get_case(case_id).person_id
+        # Everything about her is stored encrypted ...
+        counted = events_in_clear(platform, case_id, person_id)
+        assert set(counted) >= {"intake", "consent", "referral", "audit"}
+        assert sum(counted.values()) == 0
+        # ... but for a note written as an installation did before per-person encryption.
+        cipher = platform.intake.mapper.fields  # type: ignore[attr-defined]
+        cipher.seal = lambda *_args: None  # writes as before, still reads what is sealed
+        try:
+            platform.intake.write_note(ctx(MANAGER, 40), case_id, DataCategory.NEEDS, "old")
+        finally:
+            del cipher.seal
+        assert events_in_clear(platform, case_id, person_id) == {**counted, "intake": 1}
     finally:
         platform.close()
     env = {**os.environ, "KETNOI_DATA_DIR": str(sqlite_settings.data_dir)}
@@ -555,6 +568,9 @@ def test_ketnoi_erase_needs_two_people_and_forgets_the_person(
     done = ketnoi(*erase, "--approved-by", "u2")
     assert done.returncode == 0, done.stderr
     assert f"Erased the person of case {case_id}" in done.stdout
+    # The operator learns what destroying the key could not reach.
+    assert "1 of their events was stored in clear" in done.stdout
+    assert "(intake: 1)" in done.stdout
 
     platform = start(sqlite_settings, run_followers=False)
     try:
