@@ -39,7 +39,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -648,11 +648,23 @@ def generate(
         (first, min(first + chunk_cases, cases)) for first in range(start, cases, chunk_cases)
     ]
     written = 0
-    with _encoders(platform, history, jobs) as encoded_chunks:
+    # One thread writes (mostly waiting on PostgreSQL, the GIL released) while the next chunk
+    # is made: the database's work overlaps the Python work instead of following it.
+    with ThreadPoolExecutor(1) as writing, _encoders(platform, history, jobs) as encoded_chunks:
+        previous: tuple[Future[int], int] | None = None
         for encoded in encoded_chunks(bounds):
-            written += writer.write(encoded, final=encoded.last == cases)
+            if previous is not None:
+                written += previous[0].result()
+                if progress is not None:
+                    progress(previous[1], written)
+            previous = (
+                writing.submit(writer.write, encoded, final=encoded.last == cases),
+                encoded.last,
+            )
+        if previous is not None:
+            written += previous[0].result()
             if progress is not None:
-                progress(encoded.last, written)
+                progress(previous[1], written)
     mark_followed(platform)
     return written
 
