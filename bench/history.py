@@ -38,7 +38,7 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -447,25 +447,25 @@ class Encoded:
     later: list[tuple[datetime, int, int, str, list[Row]]]
 
 
-def encode_cases(platform: Platform, history: History, first: int, last: int) -> Encoded:
-    """Make the lives of cases ``first`` to ``last - 1`` and encode every event as the
-    applications' mappers do. The persons' keys are made first, in one transaction (not one
-    by one as their events are encoded).
+def encode_cases(apps: Mapping[str, Any], history: History, first: int, last: int) -> Encoded:
+    """Make the lives of cases ``first`` to ``last - 1`` and encode every event with the
+    mapper of the application of its log (``apps``, by log). The persons' keys are made
+    first, in one transaction (not one by one as their events are encoded).
 
     Python's cycle collector is paused meanwhile: the chunk's aggregates and events pile up
     until they are encoded, and the collector traversing them again and again measured as
     more than half the time of making them. They hold no reference cycles once their later
     acts have run, so reference counting frees them when the chunk is done."""
     with without_cycle_collection():
-        return _encode_cases(platform, history, first, last)
+        return _encode_cases(apps, history, first, last)
 
 
-def _encode_cases(platform: Platform, history: History, first: int, last: int) -> Encoded:
+def _encode_cases(apps: Mapping[str, Any], history: History, first: int, last: int) -> Encoded:
     lives_ = [history.case(n) for n in range(first, last)]
-    keys = platform.intake.person_keys
+    keys = apps["intake"].person_keys
     if keys is not None:
         keys.create_many([life.person_id for life in lives_])
-    mappers = {log: getattr(platform, log).mapper for log in LOGS}
+    mappers = {log: apps[log].mapper for log in LOGS}
 
     def rows(log: str, aggregate: Any) -> list[Row]:
         encode = mappers[log].to_stored_event
@@ -635,9 +635,10 @@ def generate(
 ) -> int:
     """Write the lives of cases ``start`` to ``cases - 1``; returns the events written.
 
-    With ``jobs`` above 1, that many processes make and encode the chunks (each starts the
-    three services on ``platform.settings`` for their mappers and the key store) and this one
-    writes and seals them, in case order: the logs hold the same history as with one.
+    With ``jobs`` above 1, that many processes make and encode the chunks (each constructs
+    the three applications on ``platform.settings`` for their mappers and the key store) and
+    this one writes and seals them, in case order: the logs hold the same history as with
+    one.
 
     A run resumed at ``start`` loses what the previous one had deferred past it (a later
     withdrawal, closure or reopening of a case received before ``start``)."""
@@ -677,7 +678,7 @@ def _encoders(platform: Platform, history: History, jobs: int) -> Iterator[Encod
     """What makes and encodes the chunks, in order: this process, or ``jobs`` others with a
     few chunks ahead of the writer at most (memory stays bounded)."""
     if jobs <= 1:
-        yield lambda bounds: (encode_cases(platform, history, *b) for b in bounds)
+        yield lambda bounds: (encode_cases(platform.apps, history, *b) for b in bounds)
         return
     context = multiprocessing.get_context("spawn")  # no copy of this process's connections
     with ProcessPoolExecutor(
@@ -685,7 +686,7 @@ def _encoders(platform: Platform, history: History, jobs: int) -> Iterator[Encod
         mp_context=context,
         initializer=_start_encoder,
         initargs=(
-            _few_connections(platform.settings),
+            platform.settings,
             history.cases,
             history.years,
             history.seed,
@@ -707,26 +708,26 @@ def _encoders(platform: Platform, history: History, jobs: int) -> Iterator[Encod
         yield in_order
 
 
-_encoder: tuple[Platform, History] | None = None
-
-
-def _few_connections(settings: Any) -> Any:
-    """An encoding process makes keys and reads them, one transaction at a time."""
-    return settings.model_copy(update={"pg_pool_size": 1, "pg_max_overflow": 1})
+_encoder: tuple[dict[str, Any], History] | None = None
 
 
 def _start_encoder(settings: Any, cases: int, years: int, seed: int, end: datetime) -> None:
-    """A process that makes and encodes chunks: the three services started for their mappers
-    and the key store, none of their loops."""
-    from services.cli.wiring import start
+    """A process that makes and encodes chunks: the three applications constructed as
+    ``ketnoi`` starts them, for their mappers and the key store, and nothing else of the
+    platform (no directory, followers or audit), so it holds few of the database's
+    connections."""
+    from services.cli.wiring import APPLICATIONS
     from services.runtime.logging import configure_logging
+    from services.runtime.persistence import application_env
 
-    global _encoder
+    global _encoder  # one per encoding process
     configure_logging("console", "warning")
-    platform = start(settings, LOGS, run_followers=False)
-    atexit.register(platform.close)
+    few = settings.model_copy(update={"pg_pool_size": 1, "pg_max_overflow": 1})
+    apps = {log: APPLICATIONS[log](env=application_env(few, log)) for log in LOGS}
+    for app in apps.values():
+        atexit.register(app.close)
     gc.freeze()  # what starting left alive is not traversed again at every collection
-    _encoder = (platform, History(cases, years=years, seed=seed, end=end))
+    _encoder = (apps, History(cases, years=years, seed=seed, end=end))
 
 
 def _encode(first: int, last: int) -> Encoded:
