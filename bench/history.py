@@ -3,10 +3,12 @@
 ``python -m bench.history generate --cases 10000`` writes the lives of that many cases into the
 intake, consent and referral logs of the database named by ``KETNOI_DATABASE_URL`` (migrated
 first). Every event is made by the domain aggregates (``Case``, ``ConsentRecord``,
-``Referral``, ``Handover``) and stored by the applications' own recorders: encoded by their
-mapper, the person's fields encrypted under the person's key, and each event sealed in the
-same transaction as any command's. Only the commands' HTTP, access checks and idempotency are
-skipped: many cases are saved in one transaction per log (a chunk).
+``Referral``, ``Handover``; the steps both benches share are in ``bench/lives.py``), encoded
+by the applications' own mappers (the person's fields encrypted under the person's key),
+COPYed into the logs under each log's write lock and sealed in the same transaction (the
+seal's own leaves, head and checkpoints). Only the commands' HTTP, access checks and
+idempotency are skipped: many cases are saved in one transaction per log (a chunk).
+``--jobs N`` makes and encodes the chunks in N processes; this one writes them in case order.
 
 The shapes follow the demo's scenarios: a reception (rescued, returned from abroad, handed
 over at the border, a hotline call or self-referral), the person registered, needs and risk
