@@ -9,8 +9,9 @@ It creates the database ``--database`` (default ``ketnoi_national``) on the serv
 ``postgresql://postgres@127.0.0.1:5432/postgres``) unless it exists, runs
 ``python -m bench.history generate`` into it, then ``python -m bench.scale`` ``rebuild``,
 ``reads`` (two provinces: the busiest and a small one) and ``feed``, each in a process of its
-own, and writes what each printed, with the time it took, the machine's load average and the
-database's size, to the report as it goes (a run of hours can be followed with ``tail -f``).
+own (``KETNOI_DATA_DIR`` is ``.ketnoi/<database>`` unless ``--data-dir``: the keys stay with
+the database), and writes what each printed, with the time it took, the machine's load
+average and the database's size, to the report as it goes (follow it with ``tail -f``).
 The database is dropped at the end unless ``--keep``: a kept one can be measured again at
 another time of day with ``--skip-generate``. Figures are only comparable as the ratios each
 step prints beside its raw limit.
@@ -90,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--database", default="ketnoi_national")
     parser.add_argument("--report", type=Path, default=Path("national-report.txt"))
     parser.add_argument("--keep", action="store_true", help="leave the database in place")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="its keys (default .ketnoi/DATABASE)"
+    )
     parser.add_argument("--skip-generate", action="store_true", help="measure a kept database")
     parser.add_argument(
         "--history-args", default="", help="more arguments for bench.history generate"
@@ -104,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     maintenance = os.environ.get("KETNOI_BENCH_DATABASE_URL", MAINTENANCE)
     url = _database_url(maintenance, args.database)
-    env = {**os.environ, "KETNOI_DATABASE_URL": url}
+    # The keys (the persons' data keys' master key, the seal's signing key) live beside the
+    # database, kept as long as it is: without them its persons read as erased.
+    data_dir = args.data_dir or Path(".ketnoi") / args.database
+    env = {**os.environ, "KETNOI_DATABASE_URL": url, "KETNOI_DATA_DIR": str(data_dir)}
     python = sys.executable
     with args.report.open("a", encoding="utf-8") as file:
         report = Report(file)
