@@ -398,6 +398,9 @@ def _relay_leadership(
 
 def _stand(leadership: Leadership, stopping: StopRequest) -> None:
     """Compete for the lock (relaying while this process holds it) until asked to stop."""
+    if stopping():
+        leadership.stop()  # asked to stop while it started: a lock taken is let go
+        return
     stopped = threading.Event()
     stopping.when_stopped(stopped.set)
     leadership.start()
