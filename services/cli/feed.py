@@ -203,8 +203,11 @@ class StopRequest:
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[StopRequest]:
     """SIGTERM and SIGINT ask for a clean stop for as long as the block runs."""
+    from services.launch import stop_asked_while_starting
+
     request = StopRequest()
     previous = {s: signal.signal(s, request._signalled) for s in (signal.SIGTERM, signal.SIGINT)}
+    request.requested = request.requested or stop_asked_while_starting()
     try:
         yield request
     finally:
