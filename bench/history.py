@@ -74,7 +74,6 @@ from services.intake.domain import Case
 from services.projections.runner import without_cycle_collection
 from services.runtime.aggregate import CommandContext
 from services.runtime.seal.leaves import leaf_hashes, sealed_at_now
-from services.runtime.seal.merkle import Frontier
 from services.runtime.seal.recorders import Head, SealError
 
 # Provinces and their share of receptions: the northern border and the Mekong delta receive
@@ -547,9 +546,9 @@ def binary_copy(rows: list[Row]) -> bytes:
 
 def copy_sealed(recorder: Any, rows: list[Row]) -> None:
     """COPY rows into a sealed PostgreSQL recorder's table and seal them, in one transaction
-    under the table's write lock, as a command's save seals what it stores: a leaf per event
-    (the same leaf hashes), the tree's head moved by the recorder's own statement, a
-    checkpoint signed when one is due."""
+    under the table's write lock, as a command's save seals what it stores: the same leaf
+    hashes in one leaves row after the last, the seal's mark moved and a checkpoint signed
+    when one is due."""
     table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
     payload = binary_copy(rows)
     with recorder.datastore.transaction(commit=True) as curs:
@@ -559,7 +558,7 @@ def copy_sealed(recorder: Any, rows: list[Row]) -> None:
         recorder._lock_table(curs)
         curs.execute(recorder._select_head)
         row = curs.fetchone()
-        head = Head(row["size"], row["last_position"], bytes(row["frontier"]))
+        head = Head(row["size"], row["last_position"])
         with curs.copy(
             f"COPY {table} (originator_id, originator_version, topic, state) "
             "FROM STDIN (FORMAT BINARY)"
@@ -577,29 +576,20 @@ def copy_sealed(recorder: Any, rows: list[Row]) -> None:
             msg = f"{len(rows)} events copied, {len(ids)} past the seal's head"
             raise SealError(msg)
         seal_rows(recorder, curs, head, rows, ids)
-    # The head this process last committed is no longer the log's: read it again next time.
-    recorder.head_cache.missed()
 
 
 def seal_rows(recorder: Any, curs: Any, head: Head, rows: list[Row], ids: list[int]) -> None:
-    """What the recorder's ``_write_seal`` does for stored events, for rows: the leaf hashes
-    of the seal's own definition, the frontier extended, the recorder's statement that moves
-    the head and writes the leaves, and a checkpoint when one is due."""
+    """What the recorder's sealed insert does for stored events, for rows already copied: the
+    leaf hashes of the seal's own definition (computed here, where the insert has the server
+    compute them), one leaves row after the head, and the mark moved and a checkpoint signed
+    when one is due (the recorder's own ``_write_seal``)."""
     at = sealed_at_now()
     hashes = leaf_hashes(
         (p, at, oid, version, topic, state)
         for p, (oid, version, topic, state) in zip(ids, rows, strict=True)
     )
-    frontier = Frontier.from_bytes(head.size, head.frontier)
-    frontier.extend(hashes)
-    curs.execute(
-        recorder._write_leaves,
-        [frontier.size, ids[-1], frontier.to_bytes(), head.size, len(ids), at, ids, hashes],
-        prepare=True,
-    )
-    if recorder.checkpoints.due(head.size, frontier.size):
-        size, root, note = recorder.checkpoints.note(frontier)
-        curs.execute(recorder._insert_checkpoint, (size, root, datetime.now(UTC), note))
+    curs.execute(recorder._write_leaves, (head.size, ids, at, b"".join(hashes)))
+    recorder._write_seal(curs, Head(head.size + len(ids), ids[-1]), len(ids))
 
 
 def mark_followed(platform: Platform) -> None:
