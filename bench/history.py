@@ -3,10 +3,12 @@
 ``python -m bench.history generate --cases 10000`` writes the lives of that many cases into the
 intake, consent and referral logs of the database named by ``KETNOI_DATABASE_URL`` (migrated
 first). Every event is made by the domain aggregates (``Case``, ``ConsentRecord``,
-``Referral``, ``Handover``) and stored by the applications' own recorders: encoded by their
-mapper, the person's fields encrypted under the person's key, and each event sealed in the
-same transaction as any command's. Only the commands' HTTP, access checks and idempotency are
-skipped: many cases are saved in one transaction per log (a chunk).
+``Referral``, ``Handover``; the steps both benches share are in ``bench/lives.py``), encoded
+by the applications' own mappers (the person's fields encrypted under the person's key),
+COPYed into the logs under each log's write lock and sealed in the same transaction (the
+seal's own leaves, head and checkpoints). Only the commands' HTTP, access checks and
+idempotency are skipped: many cases are saved in one transaction per log (a chunk).
+``--jobs N`` makes and encodes the chunks in N processes; this one writes them in case order.
 
 The shapes follow the demo's scenarios: a reception (rescued, returned from abroad, handed
 over at the border, a hotline call or self-referral), the person registered, needs and risk
@@ -25,31 +27,33 @@ and ``--seed``, so a run stopped between chunks can go on where it stopped).
 from __future__ import annotations
 
 import argparse
+import atexit
 import bisect
+import contextlib
 import functools
+import gc
 import heapq
 import itertools
+import multiprocessing
 import random
+import struct
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
-
+from bench import lives
 from contracts.consent import (
     Collection,
     CollectionMethod,
-    ConsentGiver,
-    GiverKind,
-    Recipient,
-    RecipientGroup,
 )
 from contracts.envelope import Actor, AgencyRef
-from contracts.intake import PartyPresent, PersonDetails, Place
-from contracts.referral import HandoverKind, HandoverParty, PartyRole, Urgency
+from contracts.intake import PartyPresent, Place
+from contracts.referral import Urgency
 from contracts.vocabulary import (
     AgencyKind,
     ArrivalRoute,
@@ -57,7 +61,6 @@ from contracts.vocabulary import (
     ClosureReason,
     ContactMode,
     DataCategory,
-    Purpose,
     ReopeningReason,
     RiskLevel,
     RiskSubject,
@@ -67,12 +70,11 @@ from contracts.vocabulary import (
     UrgentNeed,
 )
 from services.cli.wiring import Platform
-from services.consent.domain import ConsentRecord
 from services.intake.domain import Case
-from services.referral.domain import CaseFile, Handover, Referral
-from services.referral.settings import DEFAULT_DEADLINES, OTHERWISE
+from services.projections.runner import without_cycle_collection
 from services.runtime.aggregate import CommandContext
-from services.runtime.seal.recorders import Head
+from services.runtime.seal.leaves import leaf_hashes, sealed_at_now
+from services.runtime.seal.recorders import Head, SealError
 
 # Provinces and their share of receptions: the northern border and the Mekong delta receive
 # most people coming back.
@@ -214,14 +216,26 @@ class Later:
 
 
 @dataclass
-class Chunk:
-    logs: dict[str, dict[Any, Any]] = field(
-        default_factory=lambda: {"intake": {}, "consent": {}, "referral": {}}
-    )
+class Life:
+    """One case's aggregates as its first weeks leave them (with the log each is stored in),
+    and what happens to it later, in the order it happens."""
+
+    end: datetime
+    aggregates: list[tuple[str, Any]] = field(default_factory=list)
+    later: list[Later] = field(default_factory=list)
+    _seq: Iterator[int] = field(default_factory=itertools.count)
 
     def add(self, log: str, *aggregates: Any) -> None:
-        for aggregate in aggregates:
-            self.logs[log][aggregate.id] = aggregate
+        self.aggregates.extend((log, aggregate) for aggregate in aggregates)
+
+    def defer(self, due: datetime, log: str, aggregate: Any, act: Callable[[], None]) -> None:
+        """Something that happens at ``due``, if before the history's end."""
+        if due < self.end:
+            heapq.heappush(self.later, Later(due, next(self._seq), log, aggregate, act))
+
+    @property
+    def person_id(self) -> Any:
+        return self.aggregates[0][1].person_id
 
 
 class History:
@@ -229,26 +243,13 @@ class History:
 
     def __init__(self, cases: int, *, years: int = 5, seed: int = 15, end: datetime) -> None:
         self.arrivals = Arrivals(cases, years, end)
-        self.end = end
-        self.seed = seed
-        self.later: list[Later] = []
-        self._seq = itertools.count()
+        self.cases, self.years, self.end, self.seed = cases, years, end, seed
 
-    def _defer(self, due: datetime, log: str, aggregate: Any, act: Callable[[], None]) -> None:
-        if due < self.end:
-            heapq.heappush(self.later, Later(due, next(self._seq), log, aggregate, act))
-
-    def due(self, now: datetime, chunk: Chunk) -> None:
-        """Run what is due by ``now`` into the chunk."""
-        while self.later and self.later[0].due <= now:
-            item = heapq.heappop(self.later)
-            item.act()
-            chunk.add(item.log, item.aggregate)
-
-    def rest(self, chunk: Chunk) -> None:
-        self.due(self.end, chunk)
-
-    def case(self, n: int, chunk: Chunk) -> None:
+    def case(self, n: int) -> Life:
+        """Case ``n``'s first weeks done; its later acts (``Life.later``) not yet run. They
+        draw from the case's own random numbers after its first weeks, in the order they
+        happen, so running them at once or when their day comes gives the same events."""
+        life = Life(self.end)
         rng = random.Random(self.seed * 1_000_003 + n)
         t = self.arrivals.at(n)
         province = _choose(rng, PROVINCES)
@@ -274,15 +275,12 @@ class History:
             ),
             present=(PartyPresent(agency=a.border, capacity="border guard"),),
         )
-        case.register_person(
+        lives.register_person(
+            case,
             ctx(a.officer, 20),
-            PersonDetails(
-                full_name=f"Person {n}",
-                sex=Sex.FEMALE if rng.random() < 0.8 else Sex.MALE,
-                estimated_age=rng.randint(18, 45),
-                nationality="VN",
-                languages=("vi",),
-            ),
+            n,
+            Sex.FEMALE if rng.random() < 0.8 else Sex.MALE,
+            rng.randint(18, 45),
         )
         needs = rng.sample(
             [
@@ -303,35 +301,31 @@ class History:
             )
         case.assign_case_manager(ctx(a.manager, 60), a.manager.user_id, a.swc)
         case.change_stage(ctx(a.manager, 30), CaseStage.CRISIS, None)
-        chunk.add("intake", case)
+        life.add("intake", case)
 
         receiving = case.reception.receiving_agency.agency_id
-        record = ConsentRecord.open(
+        record = lives.open_consent(
             ctx(a.officer),
-            case_id=case.id,
-            person_id=case.person_id,
+            ctx(a.officer, 1),
+            case,
             province=province,
             received_at=t,
             receiving_agency_id=receiving,
         )
-        record.note_age(ctx(a.officer, 1), minor=False, adult_on=None, estimated=True)
         record.note_case_manager(ctx(a.manager, 1), a.swc.agency_id)
         categories = EVERYTHING if rng.random() < 0.85 else EVERYTHING[:2]
-        grant = record.grant(
+        grant = lives.grant(
+            record,
             ctx(a.manager, 30),
             categories=categories,
-            recipients=(Recipient(group=RecipientGroup.ANY),),
-            purposes=(Purpose.SERVICE_PROVISION, Purpose.STATISTICS),
             valid_from=clock[0],
             valid_until=clock[0] + timedelta(days=730),
             collection=WRITTEN,
-            given_by=ConsentGiver(kind=GiverKind.PERSON),
-            child_views=None,
         )
-        chunk.add("consent", record)
+        life.add("consent", record)
         if rng.random() < 0.06:  # withdrawn some weeks later
             withdrawn_at = clock[0] + timedelta(days=rng.uniform(10, 120))
-            self._defer(
+            life.defer(
                 withdrawn_at,
                 "consent",
                 record,
@@ -345,46 +339,40 @@ class History:
             )
 
         # The referral service's copy of the case, in memory only.
-        file = CaseFile.open(ctx(a.officer), case.id, case.person_id, province, receiving)
-        file.note_facts(ctx(a.officer), DataCategory.IDENTITY, {"full_name": f"Person {n}"})
-        for event in record.history:
-            file.note_consent(ctx(a.manager), event)
-
-        handover = Handover.start(
-            ctx(a.officer, 10),
-            file,
-            kind=HandoverKind.RECEPTION,
-            parties=(
-                HandoverParty(agency=a.police, role=PartyRole.FROM, capacity="police"),
-                HandoverParty(agency=a.swc, role=PartyRole.TO, capacity="social worker"),
-                HandoverParty(agency=a.border, role=PartyRole.WITNESS, capacity="border guard"),
-            ),
+        file = lives.case_file(
+            ctx(a.officer),
+            ctx(a.officer),
+            ctx(a.manager),
+            case,
+            record,
+            n=n,
+            province=province,
+            receiving_agency_id=receiving,
+        )
+        handover = lives.reception_handover(
+            ctx(a.officer, 10), file, police=a.police, swc=a.swc, border=a.border
         )
         confirming = (a.police, a.swc, a.border)
         if rng.random() < 0.05:  # one party has not confirmed yet
             confirming = confirming[:2]
         for agency in confirming:
             handover.confirm_by(ctx(a.manager, rng.uniform(5, 240)), agency.agency_id)
-        chunk.add("referral", file, handover)
+        life.add("referral", file, handover)
 
         services = rng.sample(SERVICES, rng.choice((1, 2, 2, 3, 3, 4)))
         still_open = False
         for service in services:
             legal = service in (ServiceType.LEGAL_AID, ServiceType.IDENTITY_DOCUMENTS)
             to, staff = (a.legal, a.legal_staff) if legal else (a.hospital, a.staff)
-            referral = Referral.create(
+            referral = lives.refer(
                 ctx(a.manager, rng.uniform(30, 600)),
                 file,
                 from_agency=a.swc,
                 to_agency=to,
-                service_type=service,
+                service=service,
                 urgency=Urgency.URGENT if rng.random() < 0.4 else Urgency.ROUTINE,
-                purpose=Purpose.SERVICE_PROVISION,
-                categories=(DataCategory.IDENTITY,),
-                note=None,
-                deadlines=DEFAULT_DEADLINES.get(service, OTHERWISE),
             )
-            chunk.add("referral", referral)
+            life.add("referral", referral)
             fate = rng.random()
             if fate < 0.04:  # not answered yet
                 still_open = True
@@ -397,7 +385,7 @@ class History:
             referral.answer(ctx(staff, rng.uniform(60, 2000)), "start")
             if fate < 0.22:  # in progress for a long while, completed later
                 at = clock[0] + timedelta(days=rng.uniform(20, 200))
-                self._defer(
+                life.defer(
                     at,
                     "referral",
                     referral,
@@ -411,7 +399,7 @@ class History:
 
         case.change_stage(ctx(a.manager, rng.uniform(1000, 20000)), CaseStage.TRANSITIONAL, None)
         if still_open or rng.random() < 0.15:
-            return  # still open at the end of its first weeks
+            return life  # still open at the end of its first weeks
         closed_at = clock[0] + timedelta(days=rng.uniform(20, 240))
         reason = rng.choice(
             (
@@ -428,7 +416,7 @@ class History:
         def close() -> None:
             case.close(ctx(a.manager, at=closed_at), reason, None, rng.randint(1, 5))
             if reopen:
-                self._defer(reopen_at, "intake", case, reopening)
+                life.defer(reopen_at, "intake", case, reopening)
 
         def reopening() -> None:
             case.reopen(
@@ -438,60 +426,170 @@ class History:
                 None,
             )
 
-        self._defer(closed_at, "intake", case, close)
+        life.defer(closed_at, "intake", case, close)
+        return life
 
 
-def write(platform: Platform, chunk: Chunk) -> int:
-    """Store a chunk: per log, one transaction that takes the log's write lock, COPYs the
-    events in as the application's mapper encodes them (the person's fields encrypted), and
-    seals them with the log's own recorder (a leaf per event, the tree's head moved, a
-    checkpoint signed when one is due), as a command's save would. Returns the events."""
-    events = 0
-    for log, aggregates in chunk.logs.items():
-        if not aggregates:
-            continue
-        app = getattr(platform, log)
-        stored = [
-            app.mapper.to_stored_event(event)
-            for aggregate in aggregates.values()
-            for event in aggregate.collect_events()
-        ]
-        copy_sealed(app.recorder, stored)
-        events += len(stored)
-    return events
+# A stored event as the generator carries it between processes and into COPY: the aggregate's
+# id (16 bytes), its version, the topic and the stored state (the person's fields encrypted).
+Row = tuple[bytes, int, str, bytes]
+LOGS = ("intake", "consent", "referral")
 
 
-def copy_sealed(recorder: Any, stored: list[Any]) -> None:
-    """COPY stored events into a sealed PostgreSQL recorder's table and seal them, in one
-    transaction under the table's write lock."""
+@dataclass
+class Encoded:
+    """Cases ``first`` to ``last - 1`` encoded: the rows of their first weeks per log, and
+    their later acts as (due, case, order, log, rows), to be written when arrivals reach
+    ``due``."""
+
+    first: int
+    last: int
+    logs: dict[str, list[Row]]
+    later: list[tuple[datetime, int, int, str, list[Row]]]
+
+
+def encode_cases(apps: Mapping[str, Any], history: History, first: int, last: int) -> Encoded:
+    """Make the lives of cases ``first`` to ``last - 1`` and encode every event with the
+    mapper of the application of its log (``apps``, by log). The persons' keys are made
+    first, in one transaction (not one by one as their events are encoded).
+
+    Python's cycle collector is paused meanwhile: the chunk's aggregates and events pile up
+    until they are encoded, and the collector traversing them again and again measured as
+    more than half the time of making them. They hold no reference cycles once their later
+    acts have run, so reference counting frees them when the chunk is done."""
+    with without_cycle_collection():
+        return _encode_cases(apps, history, first, last)
+
+
+def _encode_cases(apps: Mapping[str, Any], history: History, first: int, last: int) -> Encoded:
+    lives_ = [history.case(n) for n in range(first, last)]
+    keys = apps["intake"].person_keys
+    if keys is not None:
+        keys.create_many([life.person_id for life in lives_])
+    mappers = {log: apps[log].mapper for log in LOGS}
+
+    def rows(log: str, aggregate: Any) -> list[Row]:
+        encode = mappers[log].to_stored_event
+        out = []
+        for event in aggregate.collect_events():
+            stored = encode(event)
+            out.append(
+                (stored.originator_id.bytes, stored.originator_version, stored.topic, stored.state)
+            )
+        return out
+
+    logs: dict[str, list[Row]] = {log: [] for log in LOGS}
+    later: list[tuple[datetime, int, int, str, list[Row]]] = []
+    for n, life in zip(range(first, last), lives_, strict=True):
+        for log, aggregate in life.aggregates:
+            logs[log].extend(rows(log, aggregate))
+        order = itertools.count()
+        while life.later:
+            item = heapq.heappop(life.later)
+            item.act()  # may defer another (a reopening after a closure)
+            later.append((item.due, n, next(order), item.log, rows(item.log, item.aggregate)))
+    return Encoded(first, last, logs, later)
+
+
+class Writer:
+    """Writes encoded chunks in case order, each with the later acts now due, per log in one
+    sealed transaction; the later acts not yet due wait in a heap."""
+
+    def __init__(self, platform: Platform, history: History) -> None:
+        self.platform = platform
+        self.history = history
+        self.waiting: list[tuple[datetime, int, int, str, list[Row]]] = []
+
+    def write(self, encoded: Encoded, *, final: bool) -> int:
+        """Store a chunk and what is due by its last arrival (everything left when
+        ``final``); returns the events written."""
+        logs = {log: list(rows) for log, rows in encoded.logs.items()}
+        for item in encoded.later:
+            heapq.heappush(self.waiting, item)
+        now = self.history.end if final else self.history.arrivals.at(encoded.last - 1)
+        while self.waiting and self.waiting[0][0] <= now:
+            _due, _n, _order, log, rows = heapq.heappop(self.waiting)
+            logs[log].extend(rows)
+        written = 0
+        for log, rows in logs.items():
+            if rows:
+                copy_sealed(getattr(self.platform, log).recorder, rows)
+                written += len(rows)
+        return written
+
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_COPY_ROW = struct.Struct(">hi16siqi")  # 4 fields; uuid; int8; the topic's length
+_COPY_LENGTH = struct.Struct(">i")
+
+
+class _TopicBytes(dict[str, bytes]):
+    def __missing__(self, topic: str) -> bytes:
+        encoded = self[topic] = topic.encode()
+        return encoded
+
+
+_topic_bytes = _TopicBytes()
+
+
+def binary_copy(rows: list[Row]) -> bytes:
+    """Rows in PostgreSQL's binary COPY format (originator_id uuid, originator_version int8,
+    topic text, state bytea), built in one pass rather than one ``write_row`` each."""
+    pack, length, topics = _COPY_ROW.pack, _COPY_LENGTH.pack, _topic_bytes
+    parts = [_COPY_HEADER]
+    for oid, version, topic, state in rows:
+        raw = topics[topic]
+        parts.append(pack(4, 16, oid, 8, version, len(raw)) + raw + length(len(state)) + state)
+    parts.append(b"\xff\xff")
+    return b"".join(parts)
+
+
+def copy_sealed(recorder: Any, rows: list[Row]) -> None:
+    """COPY rows into a sealed PostgreSQL recorder's table and seal them, in one transaction
+    under the table's write lock, as a command's save seals what it stores: the same leaf
+    hashes in one leaves row after the last, the seal's mark moved and a checkpoint signed
+    when one is due."""
     table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+    payload = binary_copy(rows)
     with recorder.datastore.transaction(commit=True) as curs:
         # The seal hashes a whole chunk in Python between two statements: longer than the
         # recorder's idle-in-transaction timeout allows on a busy machine.
         curs.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         recorder._lock_table(curs)
+        curs.execute(recorder._select_head)
+        row = curs.fetchone()
+        head = Head(row["size"], row["last_position"])
         with curs.copy(
             f"COPY {table} (originator_id, originator_version, topic, state) "
             "FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["uuid", "int8", "text", "bytea"])
-            for event in stored:
-                copy.write_row(
-                    (event.originator_id, event.originator_version, event.topic, event.state)
-                )
-        # What seal_backlog does: the rows past the seal's last position, sealed.
-        curs.execute(recorder._select_head)
-        row = curs.fetchone()
-        curs.execute(recorder._select_backlog, (row["last_position"],))
-        backlog = curs.fetchall()
-        events = [
-            StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
-            for r in backlog
-        ]
-        head = Head(row["size"], row["last_position"], bytes(row["frontier"]))
-        recorder._write_seal(curs, head, events, [r["notification_id"] for r in backlog])
-    # The head this process last committed is no longer the log's: read it again next time.
-    recorder.head_cache.missed()
+            copy.write(payload)
+        # Under the lock the positions just given are the only ones past the head's.
+        curs.execute(
+            f"SELECT array_agg(notification_id ORDER BY notification_id) AS ids FROM {table} "
+            "WHERE notification_id > %s",
+            (head.last_position,),
+            binary=True,
+        )
+        ids: list[int] = curs.fetchone()["ids"]
+        if len(ids) != len(rows):
+            msg = f"{len(rows)} events copied, {len(ids)} past the seal's head"
+            raise SealError(msg)
+        seal_rows(recorder, curs, head, rows, ids)
+
+
+def seal_rows(recorder: Any, curs: Any, head: Head, rows: list[Row], ids: list[int]) -> None:
+    """What the recorder's sealed insert does for stored events, for rows already copied: the
+    leaf hashes of the seal's own definition (computed here, where the insert has the server
+    compute them), one leaves row after the head, and the mark moved and a checkpoint signed
+    when one is due (the recorder's own ``_write_seal``)."""
+    at = sealed_at_now()
+    hashes = leaf_hashes(
+        (p, at, oid, version, topic, state)
+        for p, (oid, version, topic, state) in zip(ids, rows, strict=True)
+    )
+    curs.execute(recorder._write_leaves, (head.size, ids, at, b"".join(hashes)))
+    recorder._write_seal(curs, Head(head.size + len(ids), ids[-1]), len(ids))
 
 
 def mark_followed(platform: Platform) -> None:
@@ -525,31 +623,108 @@ def generate(
     seed: int = 15,
     end: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    jobs: int = 1,
 ) -> int:
     """Write the lives of cases ``start`` to ``cases - 1``; returns the events written.
+
+    With ``jobs`` above 1, that many processes make and encode the chunks (each constructs
+    the three applications on ``platform.settings`` for their mappers and the key store) and
+    this one writes and seals them, in case order: the logs hold the same history as with
+    one.
 
     A run resumed at ``start`` loses what the previous one had deferred past it (a later
     withdrawal, closure or reopening of a case received before ``start``)."""
     end = end or datetime(2026, 12, 1, tzinfo=UTC)
     history = History(cases, years=years, seed=seed, end=end)
-    keys = platform.intake.person_keys
+    writer = Writer(platform, history)
+    bounds = [
+        (first, min(first + chunk_cases, cases)) for first in range(start, cases, chunk_cases)
+    ]
     written = 0
-    for first in range(start, cases, chunk_cases):
-        chunk = Chunk()
-        last = min(first + chunk_cases, cases)
-        for n in range(first, last):
-            history.case(n, chunk)
-        history.due(history.arrivals.at(last - 1), chunk)
-        if last == cases:
-            history.rest(chunk)
-        if keys is not None:
-            # The persons' keys in one transaction, not one by one as their events are stored.
-            keys.create_many([case.person_id for case in chunk.logs["intake"].values()])
-        written += write(platform, chunk)
-        if progress is not None:
-            progress(last, written)
+    # One thread writes (mostly waiting on PostgreSQL, the GIL released) while the next chunk
+    # is made: the database's work overlaps the Python work instead of following it.
+    with ThreadPoolExecutor(1) as writing, _encoders(platform, history, jobs) as encoded_chunks:
+        previous: tuple[Future[int], int] | None = None
+        for encoded in encoded_chunks(bounds):
+            if previous is not None:
+                written += previous[0].result()
+                if progress is not None:
+                    progress(previous[1], written)
+            previous = (
+                writing.submit(writer.write, encoded, final=encoded.last == cases),
+                encoded.last,
+            )
+        if previous is not None:
+            written += previous[0].result()
+            if progress is not None:
+                progress(previous[1], written)
     mark_followed(platform)
     return written
+
+
+Encoders = Callable[[list[tuple[int, int]]], Iterator[Encoded]]
+
+
+@contextlib.contextmanager
+def _encoders(platform: Platform, history: History, jobs: int) -> Iterator[Encoders]:
+    """What makes and encodes the chunks, in order: this process, or ``jobs`` others with a
+    few chunks ahead of the writer at most (memory stays bounded)."""
+    if jobs <= 1:
+        yield lambda bounds: (encode_cases(platform.apps, history, *b) for b in bounds)
+        return
+    context = multiprocessing.get_context("spawn")  # no copy of this process's connections
+    with ProcessPoolExecutor(
+        jobs,
+        mp_context=context,
+        initializer=_start_encoder,
+        initargs=(
+            platform.settings,
+            history.cases,
+            history.years,
+            history.seed,
+            history.end,
+        ),
+    ) as pool:
+
+        def in_order(bounds: list[tuple[int, int]]) -> Iterator[Encoded]:
+            pending: deque[Future[Encoded]] = deque()
+            queued = iter(bounds)
+            for b in itertools.islice(queued, 2 * jobs):
+                pending.append(pool.submit(_encode, *b))
+            while pending:
+                encoded = pending.popleft().result()
+                for b in itertools.islice(queued, 1):
+                    pending.append(pool.submit(_encode, *b))
+                yield encoded
+
+        yield in_order
+
+
+_encoder: tuple[dict[str, Any], History] | None = None
+
+
+def _start_encoder(settings: Any, cases: int, years: int, seed: int, end: datetime) -> None:
+    """A process that makes and encodes chunks: the three applications constructed as
+    ``ketnoi`` starts them, for their mappers and the key store, and nothing else of the
+    platform (no directory, followers or audit), so it holds few of the database's
+    connections."""
+    from services.cli.wiring import APPLICATIONS
+    from services.runtime.logging import configure_logging
+    from services.runtime.persistence import application_env
+
+    global _encoder  # one per encoding process
+    configure_logging("console", "warning")
+    few = settings.model_copy(update={"pg_pool_size": 1, "pg_max_overflow": 1})
+    apps = {log: APPLICATIONS[log](env=application_env(few, log)) for log in LOGS}
+    for app in apps.values():
+        atexit.register(app.close)
+    gc.freeze()  # what starting left alive is not traversed again at every collection
+    _encoder = (apps, History(cases, years=years, seed=seed, end=end))
+
+
+def _encode(first: int, last: int) -> Encoded:
+    assert _encoder is not None
+    return encode_cases(*_encoder, first, last)
 
 
 def register_directory(settings: Any) -> None:
@@ -589,6 +764,9 @@ def main() -> None:
     gen.add_argument("--chunk", type=int, default=500, help="cases per transaction")
     gen.add_argument("--years", type=int, default=5)
     gen.add_argument("--seed", type=int, default=15)
+    gen.add_argument(
+        "--jobs", type=int, default=1, help="processes that make and encode the chunks"
+    )
     sub.add_parser("agencies", help="register the history's agencies in the directory")
     args = parser.parse_args()
     configure_logging("console", "warning")
@@ -597,12 +775,17 @@ def main() -> None:
     # A chunk's keys are made before its events are stored: keep them in the cache as long
     # as a chunk may take (nothing is erased meanwhile).
     os.environ.setdefault("KETNOI_KEY_CACHE_SECONDS", "60")
+    # One transaction at a time per log: a few connections, not a server's pools (the
+    # database is shared, and each encoding process starts the services too).
+    os.environ.setdefault("KETNOI_PG_POOL_SIZE", "2")
+    os.environ.setdefault("KETNOI_PG_MAX_OVERFLOW", "2")
     settings = Settings()
     migrate(settings)
     register_directory(settings)
     if args.command == "agencies":
         return
-    platform = start(settings, ("intake", "consent", "referral"), run_followers=False)
+    platform = start(settings, LOGS, run_followers=False)
+    gc.freeze()  # what starting left alive is not traversed again at every collection
     started = time.perf_counter()
     try:
         with Progress(
@@ -626,6 +809,7 @@ def main() -> None:
                 years=args.years,
                 seed=args.seed,
                 progress=shown,
+                jobs=args.jobs,
             )
     finally:
         platform.close()

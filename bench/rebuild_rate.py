@@ -30,24 +30,20 @@ from typing import Any
 
 import psycopg
 
+from bench import lives
 from contracts.consent import (
     Collection,
     CollectionMethod,
-    ConsentGiver,
-    GiverKind,
-    Recipient,
-    RecipientGroup,
 )
 from contracts.envelope import Actor, AgencyRef
-from contracts.intake import PartyPresent, PersonDetails, Place
-from contracts.referral import HandoverKind, HandoverParty, PartyRole, Urgency
+from contracts.intake import PartyPresent, Place
+from contracts.referral import Urgency
 from contracts.vocabulary import (
     AgencyKind,
     ArrivalRoute,
     CaseStage,
     ContactMode,
     DataCategory,
-    Purpose,
     RiskLevel,
     RiskSubject,
     Role,
@@ -56,12 +52,9 @@ from contracts.vocabulary import (
     UrgentNeed,
 )
 from services.cli.wiring import Platform, migrate, start
-from services.consent.domain import ConsentRecord
 from services.intake.domain import Case
 from services.projections.runner import without_cycle_collection
 from services.projections.views import fact_reader
-from services.referral.domain import CaseFile, Handover, Referral
-from services.referral.settings import DEFAULT_DEADLINES, OTHERWISE
 from services.runtime.aggregate import CommandContext
 from services.runtime.logging import configure_logging
 from services.runtime.persistence import decode_stored
@@ -104,16 +97,7 @@ def one_case(n: int, t0: datetime) -> tuple[list[Any], list[Any], list[Any]]:
         receiving_agency=POLICE,
         present=(PartyPresent(agency=BORDER, capacity="border guard"),),
     )
-    case.register_person(
-        ctx(1, OFFICER),
-        PersonDetails(
-            full_name=f"Person {n}",
-            sex=Sex.FEMALE,
-            estimated_age=18 + n % 30,
-            nationality="VN",
-            languages=("vi",),
-        ),
-    )
+    lives.register_person(case, ctx(1, OFFICER), n, Sex.FEMALE, 18 + n % 30)
     case.assess_needs(
         ctx(2, OFFICER), (UrgentNeed.SHELTER_TONIGHT, UrgentNeed.MEDICAL_CHECK), "notes"
     )
@@ -124,45 +108,36 @@ def one_case(n: int, t0: datetime) -> tuple[list[Any], list[Any], list[Any]]:
     case.assign_case_manager(ctx(5, MANAGER), "cw-1", SWC)
     case.change_stage(ctx(6, MANAGER), CaseStage.CRISIS, None)
 
-    record = ConsentRecord.open(
+    record = lives.open_consent(
         ctx(0, OFFICER),
-        case_id=case.id,
-        person_id=case.person_id,
+        ctx(1, OFFICER),
+        case,
         province=province,
         received_at=t0,
         receiving_agency_id=POLICE.agency_id,
     )
-    record.note_age(ctx(1, OFFICER), minor=False, adult_on=None, estimated=True)
-    record.grant(
+    lives.grant(
+        record,
         ctx(7, MANAGER),
         categories=(DataCategory.IDENTITY, DataCategory.NEEDS),
-        recipients=(Recipient(group=RecipientGroup.ANY),),
-        purposes=(Purpose.SERVICE_PROVISION, Purpose.STATISTICS),
         valid_from=t0,
         valid_until=t0 + timedelta(days=3650),
         collection=WRITTEN,
-        given_by=ConsentGiver(kind=GiverKind.PERSON),
-        child_views=None,
     )
 
     # The referral service's own copy of the case, in memory only (the views do not read it).
-    file = CaseFile.open(ctx(0, OFFICER), case.id, case.person_id, province)
-    file.note_facts(ctx(1, OFFICER), DataCategory.IDENTITY, {"full_name": f"Person {n}"})
-    for event in record.history:
-        file.note_consent(ctx(7, MANAGER), event)
+    file = lives.case_file(
+        ctx(0, OFFICER), ctx(1, OFFICER), ctx(7, MANAGER), case, record, n=n, province=province
+    )
     referrals = []
     for offset, service in ((10, ServiceType.HEALTH_CHECK), (20, ServiceType.MEDICAL_CARE)):
-        referral = Referral.create(
+        referral = lives.refer(
             ctx(offset, MANAGER),
             file,
             from_agency=SWC,
             to_agency=HOSPITAL,
-            service_type=service,
+            service=service,
             urgency=Urgency.URGENT,
-            purpose=Purpose.SERVICE_PROVISION,
-            categories=(DataCategory.IDENTITY,),
-            note=None,
-            deadlines=DEFAULT_DEADLINES.get(service, OTHERWISE),
         )
         for minutes, action in (
             (offset + 1, "acknowledge"),
@@ -172,15 +147,8 @@ def one_case(n: int, t0: datetime) -> tuple[list[Any], list[Any], list[Any]]:
             referral.answer(ctx(minutes, NURSE), action)
         referral.answer(ctx(offset + 5, NURSE), "complete", "done")
         referrals.append(referral)
-    handover = Handover.start(
-        ctx(8, OFFICER),
-        file,
-        kind=HandoverKind.RECEPTION,
-        parties=(
-            HandoverParty(agency=POLICE, role=PartyRole.FROM, capacity="police"),
-            HandoverParty(agency=SWC, role=PartyRole.TO, capacity="social worker"),
-            HandoverParty(agency=BORDER, role=PartyRole.WITNESS, capacity="border guard"),
-        ),
+    handover = lives.reception_handover(
+        ctx(8, OFFICER), file, police=POLICE, swc=SWC, border=BORDER
     )
     for minutes, agency in ((9, POLICE), (10, BORDER), (11, SWC)):
         handover.confirm_by(ctx(minutes, NURSE), agency.agency_id)

@@ -257,14 +257,15 @@ def fill(settings: Settings, events: int) -> None:
                     copy.set_types(["uuid", "int8", "text", "bytea", "int8"])
                     for event, position in zip(stored, positions, strict=True):
                         copy.write_row((event.originator_id, 1, event.topic, event.state, position))
+                # One leaf a row, as saves of one event write them (the most rows to read).
                 copy_leaves = sql.SQL(
-                    "COPY {}.big_events_leaves (idx, position, sealed_at, leaf_hash) "
+                    "COPY {}.big_events_leaves (idx, positions, sealed_at, hashes) "
                     "FROM STDIN (FORMAT BINARY)"
                 ).format(schema)
                 with cur.copy(copy_leaves) as copy:
-                    copy.set_types(["int8", "int8", "int8", "bytea"])
-                    for row in leaves:
-                        copy.write_row(row)
+                    copy.set_types(["int8", "int8[]", "int8", "bytea"])
+                    for idx, position, at, leaf in leaves:
+                        copy.write_row((idx, [position], at, leaf))
                 cur.execute(
                     sql.SQL(
                         "UPDATE {}.big_events_seal SET size = %s, last_position = %s, "

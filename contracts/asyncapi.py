@@ -25,6 +25,7 @@ from contracts.feed import (
     CONTENT_TYPE,
     CloudEventHeaders,
     DisclosedData,
+    DisclosedReason,
     ErasureNotice,
     FeedKey,
     HandoverUpdate,
@@ -55,21 +56,33 @@ acknowledged (acks=all), so after a crash it sends part of a batch again. `ce_id
 event's stable id: de-duplicate by it, and commit offsets only after handling.
 
 What an agency reads is limited to what was disclosed to it. The sending agency and the
-parties to a handover read ids, statuses, the service asked for, deadlines and reasons. The
-recipient of a referral hears of it once it has been dispatched (never of a draft or a
-blocked referral) and reads the released personal data only in `disclosure.sealed`: in the
+parties to a handover read ids, statuses, the service asked for and deadlines. The recipient
+of a referral hears of it once it has been dispatched (never of a draft or a blocked
+referral) and reads the released personal data only in `disclosure.sealed`: in the
 dispatched message and in later disclosures. After a referral is put on hold, nothing more
-is released until a new disclosure. Keys and headers never hold personal data.
+is released until a new disclosure. Nothing personal travels in clear, and keys and headers
+never hold personal data.
 
-The personal part of a disclosure travels encrypted (`SealedData`: AES-256-GCM, the 12-byte
-`nonce` and the `ciphertext` with its tag in base64, the associated data
-`<referral_id>/<version>/<disclosure_id>` of the message in UTF-8), under a key derived from
-the person's own data key for the recipient and the referral. Fetch the key that `key_id`
-names from the referral API, `GET /referral/feed/keys/{key_id}` with your agency's token
-(`FeedKey`: `key`, 32 bytes in base64); it is a read of the person's data, decided by the
-access policy (your agency must be the referral's recipient, on the consent in force or an
-emergency override) and recorded in the read audit. The plaintext is the JSON of a
-`DisclosedData`: `person_id` and `data`, the released fields by data category.
+The personal parts of a message travel encrypted (`SealedData`: AES-256-GCM, the 12-byte
+`nonce` and the `ciphertext` with its tag in base64), under a key derived from the person's
+own data key for the agency whose topic carries the message and for the referral (or
+handover):
+
+- `disclosure.sealed`, to the recipient only: the JSON of a `DisclosedData` (`person_id` and
+  `data`, the released fields by data category), with the associated data
+  `<referral_id>/<version>/<disclosure_id>` of the message in UTF-8;
+- `sealed_reason`, to each agency the message goes to (a referral's sender, its recipient
+  while the consent in force lets it read the person's data, a handover's parties): the JSON
+  of a `DisclosedReason` (`reason`: why a referral was rejected, cancelled, failed or declined,
+  a completion's outcome, why a handover was cancelled), with the associated data
+  `<referral_id or handover_id>/<version>/reason` in UTF-8.
+
+Fetch the key that `key_id` (the referral's or handover's id) names from the referral API,
+`GET /referral/feed/keys/{key_id}` with your agency's token (`FeedKey`: `key`, 32 bytes in
+base64): each agency gets its own key. It is a read of the person's data, decided by the
+access policy and recorded in the read audit: a referral's recipient on the consent in force
+or an emergency override; a referral's sender and a handover's parties while their agency
+holds the case (403 otherwise).
 
 When a person is erased, their key is destroyed: every key derived from it answers 410 and
 every message about them, published before the erasure too, stays ciphertext for good. Every
@@ -160,9 +173,10 @@ def schemas() -> dict[str, Any]:
             (HandoverUpdate, "serialization"),
             (ErasureNotice, "serialization"),
             (CloudEventHeaders, "serialization"),
-            # Not messages: what a sealed disclosure holds, and the referral API's answer
-            # with the key that opens it.
+            # Not messages: what a sealed disclosure and a sealed reason hold, and the
+            # referral API's answer with the key that opens them.
             (DisclosedData, "serialization"),
+            (DisclosedReason, "serialization"),
             (FeedKey, "serialization"),
         ],
         ref_template=SCHEMAS + "{model}",

@@ -6,19 +6,29 @@ value is the JSON of a :class:`ReferralUpdate` or a :class:`HandoverUpdate`. ``c
 event's stable id (``Event.event_id``), the same however often the event is re-published, so
 subscribers de-duplicate by it.
 
-An update holds only what the agency may see: ids, statuses, the service asked for,
-deadlines and reasons; personal data only in ``disclosure.sealed``, and only for the
-recipient of a referral, exactly as the disclosure recorded it. Free-text notes and the
-reasons given for an emergency override stay out (they tend to describe the person); read
-them through the referral API. Nothing personal ever goes into keys or headers.
+An update holds only what the agency may see: ids, statuses, the service asked for and
+deadlines in clear; nothing personal in clear. The person's data travels only sealed
+(:class:`SealedData`), in two places:
 
-The personal part of a disclosure (:class:`SealedData`: the person's id and the released
-data, :class:`DisclosedData` once opened) travels encrypted with AES-256-GCM under a key
-derived from the person's own data key for the recipient and the referral. The recipient
-fetches that key (:class:`FeedKey`) from ``GET /referral/feed/keys/{key_id}``, a read of the
-person's data like any other (the access policy decides, the read audit records it). Once
-the person is erased their key is destroyed: the API answers 410 and every message ever
-published about them, before the erasure too, stays ciphertext for good.
+- ``disclosure.sealed``: the person's id and the released data (:class:`DisclosedData`
+  once opened), to the recipient of a referral only, exactly as the disclosure recorded it;
+- ``sealed_reason``: the free text of a closing step (:class:`DisclosedReason` once opened):
+  why a referral was rejected, cancelled, failed or declined, a completion's outcome, a
+  handover's cancellation reason. Each agency whose topic carries the message gets it sealed
+  under its own key: a referral's sender and (once it was sent, as far as the consent in
+  force lets it read the person's data) its recipient, a handover's parties.
+
+Free-text notes and the reasons given for an emergency override stay out (they tend to
+describe the person); read them through the referral API. Nothing personal ever goes into
+keys or headers.
+
+A sealed part is encrypted with AES-256-GCM under a key derived from the person's own data
+key for the agency whose topic carries it and for the referral (or handover). The agency
+fetches that key (:class:`FeedKey`) from ``GET /referral/feed/keys/{key_id}``, the key id
+being the referral's (or handover's) id: a read of the person's data like any other (the
+access policy decides, the read audit records it). Once the person is erased their key is
+destroyed: the API answers 410 and every message ever published about them, before the
+erasure too, stays ciphertext for good.
 """
 
 from __future__ import annotations
@@ -90,17 +100,30 @@ class CloudEventHeaders(Model):
     content_type: Literal["application/json"] = Field(alias="content-type")
 
 
+REASON_PART = "reason"
+
+
 def sealed_data_aad(referral_id: UUID | str, version: int, disclosure_id: UUID | str) -> bytes:
-    """The associated data of a message's sealed part: ``<referral_id>/<version>/
+    """The associated data of a disclosure's sealed part: ``<referral_id>/<version>/
     <disclosure_id>`` in UTF-8, all three as the message's value holds them, so a sealed part
     opens only in the message it was written for."""
     return f"{referral_id}/{version}/{disclosure_id}".encode()
 
 
+def sealed_reason_aad(subject_id: UUID | str, version: int) -> bytes:
+    """The associated data of a message's sealed reason: ``<id>/<version>/reason`` in UTF-8,
+    the id being the referral's (``referral_id``) or the handover's (``handover_id``) and the
+    version the message's, so a sealed reason opens only in the message it was written for
+    (and never as a disclosure)."""
+    return f"{subject_id}/{version}/{REASON_PART}".encode()
+
+
 class SealedData(Model):
-    """The personal part of a disclosure, encrypted: AES-256-GCM of the JSON of a
-    :class:`DisclosedData` under the key ``key_id`` names, with ``sealed_data_aad`` of the
-    message as associated data. Fetch the key from ``GET /referral/feed/keys/{key_id}``."""
+    """A part of a message holding the person's data, encrypted: AES-256-GCM under the key
+    ``key_id`` names, of the JSON of a :class:`DisclosedData` (``disclosure.sealed``, with
+    ``sealed_data_aad`` of the message as associated data) or of a :class:`DisclosedReason`
+    (``sealed_reason``, with ``sealed_reason_aad``). Fetch the key from ``GET
+    /referral/feed/keys/{key_id}`` with your agency's credentials: each agency gets its own."""
 
     key_id: str = Field(
         min_length=1,
@@ -125,10 +148,21 @@ class DisclosedData(Model):
     )
 
 
+class DisclosedReason(Model):
+    """What a ``sealed_reason`` holds, once opened: free text that may describe the person."""
+
+    reason: str = Field(
+        max_length=2000,
+        description="on a referral: why it was rejected, cancelled, failed or declined, or its "
+        "outcome; on a handover: why it was cancelled",
+    )
+
+
 class FeedKey(Model):
-    """The answer of ``GET /referral/feed/keys/{key_id}``: the key that opens the sealed
-    disclosures of one referral for its recipient. Keep it no longer than you keep the data
-    it opens; after the person's erasure it is gone (410)."""
+    """The answer of ``GET /referral/feed/keys/{key_id}``: the key that opens what your
+    agency's topic carries sealed about one referral (or handover), its sealed disclosures
+    and reasons. Each agency gets its own key for the same key id. Keep it no longer than you
+    keep the data it opens; after the person's erasure it is gone (410)."""
 
     key_id: str
     alg: Literal["A256GCM"]
@@ -170,10 +204,11 @@ class ReferralUpdate(Model):
     categories: tuple[DataCategory, ...] = Field(max_length=len(DataCategory))
     acknowledge_by: datetime | None = None
     first_service_by: datetime | None = None
-    reason: str | None = Field(
+    sealed_reason: SealedData | None = Field(
         default=None,
-        max_length=2000,
-        description="why it was rejected, cancelled or failed; or its outcome",
+        description="why it was rejected, cancelled, failed or declined, or its outcome "
+        "(a DisclosedReason), sealed for this audience; none to a recipient whose consent in "
+        "force lets it read none of the person's data, and none once the person is erased",
     )
     withheld: tuple[WithheldCategory, ...] = Field(
         default=(),
@@ -213,7 +248,11 @@ class HandoverUpdate(Model):
     seconds_by_party: dict[AgencyId, float] | None = Field(
         default=None, max_length=MAX_HANDOVER_PARTIES, description="on handover_completed"
     )
-    reason: str | None = Field(default=None, max_length=2000, description="on handover_cancelled")
+    sealed_reason: SealedData | None = Field(
+        default=None,
+        description="on handover_cancelled: why (a DisclosedReason), sealed for this party; "
+        "none once the person is erased",
+    )
 
 
 class ErasureNotice(Model):

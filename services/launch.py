@@ -11,9 +11,20 @@ import os
 import signal
 from types import FrameType
 
+_stop_asked = False
+
 
 def _stop_while_starting(_signum: int, _frame: FrameType | None) -> None:
+    global _stop_asked
+    _stop_asked = True
     raise SystemExit(0)
+
+
+def stop_asked_while_starting() -> bool:
+    """Whether SIGTERM came before the command installed its own handling. The SystemExit
+    raised then is lost when it lands in code that ignores exceptions (a finalizer, say),
+    so a command that handles stops checks this once its handlers are in place."""
+    return _stop_asked
 
 
 def main() -> None:

@@ -50,7 +50,10 @@ def demo(
     from services.cli.wiring import http_app, start
 
     settings = _settings(data_dir=data_dir, database_url=None, environment="development")
-    configure_logging(settings.effective_log_format, settings.log_level)
+    # The demo's terminal opens on the sign-in address, not on the seeding's hundred log
+    # lines: warnings and errors only, unless KETNOI_LOG_LEVEL asks for more.
+    level = settings.log_level if "KETNOI_LOG_LEVEL" in os.environ else "warning"
+    configure_logging(settings.effective_log_format, level)
     platform = start(settings)
     with console.status("Seeding the Dong Thap, Lao Cai and Nghe An scenarios..."):
         seeded = seed(platform, settings.data_dir)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import signal
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +27,9 @@ from services.runtime.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from services.cli.wiring import Platform
+    from services.referral.feed import FeedRelay
     from services.runtime.kafka import KafkaSettings
+    from services.runtime.leadership import Leadership
 
 log = get_logger("ketnoi.subscriber")
 
@@ -200,8 +203,11 @@ class StopRequest:
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[StopRequest]:
     """SIGTERM and SIGINT ask for a clean stop for as long as the block runs."""
+    from services.launch import stop_asked_while_starting
+
     request = StopRequest()
     previous = {s: signal.signal(s, request._signalled) for s in (signal.SIGTERM, signal.SIGINT)}
+    request.requested = request.requested or stop_asked_while_starting()
     try:
         yield request
     finally:
@@ -266,6 +272,9 @@ def subscribe(
     log.info("unsubscribed", topic=topic, handled=handled)
 
 
+HELD_ELSEWHERE = 3  # the exit code of `ketnoi feed --reset` while another relay runs
+
+
 @app.command()
 def feed(
     health_port: Annotated[
@@ -279,7 +288,10 @@ def feed(
             "--reset",
             help=(
                 "Forget how far the feed got and re-publish the whole referral log from its "
-                "start (subscribers skip what they handled by ce_id). Stop other relays first."
+                "start (subscribers skip what they handled by ce_id), then relay on. On "
+                "PostgreSQL it resets only while it holds the relays' lock: while another "
+                f"relay runs it changes nothing and exits with code {HELD_ELSEWHERE}: stop "
+                "every relay first."
             ),
         ),
     ] = False,
@@ -288,6 +300,11 @@ def feed(
 
     Needs KETNOI_DATABASE_URL (after `ketnoi migrate`) and KAFKA_BOOTSTRAP_SERVERS; the
     relay's own settings are KETNOI_FEED_* variables.
+
+    On PostgreSQL any number of relays may run against one database: they elect one with an
+    advisory lock, which alone publishes; the others stand by (their log and their health
+    port say so) and one of them takes over, from the tracked position, when the leader's
+    process dies.
     """
     from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
     from services.referral.feed_tracking import tracking_recorder
@@ -302,34 +319,98 @@ def feed(
         if stopping():
             return  # stopped before it connected to anything
         upstream = open_feed_upstream(settings)
+        leadership: Leadership | None = None
+        held_elsewhere = False
         try:
             tracking = tracking_recorder(settings, create_tables=settings.embedded)
             relay = FeedRelay(upstream, tracking, kafka, settings=settings, feed=FeedSettings())
+            leadership = _relay_leadership(settings, relay, kafka.bootstrap_list())
             if reset:
-                relay.start_over()
+                # Only with the lock held: a running relay would track its own position
+                # again over the reset, and publish on from there.
+                held_elsewhere = leadership is not None and not leadership.take()
+                if not held_elsewhere:
+                    relay.start_over()
             start = relay.position()
         except Exception as exc:
             _close_upstream(upstream)
+            if leadership is not None:
+                leadership.stop()
             console.print(
                 f"[red]Cannot read (or reset) the feed's position:[/red] {exc}\n"
                 "Run `ketnoi migrate` first."
             )
             raise typer.Exit(2) from None
-        log.info("feed_started", position=start, brokers=kafka.bootstrap_list())
+        if held_elsewhere:
+            relay.close()
+            _close_upstream(upstream)
+            log.warning("feed_reset_refused", reason="another relay holds the lock")
+            console.print(
+                "[red]Not reset:[/red] another relay is running on this database (it holds "
+                "the relays' lock). Stop every `ketnoi feed` first, then run "
+                "`ketnoi feed --reset` again: it resets, then relays."
+            )
+            raise typer.Exit(HELD_ELSEWHERE)
         stop_health = None
         if health_port is not None:
             loops = {"relay": relay}
             registry = lag_registry("ketnoi_relay_lag", lambda: loops)
-            stop_health = serve_health(settings, health_host, health_port, lambda: loops, registry)
+            role = (lambda: leadership.role) if leadership is not None else None
+            stop_health = serve_health(
+                settings, health_host, health_port, lambda: loops, registry, role
+            )
         try:
-            stopping.when_stopped(relay.stop_soon)
-            relay.run()
+            if leadership is None:
+                log.info("feed_started", position=start, brokers=kafka.bootstrap_list())
+                stopping.when_stopped(relay.stop_soon)
+                relay.run()
+            else:
+                _stand(leadership, stopping)
         finally:
             if stop_health is not None:
                 stop_health()
             relay.close()
             _close_upstream(upstream)
-    log.info("feed_stopped", position=relay.position(), published=relay.published)
+    log.info("feed_stopped", position=relay.acknowledged, published=relay.published)
+
+
+def _relay_leadership(
+    settings: Settings, relay: FeedRelay, brokers: list[str]
+) -> Leadership | None:
+    """On PostgreSQL, the relays' election: the relay runs while this process holds the
+    lock and stops at once when it loses it. None in the embedded default (one process)."""
+    from services.runtime.leadership import Leadership, relay_lock_key
+
+    if settings.postgres is None:
+        return None
+
+    def lead() -> None:
+        # The tracked position, wherever the last leader left it, read before this relay
+        # moves it (the relay reads it again itself, and retries if the database is away).
+        try:
+            position: int | None = relay.tracked()
+        except Exception:
+            position = None
+        relay.start()
+        log.info("feed_started", position=position, brokers=brokers)
+
+    return Leadership(
+        settings, relay_lock_key(settings), on_gain=lead, on_loss=relay.stop, name="feed-relay"
+    )
+
+
+def _stand(leadership: Leadership, stopping: StopRequest) -> None:
+    """Compete for the lock (relaying while this process holds it) until asked to stop."""
+    if stopping():
+        leadership.stop()  # asked to stop while it started: a lock taken is let go
+        return
+    stopped = threading.Event()
+    stopping.when_stopped(stopped.set)
+    leadership.start()
+    try:
+        stopped.wait()
+    finally:
+        leadership.stop()  # the relay stops first, then the lock is released
 
 
 def _close_upstream(upstream: Any) -> None:

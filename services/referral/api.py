@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.access_policy import (
+    ALL_CATEGORIES,
     NOTHING,
     Action,
     CaseTies,
@@ -57,7 +58,7 @@ from services.referral.domain import (
     next_steps,
 )
 from services.referral.domain.overrides import Override
-from services.referral.feed_keys import FeedKeys, b64, referral_of
+from services.referral.feed_keys import FeedKeys, b64, subject_of
 from services.runtime.access import check, record_read, roles_for
 from services.runtime.agencies import Agencies
 from services.runtime.aggregate import utcnow
@@ -932,7 +933,7 @@ KeyId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.
 @router.get(
     FEED_KEY_PATH.removeprefix(router.prefix),
     response_model=FeedKey,
-    summary="The key that opens the personal data your agency's feed carries of a referral",
+    summary="The key that opens what your agency's feed carries sealed of a referral or handover",
     responses={410: {"description": "the person was erased: the key is destroyed"}},
 )
 def read_feed_key(
@@ -942,22 +943,61 @@ def read_feed_key(
     request: Request,
     response: Response,
 ) -> Any:
-    """For the recipient of the referral, as far as the access policy lets it read the
-    person's data now (consent in force, or an emergency override); a recorded read, like
-    reading the referral itself. 410 once the person is erased."""
-    referral_id = referral_of(key_id)
-    if referral_id is None:
+    """Your agency's own key for a referral or a handover (the key id is its id), a recorded
+    read of the person's data, like reading the referral itself; 410 once the person is
+    erased.
+
+    - The recipient of a referral (its key opens the released data and the reasons) as far as
+      the access policy lets it read the person's data now: the consent in force at this
+      instant, or an emergency override.
+    - The sender of a referral, and a party to a handover (their keys open reasons only),
+      while their agency holds the case: the person's consent governs what passes to other
+      agencies, not what the agencies holding the case read of it; an agency that no longer
+      holds it, or never did, reads nothing of the person (403).
+    """
+    subject_id = subject_of(key_id)
+    if subject_id is None:
         raise FeedKeyNotFoundError(key_id)
     read_consent_to_head(request)  # a withdrawal committed before this request counts
-    try:
-        referral = referrals.get_referral(referral_id)
-    except ReferralNotFoundError:
-        raise FeedKeyNotFoundError(key_id) from None
-    case_file = referrals.get_case_file(referral.spec.case_id)
+    kind = referrals.kind_of(subject_id)
+    if kind is Handover:
+        handover = referrals.get_handover(subject_id)
+        case_file = referrals.get_case_file(handover.spec.case_id)
+        seen, person_id = _handover_key_sight(principal, key_id, handover, case_file)
+        case_id = handover.spec.case_id
+    elif kind is Referral:
+        referral = referrals.get_referral(subject_id)
+        case_file = referrals.get_case_file(referral.spec.case_id)
+        seen, person_id = _referral_key_sight(principal, key_id, referral, case_file)
+        case_id = referral.spec.case_id
+    else:
+        raise FeedKeyNotFoundError(key_id)
+    store = referrals.person_keys
+    if store is None:
+        raise UnavailableError("This installation has no store of persons' keys.")
+    key = FeedKeys(store).key(person_id, principal.agency_id, subject_id)
+    if key is None:
+        raise FeedKeyGoneError(key_id)
+    record_read(
+        request, principal, seen, case_id=case_id, what="referral.feed_key", person_id=person_id
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return FeedKey(key_id=key_id, alg=SEAL_ALGORITHM, key=b64(key))
+
+
+def _referral_key_sight(
+    principal: Principal, key_id: str, referral: Referral, case_file: CaseFile
+) -> tuple[Sight, UUID]:
+    """What the asker's key of a referral lets it read, and whose key it derives from."""
     ties = referral_ties(referral, case_file)
     check(principal, ties, Action.SEE_PROGRESS, lambda: FeedKeyNotFoundError(key_id))
+    person_id = referral.person_id or case_file.person_id
+    if principal.agency_id in ties.senders and principal.agency_id not in ties.recipients:
+        return _holder_key_sight(principal, key_id, ties.province, case_file), person_id
     if principal.agency_id not in ties.recipients or referral.disclosure is None:
-        raise PermissionDeniedError("Only the recipient of a referral reads its feed's key.")
+        raise PermissionDeniedError(
+            "Only the sender and the recipient of a referral read its feed's keys."
+        )
     # Only the recipient's own tie counts, as when it reads the referral.
     as_recipient = CaseTies(province=ties.province, recipients=ties.recipients)
     check(principal, as_recipient, Action.READ_PERSONAL, lambda: FeedKeyNotFoundError(key_id))
@@ -975,20 +1015,35 @@ def read_feed_key(
         raise PermissionDeniedError(
             "The consent in force does not let your agency read this person's data now."
         )
-    store = referrals.person_keys
-    if store is None:
-        raise UnavailableError("This installation has no store of persons' keys.")
-    person_id = referral.disclosure.person_id
-    key = FeedKeys(store).key(person_id, principal.agency_id, referral.id)
-    if key is None:
+    return seen, referral.disclosure.person_id
+
+
+def _handover_key_sight(
+    principal: Principal, key_id: str, handover: Handover, case_file: CaseFile
+) -> tuple[Sight, UUID]:
+    """What a party's key of a handover lets it read, and whose key it derives from."""
+    ties = handover_ties(handover, case_file)
+    check(principal, ties, Action.SEE_PROGRESS, lambda: FeedKeyNotFoundError(key_id))
+    if principal.agency_id not in ties.handover_parties:
+        raise PermissionDeniedError("Only the parties to a handover read its feed's keys.")
+    seen = _holder_key_sight(principal, key_id, ties.province, case_file)
+    return seen, handover.person_id or case_file.person_id
+
+
+def _holder_key_sight(
+    principal: Principal, key_id: str, province: str, case_file: CaseFile
+) -> Sight:
+    """A sender's or a handover party's key opens free text about the person, which belongs to
+    no one category: the read is of all of them, on its agency's holding the case."""
+    as_holder = CaseTies(province=province, holders=case_file.ties.holders)
+    reading = permits(principal.asker, as_holder, Action.READ_PERSONAL)
+    if reading.by_role:
+        raise PermissionDeniedError(reading.reason)
+    if case_file.erased:
         raise FeedKeyGoneError(key_id)
-    record_read(
-        request,
-        principal,
-        seen,
-        case_id=referral.spec.case_id,
-        what="referral.feed_key",
-        person_id=person_id,
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return FeedKey(key_id=key_id, alg=SEAL_ALGORITHM, key=b64(key))
+    seen = sight(principal.asker, as_holder, ALL_CATEGORIES)
+    if not seen.categories:
+        raise PermissionDeniedError(
+            "Your agency reads what the feed seals of this person only while it holds the case."
+        )
+    return seen

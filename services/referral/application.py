@@ -47,9 +47,11 @@ from contracts.referral import (
     FamilyMember,
     HandoverKind,
     HandoverParty,
+    HandoverStarted,
     OverrideConclusion,
     PartyRole,
     PlannedTask,
+    ReferralCreated,
     ServiceDelivery,
     Urgency,
     case_file_id,
@@ -345,6 +347,17 @@ class ReferralService(FollowingApplication):
             return self.load(Handover, handover_id)
         except AggregateNotFoundError:
             raise HandoverNotFoundError(handover_id) from None
+
+    def kind_of(self, aggregate_id: UUID) -> type[Referral] | type[Handover] | None:
+        """Whether the id is a referral's or a handover's (the feed's key ids name either),
+        as its first event says; None for any other id."""
+        first = self.recorder.select_events(aggregate_id, lte=1)
+        topic = first[0].topic if first else None
+        if topic == ReferralCreated.topic():
+            return Referral
+        if topic == HandoverStarted.topic():
+            return Handover
+        return None
 
     # -- commands ----------------------------------------------------------------------------
 

@@ -195,11 +195,20 @@ class FeedRelay:
 
     # -- one batch -----------------------------------------------------------------------
 
+    @property
+    def acknowledged(self) -> int | None:
+        """The position this relay last knew acknowledged (None before it read one)."""
+        return self._position
+
     def position(self) -> int:
         """The last notification id whose messages the broker acknowledged."""
         if self._position is None:
-            self._position = self.tracking.max_tracking_id(self.upstream.name) or 0
+            self._position = self.tracked()
         return self._position
+
+    def tracked(self) -> int:
+        """The position in the tracking table, wherever the relay that last ran left it."""
+        return self.tracking.max_tracking_id(self.upstream.name) or 0
 
     def run_once(self) -> int:
         """Publish the next batch of the log; returns how many events it held.
@@ -345,13 +354,25 @@ class FeedRelay:
         return self._running and self.error is None
 
     def lag(self) -> list[Lag]:
-        """How far the acknowledged position is behind the referral log (reads the log)."""
-        position = self._position
+        """How far the acknowledged position is behind the referral log (reads the log).
+
+        A relay that does not run (a standby) reads the tracked position: the one another
+        relay, the leader, keeps moving."""
+        position = self._position if self._running else None
         if position is None:
-            position = self.tracking.max_tracking_id(self.upstream.name) or 0
+            position = self.tracked()
         return [upstream_lag(self.upstream, position, self.upstream.topics)]
 
     def start(self) -> None:
+        """Run the loop in a thread, from the tracked position; again after ``stop`` too
+        (a relay that lost its lock and takes it again continues where the other left)."""
+        previous = self._thread
+        if previous is not None and previous.is_alive():
+            self.stop_soon()
+            previous.join()  # it ends after the batch in hand
+        self.stopping.clear()
+        self.error = None
+        self._position = None  # read again: another relay may have got further since
         self._thread = threading.Thread(target=self.run, name="feed-relay", daemon=True)
         self._thread.start()
 

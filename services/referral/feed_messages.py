@@ -12,9 +12,17 @@ Rules (DESIGN.md, "The agency feed"):
   force then). A disclosure re-published after a withdrawal, an expiry or the person's 18th
   birthday carries none of the data it no longer covers. Every message that carries data is
   a read of the person's data, recorded in the read audit before it is sent;
-- the data travels sealed, under a key derived from the person's data key for the recipient
-  and the referral (``feed_keys``), so erasing the person makes every message about them
-  unreadable, those published before the erasure included.
+- the free text of a closing step (a rejection's, cancellation's or failure's reason, a
+  completion's outcome, a handover's cancellation reason) goes sealed to every agency the
+  message goes to: a referral's sender (its key is released to it while it holds the case),
+  a handover's parties, and a referral's recipient only while the access policy lets it read
+  the person's data at the instant the message is published, as for a disclosure (and
+  recorded as a read the same way);
+- the data and the reasons travel sealed, under a key derived from the person's data key for
+  the agency whose topic carries the message and the referral or handover (``feed_keys``), so
+  erasing the person makes every message about them unreadable, those published before the
+  erasure included. Nothing of them travels in clear: a message whose person has no key (or
+  is erased) carries no reason at all.
 
 The state an event is judged in is the referral (or handover) rebuilt from the log up to that
 event, so re-publishing any stretch of the log gives the same messages, but for the data the
@@ -200,7 +208,7 @@ class FeedView:
         if type(event) in _HANDOVER_TYPES:
             handover = self._state_after(event, Handover)
             assert isinstance(handover, Handover)
-            return _handover_messages(handover, event)
+            return self._handover_messages(handover, event)
         return []
 
     def _state_after(self, event: Event, kind: type[Referral] | type[Handover]) -> Aggregate:
@@ -229,21 +237,80 @@ class FeedView:
         headers = cloud_event_headers(event, key)
         update = referral_update(referral, event)
         disclosed = _disclosed(referral, event)
+        reason = closing_reason(event)
+        person_id = _person_of(event, referral.person_id) if reason is not None else None
         # The sender reads what was disclosed, never the data; the recipient the data too,
-        # as far as it may read it now.
+        # as far as it may read it now. Each reads the reason under its own key.
         update["audience"] = Audience.SENDER
         update["disclosure"] = disclosure(disclosed)
+        sender = spec.from_agency.agency_id
+        if reason is not None and person_id is not None:
+            update["sealed_reason"] = self.keys.seal_reason(
+                person_id=person_id,
+                agency_id=sender,
+                subject_id=referral.id,
+                version=event.originator_version,
+                reason=reason,
+            )
         to_sender = to_json(update)
-        messages = [FeedMessage(spec.from_agency.agency_id, key, headers, to_sender)]
+        messages = [FeedMessage(sender, key, headers, to_sender)]
         if referral.dispatched_at is not None:
-            if disclosed is None:
-                # The same update but for its audience, which comes before any free text.
+            if disclosed is None and reason is None:
+                # The same update but for its audience, which comes before any sealed part.
                 to_recipient = to_sender.replace(_TO_SENDER, _TO_RECIPIENT, 1)
             else:
                 update["audience"] = Audience.RECIPIENT
-                update["disclosure"] = self._released(referral, disclosed)
+                update["disclosure"] = (
+                    self._released(referral, disclosed) if disclosed is not None else None
+                )
+                update["sealed_reason"] = (
+                    self._reason_to_recipient(referral, event, person_id, reason)
+                    if reason is not None and person_id is not None
+                    else None
+                )
                 to_recipient = to_json(update)
             messages.append(FeedMessage(spec.to_agency.agency_id, key, headers, to_recipient))
+        return messages
+
+    def _reason_to_recipient(
+        self, referral: Referral, event: Event, person_id: UUID, reason: str
+    ) -> dict[str, Any] | None:
+        """The reason sealed for the referral's recipient, if it may read any of the
+        person's data now (the read recorded); None otherwise."""
+        at = self.clock()
+        seen = self.release(referral, at)
+        if not seen.categories:
+            return None
+        sealed = self.keys.seal_reason(
+            person_id=person_id,
+            agency_id=referral.spec.to_agency.agency_id,
+            subject_id=referral.id,
+            version=event.originator_version,
+            reason=reason,
+        )
+        if sealed is not None:
+            self._record(referral, seen, person_id, seen.categories, at)
+        return sealed
+
+    def _handover_messages(self, handover: Handover, event: Event) -> list[FeedMessage]:
+        key = str(handover.id).encode()
+        headers = cloud_event_headers(event, key)
+        update = handover_update(handover, event)
+        person_id = _person_of(event, handover.person_id)
+        if not isinstance(event, HandoverCancelled) or person_id is None:
+            value = to_json(update)
+            return [FeedMessage(agency_id, key, headers, value) for agency_id in handover.party_ids]
+        # Each party reads the reason under its own key.
+        messages = []
+        for agency_id in handover.party_ids:
+            update["sealed_reason"] = self.keys.seal_reason(
+                person_id=person_id,
+                agency_id=agency_id,
+                subject_id=handover.id,
+                version=event.originator_version,
+                reason=event.reason,
+            )
+            messages.append(FeedMessage(agency_id, key, headers, to_json(update)))
         return messages
 
     def _released(self, referral: Referral, disclosed: DisclosureRecorded) -> dict[str, Any]:
@@ -268,6 +335,19 @@ class FeedView:
         if sealed is None:  # erased since the event was read: nothing of theirs to send
             return values
         values["sealed"] = sealed
+        categories = frozenset(DataCategory(name) for name in data)
+        self._record(referral, seen, disclosed.person_id, categories, at)
+        return values
+
+    def _record(
+        self,
+        referral: Referral,
+        seen: Sight,
+        person_id: UUID,
+        categories: frozenset[DataCategory],
+        at: datetime,
+    ) -> None:
+        """Keep the recipient's read that a message carries, for the relay to record."""
         assert seen.basis is not None
         assert seen.role is not None
         read = personal_data_read(
@@ -275,17 +355,16 @@ class FeedView:
                 user_id=FEED_READER, agency_id=referral.spec.to_agency.agency_id, role=seen.role
             ),
             case_id=referral.spec.case_id,
-            categories=sorted(DataCategory(name) for name in data),
+            categories=sorted(categories),
             basis=seen.basis,
             what=FEED_READ_PATH,
-            person_id=disclosed.person_id,
+            person_id=person_id,
             grant_ids=seen.grant_ids,
             override_id=seen.override_id,
             at=at,
         )
         assert read is not None
         self.reads.append(read)
-        return values
 
 
 # -- the values, as the contract models write them ------------------------------------------
@@ -318,17 +397,30 @@ _OVERRIDE = (
 )
 
 
+def closing_reason(event: Event) -> str | None:
+    """The free text a referral's event gives its readers: why it was rejected, cancelled,
+    failed or declined, or its outcome. It travels sealed only."""
+    if isinstance(event, _CLOSING):
+        return event.reason
+    if isinstance(event, ReferralDeclinedByPerson):
+        return f"The person {event.choice.value} the service: their choice."
+    if isinstance(event, ReferralCompleted):
+        return event.outcome
+    return None
+
+
+def _person_of(event: Event, fallback: UUID | None) -> UUID | None:
+    """The person whose key seals an event's reason: the one the event names (its free text
+    is encrypted under their key in the log), else the referral's or handover's."""
+    named: UUID | None = getattr(event, "person_id", None)
+    return named if named is not None else fallback
+
+
 def referral_update(referral: Referral, event: Event) -> dict[str, Any]:
     """The values of a ``ReferralUpdate`` of ``referral`` after ``event``, in the model's
-    order; ``audience`` and ``disclosure`` are left for each audience to fill in."""
+    order; ``audience``, ``sealed_reason`` and ``disclosure`` are left for each audience to
+    fill in."""
     spec = referral.spec
-    reason: str | None = None
-    if isinstance(event, _CLOSING):
-        reason = event.reason
-    elif isinstance(event, ReferralDeclinedByPerson):
-        reason = f"The person {event.choice.value} the service: their choice."
-    elif isinstance(event, ReferralCompleted):
-        reason = event.outcome
     missed = event if isinstance(event, DeadlineMissed) else None
     return {
         "referral_id": referral.id,
@@ -346,7 +438,7 @@ def referral_update(referral: Referral, event: Event) -> dict[str, Any]:
         "categories": spec.categories,
         "acknowledge_by": referral.acknowledge_by,
         "first_service_by": referral.first_service_by,
-        "reason": reason,
+        "sealed_reason": None,
         "withheld": referral.withheld,
         "deadline": missed.deadline if missed is not None else None,
         "due_at": missed.due_at if missed is not None else None,
@@ -381,16 +473,10 @@ def disclosure(event: DisclosureRecorded | None) -> dict[str, Any] | None:
     }
 
 
-def _handover_messages(handover: Handover, event: Event) -> list[FeedMessage]:
-    key = str(handover.id).encode()
-    headers = cloud_event_headers(event, key)
-    value = to_json(handover_update(handover, event))
-    return [FeedMessage(agency_id, key, headers, value) for agency_id in handover.party_ids]
-
-
 def handover_update(handover: Handover, event: Event) -> dict[str, Any]:
     """The values of the ``HandoverUpdate`` every party reads of ``handover`` after
-    ``event``, in the model's order: nothing personal in it."""
+    ``event``, in the model's order: nothing personal in it (``sealed_reason`` is left for
+    each party)."""
     spec = handover.spec
     confirmed = event if isinstance(event, HandoverConfirmed) else None
     return {
@@ -410,7 +496,7 @@ def handover_update(handover: Handover, event: Event) -> dict[str, Any]:
         "seconds_by_party": (
             event.seconds_by_party if isinstance(event, HandoverCompleted) else None
         ),
-        "reason": event.reason if isinstance(event, HandoverCancelled) else None,
+        "sealed_reason": None,
     }
 
 

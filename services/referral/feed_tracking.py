@@ -58,9 +58,9 @@ def migrate_feed(settings: Settings) -> None:
 def forget_position(tracking: TrackingRecorder, upstream: str = UPSTREAM) -> int | None:
     """Forget how far the relay got, so that it re-publishes the log from its start.
 
-    Returns the position it forgot (None if there was none). Stop every relay first: one
-    still running keeps its own position and tracks it again. Raises TypeError for a
-    tracking recorder of another kind.
+    Returns the position it forgot (None if there was none). No relay may be running: one
+    keeps its own position and tracks it again (``ketnoi feed --reset`` calls this only while
+    it holds the relays' lock). Raises TypeError for a tracking recorder of another kind.
     """
     forgotten = tracking.max_tracking_id(upstream)
     if isinstance(tracking, PostgresTrackingRecorder):

@@ -109,6 +109,16 @@ def _patterns(topic: str, state: dict[str, Any]) -> dict[Path, Any]:
     return found
 
 
+def personal_in_clear(topic: str, state: dict[str, Any]) -> bool:
+    """Whether a stored state keeps any personal value outside the sealed part: an event
+    stored before per-person encryption existed (or naming no person). Destroying a key
+    cannot make such values unreadable; values stored already erased do not count."""
+    if SEALED in state:
+        return False  # sealing takes every personal value present
+    erased = _patterns(topic, state)
+    return any(value != erased.get(_pattern(path)) for path, value in _present(state, erased))
+
+
 def _erased_values(topic: str, state: dict[str, Any]) -> dict[Path, Any]:
     return _patterns(topic, state)
 

@@ -5,9 +5,9 @@ error, and none lags more than ``KETNOI_READY_MAX_LAG_SECONDS`` behind. An orche
 sends traffic only to a ready process and restarts one that stops living.
 
 Of several worker processes (``ketnoi serve --workers``) one, the ``leader``, runs the loops;
-the others are on ``standby`` (``leadership.py``). Both endpoints name the worker's role; a
-standby is ready when its database answers and the leader's loops keep up (their positions
-are in the database), without running them itself.
+the others are on ``standby`` (``leadership.py``), and so of several relays (``ketnoi feed``).
+Both endpoints name the process's role; a standby is ready when its database answers and the
+leader's loops keep up (their positions are in the database), without running them itself.
 """
 
 from __future__ import annotations
@@ -112,19 +112,23 @@ def serve_health(
     port: int,
     loops: Callable[[], Mapping[str, Lagging]],
     registry: Any,
+    role: Callable[[], str] | None = None,
 ) -> Callable[[], None]:
     """Serve /healthz, /readyz and /metrics from a thread, for a process without an HTTP API
-    (the relay); returns how to stop it."""
+    (the relay); returns how to stop it. ``role`` names it ``leader`` or ``standby`` when it
+    competes with others for a lock (relays on PostgreSQL)."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "ketnoi"
         sys_version = ""
 
         def do_GET(self) -> None:
+            named = role() if role is not None else None
             if self.path == "/healthz":
-                self._send(200, b'{"status":"ok"}', "application/json")
+                alive = {"status": "ok"} if named is None else {"status": "ok", "role": named}
+                self._send(200, orjson.dumps(alive), "application/json")
             elif self.path == "/readyz":
-                ready, body = readiness(settings, loops())
+                ready, body = readiness(settings, loops(), named)
                 self._send(200 if ready else 503, orjson.dumps(body), "application/json")
             elif self.path == "/metrics":
                 self._send(200, exposition(registry), CONTENT_TYPE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -44,6 +44,13 @@ def redact_personal_data(
     return event_dict
 
 
+def line_writer(file: TextIO) -> structlog.WriteLoggerFactory:
+    """Loggers that write each line, its newline included, in one call. ``print`` writes the
+    line and its newline apart, and ``sys.stderr`` passes every write through: the worker
+    processes of ``ketnoi serve --workers`` share one stderr, and their lines ran together."""
+    return structlog.WriteLoggerFactory(file=file)
+
+
 def configure_logging(fmt: Literal["console", "json"] = "console", level: str = "info") -> None:
     """Configure structlog and the standard library's logging, once per process."""
     global _configured
@@ -66,7 +73,7 @@ def configure_logging(fmt: Literal["console", "json"] = "console", level: str = 
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=line_writer(sys.stderr),
         cache_logger_on_first_use=True,
     )
     _configured = True

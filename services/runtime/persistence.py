@@ -19,7 +19,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessR
 from psycopg import sql
 
 from contracts.envelope import Event, resolve
-from services.runtime.field_cipher import SEALED, FieldCipher
+from services.runtime.field_cipher import SEALED, FieldCipher, personal_in_clear
 from services.runtime.files import private_file
 from services.runtime.person_keys import key_store_env, person_keys, person_keys_from_env
 from services.runtime.settings import SERVICES, Settings
@@ -85,6 +85,27 @@ def decode_stored(mapper: Mapper[UUID], stored_event: StoredEvent) -> Event:
     state["originator_id"] = stored_event.originator_id
     state["originator_version"] = stored_event.originator_version
     return cls.model_validate(state)
+
+
+def stored_state(mapper: Mapper[UUID], stored_event: StoredEvent) -> dict[str, Any]:
+    """A stored event's state as stored: its personal fields still sealed, if they are."""
+    data = stored_event.state
+    if mapper.cipher:
+        data = mapper.cipher.decrypt(data)
+    if mapper.compressor:
+        data = mapper.compressor.decompress(data)
+    state: dict[str, Any] = mapper.transcoder.decode(data)
+    return state
+
+
+def stored_in_clear(mapper: Mapper[UUID], stored_event: StoredEvent) -> bool:
+    """Whether a stored event holds personal values in clear (see
+    ``field_cipher.personal_in_clear``), read as its current version."""
+    state = stored_state(mapper, stored_event)
+    if SEALED in state:
+        return False
+    cls, state = resolve(stored_event.topic, state)
+    return personal_in_clear(cls.topic(), state)
 
 
 def open_personal(mapper: Mapper[UUID], stored_event: StoredEvent, state: dict[str, Any]) -> None:

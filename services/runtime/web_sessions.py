@@ -2,7 +2,9 @@
 any process serving the pages knows every session, and a restart ends none.
 
 A row per session, keyed by a SHA-256 of the session's id (the cookie's random value is
-never stored as it is): the user's access token, the session's CSRF token, when it expires,
+never stored as it is): the user's access token, sealed under a key derived from the session's
+id (AES-GCM; so the table alone, a backup or a dump of it, lets nobody act as the user), the
+session's CSRF token, when it expires,
 and the positions in the logs its commands reached (``Ketnoi-Position``, kept so that the
 next page waits for them). Beside them, the sign-ins under way through the identity
 provider (by a hash of their ``state``: the PKCE verifier, the nonce, where to come back),
@@ -14,6 +16,7 @@ deleted as new ones are made.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import sqlite3
@@ -26,6 +29,10 @@ from typing import Any, Protocol
 
 import orjson
 import psycopg
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -86,6 +93,37 @@ def _new(token: str, lifetime: float, now: float) -> tuple[str, Session]:
     return secrets.token_urlsafe(32), Session(token, secrets.token_urlsafe(32), now + lifetime)
 
 
+_SEALED = "v1."  # a stored token's prefix: sealed as below
+_TOKEN_INFO = b"ketnoi web session token"
+
+
+def _cipher(session_id: str) -> AESGCM:
+    """The session's own key, derived from its id: only the cookie's holder has it."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_TOKEN_INFO)
+    return AESGCM(hkdf.derive(session_id.encode()))
+
+
+def _seal_token(session_id: str, token: str) -> str:
+    """The access token as stored: ``v1.`` and the base64url of a random nonce and the
+    AES-GCM ciphertext, bound to the row's key."""
+    nonce = secrets.token_bytes(12)
+    sealed = _cipher(session_id).encrypt(nonce, token.encode(), _key(session_id).encode())
+    return _SEALED + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def _open_token(session_id: str, stored: str) -> str | None:
+    """The access token of a stored row, or None when it does not open (a row stored as it
+    was before tokens were sealed, or altered): the session is then ended."""
+    if not stored.startswith(_SEALED):
+        return None
+    raw = base64.urlsafe_b64decode(stored[len(_SEALED) :])
+    try:
+        token = _cipher(session_id).decrypt(raw[:12], raw[12:], _key(session_id).encode())
+    except (InvalidTag, ValueError):
+        return None
+    return token.decode()
+
+
 class _Tabled:
     """What the database stores share: sweeping expired sessions now and then."""
 
@@ -100,8 +138,11 @@ class _Tabled:
         return True
 
 
-def _session(row: Any) -> Session:
-    token, csrf, expires, positions = row
+def _session(session_id: str, row: Any) -> Session | None:
+    stored, csrf, expires, positions = row
+    token = _open_token(session_id, stored)
+    if token is None:
+        return None
     if isinstance(positions, str | bytes):
         positions = orjson.loads(positions)
     return Session(token, csrf, float(expires), {str(k): int(v) for k, v in positions.items()})
@@ -147,7 +188,12 @@ class SQLiteSessions(_Tabled):
                 self._conn.execute("DELETE FROM sessions WHERE expires < ?", (now,))
             self._conn.execute(
                 "INSERT INTO sessions (id_hash, token, csrf, expires) VALUES (?, ?, ?, ?)",
-                (_key(session_id), session.token, session.csrf, session.expires),
+                (
+                    _key(session_id),
+                    _seal_token(session_id, session.token),
+                    session.csrf,
+                    session.expires,
+                ),
             )
         return session_id
 
@@ -161,8 +207,8 @@ class SQLiteSessions(_Tabled):
             ).fetchone()
         if row is None:
             return None
-        session = _session(row)
-        if session.expires < self.clock():
+        session = _session(session_id, row)
+        if session is None or session.expires < self.clock():
             self.close(session_id)
             return None
         return session
@@ -253,7 +299,12 @@ class PostgresSessions(_Tabled):
                 sql.SQL(
                     "INSERT INTO {} (id_hash, token, csrf, expires) VALUES (%s, %s, %s, %s)"
                 ).format(self._table),
-                (_key(session_id), session.token, session.csrf, session.expires),
+                (
+                    _key(session_id),
+                    _seal_token(session_id, session.token),
+                    session.csrf,
+                    session.expires,
+                ),
             )
         return session_id
 
@@ -269,8 +320,8 @@ class PostgresSessions(_Tabled):
             ).fetchone()
         if row is None:
             return None
-        session = _session(row)
-        if session.expires < self.clock():
+        session = _session(session_id, row)
+        if session is None or session.expires < self.clock():
             self.close(session_id)
             return None
         return session

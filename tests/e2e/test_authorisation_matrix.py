@@ -1094,3 +1094,74 @@ def test_every_cell_answers_what_the_policy_says(api: Api) -> None:
     assert not unrecorded, "\n".join(unrecorded)
     assert not hidden, "\n".join(hidden)
     assert len(shown_where) >= MIN_PERSONAL_READS, shown_where  # the search has found them
+
+
+# -- the feed's keys, for the other agencies a message goes to -----------------------------------
+#
+# The matrix row of the key route plays the recipient. The same route answers a referral's
+# sender and a handover's parties with their own keys (their topics carry the reasons sealed),
+# decided by the policy as the route documents it: the principal must see the referral or
+# handover, be its sender or a party, and may read the person's data as an agency holding
+# the case (``sight`` on the holders' ties). Every role at the sender (a holder), a witness
+# that holds nothing, an agency of the province with no part, and one of another province.
+
+KEY_AGENCIES = (MANAGER, WITNESS, STRANGERS["same"], STRANGERS["other"])
+
+
+def expected_key_status(asker: Asker, ties: CaseTies) -> int:
+    """What the key route answers ``asker`` for an object with ``ties`` (it not being the
+    referral's recipient): 2, 403 or 404."""
+    seeing = permits(asker, ties, Action.SEE_PROGRESS)
+    if not seeing.allowed:
+        return 403 if seeing.visible or seeing.by_role else 404
+    if asker.agency_id not in ties.senders | ties.handover_parties:
+        return 403
+    as_holder = CaseTies(ties.province, holders=ties.holders)
+    return 2 if sight(asker, as_holder).categories else 403
+
+
+def test_the_feed_key_route_answers_senders_and_parties_as_the_policy_says(api: Api) -> None:
+    world = World()
+    api.build([(OPERATIONS[("GET", f"{R}/feed/keys/{{key_id}}")], world)])
+    manager = api.token(MANAGER, Role.CASE_MANAGER, "setup-manager")
+    parties = [*PARTIES, {"agency": WITNESS, "role": "witness", "capacity": "border guard"}]
+    started = api.ok("POST", f"{R}/cases/{world.case_id}/handovers", {"parties": parties}, manager)
+    api.platform.catch_up()
+    holders = frozenset({RECEIVER, MANAGER})
+    objects = {
+        world.referral_id: CaseTies(
+            PROVINCE, holders, frozenset({RECIPIENT}), frozenset({MANAGER})
+        ),
+        started["handover_id"]: CaseTies(
+            PROVINCE, holders, handover_parties=frozenset({RECEIVER, MANAGER, WITNESS})
+        ),
+    }
+    wrong: list[str] = []
+    released = 0
+    for (key_id, ties), agency, role in itertools.product(objects.items(), KEY_AGENCIES, Role):
+        user = f"key-{released}-{agency}-{role.value}-{secrets.token_hex(2)}"
+        asker = Asker(user, agency, province_of(agency), frozenset({role}))
+        response = api.send("GET", f"{R}/feed/keys/{key_id}", None, api.token(agency, role, user))
+        want, got = expected_key_status(asker, ties), response.status_code
+        if (got // 100 == 2) != (want == 2) or (want != 2 and got != want):
+            wrong.append(f"{key_id} {agency} {role.value}: {got} (want {want})")
+            continue
+        if got == 200:
+            released += 1
+            audit = api.platform.read_audit
+            assert audit is not None
+            reads = audit.reads_of_case(UUID(world.case_id))
+            mine = [r for r in reads if r.actor.user_id == user]
+            assert [(r.what, r.basis.value) for r in mine] == [("referral.feed_key", "own_case")]
+            assert set(mine[0].categories) == set(DataCategory)
+    assert not wrong, "\n".join(wrong)
+    assert released >= 4  # the sender's and a holding party's staff, in several roles
+
+    # Once the case is managed by another agency, the sender no longer holds it: no key.
+    coordinator = api.token(COORDINATING, Role.COORDINATOR, "setup-coordinator")
+    assignment = {"case_manager_id": "cm-2", "agency": SHELTER}
+    api.ok("PUT", f"{IN}/{world.case_id}/case-manager", assignment, coordinator)
+    api.platform.catch_up()
+    for key_id in objects:
+        response = api.send("GET", f"{R}/feed/keys/{key_id}", None, manager)
+        assert response.status_code == 403, response.text

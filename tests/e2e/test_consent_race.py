@@ -30,7 +30,13 @@ from contracts.vocabulary import AgencyKind, Role
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
 from tests.support.agencies import register_agencies
-from tests.support.processes import free_port, ketnoi_server, run_ketnoi
+from tests.support.processes import (
+    free_port,
+    ketnoi_server,
+    rescue_reception,
+    run_ketnoi,
+    settings_env,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -65,16 +71,9 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
 
 @pytest.fixture
 def services(pg_settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {
-        "KETNOI_DATABASE_URL": pg_settings.database_url or "",
-        "KETNOI_SCHEMA_PREFIX": pg_settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(pg_settings.data_dir),
-        "KETNOI_LOG_FORMAT": "json",
-        # Three processes, each with pools per log it reads: small pools keep the test within
-        # the server's connection limit.
-        "KETNOI_PG_POOL_SIZE": "2",
-        "KETNOI_PG_MAX_OVERFLOW": "2",
-    }
+    # Three processes, each with pools per log it reads: small pools keep the test within the
+    # server's connection limit.
+    env = settings_env(pg_settings, pool=(2, 2))
     run_ketnoi("migrate", env=env)
     register_agencies(pg_settings)
     with (
@@ -115,12 +114,7 @@ def test_a_withdrawal_is_in_force_for_the_next_read_in_another_process(
     with httpx.Client(timeout=10) as http:
         case = http.post(
             f"{intake}/intake/cases",
-            json={
-                "route": "rescued",
-                "received_at": (NOW - timedelta(hours=2)).isoformat(),
-                "place": {"province": "dong-thap"},
-                "receiving_agency": "dt-police",
-            },
+            json=rescue_reception(),
             headers=officer,
         ).json()["case_id"]
         person = {"full_name": "Trần Thị Hoa", "sex": "female", "estimated_age": 24}

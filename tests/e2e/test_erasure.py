@@ -1,10 +1,11 @@
 """Forgetting a person, end to end, on PostgreSQL and on SQLite: a person with data in intake,
-consent, a referral with its disclosure and case work is erased through the API (asked for by
-one person, approved by another); then every log still verifies, no table, file or export
-holds any of their distinctive values, a rebuild of the read models does not bring them back,
-the case reads as erased, and the feed publishes an erasure notice to every agency it told
-and nothing personal any more. What the feed published before holds nothing of them in clear
-either: their data was sealed under a key derived from theirs, gone with it."""
+consent, a referral with its disclosure and case work, cancelled with a reason that names her,
+is erased through the API (asked for by one person, approved by another); then every log still
+verifies, no table, file or export holds any of their distinctive values, a rebuild of the
+read models does not bring them back, the case reads as erased, and the feed publishes an
+erasure notice to every agency it told and nothing personal any more. What the feed
+published before holds nothing of them in clear either: their data and the reason were
+sealed under keys derived from theirs, gone with it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +47,7 @@ from contracts.vocabulary import (
     UrgentNeed,
 )
 from services.cli import app as cli
+from services.cli.erase import events_in_clear
 from services.cli.wiring import Platform, http_app, migrate, start
 from services.referral.feed import ConsentAtHead, open_consent_upstream, open_feed_upstream
 from services.referral.feed_keys import FeedKeys
@@ -66,9 +67,11 @@ from tests.support.feed import (
     drop_feed_schema,
     feed_kafka_settings,
     open_sealed,
+    open_sealed_reason,
     relay_for,
     written_agencies,
 )
+from tests.support.processes import KETNOI, settings_env
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -89,6 +92,12 @@ class Person:
         self.referral_note = f"referral-note-{secrets.token_hex(5)}"
         self.accepted_note = f"accepted-note-{secrets.token_hex(5)}"
         self.child_views = f"views-{secrets.token_hex(5)}"
+        self.cancel_reason = f"cancel-reason-{secrets.token_hex(5)}"
+
+    @property
+    def cancellation(self) -> str:
+        """Why her referral was cancelled: it names her, as free text often does."""
+        return f"{self.name} moved away ({self.cancel_reason})."
 
     @property
     def values(self) -> dict[str, bytes]:
@@ -116,8 +125,9 @@ def ctx(actor: Actor, minutes: float = 0) -> CommandContext:
 
 
 def record_everything(p: Platform, who: Person) -> tuple[UUID, UUID]:
-    """A person's data in intake, consent, a referral with its disclosure, and case work;
-    returns the case's and the referral's ids."""
+    """A person's data in intake, consent, a referral with its disclosure (cancelled by its
+    sender once accepted, with a reason that names her), and case work; returns the case's and
+    the referral's ids."""
     case_id = UUID(
         str(
             p.intake.record_reception(
@@ -190,6 +200,7 @@ def record_everything(p: Platform, who: Person) -> tuple[UUID, UUID]:
     hospital = staff_of(HOSPITAL)
     p.referral.answer(ctx(hospital, 30), referral_id, "acknowledge")
     p.referral.answer(ctx(hospital, 31), referral_id, "accept", who.accepted_note)
+    p.referral.answer(ctx(MANAGER, 32), referral_id, "cancel", who.cancellation)
     p.catch_up()
     p.checkpoint()
     return case_id, referral_id
@@ -269,13 +280,7 @@ def test_an_erased_person_leaves_no_readable_trace(
     manager = as_(Role.CASE_MANAGER, "dt-swc", MANAGER.user_id)
     supervisor = as_(Role.SUPERVISOR, "dt-swc", "supervisor-1")
     runner = CliRunner()
-    env = {
-        "KETNOI_DATABASE_URL": settings.database_url or "",
-        "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(settings.data_dir),
-    }
-    if settings.database_url is None:
-        del env["KETNOI_DATABASE_URL"]
+    env = settings_env(settings, log_format=None)
 
     # Before: the holder reads the person; the hospital's feed carries her name, sealed: no
     # message holds any of her values in clear, and the hospital opens its disclosure with
@@ -291,6 +296,14 @@ def test_an_erased_person_leaves_no_readable_trace(
     assert sealed
     key_id = sealed[0]["disclosure"]["sealed"]["key_id"]
     recipient = as_(Role.AGENCY_STAFF, "dt-hospital", "dt-hospital-1")
+    # The cancellation's reason goes sealed to the sender and to the recipient, each under a
+    # key of its own.
+    reasons = {
+        m.agency_id: json.loads(m.value)
+        for m in before
+        if json.loads(m.value).get("sealed_reason") is not None
+    }
+    assert set(reasons) == {"dt-swc", "dt-hospital"}
     with TestClient(http_app(platform, tokens)) as client:
         read = client.get(f"/intake/cases/{case_id}", headers=manager)
         assert read.status_code == 200, read.text
@@ -300,6 +313,11 @@ def test_an_erased_person_leaves_no_readable_trace(
         assert fetched.status_code == 200, fetched.text
         key = base64.b64decode(fetched.json()["key"])
         assert all(open_sealed(key, v)["data"]["identity"]["full_name"] == who.name for v in sealed)
+        assert open_sealed_reason(key, reasons["dt-hospital"]) == who.cancellation
+        senders = client.get(f"/referral/feed/keys/{referral_id}", headers=manager)
+        assert senders.status_code == 200, senders.text
+        senders_key = base64.b64decode(senders.json()["key"])
+        assert open_sealed_reason(senders_key, reasons["dt-swc"]) == who.cancellation
 
         # One person asks; the same person cannot approve; another does.
         asked = client.post(
@@ -347,11 +365,13 @@ def test_an_erased_person_leaves_no_readable_trace(
         assert not holding({"referral": referral.content}, who.values)
         # The key of what the feed sealed for her is gone with hers: nothing published about
         # her, before the erasure either, opens any more.
-        gone_key = client.get(f"/referral/feed/keys/{key_id}", headers=recipient)
-        assert gone_key.status_code == 410, gone_key.text
-        assert "key" not in gone_key.json()
+        for asker in (recipient, manager):
+            gone_key = client.get(f"/referral/feed/keys/{key_id}", headers=asker)
+            assert gone_key.status_code == 410, gone_key.text
+            assert "key" not in gone_key.json()
     person_id = platform.intake.get_case(case_id).person_id
-    assert FeedKeys(person_keys(settings)).key(person_id, "dt-hospital", referral_id) is None
+    for agency in ("dt-hospital", "dt-swc"):
+        assert FeedKeys(person_keys(settings)).key(person_id, agency, referral_id) is None
 
     # Every event of every log still decodes (a follower, a replay or a rebuild goes on),
     # her fields reading as erased.
@@ -381,6 +401,7 @@ def test_an_erased_person_leaves_no_readable_trace(
     assert sorted(m.agency_id for m in notices) == ["dt-hospital", "dt-swc"]
     assert all(m.key == str(case_id).encode() for m in notices)
     assert not [m for m in after if any(v in m.value for v in who.values.values())]
+    assert all(json.loads(m.value).get("sealed_reason") is None for m in after)
 
     # A rebuild of every read model does not bring her back.
     assert platform.projections is not None
@@ -432,6 +453,12 @@ def test_nothing_the_feed_ever_published_about_the_person_reads_after_erasure(
                 if (r.wire.get("disclosure") or {}).get("sealed")
             }
             assert key_ids == {str(referral_id)}
+            # The cancellation's reason names her: each of the sender and the recipient opens
+            # it with its own key; on the wire it is ciphertext.
+            cancelled = [r for r in reader.records if r.wire.get("sealed_reason")]
+            assert sorted(reader.topics[r.topic] for r in cancelled) == ["dt-hospital", "dt-swc"]
+            assert all(r.data["reason"] == who.cancellation for r in cancelled)
+            assert not [r for r in reader.records if who.cancel_reason.encode() in r.on_the_wire]
 
             supervisor = Actor(user_id="supervisor-1", agency_id="dt-swc", role=Role.SUPERVISOR)
             platform.intake.request_erasure(ctx(MANAGER, 60), case_id, ErasureReason.PERSON_REQUEST)
@@ -451,11 +478,12 @@ def test_nothing_the_feed_ever_published_about_the_person_reads_after_erasure(
             assert relay.catch_up() > 0
             assert relay.published == 2 * (before + 2)
 
-            # The hospital asks for the key again: gone.
+            # The hospital and the social work centre ask for their keys again: gone.
             keys.forget()
             asked = len(keys.answers)
-            assert keys.key("dt-hospital", str(referral_id)) is None
-            assert keys.answers[-1] == ("dt-hospital", str(referral_id), 410)
+            for agency in ("dt-hospital", "dt-swc"):
+                assert keys.key(agency, str(referral_id)) is None
+                assert keys.answers[-1] == (agency, str(referral_id), 410)
 
             # Every message on every topic the relay wrote, from the first: before the
             # erasure, the notices, the re-publication.
@@ -479,9 +507,15 @@ def test_nothing_the_feed_ever_published_about_the_person_reads_after_erasure(
             ]
             assert sealed_before
             assert all(r.data["disclosure"]["data"] is None for r in sealed_before)
-            # Each of them made the hospital ask for the key again: gone every time.
+            reasons_before = [r for r in everything.records if r.wire.get("sealed_reason")]
+            assert sorted(everything.topics[r.topic] for r in reasons_before) == [
+                "dt-hospital",
+                "dt-swc",
+            ]
+            assert all(r.data["reason"] is None for r in reasons_before)
+            # Each of them made its agency ask for its key again: gone every time.
             answers = keys.answers[asked:]
-            assert len(answers) == 1 + len(sealed_before)
+            assert len(answers) == 2 + len(sealed_before) + len(reasons_before)
             assert {status for _, _, status in answers} == {410}
     finally:
         for reader in readers:
@@ -500,14 +534,27 @@ def test_ketnoi_erase_needs_two_people_and_forgets_the_person(
         who = Person()
         case_id, _referral_id = record_everything(platform, who)
         person_id = platform.intake.get_case(case_id).person_id
+        # Everything about her is stored encrypted ...
+        counted = events_in_clear(platform, case_id, person_id)
+        assert set(counted) >= {"intake", "consent", "referral", "audit"}
+        assert sum(counted.values()) == 0
+        # ... but for a note written as an installation did before per-person encryption.
+        cipher = platform.intake.mapper.fields  # type: ignore[attr-defined]
+        cipher.seal = lambda *_args: None  # writes as before, still reads what is sealed
+        try:
+            platform.intake.write_note(ctx(MANAGER, 40), case_id, DataCategory.NEEDS, "old")
+        finally:
+            del cipher.seal
+        assert events_in_clear(platform, case_id, person_id) == {**counted, "intake": 1}
     finally:
         platform.close()
     env = {**os.environ, "KETNOI_DATA_DIR": str(sqlite_settings.data_dir)}
     env.pop("KETNOI_DATABASE_URL", None)
 
     def ketnoi(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-c", "from services.launch import main; main()", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [*KETNOI, *args], env=env, capture_output=True, text=True, timeout=300
+        )
 
     erase = ["erase", str(person_id), "--reason", "person_request", "--requested-by", "u1"]
     alone = ketnoi(*erase, "--approved-by", "u1")
@@ -516,6 +563,9 @@ def test_ketnoi_erase_needs_two_people_and_forgets_the_person(
     done = ketnoi(*erase, "--approved-by", "u2")
     assert done.returncode == 0, done.stderr
     assert f"Erased the person of case {case_id}" in done.stdout
+    # The operator learns what destroying the key could not reach.
+    assert "1 of their events was stored in clear" in done.stdout
+    assert "(intake: 1)" in done.stdout
 
     platform = start(sqlite_settings, run_followers=False)
     try:

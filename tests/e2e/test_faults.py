@@ -73,7 +73,7 @@ from tests.support.faults import (
 )
 from tests.support.feed import FeedReader, Received, feed_kafka_settings, kafka_env
 from tests.support.postgres import LocalPostgres
-from tests.support.processes import KETNOI, free_port, run_ketnoi
+from tests.support.processes import KETNOI, free_port, ketnoi_env, run_ketnoi
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 
@@ -302,11 +302,7 @@ def cluster(postgres: LocalPostgres, broker: TansuBroker, tmp_path: Path) -> Ite
     settings = Settings(database_url=postgres.url, data_dir=tmp_path / "data")
     kafka = feed_kafka_settings(broker.bootstrap)
     env = {
-        "KETNOI_DATABASE_URL": postgres.url,
-        "KETNOI_DATA_DIR": str(settings.data_dir),
-        "KETNOI_LOG_FORMAT": "json",
-        "KETNOI_PG_POOL_SIZE": "5",
-        "KETNOI_PG_MAX_OVERFLOW": "5",
+        **ketnoi_env(postgres.url, settings.data_dir, pool=(5, 5)),
         "KETNOI_POSITION_WAIT_TIMEOUT": "10",
         **kafka_env(kafka),
         "KETNOI_FEED_RETRY_BACKOFF_MAX": "1",

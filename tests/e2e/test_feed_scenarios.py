@@ -14,6 +14,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from cryptography.exceptions import InvalidTag
 
 from contracts.consent import Recipient
 from contracts.envelope import Actor, event_id_of
@@ -39,6 +40,7 @@ from tests.support.feed import (
     drop_feed_schema,
     feed_kafka_settings,
     kafka_env,
+    open_sealed,
     relay_for,
 )
 from tests.support.processes import KETNOI
@@ -184,14 +186,45 @@ def test_dong_thap_each_agency_reads_only_what_was_disclosed_to_it(
     assert {r.data["disclosure"]["data"]["identity"]["full_name"] for r in with_data} == set(NAMES)
     assert all(set(r.data["disclosure"]["data"]) == {"identity"} for r in with_data)
     assert all(r.data["audience"] == "recipient" for r in hospital)
-    # Only the recipient gets the key: the sender reads what went, never the data; an
-    # agency with no tie to the referral does not learn it exists.
+    # Each agency gets its own key: the sender's (it holds the case) opens its own reasons,
+    # never the recipient's data; an agency with no tie to the referral does not learn it
+    # exists.
     key_id = with_data[0].wire["disclosure"]["sealed"]["key_id"]
-    assert keys.key(DT_SWC.agency_id, key_id) is None
+    senders_key = keys.key(DT_SWC.agency_id, key_id)
+    assert senders_key is not None
+    assert senders_key != keys.key(DT_HOSPITAL.agency_id, key_id)
+    with pytest.raises(InvalidTag):
+        open_sealed(senders_key, with_data[0].wire)
     assert keys.key("lao-cai-police", key_id) is None
+    assert keys.answers[-1] == ("lao-cai-police", key_id, 404)
+
+    # The outcome of the completed referral: sealed for the sender and for the recipient,
+    # each opening it with its own key; on the wire, ciphertext only.
+    outcome = "Health check done the same night; no urgent treatment."
+    completed = [r for r in reader.records if r.ce_type.endswith(".completed.v1")]
+    assert sorted(reader.topics[r.topic] for r in completed) == [
+        DT_HOSPITAL.agency_id,
+        DT_SWC.agency_id,
+    ]
+    for record in completed:
+        assert "reason" not in record.wire
+        assert record.wire["sealed_reason"]["key_id"] == record.key.decode()
+        assert outcome.encode() not in record.value
+        assert record.data["reason"] == outcome
+    hospital_copy, swc_copy = sorted(completed, key=lambda r: reader.topics[r.topic])
+    assert hospital_copy.wire["sealed_reason"] != swc_copy.wire["sealed_reason"]
+    # Steps with no free text carry no sealed reason.
+    assert all(r.wire["sealed_reason"] is None for r in hospital if r not in completed)
+
+    # A handover's key goes to its parties that hold the case; a witness that does not hold
+    # it reads nothing of the person (403), a stranger does not learn the handover exists.
+    handover_id = guard[0].key.decode()
+    assert keys.key(DT_SWC.agency_id, handover_id) is not None
+    assert keys.key(DT_BORDER_GUARD.agency_id, handover_id) is None
+    assert keys.key("lao-cai-police", handover_id) is None
     assert keys.answers[-2:] == [
-        (DT_SWC.agency_id, key_id, 403),
-        ("lao-cai-police", key_id, 404),
+        (DT_BORDER_GUARD.agency_id, handover_id, 403),
+        ("lao-cai-police", handover_id, 404),
     ]
 
     # The social work centre sent every referral: it reads each step, never the data.
@@ -375,11 +408,13 @@ def test_a_feed_published_again_after_a_withdrawal_carries_no_data_and_reads_are
         and r.originator_id not in seen_before
         and r.actor.agency_id == DT_HOSPITAL.agency_id
     ]
-    # Every message to the hospital that carried data, and only those, is a recorded read.
+    # Every message to the hospital that carried data or a reason, and only those, is a
+    # recorded read.
     carried = [
         r
         for r in reader.records
-        if r.wire.get("disclosure") and r.wire["disclosure"]["sealed"] is not None
+        if (r.wire.get("disclosure") and r.wire["disclosure"]["sealed"] is not None)
+        or r.wire["sealed_reason"] is not None
     ]
     assert len(reads) == len(carried) >= 1
     assert all(r.basis.value == "grant" and r.grant_ids for r in reads)

@@ -4,7 +4,6 @@ Prometheus metrics. On the embedded default (SQLite), every service in one proce
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,10 @@ from services.cli.wiring import Platform, http_app, start
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
 from tests.support.agencies import register_agencies
+from tests.support.processes import rescue_reception
 
 AGENCY = "dong-thap-swc"
-RECEPTION = {
-    "route": "rescued",
-    "received_at": (datetime.now(UTC) - timedelta(hours=2)).isoformat(),
-    "place": {"province": "dong-thap"},
-    "receiving_agency": AGENCY,
-}
+RECEPTION = rescue_reception(AGENCY)
 
 
 @pytest.fixture

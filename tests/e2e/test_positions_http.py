@@ -19,16 +19,12 @@ from services.runtime.auth import TokenService
 from services.runtime.positions import HEADER, parse
 from services.runtime.settings import Settings
 from tests.support.agencies import register_agencies
+from tests.support.processes import rescue_reception
 
 pytestmark = pytest.mark.postgres
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-RECEPTION = {
-    "route": "rescued",
-    "received_at": (NOW - timedelta(hours=2)).isoformat(),
-    "place": {"province": "dong-thap"},
-    "receiving_agency": "dt-police",
-}
+RECEPTION = rescue_reception()
 GRANT = {
     "categories": ["identity"],
     "recipients": [{"kind": "hospital"}],

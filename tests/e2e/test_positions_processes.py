@@ -34,7 +34,7 @@ from tests.conftest import drop_schemas
 from tests.e2e.test_positions_http import GRANT, RECEPTION
 from tests.support.agencies import register_agencies
 from tests.support.positions import PositionCarrier
-from tests.support.processes import free_port, ketnoi_server, run_ketnoi
+from tests.support.processes import free_port, ketnoi_server, run_ketnoi, settings_env
 
 pytestmark = pytest.mark.postgres
 
@@ -60,12 +60,7 @@ def services(
 ) -> Iterator[dict[str, str]]:
     tmp_path = tmp_path_factory.mktemp("logs")
     env = {
-        "KETNOI_DATABASE_URL": pg_settings.database_url or "",
-        "KETNOI_SCHEMA_PREFIX": pg_settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(pg_settings.data_dir),
-        "KETNOI_LOG_FORMAT": "json",
-        "KETNOI_PG_POOL_SIZE": "3",
-        "KETNOI_PG_MAX_OVERFLOW": "3",
+        **settings_env(pg_settings, pool=(3, 3)),
         "KETNOI_POSITION_WAIT_TIMEOUT": str(WAIT_BOUND),
     }
     run_ketnoi("migrate", env=env)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -14,9 +13,14 @@ import httpx
 import pytest
 
 from services.runtime.settings import Settings
-from tests.support.processes import free_port, ketnoi_server, run_ketnoi
-
-HSDS_SAMPLE = Path(__file__).parents[1] / "support" / "hsds" / "lao-cai.json"
+from tests.support.processes import (
+    border_reception,
+    cli_token,
+    free_port,
+    ketnoi_server,
+    migrate_with_lao_cai,
+    settings_env,
+)
 
 # A loaded machine can take longer than httpx's default 5 s to answer the first request of a
 # route (the OpenAPI document is built on first use): the servers' answers are checked, not
@@ -51,6 +55,8 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
         first = re.search(r"https?://[^\s)]+", log.read_text())
         assert first is not None
         assert first.group(0) == f"{base}/signin"
+        # Nothing comes before it: the seeding's log lines are left out of the terminal.
+        assert log.read_text().lstrip().startswith(f"Ketnoi demo: sign in at {base}/signin")
         assert get(first.group(0)).status_code == 200
         urls, all_tokens = _case_urls(log), _tokens(log)
         assert len(urls) == 4
@@ -163,41 +169,15 @@ def test_migrate_then_serve_intake_and_consent_on_postgres(
     pg_settings: Settings, tmp_path: Path
 ) -> None:
     assert pg_settings.database_url is not None
-    env = {
-        "KETNOI_DATABASE_URL": pg_settings.database_url,
-        "KETNOI_SCHEMA_PREFIX": pg_settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(tmp_path / "keys"),
-        "KETNOI_LOG_FORMAT": "json",
-    }
-    assert "Migrated directory, intake, consent, referral, projections" in run_ketnoi(
-        "migrate", env=env
-    )
+    env = settings_env(pg_settings, data_dir=tmp_path / "keys")
+    migrated, imported = migrate_with_lao_cai(env)
+    assert "Migrated directory, intake, consent, referral, projections" in migrated
     # The agencies it names come from the directory, imported from an HSDS file.
-    imported = run_ketnoi("directory", "import", str(HSDS_SAMPLE), env=env)
     assert "Imported 3 agencies: 3 registered." in imported
-    token = run_ketnoi(
-        "token",
-        "--user",
-        "officer-9",
-        "--agency",
-        "lao-cai-border-guard",
-        "--province",
-        "lao-cai",
-        "--role",
-        "intake_officer",
-        env=env,
-    ).strip()
+    headers = cli_token(env, "officer-9", "lao-cai-border-guard", "intake_officer")
     log = tmp_path / "serve.log"
     with ketnoi_server("serve", "intake", port=free_port(), env=env, log=log) as (_p, base):
-        headers = {"Authorization": f"Bearer {token}"}
-        body = {
-            "route": "border_handover",
-            "received_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
-            "place": {"province": "lao-cai"},
-            "receiving_agency": "lao-cai-border-guard",
-            "handed_over_by": "cn-border-authority",
-        }
-        created = post(f"{base}/intake/cases", json=body, headers=headers)
+        created = post(f"{base}/intake/cases", json=border_reception(), headers=headers)
         assert created.status_code == 201, created.text
         case_id = created.json()["case_id"]
         person = {"full_name": "Secret Name", "sex": "male", "estimated_age": 16}

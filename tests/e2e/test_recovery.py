@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,15 @@ import pytest
 
 from tests.conftest import missing_service
 from tests.support.postgres import LocalPostgres, local_postgres, wait_until_ready
-from tests.support.processes import free_port, ketnoi_server, run_ketnoi
+from tests.support.processes import (
+    border_reception,
+    cli_token,
+    free_port,
+    ketnoi_env,
+    ketnoi_server,
+    migrate_with_lao_cai,
+)
 
-HSDS_SAMPLE = Path(__file__).parents[1] / "support" / "hsds" / "lao-cai.json"
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -46,41 +51,17 @@ def _until(what: str, probe: Callable[[], Any], timeout: float = 45.0) -> Any:
     raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
 
-def _token(env: dict[str, str], user: str, agency: str, role: str) -> dict[str, str]:
-    token = run_ketnoi(
-        "token", "--user", user, "--agency", agency, "--province", "lao-cai", "--role", role,
-        env=env,
-    ).strip()  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _reception() -> dict[str, Any]:
-    return {
-        "route": "border_handover",
-        "received_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
-        "place": {"province": "lao-cai"},
-        "receiving_agency": "lao-cai-border-guard",
-        "handed_over_by": "cn-border-authority",
-    }
-
-
 @pytest.mark.postgres
 def test_projections_and_intake_processes_recover_from_a_postgres_restart(
     restartable_pg: LocalPostgres, tmp_path: Path
 ) -> None:
     env = {
-        "KETNOI_DATABASE_URL": restartable_pg.url,
-        "KETNOI_SCHEMA_PREFIX": "",
-        "KETNOI_DATA_DIR": str(tmp_path / "keys"),
-        "KETNOI_LOG_FORMAT": "json",
-        "KETNOI_PG_POOL_SIZE": "2",
-        "KETNOI_PG_MAX_OVERFLOW": "2",
+        **ketnoi_env(restartable_pg.url, tmp_path / "keys", schema_prefix="", pool=(2, 2)),
         "KETNOI_PG_CONNECT_TIMEOUT": "1",
     }
-    run_ketnoi("migrate", env=env)
-    run_ketnoi("directory", "import", str(HSDS_SAMPLE), env=env)
-    officer = _token(env, "officer-1", "lao-cai-border-guard", "intake_officer")
-    coordinator = _token(env, "coordinator-1", "lao-cai-social-work-centre", "coordinator")
+    migrate_with_lao_cai(env)
+    officer = cli_token(env, "officer-1", "lao-cai-border-guard", "intake_officer")
+    coordinator = cli_token(env, "coordinator-1", "lao-cai-social-work-centre", "coordinator")
 
     intake_log, projections_log = tmp_path / "intake.log", tmp_path / "projections.log"
     with (
@@ -95,7 +76,7 @@ def test_projections_and_intake_processes_recover_from_a_postgres_restart(
     ):
 
         def record_case() -> str | None:
-            r = httpx.post(f"{intake}/intake/cases", json=_reception(), headers=officer)
+            r = httpx.post(f"{intake}/intake/cases", json=border_reception(), headers=officer)
             return str(r.json()["case_id"]) if r.status_code == 201 else None
 
         def on_board(case_id: str) -> Callable[[], bool]:
@@ -123,7 +104,7 @@ def test_projections_and_intake_processes_recover_from_a_postgres_restart(
         assert not_ready.json()["checks"]["database"] != "ok"
         # A command waits for its pool a bounded time, then is refused with a problem too.
         refused = httpx.post(
-            f"{intake}/intake/cases", json=_reception(), headers=officer, timeout=90
+            f"{intake}/intake/cases", json=border_reception(), headers=officer, timeout=90
         )
         assert refused.status_code == 503, refused.text
         assert refused.headers["content-type"] == PROBLEM_JSON

@@ -26,6 +26,7 @@ from services.runtime.seal.proof import check_consistency
 from services.runtime.settings import Settings
 from tests.integration.test_projections import dong_thap_night
 from tests.support.agencies import register_agencies
+from tests.support.processes import settings_env
 
 pytestmark = pytest.mark.postgres
 
@@ -41,19 +42,11 @@ def platform(pg_settings: Settings) -> Iterator[Platform]:
     running.close()
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "KETNOI_DATABASE_URL": settings.database_url or "",
-        "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(settings.data_dir),
-    }
-
-
 def test_ketnoi_verify_passes_then_names_a_hand_edit(
     platform: Platform, pg_settings: Settings, tmp_path: Path
 ) -> None:
     runner = CliRunner()
-    env = _env(pg_settings)
+    env = settings_env(pg_settings, log_format=None)
     assert runner.invoke(cli, ["seal", "checkpoint"], env=env).exit_code == 0
     key = seal_signer(pg_settings).verifier.vkey()
     ok = runner.invoke(cli, ["verify", "--key", key], env=env)

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,16 @@ import httpx
 import pytest
 
 from services.runtime.settings import Settings
-from tests.support.processes import KETNOI, free_port, ketnoi_server, run_ketnoi
+from tests.support.processes import (
+    KETNOI,
+    border_reception,
+    cli_token,
+    free_port,
+    ketnoi_server,
+    migrate_with_lao_cai,
+    settings_env,
+)
 
-HSDS_SAMPLE = Path(__file__).parents[1] / "support" / "hsds" / "lao-cai.json"
 WORKERS = 2
 
 get = partial(httpx.get, timeout=60.0)
@@ -59,45 +65,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _reception() -> dict[str, Any]:
-    return {
-        "route": "border_handover",
-        "received_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
-        "place": {"province": "lao-cai"},
-        "receiving_agency": "lao-cai-border-guard",
-        "handed_over_by": "cn-border-authority",
-    }
-
-
 @pytest.mark.postgres
 def test_workers_share_the_port_and_elect_one_to_run_the_followers(
     pg_settings: Settings, tmp_path: Path
 ) -> None:
     assert pg_settings.database_url is not None
-    env = {
-        "KETNOI_DATABASE_URL": pg_settings.database_url,
-        "KETNOI_SCHEMA_PREFIX": pg_settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(tmp_path / "keys"),
-        "KETNOI_LOG_FORMAT": "json",
-        # Each worker has pools of its own: small ones, on a database server shared with others.
-        "KETNOI_PG_POOL_SIZE": "1",
-        "KETNOI_PG_MAX_OVERFLOW": "2",
-    }
-    run_ketnoi("migrate", env=env)
-    run_ketnoi("directory", "import", str(HSDS_SAMPLE), env=env)
-    token = run_ketnoi(
-        "token",
-        "--user",
-        "officer-9",
-        "--agency",
-        "lao-cai-border-guard",
-        "--province",
-        "lao-cai",
-        "--role",
-        "intake_officer",
-        env=env,
-    ).strip()
-    headers = {"Authorization": f"Bearer {token}"}
+    # Each worker has pools of its own: small ones, on a database server shared with others.
+    env = settings_env(pg_settings, data_dir=tmp_path / "keys", pool=(1, 2))
+    migrate_with_lao_cai(env)
+    headers = cli_token(env, "officer-9", "lao-cai-border-guard", "intake_officer")
     log = tmp_path / "serve.log"
     args = ("serve", "all", "--workers", str(WORKERS))
     with ketnoi_server(*args, port=free_port(), env=env, log=log) as (_proc, base):
@@ -134,7 +110,7 @@ def test_workers_share_the_port_and_elect_one_to_run_the_followers(
         # Commands and reads through whichever worker takes each connection.
         cases = []
         for _ in range(12):
-            created = post(f"{base}/intake/cases", json=_reception(), headers=headers)
+            created = post(f"{base}/intake/cases", json=border_reception(), headers=headers)
             assert created.status_code == 201, created.text
             cases.append(created.json()["case_id"])
         for case_id in cases:
@@ -168,7 +144,7 @@ def test_workers_share_the_port_and_elect_one_to_run_the_followers(
             log,
         )
         assert not _alive(leader)  # reaped by the supervisor, which started its successor
-        created = post(f"{base}/intake/cases", json=_reception(), headers=headers)
+        created = post(f"{base}/intake/cases", json=border_reception(), headers=headers)
         assert created.status_code == 201, created.text
         case_id = created.json()["case_id"]
         _until(

@@ -24,7 +24,7 @@ from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.aggregate import CommandContext
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
-from tests.support.processes import KETNOI
+from tests.support.processes import KETNOI, settings_env
 
 HOSPITAL_STAFF = Actor(
     user_id="dt-hospital-staff-1", agency_id=DT_HOSPITAL.agency_id, role=Role.AGENCY_STAFF
@@ -46,16 +46,9 @@ def platform(pg_settings: Settings) -> Iterator[Platform]:
 
 
 def audit_disclosures(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "KETNOI_DATABASE_URL": settings.database_url or "",
-        "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(settings.data_dir),
-        "KETNOI_LOG_FORMAT": "json",
-    }
     return subprocess.run(
         [*KETNOI, "audit", "disclosures", *args],
-        env=env,
+        env={**os.environ, **settings_env(settings)},
         capture_output=True,
         text=True,
         timeout=120,

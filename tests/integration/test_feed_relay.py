@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import httpx
+import psycopg
 import pytest
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
@@ -47,6 +49,7 @@ from services.referral.feed_tracking import (
 from services.runtime.aggregate import CommandContext
 from services.runtime.follower import topics_of
 from services.runtime.kafka import KafkaSettings
+from services.runtime.leadership import relay_lock_key
 from services.runtime.settings import Settings
 from services.runtime.tansu import TansuBroker
 from tests.conftest import missing_service
@@ -58,7 +61,7 @@ from tests.support.feed import (
     feed_kafka_settings,
     kafka_env,
 )
-from tests.support.processes import KETNOI, free_port
+from tests.support.processes import KETNOI, free_port, settings_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 
@@ -188,10 +191,7 @@ class RelayProcess:
         self.args = args
         self.env = {
             **os.environ,
-            "KETNOI_DATABASE_URL": settings.database_url or "",
-            "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
-            "KETNOI_DATA_DIR": str(settings.data_dir),
-            "KETNOI_LOG_FORMAT": "json",
+            **settings_env(settings),
             **kafka_env(kafka),
             **{f"KETNOI_{k.upper()}": v for k, v in feed.items()},
         }
@@ -622,3 +622,222 @@ def test_the_relay_reports_its_readiness_and_lag(
     finally:
         relay.terminate()
         broker.close()
+
+
+# Several relays at once, on a database server shared with other tests: small pools each.
+SMALL_POOLS = {"pg_pool_size": "1", "pg_max_overflow": "1"}
+
+
+def role_of(port: int) -> str | None:
+    """The role a relay's health port names, or None while it does not answer."""
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    except httpx.HTTPError:
+        return None
+    role: str | None = answer.json().get("role")
+    return role
+
+
+def logged(log: Path, name: str) -> list[dict[str, object]]:
+    """The JSON log lines of this event, in order."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    entries = [json.loads(line) for line in lines if line.startswith("{") and name in line]
+    return [e for e in entries if e.get("event") == name]
+
+
+def read_everything(
+    kafka: KafkaSettings, expected: dict[tuple[str, str], list[str]]
+) -> list[Received]:
+    """Every record on the agencies' topics: at least the expected ones, and any extras
+    (duplicates) that arrive in the seconds after."""
+    reader = FeedReader(kafka, [a.agency_id for a in (*SENDERS, *RECIPIENTS)])
+    try:
+        reader.read_until(sum(len(ids) for ids in expected.values()), timeout=60, settle=2)
+        return list(reader.records)
+    finally:
+        reader.close()
+
+
+def test_two_relays_on_one_database_elect_one_and_the_standby_takes_over(
+    writer: Writer, pg_settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    writer.write(3)  # waiting for the relays: published once, by whichever leads
+    ports = [free_port(), free_port()]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    relays = [
+        RelayProcess(pg_settings, kafka, log, "--health-port", str(port), **SMALL_POOLS)
+        for log, port in zip(logs, ports, strict=True)
+    ]
+    tracking = tracking_recorder(pg_settings)
+
+    def published_all() -> bool:
+        return tracking.max_tracking_id("referral") == last_feed_position(pg_settings)
+
+    def roles() -> list[str | None]:
+        return [role_of(port) for port in ports]
+
+    try:
+        for relay in relays:
+            relay.start()
+        wait_until(lambda: sorted(map(str, roles())) == ["leader", "standby"], 60, "an election")
+        leader = roles().index("leader")
+        standby = 1 - leader
+        # The standby says so in its log, and is ready without relaying: the leader keeps up.
+        wait_until(lambda: logged(logs[standby], "leadership_waiting"), 60, "a standby")
+        assert not logged(logs[standby], "feed_started")
+        writer.write(3)  # written while both run: both would publish it without the lock
+        wait_until(published_all, 60, "the leader to publish")
+        ready = httpx.get(f"http://127.0.0.1:{ports[standby]}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["role"] == "standby"
+        assert ready.json()["checks"]["relay"]["running"] is False
+        records = read_everything(kafka, writer.expected())
+        once = Counter((r.topic.rsplit(".", 1)[-1], r.ce_id) for r in records)
+        assert set(once.values()) == {1}, "a message published by both relays"
+        assert deduplicated(records) == writer.expected()
+        assert roles()[standby] == "standby"  # all along: it never took the lock
+
+        # The leader's process dies: the standby takes over and publishes what comes next,
+        # from the position the leader tracked.
+        relays[leader].kill()
+        wait_until(lambda: role_of(ports[standby]) == "leader", 60, "the standby to take over")
+        started = logged(logs[standby], "feed_started")
+        assert [e["position"] for e in started] == [last_feed_position(pg_settings)]
+        writer.write(3)
+        wait_until(published_all, 60, "the new leader to publish")
+        assert relays[standby].terminate() == 0
+    finally:
+        for relay in relays:
+            if relay.proc is not None and relay.proc.poll() is None:
+                relay.kill()
+        tracking.datastore.close()  # type: ignore[attr-defined]
+    records = read_everything(kafka, writer.expected())
+    delivered = Counter((r.topic.rsplit(".", 1)[-1], r.ce_id) for r in records)
+    wanted = {(a, ce_id) for (a, _), ids in writer.expected().items() for ce_id in ids}
+    assert set(delivered) == wanted  # every event, to its agencies only
+    assert set(delivered.values()) == {1}  # the successor went on from the tracked position
+    assert deduplicated(records) == writer.expected()
+
+
+def test_feed_reset_never_resets_under_a_running_relay(
+    writer: Writer, pg_settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    writer.write(3)
+    port = free_port()
+    running = RelayProcess(
+        pg_settings, kafka, tmp_path / "running.log", "--health-port", str(port), **SMALL_POOLS
+    )
+    reset_log = tmp_path / "reset.log"
+    resetting = RelayProcess(pg_settings, kafka, reset_log, "--reset", **SMALL_POOLS)
+    tracking = tracking_recorder(pg_settings)
+    last = last_feed_position(pg_settings)
+    try:
+        running.start()
+        wait_until(lambda: role_of(port) == "leader", 60, "the relay to lead")
+        wait_until(lambda: tracking.max_tracking_id("referral") == last, 60, "the relay")
+
+        # Refused while the relay runs: nothing forgotten, nothing published again.
+        refused = subprocess.run(
+            [*KETNOI, "feed", "--reset"],
+            env=resetting.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        said = " ".join(refused.stderr.split())  # the console wraps its lines
+        assert refused.returncode == 3, said
+        assert "another relay is running on this database" in said
+        assert '"feed_reset"' not in said
+        assert tracking.max_tracking_id("referral") == last
+        records = read_everything(kafka, writer.expected())
+        assert set(Counter((r.topic, r.ce_id) for r in records).values()) == {1}
+        assert deduplicated(records) == writer.expected()
+        assert role_of(port) == "leader"
+
+        # Once the relay has stopped, the reset takes the lock, forgets, re-publishes.
+        assert running.terminate() == 0
+        resetting.start()
+        wait_until(lambda: logged(reset_log, "feed_started"), 60, "the reset relay to start")
+        wait_until(lambda: tracking.max_tracking_id("referral") == last, 60, "the re-publication")
+        assert resetting.terminate() == 0
+    finally:
+        for relay in (running, resetting):
+            if relay.proc is not None and relay.proc.poll() is None:
+                relay.kill()
+        tracking.datastore.close()  # type: ignore[attr-defined]
+    assert [e["forgotten"] for e in logged(reset_log, "feed_reset")] == [last]
+    assert [e["position"] for e in logged(reset_log, "feed_started")] == [0]
+    records = read_everything(kafka, {k: v * 2 for k, v in writer.expected().items()})
+    assert set(Counter((r.topic, r.ce_id) for r in records).values()) == {2}
+
+
+def lock_holder(conn: psycopg.Connection[Any], settings: Settings) -> int | None:
+    """The server pid of the session holding the relays' lock, None while nobody holds it."""
+    key = relay_lock_key(settings)
+    row = conn.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = %s AND objid = %s AND objsubid = 1",
+        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def test_a_leader_whose_lock_connection_breaks_stops_relaying(
+    writer: Writer, pg_settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    writer.write(2)
+    ports = [free_port(), free_port()]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    relays = [
+        RelayProcess(pg_settings, kafka, log, "--health-port", str(port), **SMALL_POOLS)
+        for log, port in zip(logs, ports, strict=True)
+    ]
+    tracking = tracking_recorder(pg_settings)
+    assert pg_settings.database_url is not None
+    probe = psycopg.connect(pg_settings.database_url, autocommit=True)
+
+    def published_all() -> bool:
+        return tracking.max_tracking_id("referral") == last_feed_position(pg_settings)
+
+    def roles() -> list[str]:
+        return sorted(str(role_of(port)) for port in ports)
+
+    try:
+        for relay in relays:
+            relay.start()
+        wait_until(lambda: roles() == ["leader", "standby"], 60, "an election")
+        leader = [role_of(port) for port in ports].index("leader")
+        wait_until(lambda: logged(logs[1 - leader], "leadership_waiting"), 60, "a standby")
+        wait_until(published_all, 60, "the leader to publish")
+
+        # The leader's connection for the lock is cut (as by a database restart): it stops
+        # relaying, and the lock goes to whichever relay tries first, the standby or itself.
+        holder = lock_holder(probe, pg_settings)
+        assert holder is not None
+        probe.execute("SELECT pg_terminate_backend(%s)", (holder,))
+        wait_until(lambda: logged(logs[leader], "leadership_lost"), 60, "the leader to notice")
+        wait_until(
+            lambda: lock_holder(probe, pg_settings) not in (None, holder), 60, "a new holder"
+        )
+        wait_until(lambda: roles() == ["leader", "standby"], 60, "a new election")
+        writer.write(2)
+        wait_until(published_all, 60, "the new leader to publish")
+        for relay in relays:
+            assert relay.terminate() == 0
+    finally:
+        for relay in relays:
+            if relay.proc is not None and relay.proc.poll() is None:
+                relay.kill()
+        tracking.datastore.close()  # type: ignore[attr-defined]
+        probe.close()
+    # The relay that lost the lock stopped relaying before whoever took it went on.
+    lost = logged(logs[leader], "leadership_lost")[0]
+    assert "broke" in str(lost["reason"])
+    records = read_everything(kafka, writer.expected())
+    assert set(Counter((r.topic, r.ce_id) for r in records).values()) == {1}
+    assert deduplicated(records) == writer.expected()

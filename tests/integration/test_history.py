@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from services.runtime.seal.keys import seal_signer
 from services.runtime.seal.sources import open_logs
 from services.runtime.seal.verify import verify_log
 from services.runtime.settings import Settings
+from tests.conftest import drop_schemas
 
 VIEWS = ("cases", "queue", "timeline")
 
@@ -153,3 +155,54 @@ def beside(projections: ProjectionService) -> dict[str, list[tuple[Any, ...]]]:
             cur.execute(f"SELECT * FROM {table}")
             found[table] = sorted(cur.fetchall())
     return found
+
+
+def _topics(platform: Platform) -> dict[str, list[tuple[str, int]]]:
+    return {
+        log: [
+            (n.topic, n.originator_version)
+            for n in getattr(platform, log).recorder.select_notifications(start=1, limit=100_000)
+        ]
+        for log in ("intake", "consent", "referral")
+    }
+
+
+def test_encoding_processes_write_the_same_history_sealed_and_readable(
+    pg_url: str, pg_settings: Settings, tmp_path: Path
+) -> None:
+    """``--jobs 2``: two processes make and encode the chunks (the persons' keys made there),
+    this one writes them in order. The logs hold the same events in the same order as one
+    process writes, every log verifies, and the persons' fields decrypt."""
+    alone = pg_settings.model_copy(
+        update={"schema_prefix": f"{pg_settings.schema_prefix}one_", "data_dir": tmp_path / "one"}
+    )
+    written: dict[int, tuple[int, dict[str, list[tuple[str, int]]]]] = {}
+    try:
+        for jobs, settings in ((2, pg_settings), (1, alone)):
+            migrate(settings)
+            platform = start(settings, ("intake", "consent", "referral"), run_followers=False)
+            try:
+                events = generate(
+                    platform,
+                    90,
+                    chunk_cases=30,
+                    years=1,
+                    end=datetime(2026, 12, 1, tzinfo=UTC),
+                    jobs=jobs,
+                )
+                written[jobs] = (events, _topics(platform))
+                if jobs == 2:
+                    with open_logs(settings, ("intake", "consent", "referral")) as sources:
+                        for source in sources:
+                            report = verify_log(source, [seal_signer(settings).verifier])
+                            assert report.ok, report.problems[:3]
+                    intake = platform.intake.recorder.select_notifications(start=1, limit=10)
+                    case = platform.intake.get_case(intake[0].originator_id)
+                    assert case.person is not None
+                    assert case.person.full_name == "Person 0"
+            finally:
+                platform.close()
+    finally:
+        drop_schemas(pg_url, alone.schema_prefix)
+    assert written[2] == written[1]
+    assert written[2][0] > 90 * 25

@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from services.runtime.follower import Follower, open_upstream
 from services.runtime.persistence import application_env
 from services.runtime.settings import Settings
 from tests.support.agencies import register_agencies
+from tests.support.processes import KETNOI, settings_env
 
 pytestmark = pytest.mark.postgres
 
@@ -144,27 +144,11 @@ def test_replaying_the_follower_from_zero_gives_the_same_state(
 
 
 def serve_referral(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "KETNOI_DATABASE_URL": settings.database_url or "",
-        "KETNOI_SCHEMA_PREFIX": settings.schema_prefix,
-        "KETNOI_DATA_DIR": str(settings.data_dir),
-        "KETNOI_LOG_FORMAT": "json",
-        # Killed processes hold their connections until the server notices: small pools keep
-        # the test within the server's connection limit.
-        "KETNOI_PG_POOL_SIZE": "2",
-        "KETNOI_PG_MAX_OVERFLOW": "2",
-    }
+    # Killed processes hold their connections until the server notices: small pools keep the
+    # test within the server's connection limit.
+    env = {**os.environ, **settings_env(settings, pool=(2, 2))}
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from services.launch import main; main()",
-            "serve",
-            "referral",
-            "--port",
-            str(port),
-        ],
+        [*KETNOI, "serve", "referral", "--port", str(port)],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,

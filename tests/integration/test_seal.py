@@ -28,7 +28,7 @@ from services.intake.application import IntakeService
 from services.runtime.group_commit import Group
 from services.runtime.persistence import application_env, create_schemas
 from services.runtime.seal.keys import policy_from_env, seal_signer
-from services.runtime.seal.merkle import ProofError, consistency_proof, root_of
+from services.runtime.seal.merkle import Frontier, ProofError, consistency_proof, root_of
 from services.runtime.seal.note import Checkpoint, Signer, parse_note
 from services.runtime.seal.operations import (
     SealOperationError,
@@ -58,25 +58,38 @@ class SealedLog:
     events: str  # the events table, qualified
     leaves: str
     position: str  # the name of the position column
+    # SQL: the leaves row that holds the leaf of a position; its leaf hash set to a literal.
+    leaf_of: Callable[[int], str]
+    set_leaf_hash: Callable[[int, str], str]
+    # The first position sealed in the same leaves row as a position (SQLite: itself; on
+    # PostgreSQL a row holds every leaf of one transaction).
+    first_in_row: Callable[[int], int]
 
 
-def _fill(settings: Settings) -> list[int]:
+def _fill(settings: Settings) -> list[list[int]]:
+    """EVENTS events in transactions of 1 to 4; the positions of each transaction."""
     if settings.postgres is not None:
         create_schemas(settings, ("intake",))
     app = IntakeService(env=application_env(settings, "intake", create_tables=True))
-    positions: list[int] = []
+    transactions: list[list[int]] = []
     try:
-        batch = 1
-        while len(positions) < EVENTS:
+        batch, written = 1, 0
+        while written < EVENTS:
             events = [
                 StoredEvent(uuid.uuid4(), 1, "org.ketnoi.test.v1", b'{"n": %d}' % i)
-                for i in range(min(batch, EVENTS - len(positions)))
+                for i in range(min(batch, EVENTS - written))
             ]
-            positions += app.recorder.insert_events(events) or []
+            transactions.append(list(app.recorder.insert_events(events) or []))
+            written += len(events)
             batch = batch % 4 + 1
     finally:
         app.close()
-    return positions
+    return transactions
+
+
+def _first_in_row(transactions: list[list[int]]) -> Callable[[int], int]:
+    first = {p: positions[0] for positions in transactions for p in positions}
+    return first.__getitem__
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -85,7 +98,7 @@ def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SealedLog
         settings = Settings(
             database_url=None, data_dir=tmp_path / "data", seal_checkpoint_every=EVERY
         )
-        positions = _fill(settings)
+        positions = [p for tx in _fill(settings) for p in tx]
         path = settings.data_dir / "intake.sqlite"
 
         @contextmanager
@@ -105,11 +118,15 @@ def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SealedLog
             "stored_events",
             "stored_events_leaves",
             "rowid",
+            lambda p: f"position = {p}",
+            lambda p, h: f"UPDATE stored_events_leaves SET leaf_hash = {h} WHERE position = {p}",
+            lambda p: p,
         )
         return
     pg_settings = request.getfixturevalue("pg_settings")
     settings = pg_settings.model_copy(update={"seal_checkpoint_every": EVERY})
-    positions = _fill(settings)
+    transactions = _fill(settings)
+    positions = [p for tx in transactions for p in tx]
     schema = settings.schema_for("intake")
 
     @contextmanager
@@ -130,6 +147,13 @@ def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SealedLog
         "{s}.intake_events",
         "{s}.intake_events_leaves",
         "notification_id",
+        lambda p: f"{p} = ANY(positions)",
+        lambda p, h: (
+            f"UPDATE {{s}}.intake_events_leaves SET hashes = overlay(hashes placing {h} "
+            f"from 32 * (array_position(positions, {p}::int8) - 1) + 1 for 32) "
+            f"WHERE {p} = ANY(positions)"
+        ),
+        _first_in_row(transactions),
     )
 
 
@@ -140,6 +164,11 @@ def _keys(settings: Settings) -> list[Any]:
 def test_an_untouched_log_verifies_with_its_checkpoints(sealed: SealedLog) -> None:
     with sealed.tamper() as (_, log):
         report = verify_log(log, _keys(sealed.settings))
+        # Leaves read from any index, also inside a transaction's row, are the same leaves.
+        whole = [tuple(leaf) for leaf in log.leaves(0, EVENTS)]
+        assert [leaf[0] for leaf in whole] == list(range(EVENTS))
+        for start in range(EVENTS):
+            assert [tuple(leaf) for leaf in log.leaves(start, 4)] == whole[start : start + 4]
     assert report.ok, report.problems
     assert report.size == report.events == EVENTS
     assert report.checkpoints == report.checkpoints_verified >= EVENTS // EVERY
@@ -173,7 +202,10 @@ def test_any_single_change_of_a_row_is_found_and_named(sealed: SealedLog) -> Non
             elif change == "edit-aggregate":
                 run(f"UPDATE {t} SET originator_version = 2 WHERE {col} = {p}")
             elif change == "edit-seal":
-                run(f"UPDATE {e} SET sealed_at = sealed_at + 1 WHERE position = {p}")
+                # The instant of sealing is kept once for the leaves of a transaction: the
+                # first of its rows is named.
+                run(f"UPDATE {e} SET sealed_at = sealed_at + 1 WHERE {sealed.leaf_of(p)}")
+                expected_at = sealed.first_in_row(p)
             elif change == "delete":
                 run(f"DELETE FROM {t} WHERE {col} = {p}")
                 expected_kind = "deleted"
@@ -212,7 +244,7 @@ def test_rows_rewritten_with_their_leaves_are_caught_by_the_signed_checkpoints(
     with sealed.tamper() as (run, log):
         where = f"{sealed.position} = {p}"
         run(f"UPDATE {sealed.events} SET topic = 'org.ketnoi.other.v1' WHERE {where}")
-        run(f"UPDATE {sealed.leaves} SET leaf_hash = {_recomputed(sealed, p)} WHERE position = {p}")
+        run(sealed.set_leaf_hash(p, _recomputed(sealed, p)))
         report = verify_log(log, _keys(sealed.settings))
     kinds = {problem.kind for problem in report.problems}
     assert "checkpoint" in kinds
@@ -464,19 +496,15 @@ def test_concurrent_writers_of_one_log_keep_one_tree(sealed: SealedLog) -> None:
     assert report.checkpoints == report.checkpoints_verified
 
 
-def test_writers_with_their_own_head_caches_interleaved_keep_one_tree(sealed: SealedLog) -> None:
-    # Two instances of a service on the same log, as two processes would be. On PostgreSQL
-    # each appends from the head it last committed, unread, once it found nobody else moved
-    # it: here each then appends after the other moved it, once through group commit and
-    # once through the library's insert.
+def test_writers_of_one_log_interleaved_keep_one_tree(sealed: SealedLog) -> None:
+    # Two instances of a service on the same log, as two processes would be: each appends
+    # after the other moved the tree, through group commit and through the library's insert.
     apps = {w: IntakeService(env=application_env(sealed.settings, "intake")) for w in "AB"}
     steps = "Ag Ae Ag Bg Be Bg Ag Ae Ag Be Bg Ae Bg"
-    written, stale_appends, previous = 0, [], ""
+    written = 0
     try:
         for step in steps.split():
             app = apps[step[0]]
-            cache = getattr(app.recorder, "head_cache", None)
-            cached = cache.get() if cache is not None else None
             if step[1] == "g":
                 assert app.group_commit is not None
                 app.group_commit.commit(Group([_event(written)]))
@@ -484,20 +512,15 @@ def test_writers_with_their_own_head_caches_interleaved_keep_one_tree(sealed: Se
             else:
                 app.recorder.insert_events([_event(written), _event(written + 1)])
                 written += 2
-            if cache is not None and cached is not None and step[0] != previous:
-                # It found the head moved, wrote nothing, and appended again reading it.
-                stale_appends.append(step)
-                assert cache.get() is None
-            previous = step[0]
     finally:
         for app in apps.values():
             app.close()
-    if sealed.settings.postgres is not None:
-        assert stale_appends == ["Ag", "Be", "Ae", "Bg"]
+    checkpoint_all(sealed.settings)
     with sealed.tamper() as (_, log):
         report = verify_log(log, _keys(sealed.settings))
         assert report.ok, report.problems
         assert report.size == report.events == EVENTS + written
+        assert report.checkpoints == report.checkpoints_verified
         assert log.count_events() == EVENTS + written
 
 
@@ -516,3 +539,79 @@ def test_events_whose_seal_cannot_be_written_are_not_stored(sealed: SealedLog) -
         app.close()
     with sealed.tamper() as (_, log):
         assert log.count_events() == EVENTS
+
+
+@pytest.mark.postgres
+def test_a_log_sealed_one_row_per_leaf_is_converted_on_migrate_and_still_verifies(
+    pg_settings: Settings,
+) -> None:
+    # A database sealed before the leaves of a transaction were kept in one row: one row
+    # per leaf, and the head (size, last position, frontier) moved by every transaction.
+    settings = pg_settings.model_copy(update={"seal_checkpoint_every": EVERY})
+    transactions = _fill(settings)
+    schema = settings.schema_for("intake")
+    s = sql.Identifier(schema)
+    with psycopg.connect(settings.database_url or "") as conn:
+        leaves = PostgresLog(conn, "intake", schema, "intake_events").leaves(0, EVENTS)
+        frontier = Frontier()
+        frontier.extend([bytes(leaf[3]) for leaf in leaves])
+        for statement in (
+            "DROP TABLE {s}.intake_events_leaves",
+            "CREATE TABLE {s}.intake_events_leaves (idx bigint PRIMARY KEY, "
+            "position bigint NOT NULL, sealed_at bigint NOT NULL, leaf_hash bytea NOT NULL)",
+        ):
+            conn.execute(sql.SQL(statement).format(s=s))
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL("INSERT INTO {s}.intake_events_leaves VALUES (%s, %s, %s, %s)").format(s=s),
+                [(idx, p, at, bytes(h)) for idx, p, at, h in leaves],
+            )
+        conn.execute(
+            sql.SQL(
+                "UPDATE {s}.intake_events_seal SET size = %s, last_position = %s, frontier = %s"
+            ).format(s=s),
+            (EVENTS, transactions[-1][-1], frontier.to_bytes()),
+        )
+
+    def check(expected_size: int) -> None:
+        with psycopg.connect(settings.database_url or "") as conn:
+            log = PostgresLog(conn, "intake", schema, "intake_events")
+            report = verify_log(log, _keys(settings))
+            assert report.ok, report.problems
+            assert report.size == report.events == expected_size
+            assert report.checkpoints == report.checkpoints_verified >= EVENTS // EVERY
+            columns = conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = 'intake_events_leaves' ORDER BY ordinal_position",
+                (schema,),
+            ).fetchall()
+            format_of.append([c for (c,) in columns])
+
+    format_of: list[list[str]] = []
+    check(EVENTS)  # the old format verifies as it is (a dump not yet migrated)
+    app = IntakeService(env=application_env(settings, "intake", create_tables=True))
+    try:
+        check(EVENTS)  # converted by ketnoi migrate: the same tree, its checkpoints hold
+        for n in range(1, 5):
+            app.recorder.insert_events([_event(n) for _ in range(n)])
+        assert app.group_commit is not None
+        app.group_commit.commit(Group([_event(0)]))
+    finally:
+        app.close()
+    checkpoint_all(settings)
+    check(EVENTS + 11)
+    assert format_of[0] == ["idx", "position", "sealed_at", "leaf_hash"]
+    assert format_of[1] == format_of[2] == ["idx", "positions", "sealed_at", "hashes"]
+    with psycopg.connect(settings.database_url or "") as conn:
+        # A converted row edited by hand is still named.
+        p = transactions[2][0]
+        conn.execute(
+            sql.SQL(
+                "UPDATE {s}.intake_events SET topic = 'x.v1' WHERE notification_id = %s"
+            ).format(s=s),
+            (p,),
+        )
+        report = verify_log(PostgresLog(conn, "intake", schema, "intake_events"), _keys(settings))
+        conn.rollback()
+    first = report.problems[0]
+    assert (first.kind, first.position) == ("edited", p)

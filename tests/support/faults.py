@@ -27,6 +27,7 @@ import httpx
 from services.runtime.auth import TokenService
 from services.runtime.positions import HEADER, merged, parse, render
 from services.runtime.settings import Settings
+from tests.support.processes import rescue_reception
 
 
 class Supervised:
@@ -124,12 +125,7 @@ def kill_at_random(
 # -- the clients -------------------------------------------------------------------------
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-RECEPTION = {
-    "route": "rescued",
-    "received_at": (NOW - timedelta(hours=2)).isoformat(),
-    "place": {"province": "dong-thap"},
-    "receiving_agency": "dt-police",
-}
+RECEPTION = rescue_reception()
 PERSON = {"full_name": "Trần Thị Hoa", "sex": "female", "estimated_age": 24}
 GRANT = {
     "categories": ["identity"],

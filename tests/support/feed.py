@@ -1,5 +1,6 @@
 """Helpers of the agency feed tests: settings of a test's own, a raw reader that opens the
-sealed disclosures as an agency would (its key fetched from the referral API), the relay."""
+sealed disclosures and reasons as an agency would (its key fetched from the referral API),
+the relay."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class HttpClient(Protocol):
 
 
 class FeedKeyClient:
-    """Fetches the keys of sealed disclosures as each agency does: ``GET
+    """Fetches the keys of sealed parts as each agency does: ``GET
     /referral/feed/keys/{key_id}`` with a token of one of its staff (``headers_for``).
 
     Keeps the keys it got (``forget`` drops them) and every answer's status in ``answers``.
@@ -137,9 +138,32 @@ def open_sealed(key: bytes, value: dict[str, Any]) -> dict[str, Any]:
     return opened
 
 
+def open_sealed_reason(key: bytes, value: dict[str, Any]) -> str:
+    """The reason a referral's or handover's update holds sealed, opened as the contract
+    describes it (AES-256-GCM of a ``DisclosedReason``, the associated data ``<id>/<version>/
+    reason``). Raises InvalidTag when the key or the message is not its own."""
+    sealed = value["sealed_reason"]
+    subject = value["referral_id"] if "referral_id" in value else value["handover_id"]
+    aad = f"{subject}/{value['version']}/reason".encode()
+    plain = AESGCM(key).decrypt(
+        base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["ciphertext"]), aad
+    )
+    reason: str = json.loads(plain)["reason"]
+    return reason
+
+
 def opened(agency_id: str, value: dict[str, Any], keys: FeedKeyClient | None) -> dict[str, Any]:
     """A message's value as its agency reads it: a disclosure with ``person_id`` and
-    ``data`` (None when it carries none, or its key could not be had) instead of ``sealed``."""
+    ``data`` (None when it carries none, or its key could not be had) instead of ``sealed``,
+    and ``reason`` (None likewise) instead of ``sealed_reason``."""
+    if "sealed_reason" in value:
+        reason = None
+        sealed_reason = value["sealed_reason"]
+        if sealed_reason is not None and keys is not None:
+            key = keys.key(agency_id, sealed_reason["key_id"])
+            if key is not None:
+                reason = open_sealed_reason(key, value)
+        value = {k: v for k, v in value.items() if k != "sealed_reason"} | {"reason": reason}
     disclosure = value.get("disclosure")
     if not disclosure:
         return value
@@ -156,7 +180,7 @@ def opened(agency_id: str, value: dict[str, Any], keys: FeedKeyClient | None) ->
 @dataclass(frozen=True)
 class Received:
     """One record: ``value`` as published, ``wire`` its JSON, ``data`` as its agency reads it
-    (the disclosure opened when the reader has keys)."""
+    (the disclosure and the reason opened when the reader has keys)."""
 
     topic: str
     partition: int
@@ -203,7 +227,7 @@ def written_agencies(kafka: KafkaSettings) -> list[str]:
 
 class FeedReader:
     """Reads agencies' topics from the beginning, without a group, and keeps every record;
-    with ``keys``, opens each sealed disclosure as the record's agency would."""
+    with ``keys``, opens each sealed disclosure and reason as the record's agency would."""
 
     def __init__(
         self,

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
+import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,12 +33,14 @@ from contracts.feed import (
     Audience,
     CloudEventHeaders,
     DisclosedData,
+    DisclosedReason,
     Disclosure,
     HandoverStatus,
     HandoverUpdate,
     ReferralUpdate,
     SealedData,
     sealed_data_aad,
+    sealed_reason_aad,
 )
 from contracts.referral import (
     DeadlineKind,
@@ -135,6 +139,22 @@ def opened(keys: FeedKeys, agency_id: str, value: dict[str, Any], person: UUID) 
     return DisclosedData.model_validate_json(plain)
 
 
+def opened_reason(keys: FeedKeys, agency_id: str, value: dict[str, Any], person: UUID) -> str:
+    """The sealed reason of a message, opened with the key its agency fetches (the person's,
+    for the agency and the referral or handover), as the contract describes it."""
+    sealed = SealedData.model_validate(value["sealed_reason"])
+    subject = UUID(value["referral_id"] if "referral_id" in value else value["handover_id"])
+    assert sealed.key_id == str(subject)
+    assert sealed.alg == "A256GCM"
+    key = keys.key(person, agency_id, subject)
+    assert key is not None
+    aad = sealed_reason_aad(subject, value["version"])
+    plain = AESGCM(key).decrypt(
+        base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), aad
+    )
+    return DisclosedReason.model_validate_json(plain).reason
+
+
 # -- the relay's messages, held to the contract models -------------------------------------
 #
 # The relay writes its messages from plain values, without building the contract models.
@@ -152,17 +172,28 @@ def disclosed_by(referral: Referral, event: Event) -> DisclosureRecorded | None:
     return None
 
 
+def reason_of(event: Event) -> str | None:
+    """The free text a referral's or handover's message carries, sealed."""
+    if isinstance(event, ReferralRejected | ReferralCancelled | ReferralFailed):
+        return event.reason
+    if isinstance(event, ReferralCompleted):
+        return event.outcome
+    if isinstance(event, HandoverCancelled):
+        return event.reason
+    return None
+
+
 def expected_referral_update(
-    referral: Referral, event: Event, audience: Audience, sealed: SealedData | None = None
+    referral: Referral,
+    event: Event,
+    audience: Audience,
+    sealed: SealedData | None = None,
+    sealed_reason: SealedData | None = None,
 ) -> ReferralUpdate:
     """What ``audience`` may read of ``referral`` after ``event``, as the contract model;
-    ``sealed`` is what the recipient's message sealed (opened and checked by the caller)."""
+    ``sealed`` is what the recipient's message sealed, ``sealed_reason`` what the audience's
+    message sealed of the reason (both opened and checked by the caller)."""
     spec = referral.spec
-    reason: str | None = None
-    if isinstance(event, ReferralRejected | ReferralCancelled | ReferralFailed):
-        reason = event.reason
-    elif isinstance(event, ReferralCompleted):
-        reason = event.outcome
     disclosed = disclosed_by(referral, event)
     return ReferralUpdate(
         referral_id=referral.id,
@@ -180,7 +211,7 @@ def expected_referral_update(
         categories=spec.categories,
         acknowledge_by=referral.acknowledge_by,
         first_service_by=referral.first_service_by,
-        reason=reason,
+        sealed_reason=sealed_reason,
         withheld=referral.withheld,
         deadline=event.deadline if isinstance(event, DeadlineMissed) else None,
         due_at=event.due_at if isinstance(event, DeadlineMissed) else None,
@@ -219,8 +250,11 @@ def expected_disclosure(event: DisclosureRecorded, *, sealed: SealedData | None)
     )
 
 
-def expected_handover_update(handover: Handover, event: Event) -> HandoverUpdate:
-    """What every party reads of ``handover`` after ``event``, as the contract model."""
+def expected_handover_update(
+    handover: Handover, event: Event, sealed_reason: SealedData | None = None
+) -> HandoverUpdate:
+    """What a party reads of ``handover`` after ``event``, as the contract model;
+    ``sealed_reason`` is what its message sealed (opened and checked by the caller)."""
     spec = handover.spec
     return HandoverUpdate(
         handover_id=handover.id,
@@ -237,7 +271,7 @@ def expected_handover_update(handover: Handover, event: Event) -> HandoverUpdate
         confirmed_by=event.agency_id if isinstance(event, HandoverConfirmed) else None,
         waited_seconds=event.waited_seconds if isinstance(event, HandoverConfirmed) else None,
         seconds_by_party=(event.seconds_by_party if isinstance(event, HandoverCompleted) else None),
-        reason=event.reason if isinstance(event, HandoverCancelled) else None,
+        sealed_reason=sealed_reason,
     )
 
 
@@ -310,16 +344,39 @@ def check_history(events: list[Event], kind: type[Referral] | type[Handover]) ->
                         person_id=disclosed.person_id, data=disclosed.data
                     )
                     sealed = SealedData.model_validate(value["disclosure"]["sealed"])
-                model = expected_referral_update(state, event, audience, sealed)
+                sealed_reason = reason_sealed_for(agency, message, event, state.person_id)
+                model = expected_referral_update(state, event, audience, sealed, sealed_reason)
                 expected.append((agency, model))
         else:
-            update = expected_handover_update(state, event)
-            expected = [(party, update) for party in state.party_ids]
+            expected = [
+                (
+                    party,
+                    expected_handover_update(
+                        state, event, reason_sealed_for(party, message, event, state.person_id)
+                    ),
+                )
+                for party, message in zip(state.party_ids, messages, strict=False)
+            ]
         assert [m.agency_id for m in messages] == [agency for agency, _ in expected]
         for message, (_, model) in zip(messages, expected, strict=True):
             assert message.value == model.model_dump_json().encode()
             assert type(model).model_validate_json(message.value) == model
             check_headers(message, event)
+
+
+def reason_sealed_for(
+    agency: str, message: FeedMessage, event: Event, person: UUID | None
+) -> SealedData | None:
+    """The reason ``message`` seals for ``agency``, checked by opening it with the agency's
+    own key: every audience reads it (``everything`` lets the recipient read the person's
+    data), in no message is it in clear, and a person without a key has none sent."""
+    reason = reason_of(event)
+    value = json.loads(message.value)
+    if reason is None or person is None:
+        assert value["sealed_reason"] is None
+        return None
+    assert opened_reason(KEYS, agency, value, person) == reason
+    return SealedData.model_validate(value["sealed_reason"])
 
 
 # Free text anywhere (escapes, other scripts), times in other zones and to the microsecond,
@@ -485,6 +542,7 @@ def handover_histories(draw: Any) -> list[Event]:
         province=draw(st.text(max_size=20)),
         kind=draw(st.sampled_from(HandoverKind)),
         parties=parties,
+        person_id=draw(st.none() | st.uuids()),
         to_case_manager_id=draw(st.none() | texts),
     )
     seconds = st.floats(min_value=0, max_value=1e9, allow_nan=False)
@@ -776,3 +834,121 @@ def test_a_message_carries_only_the_data_the_consent_permits_when_it_is_built() 
         assert read.grant_ids == (GRANT,)
         assert read.timestamp == built_at
         assert view.take_reads() == []
+
+
+def rejected_referral() -> list[Event]:
+    """The referral sent to the hospital, then rejected with a reason that names the person."""
+    dispatched = dispatched_referral((DataCategory.IDENTITY,))
+    return [
+        *dispatched,
+        ReferralRejected(
+            originator_id=dispatched[0].originator_id,
+            originator_version=len(dispatched) + 1,
+            timestamp=T0 + timedelta(hours=3),
+            actor=Actor(user_id="nurse-1", agency_id="dt-hospital", role=Role.AGENCY_STAFF),
+            reason="Lê Thị Mai needs a paediatric ward; call 0900 111 222.",
+            person_id=PERSON,
+        ),
+    ]
+
+
+def test_a_reason_travels_sealed_for_each_audience_under_its_own_key() -> None:
+    """The sender and the recipient each open the rejection's reason with their own key; the
+    other's key does not open it, and in no message is it in clear. The recipient's reason is
+    a read of the person's data, recorded like a disclosure's."""
+    events = rejected_referral()
+    view = view_of(
+        release=lambda referral, at: recipient_sight(referral, consent_to_hospital(), at),
+        clock=lambda: T0 + timedelta(hours=3),
+    )
+    for event in events[:-1]:
+        view.messages_for(event)
+    view.take_reads()
+    messages = view.messages_for(events[-1])
+    assert [m.agency_id for m in messages] == ["dt-swc", "dt-hospital"]
+    assert all(b"0900" not in m.value and b"Mai" not in m.value for m in messages)
+    to_swc, to_hospital = (json.loads(m.value) for m in messages)
+    assert "reason" not in to_swc
+    reason = "Lê Thị Mai needs a paediatric ward; call 0900 111 222."
+    assert opened_reason(KEYS, "dt-swc", to_swc, PERSON) == reason
+    assert opened_reason(KEYS, "dt-hospital", to_hospital, PERSON) == reason
+    assert to_swc["sealed_reason"]["ciphertext"] != to_hospital["sealed_reason"]["ciphertext"]
+    swapped = {**to_swc, "sealed_reason": to_hospital["sealed_reason"]}
+    with pytest.raises(InvalidTag):
+        opened_reason(KEYS, "dt-swc", swapped, PERSON)
+    # Bound to its message: the same part under another version opens nothing.
+    with pytest.raises(InvalidTag):
+        opened_reason(KEYS, "dt-swc", {**to_swc, "version": to_swc["version"] - 1}, PERSON)
+    (read,) = view.take_reads()
+    assert read.actor.agency_id == "dt-hospital"
+    assert read.what == FEED_READ_PATH
+    assert read.categories == (DataCategory.IDENTITY,)
+    assert read.basis is ReadBasis.GRANT
+    # Published again, the same bytes.
+    again = view_of(
+        release=lambda referral, at: recipient_sight(referral, consent_to_hospital(), at),
+        clock=lambda: T0 + timedelta(hours=3),
+    )
+    assert [m.value for e in events for m in again.messages_for(e)][-2:] == [
+        m.value for m in messages
+    ]
+
+
+def test_a_recipient_that_may_read_nothing_now_gets_no_reason_and_the_sender_still_does() -> None:
+    events = rejected_referral()
+    withdrawn = consent_to_hospital(withdrawn_at=T0 + timedelta(hours=2))
+    view = view_of(
+        release=lambda referral, at: recipient_sight(referral, withdrawn, at),
+        clock=lambda: T0 + timedelta(hours=3),
+    )
+    messages = [m for e in events for m in view.messages_for(e)][-2:]
+    to_swc, to_hospital = (json.loads(m.value) for m in messages)
+    assert to_hospital["audience"] == "recipient"
+    assert to_hospital["sealed_reason"] is None
+    assert opened_reason(KEYS, "dt-swc", to_swc, PERSON).startswith("Lê Thị Mai")
+    assert view.take_reads() == []
+
+
+def test_after_erasure_no_reason_is_sent_to_anyone() -> None:
+    keys = new_keys()
+    events = rejected_referral()
+    first = view_of(keys=keys)
+    before = [m for e in events for m in first.messages_for(e)][-2:]
+    assert all(json.loads(m.value)["sealed_reason"] for m in before)
+    assert keys.keys.erase(PERSON)
+    second = view_of(keys=keys)
+    after = [m for e in events for m in second.messages_for(e)][-2:]
+    assert [json.loads(m.value)["sealed_reason"] for m in after] == [None, None]
+    assert all(b"Mai" not in m.value for m in after)
+
+
+def test_a_handovers_cancellation_reason_is_sealed_for_each_party() -> None:
+    handover_id = UUID("00000000-0000-4000-8000-0000000000d1")
+    police = AgencyRef(agency_id="dt-police", kind=AgencyKind.POLICE)
+    envelope = {"originator_id": handover_id, "timestamp": T0, "actor": CASE_MANAGER}
+    reason = "Lê Thị Mai was taken to hospital before the handover."
+    events: list[Event] = [
+        HandoverStarted(
+            originator_version=1,
+            case_id=CASE,
+            person_id=PERSON,
+            province="dong-thap",
+            kind=HandoverKind.RECEPTION,
+            parties=(
+                HandoverParty(agency=police, role=PartyRole.FROM, capacity="officer"),
+                HandoverParty(agency=SWC, role=PartyRole.TO, capacity="social worker"),
+            ),
+            **envelope,
+        ),
+        HandoverCancelled(originator_version=2, reason=reason, person_id=PERSON, **envelope),
+    ]
+    view = view_of()
+    view.messages_for(events[0])
+    messages = view.messages_for(events[1])
+    assert [m.agency_id for m in messages] == ["dt-police", "dt-swc"]
+    assert all(b"Mai" not in m.value for m in messages)
+    for message in messages:
+        value = json.loads(message.value)
+        assert "reason" not in value
+        assert opened_reason(KEYS, message.agency_id, value, PERSON) == reason
+    assert messages[0].value != messages[1].value

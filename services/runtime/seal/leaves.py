@@ -8,7 +8,9 @@ encrypted)::
     position u64 | sealed_at u64 | originator_id 16 bytes | originator_version u64
     | topic length u16 | topic UTF-8 | state
 
-all integers big-endian. The leaf hash is ``SHA-256(0x00 || leaf)`` (RFC 9162).
+all integers big-endian. The leaf hash is ``SHA-256(0x00 || leaf)`` (RFC 9162). On
+PostgreSQL the server computes it from the row it inserts (``recorders.py``); the verifier
+and the proofs compute it here, from the stored row.
 """
 
 from __future__ import annotations

@@ -3,30 +3,41 @@
 The seal of a log is an RFC 9162 Merkle tree over its stored events (``leaves.py``). Beside
 the events table, in the same schema or SQLite file, a log keeps:
 
-- ``<events>_leaves``: one row per leaf (index in the tree, position in the log, when it was
-  sealed, leaf hash), so ``ketnoi verify`` can name the row that no longer matches;
-- ``<events>_seal``: one row, the tree's size, the last sealed position and its frontier;
+- ``<events>_leaves``: its leaves, so ``ketnoi verify`` can name the row that no longer
+  matches. On SQLite one row per leaf (index in the tree, position in the log, when it was
+  sealed, leaf hash). On PostgreSQL one row per transaction: the index of its first leaf, the
+  positions of its events (``int8[]``), when they were sealed, and their leaf hashes
+  concatenated (32 bytes each, in the order of the positions);
+- ``<events>_seal``: one row, a size, the last sealed position and the frontier at that size.
+  On SQLite it is the tree's head, moved by every transaction. On PostgreSQL it is a *mark*,
+  moved only by the transaction that crosses a multiple of the checkpoint interval (and by
+  ``checkpoint_now``): the tree's size and last position are those of its last leaves row, and
+  its frontier is the mark's extended by the leaves after it;
 - ``<events>_checkpoints``: signed checkpoints (C2SP ``tlog-checkpoint`` notes);
 - ``<events>_cosignatures``: a witness's signature lines over those checkpoints.
 
 On PostgreSQL the library locks the events table for every insert (so positions follow
-commit order); the seal writes its leaves and moves its head inside that lock, pipelined with
-the insert and the commit, without an extra round trip. A recorder keeps the head it last
-committed (``HeadCache``): while no other writer moves the log, it appends from that head
-without reading it. The write names the size it expects and fails, writing nothing, when the
-head has moved (another process, another recorder on the same log); the recorder then runs the
-transaction again reading the head under the lock, and reads it before every append until an
-append finds the head as it left it. On SQLite the insert holds the file's write lock, and the
-seal reads its head under it (an in-process read).
+commit order), and the seal rides in the insert's own statement: the server hashes each row it
+inserts (the leaf of ``leaves.py``, from the position it draws) and appends the transaction's
+leaves row after the last one, all under that lock, so no writer caches or checks a head.
+When the mark is missing or a position does not follow the last sealed one, the leaves row's
+index is NULL and the statement fails: nothing of the transaction is written. Only the
+transaction that crosses a multiple of the checkpoint interval reads the mark and the leaves
+after it back, to move the mark and sign the checkpoint. On SQLite the insert holds the file's
+write lock, and the seal reads its head under it (an in-process read) and hashes in Python.
+
+A PostgreSQL log sealed one row per leaf (the format before) is converted in place when its
+tables are created (``ketnoi migrate``): each leaf becomes a row of one leaf, with the same
+hashes, so its checkpoints still verify.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 from uuid import UUID
 
@@ -44,7 +55,7 @@ from services.runtime.persistence import (
 )
 from services.runtime.seal.groups import PostgresGroups, SQLiteGroups
 from services.runtime.seal.leaves import SealTables, leaf_hashes, sealed_at_now
-from services.runtime.seal.merkle import Frontier
+from services.runtime.seal.merkle import HASH_SIZE, Frontier
 from services.runtime.seal.note import Checkpoint, Signer
 
 
@@ -54,49 +65,10 @@ class SealError(RuntimeError):
 
 @dataclass(frozen=True)
 class Head:
-    """A log's seal head: the tree's size, the last sealed position and the frontier."""
+    """Where a log's tree ends: its size and the last sealed position."""
 
     size: int
     last_position: int
-    frontier: bytes
-
-
-class HeadCache:
-    """The head this process last committed to a log, and whether to append from it unread.
-
-    It is only a guess: the append's statement checks it under the table lock. After a
-    transaction that found the head moved (``missed``), appends read the head again, and trust
-    the cache only once a read finds the head as this process left it (``check``).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._head: Head | None = None
-        self._trusted = False
-
-    def get(self) -> Head | None:
-        """The head to append from without reading it, or None to read it."""
-        with self._lock:
-            return self._head if self._trusted else None
-
-    def check(self, read: Head) -> None:
-        """A head read under the lock: trust the cache from now on if it is the same."""
-        with self._lock:
-            self._trusted = read == self._head
-
-    def committed(self, head: Head) -> None:
-        """The head a transaction of this process committed (a later one may have won)."""
-        with self._lock:
-            if self._head is None or head.size > self._head.size:
-                self._head = head
-
-    def missed(self) -> None:
-        with self._lock:
-            self._head, self._trusted = None, False
-
-
-class StaleHeadError(RuntimeError):
-    """The head an append expected had moved: nothing of its transaction was written."""
 
 
 @dataclass
@@ -108,7 +80,12 @@ class CheckpointPolicy:
     every: int = 1000
 
     def due(self, before: int, after: int) -> bool:
-        return self.signer is not None and before // self.every != after // self.every
+        return self.signer is not None and self.crosses(before, after)
+
+    def crosses(self, before: int, after: int) -> bool:
+        """Whether growing from ``before`` to ``after`` leaves crosses a multiple of
+        ``every`` (on PostgreSQL, where the seal's mark moves, signer or not)."""
+        return before // self.every != after // self.every
 
     def note(self, frontier: Frontier) -> tuple[int, bytes, str]:
         assert self.signer is not None
@@ -116,12 +93,12 @@ class CheckpointPolicy:
         return checkpoint.size, checkpoint.root, checkpoint.sign(self.signer)
 
 
-def seal_events(
-    frontier: Frontier, events: Sequence[StoredEvent], positions: Sequence[int], last: int
-) -> tuple[list[tuple[int, int, int, bytes]], int]:
-    """Leaf rows (index, position, sealed_at, hash) for new events stored at ``positions``
-    after the ``last`` sealed position; extends the frontier. Raises SealError when the
-    positions do not follow."""
+def sealed_hashes(
+    events: Sequence[StoredEvent], positions: Sequence[int], last: int
+) -> tuple[list[bytes], int, int]:
+    """The leaf hashes of new events stored at ``positions`` after the ``last`` sealed
+    position, the instant they are sealed at, and the new last position. Raises SealError
+    when the positions do not follow."""
     if len(positions) != len(events):
         raise SealError("the store returned no position for some events")
     previous = last
@@ -135,6 +112,16 @@ def seal_events(
         (p, at, _id_bytes(e.originator_id), e.originator_version, e.topic, e.state)
         for p, e in zip(positions, events, strict=True)
     )
+    return hashes, at, previous
+
+
+def seal_events(
+    frontier: Frontier, events: Sequence[StoredEvent], positions: Sequence[int], last: int
+) -> tuple[list[tuple[int, int, int, bytes]], int]:
+    """Leaf rows (index, position, sealed_at, hash) for new events stored at ``positions``
+    after the ``last`` sealed position; extends the frontier. Raises SealError when the
+    positions do not follow."""
+    hashes, at, previous = sealed_hashes(events, positions, last)
     start = frontier.size
     frontier.extend(hashes)
     rows = [(start + i, p, at, h) for i, (p, h) in enumerate(zip(positions, hashes, strict=True))]
@@ -145,9 +132,25 @@ def _id_bytes(originator_id: Any) -> bytes:
     return bytes(originator_id.bytes)
 
 
+def split_hashes(packed: bytes) -> list[bytes]:
+    """The leaf hashes of a PostgreSQL leaves row (concatenated, 32 bytes each)."""
+    return [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
+
+
+# The leaf of ``leaves.py`` and its hash, computed by the server from an inserted row: its
+# position, the instant given, the aggregate id and version, the topic's length and UTF-8,
+# and the stored bytes.
+_LEAF_HASH = (
+    "sha256('\\x00'::bytea || int8send(i.notification_id) || int8send(%b::int8) "
+    "|| uuid_send(i.originator_id) || int8send(i.originator_version) "
+    "|| int2send(octet_length(convert_to(i.topic, 'UTF8'))::int2) "
+    "|| convert_to(i.topic, 'UTF8') || i.state)"
+)
+
+
 class PostgresSeal:
-    """Mixin of a PostgreSQL application or process recorder: seals in the insert's
-    transaction. Configure ``checkpoints`` to sign checkpoints as the log grows."""
+    """Mixin of a PostgreSQL application or process recorder: seals in the insert's own
+    statement. Configure ``checkpoints`` to sign checkpoints as the log grows."""
 
     events_table_name: str
     sql_create_statements: list[Composed]
@@ -156,21 +159,25 @@ class PostgresSeal:
         super().__init__(*args, **kwargs)
         self.checkpoints = CheckpointPolicy()
         self.seal_tables = SealTables(self.events_table_name)
-        self._pending = threading.local()
         schema = Identifier(self.datastore.schema)  # type: ignore[attr-defined]
         t = self.seal_tables
         ident = {
             "s": schema,
+            "events": Identifier(self.events_table_name),
+            "event_type": Identifier(self.stored_event_type_name),  # type: ignore[attr-defined]
             "leaves": Identifier(t.leaves),
             "head": Identifier(t.head),
             "checkpoints": Identifier(t.checkpoints),
             "cosignatures": Identifier(t.cosignatures),
+            "schema_name": Literal(self.datastore.schema),  # type: ignore[attr-defined]
+            "leaves_name": Literal(t.leaves),
         }
         self.sql_create_statements.extend(
             SQL(text).format(**ident)
             for text in (
+                _CONVERT_LEAVES,
                 "CREATE TABLE IF NOT EXISTS {s}.{leaves} (idx bigint PRIMARY KEY, "
-                "position bigint NOT NULL, sealed_at bigint NOT NULL, leaf_hash bytea NOT NULL)",
+                "positions bigint[] NOT NULL, sealed_at bigint NOT NULL, hashes bytea NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS {s}.{head} (id smallint PRIMARY KEY CHECK (id = 1), "
                 "size bigint NOT NULL, last_position bigint NOT NULL, frontier bytea NOT NULL)",
                 "INSERT INTO {s}.{head} VALUES (1, 0, 0, '') ON CONFLICT DO NOTHING",
@@ -181,28 +188,54 @@ class PostgresSeal:
                 "PRIMARY KEY (size, key_name))",
             )
         )
-        # The statements of every append are rendered once, not at each execute.
-        self._select_head = (
-            SQL("SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1")
-            .format(**ident)
-            .as_bytes(None)
+        # The tree's size and last position: its last leaves row's (no row when the mark
+        # is missing: the seal's tables were never created).
+        tip = (
+            "SELECT coalesce(l.idx + cardinality(l.positions), 0) AS size, "
+            "coalesce(l.positions[cardinality(l.positions)], 0) AS last_position "
+            "FROM {s}.{head} m LEFT JOIN LATERAL (SELECT idx, positions FROM {s}.{leaves} "
+            "ORDER BY idx DESC LIMIT 1) l ON true WHERE m.id = 1"
         )
-        # One statement moves the head from the size it expects and writes the leaves after
-        # it; parameters go in binary. When the head is not at that size (another writer
-        # moved it, or it is missing) no row is updated, the leaves' index is NULL and the
-        # statement fails: the transaction commits nothing.
-        self._write_leaves = (
+        self._select_head = SQL(tip).format(**ident)
+        # The events and their leaves in one statement, under the table lock: the server
+        # hashes each inserted row and appends one leaves row after the last one. When the
+        # mark is missing, or a position does not follow the last sealed one, the row's index
+        # is NULL and the statement fails: the transaction commits nothing. The inserted rows
+        # are read in the order they were inserted (as the library reads its positions), by
+        # the leaves' two aggregates alike; the positions come back as the leaves row holds
+        # them, and are checked to ascend.
+        self._insert_sealed = (
             SQL(
-                "WITH head AS (UPDATE {s}.{head} SET size = %b, last_position = %b, "
-                "frontier = %b WHERE id = 1 AND size = %b RETURNING size) "
-                "INSERT INTO {s}.{leaves} (idx, position, sealed_at, leaf_hash) "
-                "SELECT (SELECT size FROM head) - %b + u.n - 1, u.p, %b::int8, u.h "
-                "FROM unnest(%b::int8[], %b::bytea[]) WITH ORDINALITY AS u(p, h, n)"
+                "WITH i AS (INSERT INTO {s}.{events} AS t "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT originator_id, originator_version, topic, state "
+                "FROM unnest(%s::{s}.{event_type}[]) "
+                "RETURNING notification_id, originator_id, originator_version, topic, state), "
+                "tip AS (" + tip + ") "
+                "INSERT INTO {s}.{leaves} (idx, positions, sealed_at, hashes) "
+                "SELECT CASE WHEN min(i.notification_id) > min(tip.last_position) "
+                "THEN min(tip.size) END, array_agg(i.notification_id), "
+                "%b::int8, string_agg(" + _LEAF_HASH + ", ''::bytea) "
+                "FROM i LEFT JOIN tip ON true HAVING count(*) > 0 "
+                "RETURNING idx + cardinality(positions) AS size, positions"
             )
             .format(**ident)
             .as_bytes(None)
         )
-        self.head_cache = HeadCache()
+        # What seal_backlog writes: leaves hashed here, at the size read under the lock.
+        self._write_leaves = SQL(
+            "INSERT INTO {s}.{leaves} (idx, positions, sealed_at, hashes) "
+            "VALUES (%s, %s::int8[], %s, %s)"
+        ).format(**ident)
+        self._select_mark = SQL(
+            "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1"
+        ).format(**ident)
+        self._select_leaves_from = SQL(
+            "SELECT idx, hashes FROM {s}.{leaves} WHERE idx >= %s ORDER BY idx"
+        ).format(**ident)
+        self._update_mark = SQL(
+            "UPDATE {s}.{head} SET size = %s, last_position = %s, frontier = %s WHERE id = 1"
+        ).format(**ident)
         self._insert_checkpoint = SQL(
             "INSERT INTO {s}.{checkpoints} (size, root, signed_at, note) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
@@ -220,42 +253,37 @@ class PostgresSeal:
         self._select_backlog = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {s}.{events} WHERE notification_id > %s ORDER BY notification_id"
-        ).format(events=Identifier(self.events_table_name), **ident)
+        ).format(**ident)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        return self._with_head(  # type: ignore[no-any-return]
+        return self._sealing(  # type: ignore[no-any-return]
             lambda: super(PostgresSeal, self).insert_events(stored_events, **kwargs)  # type: ignore[misc]
         )
 
     def insert_groups(self, groups: Sequence[Group]) -> list[Sequence[int] | None]:
         """See ``GroupRecorder``."""
-        return self._with_head(  # type: ignore[no-any-return]
+        return self._sealing(  # type: ignore[no-any-return]
             lambda: super(PostgresSeal, self).insert_groups(groups)  # type: ignore[misc]
         )
 
-    def _with_head(self, write: Callable[[], Any]) -> Any:
-        """Run an inserting transaction; when it found the seal's head moved (nothing was
-        written), run it again reading the head. Remember the head it committed."""
-        pending = self._pending
-        for attempt in (1, 2):
-            pending.written = None
-            try:
-                result = write()
-            except Exception as exc:
-                self.head_cache.missed()
-                if attempt == 1 and self._head_moved(exc):
-                    continue
-                raise
-            written: Head | None = pending.__dict__.pop("written", None)
-            if written is not None:
-                self.head_cache.committed(written)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _sealing(self, write: Callable[[], Any]) -> Any:
+        """Run an inserting transaction; say so when its seal could not be written."""
+        try:
+            return write()
+        except Exception as exc:
+            if self._seal_refused(exc):
+                msg = (
+                    f"the seal of {self.events_table_name} refused the events (its mark is "
+                    "missing: run ketnoi migrate; or a position does not follow the last "
+                    "sealed one): nothing was written"
+                )
+                raise SealError(msg) from exc
+            raise
 
-    def _head_moved(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is the append's statement finding the head not where expected."""
+    def _seal_refused(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the insert's seal finding no mark or positions out of order."""
         cause: BaseException | None = exc
         while cause is not None:
             if isinstance(cause, psycopg.errors.NotNullViolation):
@@ -266,76 +294,72 @@ class PostgresSeal:
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        super()._insert_stored_events(curs, stored_events, **kwargs)  # type: ignore[misc]
-        cached = self.head_cache.get()
-        if cached is None:
-            # Under the table lock the insert just took: queued in the same pipeline, on a
-            # cursor of its own (the insert's ids are still to be read).
-            cursor = curs.connection.cursor()
-            cursor.execute(self._select_head, prepare=True)
-            self._pending.head = (cursor, None)
-        else:
-            # The leaves are written on the insert's cursor, once its ids are read.
-            self._pending.head = (curs, cached)
+        # The library's insert (after its table lock and notification), sealed in the same
+        # statement: the leaves need the positions the insert draws.
+        self._lock_table(curs)  # type: ignore[attr-defined]
+        self._notify_channel(curs)  # type: ignore[attr-defined]
+        rows = [
+            self.construct_pg_stored_event(  # type: ignore[attr-defined]
+                e.originator_id, e.originator_version, e.topic, e.state
+            )
+            for e in stored_events
+        ]
+        at = sealed_at_now()
+        curs.execute(self._insert_sealed, (rows, at, at), prepare=True)
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(  # type: ignore[misc]
-            curs, stored_events, **kwargs
-        )
-        cursor: Cursor[DictRow]
-        cursor, cached = self._pending.__dict__.pop("head")
-        try:
-            head = cached if cached is not None else self._read_head(cursor)
-            self._pending.written = self._write_seal(cursor, head, stored_events, ids)
-        except Exception as exc:
-            # The library re-raises this only after leaving its transaction block, which
-            # would commit the events unsealed: a statement that fails in the same
-            # transaction makes that commit roll back instead.
-            with contextlib.suppress(psycopg.Error):
-                cursor.execute(
-                    SQL("DO $$ BEGIN RAISE EXCEPTION USING MESSAGE = {}; END $$").format(
-                        Literal(f"the seal of {self.events_table_name} failed: {exc}")
+        row = curs.fetchone()
+        ids: list[int] = [] if row is None else list(row["positions"])
+        if stored_events:
+            try:
+                if len(ids) != len(stored_events) or any(a >= b for a, b in pairwise(ids)):
+                    raise SealError("the store returned no position or positions out of order")
+                self._write_seal(curs, Head(row["size"], ids[-1]), len(ids))  # type: ignore[index]
+            except Exception as exc:
+                # The library re-raises this only after leaving its transaction block, which
+                # would commit the events: a statement that fails in the same transaction
+                # makes that commit roll back instead.
+                with contextlib.suppress(psycopg.Error):
+                    curs.execute(
+                        SQL("DO $$ BEGIN RAISE EXCEPTION USING MESSAGE = {}; END $$").format(
+                            Literal(f"the seal of {self.events_table_name} failed: {exc}")
+                        )
                     )
-                )
-            raise
-        return ids  # type: ignore[no-any-return]
+                raise
+        return ids
 
-    def _read_head(self, cursor: Cursor[DictRow]) -> Head:
-        row = cursor.fetchone()
-        if row is None:
-            raise SealError(f"the seal of {self.events_table_name} is missing: run ketnoi migrate")
-        head = Head(row["size"], row["last_position"], bytes(row["frontier"]))
-        self.head_cache.check(head)
-        return head
-
-    def _write_seal(
-        self, cursor: Cursor[DictRow], head: Head, events: Sequence[StoredEvent], ids: Sequence[int]
-    ) -> Head:
-        """Queue the statement that appends ``events`` stored at ``ids`` to the tree at
-        ``head`` (and signs a checkpoint when one is due); returns the head it moves to."""
-        frontier = Frontier.from_bytes(head.size, head.frontier)
-        leaves, last = seal_events(frontier, events, ids, head.last_position)
-        after = Head(frontier.size, last, frontier.to_bytes())
-        cursor.execute(
-            self._write_leaves,
-            [
-                after.size,
-                last,
-                after.frontier,
-                head.size,
-                len(leaves),
-                leaves[0][2],
-                [leaf[1] for leaf in leaves],
-                [leaf[3] for leaf in leaves],
-            ],
-            prepare=True,
-        )
-        if self.checkpoints.due(head.size, frontier.size):
+    def _write_seal(self, cursor: Cursor[DictRow], after: Head, appended: int) -> None:
+        """After ``appended`` leaves took the tree to ``after``: move the mark (and sign a
+        checkpoint when one is due) if they crossed a multiple of the interval. Rare, and
+        under the table lock: the frontier is read back from the mark and the leaves after
+        it."""
+        before = after.size - appended
+        if not self.checkpoints.crosses(before, after.size):
+            return
+        frontier = self._frontier_at(cursor, after.size)
+        if frontier is None:
+            raise SealError(f"the leaves of {self.events_table_name} do not follow its mark")
+        cursor.execute(self._update_mark, (after.size, after.last_position, frontier.to_bytes()))
+        if self.checkpoints.due(before, after.size):
             size, root, note = self.checkpoints.note(frontier)
             cursor.execute(self._insert_checkpoint, (size, root, datetime.now(UTC), note))
-        return after
+
+    def _frontier_at(self, cursor: Cursor[DictRow], size: int) -> Frontier | None:
+        """The frontier of the tree's first ``size`` leaves: the mark's, extended by the
+        leaves rows after it; None when those rows do not end at ``size``."""
+        cursor.execute(self._select_mark)
+        mark = cursor.fetchone()
+        if mark is None:
+            raise SealError(f"the seal of {self.events_table_name} is missing: run ketnoi migrate")
+        frontier = Frontier.from_bytes(mark["size"], bytes(mark["frontier"]))
+        cursor.execute(self._select_leaves_from, (mark["size"],))
+        for row in cursor.fetchall():
+            if row["idx"] != frontier.size:
+                return None
+            frontier.extend(split_hashes(bytes(row["hashes"])))
+        return frontier if frontier.size == size else None
 
     def create_table(self) -> None:
         super().create_table()  # type: ignore[misc]
@@ -343,19 +367,26 @@ class PostgresSeal:
 
     def checkpoint_now(self) -> int | None:
         """Sign a checkpoint of the tree as it is, unless one of that size exists; returns
-        its size, or None when the log has not grown or no signer is configured."""
+        its size, or None when the log has not grown or no signer is configured. The mark
+        moves there too."""
         if self.checkpoints.signer is None:
             return None
         datastore = self.datastore  # type: ignore[attr-defined]
         with datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)  # type: ignore[attr-defined]
             curs.execute(self._select_head)
             row = curs.fetchone()
+            if row is None:
+                raise SealError(f"the seal of {self.events_table_name} is missing")
             curs.execute(self._select_last_checkpoint)
             last = curs.fetchone()["size"]
             if row["size"] == 0 or (last is not None and last >= row["size"]):
                 return None
-            frontier = Frontier.from_bytes(row["size"], bytes(row["frontier"]))
+            frontier = self._frontier_at(curs, row["size"])
+            if frontier is None:
+                raise SealError(f"the leaves of {self.events_table_name} do not follow its mark")
             size, root, note = self.checkpoints.note(frontier)
+            curs.execute(self._update_mark, (size, row["last_position"], frontier.to_bytes()))
             curs.execute(self._insert_checkpoint, (size, root, datetime.now(UTC), note))
             return size
 
@@ -378,23 +409,46 @@ class PostgresSeal:
         datastore = self.datastore  # type: ignore[attr-defined]
         with datastore.transaction(commit=True) as curs:
             self._lock_table(curs)  # type: ignore[attr-defined]
-            curs.execute(self._select_head)
-            row = curs.fetchone()
-            if row is None:
-                raise SealError(f"the seal of {self.events_table_name} is missing")
-            curs.execute(self._select_backlog, (row["last_position"],))
-            backlog = curs.fetchall()
-            if not backlog:
-                return 0
-            events = [
-                StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
-                for r in backlog
-            ]
-            ids = [r["notification_id"] for r in backlog]
-            head = Head(row["size"], row["last_position"], bytes(row["frontier"]))
-            self._write_seal(curs, head, events, ids)
-        self.head_cache.missed()
+            return self.seal_backlog_locked(curs)
+
+    def seal_backlog_locked(self, curs: Cursor[DictRow]) -> int:
+        """Seal the rows past the last sealed position, in a transaction that holds the
+        table lock; returns how many."""
+        curs.execute(self._select_head)
+        row = curs.fetchone()
+        if row is None:
+            raise SealError(f"the seal of {self.events_table_name} is missing")
+        head = Head(row["size"], row["last_position"])
+        curs.execute(self._select_backlog, (head.last_position,))
+        backlog = curs.fetchall()
+        if not backlog:
+            return 0
+        events = [
+            StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
+            for r in backlog
+        ]
+        ids = [r["notification_id"] for r in backlog]
+        hashes, at, last = sealed_hashes(events, ids, head.last_position)
+        curs.execute(self._write_leaves, (head.size, ids, at, b"".join(hashes)))
+        self._write_seal(curs, Head(head.size + len(ids), last), len(ids))
         return len(events)
+
+
+# A log sealed one row per leaf (idx, position, sealed_at, leaf_hash) becomes one sealed one
+# row per transaction, each old leaf a row of one leaf: the table is rewritten once, under a
+# lock that a second process converting at the same time waits for (it then finds it done).
+_CONVERT_LEAVES = """DO $$ BEGIN
+IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = {schema_name}
+    AND table_name = {leaves_name} AND column_name = 'leaf_hash') THEN
+  LOCK TABLE {s}.{leaves} IN ACCESS EXCLUSIVE MODE;
+  IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = {schema_name}
+      AND table_name = {leaves_name} AND column_name = 'leaf_hash') THEN
+    ALTER TABLE {s}.{leaves} ALTER COLUMN position TYPE bigint[] USING ARRAY[position];
+    ALTER TABLE {s}.{leaves} RENAME COLUMN position TO positions;
+    ALTER TABLE {s}.{leaves} RENAME COLUMN leaf_hash TO hashes;
+  END IF;
+END IF;
+END $$"""
 
 
 class SealedPostgresApplicationRecorder(PostgresSeal, PostgresGroups, WindowedApplicationRecorder):

@@ -26,9 +26,13 @@ EventRow = tuple[int, bytes, int, str, bytes]  # position, originator id, versio
 
 @dataclass(frozen=True)
 class Head:
+    """Where a log's tree ends (its size and last sealed position), and the frontier it keeps
+    at ``frontier_size``: the tree's own size on SQLite, the mark's on PostgreSQL."""
+
     size: int
     last_position: int
     frontier: bytes
+    frontier_size: int
 
 
 class LogSource(Protocol):
@@ -50,6 +54,9 @@ class LogSource(Protocol):
 
 
 class PostgresLog:
+    """A log in its PostgreSQL schema: its leaves one row per transaction (``recorders.py``),
+    or, in a database not migrated since, one row per leaf."""
+
     def __init__(self, conn: psycopg.Connection[Any], name: str, schema: str, table: str) -> None:
         self.conn, self.name = conn, name
         t = SealTables(table)
@@ -61,11 +68,29 @@ class PostgresLog:
             "cp": sql.Identifier(t.checkpoints),
             "co": sql.Identifier(t.cosignatures),
         }
+        self.per_leaf = (
+            conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = %s AND column_name = 'leaf_hash'",
+                (schema, t.leaves),
+            ).fetchone()
+            is not None
+        )
         q = {
-            "head": "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1",
+            "mark": "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1",
+            "tip": "SELECT idx + cardinality(positions), positions[cardinality(positions)] "
+            "FROM {s}.{leaves} ORDER BY idx DESC LIMIT 1",
             "cp": "SELECT size, note FROM {s}.{cp} ORDER BY size",
             "co": "SELECT size, key_name, line FROM {s}.{co} ORDER BY size, key_name",
-            "leaves": "SELECT idx, position, sealed_at, leaf_hash FROM {s}.{leaves} "
+            # The leaves from..from+limit, unpacked by the server from the rows that hold
+            # them (the one that holds ``from`` first); a position emptied by hand reads as
+            # out of order.
+            "leaves": "SELECT l.idx + u.n - 1, coalesce(u.p, -1), l.sealed_at, "
+            "substring(l.hashes FROM (32 * u.n - 31)::int FOR 32) FROM {s}.{leaves} l "
+            "CROSS JOIN LATERAL unnest(l.positions) WITH ORDINALITY AS u(p, n) "
+            "WHERE l.idx >= coalesce((SELECT max(idx) FROM {s}.{leaves} WHERE idx <= %s), 0) "
+            "AND l.idx < %s AND l.idx + u.n - 1 >= %s ORDER BY l.idx, u.n LIMIT %s",
+            "leaf_rows": "SELECT idx, position, sealed_at, leaf_hash FROM {s}.{leaves} "
             "WHERE idx >= %s ORDER BY idx LIMIT %s",
             "events": "SELECT notification_id, uuid_send(originator_id), originator_version, "
             "topic, state FROM {s}.{events} WHERE notification_id > %s "
@@ -80,11 +105,15 @@ class PostgresLog:
             return cur.fetchall()
 
     def head(self) -> Head:
-        rows = self._all("head")
+        rows = self._all("mark")
         if not rows:
-            return Head(0, 0, b"")
+            return Head(0, 0, b"", 0)
         size, last, frontier = rows[0]
-        return Head(size, last, bytes(frontier))
+        if self.per_leaf:
+            return Head(size, last, bytes(frontier), size)
+        tip = self._all("tip")
+        end, end_position = tip[0] if tip else (0, 0)
+        return Head(end or 0, end_position or 0, bytes(frontier), size)
 
     def checkpoints(self) -> list[tuple[int, str]]:
         return [(s, n) for s, n in self._all("cp")]
@@ -93,7 +122,9 @@ class PostgresLog:
         return [(s, k, line) for s, k, line in self._all("co")]
 
     def leaves(self, from_idx: int, limit: int) -> Sequence[LeafRow]:
-        return self._all("leaves", (from_idx, limit))
+        if self.per_leaf:
+            return self._all("leaf_rows", (from_idx, limit))
+        return self._all("leaves", (from_idx, from_idx + limit, from_idx, limit))
 
     def events(self, after: int, upto: int | None) -> Sequence[EventRow]:
         return self._all("events", (after, upto if upto is not None else 2**62))
@@ -114,7 +145,7 @@ class SQLiteLog:
         row = self.conn.execute(
             f"SELECT size, last_position, frontier FROM {self.t.head} WHERE id = 1"
         ).fetchone()
-        return Head(0, 0, b"") if row is None else Head(row[0], row[1], bytes(row[2]))
+        return Head(0, 0, b"", 0) if row is None else Head(row[0], row[1], bytes(row[2]), row[0])
 
     def checkpoints(self) -> list[tuple[int, str]]:
         return list(self.conn.execute(f"SELECT size, note FROM {self.t.checkpoints} ORDER BY size"))

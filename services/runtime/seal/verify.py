@@ -103,6 +103,7 @@ def verify_log(
     checker = _TreeCheck(log.name, report, keys, witnesses)
     checker.load_checkpoints(log.checkpoints(), log.cosignatures())
     head = log.head()
+    checker.mark_at(head.frontier_size)
     report.size = head.size
     last_position = _BEFORE_ANY
     for idx, after, leaves, events in _chunks(log):
@@ -117,7 +118,7 @@ def verify_log(
         )
     frontier = checker.frontier
     if (head.size, head.last_position) != (frontier.size, max(last_position, 0)) or (
-        head.frontier != frontier.to_bytes()
+        head.frontier != checker.frontier_at_mark
     ):
         report.problems.append(
             Problem(
@@ -290,6 +291,13 @@ class _TreeCheck:
         self.frontier = Frontier()
         self.pending: list[tuple[int, SignedNote]] = []
         self.origin: str | None = None
+        self.mark = 0
+        self.frontier_at_mark: bytes | None = b""
+
+    def mark_at(self, size: int) -> None:
+        """Keep the frontier at ``size`` (the one the seal stores) to compare it."""
+        self.mark = size
+        self.frontier_at_mark = b"" if size == 0 else None
 
     def load_checkpoints(
         self, checkpoints: list[tuple[int, str]], cosignatures: list[tuple[int, str, str]]
@@ -338,9 +346,13 @@ class _TreeCheck:
             take = len(hashes) - i
             if self.pending:
                 take = min(take, self.pending[0][0] - self.frontier.size)
+            if self.mark > self.frontier.size:
+                take = min(take, self.mark - self.frontier.size)
             if take > 0:
                 self.frontier.extend(hashes[i : i + take])
                 i += take
+            if self.frontier.size == self.mark:
+                self.frontier_at_mark = self.frontier.to_bytes()
             self._check_reached()
 
     def _check_reached(self) -> None:
