@@ -116,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with args.report.open("a", encoding="utf-8") as file:
         report = Report(file)
         report.say(
-            f"# National scale: {args.cases:,} cases into {args.database} "
+            "# National scale: "
+            + ("measuring" if args.skip_generate else f"{args.cases:,} cases into")
+            + f" {args.database} "
             f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs; {_load()})"
         )
         with psycopg.connect(maintenance, autocommit=True) as conn:
