@@ -51,10 +51,14 @@ class Derived:
         if not key.startswith("case:"):
             return
         case_id = doc["case_id"]
-        before = doc.get("counted")
+        before = doc.pop("counted", None)
         now = counted(doc, before)
+        # Put back as the document's last key at every write: the stored text then does not
+        # depend on the order the logs were read in (live, the intake and consent logs
+        # interleave as they come; a rebuild reads them otherwise), so a rebuild writes the
+        # same text.
+        doc["counted"] = now
         if now != before:
-            doc["counted"] = now
             self._add(before, -1)
             self._add(now, 1)
             self.moments[case_id] = _moments(now)

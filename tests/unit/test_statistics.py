@@ -28,6 +28,7 @@ from contracts.consent import (
 )
 from contracts.envelope import Actor, AgencyRef, Event
 from contracts.vocabulary import AgencyKind, DataCategory, Purpose, Role
+from services.projections.derived import Derived
 from services.projections.statistics import (
     PUBLISHER,
     STEP,
@@ -408,3 +409,17 @@ def test_exploitation_counts_by_the_ctdc_names_where_legal_data_may_count() -> N
     assert cells[("exploitation", "isForcedLabour")] == 15  # rounded down to the step
     few = publish(legal[:12], at=AT)
     assert all(c.count is None for c in few)  # 10 after rounding: below the threshold
+
+
+def test_what_a_case_counts_stays_its_documents_last_key() -> None:
+    """Live, a key may come after the case first counted (the case manager's agency, read
+    from intake after consent); a rebuild reads the logs in another order. The stored text
+    is the same either way only if ``counted`` is written last every time."""
+    doc = case("lao-cai", 2, True, [("health_check", "completed", 3)])
+    derived = Derived()
+    derived.case(f"case:{doc['case_id']}", None, doc)
+    first = derived.counts.copy()
+    doc["case_manager_agency"] = "lao-cai-social-work-centre"
+    derived.case(f"case:{doc['case_id']}", None, doc)
+    assert list(doc)[-1] == "counted"
+    assert derived.counts == first  # counted once, not again
