@@ -36,7 +36,7 @@ from services.runtime.files import private_file
 from services.runtime.group_commit import GroupCommitClosedError, WaitTimeoutError
 from services.runtime.logging import get_logger
 from services.runtime.metrics import READ_AUDIT_WRITES
-from services.runtime.persistence import application_env, decode_stored
+from services.runtime.persistence import application_env, decode_stored, stored_state
 from services.runtime.person_keys import migrate_person_keys
 from services.runtime.settings import Settings
 
@@ -307,7 +307,7 @@ class ReadAudit:
             for notification in page:
                 # Another case's read is passed over once its document names that case,
                 # before its decoding into the event (validation, sealed fields opened).
-                state = _document(mapper, notification)
+                state = stored_state(mapper, notification)
                 named = state.get("case_id")
                 if isinstance(named, str) and named != case_id:
                     continue
@@ -333,17 +333,6 @@ class ReadAudit:
         """Store what is pending, stop the writer and close the log. Later reads are refused."""
         self._closing = True
         self.log.close()
-
-
-def _document(mapper: Any, stored: StoredEvent) -> dict[str, Any]:
-    """The stored event's document as stored: decrypted and decompressed, not decoded."""
-    data = stored.state
-    if mapper.cipher:
-        data = mapper.cipher.decrypt(data)
-    if mapper.compressor:
-        data = mapper.compressor.decompress(data)
-    document: dict[str, Any] = mapper.transcoder.decode(data)
-    return document
 
 
 def _reads_as_erased(read: PersonalDataRead, sealed: list[list[str | int]]) -> bool:
