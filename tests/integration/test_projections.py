@@ -72,13 +72,18 @@ def staff(agency: AgencyRef) -> Actor:
     )
 
 
-@pytest.fixture
-def platform(pg_settings: Settings) -> Iterator[Platform]:
-    migrate(pg_settings)
-    platform = start(pg_settings, run_followers=False)
+def _started(settings: Settings) -> Iterator[Platform]:
+    """A migrated platform with the agencies registered, its followers not running."""
+    migrate(settings)
+    platform = start(settings, run_followers=False)
     register_agencies(platform)
     yield platform
     platform.close()
+
+
+@pytest.fixture
+def platform(pg_settings: Settings) -> Iterator[Platform]:
+    yield from _started(pg_settings)
 
 
 def dong_thap_night(p: Platform) -> UUID:
@@ -464,11 +469,7 @@ def test_statistics_count_only_consent_in_force_live_and_after_a_rebuild(
 
 @pytest.fixture
 def embedded(sqlite_settings: Settings) -> Iterator[Platform]:
-    migrate(sqlite_settings)
-    platform = start(sqlite_settings, run_followers=False)
-    register_agencies(platform)
-    yield platform
-    platform.close()
+    yield from _started(sqlite_settings)
 
 
 def test_the_board_and_the_statistics_read_from_their_own_tables_on_sqlite(
