@@ -101,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rebuild-rounds", type=int, default=2)
     parser.add_argument("--reads", type=int, default=200, help="requests per read measurement")
     parser.add_argument("--feed-rounds", type=int, default=1)
+    parser.add_argument(
+        "--feed-events",
+        type=int,
+        default=1_000_000,
+        help="positions of the referral log the relay publishes at its start and at its end "
+        "(0: the whole log; the throwaway broker holds every message in memory)",
+    )
     parser.add_argument("--skip-feed", action="store_true")
     args = parser.parse_args(argv)
     if args.cases < 1:
@@ -159,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 steps["ketnoi feed --reset beside the raw producer"] = [
                     *(python, "-m", "bench.scale", "feed"),
                     *("--rounds", str(args.feed_rounds)),
+                    *("--events", str(args.feed_events)),
                 ]
             # A step that fails does not stop the others: the report says which did.
             failed = [title for title, step in steps.items() if not _step(report, title, step, env)]

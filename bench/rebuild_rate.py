@@ -57,7 +57,7 @@ from services.projections.runner import without_cycle_collection
 from services.projections.views import fact_reader
 from services.runtime.aggregate import CommandContext
 from services.runtime.logging import configure_logging
-from services.runtime.persistence import decode_stored
+from services.runtime.persistence import decode_all
 from services.runtime.settings import Settings
 
 DEFAULT_MAINTENANCE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -184,14 +184,13 @@ def raw_read_and_decode(
     with without_cycle_collection() if gc_paused else contextlib.nullcontext():
         for upstream in platform.projections.upstreams.values():
             mapper = upstream.mapper
-            decode = fact_reader(mapper) if json_only else functools.partial(decode_stored, mapper)
+            decode = fact_reader(mapper) if json_only else functools.partial(decode_all, mapper)
             start = 1
             while True:
                 batch = upstream.recorder.select_notifications(start=start, limit=5000)
                 if not batch:
                     break
-                for notification in batch:
-                    decode(notification)
+                decode(batch)
                 count += len(batch)
                 start = batch[-1].id + 1
     return count, time.perf_counter() - started

@@ -14,7 +14,9 @@ through Starlette's test client as a coordinator of the province, for the board
 ``GET /healthz``; medians and p99 in milliseconds. ``feed`` does what ``ketnoi feed --reset``
 does (forget the feed's position, publish the whole referral log) on a throwaway Tansu broker
 (or ``KETNOI_BENCH_KAFKA_BOOTSTRAP``), and measures the raw producer (``bench/kafka_raw.py``)
-with messages of the same size, between rounds.
+with messages of the same size, between rounds. The throwaway broker keeps every message in
+memory: over a national history, ``--events N`` publishes samples instead, the first N positions
+of the log and its last N (a relay that keeps up is as fast at both).
 """
 
 from __future__ import annotations
@@ -181,45 +183,88 @@ def reads(args: argparse.Namespace) -> None:
 # -- the relay --------------------------------------------------------------------------------
 
 
+def _relay_sample(
+    settings: Settings, bootstrap: str, first: int | None, until: int | None
+) -> tuple[int, int, float, int]:
+    """``ketnoi feed --reset`` on fresh topics, from after position ``first`` (the start of
+    the log when None) up to ``until`` (its end when None): events, messages, seconds and
+    the mean size of the messages. Prints its rate as it goes."""
+    import uuid
+
+    from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
+    from services.referral.feed_tracking import tracking_recorder
+    from services.runtime.kafka import KafkaSettings
+
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}.")
+    upstream = open_feed_upstream(settings)
+    tracking = tracking_recorder(settings, create_tables=False)
+    relay = FeedRelay(upstream, tracking, kafka, settings=settings, feed=FeedSettings())
+    measured: list[int] = []
+    send = relay._send
+    started = time.perf_counter()
+    shown = [started]
+
+    def sized(messages: Any) -> Any:
+        measured.extend(len(m.value) for m in messages[:20])
+        now = time.perf_counter()
+        if now - shown[0] >= 30:
+            shown[0] = now
+            say(
+                f"  ... {relay.published:,} messages in {now - started:.0f} s: "
+                f"{relay.published / (now - started):,.0f} messages/s, at position "
+                f"{relay.acknowledged or 0:,}"
+            )
+        return send(messages)
+
+    relay._send = sized  # type: ignore[method-assign]
+    try:
+        relay.start_over()  # as `ketnoi feed --reset`
+        if first:
+            relay._track(first)  # a reset that finds the log published up to ``first``
+        started = shown[0] = time.perf_counter()
+        events = relay.catch_up(until=until)
+        seconds = time.perf_counter() - started
+    finally:
+        relay.close()
+        upstream.recorder.datastore.close()  # type: ignore[attr-defined]
+    size = int(statistics.mean(measured)) if measured else 300
+    return events, relay.published, seconds, size
+
+
 def feed(args: argparse.Namespace) -> None:
     import uuid
 
     from bench.kafka_raw import bench_broker, producer_throughput
-    from services.referral.feed import FeedRelay, FeedSettings, open_feed_upstream
-    from services.referral.feed_tracking import tracking_recorder
+    from services.referral.feed import FeedSettings, open_feed_upstream
     from services.runtime.kafka import KafkaSettings, ensure_topics
 
     settings = Settings()
     relay_settings = FeedSettings()
-    rates, raws, sizes = [], [], []
+    upstream = open_feed_upstream(settings)
+    try:
+        stop = upstream.recorder.max_notification_id() or 0
+    finally:
+        upstream.recorder.datastore.close()  # type: ignore[attr-defined]
+    # The whole log, or a sample of ``--events`` at its start and one at its end: a relay
+    # that keeps up publishes as fast late in a long log as early in it.
+    if args.events and args.events < stop:
+        samples = {"start": (None, args.events), "end": (stop - args.events, None)}
+    else:
+        samples = {"whole log": (None, None)}
+    rates: dict[str, list[float]] = {name: [] for name in samples}
+    raws, sizes, counts = [], [], {}
     with bench_broker() as (bootstrap, what):
-        say(f"broker: {what} at {bootstrap}")
+        say(f"broker: {what} at {bootstrap}; referral log: {stop:,} events")
         for round_ in range(1, args.rounds + 1):
-            kafka = KafkaSettings(
-                bootstrap_servers=bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}."
-            )
-            upstream = open_feed_upstream(settings)
-            tracking = tracking_recorder(settings, create_tables=False)
-            relay = FeedRelay(upstream, tracking, kafka, settings=settings, feed=relay_settings)
-            measured: list[int] = []
-            send = relay._send
-
-            def sized(messages: Any, send: Any = send, measured: list[int] = measured) -> Any:
-                measured.extend(len(m.value) for m in messages[:20])
-                return send(messages)
-
-            relay._send = sized  # type: ignore[method-assign]
-            try:
-                relay.start_over()  # as `ketnoi feed --reset`
-                started = time.perf_counter()
-                events = relay.catch_up()
-                seconds = time.perf_counter() - started
-            finally:
-                relay.close()
-                upstream.recorder.datastore.close()  # type: ignore[attr-defined]
-            size = int(statistics.mean(measured)) if measured else 300
-            rates.append((events / seconds, relay.published / seconds, events, relay.published))
-            sizes.append(size)
+            for name, (first, until) in samples.items():
+                events, published, seconds, size = _relay_sample(settings, bootstrap, first, until)
+                rates[name].append(published / seconds)
+                sizes.append(size)
+                counts[name] = (events, published)
+                say(
+                    f"round {round_}, {name}: relay {events:,} events, {published:,} messages "
+                    f"in {seconds:.0f} s: {rates[name][-1]:,.0f} messages/s"
+                )
             tuned = KafkaSettings(
                 bootstrap_servers=bootstrap,
                 linger_ms=relay_settings.linger_ms,
@@ -227,25 +272,23 @@ def feed(args: argparse.Namespace) -> None:
             )
             topic = f"bench.raw-{uuid.uuid4().hex[:8]}"
             ensure_topics(tuned, [topic])
-            raws.append(producer_throughput(tuned, topic, args.raw_messages, size))
-            say(
-                f"round {round_}: relay {events:,} events, {relay.published:,} messages in "
-                f"{seconds:.0f} s: {rates[-1][1]:,.0f} messages/s; raw producer "
-                f"{raws[-1]:,.0f} messages/s ({size} B); {rates[-1][1] / raws[-1]:.2f} x raw"
-            )
-    relay_rate = statistics.median(r[1] for r in rates)
+            raws.append(producer_throughput(tuned, topic, args.raw_messages, sizes[-1]))
+            say(f"round {round_}: raw producer {raws[-1]:,.0f} messages/s ({sizes[-1]} B)")
     raw_rate = statistics.median(raws)
     print("The relay over the history (python -m bench.scale feed)")
     print(f"  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {args.rounds} rounds; broker {what}")
+    print(f"  referral log: {stop:,} events")
     print(
-        f"  ketnoi feed --reset: {rates[0][2]:,} events, {rates[0][3]:,} messages; "
-        f"{statistics.median(r[0] for r in rates):,.0f} events/s"
+        f"  raw producer {raw_rate:,.0f} messages/s "
+        f"(the relay's producer settings, {statistics.median(sizes)} B)"
     )
-    print(
-        f"  relay {relay_rate:,.0f} messages/s; raw producer {raw_rate:,.0f} messages/s "
-        f"(the relay's producer settings, {statistics.median(sizes)} B); "
-        f"{relay_rate / raw_rate:.2f} x raw (goal 0.80)"
-    )
+    for name, values in rates.items():
+        relay_rate = statistics.median(values)
+        events, published = counts[name]
+        print(
+            f"  ketnoi feed --reset, {name} ({events:,} events, {published:,} messages): "
+            f"{relay_rate:,.0f} messages/s = {relay_rate / raw_rate:.2f} x raw (goal 0.80)"
+        )
 
 
 def main() -> None:
@@ -262,6 +305,13 @@ def main() -> None:
     q.add_argument("--count", type=int, default=100)
     f = sub.add_parser("feed", help="ketnoi feed --reset beside the raw producer")
     f.add_argument("--rounds", type=int, default=2)
+    f.add_argument(
+        "--events",
+        type=int,
+        default=0,
+        help="publish the first N positions of the referral log and its last N "
+        "(default: the whole log)",
+    )
     f.add_argument("--raw-messages", type=int, default=50_000)
     args = parser.parse_args()
     configure_logging("console", "warning")

@@ -197,26 +197,26 @@ class Projector(WakeLoop):
             erased = self._purge(tables)
             positions = self.store.positions(tables)
             streams = []
-            for order, (upstream_name, types) in enumerate(view.handles.items()):
+            for upstream_name, types in view.handles.items():
                 upstream = self.upstreams[upstream_name]
                 batch = upstream.recorder.select_notifications(
                     start=positions.get(upstream_name, 0) + 1,
                     limit=self.batch_size,
                     topics=topics_of(types),
                 )
-                streams.append([(n.id, order, upstream_name, n) for n in batch])
-            if not any(streams):
+                if batch:
+                    streams.append((upstream_name, batch))
+            if not streams:
                 return 0
             docs = Docs(self._loader(tables))
             new_positions: dict[str, int] = {}
             applied = 0
             # Each log in its own order; views do not depend on how logs interleave.
-            for stream in streams:
-                for notification_id, _order, upstream_name, notification in stream:
-                    fact = self._readers[upstream_name](notification)
+            for upstream_name, batch in streams:
+                for fact in self._readers[upstream_name](batch):
                     view.apply(docs, upstream_name, fact)
-                    new_positions[upstream_name] = notification_id
                     applied += 1
+                new_positions[upstream_name] = batch[-1].id
             derived = _derived(tables)
             rows = _rows(view, docs, docs.dirty, erased, derived)
             with self.store.transaction() as cur:
@@ -382,8 +382,7 @@ def apply_all(
         read = fact_reader(upstream.mapper)
         done = 0  # the position read up to; progress counts positions, wanted or not
         for batch in _prefetched(upstream, tuple(routes), chunk, stops[upstream_name]):
-            for notification in batch:
-                fact = read(notification)
+            for notification, fact in zip(batch, read(batch), strict=True):
                 for call in routes[notification.topic]:
                     call(fact)
             if progress is not None:
@@ -533,7 +532,7 @@ def apply_bounded(
                 continue
             done = low
             for batch in _prefetched(upstream, tuple(routes), chunk, high, low + 1):
-                facts = [(notification.topic, read(notification)) for notification in batch]
+                facts = list(zip((n.topic for n in batch), read(batch), strict=True))
                 if window:  # the first window has nothing written to read back
                     keys: dict[str, list[str]] = {}
                     for topic, fact in facts:

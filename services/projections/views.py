@@ -12,7 +12,7 @@ them, so a view gives the same documents whatever order the logs are merged in.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -34,8 +34,7 @@ from contracts.envelope import Event, resolve
 from contracts.referral import DeadlineKind, ReferralStatus
 from contracts.vocabulary import DataCategory
 from services.projections.statistics import counted
-from services.runtime.field_cipher import SEALED
-from services.runtime.persistence import OrjsonTranscoder, open_personal
+from services.runtime.persistence import OrjsonTranscoder, open_all
 
 Doc = dict[str, Any]
 Loader = Callable[[str], tuple[Any, Any, Any] | None]
@@ -56,8 +55,9 @@ class Fact:
     data: dict[str, Any]
 
 
-def fact_reader(mapper: Mapper[Any]) -> Callable[[Notification], Fact]:
-    """How to read one log's stored events as facts, decided once rather than per event."""
+def fact_reader(mapper: Mapper[Any]) -> Callable[[Sequence[Notification]], list[Fact]]:
+    """How to read a batch of one log's stored events as facts, decided once rather than
+    per event. The persons' keys for the batch are read in one query (``open_all``)."""
     cipher, compressor = mapper.cipher, mapper.compressor
     decode: Callable[[bytes], Any] = mapper.transcoder.decode
     if isinstance(mapper.transcoder, OrjsonTranscoder):
@@ -67,30 +67,38 @@ def fact_reader(mapper: Mapper[Any]) -> Callable[[Notification], Fact]:
     # is pure Python) is a fifth of the cost of reading the JSON. Bounded for a long follower.
     ids: dict[int | str, str] = {}
 
-    def read(notification: Notification) -> Fact:
+    def state_of(notification: Notification) -> dict[str, Any]:
         state = notification.state
         if cipher:
             state = cipher.decrypt(state)
         if compressor:
             state = compressor.decompress(state)
-        data = decode(state)
-        if SEALED in data:
-            open_personal(mapper, notification, data)
-        cls, data = resolve(notification.topic, data)
-        uuid = notification.originator_id
-        key = uuid.int if isinstance(uuid, UUID) else uuid
-        originator_id = ids.get(key)
-        if originator_id is None:
-            if len(ids) >= ID_CACHE_SIZE:
-                ids.clear()
-            originator_id = ids[key] = str(uuid)
-        return Fact(
-            cls.event_type,
-            originator_id,
-            notification.originator_version,
-            data["timestamp"],
-            data,
-        )
+        data: dict[str, Any] = decode(state)
+        return data
+
+    def read(notifications: Sequence[Notification]) -> list[Fact]:
+        states = [state_of(notification) for notification in notifications]
+        open_all(mapper, notifications, states)
+        facts = []
+        for notification, state in zip(notifications, states, strict=True):
+            cls, data = resolve(notification.topic, state)
+            uuid = notification.originator_id
+            key = uuid.int if isinstance(uuid, UUID) else uuid
+            originator_id = ids.get(key)
+            if originator_id is None:
+                if len(ids) >= ID_CACHE_SIZE:
+                    ids.clear()
+                originator_id = ids[key] = str(uuid)
+            facts.append(
+                Fact(
+                    cls.event_type,
+                    originator_id,
+                    notification.originator_version,
+                    data["timestamp"],
+                    data,
+                )
+            )
+        return facts
 
     return read
 

@@ -60,7 +60,7 @@ from services.runtime.kafka import (
     topic_for_agency,
 )
 from services.runtime.logging import get_logger
-from services.runtime.persistence import decode_stored
+from services.runtime.persistence import decode_all
 from services.runtime.person_keys import person_keys
 from services.runtime.read_audit import ReadAuditLog, audit_env
 from services.runtime.settings import Settings
@@ -114,7 +114,7 @@ class ConsentAtHead:
         if events is None:
             stored = self.upstream.recorder.select_events(consent_record_id(case_id))
             mapper = self.upstream.mapper
-            events = [decode_stored(mapper, s) for s in stored if s.topic in self._topics]
+            events = decode_all(mapper, [s for s in stored if s.topic in self._topics])
             self._records[case_id] = events
         return events
 
@@ -226,8 +226,9 @@ class FeedRelay:
         self._acknowledged(batch, futures)
         return batch.events
 
-    def catch_up(self) -> int:
-        """Publish until nothing is pending; returns how many events were published.
+    def catch_up(self, until: int | None = None) -> int:
+        """Publish until nothing is pending, or up to the batch that reaches position
+        ``until``; returns how many events were published.
 
         As ``run_once`` batch after batch, except that the next batch is read and built
         while the broker acknowledges the one before. It is sent only once that one is
@@ -239,8 +240,9 @@ class FeedRelay:
             self._record(batch.reads)
             futures = self._send(batch.messages)
             flushed = self._flusher.submit(self._flush)
+            more = not self.stopping.is_set() and (until is None or batch.last < until)
             try:
-                upcoming = self._read(batch.last) if not self.stopping.is_set() else None
+                upcoming = self._read(batch.last) if more else None
             finally:
                 flushed.result()
             self._acknowledged(batch, futures)
@@ -259,8 +261,8 @@ class FeedRelay:
         self.consent.forget()  # each batch decides on the consent log as it is now
         self.view.take_reads()  # what a batch given up before left behind
         messages: list[FeedMessage] = []
-        for notification in notifications:
-            messages += messages_for(decode_stored(mapper, notification))
+        for event in decode_all(mapper, notifications):
+            messages += messages_for(event)
         return Batch(
             last=notifications[-1].id,
             events=len(notifications),

@@ -25,6 +25,7 @@ from services.runtime.field_cipher import SEALED
 from services.runtime.persistence import (
     PersonalFieldsSealedError,
     PydanticMapper,
+    decode_all,
     decode_stored,
     new_mapper,
 )
@@ -298,3 +299,42 @@ def test_a_copied_consent_event_keeps_its_personal_fields_encrypted(
     # The copy still reads as the consent event it is (the referral service's case file).
     state = {**erased.upstream_state, "originator_id": uuid4(), "originator_version": 1}
     assert ConsentGranted.model_validate(state).categories == granted.categories
+
+
+def test_a_batch_decodes_as_each_event_alone_with_one_read_of_the_key_store(
+    mapper: PydanticMapper,
+) -> None:
+    # Events of several persons, one of them erased, read as a batch by a reader whose
+    # cache is cold (another process): each decodes as it does alone, and the keys of the
+    # batch's persons are read in one query.
+    events = PERSONAL_SAMPLES * 2
+    stored = [mapper.to_stored_event(event) for event in events]
+    erased = next(e for e in events if isinstance(e, PersonRegistered)).person_id
+    _keys(mapper).erase(erased)
+    reader = PydanticMapper(transcoder=mapper.transcoder)
+    assert mapper.fields is not None
+    keys = _fresh_store_like(_keys(mapper))
+    keys.cache_seconds = 3600
+    reader.fields = type(mapper.fields)(keys)
+    backend = keys._backend
+    reads: list[str] = []
+    select, select_many = backend.select, backend.select_many
+
+    def counted_select(person_id: UUID) -> Any:
+        reads.append("one")
+        return select(person_id)
+
+    def counted_many(person_ids: list[UUID]) -> Any:
+        reads.append("many")
+        return select_many(person_ids)
+
+    backend.select, backend.select_many = counted_select, counted_many  # type: ignore[method-assign]
+    decoded = decode_all(reader, stored)
+    assert reads == ["many"]
+    alone = [decode_stored(mapper, s) for s in stored]
+    assert decoded == alone
+    assert any(getattr(e, "person_id", None) == erased for e in decoded)
+    assert decoded != events  # the erased person's events read as erased
+    assert [e for e in decoded if getattr(e, "person_id", None) != erased] == [
+        e for e in events if getattr(e, "person_id", None) != erased
+    ]

@@ -283,21 +283,19 @@ def facts(logs: list[CaseLog]) -> list[Fact]:
     mapper = new_mapper()
     read = fact_reader(mapper)
     events = [e for log in logs for e in log.events]
-    found = []
+    notifications = []
     for position, event in enumerate(events, start=1):
         stored = mapper.to_stored_event(event)
-        found.append(
-            read(
-                Notification(
-                    id=position,
-                    originator_id=stored.originator_id,
-                    originator_version=stored.originator_version,
-                    topic=stored.topic,
-                    state=stored.state,
-                )
+        notifications.append(
+            Notification(
+                id=position,
+                originator_id=stored.originator_id,
+                originator_version=stored.originator_version,
+                topic=stored.topic,
+                state=stored.state,
             )
         )
-    return found
+    return read(notifications)
 
 
 def rebuilt(logs: list[CaseLog]) -> list[dict[str, Any]]:
