@@ -45,10 +45,14 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _children_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 # -- one measurement, in a process of its own ------------------------------------------------
 
 
-def measure_once(what: str, batch: int) -> dict[str, Any]:
+def measure_once(what: str, batch: int, jobs: int = 1) -> dict[str, Any]:
     from bench.rebuild_rate import raw_read_and_decode
     from services.cli.wiring import start
 
@@ -64,8 +68,14 @@ def measure_once(what: str, batch: int) -> dict[str, Any]:
             projector = platform.projections.projector
             count = projector.total_events(list(projector.views))
             started = time.perf_counter()
-            extra = {"sizes": projector.rebuild(batch_events=batch)}
+            if jobs > 1:
+                from services.cli.parallel_rebuild import rebuild_in_processes
+
+                sizes = rebuild_in_processes(settings, list(projector.views), jobs, None, batch)
+            else:
+                sizes = projector.rebuild(batch_events=batch)
             seconds = time.perf_counter() - started
+            extra = {"sizes": sizes}
     finally:
         platform.close()
     return {
@@ -73,15 +83,19 @@ def measure_once(what: str, batch: int) -> dict[str, Any]:
         "events": count,
         "seconds": seconds,
         "rate": count / seconds,
-        "peak_mb": _peak_mb(),
+        # the largest of this process and the rebuild's own processes (``--jobs``)
+        "peak_mb": max(_peak_mb(), _children_peak_mb()),
         "peak_mb_at_start": before,
         **extra,
     }
 
 
-def _child(what: str, batch: int) -> dict[str, Any]:
+def _child(what: str, batch: int, jobs: int = 1) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "once", what, "--batch", str(batch)],
+        [
+            *(sys.executable, "-m", "bench.scale", "once", what),
+            *("--batch", str(batch), "--jobs", str(jobs)),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -94,7 +108,7 @@ def rebuild(args: argparse.Namespace) -> None:
     raws, builds, paired = [], [], []
     for round_ in range(1, args.rounds + 1):
         raw = _child("raw", args.batch)
-        built = _child("rebuild", args.batch)
+        built = _child("rebuild", args.batch, args.jobs)
         raws.append(raw)
         builds.append(built)
         paired.append(built["rate"] / raw["rate"])
@@ -114,7 +128,8 @@ def rebuild(args: argparse.Namespace) -> None:
     print(
         f"  rebuild             {built_rate:>10,.0f} events/s = {built_rate / raw_rate:.2f} x raw "
         f"(goal 0.70); peak RSS {max(b['peak_mb'] for b in builds):,.0f} MB "
-        f"with KETNOI_REBUILD_BATCH_EVENTS={args.batch}"
+        f"{'per process, ' if args.jobs > 1 else ''}"
+        f"with KETNOI_REBUILD_BATCH_EVENTS={args.batch}, --jobs {args.jobs}"
     )
     print(
         f"  paired ratios: {', '.join(f'{x:.2f}' for x in paired)}; "
@@ -297,9 +312,11 @@ def main() -> None:
     r = sub.add_parser("rebuild", help="rebuild in bounded memory beside raw read-and-decode")
     r.add_argument("--batch", type=int, default=Settings().rebuild_batch_events)
     r.add_argument("--rounds", type=int, default=3)
+    r.add_argument("--jobs", type=int, default=1, help="as ketnoi rebuild --jobs")
     once = sub.add_parser("once", help="one measurement in this process (JSON)")
     once.add_argument("what", choices=("raw", "rebuild"))
     once.add_argument("--batch", type=int, default=Settings().rebuild_batch_events)
+    once.add_argument("--jobs", type=int, default=1)
     q = sub.add_parser("reads", help="the board and statistics of one province")
     q.add_argument("--province", default="lao-cai")
     q.add_argument("--count", type=int, default=100)
@@ -318,7 +335,7 @@ def main() -> None:
     if not os.environ.get("KETNOI_DATABASE_URL"):
         parser.error("set KETNOI_DATABASE_URL to the database bench/history.py wrote")
     if args.command == "once":
-        print(json.dumps(measure_once(args.what, args.batch)))
+        print(json.dumps(measure_once(args.what, args.batch, args.jobs)))
     elif args.command == "rebuild":
         rebuild(args)
     elif args.command == "reads":

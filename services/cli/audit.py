@@ -26,8 +26,17 @@ def rebuild(
     view: Annotated[
         str | None, typer.Argument(help=f"One of: {', '.join(VIEWS)}; all if none.")
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes to rebuild the views in, on PostgreSQL "
+            "(default: the setting rebuild_jobs, 1).",
+        ),
+    ] = None,
 ) -> None:
     """Rebuild read models from the logs into fresh tables and swap them in, live."""
+    from services.cli.parallel_rebuild import rebuild_in_processes, shares
     from services.cli.wiring import start
 
     if view is not None and view not in VIEWS:
@@ -40,7 +49,12 @@ def rebuild(
     projections = platform.projections
     names = [view] if view else list(VIEWS)
     try:
-        total = projections.projector.total_events(names)
+        jobs = jobs or settings.rebuild_jobs
+        if jobs > 1 and settings.postgres is None:
+            jobs = 1  # the SQLite files take one writer at a time
+        groups = shares(names, jobs)
+        # Each process reads the logs its views need: the bar counts what they all read.
+        total = sum(projections.projector.total_events(group) for group in groups)
         with Progress(
             TextColumn("Rebuilding {task.description}"),
             BarColumn(),
@@ -49,7 +63,12 @@ def rebuild(
             console=console,
         ) as progress:
             task = progress.add_task(", ".join(names), total=total)
-            sizes = projections.rebuild(names, lambda n: progress.advance(task, n))
+            if len(groups) > 1:
+                sizes = rebuild_in_processes(
+                    settings, names, jobs, lambda n: progress.advance(task, n)
+                )
+            else:
+                sizes = projections.rebuild(names, lambda n: progress.advance(task, n))
     finally:
         platform.close()
     for name, size in sizes.items():

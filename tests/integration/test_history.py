@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 from orjson import loads
+from typer.testing import CliRunner
 
 from bench.history import generate
+from services.cli import app as cli
+from services.cli import audit as cli_audit
+from services.cli.parallel_rebuild import rebuild_in_processes, shares
 from services.cli.wiring import Platform, migrate, start
 from services.projections.application import ProjectionService
 from services.projections.statistics import publish
@@ -56,7 +60,7 @@ def history(pg_settings: Settings) -> Iterator[History]:
 
 
 def test_a_generated_history_reads_back_verifies_and_rebuilds_the_same_in_windows(
-    history: History, pg_settings: Settings
+    history: History, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     platform, events, seen = history.platform, history.events, history.progress
     assert [done for done, _ in seen] == [60, 120, 180, 200]
@@ -145,6 +149,28 @@ def test_a_generated_history_reads_back_verifies_and_rebuilds_the_same_in_window
     assert windowed == one_pass
     assert {v: projections.store.query(Tables.of(v)) for v in VIEWS} == live
     assert beside(projections) == live_beside
+    # In two processes (`ketnoi rebuild --jobs 2`), each rebuilding its share of the views
+    # in windows: the same again, the progress of both reported here.
+    reported = []
+    groups = shares(list(VIEWS), 2)
+    assert len(groups) == 2
+    in_processes = rebuild_in_processes(pg_settings, list(VIEWS), 2, reported.append, 700)
+    assert in_processes == one_pass
+    assert sum(reported) == sum(projections.projector.total_events(g) for g in groups)
+    assert {v: projections.store.query(Tables.of(v)) for v in VIEWS} == live
+    assert beside(projections) == live_beside
+    # The same from the command line.
+    assert pg_settings.database_url is not None
+    monkeypatch.setenv("KETNOI_DATABASE_URL", pg_settings.database_url)
+    monkeypatch.setenv("KETNOI_SCHEMA_PREFIX", pg_settings.schema_prefix)
+    monkeypatch.setenv("KETNOI_DATA_DIR", str(pg_settings.data_dir))
+    monkeypatch.setattr(cli_audit, "configure_logging", lambda *_a: None)
+    result = CliRunner().invoke(cli, ["rebuild", "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stdout.splitlines() if ": " in line][-3:] == [
+        f"{view}: {size} documents" for view, size in one_pass.items()
+    ]
+    assert {v: projections.store.query(Tables.of(v)) for v in VIEWS} == live
 
 
 def beside(projections: ProjectionService) -> dict[str, list[tuple[Any, ...]]]:
