@@ -130,8 +130,14 @@ def serve(
         os.environ[WORKER_SERVICE] = service
         serve_workers("services.cli.wiring:worker_app", settings, host, port, workers)
         return
+    from services.launch import stop_asked_while_starting
+
     platform = start(settings, SERVICES if service == "all" else (service,))
     try:
+        # A stop asked for while the platform started may have been lost in a thread's
+        # start or a finalizer: it still stops the command before it serves.
+        if stop_asked_while_starting():
+            return
         _run_http(http_app(platform, tokens, title=f"Ketnoi {service}"), settings, host, port)
     finally:
         platform.close()
