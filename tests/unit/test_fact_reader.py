@@ -6,7 +6,6 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from eventsourcing.persistence import Notification
 
 from contracts.envelope import Actor, AgencyRef
 from contracts.intake import Place
@@ -15,6 +14,7 @@ from services.intake.domain import Case
 from services.projections import views
 from services.runtime.aggregate import CommandContext
 from services.runtime.persistence import new_mapper
+from tests.support.stored import as_notifications
 
 NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
 POLICE = AgencyRef(agency_id="dong-thap-police", kind=AgencyKind.POLICE)
@@ -46,18 +46,7 @@ def test_facts_keep_their_aggregate_ids_when_the_id_cache_fills(
     interleaved = [e for pair in itertools.zip_longest(*histories) for e in pair if e]
     read = views.fact_reader(mapper)
     events = interleaved + interleaved[::-1]
-    notifications = []
-    for position, event in enumerate(events, start=1):
-        stored = mapper.to_stored_event(event)  # type: ignore[arg-type]
-        notifications.append(
-            Notification(
-                id=position,
-                originator_id=stored.originator_id,
-                originator_version=stored.originator_version,
-                topic=stored.topic,
-                state=stored.state,
-            )
-        )
+    notifications = as_notifications(mapper, events)
     # Read in batches of three, as a view reads its logs batch by batch.
     facts = [
         fact for i in range(0, len(notifications), 3) for fact in read(notifications[i : i + 3])

@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import orjson
-from eventsourcing.persistence import Notification
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +41,7 @@ from services.projections.statistics import (
 )
 from services.projections.views import VIEWS, Docs, Fact, fact_reader
 from services.runtime.persistence import new_mapper
+from tests.support.stored import as_notifications
 
 SERVICES = ["health_check", "psychological_first_aid", "legal_aid"]
 STATUSES = ["requested", "in-progress", "completed", "failed"]
@@ -283,18 +283,7 @@ def facts(logs: list[CaseLog]) -> list[Fact]:
     mapper = new_mapper()
     read = fact_reader(mapper)
     events = [e for log in logs for e in log.events]
-    notifications = []
-    for position, event in enumerate(events, start=1):
-        stored = mapper.to_stored_event(event)
-        notifications.append(
-            Notification(
-                id=position,
-                originator_id=stored.originator_id,
-                originator_version=stored.originator_version,
-                topic=stored.topic,
-                state=stored.state,
-            )
-        )
+    notifications = as_notifications(mapper, events)
     return read(notifications)
 
 
