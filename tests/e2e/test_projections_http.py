@@ -62,11 +62,12 @@ def test_roles_and_provinces(api: Api) -> None:
     case_id = dong_thap_night(api.platform)
     coordinator = api.as_(Role.COORDINATOR)
     board = api.get("/projections/board", coordinator)
-    assert [row["case_id"] for row in board] == [str(case_id)]
+    assert [row["case_id"] for row in board["rows"]] == [str(case_id)]
+    assert (board["open"], board["next"]) == (1, None)
     assert api.get("/projections/board?province=lao-cai", coordinator, expect=403)
     assert api.get("/projections/board", api.as_(Role.AGENCY_STAFF), expect=403)
     national = api.as_(Role.AUDITOR, province="*")
-    assert len(api.get("/projections/board?province=dong-thap", national)) == 1
+    assert len(api.get("/projections/board?province=dong-thap", national)["rows"]) == 1
     assert api.get("/projections/board", national, expect=422)  # which province?
 
     officer = Actor(user_id="dt-police-1", agency_id="dt-police", role=Role.INTAKE_OFFICER)
