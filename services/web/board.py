@@ -19,6 +19,9 @@ from services.web.render import render
 
 router = page_router()
 REFRESH_SECONDS = 5
+# Cases shown on a page: a coordinator reads each card, and the page refreshes every few
+# seconds; the totals above them count the whole province.
+ROWS = 25
 
 
 def _minutes_since(moment: str | None, now: datetime) -> int | None:
@@ -32,7 +35,8 @@ def board_page(
 ) -> dict[str, Any]:
     """A page of the board as the projections service answers it (oversight roles only,
     own province), in its order, with the waiting time of each open handover."""
-    page = projections_api.board(service(request, "projections"), principal, province, after=after)
+    projections = service(request, "projections")
+    page = projections_api.board(projections, principal, province, limit=ROWS, after=after)
     now = datetime.now(UTC)
     for row in page["rows"]:
         for handover in row["open_handovers"]:
