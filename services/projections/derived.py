@@ -1,8 +1,9 @@
 """What the projector keeps beside the case overview's documents, so the board and the
 statistics of a province read a few rows, not every case of its history.
 
-- **Open cases** (``view_cases_open``): the board's row of each open case, keyed by province;
-  a case leaves it when it closes (``services.projections.board``).
+- **Open cases** (``view_cases_open``): the board's row of each open case, keyed by province,
+  with its attention rank and handovers waiting, which the board's pages are ordered and
+  counted by; a case leaves it when it closes (``services.projections.board``).
 - **Counters** (``view_cases_counts``): per (province, month or day of the instant it
   changed, table, period, dimension, value) how much the cell changed then; the statistics at
   an instant sum the months before it and the days of its month before its day.

@@ -111,9 +111,9 @@ def test_a_generated_history_reads_back_verifies_and_rebuilds_the_same_in_window
 
     # The board and the statistics read from the tables beside the documents say what the
     # documents say: every open case of the province, once, page after page, in the board's
-    # order; the same cells at instants
-    # before, within and after the history (the grants of its first cases expire within
-    # it), including one in the middle of a day that changed, and one before it began.
+    # order, each page counting the whole province; the same cells at instants before,
+    # within and after the history (the grants of its first cases expire within it),
+    # including one in the middle of a day that changed, and one before it began.
     cases = [(province, doc) for key, province, _a, doc in live["cases"] if key[:5] == "case:"]
     today = date.today()
     for province in {p for p, _ in cases if p}:
