@@ -10,13 +10,14 @@ relay, over a history written by ``bench/history.py``, each beside its raw limit
 every view with ``KETNOI_REBUILD_BATCH_EVENTS`` (``--batch``), each in a fresh process that
 reports its own peak resident memory (``ru_maxrss``). ``reads`` asks the JSON API, in process
 through Starlette's test client as a coordinator of the province, for the board
-(``GET /projections/board``) and the statistics (``GET /projections/statistics``), beside
-``GET /healthz``; medians and p99 in milliseconds. ``feed`` does what ``ketnoi feed --reset``
-does (forget the feed's position, publish the whole referral log) on a throwaway Tansu broker
-(or ``KETNOI_BENCH_KAFKA_BOOTSTRAP``), and measures the raw producer (``bench/kafka_raw.py``)
-with messages of the same size, between rounds. The throwaway broker keeps every message in
-memory: over a national history, ``--events N`` publishes samples instead, the first N positions
-of the log and its last N (a relay that keeps up is as fast at both).
+(``GET /projections/board``: its first page, with the province's totals) and the statistics
+(``GET /projections/statistics``), beside ``GET /healthz``; medians and p99 in
+milliseconds. ``feed`` does what ``ketnoi feed --reset`` does (forget the feed's position,
+publish the whole referral log) on a throwaway Tansu broker (or
+``KETNOI_BENCH_KAFKA_BOOTSTRAP``), and measures the raw producer (``bench/kafka_raw.py``) with
+messages of the same size, between rounds. The throwaway broker keeps every message in
+memory: over a national history, ``--events N`` publishes samples instead, the first N
+positions of the log and its last N (a relay that keeps up is as fast at both).
 """
 
 from __future__ import annotations
@@ -145,6 +146,13 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _rows(answer: object) -> int:
+    """The rows an answer carries: a list's, or a page of the board's."""
+    if isinstance(answer, dict):
+        return len(answer.get("rows", []))
+    return len(answer) if isinstance(answer, list) else 0
+
+
 def reads(args: argparse.Namespace) -> None:
     from starlette.testclient import TestClient
 
@@ -177,7 +185,7 @@ def reads(args: argparse.Namespace) -> None:
             for name, path in paths.items():  # warm-up
                 answer = client.get(path, headers=headers)
                 assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
-                sizes[name] = len(answer.json()) if isinstance(answer.json(), list) else 0
+                sizes[name] = _rows(answer.json())
             for _ in range(args.count):
                 for name, path in paths.items():
                     started = time.perf_counter()

@@ -16,6 +16,7 @@ from contracts.audit import ReadBasis
 from contracts.consent_decision import local_date
 from contracts.vocabulary import DataCategory, Role
 from services.projections.application import CaseTimelineNotFoundError, ProjectionService
+from services.projections.board import MAX_PAGE, PAGE
 from services.projections.case_file import SECTIONS, arrange
 from services.projections.person_copy import sealed_now
 from services.projections.statistics import Cell, to_csv
@@ -58,27 +59,76 @@ def _province(principal: Principal, asked: str | None) -> str:
     return asked
 
 
-def board(
-    projections: ProjectionService, principal: Principal, province: str | None = None
-) -> list[dict[str, Any]]:
-    """The board of a province, for its oversight roles (the web page reads it too)."""
+class BoardAttention(BaseModel):
+    deadlines_breached: int
+    handovers_waiting: int
+    reviews_overdue: int
+
+
+class BoardPage(BaseModel):
+    rows: list[dict[str, Any]]
+    next: str | None
+    open: int
+    attention: BoardAttention
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows of the page, up to {MAX_PAGE}.")]
+After = Annotated[
+    str | None,
+    Query(max_length=200, description="The cursor of the page to read: `next` of the last."),
+]
+
+
+def board_page(
+    projections: ProjectionService,
+    principal: Principal,
+    province: str | None = None,
+    limit: int = PAGE,
+    after: str | None = None,
+) -> bytes:
+    """A page of the board of a province, as JSON, for its oversight roles."""
     principal.require(*OVERSIGHT)
-    return projections.board(_province(principal, province))
+    asked = _province(principal, province)
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequestError("limit", f"A page holds 1 to {MAX_PAGE} rows.")
+    try:
+        return projections.board_json(asked, limit, after)
+    except ValueError:
+        raise InvalidRequestError(
+            "after", "Not a cursor of the board: give `next` as it came."
+        ) from None
+
+
+def board(
+    projections: ProjectionService,
+    principal: Principal,
+    province: str | None = None,
+    limit: int = PAGE,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """A page of the board of a province, parsed (the web page reads it)."""
+    page: dict[str, Any] = orjson.loads(board_page(projections, principal, province, limit, after))
+    return page
 
 
 @router.get(
     "/board",
-    summary="The coordinator's board of open cases and handovers",
-    response_model=list[dict[str, Any]],
+    summary="The coordinator's board of open cases and handovers, a page at a time",
+    response_model=BoardPage,
 )
 def board_route(
-    projections: Projections, principal: CurrentPrincipal, province: str | None = None
+    projections: Projections,
+    principal: CurrentPrincipal,
+    province: str | None = None,
+    limit: Limit = PAGE,
+    after: After = None,
 ) -> Response:
-    """The board's rows are kept as JSON: answered as they are, rather than parsed,
-    validated and encoded again value by value (which took longer than reading them, with
-    thousands of open cases)."""
-    principal.require(*OVERSIGHT)
-    board = projections.board_json(_province(principal, province))
+    """A page of the province's open cases: those with a deadline breached first, then those
+    with a handover waiting, then those with a review overdue, then the others, each oldest
+    reception first. ``next`` is the cursor of the following page (null on the last);
+    ``open`` and ``attention`` count the whole province. The board's rows are kept as JSON:
+    answered as they are, rather than parsed, validated and encoded again value by value."""
+    board = board_page(projections, principal, province, limit, after)
     return Response(board, media_type="application/json")
 
 

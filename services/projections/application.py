@@ -11,7 +11,8 @@ import orjson
 
 from contracts.access_policy import CaseTies
 from contracts.audit import PersonalDataRead
-from services.projections.board import shown
+from contracts.consent_decision import local_date
+from services.projections.board import MAX_PAGE, PAGE, position, shown
 from services.projections.followups import schedule
 from services.projections.person_copy import person_copy
 from services.projections.replay import replay_case
@@ -51,16 +52,34 @@ class ProjectionService:
 
     # -- the coordinator's board ------------------------------------------------------------
 
-    def board(self, province: str) -> list[dict[str, Any]]:
-        """Open cases of a province: handovers waiting on a party, how long each step took,
-        and the deadlines breached."""
-        rows: list[dict[str, Any]] = orjson.loads(self.board_json(province))
-        return rows
+    def board(
+        self,
+        province: str,
+        limit: int = PAGE,
+        after: str | None = None,
+        today: date | None = None,
+    ) -> dict[str, Any]:
+        """A page of the open cases of a province (``board_json``), parsed: handovers waiting
+        on a party, how long each step took, and the deadlines breached."""
+        page: dict[str, Any] = orjson.loads(self.board_json(province, limit, after, today))
+        return page
 
-    def board_json(self, province: str) -> bytes:
-        """The board of a province as JSON, read from the province's open cases only
-        (``services.projections.board``), not from every case it ever had."""
-        return shown(self.store.open_cases(Tables.of("cases"), province))
+    def board_json(
+        self, province: str, limit: int = PAGE, after: str | None = None, today: date | None = None
+    ) -> bytes:
+        """A page of the board of a province as JSON, read from the province's open cases
+        only (``services.projections.board``), not from every case it ever had: ``limit``
+        rows after the cursor ``after`` (``ValueError`` for a limit out of bounds or a text
+        that is no cursor), the next page's cursor, and the province's totals as of
+        ``today``."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"a page holds 1 to {MAX_PAGE} rows")
+        start = position(after) if after is not None else None
+        day = today or local_date(datetime.now(UTC))
+        tables = Tables.of("cases")
+        rows = self.store.board_page(tables, province, day.isoformat(), start, limit + 1)
+        totals = self.store.board_totals(tables, province, day.isoformat())
+        return shown(rows, limit, totals, day)
 
     def follow_ups(self, province: str, now: datetime | None = None) -> list[dict[str, Any]]:
         """Closed cases of a province with a follow-up schedule after exit: the contacts

@@ -1,8 +1,9 @@
 """What the projector keeps beside the case overview's documents, so the board and the
 statistics of a province read a few rows, not every case of its history.
 
-- **Open cases** (``view_cases_open``): the board's row of each open case, keyed by province;
-  a case leaves it when it closes (``services.projections.board``).
+- **Open cases** (``view_cases_open``): the board's row of each open case, keyed by province,
+  with its attention rank and handovers waiting, which the board's pages are ordered and
+  counted by; a case leaves it when it closes (``services.projections.board``).
 - **Counters** (``view_cases_counts``): per (province, month or day of the instant it
   changed, table, period, dimension, value) how much the cell changed then; the statistics at
   an instant sum the months before it and the days of its month before its day.
@@ -24,10 +25,11 @@ from typing import Any
 
 import orjson
 
-from services.projections.board import board_row
+from services.projections.board import attention, board_row
 from services.projections.statistics import Key, changes, counted
 
 CountKey = tuple[str, str, str, str, str, str, str]  # province, level, bucket, table, ...
+OpenRow = tuple[str, str, str | None, int, int, bytes]
 
 
 @dataclass
@@ -38,8 +40,9 @@ class Derived:
     # case -> rows of (province, day, changes as JSON); replaced whole when the case's
     # contribution changed
     moments: dict[str, list[tuple[str, str, bytes]]] = field(default_factory=dict)
-    # case -> its board row: province, received_at, review_due_on, the row as JSON
-    open: dict[str, tuple[str, str | None, str | None, bytes]] = field(default_factory=dict)
+    # case -> its board row: province, received_at ("" when not known), review_due_on, its
+    # attention rank, how many handovers wait, the row as JSON
+    open: dict[str, OpenRow] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
@@ -66,8 +69,10 @@ class Derived:
             row = board_row(doc)
             self.open[case_id] = (
                 province,
-                row["received_at"],
+                row["received_at"] or "",
                 row["review_due_on"],
+                attention(row),
+                len(row["open_handovers"]),
                 orjson.dumps(row),
             )
             self.closed.discard(case_id)

@@ -84,12 +84,12 @@ def _derived(tables: Tables) -> Derived | None:
 
 
 def warn_rebuild_needed(view: str) -> None:
-    """An existing view got its tables beside the documents now, empty: say what fills
-    them."""
+    """An existing view got its tables beside the documents now, empty, or new columns in
+    them, at their defaults (the board's order): say what fills them."""
     log.warning(
         "view_needs_rebuild",
         view=view,
-        hint=f"new tables beside its documents are empty: run `ketnoi rebuild {view}`",
+        hint=(f"new tables or columns beside its documents are empty: run `ketnoi rebuild {view}`"),
     )
 
 

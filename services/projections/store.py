@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.adapt import Dumper
 
+from services.projections.board import BREACHED, QUIET, SEGMENTS, PageRow, Position
 from services.projections.derived import Derived
 from services.runtime.files import private_file
 from services.runtime.settings import Settings
@@ -33,6 +34,10 @@ class Cursor(Protocol):
     def executemany(self, query: str, params: Iterable[Sequence[Any]]) -> Any: ...
     def fetchall(self) -> list[Any]: ...
 
+
+# The columns the board's pages are ordered by (``services.projections.board``), beside
+# the row of each open case.
+BOARD_COLUMNS = f"attention smallint NOT NULL DEFAULT {QUIET}, handovers integer NOT NULL DEFAULT 0"
 
 # The views with tables beside their documents (``services.projections.derived``): the
 # case overview keeps its open cases (the board) and the statistics' counters.
@@ -183,8 +188,9 @@ class ViewStore:
         """Create a view's tables. A shadow gets its key index after the bulk load, which
         builds it in one pass instead of row by row.
 
-        Returns True when the tables beside the documents were made now for documents
-        already there: they are empty until ``ketnoi rebuild`` fills them."""
+        Returns True when the tables beside the documents were made (or given columns) now
+        for documents already there: they are empty, or their new columns at their defaults,
+        until ``ketnoi rebuild`` fills them."""
         with self.transaction() as cur:
             if self.backend == "postgres":
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
@@ -192,6 +198,7 @@ class ViewStore:
                 for table in tables.all:
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
             missing = [t for t in tables.derived if not self._exists(cur, t)]
+            missing += self._add_board_columns(cur, tables)
             key = "key text" if shadow and self.backend == "postgres" else "key text PRIMARY KEY"
             # Large documents are compressed out of line; lz4 costs a fraction of pglz.
             doc = "doc text COMPRESSION lz4" if self.backend == "postgres" else "doc text"
@@ -231,8 +238,9 @@ class ViewStore:
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {tables.open} (province text NOT NULL, "
             "case_id text NOT NULL, received_at text, review_due_on text, row text NOT NULL, "
-            "PRIMARY KEY (province, case_id), UNIQUE (case_id))"
+            f"{BOARD_COLUMNS}, PRIMARY KEY (province, case_id), UNIQUE (case_id))"
         )
+        self._index_board(cur, tables.open, tables.open)
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {tables.counts} (province text NOT NULL, "
             f"level text NOT NULL, bucket {text} NOT NULL, tbl text NOT NULL, "
@@ -244,6 +252,42 @@ class ViewStore:
             f"CREATE TABLE IF NOT EXISTS {tables.moments} (province text NOT NULL, "
             f"day {text} NOT NULL, case_id text NOT NULL, changes text NOT NULL, "
             "PRIMARY KEY (case_id, day), UNIQUE (province, day, case_id))"
+        )
+
+    def _add_board_columns(self, cur: Cursor, tables: Tables) -> list[str]:
+        """An open-cases table from before the board was read a page at a time gets the
+        columns its order reads (each row at rank ``QUIET`` until written again: ``ketnoi
+        rebuild`` writes them all), and its rows of an unknown reception are given one the
+        pages compare. Returns the table when it was changed."""
+        if tables.open is None or not self._exists(cur, tables.open):
+            return []
+        if self.backend == "sqlite":
+            cur.execute(f"PRAGMA table_info({tables.open})")
+            columns = {str(row[1]) for row in cur.fetchall()}
+        else:
+            cur.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = %s",
+                [self.schema, tables.open],
+            )
+            columns = {str(column) for (column,) in cur.fetchall()}
+        if "attention" in columns:
+            return []
+        for column in BOARD_COLUMNS.split(", "):
+            cur.execute(f"ALTER TABLE {tables.open} ADD COLUMN {column}")
+        cur.execute(f"UPDATE {tables.open} SET received_at = '' WHERE received_at IS NULL")
+        return [tables.open]
+
+    def _index_board(self, cur: Cursor, table: str, name: str) -> None:
+        """The index every page of the board is a range of: a province's rows by rank, then
+        oldest reception first, then by case (bytewise, as the cursor compares them); the
+        review's day and the handovers waiting in it too, so the rows of a segment and the
+        province's totals are read from the index alone. Named after the table it was made
+        for: a rebuilt table keeps its index under its live name (``swap``)."""
+        c = ' COLLATE "C"' if self.backend == "postgres" else ""
+        cur.execute(
+            f"CREATE INDEX IF NOT EXISTS {name}_board ON {table} (province, attention, "
+            f"received_at{c}, case_id{c}, review_due_on{c}, handovers)"
         )
 
     def swap(self, view: str, shadow: Tables) -> None:
@@ -266,6 +310,16 @@ class ViewStore:
                 cur.execute(f"ALTER TABLE {shadow_table} RENAME TO {live_table}")
             for table in old.all:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
+            if shadow.open is not None and live.open is not None:
+                # Indexes keep their names through a rename: the board's takes the live one
+                # (SQLite renames none, so it is made again under its live name).
+                if self.backend == "postgres":
+                    cur.execute(
+                        f"ALTER INDEX IF EXISTS {shadow.open}_board RENAME TO {live.open}_board"
+                    )
+                else:
+                    cur.execute(f"DROP INDEX IF EXISTS {shadow.open}_board")
+                    self._index_board(cur, live.open, live.open)
 
     @contextmanager
     def view_lock(self, view: str) -> Iterator[None]:
@@ -416,14 +470,15 @@ class ViewStore:
             self._delete_by_case(cur, tables.open, sorted(derived.closed))
         if derived.open:
             cur.executemany(
-                f"INSERT INTO {tables.open} "
-                "(province, case_id, received_at, review_due_on, row) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (case_id) DO UPDATE SET "
-                "province = excluded.province, received_at = excluded.received_at, "
-                "review_due_on = excluded.review_due_on, row = excluded.row",
+                f"INSERT INTO {tables.open} (province, case_id, received_at, review_due_on, "
+                "attention, handovers, row) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (case_id) DO UPDATE SET province = excluded.province, "
+                "received_at = excluded.received_at, review_due_on = excluded.review_due_on, "
+                "attention = excluded.attention, handovers = excluded.handovers, "
+                "row = excluded.row",
                 [
-                    (province, case_id, received_at, review_due_on, row.decode())
-                    for case_id, (province, received_at, review_due_on, row) in (
+                    (province, case_id, received_at, due, rank, handovers, row.decode())
+                    for case_id, (province, received_at, due, rank, handovers, row) in (
                         derived.open.items()
                     )
                 ],
@@ -438,17 +493,65 @@ class ViewStore:
             marks = ",".join(["%s"] * len(chunk))
             cur.execute(f"DELETE FROM {table} WHERE case_id IN ({marks})", chunk)
 
-    def open_cases(self, tables: Tables, province: str) -> list[tuple[str, str, str, str]]:
-        """The board rows of a province's open cases: (received_at or "", case_id,
-        review_due_on or "", the row as JSON), oldest reception first."""
+    def board_page(
+        self, tables: Tables, province: str, day: str, after: Position | None, limit: int
+    ) -> list[PageRow]:
+        """Up to ``limit`` board rows of a province after ``after`` (from the first when
+        None), in the board's order (``services.projections.board.SEGMENTS``) as of ``day``:
+        segment by segment, each a range of the board's index read from where the last page
+        stopped, until enough rows are found."""
         assert tables.open is not None
+        c = ' COLLATE "C"' if self.backend == "postgres" else ""
+        start, received_at, case_id = after or (0, "", "")
+        found: list[PageRow] = []
+        with self.transaction() as cur:
+            for segment in range(start, len(SEGMENTS)):
+                rank, overdue = SEGMENTS[segment]
+                where, params = ["province = %s", "attention = %s"], [province, rank]
+                if overdue is True:
+                    where.append(f"review_due_on{c} < %s")
+                    params.append(day)
+                elif overdue is False:
+                    where.append(f"(review_due_on IS NULL OR review_due_on{c} >= %s)")
+                    params.append(day)
+                if segment == start and after is not None:
+                    where.append(f"(received_at{c}, case_id{c}) > (%s, %s)")
+                    params += [received_at, case_id]
+                cur.execute(
+                    f"SELECT received_at, case_id, COALESCE(review_due_on, ''), row "
+                    f"FROM {tables.open} WHERE {' AND '.join(where)} "
+                    f"ORDER BY received_at{c}, case_id{c} LIMIT %s",
+                    [*params, limit - len(found)],
+                )
+                found += [(segment, *row) for row in cur.fetchall()]
+                if len(found) >= limit:
+                    break
+        return found
+
+    def board_totals(self, tables: Tables, province: str, day: str) -> dict[str, Any]:
+        """How many cases of a province are open, and of them how many have a deadline
+        breached, a handover waiting, a review overdue on ``day``: the whole province, read
+        from the board's index."""
+        assert tables.open is not None
+        c = ' COLLATE "C"' if self.backend == "postgres" else ""
         with self.transaction() as cur:
             cur.execute(
-                "SELECT COALESCE(received_at, ''), case_id, COALESCE(review_due_on, ''), row "
+                "SELECT count(*), "
+                f"COALESCE(SUM(CASE WHEN attention = {BREACHED} THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN handovers > 0 THEN 1 ELSE 0 END), 0), "
+                f"COALESCE(SUM(CASE WHEN review_due_on{c} < %s THEN 1 ELSE 0 END), 0) "
                 f"FROM {tables.open} WHERE province = %s",
-                [province],
+                [day, province],
             )
-            return sorted(cur.fetchall())
+            [(total, breached, waiting, overdue)] = cur.fetchall()
+        return {
+            "open": int(total),
+            "attention": {
+                "deadlines_breached": int(breached),
+                "handovers_waiting": int(waiting),
+                "reviews_overdue": int(overdue),
+            },
+        }
 
     def counted(
         self, tables: Tables, province: str | None, at: str

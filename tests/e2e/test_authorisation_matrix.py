@@ -595,7 +595,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         None, lambda w: _body(f"{P}/follow-ups?province={PROVINCE}"), mutates=False
     ),
     ("GET", f"{P}/board"): Op(
-        None, lambda w: _body(f"{P}/board?province={PROVINCE}"), mutates=False
+        None, lambda w: _body(f"{P}/board?province={PROVINCE}&limit=2"), mutates=False
     ),
     ("GET", f"{P}/cases/{{case_id}}/timeline"): Op(
         A.SEE_PROGRESS,

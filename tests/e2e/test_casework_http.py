@@ -351,7 +351,7 @@ def test_the_contact_log_and_a_home_visit_against_the_persons_wish(api: Api) -> 
     # The board shows the breach of the person's wish, not where or why.
     r = api.client.get(f"/projections/board?province={PROVINCE}", headers=coordinator)
     assert r.status_code == 200
-    (row,) = [row for row in r.json() if row["case_id"] == case_id]
+    (row,) = [row for row in r.json()["rows"] if row["case_id"] == case_id]
     assert row["contacts_against_preference"] == [
         {
             "contact_id": visited["contact_id"],
@@ -569,7 +569,7 @@ def test_a_supervisor_reviews_the_case_and_the_board_shows_when_the_next_is_due(
     supervisor = api.as_("dt-swc", Role.SUPERVISOR)
     coordinator = api.as_("dt-dolisa", Role.COORDINATOR)
     board = api.get(f"/projections/board?province={PROVINCE}", coordinator)
-    (row,) = [r for r in board if r["case_id"] == case_id]
+    (row,) = [r for r in board["rows"] if r["case_id"] == case_id]
     received = datetime.fromisoformat(row["received_at"])
     first_due = (received + timedelta(hours=7)).date() + timedelta(days=3)  # Vietnam's date
     assert row["review_due_on"] == first_due.isoformat()
@@ -591,7 +591,7 @@ def test_a_supervisor_reviews_the_case_and_the_board_shows_when_the_next_is_due(
     assert r.json()["reviews"] is None
     assert findings not in r.text
     board = api.get(f"/projections/board?province={PROVINCE}", coordinator)
-    (row,) = [r for r in board if r["case_id"] == case_id]
+    (row,) = [r for r in board["rows"] if r["case_id"] == case_id]
     assert row["review_due_on"] == done["next_review_on"]
 
 

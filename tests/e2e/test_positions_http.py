@@ -181,7 +181,7 @@ def test_consent_and_referral_wait_for_the_logs_named(api: Api) -> None:
         headers={**api.coordinator, HEADER: referral.headers[HEADER]},
     )
     assert board.status_code == 200, board.text
-    (row,) = [row for row in board.json() if row["case_id"] == case]
+    (row,) = [row for row in board.json()["rows"] if row["case_id"] == case]
     assert len(row["open_referrals"]) == 1
 
 

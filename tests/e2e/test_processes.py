@@ -137,7 +137,7 @@ def test_demo_serves_seeded_scenarios_and_seeds_only_once(tmp_path: Path) -> Non
             headers = {"Authorization": f"Bearer {token}"}
             deadline = time.monotonic() + 15
             while True:  # the projector catches up in the background
-                board = get(f"{base}/projections/board", headers=headers).json()
+                board = get(f"{base}/projections/board", headers=headers).json()["rows"]
                 referrals = sum(len(row["open_referrals"]) for row in board)
                 if len(board) in (1, 2) and referrals in (2, 3):  # Lao Cai 2; Dong Thap 3
                     break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from services.cli.wiring import Platform, http_app, migrate, start
 from services.runtime.aggregate import CommandContext
 from services.runtime.auth import TokenService
 from services.runtime.settings import Settings
-from tests.integration.test_projections import T0, dong_thap_night
+from tests.integration.test_projections import T0, dong_thap_night, received
 from tests.support.agencies import TEST_AGENCIES, register_agencies
 
 pytestmark = pytest.mark.postgres
@@ -62,11 +63,12 @@ def test_roles_and_provinces(api: Api) -> None:
     case_id = dong_thap_night(api.platform)
     coordinator = api.as_(Role.COORDINATOR)
     board = api.get("/projections/board", coordinator)
-    assert [row["case_id"] for row in board] == [str(case_id)]
+    assert [row["case_id"] for row in board["rows"]] == [str(case_id)]
+    assert (board["open"], board["next"]) == (1, None)
     assert api.get("/projections/board?province=lao-cai", coordinator, expect=403)
     assert api.get("/projections/board", api.as_(Role.AGENCY_STAFF), expect=403)
     national = api.as_(Role.AUDITOR, province="*")
-    assert len(api.get("/projections/board?province=dong-thap", national)) == 1
+    assert len(api.get("/projections/board?province=dong-thap", national)["rows"]) == 1
     assert api.get("/projections/board", national, expect=422)  # which province?
 
     officer = Actor(user_id="dt-police-1", agency_id="dt-police", role=Role.INTAKE_OFFICER)
@@ -190,3 +192,31 @@ def test_the_persons_copy_holds_the_record_consent_disclosures_and_every_read(ap
     api.get(f"/projections/cases/{case_id}/copy", api.as_(Role.AUDITOR), expect=403)
     stranger = api.as_(Role.CASE_MANAGER, agency="lc-swc", province="lao-cai")
     api.get(f"/projections/cases/{case_id}/copy", stranger, expect=404)
+
+
+def test_the_board_over_http_a_page_at_a_time(api: Api) -> None:
+    """Five open cases read two at a time: each once, breached deadlines first, the cursor
+    of the next page until the last, the province's totals on every page; a page out of
+    bounds or a cursor not given by the board is refused (422)."""
+    breached = [str(dong_thap_night(api.platform)) for _ in range(2)]
+    quiet = [str(received(api.platform, T0 + timedelta(hours=hours))) for hours in (3, 2, 4)]
+    coordinator = api.as_(Role.COORDINATOR)
+    pages = [api.get("/projections/board?limit=2", coordinator)]
+    while pages[-1]["next"] is not None:
+        after = pages[-1]["next"]
+        pages.append(api.get(f"/projections/board?limit=2&after={after}", coordinator))
+    assert [len(page["rows"]) for page in pages] == [2, 2, 1]
+    shown = [row["case_id"] for page in pages for row in page["rows"]]
+    assert sorted(shown[:2]) == sorted(breached)
+    assert shown[2:] == [quiet[1], quiet[0], quiet[2]]  # oldest reception first
+    for page in pages:
+        assert page["open"] == 5
+        assert page["attention"]["deadlines_breached"] == 2
+    assert api.get("/projections/board", coordinator)["next"] is None  # 100 by default
+    assert len(api.get("/projections/board?limit=500", coordinator)["rows"]) == 5
+
+    forged = base64.urlsafe_b64encode(b'[7,"",""]').decode()
+    for query in ("limit=0", "limit=501", "limit=many", "after=nonsense", f"after={forged}"):
+        answer = api.client.get(f"/projections/board?{query}", headers=coordinator)
+        assert answer.status_code == 422, (query, answer.text)
+    assert api.get(f"/projections/board?after={'x' * 201}", coordinator, expect=422)

@@ -82,7 +82,7 @@ def test_projections_and_intake_processes_recover_from_a_postgres_restart(
         def on_board(case_id: str) -> Callable[[], bool]:
             def probe() -> bool:
                 r = httpx.get(f"{projections}/projections/board", headers=coordinator)
-                return r.status_code == 200 and case_id in {c["case_id"] for c in r.json()}
+                return r.status_code == 200 and case_id in {c["case_id"] for c in r.json()["rows"]}
 
             return probe
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from services.runtime.seal.sources import open_logs
 from services.runtime.seal.verify import verify_log
 from services.runtime.settings import Settings
 from tests.conftest import drop_schemas
+from tests.support.board import every_page, totals
+from tests.support.board import expected as board_order
 
 VIEWS = ("cases", "queue", "timeline")
 
@@ -112,18 +114,21 @@ def test_a_generated_history_reads_back_verifies_and_rebuilds_the_same_in_window
     assert all(live_beside.values())  # open cases, counters and moments, all kept live
 
     # The board and the statistics read from the tables beside the documents say what the
-    # documents say: every open case of the province, once; the same cells at instants
-    # before, within and after the history (the grants of its first cases expire within
-    # it), including one in the middle of a day that changed, and one before it began.
+    # documents say: every open case of the province, once, page after page, in the board's
+    # order, each page counting the whole province; the same cells at instants before,
+    # within and after the history (the grants of its first cases expire within it),
+    # including one in the middle of a day that changed, and one before it began.
     cases = [(province, doc) for key, province, _a, doc in live["cases"] if key[:5] == "case:"]
+    today = date.today()
     for province in {p for p, _ in cases if p}:
-        board = projections.board(province)
-        opened = sorted(
-            (doc["received_at"] or "", doc["case_id"])
-            for p, doc in cases
-            if p == province and not doc["closed"]
-        )
-        assert [(row["received_at"] or "", row["case_id"]) for row in board] == opened
+        pages = every_page(projections, province, 50, today)
+        docs = [doc for p, doc in cases if p == province]
+        order = board_order(docs, today)
+        assert [row["case_id"] for page in pages for row in page["rows"]] == [
+            case_id for *_, case_id in order
+        ]
+        for page in pages:  # the whole province's, on every page
+            assert {"open": page["open"], "attention": page["attention"]} == totals(docs, today)
     moments = [at for day in live_beside["view_cases_moments"] for at, *_ in loads(day[3])]
     middle = datetime.fromisoformat(sorted(moments)[len(moments) // 2]).replace(tzinfo=UTC)
     for at in (

@@ -3,10 +3,12 @@ rebuild that equals the live views row for row, and replay as of several instant
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -35,6 +37,8 @@ from contracts.vocabulary import (
     Sex,
 )
 from services.cli.wiring import Platform, migrate, start
+from services.projections.application import ProjectionService
+from services.projections.board import MAX_PAGE
 from services.projections.runner import apply_all
 from services.projections.statistics import Cell, publish
 from services.projections.store import Tables
@@ -44,6 +48,7 @@ from services.runtime.aggregate import CommandContext
 from services.runtime.errors import DomainError
 from services.runtime.settings import Settings
 from tests.support.agencies import register_agencies
+from tests.support.board import every_page, expected, totals
 
 pytestmark = pytest.mark.postgres
 
@@ -168,7 +173,7 @@ def test_the_board_queue_and_timeline_of_the_dong_thap_night(platform: Platform)
     case_id = dong_thap_night(platform)
     projections = platform.projections
     assert projections is not None
-    [row] = projections.board("dong-thap")
+    [row] = projections.board("dong-thap")["rows"]
     assert row["case_id"] == str(case_id)
     assert row["open_handovers"] == []  # all three confirmed
     assert row["minutes_from_reception"] == {
@@ -180,7 +185,7 @@ def test_the_board_queue_and_timeline_of_the_dong_thap_night(platform: Platform)
     assert [(b["service_type"], b["deadline"]) for b in breached] == [
         ("safe_accommodation", "acknowledge")
     ]
-    assert projections.board("lao-cai") == []
+    assert projections.board("lao-cai")["rows"] == []
 
     queue = projections.queue("dt-hospital")
     assert sorted(q["service_type"] for q in queue) == ["health_check", "psychological_first_aid"]
@@ -493,7 +498,7 @@ def test_the_board_and_the_statistics_read_from_their_own_tables_on_sqlite(
         return [projections.statistics("dong-thap", 1, 1, when) for when in instants]
 
     board = projections.board("dong-thap")
-    assert sorted(row["case_id"] for row in board) == sorted(str(c) for c in cases[1:])
+    assert sorted(row["case_id"] for row in board["rows"]) == sorted(str(c) for c in cases[1:])
     live = statistics()
     assert live == [from_documents(when) for when in instants]
     assert any(cell.count for cell in live[1])
@@ -517,6 +522,194 @@ def test_an_existing_case_overview_is_told_to_rebuild_for_its_new_tables(
             cur.execute(f"DROP TABLE {table}")
     assert store.create(tables) is True  # made now, beside documents already there
     assert store.create(tables) is False  # there already: nothing to say
-    assert projections.board("dong-thap") == []
+    assert projections.board("dong-thap")["rows"] == []
     projections.rebuild(["cases"])
-    assert len(projections.board("dong-thap")) == 1
+    assert len(projections.board("dong-thap")["rows"]) == 1
+
+
+def received(p: Platform, when: datetime, province: str = "dong-thap") -> UUID:
+    """A reception and nothing more: its first review falls due a few days after it."""
+    case_id = UUID(
+        str(
+            p.intake.record_reception(
+                CommandContext(actor=OFFICER, at=when + timedelta(minutes=5)),
+                route=ArrivalRoute.RESCUED,
+                received_at=when,
+                place=Place(province=province),
+                receiving_agency=POLICE,
+            )["case_id"]
+        )
+    )
+    p.catch_up()
+    return case_id
+
+
+def waiting_handover(p: Platform, when: datetime) -> UUID:
+    """A reception whose handover to the social work centre nobody has confirmed yet."""
+    case_id = received(p, when)
+    p.referral.start_handover(
+        CommandContext(actor=OFFICER, at=when + timedelta(minutes=30)),
+        case_id,
+        kind=HandoverKind.RECEPTION,
+        parties=(
+            NamedParty(agency_id=POLICE.agency_id, role=PartyRole.FROM, capacity="police"),
+            NamedParty(agency_id=SWC.agency_id, role=PartyRole.TO, capacity="social worker"),
+        ),
+    )
+    p.catch_up()
+    return case_id
+
+
+def busy_province(p: Platform) -> None:
+    """Open cases of Dong Thap in every part of the board's order, received in an order of
+    their own: deadlines breached, handovers waiting, reviews overdue (received weeks before
+    ``BOARD_DAY``), the others (received the day before); one closed, one of Lao Cai."""
+    for _ in range(2):
+        dong_thap_night(p)
+    for hours in (5, 1, 3):
+        waiting_handover(p, T0 + timedelta(hours=hours))
+    for days in (20, 40, 30):
+        received(p, BOARD_DAY_START - timedelta(days=days))
+    for hours in (4, 2, 6, 1):
+        received(p, BOARD_DAY_START - timedelta(hours=hours))
+    closed = received(p, T0)
+    p.intake.close_case(at(600), closed, ClosureReason.GOALS_MET)
+    received(p, T0, "lao-cai")
+    p.catch_up()
+
+
+BOARD_DAY = date(2026, 4, 2)
+BOARD_DAY_START = datetime(2026, 4, 1, 17, 0, tzinfo=UTC)  # midnight of BOARD_DAY, Dong Thap
+
+
+def case_documents(projections: ProjectionService, province: str) -> list[dict[str, Any]]:
+    rows = projections.store.query(Tables.of("cases"), province=province, key_prefix="case:")
+    return [doc for *_, doc in rows]
+
+
+def board_index(projections: ProjectionService) -> list[str]:
+    """The indexes of the live open-cases table that the board's pages read."""
+    store = projections.store
+    with store.transaction() as cur:
+        if store.backend == "sqlite":
+            cur.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s "
+                "AND name LIKE %s",
+                ["view_cases_open", "%board"],
+            )
+        else:
+            cur.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
+                "AND indexname LIKE %s",
+                [store.schema, "view_cases_open", "%board"],
+            )
+        return [str(name) for (name,) in cur.fetchall()]
+
+
+@pytest.fixture(params=["pg_settings", "sqlite_settings"])
+def either(request: pytest.FixtureRequest) -> Iterator[Platform]:
+    """A platform on PostgreSQL, then on SQLite."""
+    yield from _started(request.getfixturevalue(request.param))
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5])
+def test_the_board_pages_through_every_open_case_once_attention_first(
+    either: Platform, limit: int
+) -> None:
+    """More open cases than a page: following the cursors reads each once, in the board's
+    order (what needs attention first, then oldest reception first), every page counting
+    the whole province; a rebuild gives the same pages."""
+    busy_province(either)
+    projections = either.projections
+    assert projections is not None
+    docs = case_documents(projections, "dong-thap")
+    order = expected(docs, BOARD_DAY)
+    assert [segment for segment, *_ in order] == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3]
+    pages = every_page(projections, "dong-thap", limit, BOARD_DAY)
+    assert len(pages) == -(-len(order) // limit)
+    assert all(len(page["rows"]) == limit for page in pages[:-1])
+    shown = [row["case_id"] for page in pages for row in page["rows"]]
+    assert shown == [case_id for *_, case_id in order]
+    overdue = [row["review_overdue"] for page in pages for row in page["rows"]]
+    assert overdue[5:8] == [True] * 3
+    assert overdue[8:] == [False] * 4
+    whole = {
+        "open": 12,
+        "attention": {"deadlines_breached": 2, "handovers_waiting": 3, "reviews_overdue": 8},
+    }
+    assert whole == totals(docs, BOARD_DAY)
+    for page in pages:
+        assert {"open": page["open"], "attention": page["attention"]} == whole
+    assert pages[-1]["next"] is None
+
+    projections.rebuild(["cases"])
+    assert every_page(projections, "dong-thap", limit, BOARD_DAY) == pages
+    assert board_index(projections) == ["view_cases_open_board"]  # kept through the swap
+    assert projections.board("lao-cai", today=BOARD_DAY)["open"] == 1
+
+
+def test_a_review_falling_due_moves_a_case_up_the_board_on_that_day(either: Platform) -> None:
+    """Whether a review is overdue is asked on the day the board is read, not when its row
+    was written."""
+    projections = either.projections
+    assert projections is not None
+    later = received(either, BOARD_DAY_START - timedelta(hours=1))
+    earlier = received(either, BOARD_DAY_START - timedelta(hours=2))
+    assert [r["case_id"] for r in projections.board("dong-thap", today=BOARD_DAY)["rows"]] == [
+        str(earlier),
+        str(later),
+    ]
+    [due] = {r["review_due_on"] for r in projections.board("dong-thap", today=BOARD_DAY)["rows"]}
+    after = date.fromisoformat(due) + timedelta(days=1)
+    page = projections.board("dong-thap", today=after)
+    assert page["attention"]["reviews_overdue"] == 2
+    assert [r["review_overdue"] for r in page["rows"]] == [True, True]
+
+
+def test_a_page_out_of_bounds_or_a_cursor_not_of_the_board_is_refused(
+    platform: Platform,
+) -> None:
+    projections = platform.projections
+    assert projections is not None
+    for limit in (0, -1, 501):
+        with pytest.raises(ValueError, match="a page holds"):
+            projections.board_json("dong-thap", limit)
+    forged = base64.urlsafe_b64encode(b'[9,"2026-01-01","x"]').decode()
+    for cursor in ("not-a-cursor", "", "%%%", forged, base64.b64encode(b"{}").decode()):
+        with pytest.raises(ValueError, match="not a cursor"):
+            projections.board_json("dong-thap", 10, cursor)
+    assert projections.board("dong-thap", MAX_PAGE)["rows"] == []
+
+
+def test_an_open_cases_table_from_before_the_pages_is_migrated_then_rebuilt(
+    either: Platform,
+) -> None:
+    """An installation whose open cases were kept before the board was paged: migrating
+    adds the columns of the board's order (every row at the default rank, still listed),
+    says that ``ketnoi rebuild cases`` is needed, and the rebuild ranks them."""
+    busy_province(either)
+    projections = either.projections
+    assert projections is not None
+    store, tables = projections.store, Tables.of("cases")
+    assert tables.open is not None
+    pages = every_page(projections, "dong-thap", 4, BOARD_DAY)
+    with store.transaction() as cur:
+        cur.execute(f"SELECT province, case_id, received_at, review_due_on, row FROM {tables.open}")
+        kept = cur.fetchall()
+        cur.execute(f"DROP TABLE {tables.open}")
+        cur.execute(
+            f"CREATE TABLE {tables.open} (province text NOT NULL, "
+            "case_id text NOT NULL, received_at text, review_due_on text, row text NOT NULL, "
+            "PRIMARY KEY (province, case_id), UNIQUE (case_id))"
+        )
+        cur.executemany(f"INSERT INTO {tables.open} VALUES (%s, %s, %s, %s, %s)", kept)
+    assert store.create(tables) is True  # given its columns now, beside documents there
+    assert store.create(tables) is False  # there already: nothing to say
+    before = every_page(projections, "dong-thap", 4, BOARD_DAY)
+    assert sorted(r["case_id"] for p in before for r in p["rows"]) == sorted(
+        r["case_id"] for p in pages for r in p["rows"]
+    )
+    assert before[0]["attention"]["deadlines_breached"] == 0  # not ranked until rebuilt
+    assert board_index(projections) == ["view_cases_open_board"]
+    projections.rebuild(["cases"])
+    assert every_page(projections, "dong-thap", 4, BOARD_DAY) == pages
