@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+
 from bench import lives
 from contracts.consent import (
     Collection,
@@ -659,7 +661,21 @@ def generate(
             if progress is not None:
                 progress(previous[1], written)
     mark_followed(platform)
+    analyze(platform)
     return written
+
+
+def analyze(platform: Platform) -> None:
+    """Give the planner statistics of what was just loaded. A bulk load leaves a table
+    without them until autovacuum analyses it (after a while; never where it is off), and
+    without them PostgreSQL guessed some 86,000 rows for one consent record's events and
+    read them by a parallel scan: 68 ms a record instead of 0.1 ms, which made the relay
+    over a 1,000,000-case history wait on the database four fifths of its time."""
+    target = platform.settings.postgres
+    if target is None:
+        return
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute("ANALYZE")
 
 
 Encoders = Callable[[list[tuple[int, int]]], Iterator[Encoded]]

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from orjson import loads
 from typer.testing import CliRunner
@@ -72,6 +73,14 @@ def test_a_generated_history_reads_back_verifies_and_rebuilds_the_same_in_window
     }
     assert sum(heads.values()) == events
     assert events > 200 * 25
+    # The logs were analysed after the load: the planner finds a record's events by index.
+    with psycopg.connect(pg_settings.database_url or "") as conn:
+        analysed = conn.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = %s "
+            "AND last_analyze IS NOT NULL",
+            [pg_settings.schema_for("consent")],
+        ).fetchall()
+    assert ("consent_events",) in analysed
 
     # The services read every case back from their logs (decoded, the person's fields
     # opened); the followers start where the history ends.
