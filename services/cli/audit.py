@@ -44,15 +44,20 @@ def rebuild(
         raise typer.Exit(2)
     settings = _settings()
     configure_logging(settings.effective_log_format, settings.log_level)
-    platform = start(settings, ("projections",), run_followers=False)
+    names = [view] if view else list(VIEWS)
+    jobs = jobs or settings.rebuild_jobs
+    if jobs > 1 and settings.postgres is None:
+        jobs = 1  # the SQLite files take one writer at a time
+    groups = shares(names, jobs)
+    # With processes doing the work, this one only counts the events: small pools keep
+    # all of them within the server's connections.
+    counting = settings.model_copy(update={"pg_pool_size": min(settings.pg_pool_size, 2)})
+    platform = start(
+        counting if len(groups) > 1 else settings, ("projections",), run_followers=False
+    )
     assert platform.projections is not None
     projections = platform.projections
-    names = [view] if view else list(VIEWS)
     try:
-        jobs = jobs or settings.rebuild_jobs
-        if jobs > 1 and settings.postgres is None:
-            jobs = 1  # the SQLite files take one writer at a time
-        groups = shares(names, jobs)
         # Each process reads the logs its views need: the bar counts what they all read.
         total = sum(projections.projector.total_events(group) for group in groups)
         with Progress(

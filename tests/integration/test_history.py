@@ -180,6 +180,8 @@ def test_a_generated_history_reads_back_verifies_and_rebuilds_the_same_in_window
     monkeypatch.setenv("KETNOI_SCHEMA_PREFIX", pg_settings.schema_prefix)
     monkeypatch.setenv("KETNOI_DATA_DIR", str(pg_settings.data_dir))
     monkeypatch.setattr(cli_audit, "configure_logging", lambda *_a: None)
+    # Beside this test's own platform, which holds its pools open.
+    monkeypatch.setenv("KETNOI_PG_POOL_SIZE", "2")
     result = CliRunner().invoke(cli, ["rebuild", "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert [line for line in result.stdout.splitlines() if ": " in line][-3:] == [
