@@ -456,8 +456,13 @@ class ViewStore:
             (province, case_id, received_at, due, rank, handovers, row.decode())
             for case_id, (province, received_at, due, rank, handovers, row) in derived.open.items()
         ]
+        # A changed case's moments are replaced whole; a closed case leaves the board.
+        if derived.moments:
+            self._delete_by_case(cur, tables.moments, sorted(derived.moments))
+        if derived.closed:
+            self._delete_by_case(cur, tables.open, sorted(derived.closed))
         if self.backend == "postgres":
-            self._write_derived_arrays(cur, tables, derived, counts, moments, opened)
+            self._write_derived_arrays(cur, tables, counts, moments, opened)
             return
         if counts:
             cur.executemany(
@@ -476,16 +481,12 @@ class ViewStore:
                 "AND value = %s AND n = 0",
                 [row[:7] for row in counts],
             )
-        if derived.moments:
-            self._delete_by_case(cur, tables.moments, sorted(derived.moments))
-            if moments:
-                cur.executemany(
-                    f"INSERT INTO {tables.moments} (province, day, case_id, changes) "
-                    "VALUES (%s, %s, %s, %s)",
-                    moments,
-                )
-        if derived.closed:
-            self._delete_by_case(cur, tables.open, sorted(derived.closed))
+        if moments:
+            cur.executemany(
+                f"INSERT INTO {tables.moments} (province, day, case_id, changes) "
+                "VALUES (%s, %s, %s, %s)",
+                moments,
+            )
         if opened:
             cur.executemany(
                 f"INSERT INTO {tables.open} ({_OPEN_COLUMNS}) "
@@ -498,16 +499,13 @@ class ViewStore:
         self,
         cur: Cursor,
         tables: Tables,
-        derived: Derived,
         counts: list[tuple[Any, ...]],
         moments: list[tuple[str, str, str, str]],
         opened: list[tuple[Any, ...]],
     ) -> None:
-        """``write_derived`` on PostgreSQL: each table changed by one statement over arrays
-        (a column each), not one statement a row: a rebuild's window changes hundreds of
-        thousands of rows beside its documents."""
-        assert tables.open is not None
-        assert tables.moments is not None
+        """``write_derived``'s rows on PostgreSQL: each table changed by one statement over
+        arrays (a column each), not one statement a row: a rebuild's window changes hundreds
+        of thousands of rows beside its documents."""
         keys = "province, level, bucket, tbl, period, dimension, value"
         if counts:
             columns = [list(column) for column in zip(*counts, strict=True)]
@@ -526,16 +524,12 @@ class ViewStore:
                 + " AND ".join(f"c.{k} = f.{k}" for k in keys.split(", ")),
                 columns[:7],
             )
-        if derived.moments:
-            self._delete_by_case(cur, tables.moments, sorted(derived.moments))
-            if moments:
-                cur.execute(
-                    f"INSERT INTO {tables.moments} (province, day, case_id, changes) "
-                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
-                    [list(column) for column in zip(*moments, strict=True)],
-                )
-        if derived.closed:
-            self._delete_by_case(cur, tables.open, sorted(derived.closed))
+        if moments:
+            cur.execute(
+                f"INSERT INTO {tables.moments} (province, day, case_id, changes) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
+                [list(column) for column in zip(*moments, strict=True)],
+            )
         if opened:
             cur.execute(
                 f"INSERT INTO {tables.open} ({_OPEN_COLUMNS}) "
