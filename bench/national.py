@@ -3,6 +3,7 @@ board and statistics, and the relay over it, each beside its raw limit, into one
 
     python -m bench.national --cases 1000000 --report national-1m.txt --keep
     python -m bench.national --skip-generate --report national-1m-evening.txt --keep
+    python -m bench.national --history-args "--jobs 2" --rebuild-jobs 2 --keep
 
 It creates the database ``--database`` (default ``ketnoi_national``) on the server of
 ``KETNOI_BENCH_DATABASE_URL`` (a maintenance connection; default
@@ -99,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--history-args", default="", help="more arguments for bench.history generate"
     )
     parser.add_argument("--rebuild-rounds", type=int, default=2)
+    parser.add_argument(
+        "--rebuild-jobs", type=int, default=1, help="the rebuild's processes (--jobs)"
+    )
     parser.add_argument("--reads", type=int, default=200, help="requests per read measurement")
     parser.add_argument("--feed-rounds", type=int, default=1)
     parser.add_argument(
@@ -112,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cases < 1:
         parser.error("--cases must be at least 1")
+    if args.rebuild_jobs < 1:
+        parser.error("--rebuild-jobs must be at least 1")
 
     maintenance = os.environ.get("KETNOI_BENCH_DATABASE_URL", MAINTENANCE)
     url = _database_url(maintenance, args.database)
@@ -153,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "rebuild beside raw read-and-decode": [
                     *(python, "-m", "bench.scale", "rebuild"),
                     *("--rounds", str(args.rebuild_rounds)),
+                    *("--jobs", str(args.rebuild_jobs)),
                 ],
                 **{
                     f"board and statistics of {province}": [
