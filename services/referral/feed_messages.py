@@ -67,6 +67,7 @@ from contracts.referral import (
     OverrideReviewed,
     ReferralCancelled,
     ReferralCompleted,
+    ReferralCreated,
     ReferralDeclinedByPerson,
     ReferralDispatched,
     ReferralFailed,
@@ -77,12 +78,16 @@ from contracts.vocabulary import DataCategory, Role
 from services.referral.domain import Handover, Referral
 from services.referral.feed_keys import FeedKeys
 from services.runtime.aggregate import Aggregate, utcnow
-from services.runtime.persistence import decode_stored
+from services.runtime.persistence import decode_all, decode_stored, select_events_of
 from services.runtime.read_audit import personal_data_read
 
 FEED_EVENTS: tuple[type[Event], ...] = (*REFERRAL_EVENTS, *HANDOVER_EVENTS, CaseFileErased)
 _REFERRAL_TYPES = frozenset(REFERRAL_EVENTS)
 _HANDOVER_TYPES = frozenset(HANDOVER_EVENTS)
+_KIND: dict[type[Event], type[Referral] | type[Handover]] = {
+    **dict.fromkeys(REFERRAL_EVENTS, Referral),
+    **dict.fromkeys(HANDOVER_EVENTS, Handover),
+}
 # The headers every message shares, and the ce_type header of each event type, made once.
 _SPEC_VERSION = ("ce_specversion", SPEC_VERSION.encode())
 _SOURCE = ("ce_source", SOURCE.encode())
@@ -196,6 +201,61 @@ class FeedView:
         reads, self.reads = self.reads, []
         return reads
 
+    def prepare(self, events: Sequence[Event]) -> set[UUID]:
+        """Read ahead what building ``events``' messages in order will need, and return the
+        cases whose consent their recipients' messages may be judged against.
+
+        The referrals and handovers the view does not hold one event behind their first
+        event here (after a restart, or beyond the cache) are rebuilt from one read of the
+        log, not one read each. The cases returned are those of a dispatch, a disclosure or
+        a closing step with a reason: the relay reads their consent records in one query
+        (``ConsentAtHead.prefetch``). What is read ahead is only a head start:
+        ``messages_for`` still checks each state and reads what it lacks.
+        """
+        behind: dict[UUID, tuple[type[Referral] | type[Handover], int]] = {}
+        seen: set[UUID] = set()
+        for event in events:
+            kind = _KIND.get(type(event))
+            key, version = event.originator_id, event.originator_version
+            if kind is None or key in seen:
+                continue
+            seen.add(key)
+            held = self._cache.get(key)
+            if version > 1 and (held is None or held.version != version - 1):
+                behind[key] = (kind, version - 1)
+        if behind:
+            self._rebuild_all(behind)
+        created: dict[UUID, UUID] = {}  # the referrals created in this batch: their cases
+        cases: set[UUID] = set()
+        for event in events:
+            key = event.originator_id
+            if isinstance(event, ReferralCreated):
+                created[key] = event.case_id
+            elif _KIND.get(type(event)) is Referral and _may_release(event):
+                held = self._cache.get(key)
+                case_id = created.get(key) or (
+                    held.spec.case_id if isinstance(held, Referral) else None
+                )
+                if case_id is not None:
+                    cases.add(case_id)
+        return cases
+
+    def _rebuild_all(self, behind: dict[UUID, tuple[type[Referral] | type[Handover], int]]) -> None:
+        """Rebuild each of ``behind`` up to its version, from one read of the log (and one
+        of its persons' keys)."""
+        upto = {
+            key: [s for s in stored if s.originator_version <= behind[key][1]]
+            for key, stored in select_events_of(self.recorder, list(behind)).items()
+        }
+        decoded = iter(decode_all(self.mapper, [s for stored in upto.values() for s in stored]))
+        for key, stored in upto.items():
+            kind, version = behind[key]
+            state = kind.project(None, [next(decoded) for _ in stored])
+            if state is not None and state.version == version:
+                self.rebuilt += 1
+                self._keep(key, state)
+            # Otherwise messages_for reads it again and says what the log lacks.
+
     def messages_for(self, event: Event) -> list[FeedMessage]:
         if isinstance(event, CaseFileErased):
             for referral_id in event.referral_ids:  # their disclosures read as erased now
@@ -226,10 +286,14 @@ class FeedView:
             if state is None or state.version != event.originator_version:
                 msg = f"the log does not hold {key} up to version {event.originator_version}"
                 raise LookupError(msg)
+        self._keep(key, state)
+        return state
+
+    def _keep(self, key: UUID, state: Aggregate) -> None:
         self._cache[key] = state
+        self._cache.move_to_end(key)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return state
 
     def _referral_messages(self, referral: Referral, event: Event) -> list[FeedMessage]:
         spec = referral.spec
@@ -445,6 +509,14 @@ def referral_update(referral: Referral, event: Event) -> dict[str, Any]:
         "override_id": event.override_id if isinstance(event, _OVERRIDE) else None,
         "disclosure": None,
     }
+
+
+def _may_release(event: Event) -> bool:
+    """Whether a referral's event may carry data or a reason to its recipient, judged
+    against the consent in force (``release``)."""
+    return isinstance(event, DisclosureRecorded | ReferralDispatched) or (
+        closing_reason(event) is not None
+    )
 
 
 def _disclosed(referral: Referral, event: Event) -> DisclosureRecorded | None:

@@ -7,15 +7,25 @@ a downstream service decodes an upstream log knowing only ``contracts``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar, cast
 from uuid import UUID
 
 import orjson
 import psycopg
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Mapper, Notification, StoredEvent, Transcoder
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessRecorder
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    Mapper,
+    Notification,
+    StoredEvent,
+    Transcoder,
+)
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresProcessRecorder,
+)
 from psycopg import sql
 
 from contracts.envelope import Event, resolve
@@ -146,6 +156,39 @@ def open_all(
         fields.keys.prefetch({str(states[i]["person_id"]) for i in sealed})
     for i in sealed:
         open_personal(mapper, stored_events[i], states[i])
+
+
+def select_events_of(
+    recorder: AggregateRecorder, originator_ids: Collection[UUID]
+) -> dict[UUID, list[StoredEvent]]:
+    """The stored events of several aggregates, each in version order (an aggregate with
+    none maps to an empty list): one query on PostgreSQL, by the primary key, where
+    ``select_events`` would take a round trip per aggregate; elsewhere (the embedded store,
+    where a read is a call in process) one ``select_events`` each."""
+    found: dict[UUID, list[StoredEvent]] = {i: [] for i in originator_ids}
+    if not found:
+        return found
+    if not isinstance(recorder, PostgresAggregateRecorder):
+        for originator_id in found:
+            found[originator_id] = list(recorder.select_events(originator_id))
+        return found
+    statement = sql.SQL(
+        "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+    ).format(sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name))
+    with recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+        cur.execute(statement, [list(found)])
+        for row in cur:
+            originator_id = row["originator_id"]
+            found[originator_id].append(
+                StoredEvent(
+                    originator_id=originator_id,
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+            )
+    return found
 
 
 class WindowedApplicationRecorder(PostgresApplicationRecorder):

@@ -60,6 +60,7 @@ from tests.support.feed import (
     drop_feed_schema,
     feed_kafka_settings,
     kafka_env,
+    relay_for,
 )
 from tests.support.processes import KETNOI, free_port, settings_env
 
@@ -498,6 +499,72 @@ def test_forgetting_the_position_starts_the_feed_again_from_the_beginning(
         datastore = getattr(tracking, "datastore", None)
         if datastore is not None:
             datastore.close()
+
+
+def test_a_relay_taking_over_mid_log_reads_each_batchs_referrals_and_consents_in_one_query(
+    writer: Writer, pg_settings: Settings, kafka_bootstrap: str
+) -> None:
+    """A relay that starts where another stopped holds none of the referrals in progress:
+    it rebuilds them all from one read of the log, and reads the consent records of the
+    batch's cases in one query, never one referral or one case at a time."""
+    kafka = feed_kafka_settings(kafka_bootstrap)
+    platform, referrals = writer.platform, []
+    for n in range(6):  # created, disclosed and dispatched: three events each
+        sender, recipient = SENDERS[n % 2], RECIPIENTS[n % 3]
+        created = platform.referral.create_referral(
+            CommandContext(
+                actor=Actor(user_id="cw-1", agency_id=sender.agency_id, role=Role.CASE_MANAGER)
+            ),
+            writer.cases[n],
+            from_agency=sender,
+            to_agency_id=recipient.agency_id,
+            service_type=ServiceType.MEDICAL_CARE,
+            urgency=Urgency.URGENT,
+            purpose=Purpose.SERVICE_PROVISION,
+            categories=(DataCategory.IDENTITY,),
+        )
+        referrals.append((UUID(created["referral_id"]), recipient.agency_id))
+    for action in ANSWERS:  # then each answer given to every referral in turn
+        for referral_id, answering in referrals:
+            staff = Actor(user_id="staff-1", agency_id=answering, role=Role.AGENCY_STAFF)
+            text = "Seen and treated." if action == "complete" else None
+            platform.referral.answer(CommandContext(actor=staff), referral_id, action, text)
+    with relay_for(pg_settings, kafka, batch_size=6 * 3 + 6) as first:
+        assert first.run_once() == 24  # up to every referral's acknowledgement
+
+    reads: Counter[str] = Counter()
+    with relay_for(pg_settings, kafka, batch_size=100) as relay:
+        for name, recorder in (
+            ("referral", relay.upstream.recorder),
+            ("consent", relay.consent.upstream.recorder),
+        ):
+            one_at_a_time = recorder.select_events
+
+            def counted(
+                *args: Any, _name: str = name, _read: Any = one_at_a_time, **kw: Any
+            ) -> Any:
+                reads[_name] += 1
+                return _read(*args, **kw)
+
+            recorder.select_events = counted  # type: ignore[method-assign]
+        assert relay.catch_up() == 6 * (len(ANSWERS) - 1)
+        assert relay.view.rebuilt == 6  # every referral, each at its acknowledgement
+    assert reads == Counter()  # neither a referral nor a consent record read on its own
+
+    # The consent records read ahead are the right ones: each recipient reads the reason
+    # of its referral's completion, which the consent in force releases to it.
+    reader = FeedReader(kafka, [a.agency_id for a in (*SENDERS, *RECIPIENTS)])
+    try:
+        reader.read_until(6 * (2 * EVENTS_PER_REFERRAL - (FIRST_FOR_RECIPIENT - 1)), timeout=30)
+    finally:
+        reader.close()
+    completed = {
+        r.wire["referral_id"]: r.wire["sealed_reason"]
+        for r in reader.records
+        if r.wire["audience"] == "recipient" and r.wire["status"] == "completed"
+    }
+    assert set(completed) == {str(referral_id) for referral_id, _ in referrals}
+    assert all(sealed is not None for sealed in completed.values())
 
 
 def test_feed_reset_republishes_the_whole_log(
