@@ -77,8 +77,7 @@ class ProjectionService:
         start = position(after) if after is not None else None
         day = today or local_date(datetime.now(UTC))
         tables = Tables.of("cases")
-        rows = self.store.board_page(tables, province, day.isoformat(), start, limit + 1)
-        totals = self.store.board_totals(tables, province, day.isoformat())
+        rows, totals = self.store.board(tables, province, day.isoformat(), start, limit + 1)
         return shown(rows, limit, totals, day)
 
     def follow_ups(self, province: str, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -159,10 +159,15 @@ class ViewStore:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    def transaction(self, *, snapshot: bool = False) -> Iterator[Cursor]:
         """A transaction on this thread's connection. On PostgreSQL a connection lost to a
         restart is replaced; a failure while the database is down raises
-        ``psycopg.OperationalError`` (the HTTP layer answers 503)."""
+        ``psycopg.OperationalError`` (the HTTP layer answers 503).
+
+        ``snapshot``: a read-only transaction whose statements all see the tables as they
+        were at its first (on PostgreSQL, REPEATABLE READ; on SQLite every transaction
+        here is), for an answer read in several statements, such as a page and its totals.
+        """
         if self.backend == "sqlite":
             conn = self._connection()
             cur = conn.cursor()
@@ -177,6 +182,8 @@ class ViewStore:
         conn, tx = self._begin()
         try:
             with conn.cursor() as cur:
+                if snapshot:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield _PgCursor(cur)
         except BaseException as exc:
             with suppress(psycopg.Error):
@@ -548,8 +555,26 @@ class ViewStore:
             marks = ",".join(["%s"] * len(chunk))
             cur.execute(f"DELETE FROM {table} WHERE case_id IN ({marks})", chunk)
 
-    def board_page(
+    def board(
         self, tables: Tables, province: str, day: str, after: Position | None, limit: int
+    ) -> tuple[list[PageRow], dict[str, Any]]:
+        """A page of a province's board (``board_page``) and the province's totals
+        (``board_totals``), both read from one snapshot: the totals count the cases the
+        page was read from, whatever is written meanwhile."""
+        with self.transaction(snapshot=True) as cur:
+            return (
+                self.board_page(cur, tables, province, day, after, limit),
+                self.board_totals(cur, tables, province, day),
+            )
+
+    def board_page(
+        self,
+        cur: Cursor,
+        tables: Tables,
+        province: str,
+        day: str,
+        after: Position | None,
+        limit: int,
     ) -> list[PageRow]:
         """Up to ``limit`` board rows of a province after ``after`` (from the first when
         None), in the board's order (``services.projections.board.SEGMENTS``) as of ``day``:
@@ -559,46 +584,44 @@ class ViewStore:
         c = ' COLLATE "C"' if self.backend == "postgres" else ""
         start, received_at, case_id = after or (0, "", "")
         found: list[PageRow] = []
-        with self.transaction() as cur:
-            for segment in range(start, len(SEGMENTS)):
-                rank, overdue = SEGMENTS[segment]
-                where, params = ["province = %s", "attention = %s"], [province, rank]
-                if overdue is True:
-                    where.append(f"review_due_on{c} < %s")
-                    params.append(day)
-                elif overdue is False:
-                    where.append(f"(review_due_on IS NULL OR review_due_on{c} >= %s)")
-                    params.append(day)
-                if segment == start and after is not None:
-                    where.append(f"(received_at{c}, case_id{c}) > (%s, %s)")
-                    params += [received_at, case_id]
-                cur.execute(
-                    f"SELECT received_at, case_id, COALESCE(review_due_on, ''), row "
-                    f"FROM {tables.open} WHERE {' AND '.join(where)} "
-                    f"ORDER BY received_at{c}, case_id{c} LIMIT %s",
-                    [*params, limit - len(found)],
-                )
-                found += [(segment, *row) for row in cur.fetchall()]
-                if len(found) >= limit:
-                    break
+        for segment in range(start, len(SEGMENTS)):
+            rank, overdue = SEGMENTS[segment]
+            where, params = ["province = %s", "attention = %s"], [province, rank]
+            if overdue is True:
+                where.append(f"review_due_on{c} < %s")
+                params.append(day)
+            elif overdue is False:
+                where.append(f"(review_due_on IS NULL OR review_due_on{c} >= %s)")
+                params.append(day)
+            if segment == start and after is not None:
+                where.append(f"(received_at{c}, case_id{c}) > (%s, %s)")
+                params += [received_at, case_id]
+            cur.execute(
+                f"SELECT received_at, case_id, COALESCE(review_due_on, ''), row "
+                f"FROM {tables.open} WHERE {' AND '.join(where)} "
+                f"ORDER BY received_at{c}, case_id{c} LIMIT %s",
+                [*params, limit - len(found)],
+            )
+            found += [(segment, *row) for row in cur.fetchall()]
+            if len(found) >= limit:
+                break
         return found
 
-    def board_totals(self, tables: Tables, province: str, day: str) -> dict[str, Any]:
+    def board_totals(self, cur: Cursor, tables: Tables, province: str, day: str) -> dict[str, Any]:
         """How many cases of a province are open, and of them how many have a deadline
         breached, a handover waiting, a review overdue on ``day``: the whole province, read
         from the board's index."""
         assert tables.open is not None
         c = ' COLLATE "C"' if self.backend == "postgres" else ""
-        with self.transaction() as cur:
-            cur.execute(
-                "SELECT count(*), "
-                f"COALESCE(SUM(CASE WHEN attention = {BREACHED} THEN 1 ELSE 0 END), 0), "
-                "COALESCE(SUM(CASE WHEN handovers > 0 THEN 1 ELSE 0 END), 0), "
-                f"COALESCE(SUM(CASE WHEN review_due_on{c} < %s THEN 1 ELSE 0 END), 0) "
-                f"FROM {tables.open} WHERE province = %s",
-                [day, province],
-            )
-            [(total, breached, waiting, overdue)] = cur.fetchall()
+        cur.execute(
+            "SELECT count(*), "
+            f"COALESCE(SUM(CASE WHEN attention = {BREACHED} THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN handovers > 0 THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN review_due_on{c} < %s THEN 1 ELSE 0 END), 0) "
+            f"FROM {tables.open} WHERE province = %s",
+            [day, province],
+        )
+        [(total, breached, waiting, overdue)] = cur.fetchall()
         return {
             "open": int(total),
             "attention": {
@@ -619,7 +642,9 @@ class ViewStore:
         assert tables.moments is not None
         month, day = at[:7], at[:10]
         where, params = ("province = %s AND ", [province]) if province else ("", [])
-        with self.transaction() as cur:
+        # One snapshot: a window's flush that moves moments into the counters between the
+        # two statements would otherwise count them twice or not at all.
+        with self.transaction(snapshot=True) as cur:
             cur.execute(
                 "SELECT tbl, province, period, dimension, value, SUM(n) FROM ("
                 f"SELECT tbl, province, period, dimension, value, n FROM {tables.counts} "

@@ -11,7 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from contracts.consent import (
     Collection,
@@ -646,6 +648,40 @@ def test_the_board_pages_through_every_open_case_once_attention_first(
     assert every_page(projections, "dong-thap", limit, BOARD_DAY) == pages
     assert board_index(projections) == ["view_cases_open_board"]  # kept through the swap
     assert projections.board("lao-cai", today=BOARD_DAY)["open"] == 1
+
+
+def test_a_page_and_its_totals_are_read_from_one_snapshot(
+    platform: Platform, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case that leaves the board between the page's statements and the totals' (closed,
+    its row deleted by another connection) still counts in the totals of that page: both
+    are read as the tables were when the page was."""
+    busy_province(platform)
+    projections = platform.projections
+    assert projections is not None
+    store = projections.store
+    table = Tables.of("cases").open
+    assert table is not None
+    read_totals = store.board_totals
+
+    def meanwhile(*args: Any) -> dict[str, Any]:
+        assert pg_settings.database_url is not None
+        with psycopg.connect(pg_settings.database_url, autocommit=True) as other:
+            deleted = other.execute(
+                sql.SQL(
+                    "DELETE FROM {} WHERE case_id = (SELECT min(case_id) FROM {} "
+                    "WHERE province = 'dong-thap')"
+                ).format(sql.Identifier(store.schema, table), sql.Identifier(store.schema, table))
+            ).rowcount
+        assert deleted == 1
+        return read_totals(*args)
+
+    monkeypatch.setattr(store, "board_totals", meanwhile)
+    page = projections.board("dong-thap", 3, today=BOARD_DAY)
+    assert len(page["rows"]) == 3
+    assert page["open"] == 12  # as when the page was read
+    monkeypatch.undo()
+    assert projections.board("dong-thap", today=BOARD_DAY)["open"] == 11
 
 
 def test_a_review_falling_due_moves_a_case_up_the_board_on_that_day(either: Platform) -> None:
