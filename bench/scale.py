@@ -58,6 +58,11 @@ def measure_once(what: str, batch: int, jobs: int = 1) -> dict[str, Any]:
     from services.cli.wiring import start
 
     settings = Settings()
+    if what == "rebuild" and jobs > 1:
+        # As `ketnoi rebuild --jobs`: this process only counts the events while its processes
+        # rebuild, so small pools (with full ones it held some fifty idle connections for the
+        # whole hour, beside whatever else the server serves).
+        settings = settings.model_copy(update={"pg_pool_size": min(settings.pg_pool_size, 2)})
     platform = start(settings, ("projections",), run_followers=False)
     assert platform.projections is not None
     try:
