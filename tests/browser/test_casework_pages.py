@@ -6,11 +6,12 @@ form); a supervisor signs a review; the case changes stage, closes and reopens."
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from contracts.consent_decision import local_date
 from tests.browser.conftest import Site, open_page, screenshot, sign_in
 from tests.browser.test_web import LOCALES, assert_translated, serious_violations
 
@@ -427,8 +428,10 @@ def test_the_case_moves_on_closes_after_its_exit_plan_and_reopens(
     go(page, site, "nghe-an-1", "/plan")
     opened(page, "/plan/exit")
     exit_form = page.locator('form[action$="/plan/exit"]')
-    exit_form.locator("#planned_exit_on").fill(date.today().isoformat())
-    exit_form.locator("#follow_up_until").fill((date.today() + timedelta(days=180)).isoformat())
+    # The day as the server judges it, Viet Nam's: from 17:00 UTC it is a day ahead of UTC's.
+    today = local_date(datetime.now(UTC))
+    exit_form.locator("#planned_exit_on").fill(today.isoformat())
+    exit_form.locator("#follow_up_until").fill((today + timedelta(days=180)).isoformat())
     exit_form.locator("#how_to_come_back").fill("Gọi 111" if locale == "vi" else "Call 111")
     submit(page, "/plan/exit")
     expect(page.locator("#exit dl")).to_contain_text("111")
