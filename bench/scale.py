@@ -55,14 +55,14 @@ def _children_peak_mb() -> float:
 
 def measure_once(what: str, batch: int, jobs: int = 1) -> dict[str, Any]:
     from bench.rebuild_rate import raw_read_and_decode
+    from services.cli.parallel_rebuild import rebuild_in_processes, small_pools
     from services.cli.wiring import start
 
     settings = Settings()
     if what == "rebuild" and jobs > 1:
         # As `ketnoi rebuild --jobs`: this process only counts the events while its processes
-        # rebuild, so small pools (with full ones it held some fifty idle connections for the
-        # whole hour, beside whatever else the server serves).
-        settings = settings.model_copy(update={"pg_pool_size": min(settings.pg_pool_size, 2)})
+        # rebuild (with full pools it held some fifty idle connections for the whole hour).
+        settings = small_pools(settings)
     platform = start(settings, ("projections",), run_followers=False)
     assert platform.projections is not None
     try:
@@ -75,8 +75,6 @@ def measure_once(what: str, batch: int, jobs: int = 1) -> dict[str, Any]:
             count = projector.total_events(list(projector.views))
             started = time.perf_counter()
             if jobs > 1:
-                from services.cli.parallel_rebuild import rebuild_in_processes
-
                 sizes = rebuild_in_processes(settings, list(projector.views), jobs, None, batch)
             else:
                 sizes = projector.rebuild(batch_events=batch)

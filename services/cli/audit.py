@@ -36,7 +36,7 @@ def rebuild(
     ] = None,
 ) -> None:
     """Rebuild read models from the logs into fresh tables and swap them in, live."""
-    from services.cli.parallel_rebuild import rebuild_in_processes, shares
+    from services.cli.parallel_rebuild import rebuild_in_processes, shares, small_pools
     from services.cli.wiring import start
 
     if view is not None and view not in VIEWS:
@@ -49,11 +49,11 @@ def rebuild(
     if jobs > 1 and settings.postgres is None:
         jobs = 1  # the SQLite files take one writer at a time
     groups = shares(names, jobs)
-    # With processes doing the work, this one only counts the events: small pools keep
-    # all of them within the server's connections.
-    counting = settings.model_copy(update={"pg_pool_size": min(settings.pg_pool_size, 2)})
+    # With processes doing the work, this one only counts the events.
     platform = start(
-        counting if len(groups) > 1 else settings, ("projections",), run_followers=False
+        small_pools(settings) if len(groups) > 1 else settings,
+        ("projections",),
+        run_followers=False,
     )
     assert platform.projections is not None
     projections = platform.projections

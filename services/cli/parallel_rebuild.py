@@ -38,6 +38,13 @@ def shares(names: Sequence[str], jobs: int) -> list[list[str]]:
     return [g for g in groups if g]
 
 
+def small_pools(settings: Settings) -> Settings:
+    """``settings`` with pools of at most two connections: for a rebuild's processes, which
+    read with a thread or two, and for the process that only counts the events while they
+    work, so that all of them stay within the server's connections beside the services'."""
+    return settings.model_copy(update={"pg_pool_size": min(settings.pg_pool_size, 2)})
+
+
 def rebuild_in_processes(
     settings: Settings,
     names: Sequence[str],
@@ -47,9 +54,7 @@ def rebuild_in_processes(
 ) -> dict[str, int]:
     """Rebuild ``names`` with each share of them in a process of its own; returns the
     documents of each view. The first failure stops the others and is raised here."""
-    # A rebuild reads with a thread or two: small pools keep the processes' connections
-    # within the server's limit beside the services'.
-    share_settings = settings.model_copy(update={"pg_pool_size": min(settings.pg_pool_size, 2)})
+    share_settings = small_pools(settings)
     context = multiprocessing.get_context("spawn")
     reports: Any = context.Queue()
     workers = [

@@ -82,8 +82,7 @@ from services.runtime.persistence import decode_all, decode_stored, select_event
 from services.runtime.read_audit import personal_data_read
 
 FEED_EVENTS: tuple[type[Event], ...] = (*REFERRAL_EVENTS, *HANDOVER_EVENTS, CaseFileErased)
-_REFERRAL_TYPES = frozenset(REFERRAL_EVENTS)
-_HANDOVER_TYPES = frozenset(HANDOVER_EVENTS)
+# What each event of the log is an event of.
 _KIND: dict[type[Event], type[Referral] | type[Handover]] = {
     **dict.fromkeys(REFERRAL_EVENTS, Referral),
     **dict.fromkeys(HANDOVER_EVENTS, Handover),
@@ -261,11 +260,12 @@ class FeedView:
             for referral_id in event.referral_ids:  # their disclosures read as erased now
                 self._cache.pop(referral_id, None)
             return erasure_messages(event)
-        if type(event) in _REFERRAL_TYPES:
+        kind = _KIND.get(type(event))
+        if kind is Referral:
             referral = self._state_after(event, Referral)
             assert isinstance(referral, Referral)
             return self._referral_messages(referral, event)
-        if type(event) in _HANDOVER_TYPES:
+        if kind is Handover:
             handover = self._state_after(event, Handover)
             assert isinstance(handover, Handover)
             return self._handover_messages(handover, event)

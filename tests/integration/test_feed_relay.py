@@ -96,27 +96,33 @@ class Writer:
         for n in range(referrals):
             while self.hold.is_set():
                 time.sleep(0.01)
-            sender, recipient = SENDERS[n % 2], RECIPIENTS[n % 3]
-            actor = Actor(user_id="cw-1", agency_id=sender.agency_id, role=Role.CASE_MANAGER)
-            created = self.platform.referral.create_referral(
-                CommandContext(actor=actor),
-                self.cases[n % len(self.cases)],
-                from_agency=sender,
-                to_agency_id=recipient.agency_id,
-                service_type=ServiceType.MEDICAL_CARE,
-                urgency=Urgency.URGENT,
-                purpose=Purpose.SERVICE_PROVISION,
-                categories=(DataCategory.IDENTITY,),
-            )
-            referral_id = UUID(created["referral_id"])
-            staff = Actor(user_id="staff-1", agency_id=recipient.agency_id, role=Role.AGENCY_STAFF)
+            sent = self.create(n)
             for action in ANSWERS:
-                text = "Seen and treated." if action == "complete" else None
-                self.platform.referral.answer(
-                    CommandContext(actor=staff), referral_id, action, text
-                )
-            self.sent.append(Sent(referral_id, sender.agency_id, recipient.agency_id))
+                self.answer(sent, action)
+            self.sent.append(sent)
             time.sleep(self.pause)
+
+    def create(self, n: int) -> Sent:
+        """The ``n``th referral, created, disclosed and dispatched (three events)."""
+        sender, recipient = SENDERS[n % 2], RECIPIENTS[n % 3]
+        actor = Actor(user_id="cw-1", agency_id=sender.agency_id, role=Role.CASE_MANAGER)
+        created = self.platform.referral.create_referral(
+            CommandContext(actor=actor),
+            self.cases[n % len(self.cases)],
+            from_agency=sender,
+            to_agency_id=recipient.agency_id,
+            service_type=ServiceType.MEDICAL_CARE,
+            urgency=Urgency.URGENT,
+            purpose=Purpose.SERVICE_PROVISION,
+            categories=(DataCategory.IDENTITY,),
+        )
+        return Sent(UUID(created["referral_id"]), sender.agency_id, recipient.agency_id)
+
+    def answer(self, sent: Sent, action: str) -> None:
+        """The recipient's answer (one of ``ANSWERS``) to a referral."""
+        staff = Actor(user_id="staff-1", agency_id=sent.recipient, role=Role.AGENCY_STAFF)
+        text = "Seen and treated." if action == "complete" else None
+        self.platform.referral.answer(CommandContext(actor=staff), sent.referral_id, action, text)
 
     def expected(self) -> dict[tuple[str, str], list[str]]:
         """(agency, referral id) -> the ce_ids it must read, in order."""
@@ -508,27 +514,10 @@ def test_a_relay_taking_over_mid_log_reads_each_batchs_referrals_and_consents_in
     it rebuilds them all from one read of the log, and reads the consent records of the
     batch's cases in one query, never one referral or one case at a time."""
     kafka = feed_kafka_settings(kafka_bootstrap)
-    platform, referrals = writer.platform, []
-    for n in range(6):  # created, disclosed and dispatched: three events each
-        sender, recipient = SENDERS[n % 2], RECIPIENTS[n % 3]
-        created = platform.referral.create_referral(
-            CommandContext(
-                actor=Actor(user_id="cw-1", agency_id=sender.agency_id, role=Role.CASE_MANAGER)
-            ),
-            writer.cases[n],
-            from_agency=sender,
-            to_agency_id=recipient.agency_id,
-            service_type=ServiceType.MEDICAL_CARE,
-            urgency=Urgency.URGENT,
-            purpose=Purpose.SERVICE_PROVISION,
-            categories=(DataCategory.IDENTITY,),
-        )
-        referrals.append((UUID(created["referral_id"]), recipient.agency_id))
+    referrals = [writer.create(n) for n in range(6)]  # three events each
     for action in ANSWERS:  # then each answer given to every referral in turn
-        for referral_id, answering in referrals:
-            staff = Actor(user_id="staff-1", agency_id=answering, role=Role.AGENCY_STAFF)
-            text = "Seen and treated." if action == "complete" else None
-            platform.referral.answer(CommandContext(actor=staff), referral_id, action, text)
+        for sent in referrals:
+            writer.answer(sent, action)
     with relay_for(pg_settings, kafka, batch_size=6 * 3 + 6) as first:
         assert first.run_once() == 24  # up to every referral's acknowledgement
 
@@ -563,7 +552,7 @@ def test_a_relay_taking_over_mid_log_reads_each_batchs_referrals_and_consents_in
         for r in reader.records
         if r.wire["audience"] == "recipient" and r.wire["status"] == "completed"
     }
-    assert set(completed) == {str(referral_id) for referral_id, _ in referrals}
+    assert set(completed) == {str(sent.referral_id) for sent in referrals}
     assert all(sealed is not None for sealed in completed.values())
 
 
