@@ -30,13 +30,13 @@ def rebuild(
         int | None,
         typer.Option(
             min=1,
-            help="Processes to rebuild the views in, on PostgreSQL "
+            help="Processes to rebuild in, each a share of the cases, on PostgreSQL "
             "(default: the setting rebuild_jobs, 1).",
         ),
     ] = None,
 ) -> None:
     """Rebuild read models from the logs into fresh tables and swap them in, live."""
-    from services.cli.parallel_rebuild import rebuild_in_processes, shares, small_pools
+    from services.cli.parallel_rebuild import rebuild_in_processes, small_pools
     from services.cli.wiring import start
 
     if view is not None and view not in VIEWS:
@@ -46,20 +46,17 @@ def rebuild(
     configure_logging(settings.effective_log_format, settings.log_level)
     names = [view] if view else list(VIEWS)
     jobs = jobs or settings.rebuild_jobs
-    if jobs > 1 and settings.postgres is None:
-        jobs = 1  # the SQLite files take one writer at a time
-    groups = shares(names, jobs)
+    if jobs > 1 and (settings.postgres is None or settings.rebuild_batch_events <= 0):
+        jobs = 1  # the SQLite files take one writer at a time; processes write in windows
     # With processes doing the work, this one only counts the events.
     platform = start(
-        small_pools(settings) if len(groups) > 1 else settings,
-        ("projections",),
-        run_followers=False,
+        small_pools(settings) if jobs > 1 else settings, ("projections",), run_followers=False
     )
     assert platform.projections is not None
     projections = platform.projections
     try:
-        # Each process reads the logs its views need: the bar counts what they all read.
-        total = sum(projections.projector.total_events(group) for group in groups)
+        # Each process reads every log the views need: the bar counts what they all read.
+        total = jobs * projections.projector.total_events(names)
         with Progress(
             TextColumn("Rebuilding {task.description}"),
             BarColumn(),
@@ -68,7 +65,7 @@ def rebuild(
             console=console,
         ) as progress:
             task = progress.add_task(", ".join(names), total=total)
-            if len(groups) > 1:
+            if jobs > 1:
                 sizes = rebuild_in_processes(
                     settings, names, jobs, lambda n: progress.advance(task, n)
                 )

@@ -1,10 +1,17 @@
-"""``ketnoi rebuild --jobs N``: a rebuild of several views in several processes.
+"""``ketnoi rebuild --jobs N``: a rebuild in several processes, each a share of the cases.
 
-The views are independent read models of the same logs: each is rebuilt into its own shadow
-tables and swapped in by itself (``Projector.rebuild``). One process rebuilding them all is
-bound by one core's Python; here each of ``jobs`` processes rebuilds a share of the views,
-so a machine's other cores take part. Each process reads the logs its views need, in windows
-of ``rebuild_batch_events`` as one process does, so memory stays bounded per process.
+One process rebuilding the views is bound by one core's Python. Here the shadow tables are
+made once, then each of ``jobs`` processes reads the logs and applies the events of its share
+of the cases (``runner.Part``: a stable hash of the case's id) to every view being rebuilt,
+writing its documents into the same shadow tables in windows of ``rebuild_batch_events`` as
+one process does, so memory stays bounded per process. When all are done, this process
+catches the shadow tables up and swaps them in. Each process reads every log the views need:
+what it saves is applying the events and writing the documents, which take most of a
+rebuild's time.
+
+The processes used to take a share of the views each; at 1,000,000 cases the case overview
+alone (with the board and the counters beside it) took longer than the others together, so
+the second process sat idle for most of the rebuild.
 
 Only on PostgreSQL: the SQLite files take one writer at a time.
 """
@@ -21,22 +28,6 @@ from services.runtime.settings import Settings
 
 Progress = Callable[[int], None]
 
-# The relative cost of rebuilding each view, measured over a generated history (bench/scale.py
-# rebuild): the case overview, with the board and the counters beside it, costs most.
-COST = {"cases": 3, "timeline": 2, "queue": 1}
-
-
-def shares(names: Sequence[str], jobs: int) -> list[list[str]]:
-    """The views split into at most ``jobs`` groups of about equal cost, the costliest
-    first (largest first into the lightest group)."""
-    groups: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(names))))]
-    loads = [0] * len(groups)
-    for name in sorted(names, key=lambda n: -COST.get(n, 1)):
-        lightest = loads.index(min(loads))
-        groups[lightest].append(name)
-        loads[lightest] += COST.get(name, 1)
-    return [g for g in groups if g]
-
 
 def small_pools(settings: Settings) -> Settings:
     """``settings`` with pools of at most two connections: for a rebuild's processes, which
@@ -52,22 +43,48 @@ def rebuild_in_processes(
     progress: Progress | None = None,
     batch_events: int | None = None,
 ) -> dict[str, int]:
-    """Rebuild ``names`` with each share of them in a process of its own; returns the
-    documents of each view. The first failure stops the others and is raised here."""
-    share_settings = small_pools(settings)
+    """Rebuild ``names`` in ``jobs`` processes, each applying the events of its share of the
+    cases; returns the documents of each view. Progress counts the events each process reads
+    (every process reads every log the views need). The first failure stops the others and
+    is raised here; the live views stay as they were."""
+    from services.cli.wiring import start
+
+    platform = start(small_pools(settings), ("projections",), run_followers=False)
+    try:
+        assert platform.projections is not None
+        projector = platform.projections.projector
+        if batch_events is None:
+            batch_events = settings.rebuild_batch_events
+        if batch_events <= 0:
+            msg = "a rebuild in several processes writes in windows: rebuild_batch_events > 0"
+            raise ValueError(msg)
+        stops = projector.prepare_rebuild(names, bounded=True)
+        _fill_in_processes(small_pools(settings), names, jobs, stops, batch_events, progress)
+        return projector.finish_rebuild(names, stops)
+    finally:
+        platform.close()
+
+
+def _fill_in_processes(
+    settings: Settings,
+    names: Sequence[str],
+    jobs: int,
+    stops: dict[str, int],
+    batch_events: int,
+    progress: Progress | None,
+) -> None:
     context = multiprocessing.get_context("spawn")
     reports: Any = context.Queue()
     workers = [
         context.Process(
-            target=_rebuild_share,
-            args=(share_settings, group, batch_events, reports),
-            name=f"rebuild-{'-'.join(group)}",
+            target=_fill_share,
+            args=(settings, list(names), stops, batch_events, index, jobs, reports),
+            name=f"rebuild-{index + 1}-of-{jobs}",
         )
-        for group in shares(names, jobs)
+        for index in range(jobs)
     ]
     for worker in workers:
         worker.start()
-    sizes: dict[str, int] = {}
     running = len(workers)
     try:
         while running:
@@ -83,7 +100,6 @@ def rebuild_in_processes(
                 if progress is not None:
                     progress(value)
             elif kind == "done":
-                sizes.update(value)
                 running -= 1
             else:
                 raise RuntimeError(f"a rebuild process failed:\n{value}")
@@ -92,24 +108,34 @@ def rebuild_in_processes(
             if worker.is_alive() and running:
                 worker.terminate()
             worker.join()
-    return {n: sizes[n] for n in names}
 
 
-def _rebuild_share(
-    settings: Settings, names: list[str], batch_events: int | None, reports: Any
+def _fill_share(
+    settings: Settings,
+    names: list[str],
+    stops: dict[str, int],
+    batch_events: int,
+    index: int,
+    jobs: int,
+    reports: Any,
 ) -> None:
     from services.cli.wiring import start
+    from services.projections.runner import Part
 
     try:
         platform = start(settings, ("projections",), run_followers=False)
         try:
             assert platform.projections is not None
-            sizes = platform.projections.projector.rebuild(
-                names, lambda n: reports.put(("progress", n)), batch_events
+            platform.projections.projector.fill_rebuild(
+                names,
+                stops,
+                batch_events,
+                lambda n: reports.put(("progress", n)),
+                Part(index, jobs),
             )
         finally:
             platform.close()
-        reports.put(("done", sizes))
+        reports.put(("done", None))
     except BaseException:
         reports.put(("error", traceback.format_exc()))
         raise

@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import gc
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import Notification
@@ -23,6 +25,7 @@ from contracts.erasure import PersonErased
 from services.projections.derived import Derived
 from services.projections.store import Row, Tables, ViewStore
 from services.projections.views import (
+    LINK_PREFIXES,
     VIEWS,
     Docs,
     Fact,
@@ -285,41 +288,19 @@ class Projector(WakeLoop):
         read in windows of about that many events, and the documents each window touched are
         written before the next is read: memory is bounded by the window, not by the logs.
         With 0, every document is held until the end and bulk-loaded at once."""
-        names = list(names or self.views)
-        unknown = [n for n in names if n not in self.views]
-        if unknown:
-            msg = f"unknown view {unknown[0]!r}; choose from {', '.join(self.views)}"
-            raise ValueError(msg)
+        names = self._known(names)
         if batch_events is None:
             batch_events = self.settings.rebuild_batch_events
         bounded = batch_events > 0 and self.store.backend == "postgres"
+        stops = self.prepare_rebuild(names, bounded=bounded)
         shadows = {n: Tables.of(n, "_rebuild") for n in names}
-        for tables in shadows.values():
-            # A bounded rebuild reads back what it wrote: its shadow has its key index now.
-            self.store.create(tables, replace=True, shadow=not bounded)
-        # Everything up to these positions goes into the shadow tables; the rest is caught up.
-        stops = {
-            name: upstream.recorder.max_notification_id() or 0
-            for name, upstream in self.upstreams.items()
-        }
-        sizes = {}
         if bounded:
-            # A rebuild never brings back an erased person: their documents stay out.
-            erased = self.erased_cases()
-            windows = Windows(self.store, self.views, names, shadows, erased)
-            apply_bounded(self.views, names, self.upstreams, stops, windows, batch_events, progress)
-            for n in names:
-                sizes[n] = self.store.count(shadows[n])
+            self.fill_rebuild(names, stops, batch_events, progress)
         else:
             with without_cycle_collection():
                 docs = apply_all(self.views, names, self.upstreams, stops, progress)
                 erased = self.erased_cases()
                 for n in names:
-                    sizes[n] = sum(
-                        1
-                        for _p, _a, doc in docs[n].rows.values()
-                        if doc.get("case_id") not in erased
-                    )
                     derived = _derived(shadows[n])
                     self.store.bulk_load(
                         shadows[n], _drained(self.views[n], docs.pop(n), erased, derived)
@@ -327,15 +308,59 @@ class Projector(WakeLoop):
                     if derived:
                         with self.store.transaction() as cur:
                             self.store.write_derived(cur, shadows[n], derived)
-        for n in names:
+        return self.finish_rebuild(names, stops)
+
+    def _known(self, names: Sequence[str] | None) -> list[str]:
+        names = list(names or self.views)
+        unknown = [n for n in names if n not in self.views]
+        if unknown:
+            msg = f"unknown view {unknown[0]!r}; choose from {', '.join(self.views)}"
+            raise ValueError(msg)
+        return names
+
+    def prepare_rebuild(self, names: Sequence[str], *, bounded: bool) -> dict[str, int]:
+        """Empty shadow tables for ``names``, and the positions of each log the rebuild
+        reads up to (what comes after is caught up before the swap)."""
+        for n in self._known(names):
+            # A bounded rebuild reads back what it wrote: its shadow has its key index now.
+            self.store.create(Tables.of(n, "_rebuild"), replace=True, shadow=not bounded)
+        return {
+            name: upstream.recorder.max_notification_id() or 0
+            for name, upstream in self.upstreams.items()
+        }
+
+    def fill_rebuild(
+        self,
+        names: Sequence[str],
+        stops: dict[str, int],
+        batch_events: int,
+        progress: Progress | None = None,
+        part: Part | None = None,
+    ) -> None:
+        """Apply the logs up to ``stops`` to the shadow tables of ``names`` in windows of
+        about ``batch_events`` events; with ``part``, only the events of its share of the
+        cases, so that several processes can fill the same shadow tables together."""
+        names = self._known(names)
+        shadows = {n: Tables.of(n, "_rebuild") for n in names}
+        # A rebuild never brings back an erased person: their documents stay out.
+        windows = Windows(self.store, self.views, names, shadows, self.erased_cases(), part)
+        apply_bounded(self.views, names, self.upstreams, stops, windows, batch_events, progress)
+
+    def finish_rebuild(self, names: Sequence[str], stops: dict[str, int]) -> dict[str, int]:
+        """Catch the filled shadow tables up with what arrived since ``stops`` and swap each
+        in; the documents of each view."""
+        sizes = {}
+        for n in self._known(names):
+            shadow = Tables.of(n, "_rebuild")
+            sizes[n] = self.store.count(shadow)
             handled = {u: stops[u] for u in self.views[n].handles if stops.get(u)}
             with self.store.transaction() as cur:
-                self.store.write(cur, shadows[n], [], handled)
+                self.store.write(cur, shadow, [], handled)
             with self.store.view_lock(n):
                 # Catch the shadow up with what arrived meanwhile, then swap it in.
-                while self.run_view(n, shadows[n]):
+                while self.run_view(n, shadow):
                     pass
-                self.store.swap(n, shadows[n])
+                self.store.swap(n, shadow)
             log.info("view_rebuilt", view=n, documents=sizes[n])
         return sizes
 
@@ -414,6 +439,45 @@ def _prefetched(
             yield batch
 
 
+@dataclass(frozen=True)
+class Part:
+    """One of ``count`` shares of the cases, by a stable hash of the case's id: the share of
+    a rebuild one process does when several fill the same shadow tables. Every document of a
+    view belongs to one case (the case's own, and the links from its consent record,
+    referrals and handovers to it), so the shares' documents never meet; the counters beside
+    the case overview are sums, to which each share adds its own cases."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"part {self.index} of {self.count}")
+
+    def holds(self, case_id: str) -> bool:
+        return zlib.crc32(case_id.encode()) % self.count == self.index
+
+    def holds_key(self, key: str) -> bool:
+        """Whether a case document's key is in this share (other keys are not judged here)."""
+        return not key.startswith("case:") or self.holds(key[5:])
+
+
+def case_of(docs: Docs, upstream: str, fact: Fact) -> str | None:
+    """The case a fact is about, as the views key it: the originator in the intake log,
+    ``case_id`` where the event names it, else the case its consent record, referral or
+    handover was linked to when it began (None when the link is not among ``docs``)."""
+    if upstream == "intake":
+        return fact.originator_id
+    case_id = fact.data.get("case_id")
+    if case_id:
+        return str(case_id)
+    for prefix in LINK_PREFIXES[upstream]:
+        found = docs.get(prefix + fact.originator_id)
+        if found is not None:
+            return str(found["case_id"])
+    return None
+
+
 class Windows:
     """The documents of the views being rebuilt in bounded memory: those one window of events
     touched, loaded ahead from the shadow tables where earlier windows wrote them, and
@@ -426,11 +490,13 @@ class Windows:
         names: Sequence[str],
         shadows: dict[str, Tables],
         erased: set[str],
+        part: Part | None = None,
     ) -> None:
         self.store = store
         self.views = views
         self.shadows = shadows
         self.erased = erased
+        self.part = part
         self.docs: dict[str, Docs] = {}
         # Per view: keys found in the shadow (rewritten at the end of the window) and keys
         # known to be absent from it (not asked for again in this window).
@@ -464,7 +530,7 @@ class Windows:
         """Load ahead, in one query per round, the documents these keys name and the cases
         the links among them point to."""
         docs, absent = self.docs[name], self._absent[name]
-        wanted = {k for k in keys if k not in docs.rows and k not in absent}
+        wanted = {k for k in keys if k not in docs.rows and k not in absent and self._ours(k)}
         while wanted:
             found = self.store.load(self.shadows[name], sorted(wanted))
             absent.update(wanted - found.keys())
@@ -476,7 +542,20 @@ class Windows:
                 case = linked_key(key, doc)
                 if case is not None:
                     linked.add(case)
-            wanted = {k for k in linked if k not in docs.rows and k not in absent}
+            wanted = {k for k in linked if k not in docs.rows and k not in absent and self._ours(k)}
+
+    def _ours(self, key: str) -> bool:
+        return self.part is None or self.part.holds_key(key)
+
+    def apply(self, view: View, name: str, upstream: str, fact: Fact) -> None:
+        """Apply a fact to the window's documents of a view: with a share of the cases, only
+        a fact about one of its cases."""
+        docs = self.docs[name]
+        if self.part is not None:
+            case_id = case_of(docs, upstream, fact)
+            if case_id is None or not self.part.holds(case_id):
+                return
+        view.apply(docs, upstream, fact)
 
     def flush(self) -> None:
         """Write every document the window touched into the shadow tables, and let go of
@@ -485,7 +564,11 @@ class Windows:
             derived = _derived(self.shadows[name])
             rows = _rows(self.views[name], docs, docs.dirty, self.erased, derived)
             replaced = sorted(self._stored[name] & docs.dirty)
-            self.store.rewrite(self.shadows[name], replaced, rows, derived)
+            # With other shares writing beside it, the counters are added to one writer at
+            # a time (they are the only rows the shares have in common).
+            self.store.rewrite(
+                self.shadows[name], replaced, rows, derived, shared=self.part is not None
+            )
             if rows:
                 self.written.add(name)
             self._fresh(name)
@@ -553,4 +636,4 @@ def apply_bounded(
 
 def _apply_to(view: View, windows: Windows, name: str, upstream: str, fact: Fact) -> None:
     # The window's documents change when it is flushed: look them up at each call.
-    view.apply(windows.docs[name], upstream, fact)
+    windows.apply(view, name, upstream, fact)

@@ -447,10 +447,14 @@ class ViewStore:
                 list(positions.items()),
             )
 
-    def write_derived(self, cur: Cursor, tables: Tables, derived: Derived) -> None:
+    def write_derived(
+        self, cur: Cursor, tables: Tables, derived: Derived, *, lock_counts: bool = False
+    ) -> None:
         """Apply what a batch of case documents changed beside them, inside the caller's
         transaction: counters added to (a cell back to zero goes), each changed case's
-        moments replaced, open cases' board rows put and closed cases' taken out."""
+        moments replaced, open cases' board rows put and closed cases' taken out. With
+        ``lock_counts`` (PostgreSQL), the counters are added last, under a transaction lock
+        on them (``rewrite``'s ``shared``)."""
         if tables.open is None or tables.counts is None or tables.moments is None:
             return
         counts = [(*key, n) for key, n in derived.counts.items() if n]
@@ -469,7 +473,7 @@ class ViewStore:
         if derived.closed:
             self._delete_by_case(cur, tables.open, sorted(derived.closed))
         if self.backend == "postgres":
-            self._write_derived_arrays(cur, tables, counts, moments, opened)
+            self._write_derived_arrays(cur, tables, counts, moments, opened, lock_counts)
             return
         if counts:
             cur.executemany(
@@ -509,28 +513,13 @@ class ViewStore:
         counts: list[tuple[Any, ...]],
         moments: list[tuple[str, str, str, str]],
         opened: list[tuple[Any, ...]],
+        lock_counts: bool = False,
     ) -> None:
         """``write_derived``'s rows on PostgreSQL: each table changed by one statement over
         arrays (a column each), not one statement a row: a rebuild's window changes hundreds
-        of thousands of rows beside its documents."""
-        keys = "province, level, bucket, tbl, period, dimension, value"
-        if counts:
-            columns = [list(column) for column in zip(*counts, strict=True)]
-            texts = ", ".join(["%s::text[]"] * 7)
-            cur.execute(
-                f"INSERT INTO {tables.counts} ({keys}, n) "
-                f"SELECT * FROM unnest({texts}, %s::int8[]) "
-                f"ON CONFLICT ({keys}) DO UPDATE SET n = {tables.counts}.n + excluded.n",
-                columns,
-            )
-            # A cell back at zero goes (from either side: a change due later can be taken
-            # off before what it follows is added).
-            cur.execute(
-                f"DELETE FROM {tables.counts} c USING unnest({texts}) "
-                f"AS f({keys}) WHERE c.n = 0 AND "
-                + " AND ".join(f"c.{k} = f.{k}" for k in keys.split(", ")),
-                columns[:7],
-            )
+        of thousands of rows beside its documents. The counters come last: with
+        ``lock_counts``, behind a transaction lock that other writers of the same counters
+        take too."""
         if moments:
             cur.execute(
                 f"INSERT INTO {tables.moments} (province, day, case_id, changes) "
@@ -545,6 +534,27 @@ class ViewStore:
                 f"ON CONFLICT (case_id) DO UPDATE SET {_OPEN_UPDATE}",
                 [list(column) for column in zip(*opened, strict=True)],
             )
+        if not counts or tables.counts is None:
+            return
+        if lock_counts:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(self.schema, tables.counts)])
+        keys = "province, level, bucket, tbl, period, dimension, value"
+        columns = [list(column) for column in zip(*counts, strict=True)]
+        texts = ", ".join(["%s::text[]"] * 7)
+        cur.execute(
+            f"INSERT INTO {tables.counts} ({keys}, n) "
+            f"SELECT * FROM unnest({texts}, %s::int8[]) "
+            f"ON CONFLICT ({keys}) DO UPDATE SET n = {tables.counts}.n + excluded.n",
+            columns,
+        )
+        # A cell back at zero goes (from either side: a change due later can be taken off
+        # before what it follows is added).
+        cur.execute(
+            f"DELETE FROM {tables.counts} c USING unnest({texts}) "
+            f"AS f({keys}) WHERE c.n = 0 AND "
+            + " AND ".join(f"c.{k} = f.{k}" for k in keys.split(", ")),
+            columns[:7],
+        )
 
     def _delete_by_case(self, cur: Cursor, table: str, case_ids: Sequence[str]) -> None:
         if self.backend == "postgres":
@@ -708,11 +718,19 @@ class ViewStore:
         replaced: Sequence[str],
         rows: Iterable[Row],
         derived: Derived | None = None,
+        *,
+        shared: bool = False,
     ) -> None:
         """Replace the documents ``replaced`` and add the others of ``rows``, in one
         transaction (with what they change beside them): PostgreSQL deletes the old ones and
         COPYs every row in (a row whose key is still there and was not named fails the COPY,
-        loudly)."""
+        loudly).
+
+        ``shared``: other processes write other documents of the same tables at the same time
+        (a rebuild in shares of the cases). Their documents and board rows never meet, but
+        their counters do: the counters are then added last, under a lock on them held to
+        the commit, so that two writers neither deadlock nor wait on each other's
+        documents."""
         if self.backend == "sqlite":
             with self.transaction() as cur:
                 self.write(cur, tables, rows, {})
@@ -721,7 +739,7 @@ class ViewStore:
             return
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
-            if derived:
+            if derived and not shared:
                 self.write_derived(_PgCursor(cur), tables, derived)
             if replaced:
                 cur.execute(f"DELETE FROM {tables.docs} WHERE key = ANY(%s)", [list(replaced)])
@@ -729,6 +747,8 @@ class ViewStore:
             with cur.copy(f"COPY {tables.docs} (key, province, agency, doc) FROM STDIN") as copy:
                 for key, province, agency, doc in rows:
                     copy.write_row((key, province, agency, orjson.dumps(doc)))
+            if derived and shared:
+                self.write_derived(_PgCursor(cur), tables, derived, lock_counts=True)
 
     def count(self, tables: Tables) -> int:
         with self.transaction() as cur:

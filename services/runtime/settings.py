@@ -136,8 +136,8 @@ class Settings(BaseSettings):
     # and not by the size of the logs; 0 holds every document until the end (fastest on a
     # small log, memory grows with it).
     rebuild_batch_events: int = Field(default=500_000, ge=0)
-    # ``ketnoi rebuild`` rebuilds the views in this many processes on PostgreSQL, each with
-    # its own window of ``rebuild_batch_events`` (``services.cli.parallel_rebuild``).
+    # ``ketnoi rebuild`` rebuilds in this many processes on PostgreSQL, each a share of the
+    # cases in its own windows of ``rebuild_batch_events`` (``services.cli.parallel_rebuild``).
     rebuild_jobs: int = Field(default=1, ge=1)
     # The seal: checkpoints of every log signed with this Ed25519 key (PEM). Production
     # requires it; development creates one under the data directory.
