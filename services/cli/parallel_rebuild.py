@@ -49,7 +49,8 @@ def rebuild_in_processes(
     is raised here; the live views stay as they were."""
     from services.cli.wiring import start
 
-    platform = start(small_pools(settings), ("projections",), run_followers=False)
+    small = small_pools(settings)
+    platform = start(small, ("projections",), run_followers=False)
     try:
         assert platform.projections is not None
         projector = platform.projections.projector
@@ -59,7 +60,7 @@ def rebuild_in_processes(
             msg = "a rebuild in several processes writes in windows: rebuild_batch_events > 0"
             raise ValueError(msg)
         stops = projector.prepare_rebuild(names, bounded=True)
-        _fill_in_processes(small_pools(settings), names, jobs, stops, batch_events, progress)
+        _fill_in_processes(small, names, jobs, stops, batch_events, progress)
         return projector.finish_rebuild(names, stops)
     finally:
         platform.close()
