@@ -182,18 +182,22 @@ def reads(args: argparse.Namespace) -> None:
         "statistics": "/projections/statistics",
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
+    parts: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
     sizes: dict[str, int] = {}
+    clock = _Clock()
     try:
-        with TestClient(http_app(platform, tokens)) as client:
+        with TestClient(http_app(platform, tokens)) as client, clock.watching():
             for name, path in paths.items():  # warm-up
                 answer = client.get(path, headers=headers)
                 assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
                 sizes[name] = _rows(answer.json())
             for _ in range(args.count):
                 for name, path in paths.items():
+                    clock.reset()
                     started = time.perf_counter()
                     answer = client.get(path, headers=headers)
                     times[name].append((time.perf_counter() - started) * 1000)
+                    parts[name].append(clock.read())
                     assert answer.status_code == 200
     finally:
         platform.close()
@@ -204,6 +208,87 @@ def reads(args: argparse.Namespace) -> None:
             f"  {name:<20} median {statistics.median(values):8.1f} ms  "
             f"p99 {_percentile(values, 0.99):8.1f} ms  ({sizes[name]:,} rows)"
         )
+    print("  Where the time went, the median request beside the slowest 1% (mean of each):")
+    for name, values in times.items():
+        _where(name, values, parts[name])
+
+
+class _Clock:
+    """While watching: the milliseconds spent in the views' database statements (execute
+    and fetch, on PostgreSQL) and in the cycle collector's pauses (by generation), since the
+    last reset. Requests are asked one at a time, so the totals are the request's."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self._gc_started = 0.0
+
+    def reset(self) -> None:
+        self.totals = {}
+
+    def read(self) -> dict[str, float]:
+        return dict(self.totals)
+
+    def _add(self, key: str, seconds: float) -> None:
+        self.totals[key] = self.totals.get(key, 0.0) + seconds * 1000
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._add(f"gc{info['generation']}", time.perf_counter() - self._gc_started)
+
+    def watching(self) -> Any:
+        import contextlib
+        import gc
+
+        from services.projections import store
+
+        clock = self
+        cursor = store._PgCursor
+
+        def timed(method: Any) -> Any:
+            def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return method(self, *args, **kwargs)
+                finally:
+                    clock._add("database", time.perf_counter() - started)
+
+            return run
+
+        @contextlib.contextmanager
+        def watch() -> Any:
+            originals = {m: getattr(cursor, m) for m in ("execute", "fetchall")}
+            for m, method in originals.items():
+                setattr(cursor, m, timed(method))
+            gc.callbacks.append(self._gc)
+            try:
+                yield self
+            finally:
+                gc.callbacks.remove(self._gc)
+                for m, method in originals.items():
+                    setattr(cursor, m, method)
+
+        return watch()
+
+
+def _where(name: str, values: list[float], parts: list[dict[str, float]]) -> None:
+    """The median request's parts beside the mean parts of the slowest 1%."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    slow = order[-max(1, len(order) // 100) :]
+    middle = order[len(order) // 2]
+    keys = sorted({k for p in parts for k in p})
+
+    def line(label: str, picked: list[int]) -> str:
+        total = statistics.mean(values[i] for i in picked)
+        shares = {k: statistics.mean(parts[i].get(k, 0.0) for i in picked) for k in keys}
+        rest = total - sum(shares.values())
+        text = ", ".join(f"{k} {v:.1f}" for k, v in shares.items())
+        return f"    {label:<12} {total:7.1f} ms: {text}{', ' if text else ''}the rest {rest:.1f}"
+
+    print(f"  {name}")
+    print(line("median", [middle]))
+    print(line(f"slowest {len(slow)}", slow))
 
 
 # -- the relay --------------------------------------------------------------------------------
