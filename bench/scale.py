@@ -12,8 +12,10 @@ reports its own peak resident memory (``ru_maxrss``). ``reads`` asks the JSON AP
 through Starlette's test client as a coordinator of the province, for the board
 (``GET /projections/board``: its first page, with the province's totals) and the statistics
 (``GET /projections/statistics``), beside ``GET /healthz``; medians and p99 in
-milliseconds. ``feed`` does what ``ketnoi feed --reset`` does (forget the feed's position,
-publish the whole referral log) on a throwaway Tansu broker (or
+milliseconds, and where each request's time went (the views' database statements, the
+cycle collector's pauses, the rest) for the median request and the slowest 1%. ``feed``
+does what ``ketnoi feed --reset`` does (forget the feed's position, publish the whole
+referral log) on a throwaway Tansu broker (or
 ``KETNOI_BENCH_KAFKA_BOOTSTRAP``), and measures the raw producer (``bench/kafka_raw.py``) with
 messages of the same size, between rounds. The throwaway broker keeps every message in
 memory: over a national history, ``--events N`` publishes samples instead, the first N
@@ -23,6 +25,8 @@ positions of the log and its last N (a relay that keeps up is as fast at both).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
 import resource
@@ -30,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -237,39 +242,30 @@ class _Clock:
         else:
             self._add(f"gc{info['generation']}", time.perf_counter() - self._gc_started)
 
-    def watching(self) -> Any:
-        import contextlib
-        import gc
-
-        from services.projections import store
-
-        clock = self
-        cursor = store._PgCursor
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[_Clock]:
+        from services.projections.store import _PgCursor
 
         def timed(method: Any) -> Any:
-            def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            def run(cursor: Any, *args: Any, **kwargs: Any) -> Any:
                 started = time.perf_counter()
                 try:
-                    return method(self, *args, **kwargs)
+                    return method(cursor, *args, **kwargs)
                 finally:
-                    clock._add("database", time.perf_counter() - started)
+                    self._add("database", time.perf_counter() - started)
 
             return run
 
-        @contextlib.contextmanager
-        def watch() -> Any:
-            originals = {m: getattr(cursor, m) for m in ("execute", "fetchall")}
+        originals = {m: getattr(_PgCursor, m) for m in ("execute", "fetchall")}
+        for m, method in originals.items():
+            setattr(_PgCursor, m, timed(method))
+        gc.callbacks.append(self._gc)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self._gc)
             for m, method in originals.items():
-                setattr(cursor, m, timed(method))
-            gc.callbacks.append(self._gc)
-            try:
-                yield self
-            finally:
-                gc.callbacks.remove(self._gc)
-                for m, method in originals.items():
-                    setattr(cursor, m, method)
-
-        return watch()
+                setattr(_PgCursor, m, method)
 
 
 def _where(name: str, values: list[float], parts: list[dict[str, float]]) -> None:
