@@ -13,7 +13,9 @@ through Starlette's test client as a coordinator of the province, for the board
 (``GET /projections/board``: its first page, with the province's totals) and the statistics
 (``GET /projections/statistics``), beside ``GET /healthz``; medians and p99 in
 milliseconds, and where each request's time went (the views' database statements, the
-cycle collector's pauses, the rest) for the median request and the slowest 1%. ``feed``
+cycle collector's pauses, the rest) for the median request and the slowest 1%. Once the
+app has started, its heap is settled as ``ketnoi serve`` settles it (``settle_heap``);
+``--heap as-is`` leaves it as it was before that, to compare. ``feed``
 does what ``ketnoi feed --reset`` does (forget the feed's position, publish the whole
 referral log) on a throwaway Tansu broker (or
 ``KETNOI_BENCH_KAFKA_BOOTSTRAP``), and measures the raw producer (``bench/kafka_raw.py``) with
@@ -167,6 +169,7 @@ def reads(args: argparse.Namespace) -> None:
     from contracts.vocabulary import Role
     from services.cli.wiring import http_app, start
     from services.runtime.auth import TokenService
+    from services.runtime.serving import settle_heap
 
     # One client asks as fast as it is answered: the per-user rate limit is off, as in
     # bench/intake_throughput.py (it answered 429 within 300 rounds once reads were fast).
@@ -192,6 +195,8 @@ def reads(args: argparse.Namespace) -> None:
     clock = _Clock()
     try:
         with TestClient(http_app(platform, tokens)) as client, clock.watching():
+            if args.heap == "settled":
+                settle_heap()
             for name, path in paths.items():  # warm-up
                 answer = client.get(path, headers=headers)
                 assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
@@ -207,7 +212,10 @@ def reads(args: argparse.Namespace) -> None:
     finally:
         platform.close()
     print(f"Board and statistics of {args.province} (python -m bench.scale reads)")
-    print(f"  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {args.count} requests each, interleaved")
+    print(
+        f"  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {args.count} requests each, interleaved; "
+        f"heap {args.heap}"
+    )
     for name, values in times.items():
         print(
             f"  {name:<20} median {statistics.median(values):8.1f} ms  "
@@ -412,6 +420,12 @@ def main() -> None:
     q = sub.add_parser("reads", help="the board and statistics of one province")
     q.add_argument("--province", default="lao-cai")
     q.add_argument("--count", type=int, default=100)
+    q.add_argument(
+        "--heap",
+        choices=("settled", "as-is"),
+        default="settled",
+        help="settle the heap after start-up as ketnoi serve does, or not (to compare)",
+    )
     f = sub.add_parser("feed", help="ketnoi feed --reset beside the raw producer")
     f.add_argument("--rounds", type=int, default=2)
     f.add_argument(

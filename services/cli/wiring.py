@@ -354,7 +354,7 @@ def worker_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
     services named by the command (and any other ``routers``), the singletons only while
     this worker is elected."""
     from services.runtime.logging import configure_logging
-    from services.runtime.serving import configure_worker
+    from services.runtime.serving import configure_worker, settle_heap
 
     service = os.environ[WORKER_SERVICE]
     settings = Settings()
@@ -372,4 +372,5 @@ def worker_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         await asyncio.to_thread(platform.close)
 
     app.router.lifespan_context = closing
+    settle_heap()
     return app
