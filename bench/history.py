@@ -521,7 +521,10 @@ class Writer:
 
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
-_COPY_ROW = struct.Struct(">hi16siqi")  # 4 fields; uuid; int8; the topic's length
+# 8 fields; uuid; int8 version; the topic's length (then the topic, the state's length and
+# the state), and after them the position, the leaf's index and sealing time, and its hash.
+_COPY_ROW = struct.Struct(">hi16siqi")
+_COPY_LEAF = struct.Struct(">iqiqiqi32s")
 _COPY_LENGTH = struct.Struct(">i")
 
 
@@ -534,25 +537,39 @@ class _TopicBytes(dict[str, bytes]):
 _topic_bytes = _TopicBytes()
 
 
-def binary_copy(rows: list[Row]) -> bytes:
+def binary_copy(rows: list[Row], ids: list[int], first_idx: int, at: int) -> bytes:
     """Rows in PostgreSQL's binary COPY format (originator_id uuid, originator_version int8,
-    topic text, state bytea), built in one pass rather than one ``write_row`` each."""
-    pack, length, topics = _COPY_ROW.pack, _COPY_LENGTH.pack, _topic_bytes
+    topic text, state bytea, notification_id int8, and the seal's leaf_idx int8, sealed_at
+    int8, leaf_hash bytea), built in one pass rather than one ``write_row`` each: the rows at
+    the positions ``ids``, their leaves numbered from ``first_idx``."""
+    pack, leaf, length, topics = _COPY_ROW.pack, _COPY_LEAF.pack, _COPY_LENGTH.pack, _topic_bytes
+    hashes = leaf_hashes(
+        (p, at, oid, version, topic, state)
+        for p, (oid, version, topic, state) in zip(ids, rows, strict=True)
+    )
     parts = [_COPY_HEADER]
-    for oid, version, topic, state in rows:
+    for n, ((oid, version, topic, state), position, hashed) in enumerate(
+        zip(rows, ids, hashes, strict=True)
+    ):
         raw = topics[topic]
-        parts.append(pack(4, 16, oid, 8, version, len(raw)) + raw + length(len(state)) + state)
+        parts.append(
+            pack(8, 16, oid, 8, version, len(raw))
+            + raw
+            + length(len(state))
+            + state
+            + leaf(8, position, 8, first_idx + n, 8, at, 32, hashed)
+        )
     parts.append(b"\xff\xff")
     return b"".join(parts)
 
 
 def copy_sealed(recorder: Any, rows: list[Row]) -> None:
-    """COPY rows into a sealed PostgreSQL recorder's table and seal them, in one transaction
-    under the table's write lock, as a command's save seals what it stores: the same leaf
-    hashes in one leaves row after the last, the seal's mark moved and a checkpoint signed
-    when one is due."""
+    """COPY rows into a sealed PostgreSQL recorder's table, sealed, in one transaction under
+    the table's write lock, as a command's save seals what it stores: positions drawn from the
+    log's sequence, the same leaf hashes in the rows' seal columns (computed here, where the
+    insert has the server compute them), numbered after the last sealed row, and the seal's
+    mark moved and a checkpoint signed when one is due (the recorder's own ``_write_seal``)."""
     table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
-    payload = binary_copy(rows)
     with recorder.datastore.transaction(commit=True) as curs:
         # The seal hashes a whole chunk in Python between two statements: longer than the
         # recorder's idle-in-transaction timeout allows on a busy machine.
@@ -561,37 +578,17 @@ def copy_sealed(recorder: Any, rows: list[Row]) -> None:
         curs.execute(recorder._select_head)
         row = curs.fetchone()
         head = Head(row["size"], row["last_position"])
+        ids = recorder.draw_positions(curs, len(rows))
+        if ids[0] <= head.last_position:
+            msg = f"position {ids[0]} does not follow the last sealed one {head.last_position}"
+            raise SealError(msg)
+        payload = binary_copy(rows, ids, head.size, sealed_at_now())
         with curs.copy(
-            f"COPY {table} (originator_id, originator_version, topic, state) "
-            "FROM STDIN (FORMAT BINARY)"
+            f"COPY {table} (originator_id, originator_version, topic, state, notification_id, "
+            "leaf_idx, sealed_at, leaf_hash) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.write(payload)
-        # Under the lock the positions just given are the only ones past the head's.
-        curs.execute(
-            f"SELECT array_agg(notification_id ORDER BY notification_id) AS ids FROM {table} "
-            "WHERE notification_id > %s",
-            (head.last_position,),
-            binary=True,
-        )
-        ids: list[int] = curs.fetchone()["ids"]
-        if len(ids) != len(rows):
-            msg = f"{len(rows)} events copied, {len(ids)} past the seal's head"
-            raise SealError(msg)
-        seal_rows(recorder, curs, head, rows, ids)
-
-
-def seal_rows(recorder: Any, curs: Any, head: Head, rows: list[Row], ids: list[int]) -> None:
-    """What the recorder's sealed insert does for stored events, for rows already copied: the
-    leaf hashes of the seal's own definition (computed here, where the insert has the server
-    compute them), one leaves row after the head, and the mark moved and a checkpoint signed
-    when one is due (the recorder's own ``_write_seal``)."""
-    at = sealed_at_now()
-    hashes = leaf_hashes(
-        (p, at, oid, version, topic, state)
-        for p, (oid, version, topic, state) in zip(ids, rows, strict=True)
-    )
-    curs.execute(recorder._write_leaves, (head.size, ids, at, b"".join(hashes)))
-    recorder._write_seal(curs, Head(head.size + len(ids), ids[-1]), len(ids))
+        recorder._write_seal(curs, Head(head.size + len(ids), ids[-1]), len(ids))
 
 
 def mark_followed(platform: Platform) -> None:

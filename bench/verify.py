@@ -251,21 +251,25 @@ def fill(settings: Settings, events: int) -> None:
             with conn.transaction(), conn.cursor() as cur:
                 copy_events = sql.SQL(
                     "COPY {}.big_events (originator_id, originator_version, topic, state, "
-                    "notification_id) FROM STDIN (FORMAT BINARY)"
+                    "notification_id, leaf_idx, sealed_at, leaf_hash) FROM STDIN (FORMAT BINARY)"
                 ).format(schema)
                 with cur.copy(copy_events) as copy:
-                    copy.set_types(["uuid", "int8", "text", "bytea", "int8"])
-                    for event, position in zip(stored, positions, strict=True):
-                        copy.write_row((event.originator_id, 1, event.topic, event.state, position))
-                # One leaf a row, as saves of one event write them (the most rows to read).
-                copy_leaves = sql.SQL(
-                    "COPY {}.big_events_leaves (idx, positions, sealed_at, hashes) "
-                    "FROM STDIN (FORMAT BINARY)"
-                ).format(schema)
-                with cur.copy(copy_leaves) as copy:
-                    copy.set_types(["int8", "int8[]", "int8", "bytea"])
-                    for idx, position, at, leaf in leaves:
-                        copy.write_row((idx, [position], at, leaf))
+                    copy.set_types(
+                        ["uuid", "int8", "text", "bytea", "int8", "int8", "int8", "bytea"]
+                    )
+                    for event, (idx, position, at, leaf) in zip(stored, leaves, strict=True):
+                        copy.write_row(
+                            (
+                                event.originator_id,
+                                1,
+                                event.topic,
+                                event.state,
+                                position,
+                                idx,
+                                at,
+                                leaf,
+                            )
+                        )
                 cur.execute(
                     sql.SQL(
                         "UPDATE {}.big_events_seal SET size = %s, last_position = %s, "
@@ -284,7 +288,6 @@ def fill(settings: Settings, events: int) -> None:
             if (start // batch) % 10 == 0:
                 console.print(f"  written {start + n:,} of {events:,}")
         conn.execute(sql.SQL("VACUUM ANALYZE {}.big_events").format(schema))
-        conn.execute(sql.SQL("VACUUM ANALYZE {}.big_events_leaves").format(schema))
     elapsed = time.perf_counter() - started
     console.print(f"  wrote {events:,} sealed events in {elapsed:.1f} s")
 

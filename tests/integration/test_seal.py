@@ -39,6 +39,7 @@ from services.runtime.seal.operations import (
     prove_consistency,
 )
 from services.runtime.seal.proof import check_consistency, check_proof
+from services.runtime.seal.recorders import SealError
 from services.runtime.seal.sources import LogSource, PostgresLog, SQLiteLog, open_logs
 from services.runtime.seal.verify import verify_log
 from services.runtime.settings import Environment, Settings, SettingsError
@@ -56,14 +57,13 @@ class SealedLog:
     # Opens a transaction on the log's tables: (run SQL, the log as a checker reads it).
     tamper: Callable[[], AbstractContextManager[tuple[Callable[[str], None], LogSource]]]
     events: str  # the events table, qualified
-    leaves: str
+    leaves: str  # the table that holds the leaves (on PostgreSQL the events' own)
+    seal: str  # the prefix of the seal's tables (``<seal>_seal``, ``<seal>_checkpoints``)
+    unseal: str  # SQL: every leaf forgotten, as in a database from before the seal
     position: str  # the name of the position column
     # SQL: the leaves row that holds the leaf of a position; its leaf hash set to a literal.
     leaf_of: Callable[[int], str]
     set_leaf_hash: Callable[[int, str], str]
-    # The first position sealed in the same leaves row as a position (SQLite: itself; on
-    # PostgreSQL a row holds every leaf of one transaction).
-    first_in_row: Callable[[int], int]
 
 
 def _fill(settings: Settings) -> list[list[int]]:
@@ -85,11 +85,6 @@ def _fill(settings: Settings) -> list[list[int]]:
     finally:
         app.close()
     return transactions
-
-
-def _first_in_row(transactions: list[list[int]]) -> Callable[[int], int]:
-    first = {p: positions[0] for positions in transactions for p in positions}
-    return first.__getitem__
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -117,16 +112,16 @@ def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SealedLog
             sqlite_tamper,
             "stored_events",
             "stored_events_leaves",
+            "stored_events",
+            "DELETE FROM stored_events_leaves",
             "rowid",
             lambda p: f"position = {p}",
             lambda p, h: f"UPDATE stored_events_leaves SET leaf_hash = {h} WHERE position = {p}",
-            lambda p: p,
         )
         return
     pg_settings = request.getfixturevalue("pg_settings")
     settings = pg_settings.model_copy(update={"seal_checkpoint_every": EVERY})
-    transactions = _fill(settings)
-    positions = [p for tx in transactions for p in tx]
+    positions = [p for tx in _fill(settings) for p in tx]
     schema = settings.schema_for("intake")
 
     @contextmanager
@@ -145,15 +140,12 @@ def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SealedLog
         positions,
         pg_tamper,
         "{s}.intake_events",
-        "{s}.intake_events_leaves",
+        "{s}.intake_events",
+        "{s}.intake_events",
+        "UPDATE {s}.intake_events SET leaf_idx = NULL, sealed_at = NULL, leaf_hash = NULL",
         "notification_id",
-        lambda p: f"{p} = ANY(positions)",
-        lambda p, h: (
-            f"UPDATE {{s}}.intake_events_leaves SET hashes = overlay(hashes placing {h} "
-            f"from 32 * (array_position(positions, {p}::int8) - 1) + 1 for 32) "
-            f"WHERE {p} = ANY(positions)"
-        ),
-        _first_in_row(transactions),
+        lambda p: f"notification_id = {p}",
+        lambda p, h: f"UPDATE {{s}}.intake_events SET leaf_hash = {h} WHERE notification_id = {p}",
     )
 
 
@@ -190,6 +182,11 @@ def test_any_single_change_of_a_row_is_found_and_named(sealed: SealedLog) -> Non
     def check(change: str, at: int, to: int) -> None:
         p = positions[at]
         expected_kind, expected_at = "edited", p
+        if change == "delete":
+            # A row is held by the checkpoint that covers it: the last rows are covered by the
+            # next one (signed every N events, every T seconds and as a serving process stops;
+            # on PostgreSQL a deleted row takes its leaf with it).
+            checkpoint_all(sealed.settings)
         with sealed.tamper() as (run, log):
             if change == "edit":
                 run(
@@ -202,10 +199,7 @@ def test_any_single_change_of_a_row_is_found_and_named(sealed: SealedLog) -> Non
             elif change == "edit-aggregate":
                 run(f"UPDATE {t} SET originator_version = 2 WHERE {col} = {p}")
             elif change == "edit-seal":
-                # The instant of sealing is kept once for the leaves of a transaction: the
-                # first of its rows is named.
                 run(f"UPDATE {e} SET sealed_at = sealed_at + 1 WHERE {sealed.leaf_of(p)}")
-                expected_at = sealed.first_in_row(p)
             elif change == "delete":
                 run(f"DELETE FROM {t} WHERE {col} = {p}")
                 expected_kind = "deleted"
@@ -395,11 +389,11 @@ def test_events_stored_before_the_seal_are_sealed_when_tables_are_created(
     sealed: SealedLog,
 ) -> None:
     # An older database: its events have no leaves, no head, no checkpoints.
-    seal = sealed.leaves.removesuffix("_leaves")
+    seal = sealed.seal
     _commit(
         sealed,
         [
-            f"DELETE FROM {sealed.leaves}",
+            sealed.unseal,
             f"DELETE FROM {seal}_checkpoints",
             f"UPDATE {seal}_seal SET size = 0, last_position = 0, frontier = {_empty(sealed)}",
         ],
@@ -529,12 +523,12 @@ def _event(n: int) -> StoredEvent:
 
 
 def test_events_whose_seal_cannot_be_written_are_not_stored(sealed: SealedLog) -> None:
-    seal = sealed.leaves.removesuffix("_leaves")
-    _commit(sealed, [f"DELETE FROM {seal}_seal"])  # the head row is gone
+    _commit(sealed, [f"DELETE FROM {sealed.seal}_seal"])  # the head row (the mark) is gone
     app = IntakeService(env=application_env(sealed.settings, "intake", create_tables=False))
     try:
         with pytest.raises(Exception, match="seal"):
-            app.recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "org.ketnoi.test.v1", b"{}")])
+            # Enough to cross a checkpoint's interval, where PostgreSQL moves the mark.
+            app.recorder.insert_events([_event(n) for n in range(EVERY)])
     finally:
         app.close()
     with sealed.tamper() as (_, log):
@@ -542,30 +536,73 @@ def test_events_whose_seal_cannot_be_written_are_not_stored(sealed: SealedLog) -
 
 
 @pytest.mark.postgres
-def test_a_log_sealed_one_row_per_leaf_is_converted_on_migrate_and_still_verifies(
-    pg_settings: Settings,
+def test_a_log_without_the_seals_columns_refuses_events(pg_settings: Settings) -> None:
+    settings = pg_settings.model_copy(update={"seal_checkpoint_every": EVERY})
+    _fill(settings)
+    s = sql.Identifier(settings.schema_for("intake"))
+    with psycopg.connect(settings.database_url or "") as conn:
+        conn.execute(sql.SQL("ALTER TABLE {s}.intake_events DROP COLUMN leaf_hash").format(s=s))
+    app = IntakeService(env=application_env(settings, "intake", create_tables=False))
+    try:
+        with pytest.raises(SealError, match="run ketnoi migrate"):
+            app.recorder.insert_events([_event(1)])
+    finally:
+        app.close()
+    with psycopg.connect(settings.database_url or "") as conn:
+        count = conn.execute(sql.SQL("SELECT count(*) FROM {s}.intake_events").format(s=s))
+        assert count.fetchone() == (EVENTS,)
+
+
+OLD_FORMATS = ["one row per leaf", "one row per transaction"]
+
+
+def _seal_beside(
+    conn: psycopg.Connection[Any], s: sql.Identifier, old: str, transactions: list[list[int]]
+) -> list[Any]:
+    """Move a log's leaves out of its rows into a table beside them, as an older version kept
+    them; returns the leaves."""
+    schema = s.as_string(conn).strip('"')
+    leaves = list(PostgresLog(conn, "intake", schema, "intake_events").leaves(0, EVENTS))
+    statements = [
+        "UPDATE {s}.intake_events SET leaf_idx = NULL, sealed_at = NULL, leaf_hash = NULL",
+        "CREATE TABLE {s}.intake_events_leaves (idx bigint PRIMARY KEY, "
+        + (
+            "position bigint NOT NULL, sealed_at bigint NOT NULL, leaf_hash bytea NOT NULL)"
+            if old == OLD_FORMATS[0]
+            else "positions bigint[] NOT NULL, sealed_at bigint NOT NULL, hashes bytea NOT NULL)"
+        ),
+    ]
+    for statement in statements:
+        conn.execute(sql.SQL(statement).format(s=s))
+    insert = sql.SQL("INSERT INTO {s}.intake_events_leaves VALUES (%s, %s, %s, %s)").format(s=s)
+    with conn.cursor() as cur:
+        if old == OLD_FORMATS[0]:
+            cur.executemany(insert, [(idx, p, at, bytes(h)) for idx, p, at, h in leaves])
+        else:
+            start = 0
+            for positions in transactions:
+                held = leaves[start : start + len(positions)]
+                hashes = b"".join(bytes(leaf[3]) for leaf in held)
+                cur.execute(insert, (start, positions, held[0][2], hashes))
+                start += len(positions)
+    return leaves
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("old", OLD_FORMATS)
+def test_a_log_sealed_in_a_table_beside_is_converted_on_migrate_and_still_verifies(
+    pg_settings: Settings, old: str
 ) -> None:
-    # A database sealed before the leaves of a transaction were kept in one row: one row
-    # per leaf, and the head (size, last position, frontier) moved by every transaction.
+    # A database sealed before the leaves were kept in the events' rows: in a table beside,
+    # one row per leaf or one per transaction, the seal's head at the tree's end.
     settings = pg_settings.model_copy(update={"seal_checkpoint_every": EVERY})
     transactions = _fill(settings)
     schema = settings.schema_for("intake")
     s = sql.Identifier(schema)
     with psycopg.connect(settings.database_url or "") as conn:
-        leaves = PostgresLog(conn, "intake", schema, "intake_events").leaves(0, EVENTS)
+        leaves = _seal_beside(conn, s, old, transactions)
         frontier = Frontier()
         frontier.extend([bytes(leaf[3]) for leaf in leaves])
-        for statement in (
-            "DROP TABLE {s}.intake_events_leaves",
-            "CREATE TABLE {s}.intake_events_leaves (idx bigint PRIMARY KEY, "
-            "position bigint NOT NULL, sealed_at bigint NOT NULL, leaf_hash bytea NOT NULL)",
-        ):
-            conn.execute(sql.SQL(statement).format(s=s))
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL("INSERT INTO {s}.intake_events_leaves VALUES (%s, %s, %s, %s)").format(s=s),
-                [(idx, p, at, bytes(h)) for idx, p, at, h in leaves],
-            )
         conn.execute(
             sql.SQL(
                 "UPDATE {s}.intake_events_seal SET size = %s, last_position = %s, frontier = %s"
@@ -580,14 +617,9 @@ def test_a_log_sealed_one_row_per_leaf_is_converted_on_migrate_and_still_verifie
             assert report.ok, report.problems
             assert report.size == report.events == expected_size
             assert report.checkpoints == report.checkpoints_verified >= EVENTS // EVERY
-            columns = conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
-                "AND table_name = 'intake_events_leaves' ORDER BY ordinal_position",
-                (schema,),
-            ).fetchall()
-            format_of.append([c for (c,) in columns])
+            beside.append(log.beside)
 
-    format_of: list[list[str]] = []
+    beside: list[bool] = []
     check(EVENTS)  # the old format verifies as it is (a dump not yet migrated)
     app = IntakeService(env=application_env(settings, "intake", create_tables=True))
     try:
@@ -600,8 +632,7 @@ def test_a_log_sealed_one_row_per_leaf_is_converted_on_migrate_and_still_verifie
         app.close()
     checkpoint_all(settings)
     check(EVENTS + 11)
-    assert format_of[0] == ["idx", "position", "sealed_at", "leaf_hash"]
-    assert format_of[1] == format_of[2] == ["idx", "positions", "sealed_at", "hashes"]
+    assert beside == [True, False, False]
     with psycopg.connect(settings.database_url or "") as conn:
         # A converted row edited by hand is still named.
         p = transactions[2][0]
@@ -615,3 +646,27 @@ def test_a_log_sealed_one_row_per_leaf_is_converted_on_migrate_and_still_verifie
         conn.rollback()
     first = report.problems[0]
     assert (first.kind, first.position) == ("edited", p)
+
+
+@pytest.mark.postgres
+def test_a_log_whose_old_seal_names_a_missing_row_is_not_converted(pg_settings: Settings) -> None:
+    settings = pg_settings.model_copy(update={"seal_checkpoint_every": EVERY})
+    transactions = _fill(settings)
+    s = sql.Identifier(settings.schema_for("intake"))
+    with psycopg.connect(settings.database_url or "") as conn:
+        _seal_beside(conn, s, OLD_FORMATS[0], transactions)
+        conn.execute(
+            sql.SQL("DELETE FROM {s}.intake_events WHERE notification_id = %s").format(s=s),
+            (transactions[1][0],),
+        )
+    with pytest.raises(Exception, match="of which 1 are missing from the log"):
+        IntakeService(env=application_env(settings, "intake", create_tables=True)).close()
+    with psycopg.connect(settings.database_url or "") as conn:
+        unsealed = conn.execute(
+            sql.SQL("SELECT count(*) FROM {s}.intake_events WHERE leaf_hash IS NULL").format(s=s)
+        ).fetchone()
+        kept = conn.execute(
+            sql.SQL("SELECT count(*) FROM {s}.intake_events_leaves").format(s=s)
+        ).fetchone()
+    assert unsealed == (EVENTS - 1,)
+    assert kept == (EVENTS,)

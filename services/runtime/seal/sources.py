@@ -27,18 +27,25 @@ EventRow = tuple[int, bytes, int, str, bytes]  # position, originator id, versio
 @dataclass(frozen=True)
 class Head:
     """Where a log's tree ends (its size and last sealed position), and the frontier it keeps
-    at ``frontier_size``: the tree's own size on SQLite, the mark's on PostgreSQL."""
+    at ``frontier_size`` and ``frontier_position``: the tree's own on SQLite, the mark's on
+    PostgreSQL."""
 
     size: int
     last_position: int
     frontier: bytes
     frontier_size: int
+    frontier_position: int = 0
+
+
+Chunk = tuple[Sequence[LeafRow], Sequence[EventRow]]
 
 
 class LogSource(Protocol):
-    """One sealed log, as stored."""
+    """One sealed log, as stored. ``leaves_in_rows``: each leaf is kept in its event's own
+    row, so a deleted row takes its leaf with it (PostgreSQL); otherwise in a table beside."""
 
     name: str
+    leaves_in_rows: bool
 
     def head(self) -> Head: ...
 
@@ -50,12 +57,24 @@ class LogSource(Protocol):
 
     def events(self, after: int, upto: int | None) -> Sequence[EventRow]: ...
 
+    def chunk(self, idx: int, after: int, limit: int) -> Chunk:
+        """The leaves from index ``idx`` (up to ``limit``) and the rows past position
+        ``after`` up to the last of those leaves' positions."""
+        ...
+
     def count_events(self) -> int: ...
 
 
+def chunk_beside(log: LogSource, idx: int, after: int, limit: int) -> Chunk:
+    """``LogSource.chunk`` where the leaves are kept in a table beside the events."""
+    leaves = log.leaves(idx, limit)
+    return (leaves, log.events(after, leaves[-1][1])) if leaves else ([], [])
+
+
 class PostgresLog:
-    """A log in its PostgreSQL schema: its leaves one row per transaction (``recorders.py``),
-    or, in a database not migrated since, one row per leaf."""
+    """A log in its PostgreSQL schema: its leaves in its events' rows (``recorders.py``),
+    or, in a database not migrated since, in a table beside them: one row per transaction,
+    or one row per leaf."""
 
     def __init__(self, conn: psycopg.Connection[Any], name: str, schema: str, table: str) -> None:
         self.conn, self.name = conn, name
@@ -68,18 +87,30 @@ class PostgresLog:
             "cp": sql.Identifier(t.checkpoints),
             "co": sql.Identifier(t.cosignatures),
         }
-        self.per_leaf = (
-            conn.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
-                "AND table_name = %s AND column_name = 'leaf_hash'",
-                (schema, t.leaves),
-            ).fetchone()
-            is not None
+        columns = {
+            (row[0], row[1])
+            for row in conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name IN (%s, %s)",
+                (schema, table, t.leaves),
+            ).fetchall()
+        }
+        self.beside = any(found == t.leaves for found, _ in columns)
+        self.leaves_in_rows = not self.beside
+        self.per_leaf = (t.leaves, "leaf_hash") in columns
+        # Where the next leaves start, after a read of the leaves in rows: (index, position).
+        self._next: tuple[int, int] = (0, 0)
+        rows = (
+            "SELECT leaf_idx, notification_id, sealed_at, leaf_hash FROM {s}.{events} "
+            "WHERE notification_id > %s AND leaf_idx IS NOT NULL ORDER BY notification_id "
+            "LIMIT %s"
         )
         q = {
             "mark": "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1",
             "tip": "SELECT idx + cardinality(positions), positions[cardinality(positions)] "
             "FROM {s}.{leaves} ORDER BY idx DESC LIMIT 1",
+            "row_tip": "SELECT leaf_idx + 1, notification_id FROM {s}.{events} "
+            "WHERE leaf_idx IS NOT NULL ORDER BY notification_id DESC LIMIT 1",
             "cp": "SELECT size, note FROM {s}.{cp} ORDER BY size",
             "co": "SELECT size, key_name, line FROM {s}.{co} ORDER BY size, key_name",
             # The leaves from..from+limit, unpacked by the server from the rows that hold
@@ -92,6 +123,14 @@ class PostgresLog:
             "AND l.idx < %s AND l.idx + u.n - 1 >= %s ORDER BY l.idx, u.n LIMIT %s",
             "leaf_rows": "SELECT idx, position, sealed_at, leaf_hash FROM {s}.{leaves} "
             "WHERE idx >= %s ORDER BY idx LIMIT %s",
+            # The leaves in the events' rows: past a position (read on its index), or from an
+            # index (a whole read, for a look from anywhere).
+            "rows": rows,
+            "rows_from": "SELECT leaf_idx, notification_id, sealed_at, leaf_hash "
+            "FROM {s}.{events} WHERE leaf_idx >= %s ORDER BY leaf_idx LIMIT %s",
+            "chunk": "SELECT notification_id, uuid_send(originator_id), originator_version, "
+            "topic, state, leaf_idx, sealed_at, leaf_hash FROM {s}.{events} "
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
             "events": "SELECT notification_id, uuid_send(originator_id), originator_version, "
             "topic, state FROM {s}.{events} WHERE notification_id > %s "
             "AND notification_id <= %s ORDER BY notification_id",
@@ -110,10 +149,10 @@ class PostgresLog:
             return Head(0, 0, b"", 0)
         size, last, frontier = rows[0]
         if self.per_leaf:
-            return Head(size, last, bytes(frontier), size)
-        tip = self._all("tip")
+            return Head(size, last, bytes(frontier), size, last)
+        tip = self._all("tip" if self.beside else "row_tip")
         end, end_position = tip[0] if tip else (0, 0)
-        return Head(end or 0, end_position or 0, bytes(frontier), size)
+        return Head(end or 0, end_position or 0, bytes(frontier), size, last)
 
     def checkpoints(self) -> list[tuple[int, str]]:
         return [(s, n) for s, n in self._all("cp")]
@@ -124,7 +163,26 @@ class PostgresLog:
     def leaves(self, from_idx: int, limit: int) -> Sequence[LeafRow]:
         if self.per_leaf:
             return self._all("leaf_rows", (from_idx, limit))
-        return self._all("leaves", (from_idx, from_idx + limit, from_idx, limit))
+        if self.beside:
+            return self._all("leaves", (from_idx, from_idx + limit, from_idx, limit))
+        # Read on from where the last read ended (the usual walk from the first leaf),
+        # otherwise by index.
+        idx, after = self._next
+        if from_idx == idx:
+            found = self._all("rows", (after, limit))
+        else:
+            found = self._all("rows_from", (from_idx, limit))
+        if found:
+            self._next = (found[-1][0] + 1, found[-1][1])
+        return found
+
+    def chunk(self, idx: int, after: int, limit: int) -> Chunk:
+        if self.beside:
+            return chunk_beside(self, idx, after, limit)
+        rows = self._all("chunk", (after, limit))
+        events = [row[:5] for row in rows]
+        leaves = [(row[5], row[0], row[6], row[7]) for row in rows if row[5] is not None]
+        return leaves, events
 
     def events(self, after: int, upto: int | None) -> Sequence[EventRow]:
         return self._all("events", (after, upto if upto is not None else 2**62))
@@ -137,6 +195,8 @@ class SQLiteLog:
     """A log in its SQLite file; its connection may be used from another thread (the
     verifier reads ahead in one), never from two at once."""
 
+    leaves_in_rows = False
+
     def __init__(self, conn: sqlite3.Connection, name: str, table: str = "stored_events") -> None:
         self.conn, self.name, self.table = conn, name, table
         self.t = SealTables(table)
@@ -145,7 +205,9 @@ class SQLiteLog:
         row = self.conn.execute(
             f"SELECT size, last_position, frontier FROM {self.t.head} WHERE id = 1"
         ).fetchone()
-        return Head(0, 0, b"", 0) if row is None else Head(row[0], row[1], bytes(row[2]), row[0])
+        if row is None:
+            return Head(0, 0, b"", 0)
+        return Head(row[0], row[1], bytes(row[2]), row[0], row[1])
 
     def checkpoints(self) -> list[tuple[int, str]]:
         return list(self.conn.execute(f"SELECT size, note FROM {self.t.checkpoints} ORDER BY size"))
@@ -163,6 +225,9 @@ class SQLiteLog:
             "WHERE idx >= ? ORDER BY idx LIMIT ?",
             (from_idx, limit),
         ).fetchall()
+
+    def chunk(self, idx: int, after: int, limit: int) -> Chunk:
+        return chunk_beside(self, idx, after, limit)
 
     def events(self, after: int, upto: int | None) -> Sequence[EventRow]:
         rows = self.conn.execute(
@@ -207,17 +272,17 @@ def open_logs(settings: Settings, only: Sequence[str] = ()) -> Iterator[list[Log
             rows = conn.execute(
                 "SELECT table_schema, table_name FROM information_schema.tables "
                 "WHERE table_name LIKE %s ORDER BY table_schema",
-                ("%\\_events\\_leaves",),
+                ("%\\_events\\_seal",),
             ).fetchall()
             logs: list[LogSource] = []
             prefix = settings.schema_prefix
-            for schema, leaves in rows:
+            for schema, head in rows:
                 if not schema.startswith(prefix):
                     continue
                 name = schema[len(prefix) :]
                 if only and name not in only:
                     continue
-                logs.append(PostgresLog(conn, name, schema, leaves.removesuffix("_leaves")))
+                logs.append(PostgresLog(conn, name, schema, head.removesuffix("_seal")))
             yield logs
         finally:
             conn.execute("ROLLBACK")

@@ -105,17 +105,25 @@ def verify_log(
     head = log.head()
     checker.mark_at(head.frontier_size)
     report.size = head.size
-    last_position = _BEFORE_ANY
+    last_position, seen = _BEFORE_ANY, -1
     for idx, after, leaves, events in _chunks(log):
-        hashes = _check_chunk(log.name, report, idx, after, leaves, events)
+        hashes = _check_chunk(log, report, idx, after, leaves, events)
         checker.feed(hashes)
-        last_position = max(after, leaves[-1][1])
+        if leaves:
+            last_position = max(after, leaves[-1][1])
+            seen = max(seen, max(leaf[0] for leaf in leaves))
         if progress is not None:
             progress(log.name, len(leaves))
-    for row in log.events(last_position, None):
+    # Where leaves are kept beside the rows, the chunks end at the last leaf's position.
+    for row in [] if log.leaves_in_rows else log.events(last_position, None):
         report.problems.append(
             Problem(log.name, "inserted", row[0], "a row that was never sealed follows the log")
         )
+    if log.leaves_in_rows and head.frontier_size > seen + 1:
+        # Sealed rows deleted from the end of the log, up to the seal's mark.
+        before = max(last_position, 0)
+        upto = head.frontier_position + 1
+        _name_missing(log.name, report, seen + 1, head.frontier_size - 1, before, upto)
     frontier = checker.frontier
     if (head.size, head.last_position) != (frontier.size, max(last_position, 0)) or (
         head.frontier != checker.frontier_at_mark
@@ -150,11 +158,15 @@ def _chunks(log: LogSource) -> Iterator[Chunk]:
             # A row slipped in before the first sealed one is found too.
             idx, after = 0, _BEFORE_ANY
             while not stop.is_set():
-                leaves = log.leaves(idx, CHUNK)
-                if not leaves:
+                leaves, events = log.chunk(idx, after, CHUNK)
+                if not leaves and not events:
                     break
-                ahead.put((idx, after, leaves, log.events(after, leaves[-1][1])))
-                idx, after = leaves[-1][0] + 1, max(after, leaves[-1][1])
+                ahead.put((idx, after, leaves, events))
+                if leaves:
+                    idx = max(leaf[0] for leaf in leaves) + 1
+                    after = max(after, leaves[-1][1])
+                if events:
+                    after = max(after, events[-1][0])
             ahead.put(None)
         except BaseException as exc:
             ahead.put(exc)
@@ -177,7 +189,7 @@ def _chunks(log: LogSource) -> Iterator[Chunk]:
 
 
 def _check_chunk(
-    log: str,
+    log: LogSource,
     report: LogReport,
     first_idx: int,
     after: int,
@@ -185,10 +197,22 @@ def _check_chunk(
     events: Sequence[EventRow],
 ) -> list[bytes]:
     """The leaf hashes of a chunk, recomputed from its rows; problems go to the report."""
-    if leaves[0][0] != first_idx or leaves[-1][0] != first_idx + len(leaves) - 1:
-        report.problems.append(
-            Problem(log, "seal", leaves[0][1], f"leaf rows missing after index {first_idx}")
-        )
+    if not leaves:
+        for event in events:
+            report.problems.append(
+                Problem(log.name, "inserted", event[0], "a row that was never sealed is in the log")
+            )
+        return []
+    indexes = [leaf[0] for leaf in leaves]
+    if indexes != list(range(first_idx, first_idx + len(leaves))):
+        if log.leaves_in_rows:
+            _find_deleted(log.name, report, first_idx, after, leaves)
+        else:
+            report.problems.append(
+                Problem(
+                    log.name, "seal", leaves[0][1], f"leaf rows missing after index {first_idx}"
+                )
+            )
     stored = [leaf[3] for leaf in leaves]
     if [leaf[1] for leaf in leaves] == [e[0] for e in events]:
         try:
@@ -197,7 +221,43 @@ def _check_chunk(
             hashes = []  # a value of the wrong type: the slow walk names its row
         if hashes == stored:
             return hashes
-    return _slow_chunk(log, report, after, leaves, events)
+    return _slow_chunk(log.name, report, after, leaves, events)
+
+
+def _find_deleted(
+    log: str, report: LogReport, first_idx: int, after: int, leaves: Sequence[LeafRow]
+) -> None:
+    """Where each leaf is kept in its event's row: the indexes missing from a chunk are rows
+    deleted, named between the rows sealed before and after them."""
+    where = {leaf[0]: leaf[1] for leaf in leaves}
+    last = max(where)
+    idx = first_idx
+    while idx <= last:
+        if idx in where:
+            idx += 1
+            continue
+        end = idx
+        while end + 1 not in where:
+            end += 1
+        before = where.get(idx - 1, max(after, 0) if idx == first_idx else None)
+        _name_missing(log, report, idx, end, before, where[end + 1])
+        idx = end + 1
+
+
+def _name_missing(
+    log: str, report: LogReport, first: int, last: int, before: int | None, upto: int
+) -> None:
+    """Leaves ``first``..``last`` are missing between the sealed positions ``before`` and
+    ``upto``: each is named by its position when the positions between can be no others."""
+    count = last - first + 1
+    if before is not None and upto - before - 1 == count:
+        for n, position in enumerate(range(before + 1, upto)):
+            detail = f"a sealed row (leaf {first + n}) is missing from the log"
+            report.problems.append(Problem(log, "deleted", position, detail))
+        return
+    between = f"after position {before}" if before is not None else "before"
+    detail = f"{count} sealed rows (leaves {first} to {last}) are missing {between}, before {upto}"
+    report.problems.append(Problem(log, "deleted", None, detail))
 
 
 def _slow_chunk(
@@ -264,11 +324,16 @@ def _moved(mismatched: list[tuple[LeafRow, EventRow]]) -> dict[int, int]:
     """Rows whose content hashes to the leaf sealed at another position: {here: there}."""
     candidates = mismatched[:_REORDER_CANDIDATES]
     found: dict[int, int] = {}
-    for _, (p, oid, v, t, s) in candidates:
+    for leaf, (p, oid, v, t, s) in candidates:
         for other, _event in candidates:
             if other[1] == p:
                 continue
-            if _leaf_hash((other[1], oid, v, t, s), other[2]) == other[3]:
+            # The leaf sealed at the other position is this row's (a leaf kept beside the
+            # rows), or this row's own leaf was sealed at the other position (a leaf kept in
+            # the row, which moved with it).
+            if _leaf_hash((other[1], oid, v, t, s), other[2]) == other[3] or (
+                _leaf_hash((other[1], oid, v, t, s), leaf[2]) == leaf[3]
+            ):
                 found[p] = other[1]
     return found
 
