@@ -230,9 +230,11 @@ class PostgresSeal:
         self._select_mark = SQL(
             "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1"
         ).format(**ident)
-        self._select_leaves_after = SQL(
+        # Bounded on both sides, so the positions' index is read even where the table has
+        # no statistics (a planner guessing a third of it would scan and sort it all).
+        self._select_leaves_between = SQL(
             "SELECT leaf_idx, leaf_hash FROM {s}.{events} WHERE notification_id > %s "
-            "ORDER BY notification_id"
+            "AND notification_id <= %s ORDER BY notification_id"
         ).format(**ident)
         self._update_mark = SQL(
             "UPDATE {s}.{head} SET size = %s, last_position = %s, frontier = %s WHERE id = 1"
@@ -253,7 +255,8 @@ class PostgresSeal:
         ).format(**ident)
         self._select_backlog = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {s}.{events} WHERE notification_id > %s AND leaf_idx IS NULL "
+            "FROM {s}.{events} WHERE notification_id > %s AND notification_id <= "
+            "(SELECT max(notification_id) FROM {s}.{events}) AND leaf_idx IS NULL "
             "ORDER BY notification_id"
         ).format(**ident)
         self._draw_positions = SQL(
@@ -344,7 +347,7 @@ class PostgresSeal:
         before = after.size - appended
         if not self.checkpoints.crosses(before, after.size):
             return
-        frontier = self._frontier_at(cursor, after.size)
+        frontier = self._frontier_at(cursor, after)
         if frontier is None:
             raise SealError(f"the leaves of {self.events_table_name} do not follow its mark")
         cursor.execute(self._update_mark, (after.size, after.last_position, frontier.to_bytes()))
@@ -352,15 +355,15 @@ class PostgresSeal:
             size, root, note = self.checkpoints.note(frontier)
             cursor.execute(self._insert_checkpoint, (size, root, datetime.now(UTC), note))
 
-    def _frontier_at(self, cursor: Cursor[DictRow], size: int) -> Frontier | None:
-        """The frontier of the tree's first ``size`` leaves: the mark's, extended by the
-        sealed rows after it; None when those rows do not end at ``size``."""
+    def _frontier_at(self, cursor: Cursor[DictRow], head: Head) -> Frontier | None:
+        """The frontier of the tree up to ``head``: the mark's, extended by the sealed rows
+        after it; None when those rows do not end at the head's size."""
         cursor.execute(self._select_mark)
         mark = cursor.fetchone()
         if mark is None:
             raise SealError(f"the seal of {self.events_table_name} is missing: run ketnoi migrate")
         frontier = Frontier.from_bytes(mark["size"], bytes(mark["frontier"]))
-        cursor.execute(self._select_leaves_after, (mark["last_position"],))
+        cursor.execute(self._select_leaves_between, (mark["last_position"], head.last_position))
         hashes: list[bytes] = []
         for row in cursor.fetchall():
             if row["leaf_idx"] is None:
@@ -369,7 +372,7 @@ class PostgresSeal:
                 return None
             hashes.append(bytes(row["leaf_hash"]))
         frontier.extend(hashes)
-        return frontier if frontier.size == size else None
+        return frontier if frontier.size == head.size else None
 
     def create_table(self) -> None:
         super().create_table()  # type: ignore[misc]
@@ -392,7 +395,7 @@ class PostgresSeal:
             last = curs.fetchone()["size"]
             if row["size"] == 0 or (last is not None and last >= row["size"]):
                 return None
-            frontier = self._frontier_at(curs, row["size"])
+            frontier = self._frontier_at(curs, Head(row["size"], row["last_position"]))
             if frontier is None:
                 raise SealError(f"the leaves of {self.events_table_name} do not follow its mark")
             size, root, note = self.checkpoints.note(frontier)

@@ -58,8 +58,10 @@ class LogSource(Protocol):
     def events(self, after: int, upto: int | None) -> Sequence[EventRow]: ...
 
     def chunk(self, idx: int, after: int, limit: int) -> Chunk:
-        """The leaves from index ``idx`` (up to ``limit``) and the rows past position
-        ``after`` up to the last of those leaves' positions."""
+        """The next leaves and the rows read with them, past position ``after``: where the
+        leaves are kept beside, those from index ``idx`` (up to ``limit``) and the rows up to
+        the last of their positions; where they are kept in the rows, the rows of the next
+        window of ``limit`` positions that holds any, and their leaves."""
         ...
 
     def count_events(self) -> int: ...
@@ -100,11 +102,7 @@ class PostgresLog:
         self.per_leaf = (t.leaves, "leaf_hash") in columns
         # Where the next leaves start, after a read of the leaves in rows: (index, position).
         self._next: tuple[int, int] = (0, 0)
-        rows = (
-            "SELECT leaf_idx, notification_id, sealed_at, leaf_hash FROM {s}.{events} "
-            "WHERE notification_id > %s AND leaf_idx IS NOT NULL ORDER BY notification_id "
-            "LIMIT %s"
-        )
+        self._bounds: tuple[int, int] | None = None  # the first and last position
         q = {
             "mark": "SELECT size, last_position, frontier FROM {s}.{head} WHERE id = 1",
             "tip": "SELECT idx + cardinality(positions), positions[cardinality(positions)] "
@@ -123,14 +121,18 @@ class PostgresLog:
             "AND l.idx < %s AND l.idx + u.n - 1 >= %s ORDER BY l.idx, u.n LIMIT %s",
             "leaf_rows": "SELECT idx, position, sealed_at, leaf_hash FROM {s}.{leaves} "
             "WHERE idx >= %s ORDER BY idx LIMIT %s",
-            # The leaves in the events' rows: past a position (read on its index), or from an
-            # index (a whole read, for a look from anywhere).
-            "rows": rows,
+            # The leaves in the events' rows, read in windows of positions (bounded on both
+            # sides, so the positions' index is read even where the table has no statistics),
+            # or from an index (a whole read, for a look from anywhere).
+            "bounds": "SELECT min(notification_id), max(notification_id) FROM {s}.{events}",
+            "rows": "SELECT leaf_idx, notification_id, sealed_at, leaf_hash FROM {s}.{events} "
+            "WHERE notification_id > %s AND notification_id <= %s AND leaf_idx IS NOT NULL "
+            "ORDER BY notification_id",
             "rows_from": "SELECT leaf_idx, notification_id, sealed_at, leaf_hash "
             "FROM {s}.{events} WHERE leaf_idx >= %s ORDER BY leaf_idx LIMIT %s",
             "chunk": "SELECT notification_id, uuid_send(originator_id), originator_version, "
             "topic, state, leaf_idx, sealed_at, leaf_hash FROM {s}.{events} "
-            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id",
             "events": "SELECT notification_id, uuid_send(originator_id), originator_version, "
             "topic, state FROM {s}.{events} WHERE notification_id > %s "
             "AND notification_id <= %s ORDER BY notification_id",
@@ -168,10 +170,15 @@ class PostgresLog:
         # Read on from where the last read ended (the usual walk from the first leaf),
         # otherwise by index.
         idx, after = self._next
-        if from_idx == idx:
-            found = self._all("rows", (after, limit))
-        else:
+        found: list[Any] = []
+        if from_idx != idx:
             found = self._all("rows_from", (from_idx, limit))
+        else:
+            for low, high in self._windows(after, limit):
+                found.extend(self._all("rows", (low, high)))
+                if len(found) >= limit:
+                    break
+            found = found[:limit]
         if found:
             self._next = (found[-1][0] + 1, found[-1][1])
         return found
@@ -179,10 +186,24 @@ class PostgresLog:
     def chunk(self, idx: int, after: int, limit: int) -> Chunk:
         if self.beside:
             return chunk_beside(self, idx, after, limit)
-        rows = self._all("chunk", (after, limit))
-        events = [row[:5] for row in rows]
-        leaves = [(row[5], row[0], row[6], row[7]) for row in rows if row[5] is not None]
-        return leaves, events
+        for low, high in self._windows(after, limit):
+            rows = self._all("chunk", (low, high))
+            if rows:
+                events = [row[:5] for row in rows]
+                leaves = [(row[5], row[0], row[6], row[7]) for row in rows if row[5] is not None]
+                return leaves, events
+        return [], []
+
+    def _windows(self, after: int, width: int) -> Iterator[tuple[int, int]]:
+        """Windows of ``width`` positions past ``after``, to the log's last row."""
+        if self._bounds is None:
+            first, last = self._all("bounds")[0]
+            self._bounds = (first or 0, last or 0)
+        first, last = self._bounds
+        low = max(after, first - 1)
+        while low < last:
+            yield low, low + width
+            low += width
 
     def events(self, after: int, upto: int | None) -> Sequence[EventRow]:
         return self._all("events", (after, upto if upto is not None else 2**62))
