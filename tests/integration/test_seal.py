@@ -557,11 +557,11 @@ OLD_FORMATS = ["one row per leaf", "one row per transaction"]
 
 
 def _seal_beside(
-    conn: psycopg.Connection[Any], s: sql.Identifier, old: str, transactions: list[list[int]]
+    conn: psycopg.Connection[Any], schema: str, old: str, transactions: list[list[int]]
 ) -> list[Any]:
     """Move a log's leaves out of its rows into a table beside them, as an older version kept
     them; returns the leaves."""
-    schema = s.as_string(conn).strip('"')
+    s = sql.Identifier(schema)
     leaves = list(PostgresLog(conn, "intake", schema, "intake_events").leaves(0, EVENTS))
     statements = [
         "UPDATE {s}.intake_events SET leaf_idx = NULL, sealed_at = NULL, leaf_hash = NULL",
@@ -600,7 +600,7 @@ def test_a_log_sealed_in_a_table_beside_is_converted_on_migrate_and_still_verifi
     schema = settings.schema_for("intake")
     s = sql.Identifier(schema)
     with psycopg.connect(settings.database_url or "") as conn:
-        leaves = _seal_beside(conn, s, old, transactions)
+        leaves = _seal_beside(conn, schema, old, transactions)
         frontier = Frontier()
         frontier.extend([bytes(leaf[3]) for leaf in leaves])
         conn.execute(
@@ -652,9 +652,10 @@ def test_a_log_sealed_in_a_table_beside_is_converted_on_migrate_and_still_verifi
 def test_a_log_whose_old_seal_names_a_missing_row_is_not_converted(pg_settings: Settings) -> None:
     settings = pg_settings.model_copy(update={"seal_checkpoint_every": EVERY})
     transactions = _fill(settings)
-    s = sql.Identifier(settings.schema_for("intake"))
+    schema = settings.schema_for("intake")
+    s = sql.Identifier(schema)
     with psycopg.connect(settings.database_url or "") as conn:
-        _seal_beside(conn, s, OLD_FORMATS[0], transactions)
+        _seal_beside(conn, schema, OLD_FORMATS[0], transactions)
         conn.execute(
             sql.SQL("DELETE FROM {s}.intake_events WHERE notification_id = %s").format(s=s),
             (transactions[1][0],),
