@@ -226,6 +226,36 @@ def test_any_single_change_of_a_row_is_found_and_named(sealed: SealedLog) -> Non
     check()
 
 
+@pytest.mark.parametrize("sealed", ["postgres"], indirect=True)
+@pytest.mark.parametrize(
+    ("at", "index"),
+    [
+        (0, "leaf_idx + 1"),
+        (4, "leaf_idx + 10"),
+        (9, "1000000000000"),
+        (9, "leaf_idx - 1"),
+        (EVENTS - 1, "-5"),
+        (EVENTS - 1, "1000000000000"),
+    ],
+)
+def test_a_rows_index_in_the_tree_edited_is_named_and_the_check_ends(
+    sealed: SealedLog, at: int, index: str
+) -> None:
+    """Where the leaves are kept in the events' rows, a row's index in the tree is a column
+    of its own: an edit of it names that row, and is not read as rows deleted."""
+    p = sealed.positions[at]
+    with sealed.tamper() as (run, log):
+        run(f"UPDATE {sealed.events} SET leaf_idx = {index} WHERE notification_id = {p}")
+        report = verify_log(log, _keys(sealed.settings))
+    rows = [(problem.kind, problem.position) for problem in report.problems if problem.position]
+    assert rows == [("edited", p)], report.problems
+    assert "index was edited" in report.problems[0].detail
+    # The tree is still the one the checkpoints signed.
+    assert report.checkpoints == report.checkpoints_verified > 0
+    if at == EVENTS - 1:  # the seal's tip is read from the last row
+        assert [problem.kind for problem in report.problems[1:]] == ["seal"]
+
+
 def _blob(col: str) -> str:
     return "x'7b7d'" if col == "rowid" else "'\\x7b7d'::bytea"
 

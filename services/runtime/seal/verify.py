@@ -105,13 +105,20 @@ def verify_log(
     head = log.head()
     checker.mark_at(head.frontier_size)
     report.size = head.size
-    last_position, seen = _BEFORE_ANY, -1
+    last_position = _BEFORE_ANY
+    # Where the leaves are kept in the rows: the index the next sealed row should have, and
+    # the position of the last sealed row.
+    expected: tuple[int, int] = (0, 0)
     for idx, after, leaves, events in _chunks(log):
+        named = len(report.problems)
         hashes = _check_chunk(log, report, idx, after, leaves, events)
+        if log.leaves_in_rows:
+            # A row named already (moved, with its index) is not named again for its index.
+            known = {problem.position for problem in report.problems[named:]}
+            expected = _check_indexes(log.name, report, expected, leaves, known)
         checker.feed(hashes)
         if leaves:
             last_position = max(after, leaves[-1][1])
-            seen = max(seen, max(leaf[0] for leaf in leaves))
         if progress is not None:
             progress(log.name, len(leaves))
     # Where leaves are kept beside the rows, the chunks end at the last leaf's position.
@@ -119,11 +126,11 @@ def verify_log(
         report.problems.append(
             Problem(log.name, "inserted", row[0], "a row that was never sealed follows the log")
         )
-    if log.leaves_in_rows and head.frontier_size > seen + 1:
+    if log.leaves_in_rows and head.frontier_size > expected[0]:
         # Sealed rows deleted from the end of the log, up to the seal's mark.
-        before = max(last_position, 0)
+        first, before = expected
         upto = head.frontier_position + 1
-        _name_missing(log.name, report, seen + 1, head.frontier_size - 1, before, upto)
+        _name_missing(log.name, report, first, head.frontier_size - 1, before, upto)
     frontier = checker.frontier
     if (head.size, head.last_position) != (frontier.size, max(last_position, 0)) or (
         head.frontier != checker.frontier_at_mark
@@ -203,16 +210,12 @@ def _check_chunk(
                 Problem(log.name, "inserted", event[0], "a row that was never sealed is in the log")
             )
         return []
-    indexes = [leaf[0] for leaf in leaves]
-    if indexes != list(range(first_idx, first_idx + len(leaves))):
-        if log.leaves_in_rows:
-            _find_deleted(log.name, report, first_idx, after, leaves)
-        else:
-            report.problems.append(
-                Problem(
-                    log.name, "seal", leaves[0][1], f"leaf rows missing after index {first_idx}"
-                )
-            )
+    if not log.leaves_in_rows and [leaf[0] for leaf in leaves] != list(
+        range(first_idx, first_idx + len(leaves))
+    ):
+        report.problems.append(
+            Problem(log.name, "seal", leaves[0][1], f"leaf rows missing after index {first_idx}")
+        )
     stored = [leaf[3] for leaf in leaves]
     if [leaf[1] for leaf in leaves] == [e[0] for e in events]:
         try:
@@ -224,24 +227,43 @@ def _check_chunk(
     return _slow_chunk(log.name, report, after, leaves, events)
 
 
-def _find_deleted(
-    log: str, report: LogReport, first_idx: int, after: int, leaves: Sequence[LeafRow]
-) -> None:
-    """Where each leaf is kept in its event's row: the indexes missing from a chunk are rows
-    deleted, named between the rows sealed before and after them."""
-    where = {leaf[0]: leaf[1] for leaf in leaves}
-    last = max(where)
-    idx = first_idx
-    while idx <= last:
-        if idx in where:
-            idx += 1
-            continue
-        end = idx
-        while end + 1 not in where:
-            end += 1
-        before = where.get(idx - 1, max(after, 0) if idx == first_idx else None)
-        _name_missing(log, report, idx, end, before, where[end + 1])
-        idx = end + 1
+def _check_indexes(
+    log: str,
+    report: LogReport,
+    expected: tuple[int, int],
+    leaves: Sequence[LeafRow],
+    known: set[int | None],
+) -> tuple[int, int]:
+    """Where each leaf is kept in its event's row, the rows' indexes rise by one from row to
+    row, in the order of their positions. They may skip an index for each row deleted, so by
+    no more than the positions skip. A row whose index breaks that had its index edited (it
+    is named unless it is ``known``, and counted as if in order); the indexes skipped are rows
+    deleted, named between the rows sealed before and after them. ``expected``: the index the
+    next sealed row should have, and the position of the last sealed row; the same after
+    these leaves is returned."""
+    following, before = expected
+    if not leaves:
+        return expected
+    if [leaf[0] for leaf in leaves] == list(range(following, following + len(leaves))) and (
+        leaves[0][1] > before
+    ):
+        return following + len(leaves), leaves[-1][1]  # in order: the usual case
+    previous = following - 1
+    for n, (idx, position, _, _) in enumerate(leaves):
+        after_it = leaves[n + 1][0] if n + 1 < len(leaves) else None
+        if (
+            idx <= previous
+            or idx - previous > position - before
+            or (after_it is not None and previous < after_it < idx)
+        ):
+            if position not in known:
+                detail = f"its seal's index was edited (leaf {previous + 1} expected, {idx} found)"
+                report.problems.append(Problem(log, "edited", position, detail))
+            idx = previous + 1
+        elif idx > previous + 1:
+            _name_missing(log, report, previous + 1, idx - 1, before, position)
+        previous, before = idx, position
+    return previous + 1, before
 
 
 def _name_missing(
@@ -250,7 +272,7 @@ def _name_missing(
     """Leaves ``first``..``last`` are missing between the sealed positions ``before`` and
     ``upto``: each is named by its position when the positions between can be no others."""
     count = last - first + 1
-    if before is not None and upto - before - 1 == count:
+    if before is not None and upto - before - 1 == count <= CHUNK:
         for n, position in enumerate(range(before + 1, upto)):
             detail = f"a sealed row (leaf {first + n}) is missing from the log"
             report.problems.append(Problem(log, "deleted", position, detail))
