@@ -166,7 +166,16 @@ def test_an_untouched_log_verifies_with_its_checkpoints(sealed: SealedLog) -> No
     assert report.checkpoints == report.checkpoints_verified >= EVENTS // EVERY
 
 
-CHANGES = ["edit", "edit-topic", "edit-aggregate", "edit-seal", "delete", "insert", "swap"]
+CHANGES = [
+    "edit",
+    "edit-topic",
+    "edit-long-topic",
+    "edit-aggregate",
+    "edit-seal",
+    "delete",
+    "insert",
+    "swap",
+]
 
 
 def test_any_single_change_of_a_row_is_found_and_named(sealed: SealedLog) -> None:
@@ -196,6 +205,9 @@ def test_any_single_change_of_a_row_is_found_and_named(sealed: SealedLog) -> Non
                 )
             elif change == "edit-topic":
                 run(f"UPDATE {t} SET topic = 'org.ketnoi.other.v1' WHERE {col} = {p}")
+            elif change == "edit-long-topic":  # longer than the leaf's length field holds
+                long = "hex(zeroblob(35000))" if col == "rowid" else "repeat('0', 70000)"
+                run(f"UPDATE {t} SET topic = {long} WHERE {col} = {p}")
             elif change == "edit-aggregate":
                 run(f"UPDATE {t} SET originator_version = 2 WHERE {col} = {p}")
             elif change == "edit-seal":

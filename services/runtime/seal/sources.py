@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import psycopg
 from psycopg import sql
@@ -37,7 +37,16 @@ class Head:
     frontier_position: int = 0
 
 
-Chunk = tuple[Sequence[LeafRow], Sequence[EventRow]]
+class Chunk(NamedTuple):
+    """Leaves, and the rows read with them. Where the database assembles the leaves (on
+    PostgreSQL, from the events' own rows, when every row read was sealed), ``hashed`` holds
+    what each leaf hash is taken of (``0x00 || leaf``, as ``leaves.py`` lays the leaf out),
+    in the leaves' order, and ``events`` is left empty: the rows themselves are read again
+    only to name one that differs."""
+
+    leaves: Sequence[LeafRow]
+    events: Sequence[EventRow]
+    hashed: Sequence[bytes] | None = None
 
 
 class LogSource(Protocol):
@@ -60,8 +69,9 @@ class LogSource(Protocol):
     def chunk(self, idx: int, after: int, limit: int) -> Chunk:
         """The next leaves and the rows read with them, past position ``after``: where the
         leaves are kept beside, those from index ``idx`` (up to ``limit``) and the rows up to
-        the last of their positions; where they are kept in the rows, the rows of the next
-        window of ``limit`` positions that holds any, and their leaves."""
+        the last of their positions; where they are kept in the rows, the leaves of the next
+        window of ``limit`` positions that holds any row, each assembled by the database from
+        its row, or the rows in full where one of them was never sealed."""
         ...
 
     def count_events(self) -> int: ...
@@ -70,7 +80,7 @@ class LogSource(Protocol):
 def chunk_beside(log: LogSource, idx: int, after: int, limit: int) -> Chunk:
     """``LogSource.chunk`` where the leaves are kept in a table beside the events."""
     leaves = log.leaves(idx, limit)
-    return (leaves, log.events(after, leaves[-1][1])) if leaves else ([], [])
+    return Chunk(leaves, log.events(after, leaves[-1][1]) if leaves else [])
 
 
 class PostgresLog:
@@ -130,8 +140,14 @@ class PostgresLog:
             "ORDER BY notification_id",
             "rows_from": "SELECT leaf_idx, notification_id, sealed_at, leaf_hash "
             "FROM {s}.{events} WHERE leaf_idx >= %s ORDER BY leaf_idx LIMIT %s",
-            "chunk": "SELECT notification_id, uuid_send(originator_id), originator_version, "
-            "topic, state, leaf_idx, sealed_at, leaf_hash FROM {s}.{events} "
+            # Each row's leaf as its hash is taken of, laid out by the server as the insert
+            # does (``recorders.py``), so the client hashes one value a row; a topic too long
+            # for the leaf's length field wraps here and fails its hash, rather than the read.
+            "chunk": "SELECT leaf_idx, notification_id, sealed_at, leaf_hash, '\\x00'::bytea "
+            "|| int8send(notification_id) || int8send(sealed_at) || uuid_send(originator_id) "
+            "|| int8send(originator_version::int8) "
+            "|| substring(int4send(octet_length(convert_to(topic, 'UTF8'))) FROM 3 FOR 2) "
+            "|| convert_to(topic, 'UTF8') || state FROM {s}.{events} "
             "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id",
             "events": "SELECT notification_id, uuid_send(originator_id), originator_version, "
             "topic, state FROM {s}.{events} WHERE notification_id > %s "
@@ -189,10 +205,11 @@ class PostgresLog:
         for low, high in self._windows(after, limit):
             rows = self._all("chunk", (low, high))
             if rows:
-                events = [row[:5] for row in rows]
-                leaves = [(row[5], row[0], row[6], row[7]) for row in rows if row[5] is not None]
-                return leaves, events
-        return [], []
+                leaves = [row[:4] for row in rows if row[0] is not None]
+                if len(leaves) < len(rows):  # a row never sealed: the rows in full
+                    return Chunk(leaves, self.events(low, high))
+                return Chunk(leaves, [], [row[4] for row in rows])
+        return Chunk([], [])
 
     def _windows(self, after: int, width: int) -> Iterator[tuple[int, int]]:
         """Windows of ``width`` positions past ``after``, to the log's last row."""
@@ -289,6 +306,9 @@ def open_logs(settings: Settings, only: Sequence[str] = ()) -> Iterator[list[Log
         return
     with psycopg.connect(target.conninfo(), autocommit=True) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # The functions the server applies to the rows are its own, whatever the database
+        # was given besides (every table is named with its schema).
+        conn.execute("SET LOCAL search_path TO pg_catalog")
         try:
             rows = conn.execute(
                 "SELECT table_schema, table_name FROM information_schema.tables "

@@ -24,12 +24,13 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256
 from uuid import UUID
 
 from services.runtime.seal.leaves import chunk_hashes, leaf_hashes
 from services.runtime.seal.merkle import Frontier
 from services.runtime.seal.note import NoteError, SignedNote, Verifier, parse_note
-from services.runtime.seal.sources import EventRow, LeafRow, LogSource
+from services.runtime.seal.sources import Chunk, EventRow, LeafRow, LogSource
 
 CHUNK = 50_000
 _BEFORE_ANY = -(2**62)
@@ -109,18 +110,27 @@ def verify_log(
     # Where the leaves are kept in the rows: the index the next sealed row should have, and
     # the position of the last sealed row.
     expected: tuple[int, int] = (0, 0)
-    for idx, after, leaves, events in _chunks(log):
+    differ: list[tuple[int, Sequence[LeafRow]]] = []  # to name once the log is read
+    for idx, after, (leaves, events, hashed) in _chunks(log):
         named = len(report.problems)
-        hashes = _check_chunk(log, report, idx, after, leaves, events)
-        if log.leaves_in_rows:
-            # A row named already (moved, with its index) is not named again for its index.
+        if hashed is None:
+            hashes = _check_chunk(log, report, idx, after, leaves, events)
             known = {problem.position for problem in report.problems[named:]}
+        else:
+            hashes = [sha256(leaf).digest() for leaf in hashed]
+            known = {leaf[1] for leaf, h in zip(leaves, hashes, strict=True) if h != leaf[3]}
+            if known:
+                differ.append((after, leaves))
+        if log.leaves_in_rows:
+            # A row named for its content (moved, with its index) is not named for its index.
             expected = _check_indexes(log.name, report, expected, leaves, known)
         checker.feed(hashes)
         if leaves:
             last_position = max(after, leaves[-1][1])
         if progress is not None:
             progress(log.name, len(leaves))
+    for after, leaves in differ:  # the rows in full, to name what differs
+        _slow_chunk(log.name, report, after, leaves, log.events(after, leaves[-1][1]))
     # Where leaves are kept beside the rows, the chunks end at the last leaf's position.
     for row in [] if log.leaves_in_rows else log.events(last_position, None):
         report.problems.append(
@@ -150,14 +160,12 @@ def verify_log(
     return report
 
 
-Chunk = tuple[int, int, Sequence[LeafRow], Sequence[EventRow]]  # first idx, after, rows
-
-
-def _chunks(log: LogSource) -> Iterator[Chunk]:
+def _chunks(log: LogSource) -> Iterator[tuple[int, int, Chunk]]:
     """The leaves in chunks with the rows up to the chunk's last position, read one chunk
     ahead in a thread of their own: the database sends the next while this one is hashed.
-    The log's connection is used by that thread alone until the last chunk is taken."""
-    ahead: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=1)
+    The log's connection is used by that thread alone until the last chunk is taken. Each
+    chunk comes with the first index and the position it was read after."""
+    ahead: queue.Queue[tuple[int, int, Chunk] | BaseException | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def read() -> None:
@@ -165,10 +173,11 @@ def _chunks(log: LogSource) -> Iterator[Chunk]:
             # A row slipped in before the first sealed one is found too.
             idx, after = 0, _BEFORE_ANY
             while not stop.is_set():
-                leaves, events = log.chunk(idx, after, CHUNK)
+                chunk = log.chunk(idx, after, CHUNK)
+                leaves, events, _ = chunk
                 if not leaves and not events:
                     break
-                ahead.put((idx, after, leaves, events))
+                ahead.put((idx, after, chunk))
                 if leaves:
                     idx = max(leaf[0] for leaf in leaves) + 1
                     after = max(after, leaves[-1][1])
