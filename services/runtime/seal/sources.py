@@ -42,7 +42,8 @@ class Chunk(NamedTuple):
     PostgreSQL, from the events' own rows, when every row read was sealed), ``hashed`` holds
     what each leaf hash is taken of (``0x00 || leaf``, as ``leaves.py`` lays the leaf out),
     in the leaves' order, and ``events`` is left empty: the rows themselves are read again
-    only to name one that differs."""
+    only to name one that differs. A leaf may be a longer row whose first four fields are
+    the leaf's."""
 
     leaves: Sequence[LeafRow]
     events: Sequence[EventRow]
@@ -205,10 +206,13 @@ class PostgresLog:
         for low, high in self._windows(after, limit):
             rows = self._all("chunk", (low, high))
             if rows:
-                leaves = [row[:4] for row in rows if row[0] is not None]
-                if len(leaves) < len(rows):  # a row never sealed: the rows in full
+                hashed = [row[4] for row in rows]
+                if None in hashed:  # a row never sealed: the rows in full
+                    leaves = [row[:4] for row in rows if row[0] is not None]
                     return Chunk(leaves, self.events(low, high))
-                return Chunk(leaves, [], [row[4] for row in rows])
+                # Each row read is its leaf (index, position, sealed_at, leaf hash), the leaf
+                # as hashed after it.
+                return Chunk(rows, [], hashed)
         return Chunk([], [])
 
     def _windows(self, after: int, width: int) -> Iterator[tuple[int, int]]:

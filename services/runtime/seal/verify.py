@@ -118,8 +118,9 @@ def verify_log(
             known = {problem.position for problem in report.problems[named:]}
         else:
             hashes = [sha256(leaf).digest() for leaf in hashed]
-            known = {leaf[1] for leaf, h in zip(leaves, hashes, strict=True) if h != leaf[3]}
-            if known:
+            known = set()
+            if hashes != [leaf[3] for leaf in leaves]:
+                known = {leaf[1] for leaf, h in zip(leaves, hashes, strict=True) if h != leaf[3]}
                 differ.append((after, leaves))
         if log.leaves_in_rows:
             # A row named for its content (moved, with its index) is not named for its index.
@@ -179,7 +180,8 @@ def _chunks(log: LogSource) -> Iterator[tuple[int, int, Chunk]]:
                     break
                 ahead.put((idx, after, chunk))
                 if leaves:
-                    idx = max(leaf[0] for leaf in leaves) + 1
+                    if not log.leaves_in_rows:  # read by index
+                        idx = max(leaf[0] for leaf in leaves) + 1
                     after = max(after, leaves[-1][1])
                 if events:
                     after = max(after, events[-1][0])
@@ -258,7 +260,8 @@ def _check_indexes(
     ):
         return following + len(leaves), leaves[-1][1]  # in order: the usual case
     previous = following - 1
-    for n, (idx, position, _, _) in enumerate(leaves):
+    for n, leaf in enumerate(leaves):
+        idx, position = leaf[0], leaf[1]
         after_it = leaves[n + 1][0] if n + 1 < len(leaves) else None
         if (
             idx <= previous
@@ -304,7 +307,7 @@ def _slow_chunk(
     mismatched: list[tuple[LeafRow, EventRow]] = []
     previous = after
     for leaf in leaves:
-        _, position, sealed_at, stored = leaf
+        position, sealed_at, stored = leaf[1], leaf[2], leaf[3]
         if position <= previous:
             report.problems.append(
                 Problem(log, "seal", position, "the seal's positions are out of order")
