@@ -268,6 +268,25 @@ def test_a_rows_index_in_the_tree_edited_is_named_and_the_check_ends(
         assert [problem.kind for problem in report.problems[1:]] == ["seal"]
 
 
+@pytest.mark.parametrize("sealed", ["postgres"], indirect=True)
+def test_several_rows_changed_at_once_are_each_named(sealed: SealedLog) -> None:
+    p = sealed.positions
+    with sealed.tamper() as (run, log):
+        run(
+            f"UPDATE {sealed.events} SET state = state || '\\x20'::bytea WHERE notification_id = {p[3]}"
+        )
+        run(f"UPDATE {sealed.events} SET leaf_idx = leaf_idx + 7 WHERE notification_id = {p[11]}")
+        run(f"UPDATE {sealed.events} SET originator_version = 9 WHERE notification_id = {p[20]}")
+        report = verify_log(log, _keys(sealed.settings))
+    rows = [(problem.kind, problem.position) for problem in report.problems if problem.position]
+    assert rows == [("edited", p[3]), ("edited", p[11]), ("edited", p[20])], report.problems
+    assert [problem.detail.endswith("edited") for problem in report.problems[:3]] == [
+        True,
+        False,
+        True,
+    ]
+
+
 def _blob(col: str) -> str:
     return "x'7b7d'" if col == "rowid" else "'\\x7b7d'::bytea"
 

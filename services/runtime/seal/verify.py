@@ -110,7 +110,8 @@ def verify_log(
     # Where the leaves are kept in the rows: the index the next sealed row should have, and
     # the position of the last sealed row.
     expected: tuple[int, int] = (0, 0)
-    differ: list[tuple[int, Sequence[LeafRow]]] = []  # to name once the log is read
+    # Leaves whose rows differ, read past ``after`` up to ``upto``: named once the log is read.
+    differ: list[tuple[int, int, list[LeafRow]]] = []
     for idx, after, (leaves, events, hashed) in _chunks(log):
         named = len(report.problems)
         if hashed is None:
@@ -120,8 +121,9 @@ def verify_log(
             hashes = [sha256(leaf).digest() for leaf in hashed]
             known = set()
             if hashes != [leaf[3] for leaf in leaves]:
-                known = {leaf[1] for leaf, h in zip(leaves, hashes, strict=True) if h != leaf[3]}
-                differ.append((after, leaves))
+                bad = [leaf[:4] for leaf, h in zip(leaves, hashes, strict=True) if h != leaf[3]]
+                known = {leaf[1] for leaf in bad}
+                differ.append((after, leaves[-1][1], bad))
         if log.leaves_in_rows:
             # A row named for its content (moved, with its index) is not named for its index.
             expected = _check_indexes(log.name, report, expected, leaves, known)
@@ -130,8 +132,10 @@ def verify_log(
             last_position = max(after, leaves[-1][1])
         if progress is not None:
             progress(log.name, len(leaves))
-    for after, leaves in differ:  # the rows in full, to name what differs
-        _slow_chunk(log.name, report, after, leaves, log.events(after, leaves[-1][1]))
+    for after, upto, bad in differ:  # those rows in full, to name what differs
+        wanted = {leaf[1] for leaf in bad}
+        rows = [row for row in log.events(after, upto) if row[0] in wanted]
+        _slow_chunk(log.name, report, after, bad, rows)
     # Where leaves are kept beside the rows, the chunks end at the last leaf's position.
     for row in [] if log.leaves_in_rows else log.events(last_position, None):
         report.problems.append(
