@@ -272,9 +272,8 @@ def test_a_rows_index_in_the_tree_edited_is_named_and_the_check_ends(
 def test_several_rows_changed_at_once_are_each_named(sealed: SealedLog) -> None:
     p = sealed.positions
     with sealed.tamper() as (run, log):
-        run(
-            f"UPDATE {sealed.events} SET state = state || '\\x20'::bytea WHERE notification_id = {p[3]}"
-        )
+        space = "'\\x20'::bytea"
+        run(f"UPDATE {sealed.events} SET state = state || {space} WHERE notification_id = {p[3]}")
         run(f"UPDATE {sealed.events} SET leaf_idx = leaf_idx + 7 WHERE notification_id = {p[11]}")
         run(f"UPDATE {sealed.events} SET originator_version = 9 WHERE notification_id = {p[20]}")
         report = verify_log(log, _keys(sealed.settings))
