@@ -48,6 +48,24 @@ def leaf(
     return _FIXED.pack(0, position, sealed_at, originator_id, version)[1:] + _topics[topic] + state
 
 
+def leaf_sql(row: str, position: str, sealed_at: str, *, wrap_length: bool = False) -> str:
+    """The same leaf laid out by PostgreSQL from an events row (``row`` is its alias and a
+    dot, or empty), prefixed with the leaf hash's 0x00: what the hash is taken of. The topic's
+    length field refuses a topic too long for it, or with ``wrap_length`` keeps its low two
+    bytes (a read that must not fail on an edited row; the hash then differs)."""
+    topic = f"convert_to({row}topic, 'UTF8')"
+    length = (
+        f"substring(int4send(octet_length({topic})) FROM 3 FOR 2)"
+        if wrap_length
+        else f"int2send(octet_length({topic})::int2)"
+    )
+    return (
+        f"'\\x00'::bytea || int8send({position}) || int8send({sealed_at}) "
+        f"|| uuid_send({row}originator_id) || int8send({row}originator_version) "
+        f"|| {length} || {topic} || {row}state"
+    )
+
+
 Row = tuple[int, int, bytes, int, str, bytes]  # position, sealed_at, id, version, topic, state
 
 

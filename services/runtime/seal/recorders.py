@@ -53,7 +53,7 @@ from services.runtime.persistence import (
     WindowedProcessRecorder,
 )
 from services.runtime.seal.groups import PostgresGroups, SQLiteGroups
-from services.runtime.seal.leaves import SealTables, leaf_hashes, sealed_at_now
+from services.runtime.seal.leaves import SealTables, leaf_hashes, leaf_sql, sealed_at_now
 from services.runtime.seal.merkle import Frontier
 from services.runtime.seal.note import Checkpoint, Signer
 
@@ -134,12 +134,7 @@ def _id_bytes(originator_id: Any) -> bytes:
 # The leaf of ``leaves.py`` and its hash, computed by the server from a row it inserts: its
 # position (drawn beforehand), the instant given, the aggregate id and version, the topic's
 # length and UTF-8, and the stored bytes.
-_LEAF_HASH = (
-    "sha256('\\x00'::bytea || int8send(e.n) || int8send(%b::int8) "
-    "|| uuid_send(e.originator_id) || int8send(e.originator_version) "
-    "|| int2send(octet_length(convert_to(e.topic, 'UTF8'))::int2) "
-    "|| convert_to(e.topic, 'UTF8') || e.state)"
-)
+_LEAF_HASH = f"sha256({leaf_sql('e.', 'e.n', '%b::int8')})"
 
 # The columns the seal adds to a log's events table on PostgreSQL.
 SEAL_COLUMNS = ("leaf_idx", "sealed_at", "leaf_hash")

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol, cast
 import psycopg
 from psycopg import sql
 
-from services.runtime.seal.leaves import SealTables
+from services.runtime.seal.leaves import SealTables, leaf_sql
 from services.runtime.settings import Settings
 
 LeafRow = tuple[int, int, int, bytes]  # idx, position, sealed_at, leaf hash
@@ -144,11 +144,9 @@ class PostgresLog:
             # Each row's leaf as its hash is taken of, laid out by the server as the insert
             # does (``recorders.py``), so the client hashes one value a row; a topic too long
             # for the leaf's length field wraps here and fails its hash, rather than the read.
-            "chunk": "SELECT leaf_idx, notification_id, sealed_at, leaf_hash, '\\x00'::bytea "
-            "|| int8send(notification_id) || int8send(sealed_at) || uuid_send(originator_id) "
-            "|| int8send(originator_version::int8) "
-            "|| substring(int4send(octet_length(convert_to(topic, 'UTF8'))) FROM 3 FOR 2) "
-            "|| convert_to(topic, 'UTF8') || state FROM {s}.{events} "
+            "chunk": "SELECT leaf_idx, notification_id, sealed_at, leaf_hash, "
+            + leaf_sql("", "notification_id", "sealed_at", wrap_length=True)
+            + " FROM {s}.{events} "
             "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id",
             "events": "SELECT notification_id, uuid_send(originator_id), originator_version, "
             "topic, state FROM {s}.{events} WHERE notification_id > %s "

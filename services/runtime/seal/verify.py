@@ -283,18 +283,20 @@ def _check_indexes(
 
 
 def _name_missing(
-    log: str, report: LogReport, first: int, last: int, before: int | None, upto: int
+    log: str, report: LogReport, first: int, last: int, before: int, upto: int
 ) -> None:
     """Leaves ``first``..``last`` are missing between the sealed positions ``before`` and
     ``upto``: each is named by its position when the positions between can be no others."""
     count = last - first + 1
-    if before is not None and upto - before - 1 == count <= CHUNK:
+    if upto - before - 1 == count <= CHUNK:
         for n, position in enumerate(range(before + 1, upto)):
             detail = f"a sealed row (leaf {first + n}) is missing from the log"
             report.problems.append(Problem(log, "deleted", position, detail))
         return
-    between = f"after position {before}" if before is not None else "before"
-    detail = f"{count} sealed rows (leaves {first} to {last}) are missing {between}, before {upto}"
+    detail = (
+        f"{count} sealed rows (leaves {first} to {last}) are missing after position {before}, "
+        f"before {upto}"
+    )
     report.problems.append(Problem(log, "deleted", None, detail))
 
 
